@@ -1,0 +1,213 @@
+"""Model and training configuration, shared by both twins.
+
+`BertConfig` uses the field names of Hugging Face's `config.json`, so a real BERT config loads as
+is (unknown keys are ignored) and the file we write loads in `transformers.BertConfig`.
+`TrainConfig` holds everything about a run that is not the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError, write_text_atomic
+
+# Google's BERT miniatures (Turc et al. 2019) plus base and large. FFN width is 4 * hidden.
+PRESETS: dict[str, tuple[int, int, int]] = {
+    #          layers, hidden, heads
+    "tiny": (2, 128, 2),
+    "mini": (4, 256, 4),
+    "small": (4, 512, 8),
+    "medium": (8, 512, 8),
+    "base": (12, 768, 12),
+    "large": (24, 1024, 16),
+}
+
+LAYER_NORM_POSITIONS = ("post", "pre")
+HIDDEN_ACTS = ("gelu",)  # exact (erf) GELU, as original BERT and HF "gelu"
+
+
+@dataclass(frozen=True)
+class BertConfig:
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    # Not an HF field: "post" is original BERT (and loads HF weights); "pre" normalises before
+    # each sublayer (the original project's and Cramming's variant) and adds a final LayerNorm.
+    layer_norm_position: str = "post"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def validate(self) -> None:
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise UserError(f"config {name}={v!r} must be a positive integer")
+        if self.hidden_size % self.num_attention_heads:
+            raise UserError(
+                f"config hidden_size={self.hidden_size} is not divisible by "
+                f"num_attention_heads={self.num_attention_heads}; pick a head count that divides it")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                raise UserError(f"config {name}={v} must be in [0, 1)")
+        if self.hidden_act not in HIDDEN_ACTS:
+            raise UserError(f"config hidden_act={self.hidden_act!r} is not supported; use one of "
+                            f"{', '.join(HIDDEN_ACTS)}")
+        if self.layer_norm_position not in LAYER_NORM_POSITIONS:
+            raise UserError(f"config layer_norm_position={self.layer_norm_position!r} must be "
+                            f"'post' or 'pre'")
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise UserError(f"config pad_token_id={self.pad_token_id} is outside the vocabulary "
+                            f"(vocab_size={self.vocab_size})")
+
+    # ---- presets and (de)serialisation -------------------------------------------------------
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "BertConfig":
+        if name not in PRESETS:
+            raise UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        layers, hidden, heads = PRESETS[name]
+        kw = dict(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
+                  intermediate_size=4 * hidden)
+        kw.update(overrides)
+        return cls(**kw)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "BertConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        return cls(**kw)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        # Fields that make the file a complete Hugging Face BERT config.
+        d.update(model_type="bert", architectures=["BertForPreTraining"],
+                 position_embedding_type="absolute")
+        return d
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> "BertConfig":
+        path = Path(path)
+        if path.is_dir():
+            path = path / "config.json"
+        if not path.is_file():
+            raise UserError(f"config file {path} does not exist; pass a config.json or a --preset")
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"config file {path} is not valid JSON ({e}); fix or replace it")
+        if not isinstance(d, dict):
+            raise UserError(f"config file {path} must hold a JSON object")
+        return cls.from_dict(d)
+
+    def to_json_file(self, path: str | Path) -> None:
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    def replace(self, **changes: Any) -> "BertConfig":
+        return dataclasses.replace(self, **changes)
+
+
+SCHEDULES = ("linear", "cosine", "noam", "constant")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything about a pretraining run except the model."""
+
+    batch_size: int = 32            # global batch (all ranks, all accumulation micro-steps)
+    seq_len: int = 128
+    max_predictions: int = 20       # P: static number of MLM slots per sequence
+    mask_prob: float = 0.15
+    whole_word_mask: bool = False
+    nsp: bool = True                # next-sentence prediction on/off
+    short_seq_prob: float = 0.1     # google-research/bert: sometimes build shorter sequences
+    lr: float = 1e-3
+    schedule: str = "linear"        # linear | cosine | noam | constant (all with warmup)
+    warmup_steps: int = 100
+    steps: int = 300
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-6
+    grad_clip: float = 1.0          # max global grad norm; 0 disables
+    grad_accum: int = 1             # micro-batches per optimizer step
+    dropout: bool = True            # False turns dropout off (parity, tests)
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 3
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, model: BertConfig | None = None) -> None:
+        def positive(name: str) -> None:
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise UserError(f"{name.replace('_', '-')}={v!r} must be a positive integer")
+
+        for name in ("batch_size", "max_predictions", "steps", "grad_accum", "log_every",
+                     "checkpoint_every", "keep_checkpoints"):
+            positive(name)
+        if self.seq_len < 8:
+            raise UserError(f"seq-len={self.seq_len} is too short; use at least 8")
+        if self.max_predictions > self.seq_len:
+            raise UserError(f"max-predictions={self.max_predictions} exceeds seq-len="
+                            f"{self.seq_len}; lower --max-predictions")
+        if not 0.0 < self.mask_prob < 1.0:
+            raise UserError(f"mask-prob={self.mask_prob} must be in (0, 1)")
+        if self.schedule not in SCHEDULES:
+            raise UserError(f"unknown schedule {self.schedule!r}; choose one of "
+                            f"{', '.join(SCHEDULES)}")
+        if self.warmup_steps < 0:
+            raise UserError(f"warmup-steps={self.warmup_steps} must be >= 0")
+        if self.lr <= 0:
+            raise UserError(f"lr={self.lr} must be > 0")
+        if self.batch_size % self.grad_accum:
+            raise UserError(f"batch-size={self.batch_size} is not divisible by grad-accum="
+                            f"{self.grad_accum}; pick a batch size that is a multiple of it")
+        if model is not None and self.seq_len > model.max_position_embeddings:
+            raise UserError(f"seq-len={self.seq_len} exceeds the model's max_position_embeddings="
+                            f"{model.max_position_embeddings}; lower --seq-len")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_json_file(self, path: str | Path) -> None:
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> "TrainConfig":
+        path = Path(path)
+        try:
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"cannot read train config {path} ({e}); fix or remove it")
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
