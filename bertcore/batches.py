@@ -1,0 +1,150 @@
+"""The batch iterator: the seam between bertcore and the twins.
+
+Every batch is a dict of numpy arrays (DESIGN.md's batch contract):
+
+    input_ids, token_type_ids, attention_mask   int32 [B, L]
+    masked_positions, masked_ids                 int32 [B, P]
+    masked_weights                               float32 [B, P]
+    next_sentence_label                          int32 [B]   (only when NSP is on)
+
+Determinism: the *global* batch of step s depends only on (seed, s). Rank r of W gets rows
+[r*B/W, (r+1)*B/W) of it, and the random numbers for masking are drawn for the whole global batch
+before slicing, so K ranks together see exactly the batch one process would: the property the
+data-parallel tests rely on. Each epoch rebuilds its instances and their order from
+(seed, epoch). `state()` is a small JSON-able dict; `BatchIterator(..., state=s)` continues with
+the identical next batch, in either twin.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+
+from .config import TrainConfig
+from .errors import UserError
+from .masking import LABEL, assemble, create_instances, mask_tokens
+from .shards import Shards
+from .tokenizer import WordPiece
+
+STATE_FORMAT = "twinbert-batches-v1"
+# Distinct stream names, so instance building and masking never share random numbers.
+_INSTANCES, _MASKING = 0x1257, 0x3A5C
+
+
+class BatchIterator(Iterator[dict]):
+    def __init__(self, shards: Shards, tokenizer: WordPiece, cfg: TrainConfig, *, rank: int = 0,
+                 world_size: int = 1, state: dict[str, Any] | None = None):
+        if cfg.batch_size % world_size:
+            raise UserError(f"batch-size={cfg.batch_size} is not divisible by the world size "
+                            f"{world_size}; use a multiple of {world_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world size {world_size}")
+        self.shards, self.tok, self.cfg = shards, tokenizer, cfg
+        self.rank, self.world_size = rank, world_size
+        self.global_batch = cfg.batch_size
+        self.local_batch = cfg.batch_size // world_size
+        self.epoch, self.index, self.step = 0, 0, 0
+        if state is not None:
+            self._load_state(state)
+        self._instances: np.ndarray | None = None
+        self._instances_epoch = -1
+
+    # ---- position ---------------------------------------------------------------------------
+
+    def _signature(self) -> dict[str, Any]:
+        c = self.cfg
+        return {"seed": c.seed, "batch_size": c.batch_size, "seq_len": c.seq_len,
+                "max_predictions": c.max_predictions, "mask_prob": c.mask_prob,
+                "whole_word_mask": c.whole_word_mask, "nsp": c.nsp,
+                "short_seq_prob": c.short_seq_prob,
+                "tokenizer_fingerprint": self.shards.meta["tokenizer_fingerprint"],
+                "tokens": self.shards.meta["tokens"]}
+
+    def state(self) -> dict[str, Any]:
+        """Where the iterator stands: the next batch is the one for `step`."""
+        return {"format": STATE_FORMAT, "epoch": self.epoch, "index": self.index,
+                "step": self.step, **self._signature()}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        if state.get("format") != STATE_FORMAT:
+            raise UserError(f"batch-iterator state has format {state.get('format')!r}, expected "
+                            f"{STATE_FORMAT!r}; the checkpoint is from another version")
+        sig = self._signature()
+        diff = [k for k in sig if state.get(k) != sig[k]]
+        if diff:
+            detail = ", ".join(f"{k}: checkpoint {state.get(k)!r} vs now {sig[k]!r}" for k in diff)
+            raise UserError(f"cannot resume the data stream, settings differ ({detail}); resume "
+                            f"with the original settings")
+        self.epoch, self.index, self.step = int(state["epoch"]), int(state["index"]), \
+            int(state["step"])
+
+    # ---- epochs -----------------------------------------------------------------------------
+
+    def _epoch_instances(self) -> np.ndarray:
+        if self._instances_epoch != self.epoch:
+            rng = np.random.default_rng([self.cfg.seed, _INSTANCES, self.epoch])
+            inst = create_instances(self.shards.sent_offsets, self.shards.doc_offsets,
+                                    self.cfg.seq_len, rng, nsp=self.cfg.nsp,
+                                    short_seq_prob=self.cfg.short_seq_prob)
+            if len(inst) < self.global_batch:
+                raise UserError(
+                    f"the corpus in {self.shards.path} makes only {len(inst)} sequences of "
+                    f"seq-len {self.cfg.seq_len}, fewer than one batch of {self.global_batch}; "
+                    f"use a larger corpus or a smaller --batch-size")
+            self._instances = inst[rng.permutation(len(inst))]
+            self._instances_epoch = self.epoch
+        return self._instances
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self._epoch_instances()) // self.global_batch
+
+    # ---- batches ----------------------------------------------------------------------------
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        inst = self._epoch_instances()
+        if self.index >= len(inst) // self.global_batch:   # drop the last partial batch
+            self.epoch, self.index = self.epoch + 1, 0
+            inst = self._epoch_instances()
+        lo = self.index * self.global_batch + self.rank * self.local_batch
+        rows = inst[lo:lo + self.local_batch]
+        batch = self.make_batch(rows, self.step)
+        self.index += 1
+        self.step += 1
+        return batch
+
+    def make_batch(self, rows: np.ndarray, step: int) -> dict[str, np.ndarray]:
+        c, tok = self.cfg, self.tok
+        L, P, G = c.seq_len, c.max_predictions, self.global_batch
+        batch = assemble(self.shards.tokens, rows, L, tok.cls_id, tok.sep_id, tok.pad_id,
+                         nsp=c.nsp)
+        # Random numbers for the whole global batch, then this rank's rows.
+        rng = np.random.default_rng([c.seed, _MASKING, step])
+        sl = slice(self.rank * self.local_batch, (self.rank + 1) * self.local_batch)
+        uniforms = rng.random((G, L))[sl]
+        replace_u = rng.random((G, P))[sl]
+        random_pick = rng.integers(0, 2**31 - 1, size=(G, P))[sl]
+        batch.update(mask_tokens(
+            batch["input_ids"], batch["attention_mask"], uniforms, replace_u, random_pick,
+            is_special=tok.is_special,
+            is_continuation=tok.is_continuation if c.whole_word_mask else None,
+            replacement_ids=tok.replacement_ids, mask_id=tok.mask_id, mask_prob=c.mask_prob,
+            max_predictions=P))
+        if c.nsp:
+            batch["next_sentence_label"] = rows[:, LABEL].astype(np.int32)
+        return batch
+
+    def __iter__(self) -> "BatchIterator":
+        return self
+
+
+def split_micro_batches(batch: dict[str, np.ndarray], n: int) -> list[dict[str, np.ndarray]]:
+    """Split a batch along rows into `n` equal micro-batches (gradient accumulation)."""
+    rows = len(batch["input_ids"])
+    if rows % n:
+        raise UserError(f"a batch of {rows} rows per rank does not split into grad-accum={n} "
+                        f"equal micro-batches; pick a batch size divisible by world size x "
+                        f"grad-accum")
+    k = rows // n
+    return [{key: v[i * k:(i + 1) * k] for key, v in batch.items()} for i in range(n)]

@@ -1,0 +1,81 @@
+"""The command-line flags both `python -m torchbert.train` and `python -m jaxbert.train` take.
+
+One parser for both twins, so their flags cannot drift apart; each twin adds its own few
+(`--device`/`--compile` in torch, `--parallel` and multi-host flags in jax).
+Training flags default to None here and fall back to `TrainConfig`'s defaults in
+`bertcore.run.train_config_from_args`, so `--resume` can tell which flags the user really gave.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .config import PRESETS, SCHEDULES, TrainConfig
+
+_D = TrainConfig()  # the defaults shown in --help
+
+
+def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog, description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="With no arguments: trains the 'mini' preset on the built-in corpus (tokenizer and "
+               "shards are built once and cached in $TWINBERT_CACHE or ~/.cache/twinbert).")
+    m = p.add_argument_group("model")
+    m.add_argument("--preset", default="mini", choices=list(PRESETS),
+                   help="model size (Google's BERT miniatures, base, large)")
+    m.add_argument("--config", metavar="CONFIG_JSON",
+                   help="a Hugging Face BERT config.json instead of --preset")
+    m.add_argument("--layer-norm-position", choices=["post", "pre"], default=None,
+                   help="post = original BERT (default); pre = pre-LN variant")
+
+    d = p.add_argument_group("data")
+    d.add_argument("--corpus", default="builtin",
+                   help="builtin | imdb | an aclImdb dir | a .txt/.jsonl file or folder; "
+                        "tokenized once and cached (ignored with --data)")
+    d.add_argument("--data", metavar="DATADIR",
+                   help="a directory made by `python -m bertcore.data prepare`")
+    d.add_argument("--tokenizer", metavar="TOKDIR",
+                   help="tokenizer directory (default: the one in DATADIR, or one trained on "
+                        "--corpus and cached)")
+    d.add_argument("--vocab-size", type=int, default=8192,
+                   help="vocabulary size when a tokenizer has to be trained for --corpus")
+
+    t = p.add_argument_group("training (defaults from bertcore.config.TrainConfig)")
+    t.add_argument("--steps", type=int, help=f"optimizer steps [{_D.steps}]")
+    t.add_argument("--batch-size", type=int,
+                   help=f"global batch, all ranks and accumulation steps together [{_D.batch_size}]")
+    t.add_argument("--seq-len", type=int, help=f"tokens per sequence [{_D.seq_len}]")
+    t.add_argument("--max-predictions", type=int,
+                   help=f"MLM slots per sequence, P [{_D.max_predictions}]")
+    t.add_argument("--mask-prob", type=float, help=f"share of tokens to predict [{_D.mask_prob}]")
+    t.add_argument("--whole-word-mask", action="store_true", default=None,
+                   help="mask every piece of a chosen word together")
+    t.add_argument("--no-nsp", dest="nsp", action="store_false", default=None,
+                   help="MLM only: no next-sentence prediction")
+    t.add_argument("--lr", type=float, help=f"peak learning rate [{_D.lr}]")
+    t.add_argument("--schedule", choices=list(SCHEDULES), help=f"LR schedule [{_D.schedule}]")
+    t.add_argument("--warmup-steps", type=int, help=f"[{_D.warmup_steps}]")
+    t.add_argument("--weight-decay", type=float,
+                   help=f"AdamW decay, not on biases/LayerNorm [{_D.weight_decay}]")
+    t.add_argument("--beta1", type=float, help=f"[{_D.beta1}]")
+    t.add_argument("--beta2", type=float, help=f"[{_D.beta2}]")
+    t.add_argument("--eps", type=float, help=f"AdamW epsilon [{_D.eps}]")
+    t.add_argument("--grad-clip", type=float, help=f"max global grad norm, 0 = off [{_D.grad_clip}]")
+    t.add_argument("--grad-accum", type=int, help=f"micro-batches per step [{_D.grad_accum}]")
+    t.add_argument("--no-dropout", dest="dropout", action="store_false", default=None,
+                   help="turn dropout off (exact comparisons between runs and twins)")
+    t.add_argument("--seed", type=int, help=f"seeds init, data and dropout [{_D.seed}]")
+
+    r = p.add_argument_group("run directory")
+    r.add_argument("--out", metavar="RUNDIR",
+                   help="where config, metrics, checkpoints go (default: runs/<twin>-<preset>)")
+    r.add_argument("--resume", action="store_true",
+                   help="continue the run in RUNDIR from its latest checkpoint")
+    r.add_argument("--overwrite", action="store_true",
+                   help="delete an existing run in RUNDIR and start over")
+    r.add_argument("--log-every", type=int, help=f"steps between metrics lines [{_D.log_every}]")
+    r.add_argument("--checkpoint-every", type=int, help=f"[{_D.checkpoint_every}]")
+    r.add_argument("--keep-checkpoints", type=int, help=f"newest checkpoints kept [{_D.keep_checkpoints}]")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    return p

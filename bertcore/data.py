@@ -1,0 +1,95 @@
+"""`python -m bertcore.data`: pretokenize a corpus, and look at what the batches hold.
+
+    python -m bertcore.data prepare --corpus builtin --tokenizer TOKDIR --out DATADIR
+    python -m bertcore.data show DATADIR [--seq-len 128] [--batch-size 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .config import TrainConfig
+from .errors import UserError, cli_entry
+from .shards import Shards, prepare
+from .tokenizer import load_tokenizer
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from .corpus import iter_documents
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise UserError(f"{out} already exists; pass --overwrite to replace it or pick another --out")
+    tok = load_tokenizer(args.tokenizer)
+    stats = prepare(iter_documents(args.corpus), tok, out, source=args.corpus,
+                    delimiters=args.delimiters, progress=not args.no_progress)
+    print(f"{stats.documents} documents, {stats.sentences} sentences, {stats.tokens} tokens from "
+          f"{stats.text_bytes / 1e6:.1f} MB of text in {stats.seconds:.1f}s "
+          f"({stats.mb_per_second:.2f} MB/s) -> {out}")
+    if args.seq_len:
+        cfg = TrainConfig(seq_len=args.seq_len, max_predictions=min(20, args.seq_len))
+        from .batches import BatchIterator
+
+        it = BatchIterator(Shards(out, tok), tok, cfg.replace(batch_size=1))
+        print(f"at seq-len {args.seq_len}: {it.batches_per_epoch} sequences per epoch "
+              f"(seed {cfg.seed})")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from .batches import BatchIterator
+
+    shards = Shards(args.datadir)
+    tok = shards.tokenizer()
+    cfg = TrainConfig(batch_size=args.batch_size, seq_len=args.seq_len,
+                      max_predictions=args.max_predictions, nsp=not args.no_nsp,
+                      whole_word_mask=args.whole_word_mask, seed=args.seed)
+    print(shards)
+    batch = next(BatchIterator(shards, tok, cfg))
+    for i in range(args.batch_size):
+        n = int(batch["attention_mask"][i].sum())
+        print(f"\n--- row {i}" + (f"  next_sentence_label={batch['next_sentence_label'][i]}"
+                                  if "next_sentence_label" in batch else ""))
+        print(" ".join(tok.id_to_token(t) for t in batch["input_ids"][i][:n]))
+        pos = batch["masked_positions"][i][batch["masked_weights"][i] > 0]
+        targets = batch["masked_ids"][i][batch["masked_weights"][i] > 0]
+        print("predict: " + ", ".join(f"{p}={tok.id_to_token(t)}" for p, t in zip(pos, targets)))
+    return 0
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bertcore.data",
+                                description="Pretokenize corpora into memory-mapped shards.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pr = sub.add_parser("prepare", help="tokenize a corpus once into DATADIR",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    pr.add_argument("--corpus", default="builtin",
+                    help="builtin | imdb | an aclImdb dir | a .txt/.jsonl file or folder")
+    pr.add_argument("--tokenizer", required=True, metavar="TOKDIR",
+                    help="tokenizer directory (python -m bertcore.tokenizer train)")
+    pr.add_argument("--out", required=True, metavar="DATADIR")
+    pr.add_argument("--seq-len", type=int, default=None,
+                    help="optional: also report how many sequences of this length an epoch has "
+                         "(the shards themselves work for any seq-len)")
+    pr.add_argument("--delimiters", default=".?!", help="sentence-ending characters")
+    pr.add_argument("--overwrite", action="store_true", help="replace an existing DATADIR")
+    pr.add_argument("--no-progress", action="store_true")
+    pr.set_defaults(fn=_prepare)
+    sh = sub.add_parser("show", help="print the first batch of DATADIR as tokens",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sh.add_argument("datadir")
+    sh.add_argument("--batch-size", type=int, default=2)
+    sh.add_argument("--seq-len", type=int, default=64)
+    sh.add_argument("--max-predictions", type=int, default=10)
+    sh.add_argument("--whole-word-mask", action="store_true")
+    sh.add_argument("--no-nsp", action="store_true")
+    sh.add_argument("--seed", type=int, default=0)
+    sh.set_defaults(fn=_show)
+    args = p.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

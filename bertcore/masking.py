@@ -1,0 +1,185 @@
+"""Pretraining examples: sentence-pair instances (NSP) and dynamic MLM masking.
+
+Instances follow google-research/bert's `create_instances_from_document`: fill a segment with
+consecutive sentences of one document up to the target length, split it into A and B at a random
+sentence boundary, and half of the time replace B by a random span of another document
+(`next_sentence_label` 1). An instance is only five integers (token ranges into the shards), so
+an epoch's instances are cheap to rebuild from (seed, epoch) when a run resumes.
+
+Masking happens per batch (dynamic, like RoBERTa), fully vectorised over [B, L]:
+15% of the real, non-special tokens (at most P = max_predictions), of which 80% become [MASK],
+10% a random token and 10% stay unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Columns of the instance table.
+A_START, A_LEN, B_START, B_LEN, LABEL = range(5)
+
+
+def _truncate(a_len: int, b_len: int, max_tokens: int) -> tuple[int, int]:
+    """Lengths after google-research/bert's `truncate_seq_pair` (trim the longer side)."""
+    while a_len + b_len > max_tokens:
+        if a_len > b_len:
+            a_len -= 1
+        else:
+            b_len -= 1
+    return a_len, b_len
+
+
+def create_instances(sent_offsets: np.ndarray, doc_offsets: np.ndarray, seq_len: int,
+                     rng: np.random.Generator, nsp: bool = True,
+                     short_seq_prob: float = 0.1) -> np.ndarray:
+    """Build one epoch of instances: int64 [N, 5] rows (a_start, a_len, b_start, b_len, label).
+
+    With `nsp=False` every instance is a single segment (b_len 0, label 0).
+    """
+    max_tokens = seq_len - 3 if nsp else seq_len - 2   # room for [CLS] A [SEP] (B [SEP])
+    starts = sent_offsets[:-1].tolist()
+    lens = np.diff(sent_offsets).tolist()
+    docs = doc_offsets.tolist()
+    n_docs = len(docs) - 1
+    out: list[tuple[int, int, int, int, int]] = []
+    for d in range(n_docs):
+        s_end = docs[d + 1]
+        i = docs[d]
+        target = max_tokens
+        if rng.random() < short_seq_prob:
+            target = int(rng.integers(2, max_tokens + 1))
+        chunk_start, chunk_len = i, 0
+        while i < s_end:
+            chunk_len += lens[i]
+            i += 1
+            if i < s_end and chunk_len < target:
+                continue
+            # The chunk is sentences [chunk_start, i): contiguous tokens from starts[chunk_start].
+            n_chunk = i - chunk_start
+            a_start = starts[chunk_start]
+            if not nsp:
+                out.append((a_start, min(chunk_len, max_tokens), 0, 0, 0))
+            else:
+                is_random = rng.random() < 0.5
+                if n_chunk >= 2:
+                    a_end = chunk_start + int(rng.integers(1, n_chunk))
+                    a_len = starts[a_end] - a_start
+                elif chunk_len >= 2 and not is_random:
+                    # One long sentence: split it at a token so the pair still has an actual
+                    # next segment (google would force a random B here; this keeps NSP 50/50).
+                    a_end, a_len = i, int(rng.integers(1, chunk_len))
+                else:
+                    a_end, a_len, is_random = i, chunk_len, True
+                if is_random:
+                    # B: a random span of another document, about as long as B would have been.
+                    rd = d
+                    for _ in range(10):
+                        rd = int(rng.integers(0, n_docs))
+                        if rd != d:
+                            break
+                    j = int(rng.integers(docs[rd], docs[rd + 1]))
+                    b_start, b_len, want = starts[j], 0, max(target - a_len, 1)
+                    while j < docs[rd + 1] and b_len < want:
+                        b_len += lens[j]
+                        j += 1
+                    # The unused sentences of this chunk go back to the pool (as google does).
+                    i = a_end
+                else:
+                    b_start, b_len = a_start + a_len, chunk_len - a_len
+                ta, tb = _truncate(a_len, b_len, max_tokens)
+                # Trim the removed tokens from the front or the back at random, per side.
+                a_start += int(rng.binomial(a_len - ta, 0.5)) if a_len > ta else 0
+                b_start += int(rng.binomial(b_len - tb, 0.5)) if b_len > tb else 0
+                out.append((a_start, ta, b_start, tb, int(is_random)))
+            chunk_start, chunk_len = i, 0
+            if i < s_end and rng.random() < short_seq_prob:
+                target = int(rng.integers(2, max_tokens + 1))
+            else:
+                target = max_tokens
+    return np.asarray(out, dtype=np.int64).reshape(-1, 5)
+
+
+def assemble(tokens: np.ndarray, instances: np.ndarray, seq_len: int, cls_id: int, sep_id: int,
+             pad_id: int, nsp: bool = True) -> dict[str, np.ndarray]:
+    """Lay instances out as `[CLS] A [SEP] B [SEP] [PAD]...` rows, vectorised.
+
+    Returns input_ids, token_type_ids, attention_mask (int32 [B, L]) before masking.
+    """
+    a_start, a_len, b_start, b_len = (instances[:, k:k + 1] for k in range(4))
+    pos = np.arange(seq_len, dtype=np.int64)[None, :]                      # (1, L)
+    in_a = (pos >= 1) & (pos <= a_len)
+    b_first = a_len + 2
+    in_b = (pos >= b_first) & (pos < b_first + b_len)
+    src = np.where(in_a, a_start + pos - 1, np.where(in_b, b_start + pos - b_first, 0))
+    ids = np.asarray(tokens[src.ravel()], dtype=np.int32).reshape(src.shape)  # (B, L)
+    total = a_len + 2 + np.where(b_len > 0, b_len + 1, 0) if nsp else a_len + 2
+    ids = np.where(in_a | in_b, ids, pad_id)
+    ids[:, 0] = cls_id
+    ids = np.where(pos == a_len + 1, sep_id, ids)
+    if nsp:
+        ids = np.where((pos == total - 1) & (b_len > 0), sep_id, ids)
+    attention_mask = (pos < total).astype(np.int32)
+    token_type_ids = ((pos >= b_first) & (pos < total)).astype(np.int32)
+    return {"input_ids": ids.astype(np.int32), "token_type_ids": token_type_ids,
+            "attention_mask": attention_mask}
+
+
+def mask_tokens(input_ids: np.ndarray, attention_mask: np.ndarray, uniforms: np.ndarray,
+                replace_u: np.ndarray, random_pick: np.ndarray, *, is_special: np.ndarray,
+                is_continuation: np.ndarray | None, replacement_ids: np.ndarray, mask_id: int,
+                mask_prob: float, max_predictions: int) -> dict[str, np.ndarray]:
+    """Choose and corrupt the MLM targets of a batch.
+
+    The random numbers come in as arrays (`uniforms` [B, L] selection scores, `replace_u` and
+    `random_pick` [B, P]) so the caller decides how they are seeded: the iterator draws them for
+    the *global* batch, which is why a row's masks do not depend on the number of ranks.
+    `is_continuation` (vocab-sized bool) turns on whole-word masking.
+    """
+    B, L = input_ids.shape
+    P = max_predictions
+    cand = (attention_mask > 0) & ~is_special[input_ids]                    # (B, L)
+    n_cand = cand.sum(axis=1)
+    n_pred = np.minimum(np.maximum(np.rint(n_cand * mask_prob), 1), P).astype(np.int64)
+    n_pred = np.where(n_cand > 0, n_pred, 0)
+
+    if is_continuation is None:
+        score = np.where(cand, uniforms, 2.0)
+        order = np.argsort(score, axis=1, kind="stable")[:, :P]              # (B, P) best first
+        take = np.arange(P)[None, :] < n_pred[:, None]
+    else:
+        # Whole words: every piece of a word gets the score of the word's first piece, so the
+        # sort keeps words together; take whole words while they fit in n_pred.
+        starts = cand & ~is_continuation[input_ids]
+        idx = np.where(starts | ~cand, np.arange(L)[None, :], 0)
+        word = np.maximum.accumulate(idx, axis=1)                            # (B, L) word start
+        score = np.where(cand, np.take_along_axis(uniforms, word, axis=1) + word * 1e-9, 2.0)
+        order_full = np.argsort(score, axis=1, kind="stable")
+        w_sorted = np.take_along_axis(np.where(cand, word, -1), order_full, axis=1)
+        new_word = np.ones_like(w_sorted, dtype=bool)
+        new_word[:, 1:] = w_sorted[:, 1:] != w_sorted[:, :-1]
+        count = np.arange(1, L + 1)[None, :]
+        # Tokens taken before the word ends: the count at the word's last piece.
+        word_id = np.cumsum(new_word, axis=1) - 1
+        end_count = np.zeros((B, L), dtype=np.int64)
+        np.maximum.at(end_count, (np.arange(B)[:, None], word_id), np.broadcast_to(count, (B, L)))
+        fits = np.take_along_axis(end_count, word_id, axis=1) <= n_pred[:, None]
+        fits &= np.take_along_axis(cand, order_full, axis=1)
+        order = order_full[:, :P]
+        take = fits[:, :P]
+
+    # Positions in ascending order, unused slots at the end (position 0, weight 0).
+    positions = np.where(take, order, L)
+    positions = np.sort(positions, axis=1)
+    weights = (positions < L).astype(np.float32)
+    positions = np.where(positions < L, positions, 0).astype(np.int32)
+    rows = np.arange(B)[:, None]
+    masked_ids = np.where(weights > 0, input_ids[rows, positions], 0).astype(np.int32)
+
+    # 80% [MASK], 10% a random token, 10% unchanged.
+    random_tok = replacement_ids[random_pick % len(replacement_ids)]
+    new = np.where(replace_u < 0.8, mask_id, np.where(replace_u < 0.9, random_tok, masked_ids))
+    out_ids = input_ids.copy()
+    live = weights > 0
+    out_ids[np.broadcast_to(rows, positions.shape)[live], positions[live]] = new[live]
+    return {"input_ids": out_ids, "masked_positions": positions, "masked_ids": masked_ids,
+            "masked_weights": weights}

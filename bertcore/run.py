@@ -1,0 +1,357 @@
+"""Everything about a training run that is not the framework: shared by both train.py files.
+
+`setup_run(args, framework)` resolves the model and train configs, the tokenizer and the
+pretokenized data (building and caching them for a corpus), and prepares RUNDIR:
+
+    RUNDIR/run.json            which twin owns the run, the data it reads
+    RUNDIR/config.json         the model (Hugging Face config.json fields)
+    RUNDIR/train_config.json   TrainConfig
+    RUNDIR/tokenizer/          the tokenizer (fill-mask and export need it)
+    RUNDIR/metrics.jsonl       one JSON object per logged step
+    RUNDIR/summary.json        written at the end
+    RUNDIR/loss.png            the loss curve
+    RUNDIR/checkpoints/        written by the twin's checkpoint.py
+
+`Run.log(step, metrics)` appends metrics, updates the progress bar and stops a diverged run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from .batches import BatchIterator
+from .config import BertConfig, TrainConfig
+from .errors import UserError, write_text_atomic
+from .shards import Shards, cache_root, dir_is_prepared, prepare
+from .tokenizer import WordPiece, load_tokenizer, train_tokenizer
+
+TRAIN_FIELDS = [f for f in TrainConfig.__dataclass_fields__]
+
+
+class TrainingDiverged(UserError):
+    """The loss or gradient norm stopped being finite."""
+
+
+# ---- configs -------------------------------------------------------------------------------
+
+def train_config_from_args(args: Any, base: TrainConfig | None = None) -> TrainConfig:
+    """TrainConfig from the flags the user gave (None = not given) on top of `base`."""
+    base = base or TrainConfig()
+    given = {k: getattr(args, k) for k in TRAIN_FIELDS
+             if getattr(args, k, None) is not None}
+    return base.replace(**given)
+
+
+def model_config_from_args(args: Any, vocab_size: int) -> BertConfig:
+    if args.config:
+        cfg = BertConfig.from_json_file(args.config)
+        if cfg.vocab_size != vocab_size:
+            raise UserError(f"config {args.config} has vocab_size={cfg.vocab_size} but the "
+                            f"tokenizer has {vocab_size} entries; use a matching --tokenizer or "
+                            f"set vocab_size to {vocab_size}")
+    else:
+        cfg = BertConfig.from_preset(args.preset, vocab_size=vocab_size)
+    if args.layer_norm_position:
+        cfg = cfg.replace(layer_norm_position=args.layer_norm_position)
+    return cfg
+
+
+# ---- data: tokenizer + shards, cached for a corpus --------------------------------------------
+
+def _corpus_key(corpus: str) -> str:
+    """A cache key for a corpus: its name plus what identifies its content cheaply."""
+    if corpus == "builtin":
+        # The built-in corpus is read from this Python's standard library.
+        return f"builtin-py{sys.version_info.major}{sys.version_info.minor}"
+    p = Path(corpus).expanduser()
+    if corpus != "imdb" and not p.exists():
+        raise UserError(f"corpus {corpus} does not exist; pass builtin, imdb, or a path to a "
+                        f".txt/.jsonl file or an aclImdb directory")
+    ident = str(p.resolve()) if p.exists() else corpus
+    if p.is_file():
+        st = p.stat()
+        ident += f":{st.st_size}:{st.st_mtime_ns}"
+    name = "".join(c if c.isalnum() else "-" for c in p.name)[:40] or "corpus"
+    return f"{name}-{hashlib.sha256(ident.encode()).hexdigest()[:10]}"
+
+
+def resolve_data(args: Any, progress: bool = True,
+                 log=print) -> tuple[WordPiece, Shards]:
+    """The tokenizer and shards a run reads: --data, or --corpus tokenized once and cached."""
+    if args.data:
+        data = Path(args.data)
+        if not data.exists():
+            raise UserError(f"--data {data} does not exist; build it with "
+                            f"python -m bertcore.data prepare --out {data}")
+        tok = load_tokenizer(args.tokenizer or data / "tokenizer")
+        return tok, Shards(data, tok)
+    from .corpus import iter_documents
+
+    key = _corpus_key(args.corpus)
+    if args.tokenizer:
+        tok = load_tokenizer(args.tokenizer)
+    else:
+        tok_dir = cache_root() / "tokenizers" / f"{key}-v{args.vocab_size}"
+        if not (tok_dir / "tokenizer.json").is_file():
+            log(f"training a {args.vocab_size}-entry WordPiece tokenizer on {args.corpus} "
+                f"(once; cached in {tok_dir})")
+            train_tokenizer(iter_documents(args.corpus), args.vocab_size).save(tok_dir)
+        tok = load_tokenizer(tok_dir)
+    data = cache_root() / "shards" / f"{key}-{tok.fingerprint}"
+    if not dir_is_prepared(data):
+        log(f"tokenizing {args.corpus} into {data} (once)")
+        stats = prepare(iter_documents(args.corpus), tok, data, source=args.corpus,
+                        progress=progress)
+        log(f"  {stats.documents} documents, {stats.sentences} sentences, {stats.tokens} tokens "
+            f"in {stats.seconds:.1f}s ({stats.mb_per_second:.1f} MB/s)")
+    return tok, Shards(data, tok)
+
+
+# ---- the run directory --------------------------------------------------------------------
+
+class Run:
+    """One training run's directory, configs, data and logging, for either twin."""
+
+    def __init__(self, rundir: Path, framework: str, model_config: BertConfig,
+                 train_config: TrainConfig, tokenizer: WordPiece, shards: Shards, resume: bool,
+                 is_main: bool = True, progress: bool = True):
+        self.rundir, self.framework = rundir, framework
+        self.model_config, self.train_config = model_config, train_config
+        self.tokenizer, self.shards = tokenizer, shards
+        self.resume, self.is_main = resume, is_main
+        self.show_progress = progress and is_main
+        self._bar: tqdm | None = None
+        self._t_last = self._t_start = time.perf_counter()
+        self._step_last = 0
+        self.history: list[dict[str, Any]] = []
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.rundir / "metrics.jsonl"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.rundir / "checkpoints"
+
+    def batches(self, rank: int = 0, world_size: int = 1,
+                state: dict | None = None) -> BatchIterator:
+        return BatchIterator(self.shards, self.tokenizer, self.train_config, rank=rank,
+                             world_size=world_size, state=state)
+
+    # ---- logging ------------------------------------------------------------------------
+
+    def start(self, step: int) -> None:
+        """Begin (or continue, after a resume) at optimizer step `step`."""
+        self._step_last, self._t_last = step, time.perf_counter()
+        self._t_start = self._t_last
+        if not self.is_main:
+            return
+        # Lines logged after the checkpoint we resume from will be logged again.
+        kept = [m for m in read_metrics(self.metrics_path) if m["step"] <= step]
+        write_text_atomic(self.metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
+        self.history = kept
+        if self.show_progress:
+            self._bar = tqdm(total=self.train_config.steps, initial=step, unit="step",
+                             desc=f"{self.framework}bert", dynamic_ncols=True)
+
+    def log(self, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Record the metrics after optimizer step `step` (1-based); stop if not finite.
+
+        `metrics` are host floats. Adds tokens_per_second (B x L positions per second since the
+        last log) and elapsed seconds."""
+        now = time.perf_counter()
+        c = self.train_config
+        steps = step - self._step_last
+        row = {"step": step, **{k: float(v) for k, v in metrics.items()}}
+        row["tokens_per_second"] = steps * c.batch_size * c.seq_len / max(now - self._t_last,
+                                                                             1e-9)
+        row["elapsed"] = now - self._t_start
+        self._t_last, self._step_last = now, step
+        bad = [k for k in ("loss", "grad_norm") if k in row and not math.isfinite(row[k])]
+        if bad:
+            raise TrainingDiverged(
+                f"{bad[0]} became {row[bad[0]]} at step {step}; the last good checkpoint is kept "
+                f"in {self.checkpoint_dir}. Lower --lr, raise --warmup-steps or use "
+                f"--layer-norm-position pre, then --resume")
+        if self.is_main:
+            with open(self.metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+            self.history.append(row)
+            if self._bar is not None:
+                self._bar.set_postfix(loss=f"{row['loss']:.3f}",
+                                      tok_s=f"{row['tokens_per_second']:.0f}", refresh=False)
+                self._bar.update(step - self._bar.n)
+        return row
+
+    def note(self, text: str) -> None:
+        if self.is_main:
+            (self._bar.write if self._bar is not None else print)(text)
+
+    def finish(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write summary.json and loss.png; return the summary."""
+        if self._bar is not None:
+            self._bar.close()
+        if not self.is_main:
+            return {}
+        hist = read_metrics(self.metrics_path)
+        tail = hist[-5:]
+        summary = {
+            "framework": self.framework, "rundir": str(self.rundir),
+            "steps": hist[-1]["step"] if hist else 0,
+            "first_loss": hist[0]["loss"] if hist else None,
+            "final_loss": sum(m["loss"] for m in tail) / len(tail) if tail else None,
+            "final_mlm_accuracy": tail[-1].get("mlm_accuracy") if tail else None,
+            "tokens_per_second": _median([m["tokens_per_second"] for m in hist[1:]] or
+                                         [m["tokens_per_second"] for m in hist]),
+            "peak_rss_mb": peak_rss_mb(),
+            "model_config": self.model_config.to_dict(),
+            "train_config": self.train_config.to_dict(),
+            **(extra or {}),
+        }
+        write_text_atomic(self.rundir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        plot_metrics(self.metrics_path, self.rundir / "loss.png",
+                     title=f"{self.framework}bert {self.rundir.name}")
+        return summary
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a torn last line from a killed run: the rest is rewritten on resume
+    return rows
+
+
+def _median(xs: list[float]) -> float | None:
+    if not xs:
+        return None
+    s = sorted(xs)
+    return s[len(s) // 2] if len(s) % 2 else 0.5 * (s[len(s) // 2 - 1] + s[len(s) // 2])
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    # ru_maxrss is KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def plot_metrics(metrics_path: Path, png: Path, title: str = "") -> Path | None:
+    """Loss (and MLM accuracy) against step; skipped quietly without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    hist = read_metrics(metrics_path)
+    if not hist:
+        return None
+    steps = [m["step"] for m in hist]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key in ("loss", "mlm_loss", "nsp_loss"):
+        if key in hist[0]:
+            ax[0].plot(steps, [m[key] for m in hist], label=key)
+    ax[0].set_xlabel("step")
+    ax[0].set_ylabel("loss")
+    ax[0].legend()
+    ax[0].grid(alpha=0.3)
+    for key in ("mlm_accuracy", "nsp_accuracy"):
+        if key in hist[0]:
+            ax[1].plot(steps, [m[key] for m in hist], label=key)
+    ax[1].set_xlabel("step")
+    ax[1].set_ylabel("accuracy")
+    ax[1].legend()
+    ax[1].grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    tmp = png.with_name(f".{png.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(png)
+    return png
+
+
+# ---- set-up ---------------------------------------------------------------------------------
+
+def setup_run(args: Any, framework: str, is_main: bool = True) -> Run:
+    """Resolve configs and data and prepare RUNDIR (only the main process writes)."""
+    rundir = Path(args.out or f"runs/{framework}bert-{args.preset}")
+    info_file = rundir / "run.json"
+    progress = not getattr(args, "no_progress", False)
+    log = print if is_main else (lambda *a, **k: None)
+
+    if args.resume:
+        if not info_file.is_file():
+            raise UserError(f"--resume: {rundir} holds no run to resume (no run.json); drop "
+                            f"--resume to start a new run there")
+        info = json.loads(info_file.read_text())
+        if info.get("framework") != framework:
+            raise UserError(
+                f"{rundir} is a {info.get('framework')}bert run; resume it with python -m "
+                f"{info.get('framework')}bert.train, or convert it with python -m parity.convert "
+                f"{rundir} NEW_RUNDIR --to {framework}")
+        model_config = BertConfig.from_json_file(rundir / "config.json")
+        saved = TrainConfig.from_json_file(rundir / "train_config.json")
+        train_config = train_config_from_args(args, saved)
+        # Only --steps (and logging/checkpoint cadence) may change on resume: the rest decides
+        # what the next batch and update are.
+        changed = [k for k in TRAIN_FIELDS if getattr(train_config, k) != getattr(saved, k)
+                   and k not in ("steps", "log_every", "checkpoint_every", "keep_checkpoints")]
+        if changed:
+            raise UserError(f"--resume with changed settings ({', '.join(changed)}); resume "
+                            f"with the run's own settings or start a new run with --out")
+        tok = load_tokenizer(rundir / "tokenizer")
+        data = Path(info["data"])
+        if not dir_is_prepared(data):
+            # The cached shards were cleared: rebuild them from the run's corpus.
+            args.data, args.tokenizer, args.corpus = None, str(rundir / "tokenizer"), \
+                info.get("corpus", "builtin")
+            tok, shards = resolve_data(args, progress, log)
+        else:
+            shards = Shards(data, tok)
+    else:
+        if rundir.exists() and any(rundir.iterdir()):
+            if not args.overwrite:
+                what = "another run" if info_file.is_file() else "files"
+                raise UserError(f"{rundir} already holds {what}; pass --resume to continue it, "
+                                f"--overwrite to start over, or choose another --out")
+            if is_main:
+                shutil.rmtree(rundir)
+        tok, shards = resolve_data(args, progress, log)
+        model_config = model_config_from_args(args, tok.vocab_size)
+        train_config = train_config_from_args(args)
+        info = {"framework": framework, "data": str(shards.path.resolve()),
+                "corpus": args.corpus if not args.data else None,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if model_config.vocab_size != tok.vocab_size:
+        raise UserError(f"the model's vocab_size={model_config.vocab_size} differs from the "
+                        f"tokenizer's {tok.vocab_size}; use the tokenizer the model was made for")
+    train_config.validate(model_config)
+
+    if is_main:
+        rundir.mkdir(parents=True, exist_ok=True)
+        model_config.to_json_file(rundir / "config.json")
+        train_config.to_json_file(rundir / "train_config.json")
+        if not (rundir / "tokenizer").exists():
+            tok.save(rundir / "tokenizer")
+        write_text_atomic(info_file, json.dumps(info, indent=2) + "\n")
+    return Run(rundir, framework, model_config, train_config, tok, shards, args.resume,
+               is_main=is_main, progress=progress)
