@@ -174,7 +174,12 @@ def load_tokenizer(path: str | Path) -> WordPiece:
             return WordPiece(tok, lowercase)
         if vt.is_file():
             model = models.WordPiece.from_file(str(vt), unk_token=UNK, max_input_chars_per_word=100)
-            return WordPiece(_pipeline(Tokenizer(model), lowercase), lowercase)
+            tok = Tokenizer(model)
+            missing = [t for t in SPECIALS if tok.token_to_id(t) is None]
+            if missing:  # checked before _pipeline, which would append them
+                raise UserError(f"{vt} lacks the special tokens {missing}; add them to it or "
+                                f"retrain with python -m bertcore.tokenizer train")
+            return WordPiece(_pipeline(tok, lowercase), lowercase)
     except UserError:
         raise
     except Exception as e:  # tokenizers raises plain Exceptions for unreadable files

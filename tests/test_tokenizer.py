@@ -1,0 +1,85 @@
+import pytest
+
+from bertcore.errors import UserError
+from bertcore.tokenizer import SPECIALS, load_tokenizer, train_tokenizer
+from helpers import synthetic_documents
+
+TEXTS = [
+    "Hello, world! This movie was [MASK] good.",
+    "Café déjà vu: naïve façade, Ångström, Crème Brûlée!",
+    "日本語のテキスト and 中文 mixed with English.",
+    "Punctuation... (lots) of it; quotes \"like\" 'these' -- and #hashtags @mentions $5.00",
+    "a" * 150 + " supercalifragilisticexpialidocious antidisestablishmentarianism",
+    "[CLS] already [SEP] specials [MASK][MASK] inside",
+    "   whitespace\t\tand\nnewlines   ",
+]
+
+
+def bert_style_vocab(path):
+    """A vocab.txt laid out like Google's: [PAD], [unusedN], specials, chars, words, ## pieces."""
+    tokens = ["[PAD]"] + [f"[unused{i}]" for i in range(10)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = list("!\"#$%&'()*+,-./0123456789:;<=>?@[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~")
+    chars += list("éàçïåûèüö日本語中文のテキスト")
+    tokens += chars + ["##" + c for c in "abcdefghijklmnopqrstuvwxyz"]
+    tokens += ["hello", "world", "this", "movie", "was", "good", "the", "and", "with", "english",
+               "mixed", "cafe", "deja", "vu", "##tion", "##ing", "##s", "punct", "##uation", "lots",
+               "of", "it", "quotes", "like", "these", "super", "##cal", "already", "inside"]
+    path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    return tokens
+
+
+def test_ids_equal_bert_tokenizer_fast_on_a_bert_vocab(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    bert_style_vocab(tmp_path / "vocab.txt")
+    ours = load_tokenizer(tmp_path)
+    hf = transformers.BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"), do_lower_case=True)
+    for text in TEXTS:
+        assert ours.encode(text) == hf(text)["input_ids"], text
+    assert ours.encode(TEXTS[0], TEXTS[1]) == hf(TEXTS[0], TEXTS[1])["input_ids"]
+    # [unusedN] and the named specials are never masking candidates
+    assert ours.is_special[ours.mask_id] and ours.is_special[5] and not ours.is_special[20]
+
+
+def test_train_save_load_round_trip_and_hf_loads_it(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    docs = synthetic_documents(200) + TEXTS
+    tok = train_tokenizer(docs, 300)
+    assert tok.tokens[:5] == SPECIALS
+    assert tok.vocab_size <= 300
+    tok.save(tmp_path / "tok")
+    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"):
+        assert (tmp_path / "tok" / name).is_file()
+    again = load_tokenizer(tmp_path / "tok")
+    assert again.fingerprint == tok.fingerprint
+    hf = transformers.BertTokenizerFast.from_pretrained(tmp_path / "tok")
+    for text in TEXTS:
+        assert tok.encode(text) == hf(text)["input_ids"]
+    # vocab.txt alone gives the same tokenizer
+    (tmp_path / "tok" / "tokenizer.json").unlink()
+    only_vocab = load_tokenizer(tmp_path / "tok")
+    assert only_vocab.fingerprint == tok.fingerprint
+    assert [only_vocab.encode(t) for t in TEXTS] == [tok.encode(t) for t in TEXTS]
+
+
+def test_mask_token_in_text_stays_one_token():
+    tok = train_tokenizer(synthetic_documents(100), 200)
+    ids = tok.encode("the movie was [MASK] .", add_special_tokens=False)
+    assert tok.mask_id in ids
+    assert tok.is_continuation.sum() > 0  # some ## pieces were learned
+
+
+def test_vocab_too_small_for_alphabet():
+    with pytest.raises(UserError, match="too small.*alphabet"):
+        train_tokenizer(synthetic_documents(50) + TEXTS, 30)
+
+
+def test_missing_and_bad_tokenizer_dirs(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_tokenizer(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="neither tokenizer.json nor vocab.txt"):
+        load_tokenizer(tmp_path / "empty")
+    (tmp_path / "nospecial").mkdir()
+    (tmp_path / "nospecial" / "vocab.txt").write_text("a\nb\nc\n")
+    with pytest.raises(UserError, match="special tokens"):
+        load_tokenizer(tmp_path / "nospecial")
