@@ -1,0 +1,81 @@
+"""bertcore's command lines end to end, and their one-line errors."""
+
+import subprocess
+import sys
+
+import pytest
+
+from helpers import ROOT, assert_one_line_error, run_cli, synthetic_documents
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    (d / "corpus.txt").write_text("\n\n".join(synthetic_documents(300)), encoding="utf-8")
+    return d
+
+
+def test_importing_bertcore_pulls_in_no_framework():
+    code = ("import sys, bertcore, bertcore.config, bertcore.tokenizer, bertcore.corpus, "
+            "bertcore.shards, bertcore.masking, bertcore.batches, bertcore.schedule, bertcore.run, "
+            "bertcore.cli, bertcore.data; bad = [m for m in ('torch', 'jax', 'flax', 'tensorflow') "
+            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_train_tokenizer_then_prepare_then_show(corpus):
+    tok = corpus / "tok"
+    p = run_cli("-m", "bertcore.tokenizer", "train", "--corpus", str(corpus / "corpus.txt"),
+                "--vocab-size", "200", "--out", str(tok))
+    assert p.returncode == 0, p.stderr
+    assert (tok / "vocab.txt").is_file() and "WordPiece" in p.stdout
+    p = run_cli("-m", "bertcore.data", "prepare", "--corpus", str(corpus / "corpus.txt"),
+                "--tokenizer", str(tok), "--out", str(corpus / "data"), "--seq-len", "64",
+                "--no-progress")
+    assert p.returncode == 0, p.stderr
+    assert "MB/s" in p.stdout and "sequences per epoch" in p.stdout
+    p = run_cli("-m", "bertcore.data", "show", str(corpus / "data"), "--seq-len", "32")
+    assert p.returncode == 0, p.stderr
+    assert "[CLS]" in p.stdout and "predict:" in p.stdout
+    # nothing good is overwritten without --overwrite
+    before = (tok / "vocab.txt").read_text()
+    p = run_cli("-m", "bertcore.tokenizer", "train", "--corpus", str(corpus / "corpus.txt"),
+                "--vocab-size", "300", "--out", str(tok))
+    assert_one_line_error(p, "already exists", "--overwrite")
+    assert (tok / "vocab.txt").read_text() == before
+
+
+def test_cli_errors_are_one_line(corpus, tmp_path):
+    assert_one_line_error(
+        run_cli("-m", "bertcore.tokenizer", "train", "--corpus", str(tmp_path / "missing.txt"),
+                "--out", str(tmp_path / "t")), "missing.txt")
+    (tmp_path / "empty.txt").write_text("\n\n  \n")
+    assert_one_line_error(
+        run_cli("-m", "bertcore.tokenizer", "train", "--corpus", str(tmp_path / "empty.txt"),
+                "--out", str(tmp_path / "t")), "empty.txt")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait. ".encode("latin-1") * 20)
+    assert_one_line_error(
+        run_cli("-m", "bertcore.tokenizer", "train", "--corpus", str(tmp_path / "latin1.txt"),
+                "--out", str(tmp_path / "t")), "latin1.txt", "UTF-8")
+    assert_one_line_error(
+        run_cli("-m", "bertcore.tokenizer", "train", "--corpus", str(corpus / "corpus.txt"),
+                "--vocab-size", "20", "--out", str(tmp_path / "t")), "vocab-size=20")
+    assert not (tmp_path / "t").exists()
+    # shards built with another tokenizer, used through a command-line entry point
+    from helpers import build_shards
+
+    build_shards(tmp_path, n_docs=30)
+    other = tmp_path / "other"
+    (tmp_path / "other.txt").write_text("\n\n".join(synthetic_documents(50, seed=9)) +
+                                        "\n\nzebra quokka axolotl narwhal.")
+    assert run_cli("-m", "bertcore.tokenizer", "train", "--corpus", str(tmp_path / "other.txt"),
+                   "--vocab-size", "150", "--out", str(other)).returncode == 0
+    p = run_cli("-m", "bertcore.data", "show", str(tmp_path / "data"))
+    assert p.returncode == 0, p.stderr
+    code = ("import sys\nfrom bertcore.errors import cli_entry\n"
+            "from bertcore.shards import Shards\nfrom bertcore.tokenizer import load_tokenizer\n"
+            f"sys.exit(cli_entry(lambda: Shards({str(tmp_path / 'data')!r}, "
+            f"load_tokenizer({str(other)!r})))())")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert_one_line_error(p, "another tokenizer")

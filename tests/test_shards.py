@@ -1,0 +1,103 @@
+"""Pretokenized shards: layout, round trip, refusal of mismatched tokenizers, streaming."""
+
+import json
+
+import numpy as np
+import pytest
+
+from bertcore.errors import UserError
+from bertcore.shards import Shards, prepare
+from bertcore.tokenizer import train_tokenizer
+from helpers import synthetic_documents
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return train_tokenizer(synthetic_documents(200), 150)
+
+
+def test_prepare_round_trips_sentences(tmp_path, tok):
+    from bertcore.corpus import split_sentences
+
+    docs = synthetic_documents(50, seed=1) + ["   ", "Only one sentence here."]
+    stats = prepare(docs, tok, tmp_path / "d", progress=False, chunk_documents=7)
+    sh = Shards(tmp_path / "d", tok)
+    assert sh.tokens.dtype == np.uint16  # vocab < 65536
+    assert stats.documents == sh.num_documents == 51  # the blank document is dropped
+    expect = [s for d in docs for s in split_sentences(d)]
+    assert sh.num_sentences == len(expect)
+    for i in (0, 5, len(expect) - 1):
+        got = sh.tokens[sh.sent_offsets[i]:sh.sent_offsets[i + 1]].tolist()
+        assert got == tok.encode_batch([expect[i]])[0]
+    meta = json.loads((tmp_path / "d" / "meta.json").read_text())
+    assert meta["tokenizer_fingerprint"] == tok.fingerprint and meta["tokens"] == len(sh.tokens)
+    assert (tmp_path / "d" / "tokenizer" / "vocab.txt").is_file()
+
+
+def test_other_tokenizer_refused(tmp_path, tok):
+    prepare(synthetic_documents(20), tok, tmp_path / "d", progress=False)
+    other = train_tokenizer(synthetic_documents(200, seed=5) + ["zebra quokka"] * 50, 160)
+    with pytest.raises(UserError, match="built with another tokenizer"):
+        Shards(tmp_path / "d", other)
+
+
+def test_truncated_or_missing_data_refused(tmp_path, tok):
+    prepare(synthetic_documents(20), tok, tmp_path / "d", progress=False)
+    with open(tmp_path / "d" / "tokens.bin", "r+b") as f:
+        f.truncate(10)
+    with pytest.raises(UserError, match="does not match its meta.json"):
+        Shards(tmp_path / "d", tok)
+    with pytest.raises(UserError, match="not a prepared data directory"):
+        Shards(tmp_path / "nothing", tok)
+
+
+def test_failed_prepare_keeps_the_good_directory(tmp_path, tok):
+    prepare(synthetic_documents(20), tok, tmp_path / "d", progress=False)
+    before = (tmp_path / "d" / "tokens.bin").read_bytes()
+
+    def broken():
+        yield from synthetic_documents(5)
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError):
+        prepare(broken(), tok, tmp_path / "d", progress=False, chunk_documents=2)
+    assert (tmp_path / "d" / "tokens.bin").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]  # no temp dir left behind
+
+
+def test_empty_corpus(tmp_path, tok):
+    with pytest.raises(UserError, match="produced no tokens"):
+        prepare(["", "  "], tok, tmp_path / "d", progress=False)
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.slow
+def test_prepare_streams_in_bounded_memory(tmp_path, tok):
+    """Peak memory of prepare does not grow with the corpus (run in fresh subprocesses)."""
+    import subprocess
+    import sys
+
+    code = r"""
+import resource, sys
+sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
+from bertcore.tokenizer import load_tokenizer
+from bertcore.shards import prepare
+from helpers import synthetic_documents
+tok = load_tokenizer({tokdir!r})
+base = synthetic_documents(500, seed=2)
+def docs(n):
+    for i in range(n):
+        yield base[i % 500]
+prepare(docs(int(sys.argv[1])), tok, sys.argv[2], progress=False)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+    from helpers import ROOT
+    tok.save(tmp_path / "tok")
+    code = code.format(root=str(ROOT), tests=str(ROOT / "tests"), tokdir=str(tmp_path / "tok"))
+    rss = []
+    for n in (2000, 20000):
+        out = subprocess.run([sys.executable, "-c", code, str(n), str(tmp_path / f"d{n}")],
+                             capture_output=True, text=True, check=True)
+        rss.append(int(out.stdout.split()[-1]))
+    # 10x the corpus (~10 MB of text) may not add more than a few MB of peak memory
+    assert rss[1] - rss[0] < 8 * 1024, rss
