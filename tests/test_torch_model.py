@@ -1,0 +1,270 @@
+"""torchbert.model against Hugging Face `BertForPreTraining` on the same random weights.
+
+Thresholds (DESIGN.md, fp32, CPU, eval mode): activations and logits max |diff| <= 1e-5, loss
+<= 1e-6 relative. The HF model is built from a config here: no download.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+import transformers
+from safetensors.torch import save_file
+
+from bertcore.config import BertConfig
+from bertcore.errors import UserError
+from torchbert.model import BertForPreTraining, pretraining_loss
+
+transformers.logging.set_verbosity_error()
+
+CFG = BertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 intermediate_size=128, max_position_embeddings=64)
+B, L, P = 3, 24, 5
+ATOL = 1e-5
+
+
+def hf_config(cfg: BertConfig = CFG) -> transformers.BertConfig:
+    d = {k: v for k, v in cfg.to_dict().items() if k != "layer_norm_position"}
+    return transformers.BertConfig(**d)
+
+
+def make_batch(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A batch of the bertcore contract: padding in rows 1 and 2, unused slots in row 2."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, CFG.vocab_size, (B, L), generator=g)
+    mask = torch.ones(B, L, dtype=torch.long)
+    mask[1, 18:] = 0
+    mask[2, 12:] = 0
+    ids[mask == 0] = CFG.pad_token_id
+    types = torch.zeros(B, L, dtype=torch.long)
+    types[:, 8:] = 1
+    types[mask == 0] = 0
+    positions = torch.stack([torch.randperm(11, generator=g)[:P] + 1 for _ in range(B)])
+    weights = torch.ones(B, P)
+    weights[2, 3:] = 0.0
+    positions[2, 3:] = 0                     # unused slots point at position 0, weight 0
+    masked_ids = torch.gather(ids, 1, positions)
+    masked_ids[weights == 0] = 0
+    return dict(input_ids=ids, token_type_ids=types, attention_mask=mask,
+                masked_positions=positions, masked_ids=masked_ids, masked_weights=weights,
+                next_sentence_label=torch.tensor([0, 1, 1]))
+
+
+@pytest.fixture(scope="module")
+def pair():
+    torch.manual_seed(0)
+    hf = transformers.BertForPreTraining(hf_config()).eval()
+    with torch.no_grad():  # non-trivial LayerNorm and bias values, so a swapped name shows
+        for name, p in hf.named_parameters():
+            if "LayerNorm" in name or name.endswith("bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    ours = BertForPreTraining(CFG).eval()
+    assert ours.load_hf_state_dict(hf.state_dict()) == []
+    return hf, ours
+
+
+def test_state_dict_keys_equal_hf():
+    ours = BertForPreTraining(CFG)
+    hf = transformers.BertForPreTraining(hf_config())
+    assert list(ours.state_dict()) == list(hf.state_dict())
+    for k, v in hf.state_dict().items():
+        assert ours.state_dict()[k].shape == v.shape, k
+    assert ours.num_parameters() == hf.num_parameters()
+    # tied: one Parameter under two names
+    assert ours.cls.predictions.decoder.weight is ours.bert.embeddings.word_embeddings.weight
+    assert ours.cls.predictions.decoder.bias is ours.cls.predictions.bias
+
+
+def test_forward_matches_hf(pair):
+    hf, ours = pair
+    b = make_batch()
+    args = (b["input_ids"], b["token_type_ids"], b["attention_mask"])
+    kw = dict(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"],
+              attention_mask=b["attention_mask"])   # HF's positional order differs from ours
+    with torch.no_grad():
+        out = hf(**kw)
+        hf_base = hf.bert(**kw)
+        seq, pooled = ours.bert(*args)
+        mlm, nsp = ours(*args)
+    # every position, padded ones included (padded queries still attend to the real keys)
+    assert (seq - hf_base.last_hidden_state).abs().max() <= ATOL
+    assert (pooled - hf_base.pooler_output).abs().max() <= ATOL
+    assert (mlm - out.prediction_logits).abs().max() <= ATOL
+    assert (nsp - out.seq_relationship_logits).abs().max() <= ATOL
+
+
+def test_loss_matches_hf(pair):
+    hf, ours = pair
+    b = make_batch()
+    labels = torch.full((B, L), -100)
+    for i in range(B):
+        for j in range(P):
+            if b["masked_weights"][i, j] > 0:
+                labels[i, b["masked_positions"][i, j]] = b["masked_ids"][i, j]
+    with torch.no_grad():
+        out = hf(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"],
+                 attention_mask=b["attention_mask"], labels=labels,
+                 next_sentence_label=b["next_sentence_label"])
+        mlm, nsp = ours(b["input_ids"], b["token_type_ids"], b["attention_mask"])
+    loss, metrics = pretraining_loss(mlm, nsp, b)
+    assert abs(loss.item() - out.loss.item()) <= 1e-6 * abs(out.loss.item())
+    assert set(metrics) == {"loss", "mlm_loss", "nsp_loss", "mlm_accuracy", "nsp_accuracy"}
+    assert metrics["loss"] == loss
+    _, off = pretraining_loss(mlm, nsp, {k: v for k, v in b.items()
+                                         if k != "next_sentence_label"}, nsp=False)
+    assert set(off) == {"loss", "mlm_loss", "mlm_accuracy"}
+    assert off["loss"] == metrics["mlm_loss"]
+
+
+def test_sparse_logits_equal_gathered_dense(pair):
+    _, ours = pair
+    b = make_batch()
+    args = (b["input_ids"], b["token_type_ids"], b["attention_mask"])
+    with torch.no_grad():
+        dense, nsp_d = ours(*args)
+        sparse, nsp_s = ours(*args, masked_positions=b["masked_positions"].int())
+    assert sparse.shape == (B, P, CFG.vocab_size)
+    gathered = torch.stack([dense[i, b["masked_positions"][i]] for i in range(B)])
+    assert (sparse - gathered).abs().max() <= 1e-6
+    assert torch.equal(nsp_d, nsp_s)
+    ls, _ = pretraining_loss(sparse, nsp_s, b)
+    ld, _ = pretraining_loss(dense, nsp_d, b)
+    assert abs(ls.item() - ld.item()) <= 1e-6 * ld.item()
+
+
+def test_padding_invariance(pair):
+    _, ours = pair
+    b = make_batch()
+    extra = 8   # append padding: real tokens must not see it
+    pad = lambda t, v: torch.cat([t, torch.full((B, extra), v, dtype=t.dtype)], dim=1)  # noqa
+    with torch.no_grad():
+        seq, pooled = ours.bert(b["input_ids"], b["token_type_ids"], b["attention_mask"])
+        seq2, pooled2 = ours.bert(pad(b["input_ids"], CFG.pad_token_id),
+                                  pad(b["token_type_ids"], 0), pad(b["attention_mask"], 0))
+    real = b["attention_mask"].bool()
+    assert (seq2[:, :L] - seq)[real].abs().max() <= ATOL
+    assert (pooled2 - pooled).abs().max() <= ATOL
+
+
+def test_init_statistics():
+    torch.manual_seed(0)
+    cfg = CFG.replace(hidden_size=128, intermediate_size=512, initializer_range=0.05)
+    m = BertForPreTraining(cfg)
+    w = m.bert.encoder.layer[0].intermediate.dense.weight
+    assert abs(w.std().item() - 0.05) < 0.002 and abs(w.mean().item()) < 0.002
+    assert torch.all(m.bert.encoder.layer[0].intermediate.dense.bias == 0)
+    for ln in (m.bert.embeddings.LayerNorm, m.cls.predictions.transform.LayerNorm,
+               m.bert.encoder.layer[1].output.LayerNorm):
+        assert torch.all(ln.weight == 1) and torch.all(ln.bias == 0)
+    emb = m.bert.embeddings.word_embeddings.weight
+    assert torch.all(emb[cfg.pad_token_id] == 0)       # the tie did not re-initialise it
+    assert abs(emb[1:].std().item() - 0.05) < 0.002
+    assert torch.all(m.cls.predictions.bias == 0)
+
+
+def test_pre_ln_runs_and_differs():
+    torch.manual_seed(0)
+    cfg = CFG.replace(initializer_range=0.2)   # big enough sublayers that the wiring matters
+    post = BertForPreTraining(cfg).eval()
+    pre = BertForPreTraining(cfg.replace(layer_norm_position="pre")).eval()
+    extra = set(pre.state_dict()) - set(post.state_dict())
+    assert extra == {"bert.encoder.LayerNorm.weight", "bert.encoder.LayerNorm.bias"}
+    pre.load_state_dict(post.state_dict(), strict=False)   # same weights, other wiring
+    b = make_batch()
+    with torch.no_grad():
+        a, _ = post(b["input_ids"], b["token_type_ids"], b["attention_mask"])
+        c, _ = pre(b["input_ids"], b["token_type_ids"], b["attention_mask"])
+    assert torch.isfinite(c).all() and (a - c).abs().max() > 0.1
+
+
+def test_gradient_reaches_tied_embeddings_and_bias():
+    torch.manual_seed(0)
+    m = BertForPreTraining(CFG).train()
+    b = make_batch()
+    mlm, nsp = m(b["input_ids"], b["token_type_ids"], b["attention_mask"], b["masked_positions"])
+    loss, _ = pretraining_loss(mlm, nsp, b)
+    loss.backward()
+    emb = m.bert.embeddings.word_embeddings.weight
+    # decoder rows of never-seen tokens get gradient only through the tied decoder
+    unseen = torch.ones(CFG.vocab_size, dtype=torch.bool)
+    unseen[b["input_ids"].flatten()] = False
+    assert emb.grad is not None and emb.grad[unseen].abs().sum() > 0
+    assert m.cls.predictions.bias.grad.abs().sum() > 0
+    names = [n for n, _ in m.named_parameters()]
+    assert "cls.predictions.decoder.weight" not in names   # the optimizer sees it once
+
+
+def test_save_pretrained_loads_in_hf(pair, tmp_path):
+    hf, ours = pair
+    ours.save_pretrained(tmp_path / "m")
+    back, info = transformers.BertForPreTraining.from_pretrained(tmp_path / "m",
+                                                                 output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert not info["mismatched_keys"]
+    for k, v in hf.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v), k
+    again, info = BertForPreTraining.from_pretrained(tmp_path / "m", output_loading_info=True)
+    assert info["missing_keys"] == [] and again.config == CFG
+    ours.save_pretrained(tmp_path / "m")      # saving over an existing directory works too
+
+
+def test_from_pretrained_hf_directories(pair, tmp_path, caplog):
+    hf, ours = pair
+    hf.save_pretrained(tmp_path / "pre")
+    m = BertForPreTraining.from_pretrained(tmp_path / "pre")
+    for k, v in ours.state_dict().items():
+        assert torch.equal(m.state_dict()[k], v), k
+    mlm = transformers.BertForMaskedLM(hf_config())
+    mlm.save_pretrained(tmp_path / "mlm")
+    _, info = BertForPreTraining.from_pretrained(tmp_path / "mlm", output_loading_info=True)
+    assert info["missing_keys"] == ["bert.pooler.dense.bias", "bert.pooler.dense.weight",
+                                    "cls.seq_relationship.bias", "cls.seq_relationship.weight"]
+    hf.bert.save_pretrained(tmp_path / "base")       # bare BertModel: no prefix, no heads
+    with caplog.at_level(logging.WARNING, logger="torchbert.model"):
+        m, info = BertForPreTraining.from_pretrained(tmp_path / "base", output_loading_info=True)
+    assert info["missing_keys"] and all(k.startswith("cls.") for k in info["missing_keys"])
+    assert "cls.predictions.transform.dense.weight" in caplog.text
+    assert torch.equal(m.bert.encoder.layer[1].output.dense.weight,
+                       hf.bert.encoder.layer[1].output.dense.weight)
+
+
+def test_from_pretrained_pytorch_bin_with_aliases(pair, tmp_path):
+    hf, ours = pair
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "config.json").write_text(json.dumps(hf_config().to_dict()))
+    torch.save(hf.state_dict(), tmp_path / "bin" / "pytorch_model.bin")  # includes aliases
+    m = BertForPreTraining.from_pretrained(tmp_path / "bin")
+    for k, v in ours.state_dict().items():
+        assert torch.equal(m.state_dict()[k], v), k
+    # a pickle that needs arbitrary code is refused (weights_only=True), not executed
+    torch.save({"payload": _Evil()}, tmp_path / "bin" / "pytorch_model.bin")
+    with pytest.raises(UserError, match="weights_only=True"):
+        BertForPreTraining.from_pretrained(tmp_path / "bin")
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_from_pretrained_refuses_bad_weights(pair, tmp_path):
+    hf, ours = pair
+    ours.save_pretrained(tmp_path / "m")
+    state = {k: v.clone() for k, v in ours.hf_state_dict().items()}
+    state["cls.mystery.weight"] = torch.zeros(3)
+    save_file(state, str(tmp_path / "m" / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(UserError, match="cls.mystery.weight"):
+        BertForPreTraining.from_pretrained(tmp_path / "m")
+    del state["cls.mystery.weight"]
+    state["cls.predictions.bias"] = torch.zeros(7)
+    save_file(state, str(tmp_path / "m" / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(UserError, match="cls.predictions.bias"):
+        BertForPreTraining.from_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="model.safetensors"):
+        BertForPreTraining.from_pretrained(tmp_path / "m")
+    with pytest.raises(UserError, match="not a directory"):
+        BertForPreTraining.from_pretrained(tmp_path / "nowhere")

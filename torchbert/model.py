@@ -1,0 +1,472 @@
+"""BERT for pretraining (MLM + NSP) in PyTorch: the twin of `jaxbert/model.py`.
+
+Same classes in the same order as the JAX twin (docs/CONTRACTS.md), and Hugging Face's parameter
+names, so `state_dict()` has exactly the keys of `transformers.BertForPreTraining` and a HF
+checkpoint loads with no renaming. Shapes: B = batch, L = sequence length, H = hidden size,
+nh = heads, hd = head size, P = masked positions per sequence, V = vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from bertcore.config import BertConfig
+from bertcore.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+# HF exposes the decoder twice: its weight *is* the word-embedding matrix and its bias *is*
+# `cls.predictions.bias`. Both aliases show up in `state_dict()` (as in HF) but are stored once.
+TIED_KEYS = {
+    "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
+    "cls.predictions.decoder.bias": "cls.predictions.bias",
+}
+
+
+class BertEmbeddings(nn.Module):
+    """word + token type + position embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        # padding_idx as in HF: the [PAD] row starts at zero and gets no gradient from lookups.
+        # (The JAX twin has no padding_idx; it needs none, since a padded position never reaches
+        # the loss, so that row's lookup gradient is zero there too.)
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size,
+                                            padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        L = input_ids.shape[1]
+        positions = torch.arange(L, device=input_ids.device)                    # (L,)
+        # Same summation order as HF ((word + type) + position) so fp32 results match closely.
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        x = x + self.position_embeddings(positions)                              # (B, L, H)
+        return self.dropout(self.LayerNorm(x))
+
+
+class BertSelfAttention(nn.Module):
+    """Multi-head self-attention with separate query/key/value projections (HF layout)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        H = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.head_dim
+        self.query = nn.Linear(H, H)
+        self.key = nn.Linear(H, H)
+        self.value = nn.Linear(H, H)
+        self.dropout_p = config.attention_probs_dropout_prob
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, L, H = x.shape
+
+        def heads(t: torch.Tensor) -> torch.Tensor:                   # (B, L, H) -> (B, nh, L, hd)
+            return t.view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
+
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        # The fused kernel computes softmax(q k^T / sqrt(hd) + mask) v, with dropout on the
+        # attention probabilities, without materialising them where a fused backend exists.
+        # `mask` is boolean (B, 1, 1, L): True = attend to this key. (JAX twin:
+        # jax.nn.dot_product_attention with the same mask, heads on axis 2 instead of 1.)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0)
+        return y.transpose(1, 2).reshape(B, L, H)                     # (B, L, H)
+
+
+class BertSelfOutput(nn.Module):
+    """Attention output projection, dropout, residual (+ LayerNorm in post-LN)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        # post-LN: normalises (attention output + residual). pre-LN: the same parameter normalises
+        # the attention *input* instead (applied by BertAttention), so names stay HF's.
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.pre_ln = config.layer_norm_position == "pre"
+
+    def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(self.dense(hidden)) + residual
+        return x if self.pre_ln else self.LayerNorm(x)
+
+
+class BertAttention(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.self = BertSelfAttention(config)
+        self.output = BertSelfOutput(config)
+        self.pre_ln = config.layer_norm_position == "pre"
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.output.LayerNorm(x) if self.pre_ln else x
+        return self.output(self.self(h, mask), x)
+
+
+class BertIntermediate(nn.Module):
+    """First feed-forward projection H -> intermediate_size with exact (erf) GELU."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.dense(x))  # exact erf GELU, HF "gelu" (not the tanh approximation)
+
+
+class BertOutput(nn.Module):
+    """Second feed-forward projection back to H, dropout, residual (+ LayerNorm in post-LN)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        # pre-LN: this LayerNorm normalises the feed-forward *input* (applied by BertLayer).
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.pre_ln = config.layer_norm_position == "pre"
+
+    def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(self.dense(hidden)) + residual
+        return x if self.pre_ln else self.LayerNorm(x)
+
+
+class BertLayer(nn.Module):
+    """One transformer block: self-attention sublayer, then feed-forward sublayer."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.attention = BertAttention(config)
+        self.intermediate = BertIntermediate(config)
+        self.output = BertOutput(config)
+        self.pre_ln = config.layer_norm_position == "pre"
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        a = self.attention(x, mask)                                      # (B, L, H)
+        h = self.output.LayerNorm(a) if self.pre_ln else a
+        return self.output(self.intermediate(h), a)                      # (B, L, H)
+
+
+class BertEncoder(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+        # pre-LN leaves the residual stream un-normalised, so one final LayerNorm closes it.
+        self.LayerNorm = (nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+                          if config.layer_norm_position == "pre" else None)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        for layer in self.layer:
+            x = layer(x, mask)
+        return x if self.LayerNorm is None else self.LayerNorm(x)
+
+
+class BertPooler(nn.Module):
+    """dense + tanh on the [CLS] position: the sentence vector the NSP head reads."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(x[:, 0]))                          # (B, H)
+
+
+def _init_weights(module: nn.Module, std: float) -> None:
+    """HF's `_init_weights`: normal(0, std) for Linear/Embedding, zero biases and [PAD] row,
+    LayerNorm weight 1 and bias 0. (The JAX twin passes the same initialisers to its layers.)"""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class BertModel(nn.Module):
+    """Embeddings, encoder and pooler. Returns (sequence_output (B, L, H), pooled (B, H))."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config)
+        self.apply(lambda m: _init_weights(m, config.initializer_range))
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        # Built once per forward, shared by every layer: (B, 1, 1, L), True where the *key* is a
+        # real token, broadcast over heads and queries. A boolean mask is dtype-free (no -inf
+        # that bf16 autocast could overflow), and padded keys get exactly zero probability.
+        mask = attention_mask.bool()[:, None, None, :]
+        x = self.embeddings(input_ids, token_type_ids)                   # (B, L, H)
+        x = self.encoder(x, mask)                                        # (B, L, H)
+        return x, self.pooler(x)
+
+
+class BertPredictionHeadTransform(nn.Module):
+    """MLM transform before the vocabulary projection: dense, GELU, LayerNorm."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(F.gelu(self.dense(x)))
+
+
+class BertLMPredictionHead(nn.Module):
+    """transform, then logits = h @ word_embeddings^T + bias (decoder tied by BertForPreTraining)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.transform = BertPredictionHeadTransform(config)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.decoder.bias = self.bias  # one Parameter under two names, exactly as HF
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.transform(x))                           # (B, P or L, V)
+
+
+class BertPreTrainingHeads(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config)
+        self.seq_relationship = nn.Linear(config.hidden_size, 2)
+
+    def forward(self, sequence_output: torch.Tensor, pooled_output: torch.Tensor):
+        return self.predictions(sequence_output), self.seq_relationship(pooled_output)
+
+
+class BertForPreTraining(nn.Module):
+    """BERT with the MLM and NSP heads: forward returns (mlm_logits, nsp_logits)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config)
+        self.cls = BertPreTrainingHeads(config)
+        self.cls.apply(lambda m: _init_weights(m, config.initializer_range))
+        # Tie after initialising, as HF does, so the decoder's init does not overwrite the
+        # embedding (and its zero [PAD] row). Module.to()/.cuda() keep the tie (in-place moves).
+        self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None,
+                masked_positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        seq, pooled = self.bert(input_ids, token_type_ids, attention_mask)   # (B, L, H), (B, H)
+        if masked_positions is not None:
+            # Sparse MLM head: keep only the P predicted positions before the transform and the
+            # V-wide decoder, the dominant cost at small sizes (google-research/bert does this).
+            idx = masked_positions.long()[:, :, None].expand(-1, -1, seq.shape[-1])  # (B, P, H)
+            seq = torch.gather(seq, 1, idx)                                           # (B, P, H)
+        return self.cls(seq, pooled)                  # (B, P or L, V), (B, 2)
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Unique parameters (the tied decoder counted once); optionally without embeddings."""
+        n = sum(p.numel() for p in self.parameters())
+        if exclude_embeddings:
+            e = self.bert.embeddings
+            n -= sum(m.weight.numel() for m in (e.word_embeddings, e.position_embeddings,
+                                                 e.token_type_embeddings))
+        return n
+
+    def hf_state_dict(self) -> dict[str, torch.Tensor]:
+        """`state_dict()` without the tied aliases: each tensor once, as HF writes its files."""
+        return {k: v for k, v in self.state_dict().items() if k not in TIED_KEYS}
+
+    def load_hf_state_dict(self, state: dict[str, torch.Tensor], source: str = "checkpoint"
+                           ) -> list[str]:
+        """Copy HF-named tensors into this model; return the keys the file did not have.
+
+        Accepts keys with or without the `bert.` prefix (a bare `BertModel` save), the tied
+        aliases or not, and TF-era `gamma`/`beta` LayerNorm names. Missing pooler or heads stay
+        initialised; unknown keys, wrong shapes or missing encoder weights raise UserError.
+        """
+        own = self.state_dict()
+        fixed: dict[str, torch.Tensor] = {}
+        for key, t in state.items():
+            if key.endswith("embeddings.position_ids"):   # a buffer old HF versions saved
+                continue
+            key = key.replace("LayerNorm.gamma", "LayerNorm.weight")
+            key = key.replace("LayerNorm.beta", "LayerNorm.bias")
+            if key.startswith(("embeddings.", "encoder.", "pooler.")):
+                key = "bert." + key
+            fixed[key] = t
+        for alias, target in TIED_KEYS.items():           # aliases: one tensor, stored once
+            if alias in fixed:
+                t = fixed.pop(alias)
+                if target not in fixed:
+                    fixed[target] = t
+                elif t.shape != fixed[target].shape or not torch.equal(t, fixed[target]):
+                    raise UserError(f"{source}: {alias} differs from {target}; this model ties "
+                                    f"them, so an untied decoder cannot be loaded")
+        unknown = sorted(k for k in fixed if k not in own)
+        if unknown:
+            raise UserError(f"{source} has {len(unknown)} unknown key(s): {', '.join(unknown)}; "
+                            f"it is not a BERT checkpoint of this layout "
+                            f"(layer_norm_position={self.config.layer_norm_position!r})")
+        bad = [f"{k} {tuple(t.shape)} vs model {tuple(own[k].shape)}"
+               for k, t in fixed.items() if t.shape != own[k].shape]
+        if bad:
+            raise UserError(f"{source} has tensors of the wrong shape: {'; '.join(bad)}; "
+                            f"its config.json does not match its weights")
+        missing = sorted(k for k in self.hf_state_dict() if k not in fixed)
+        body = [k for k in missing if not k.startswith(("cls.", "bert.pooler."))]
+        if body:
+            raise UserError(f"{source} lacks encoder weights: {', '.join(body)}")
+        with torch.no_grad():
+            for k, t in fixed.items():
+                own[k].copy_(t)               # state_dict tensors share storage with parameters
+        return missing
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, output_loading_info: bool = False,
+                        **config_overrides: Any):
+        """Load a Hugging Face BERT directory (config.json + model.safetensors or, read with
+        `weights_only=True`, pytorch_model.bin), saved from BertForPreTraining, BertForMaskedLM
+        or BertModel. Missing heads stay initialised and are logged; with
+        `output_loading_info=True` returns `(model, {"missing_keys": [...]})` as HF does."""
+        path = Path(path)
+        if not path.is_dir():
+            raise UserError(f"{path} is not a directory; pass a Hugging Face BERT directory")
+        config = BertConfig.from_json_file(path / "config.json").replace(**config_overrides)
+        model = cls(config)
+        state, source = _read_weights(path)
+        missing = model.load_hf_state_dict(state, source=str(source))
+        if missing:
+            logger.warning("%s: %d tensor(s) not in the checkpoint, left initialised: %s",
+                           source, len(missing), ", ".join(missing))
+        return (model, {"missing_keys": missing}) if output_loading_info else model
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Write config.json + model.safetensors in HF layout (loads in `transformers`).
+
+        Files are written into a temporary sibling directory first; a new directory is then
+        renamed into place in one step, and in an existing one each file is replaced atomically
+        (other files there, e.g. a tokenizer, are kept)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        try:
+            tensors = {k: v.detach().cpu().contiguous() for k, v in self.hf_state_dict().items()}
+            save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            (tmp / "config.json").write_text(
+                json.dumps(self.config.to_dict(), indent=2, sort_keys=True) + "\n",
+                encoding="utf-8")
+            if not path.exists():
+                tmp.rename(path)
+                return
+            for name in ("model.safetensors", "config.json"):   # weights first, config last
+                os.replace(tmp / name, path / name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], Path]:
+    """Tensors of a HF directory: model.safetensors, its sharded index, or pytorch_model.bin."""
+    from safetensors.torch import load_file
+
+    files = [path / "model.safetensors"]
+    index = path / "model.safetensors.index.json"
+    if not files[0].is_file() and index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{index} is unreadable ({e}); re-download or re-save the model")
+        files = [path / name for name in sorted(set(weight_map.values()))]
+    if all(f.is_file() for f in files):
+        state: dict[str, torch.Tensor] = {}
+        for f in files:
+            try:
+                state.update(load_file(str(f), device="cpu"))
+            except Exception as e:  # safetensors raises its own error type for corrupt files
+                raise UserError(f"{f} is not a readable safetensors file ({e}); re-save it")
+        return state, files[0] if len(files) == 1 else index
+    binary = path / "pytorch_model.bin"
+    if binary.is_file():
+        try:
+            # weights_only=True: the restricted unpickler that refuses arbitrary code.
+            state = torch.load(binary, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise UserError(f"{binary} could not be loaded safely with weights_only=True ({e}); "
+                            f"convert it to model.safetensors")
+        if not isinstance(state, dict):
+            raise UserError(f"{binary} does not hold a state dict")
+        return state, binary
+    raise UserError(f"{path} has no model.safetensors or pytorch_model.bin")
+
+
+def _select_masked(mlm_logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+    """(B, P, V) logits at the masked slots, from sparse (B, P, V) or dense (B, L, V) logits."""
+    P = batch["masked_ids"].shape[1]
+    if mlm_logits.shape[1] == P:
+        return mlm_logits  # sparse (also read this way when L == P: gather dense logits first)
+    pos = torch.as_tensor(batch["masked_positions"], device=mlm_logits.device).long()
+    return torch.gather(mlm_logits, 1, pos[:, :, None].expand(-1, -1, mlm_logits.shape[-1]))
+
+
+def pretraining_loss(mlm_logits: torch.Tensor, nsp_logits: torch.Tensor, batch: dict[str, Any],
+                     mlm_denominator: float | torch.Tensor | None = None,
+                     nsp_denominator: float | torch.Tensor | None = None,
+                     nsp: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """MLM + NSP loss of the batch contract (docs/CONTRACTS.md); returns (loss, metrics).
+
+    MLM = sum(masked_weights * ce) / mlm_denominator (default max(sum(masked_weights), 1));
+    NSP = sum(ce) / nsp_denominator (default B). Data-parallel / accumulation code passes the
+    *global* counts, so per-rank losses and metrics add up to the global ones. Accuracies use
+    the same denominators. Metrics are detached 0-d tensors (call .item() when logging).
+    Batch values may be numpy arrays or tensors; the loss is computed in fp32 under autocast.
+    """
+    dev = mlm_logits.device
+    ids = torch.as_tensor(batch["masked_ids"], device=dev).long()                  # (B, P)
+    w = torch.as_tensor(batch["masked_weights"], device=dev, dtype=torch.float32)  # (B, P)
+    logits = _select_masked(mlm_logits, batch).float()                             # (B, P, V)
+    ce = F.cross_entropy(logits.flatten(0, 1), ids.flatten(), reduction="none").view_as(w)
+    if mlm_denominator is None:
+        mlm_denominator = w.sum().clamp(min=1.0)
+    mlm_loss = (w * ce).sum() / mlm_denominator
+    mlm_acc = (w * (logits.argmax(-1) == ids).float()).sum() / mlm_denominator
+    metrics = {"mlm_loss": mlm_loss.detach(), "mlm_accuracy": mlm_acc.detach()}
+    loss = mlm_loss
+    if nsp:
+        if "next_sentence_label" not in batch:
+            raise ValueError("pretraining_loss(nsp=True) needs batch['next_sentence_label']")
+        labels = torch.as_tensor(batch["next_sentence_label"], device=dev).long()   # (B,)
+        nsp_logits = nsp_logits.float()
+        if nsp_denominator is None:
+            nsp_denominator = float(labels.shape[0])
+        nsp_loss = F.cross_entropy(nsp_logits, labels, reduction="sum") / nsp_denominator
+        nsp_acc = (nsp_logits.argmax(-1) == labels).float().sum() / nsp_denominator
+        metrics.update(nsp_loss=nsp_loss.detach(), nsp_accuracy=nsp_acc.detach())
+        loss = loss + nsp_loss
+    metrics["loss"] = loss.detach()
+    return loss, metrics
