@@ -211,3 +211,10 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
+
+
+def weight_decay_applies(name: str) -> bool:
+    """AdamW decays every parameter except biases and LayerNorm parameters (google-research/bert's
+    `exclude_from_weight_decay`). Works on torch names (`...LayerNorm.weight`) and Flax paths
+    (`.../LayerNorm/scale`), so both twins decay exactly the same tensors."""
+    return not (name.endswith("bias") or "LayerNorm" in name)

@@ -176,12 +176,9 @@ class Run:
                                                                              1e-9)
         row["elapsed"] = now - self._t_start
         self._t_last, self._step_last = now, step
-        bad = [k for k in ("loss", "grad_norm") if k in row and not math.isfinite(row[k])]
-        if bad:
-            raise TrainingDiverged(
-                f"{bad[0]} became {row[bad[0]]} at step {step}; the last good checkpoint is kept "
-                f"in {self.checkpoint_dir}. Lower --lr, raise --warmup-steps or use "
-                f"--layer-norm-position pre, then --resume")
+        for k in ("loss", "grad_norm"):
+            if k in row:
+                self.guard(step, row[k], k)
         if self.is_main:
             with open(self.metrics_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
@@ -191,6 +188,14 @@ class Run:
                                       tok_s=f"{row['tokens_per_second']:.0f}", refresh=False)
                 self._bar.update(step - self._bar.n)
         return row
+
+    def guard(self, step: int, value: float, name: str = "loss") -> None:
+        """Stop a diverged run (before it can write a checkpoint), keeping the last good one."""
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                f"{name} became {value} at step {step}; the last good checkpoint is kept in "
+                f"{self.checkpoint_dir}. Lower --lr, raise --warmup-steps or use "
+                f"--layer-norm-position pre, then --resume")
 
     def note(self, text: str) -> None:
         if self.is_main:

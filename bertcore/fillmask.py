@@ -1,0 +1,94 @@
+"""The framework-free half of `python -m torchbert.fill_mask` / `python -m jaxbert.fill_mask`.
+
+Both twins parse the same flags, find the model directory the same way, tokenize the text, and
+print the same table; only "weights -> logits at the [MASK] positions" is theirs.
+
+A model directory is either a RUNDIR (run.json, config.json, tokenizer/, checkpoints/) or a
+Hugging Face BERT directory (config.json, model.safetensors, vocab.txt or tokenizer.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import BertConfig
+from .errors import UserError
+from .tokenizer import WordPiece, load_tokenizer
+
+
+@dataclass
+class ModelDir:
+    path: Path
+    kind: str                 # "rundir" or "hf"
+    framework: str | None     # the twin that wrote a RUNDIR
+    config: BertConfig
+    tokenizer: WordPiece
+
+
+def parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog, description="Predict the tokens behind each [MASK] in a text.",
+        epilog='example: %(prog)s runs/torchbert-mini "the movie was [MASK] ."')
+    p.add_argument("model", help="a RUNDIR (latest checkpoint) or a Hugging Face BERT directory")
+    p.add_argument("text", nargs="+", help="text with one or more [MASK] tokens")
+    p.add_argument("--top-k", type=int, default=5, help="candidates per [MASK] (default: 5)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return p
+
+
+def open_model_dir(path: str | Path) -> ModelDir:
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path} is not a directory; pass a RUNDIR or a Hugging Face BERT dir")
+    if (path / "run.json").is_file():
+        info = json.loads((path / "run.json").read_text())
+        return ModelDir(path, "rundir", info.get("framework"),
+                        BertConfig.from_json_file(path / "config.json"),
+                        load_tokenizer(path / "tokenizer"))
+    if (path / "config.json").is_file():
+        return ModelDir(path, "hf", None, BertConfig.from_json_file(path / "config.json"),
+                        load_tokenizer(path))
+    raise UserError(f"{path} is neither a RUNDIR (no run.json) nor a Hugging Face BERT directory "
+                    f"(no config.json)")
+
+
+def encode(tok: WordPiece, text: str, max_len: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A one-row batch for `text` and the positions of its [MASK] tokens."""
+    ids = tok.encode(text)
+    if len(ids) > max_len:
+        raise UserError(f"the text is {len(ids)} tokens long; the model takes at most {max_len}")
+    ids_arr = np.asarray([ids], dtype=np.int32)
+    positions = np.flatnonzero(ids_arr[0] == tok.mask_id)
+    if len(positions) == 0:
+        raise UserError(f"the text has no [MASK] token; write [MASK] where a word should be "
+                        f"predicted, e.g. \"the movie was [MASK] .\"")
+    batch = {"input_ids": ids_arr, "token_type_ids": np.zeros_like(ids_arr),
+             "attention_mask": np.ones_like(ids_arr),
+             "masked_positions": positions[None].astype(np.int32)}
+    return batch, positions
+
+
+def top_k(logits: np.ndarray, tok: WordPiece, k: int) -> list[list[tuple[str, float]]]:
+    """Softmax over the vocabulary at each [MASK] ([n, V] logits) and the k best tokens."""
+    logits = logits.astype(np.float64)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    best = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
+    return [[(tok.id_to_token(int(i)), float(p[i])) for i in row] for row, p in zip(best, probs)]
+
+
+def report(text: str, predictions: list[list[tuple[str, float]]], as_json: bool) -> str:
+    if as_json:
+        return json.dumps({"text": text, "masks": [[{"token": t, "probability": p}
+                                                    for t, p in m] for m in predictions]},
+                          indent=2)
+    lines = [text]
+    for n, cands in enumerate(predictions, 1):
+        lines.append(f"[MASK] #{n}:")
+        lines += [f"  {t:<20} {p:7.2%}" for t, p in cands]
+    return "\n".join(lines)
