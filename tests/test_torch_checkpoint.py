@@ -1,0 +1,186 @@
+"""torchbert.checkpoint: exact round trip, pruning, atomicity and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+import torchbert.checkpoint as ckpt
+from bertcore.config import BertConfig
+from bertcore.errors import UserError
+from torchbert.checkpoint import (capture_rng_state, latest_checkpoint, list_checkpoints,
+                                  load_checkpoint, restore_rng_state, save_checkpoint)
+from torchbert.model import BertForPreTraining, pretraining_loss
+
+CFG = BertConfig(vocab_size=200, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                 intermediate_size=64, max_position_embeddings=32)
+
+
+def make(seed: int = 0):
+    torch.manual_seed(seed)
+    model = BertForPreTraining(CFG)
+    # The split a training loop uses: no weight decay on biases and LayerNorm.
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=1e-3, eps=1e-6)
+    return model, opt
+
+
+def batch(step: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(step)
+    ids = torch.randint(1, CFG.vocab_size, (4, 16), generator=g)
+    pos = torch.stack([torch.randperm(15, generator=g)[:3] + 1 for _ in range(4)])
+    return dict(input_ids=ids, token_type_ids=torch.zeros_like(ids),
+                attention_mask=torch.ones_like(ids), masked_positions=pos,
+                masked_ids=torch.gather(ids, 1, pos), masked_weights=torch.ones(4, 3),
+                next_sentence_label=torch.tensor([0, 1, 0, 1]))
+
+
+def train(model, opt, steps: range) -> None:
+    model.train()   # dropout on: continuing exactly needs the restored torch RNG state
+    for s in steps:
+        b = batch(s)
+        mlm, nsp = model(b["input_ids"], b["token_type_ids"], b["attention_mask"],
+                         b["masked_positions"])
+        loss, _ = pretraining_loss(mlm, nsp, b)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def extra(step: int) -> dict:
+    return {"rng": capture_rng_state(), "data": {"epoch": 0, "index": 8 * step},
+            "schedule_step": step, "array": np.arange(3, dtype=np.int64)}
+
+
+def assert_same(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), k
+
+
+def test_round_trip_continues_bit_exactly(tmp_path):
+    model, opt = make(0)
+    train(model, opt, range(2))
+    path = save_checkpoint(tmp_path, 2, model, opt, extra(2), keep=3)
+    assert path == tmp_path / "checkpoints" / "step_00000002"
+    train(model, opt, range(2, 5))                        # the original goes on
+
+    copy, copy_opt = make(1)                              # other weights until loaded
+    state = load_checkpoint(path, copy, copy_opt)
+    assert state["data"] == {"epoch": 0, "index": 16} and state["schedule_step"] == 2
+    assert isinstance(state["array"], np.ndarray) and state["array"].tolist() == [0, 1, 2]
+    restore_rng_state(state["rng"])
+    train(copy, copy_opt, range(2, 5))
+    assert_same(model, copy)
+    for p, q in zip(model.parameters(), copy.parameters()):
+        sp, sq = opt.state[p], copy_opt.state[q]
+        assert set(sp) == {"step", "exp_avg", "exp_avg_sq"}
+        for k in sp:
+            assert torch.equal(sp[k], sq[k]), k
+    assert copy_opt.param_groups[1]["weight_decay"] == 0.0
+    assert copy_opt.param_groups[0]["betas"] == (0.9, 0.999)
+
+
+def test_files_use_hf_and_parameter_names(tmp_path):
+    model, opt = make()
+    train(model, opt, range(1))
+    path = save_checkpoint(tmp_path, 1, model, opt, {}, keep=1)
+    with safe_open(path / "model.safetensors", "pt") as f:
+        keys = set(f.keys())
+    assert keys == set(model.hf_state_dict())
+    assert "cls.predictions.decoder.weight" not in keys        # tied: stored once
+    with safe_open(path / "optimizer.safetensors", "pt") as f:
+        keys = set(f.keys())
+    name = "bert.embeddings.word_embeddings.weight"
+    assert {f"exp_avg/{name}", f"exp_avg_sq/{name}", f"step/{name}"} <= keys
+    assert len(keys) == 3 * len(list(model.parameters()))
+    state = json.loads((path / "state.json").read_text())
+    assert state["step"] == 1 and state["config"]["hidden_size"] == 32
+    assert state["optimizer"]["param_groups"][0]["params"][0] == name
+
+
+def test_keeps_the_newest_k(tmp_path):
+    model, opt = make()
+    for step in (10, 20, 30, 40, 50):
+        save_checkpoint(tmp_path, step, model, opt, {}, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000040", "step_00000050"]
+    assert latest_checkpoint(tmp_path).name == "step_00000050"
+    assert latest_checkpoint(tmp_path / "elsewhere") is None
+
+
+def test_latest_ignores_temp_and_incomplete_dirs(tmp_path):
+    model, opt = make()
+    save_checkpoint(tmp_path, 5, model, opt, {}, keep=3)
+    root = tmp_path / "checkpoints"
+    (root / ".step_00000009.tmp-abc123").mkdir()               # a save killed midway
+    (root / ".step_00000009.tmp-abc123" / "model.safetensors").write_bytes(b"half")
+    (root / "step_00000007").mkdir()                           # no state.json: not complete
+    assert latest_checkpoint(tmp_path).name == "step_00000005"
+
+
+def test_exception_during_write_keeps_previous(tmp_path, monkeypatch):
+    model, opt = make()
+    good = save_checkpoint(tmp_path, 1, model, opt, {"n": 1}, keep=3)
+    real_save = ckpt.save_file
+
+    def failing(tensors, filename, metadata=None):
+        if filename.endswith("optimizer.safetensors"):
+            raise OSError("disk full")
+        real_save(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(ckpt, "save_file", failing)
+    for step in (2, 1):                        # a new step, and overwriting the existing one
+        with pytest.raises(OSError, match="disk full"):
+            save_checkpoint(tmp_path, step, model, opt, {"n": 2}, keep=3)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_00000001"]
+    assert latest_checkpoint(tmp_path) == good
+    assert load_checkpoint(good, *make(1)) == {"n": 1}
+
+
+def test_missing_and_corrupt_files_name_the_file(tmp_path):
+    model, opt = make()
+    path = save_checkpoint(tmp_path, 3, model, opt, {"rng": capture_rng_state()}, keep=3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    data = bytearray((path / "model.safetensors").read_bytes())
+    data[-10:] = b"\xff" * 10                                  # flipped bytes in a tensor
+    (path / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(UserError, match="model.safetensors is corrupt"):
+        load_checkpoint(path, model, opt)
+    (path / "model.safetensors").write_bytes(b"\x00\x01")      # not safetensors at all
+    with pytest.raises(UserError, match="model.safetensors"):
+        load_checkpoint(path, model, opt)
+    for k, v in model.state_dict().items():                     # nothing was changed
+        assert torch.equal(v, before[k]), k
+
+    (path / "optimizer.safetensors").unlink()
+    with pytest.raises(UserError, match="optimizer.safetensors is missing"):
+        load_checkpoint(path, model, opt)
+    (path / "state.json").write_text('{"format": "twinbert-torch-checkpoint/1", "step": ')
+    with pytest.raises(UserError, match="state.json is corrupt"):
+        load_checkpoint(path, model, opt)
+    with pytest.raises(UserError, match="does not exist"):
+        load_checkpoint(tmp_path / "checkpoints" / "step_00000099", model, opt)
+
+
+def test_config_mismatch_names_the_fields(tmp_path):
+    model, opt = make()
+    path = save_checkpoint(tmp_path, 1, model, opt, {}, keep=3)
+    other = BertForPreTraining(CFG.replace(hidden_size=64, layer_norm_position="pre"))
+    with pytest.raises(UserError, match=r"hidden_size: checkpoint 32 vs model 64.*"
+                                        r"layer_norm_position"):
+        load_checkpoint(path, other, None)
+
+
+def test_optimizer_layout_mismatch(tmp_path):
+    model, opt = make()
+    path = save_checkpoint(tmp_path, 1, model, opt, {}, keep=3)
+    one_group = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    with pytest.raises(UserError, match="parameter groups differ"):
+        load_checkpoint(path, model, one_group)
+    load_checkpoint(path, model, None)                         # model only: fine

@@ -1,0 +1,342 @@
+"""Training checkpoints for torchbert: safetensors + JSON, atomic, no pickle anywhere.
+
+    RUNDIR/checkpoints/step_00000100/
+        model.safetensors       model tensors, HF names, the tied decoder stored once
+        optimizer.safetensors   AdamW state by *parameter name*: exp_avg/<name>, exp_avg_sq/<name>,
+                                step/<name> (the same name table parity/convert.py maps to optax)
+        rng.safetensors         every tensor found in extra_state (torch/CUDA RNG states)
+        state.json              step, model config, optimizer hyper-parameters and param-group
+                                layout, extra_state (JSON) and a sha256 for each tensor file
+
+A checkpoint is written into a temporary sibling directory and renamed into place, so a crash
+leaves either the old set of checkpoints or the new one, never a half-written step directory.
+`extra_state` is the training loop's: batch-iterator state, schedule position, RNG states. It
+must be JSON-able except for tensors / numpy arrays, which may sit anywhere inside it (in dicts
+or lists); they are stored in rng.safetensors and come back as the same types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from bertcore.config import BertConfig
+from bertcore.errors import UserError, atomic_path
+
+FORMAT = "twinbert-torch-checkpoint/1"
+STEP_DIR = re.compile(r"^step_(\d{8})$")         # complete checkpoints; temp dirs start with "."
+TENSOR_FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors")
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The BertForPreTraining inside DistributedDataParallel (.module) / torch.compile."""
+    while True:
+        if isinstance(getattr(model, "module", None), torch.nn.Module):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---- extra_state: JSON with tensors pulled out -------------------------------------------
+
+def _pack(obj: Any, name: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """Replace each tensor/array in `obj` by {"__tensor__": name} and collect it in `tensors`."""
+    if isinstance(obj, torch.Tensor):
+        tensors[name] = obj.detach().cpu().clone()   # a copy: never shares storage
+        return {"__tensor__": name}
+    if isinstance(obj, np.ndarray):
+        tensors[name] = torch.from_numpy(np.ascontiguousarray(obj))
+        return {"__tensor__": name, "numpy": True}
+    if isinstance(obj, np.generic):                  # numpy scalars -> plain JSON numbers
+        return obj.item()
+    if isinstance(obj, dict):
+        if not all(isinstance(k, str) for k in obj):
+            raise TypeError(f"extra_state keys must be strings (at {name})")
+        return {k: _pack(v, f"{name}/{k}", tensors) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_pack(v, f"{name}/{i}", tensors) for i, v in enumerate(obj)]
+    return obj
+
+
+def _unpack(obj: Any, tensors: dict[str, torch.Tensor], source: Path) -> Any:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            if obj["__tensor__"] not in tensors:
+                raise UserError(f"{source} lacks tensor {obj['__tensor__']}; the checkpoint "
+                                f"is incomplete")
+            t = tensors[obj["__tensor__"]]
+            return t.numpy() if obj.get("numpy") else t
+        return {k: _unpack(v, tensors, source) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unpack(v, tensors, source) for v in obj]
+    return obj
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, numpy (global), torch CPU and CUDA generator states, for extra_state["rng"]."""
+    version, mt, gauss = random.getstate()
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {"python": [version, list(mt), gauss],
+             "numpy": [np_kind, np_keys.tolist(), int(np_pos), int(np_has_gauss), float(np_gauss)],
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of `capture_rng_state` (on a checkpoint that went through load_checkpoint)."""
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    np_kind, np_keys, *rest = state["numpy"]
+    np.random.set_state((np_kind, np.asarray(np_keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        if len(state["cuda"]) != torch.cuda.device_count():
+            raise UserError(f"checkpoint has RNG states for {len(state['cuda'])} GPUs, this "
+                            f"process sees {torch.cuda.device_count()}")
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---- the optimizer, by parameter name ----------------------------------------------------
+
+def _param_names(model: torch.nn.Module) -> dict[int, str]:
+    # named_parameters() lists a tied Parameter once, under its first name (the embedding).
+    return {id(p): n for n, p in model.named_parameters()}
+
+
+def _group_hparams(group: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in group.items():
+        if k == "params":
+            continue
+        if isinstance(v, torch.Tensor):   # e.g. a tensor learning rate (capturable/compiled)
+            v = v.item()
+        out[k] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _optimizer_tensors(model, optimizer) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    names = _param_names(model)
+    tensors, scalars, groups = {}, {}, []
+    for group in optimizer.param_groups:
+        group_names = []
+        for p in group["params"]:
+            if id(p) not in names:
+                raise ValueError("the optimizer holds a parameter that is not in the model")
+            name = names[id(p)]
+            group_names.append(name)
+            for key, value in optimizer.state.get(p, {}).items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"{key}/{name}"] = value.detach().cpu().contiguous()
+                else:
+                    scalars.setdefault(name, {})[key] = value
+        groups.append({**_group_hparams(group), "params": group_names})
+    layout = {"class": type(optimizer).__name__, "param_groups": groups}
+    return tensors, scalars, layout
+
+
+# ---- save --------------------------------------------------------------------------------
+
+def list_checkpoints(rundir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (temp and half-written dirs are skipped)."""
+    root = Path(rundir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), d) for d in root.iterdir()
+             if (m := STEP_DIR.match(d.name)) and (d / "state.json").is_file()]
+    return [d for _, d in sorted(found)]
+
+
+def latest_checkpoint(rundir: str | os.PathLike) -> Path | None:
+    found = list_checkpoints(rundir)
+    return found[-1] if found else None
+
+
+def save_checkpoint(rundir: str | os.PathLike, step: int, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, extra_state: dict[str, Any],
+                    keep: int) -> Path:
+    """Write RUNDIR/checkpoints/step_{step:08d}/ atomically, then keep only the newest `keep`."""
+    if keep < 1:
+        raise ValueError(f"keep={keep} must be >= 1")
+    model = _unwrap(model)
+    root = Path(rundir) / "checkpoints"
+    final = root / f"step_{step:08d}"
+    opt_tensors, opt_scalars, layout = _optimizer_tensors(model, optimizer)
+    extra_tensors: dict[str, torch.Tensor] = {}
+    extra = _pack(extra_state, "extra_state", extra_tensors)
+    model_tensors = {k: v.detach().cpu().contiguous() for k, v in model.hf_state_dict().items()}
+    with atomic_path(final, is_dir=True) as tmp:
+        meta = {"format": "pt"}
+        save_file(model_tensors, str(tmp / "model.safetensors"), metadata=meta)
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"), metadata=meta)
+        save_file(extra_tensors, str(tmp / "rng.safetensors"), metadata=meta)
+        state = {"format": FORMAT, "step": int(step), "config": model.config.to_dict(),
+                 "optimizer": {**layout, "state_scalars": opt_scalars},
+                 "extra_state": extra,
+                 "sha256": {f: _sha256(tmp / f) for f in TENSOR_FILES}}
+        (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
+        for f in (*TENSOR_FILES, "state.json"):   # on disk before the rename makes them visible
+            _fsync(tmp / f)
+    _fsync(root)
+    _prune(root, keep)
+    return final
+
+
+def _prune(root: Path, keep: int) -> None:
+    for old in list_checkpoints(root.parent)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    for leftover in root.glob(".step_*"):   # temp dirs of saves that were killed midway
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+# ---- load --------------------------------------------------------------------------------
+
+def read_checkpoint_state(path: str | os.PathLike) -> dict[str, Any]:
+    """The parsed state.json of a checkpoint directory (step, config, ...), validated."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"checkpoint {path} does not exist")
+    f = path / "state.json"
+    if not f.is_file():
+        raise UserError(f"checkpoint file {f} is missing; the checkpoint is incomplete")
+    try:
+        state = json.loads(f.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"checkpoint file {f} is corrupt ({e}); resume from an older one")
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(f"checkpoint file {f} is not a torchbert checkpoint (format "
+                        f"{state.get('format') if isinstance(state, dict) else None!r})")
+    return state
+
+
+def _read_tensors(path: Path, state: dict[str, Any]) -> dict[str, dict[str, torch.Tensor]]:
+    for name in TENSOR_FILES:     # report a missing file before a corrupt one
+        if not (path / name).is_file():
+            raise UserError(f"checkpoint file {path / name} is missing; the checkpoint is "
+                            f"incomplete")
+    out = {}
+    for name in TENSOR_FILES:
+        f = path / name
+        if _sha256(f) != state.get("sha256", {}).get(name):
+            raise UserError(f"checkpoint file {f} is corrupt (checksum mismatch); resume from "
+                            f"an older checkpoint")
+        try:
+            out[name] = load_file(str(f), device="cpu")
+        except Exception as e:   # safetensors' own error type for a malformed file
+            raise UserError(f"checkpoint file {f} is corrupt ({e})")
+    return out
+
+
+def _check_config(state: dict[str, Any], model: torch.nn.Module, path: Path) -> None:
+    try:
+        saved = BertConfig.from_dict(state["config"])
+    except (KeyError, TypeError, UserError) as e:
+        raise UserError(f"checkpoint {path}/state.json has no valid model config ({e})")
+    diff = [f.name for f in dataclasses.fields(BertConfig)
+            if getattr(saved, f.name) != getattr(model.config, f.name)]
+    if diff:
+        detail = ", ".join(f"{k}: checkpoint {getattr(saved, k)!r} vs model "
+                           f"{getattr(model.config, k)!r}" for k in diff)
+        raise UserError(f"checkpoint {path} was saved from a different model config ({detail}); "
+                        f"use the run's config.json or start a new run")
+
+
+def _optimizer_state_dict(state, tensors, model, optimizer, path: Path) -> dict[str, Any]:
+    """A torch optimizer state_dict rebuilt from named tensors, checked against the optimizer."""
+    layout = state.get("optimizer", {})
+    names = _param_names(model)
+    if any(id(p) not in names for g in optimizer.param_groups for p in g["params"]):
+        raise ValueError("the optimizer holds a parameter that is not in the model")
+    if layout.get("class") != type(optimizer).__name__:
+        raise UserError(f"checkpoint {path} holds {layout.get('class')} state, the run uses "
+                        f"{type(optimizer).__name__}")
+    now = [[names[id(p)] for p in g["params"]] for g in optimizer.param_groups]
+    saved = [g.get("params") for g in layout.get("param_groups", [])]
+    if now != saved:
+        raise UserError(f"checkpoint {path}: optimizer parameter groups differ from this run's "
+                        f"(e.g. another weight-decay split); they cannot be matched by name")
+    per_param: dict[str, dict[str, Any]] = {}
+    for key, t in tensors.items():
+        kind, _, name = key.partition("/")
+        per_param.setdefault(name, {})[kind] = t
+    for name, scalars in layout.get("state_scalars", {}).items():
+        per_param.setdefault(name, {}).update(scalars)
+    known = {n for g in now for n in g}
+    unknown = sorted(set(per_param) - known)
+    if unknown:
+        raise UserError(f"checkpoint {path}/optimizer.safetensors has state for unknown "
+                        f"parameters: {', '.join(unknown)}")
+    index = {n: i for i, n in enumerate(n for g in now for n in g)}  # torch's numbering
+    groups = []
+    for g_now, g_saved in zip(optimizer.param_groups, layout["param_groups"]):
+        g = {}
+        for k, v in g_saved.items():       # JSON turned tuples into lists, tensors into floats
+            cur = g_now.get(k)
+            if isinstance(cur, tuple):
+                v = tuple(v)
+            elif isinstance(cur, torch.Tensor):
+                v = cur.detach().clone().fill_(v)
+            g[k] = v
+        g["params"] = [index[n] for n in g_saved["params"]]
+        groups.append(g)
+    return {"state": {index[n]: s for n, s in per_param.items()}, "param_groups": groups}
+
+
+def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
+    """Restore model (and optimizer, if given) from a checkpoint dir; return its extra_state.
+
+    Everything is validated before anything is changed: a missing or corrupt file, a different
+    model config or an optimizer with another parameter layout raises UserError."""
+    path = Path(path)
+    model = _unwrap(model)
+    state = read_checkpoint_state(path)
+    _check_config(state, model, path)
+    tensors = _read_tensors(path, state)
+    weights = tensors["model.safetensors"]
+    expected = set(model.hf_state_dict())
+    if set(weights) != expected:
+        absent = ", ".join(sorted(expected - set(weights))) or "-"
+        unknown = ", ".join(sorted(set(weights) - expected)) or "-"
+        raise UserError(f"checkpoint file {path}/model.safetensors does not match the model "
+                        f"(missing: {absent}; unknown: {unknown})")
+    opt_state = None
+    if optimizer is not None:
+        opt_state = _optimizer_state_dict(state, tensors["optimizer.safetensors"], model,
+                                          optimizer, path)
+    extra = _unpack(state.get("extra_state", {}), tensors["rng.safetensors"],
+                    path / "rng.safetensors")
+    model.load_hf_state_dict(weights, source=str(path / "model.safetensors"))
+    if opt_state is not None:
+        optimizer.load_state_dict(opt_state)   # moves moments to each parameter's device
+    return extra
