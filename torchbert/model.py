@@ -239,7 +239,7 @@ class BertPredictionHeadTransform(nn.Module):
 
 
 class BertLMPredictionHead(nn.Module):
-    """transform, then logits = h @ word_embeddings^T + bias (decoder tied by BertForPreTraining)."""
+    """transform, then logits = h @ word_embeddings^T + bias (tied by BertForPreTraining)."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
