@@ -1,0 +1,544 @@
+"""Corpus readers, sentence splitting, the built-in offline corpus and the IMDB download.
+
+A corpus is a stream of documents (str). `iter_documents(source)` understands:
+
+    builtin            real English prose shipped with every Python: stdlib docstrings + pydoc topics
+    imdb               the aclImdb reviews under the cache dir (`download-imdb` puts them there)
+    DIR (aclImdb)      train/{pos,neg,unsup} + test/{pos,neg}, one review per .txt file
+    FILE.txt           documents separated by blank lines (one sentence per line is fine)
+    FILE.jsonl         one JSON object per line with a "text" field
+    DIR                every .txt / .jsonl file below it, sorted, recursive
+
+Everything streams: files are read line by line or file by file, never the whole corpus at once.
+Mistakes (missing path, empty corpus, non-UTF-8 bytes, bad JSON, unsafe archives) raise UserError.
+
+    python -m bertcore.corpus stats --corpus builtin
+    python -m bertcore.corpus download-imdb --out ~/.cache/twinbert
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import functools
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import sysconfig
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zlib
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Iterator
+
+from .errors import UserError, cli_entry
+
+IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+# Published checksums of aclImdb_v1.tar.gz (84,125,825 bytes). SHA-256 from tensorflow_datasets
+# (tensorflow_datasets/datasets/imdb_reviews/checksums.tsv); MD5 from torchtext
+# (torchtext/datasets/imdb.py). We verify the SHA-256 unless the caller gives another checksum.
+IMDB_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
+IMDB_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
+IMDB_SPLITS = ("train/pos", "train/neg", "train/unsup", "test/pos", "test/neg")
+COMPLETE_MARKER = ".twinbert-complete"  # written last into aclImdb/: its presence = complete
+_CHUNK = 1 << 20
+
+
+def default_cache_dir() -> Path:
+    """$TWINBERT_CACHE, else $XDG_CACHE_HOME/twinbert, else ~/.cache/twinbert."""
+    if os.environ.get("TWINBERT_CACHE"):
+        return Path(os.environ["TWINBERT_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "twinbert"
+
+
+# ---------------------------------------------------------------------------------------------
+# Sentences
+
+@functools.lru_cache(maxsize=16)
+def _sentence_re(delimiters: str) -> re.Pattern:
+    # Break after a delimiter that is followed by whitespace, and at every line break.
+    parts = [r"\s*\n\s*"]
+    if delimiters:
+        parts.insert(0, rf"(?<=[{re.escape(delimiters)}])\s+")
+    return re.compile("|".join(parts))
+
+
+def split_sentences(text: str, delimiters: str = ".?!") -> list[str]:
+    """Split `text` after any char of `delimiters` followed by whitespace, and on newlines."""
+    return [s for s in (p.strip() for p in _sentence_re(delimiters).split(text)) if s]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading files
+
+def _not_utf8(path: Path, offset: int, byte: int) -> UserError:
+    return UserError(
+        f"{path} is not UTF-8 text (byte 0x{byte:02x} at byte offset {offset}). Convert it, "
+        f"e.g. `iconv -f latin1 -t utf-8 {path} > {path.stem}.utf8{path.suffix}`")
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield (line number, line without its newline), decoding UTF-8 strictly, one line at a time."""
+    offset = 0
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise _not_utf8(path, offset + e.start, raw[e.start]) from None
+            if number == 1:
+                line = line.removeprefix("\ufeff")  # tolerate a byte-order mark
+            offset += len(raw)
+            yield number, line.rstrip("\r\n")
+
+
+def _read_text(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, e.start, raw[e.start]) from None
+
+
+def _iter_txt(path: Path) -> Iterator[str]:
+    """Documents separated by blank lines; lines inside a document are kept (joined by newline)."""
+    doc: list[str] = []
+    for _, line in _lines(path):
+        if line.strip():
+            doc.append(line.strip())
+        elif doc:
+            yield "\n".join(doc)
+            doc = []
+    if doc:
+        yield "\n".join(doc)
+
+
+def _iter_jsonl(path: Path) -> Iterator[str]:
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            text = json.loads(line)["text"]
+            if not isinstance(text, str):
+                raise TypeError("text is not a string")
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(
+                f"{path}:{number}: bad JSON line ({type(e).__name__}: {e}). Each line must be a "
+                'JSON object with a string "text" field, e.g. {"text": "A document."}') from None
+        if text.strip():
+            yield text.strip()
+
+
+_BR = re.compile(r"\s*(?:<br\s*/?>\s*)+", re.IGNORECASE)
+
+
+def _is_aclimdb(path: Path) -> bool:
+    return any((path / split).is_dir() for split in IMDB_SPLITS)
+
+
+def _iter_aclimdb(root: Path) -> Iterator[str]:
+    """Reviews in a fixed split order, files sorted by name; `<br />` runs become one newline."""
+    for split in IMDB_SPLITS:
+        folder = root / split
+        if not folder.is_dir():
+            continue
+        for name in sorted(n for n in os.listdir(folder) if n.endswith(".txt")):
+            text = _BR.sub("\n", _read_text(folder / name)).strip()
+            if text:
+                yield text
+
+
+def _iter_dir(root: Path) -> Iterator[str]:
+    for path in sorted(root.rglob("*")):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        if path.suffix == ".txt":
+            yield from _iter_txt(path)
+        elif path.suffix == ".jsonl":
+            yield from _iter_jsonl(path)
+
+
+def iter_documents(source: str) -> Iterator[str]:
+    """Stream the documents of `source` ("builtin", "imdb", a .txt/.jsonl file or a directory).
+
+    The path is checked now; an empty corpus raises UserError when iteration ends with nothing.
+    """
+    source = str(source)
+    if source == "builtin":
+        docs, where = builtin_documents(), "the built-in corpus"
+    elif source == "imdb":
+        root = default_cache_dir() / "aclImdb"
+        if not (root / COMPLETE_MARKER).exists() and not _is_aclimdb(root):
+            raise UserError(
+                f"IMDB corpus not found at {root}. Download it with `python -m bertcore.corpus "
+                f"download-imdb --out {root.parent}` (or set TWINBERT_CACHE)")
+        docs, where = _iter_aclimdb(root), str(root)
+    else:
+        path = Path(source).expanduser()
+        where = str(path)
+        if not path.exists():
+            raise UserError(f"corpus path {path} does not exist. Pass --corpus builtin, imdb, "
+                            "or an existing .txt/.jsonl file or directory")
+        if path.is_dir():
+            if _is_aclimdb(path):
+                docs = _iter_aclimdb(path)
+            elif _is_aclimdb(path / "aclImdb"):
+                docs = _iter_aclimdb(path / "aclImdb")
+            else:
+                docs = _iter_dir(path)
+        elif path.suffix == ".txt":
+            docs = _iter_txt(path)
+        elif path.suffix == ".jsonl":
+            docs = _iter_jsonl(path)
+        else:
+            raise UserError(f"unsupported corpus file type {path.suffix or '(none)'!r} for {path}. "
+                            "Use a .txt file (blank line between documents), a .jsonl file "
+                            '({"text": ...} per line) or a directory of them')
+    return _nonempty(docs, where)
+
+
+def _nonempty(docs: Iterator[str], where: str) -> Iterator[str]:
+    count = 0
+    for doc in docs:
+        count += 1
+        yield doc
+    if count == 0:
+        raise UserError(f"corpus {where} is empty (no non-blank documents in .txt/.jsonl files "
+                        "or aclImdb reviews). Point --corpus at a file or directory with text")
+
+
+# ---------------------------------------------------------------------------------------------
+# Built-in corpus: the standard library's docstrings and comments, and the pydoc help topics
+
+_SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "dist-packages", "lib2to3",
+              "turtledemo", "__pycache__", "__phello__", "ensurepip", "pydoc_data", "encodings",
+              "lib-dynload"}
+_MIN_DOC_CHARS = 300  # drop documents shorter than this
+_RULES = re.compile(r"([-=*#~_+])\1{2,}")  # ----- and ===== separators
+_COMMENT_BLOCK = re.compile(r"(?:^[ \t]*#(?![!]|\s*-\*-)[^\n]*\n)+", re.MULTILINE)
+_NON_LETTER = re.compile(r"[\W\d_]")
+_FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def _clean(text: str, min_chars: int = 20) -> str:
+    """Keep prose paragraphs, one per line, whitespace collapsed; drop code-like paragraphs."""
+    kept = []
+    for para in re.split(r"\n\s*\n", text):
+        lines = [ln for ln in para.splitlines() if not ln.lstrip().startswith((">>>", "..."))]
+        para = " ".join(_RULES.sub(" ", " ".join(lines)).split())
+        chars = para.replace(" ", "")
+        # The heuristic: more than 30% non-letters (symbols, digits) means code, tables or markup.
+        if len(chars) >= min_chars and len(_NON_LETTER.findall(chars)) <= 0.3 * len(chars):
+            kept.append(para)
+    return "\n".join(kept)
+
+
+def _docstring_groups(node: ast.Module | ast.ClassDef) -> Iterator[list[str]]:
+    """One group per module (its docstring + top-level functions') and per class (+ methods')."""
+    group = [ast.get_docstring(node) or ""]
+    group += [ast.get_docstring(n) or "" for n in node.body if isinstance(n, _FUNCS)]
+    yield group
+    for child in node.body:  # only what a reader of the module sees: no classes inside functions
+        if isinstance(child, ast.ClassDef):
+            yield from _docstring_groups(child)
+
+
+def _comments(source: str) -> str:
+    """A module's full-line comment blocks, one paragraph each (shebangs and coding lines skipped)."""
+    blocks = []
+    for block in _COMMENT_BLOCK.findall(source):
+        text = " ".join(line.strip().lstrip("#").strip() for line in block.splitlines())
+        blocks.append(_clean(text, min_chars=60))
+    return "\n".join(b for b in blocks if b)
+
+
+def _stdlib_files() -> Iterator[Path]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames
+                             if d not in _SKIP_DIRS and not d.startswith(("config-", ".")))
+        for name in sorted(filenames):
+            if name.endswith(".py") and not name.startswith(("test_", "_sysconfigdata")):
+                yield Path(dirpath) / name
+
+
+def builtin_documents() -> Iterator[str]:
+    """Real English text from any Python 3.10+ install, no download, deterministic order.
+
+    Stdlib sources are parsed with `ast` (never imported). Documents, in order: per module, the
+    module with its functions' docstrings, each class with its methods' docstrings, the module's
+    comment blocks; then each `pydoc_data.topics` help topic (the language reference).
+    """
+    seen: set[str] = set()  # the same docstring appears in several modules (e.g. _pyio and io)
+    for path in _stdlib_files():
+        try:
+            source = path.read_bytes()
+            tree = ast.parse(source, filename=str(path))
+        except (SyntaxError, ValueError, OSError):
+            continue
+        for group in _docstring_groups(tree):
+            parts = []
+            for doc in map(_clean, group):
+                if doc and doc not in seen:
+                    seen.add(doc)
+                    parts.append(doc)
+            if sum(map(len, parts)) >= _MIN_DOC_CHARS:
+                yield "\n".join(parts)
+        comments = _comments(source.decode("utf-8", errors="replace"))
+        if len(comments) >= _MIN_DOC_CHARS:
+            yield comments
+    try:
+        from pydoc_data.topics import topics
+    except ImportError:  # some distributions package it separately
+        return
+    for name in sorted(topics):
+        text = _clean(topics[name])
+        if len(text) >= _MIN_DOC_CHARS:
+            yield text
+
+
+# ---------------------------------------------------------------------------------------------
+# IMDB download: checksum-verified, safe extraction, idempotent, nothing partial left behind
+
+def _unsafe(member: tarfile.TarInfo, why: str) -> UserError:
+    return UserError(f"unsafe archive member {member.name!r}: {why}. Refusing to extract; the "
+                     "archive is not the expected aclImdb_v1.tar.gz, check --url")
+
+
+def _inside(root: str, path: str) -> bool:
+    return os.path.commonpath([root, path]) == root
+
+
+def _extract_safely(archive: Path, dest: Path) -> int:
+    """Extract `archive` into the empty directory `dest`, refusing anything that could escape it.
+
+    We write regular files and directories ourselves (safe modes, no owners) instead of trusting
+    tarfile: absolute names, `..` components, links leading outside, device files and fifos are
+    refused. The caller deletes `dest` on error, so a refusal leaves nothing extracted.
+    """
+    root = os.path.realpath(dest)
+    count = 0
+    try:
+        with tarfile.open(archive, "r|*") as tar:  # stream: one pass over the compressed file
+            for member in tar:
+                count += _extract_member(tar, member, root)
+    except (tarfile.TarError, EOFError, zlib.error) as e:
+        raise UserError(f"the downloaded file is not a readable .tar.gz archive ({e}). Check "
+                        "--url and the checksum you passed") from None
+    return count
+
+
+def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: str) -> int:
+    """Extract one member under `root` (after the checks); return 1 for a regular file, else 0."""
+    name = member.name
+    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute() \
+            or PureWindowsPath(name).drive:
+        raise _unsafe(member, "absolute path")
+    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
+        raise _unsafe(member, "'..' path component")
+    parts = PurePosixPath(name).parts
+    if not parts:
+        return 0  # "." : the root itself
+    target = os.path.join(root, *parts)
+    top = os.path.join(root, parts[0])  # links must stay inside e.g. aclImdb/
+    # Resolve the parent for real, so a symlink extracted earlier cannot redirect us.
+    parent = os.path.realpath(os.path.dirname(target))
+    if not _inside(root, parent):
+        raise _unsafe(member, "its parent directory leads outside the target")
+    target = os.path.join(parent, os.path.basename(target))
+    if member.isdir():
+        os.makedirs(target, mode=0o755, exist_ok=True)
+    elif member.isfile():
+        os.makedirs(parent, exist_ok=True)
+        if os.path.islink(target):  # never write through a link from the archive
+            os.unlink(target)
+        with tar.extractfile(member) as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst, _CHUNK)
+        return 1
+    elif member.issym():
+        link = os.path.realpath(os.path.join(parent, member.linkname))
+        if os.path.isabs(member.linkname) or not _inside(top, link):
+            raise _unsafe(member, f"symlink to {member.linkname!r} outside the target")
+        os.makedirs(parent, exist_ok=True)
+        os.symlink(member.linkname, target)
+    elif member.islnk():  # hard link names are relative to the archive root
+        link = os.path.realpath(os.path.join(root, member.linkname))
+        if os.path.isabs(member.linkname) or not _inside(top, link):
+            raise _unsafe(member, f"hard link to {member.linkname!r} outside the target")
+        if not os.path.isfile(link):
+            raise _unsafe(member, f"hard link to {member.linkname!r}, not a file before it")
+        os.makedirs(parent, exist_ok=True)
+        os.link(link, target)
+    else:
+        raise _unsafe(member, "device file, fifo or other special file")
+    return 0
+
+
+def _fetch(url: str, dst: Path, progress: bool) -> tuple[str, str]:
+    """Download `url` into `dst` in chunks with a progress bar; return (sha256, md5) hex digests."""
+    from tqdm import tqdm  # only the download needs it
+
+    sha256, md5 = hashlib.sha256(), hashlib.md5()
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(dst, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                      desc=Path(urllib.parse.urlparse(url).path).name or "download",
+                      disable=not progress) as bar:
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    sha256.update(chunk)
+                    md5.update(chunk)
+                    bar.update(len(chunk))
+    except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as e:
+        if isinstance(e, urllib.error.HTTPError):
+            reason = f"HTTP {e.code} {e.reason}"
+        else:
+            reason = getattr(e, "reason", None) or e
+        raise UserError(f"could not download {url} ({reason}). Check the network connection, "
+                        "or pass --url with a reachable mirror") from None
+    except ValueError as e:  # urlopen's "unknown url type"
+        raise UserError(f"bad URL {url!r} ({e}). Pass an http:// or https:// URL") from None
+    return sha256.hexdigest(), md5.hexdigest()
+
+
+def download_imdb(out_dir: str | os.PathLike, url: str = IMDB_URL, *, sha256: str | None = None,
+                  md5: str | None = None, progress: bool = True) -> Path:
+    """Download and extract aclImdb into `out_dir/aclImdb`; return that path.
+
+    The archive must match `sha256` (default: the published IMDB_SHA256) and/or `md5`. If
+    `out_dir/aclImdb` is already complete, nothing is downloaded. On any failure nothing partial
+    is left: the archive goes to a temporary file and is extracted into a temporary directory
+    beside the target, which is renamed into place only after the marker file is written.
+    """
+    for kind, value, length in (("sha256", sha256, 64), ("md5", md5, 32)):
+        if value is not None and not re.fullmatch(f"[0-9a-fA-F]{{{length}}}", value):
+            raise UserError(f"--{kind} {value!r} is not a {length}-digit hex checksum. Pass the "
+                            f"archive's published {kind} (or leave it out to use the built-in one)")
+    out = Path(out_dir).expanduser()
+    target = out / "aclImdb"
+    if (target / COMPLETE_MARKER).exists():
+        print(f"IMDB is already downloaded at {target}; nothing to do")
+        return target
+    if target.exists():
+        raise UserError(f"{target} exists but was not completed by download-imdb (no "
+                        f"{COMPLETE_MARKER}). Remove it to download again, or use it directly "
+                        f"with --corpus {target}")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file. Pass a directory (it will hold aclImdb/)")
+    if sha256 is None and md5 is None:
+        sha256 = IMDB_SHA256
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=".aclImdb_v1.tar.gz.part-", dir=out)
+    os.close(fd)
+    archive, tmp_dir = Path(name), Path(tempfile.mkdtemp(prefix=".aclImdb.tmp-", dir=out))
+    try:
+        got_sha256, got_md5 = _fetch(url, archive, progress)
+        for kind, expected, actual in (("sha256", sha256, got_sha256), ("md5", md5, got_md5)):
+            if expected is not None and expected.lower() != actual:
+                raise UserError(f"checksum mismatch for {url}: expected {kind} {expected.lower()}, "
+                                f"got {actual}. The download is corrupt or incomplete (or not the "
+                                "official archive); run the command again to re-download")
+        files = _extract_safely(archive, tmp_dir)
+        extracted = tmp_dir / "aclImdb"
+        if not _is_aclimdb(extracted):
+            raise UserError(f"{url} does not hold an aclImdb/ directory with train/ and test/ "
+                            "reviews. Check --url")
+        # The marker is written last: its presence means the directory is complete.
+        (extracted / COMPLETE_MARKER).write_text(json.dumps(
+            {"url": url, "sha256": got_sha256, "md5": got_md5, "files": files}) + "\n")
+        os.rename(extracted, target)
+    finally:
+        archive.unlink(missing_ok=True)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        if created and not target.exists():  # a failed attempt leaves not even the directory
+            try:
+                out.rmdir()  # only if empty
+            except OSError:
+                pass
+    print(f"IMDB downloaded and verified: {files} files in {target}")
+    return target
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+def _stats(source: str, delimiters: str) -> None:
+    start = time.perf_counter()
+    docs = sentences = chars = nbytes = 0
+    for doc in iter_documents(source):
+        docs += 1
+        sentences += len(split_sentences(doc, delimiters))
+        chars += len(doc)
+        nbytes += len(doc.encode("utf-8"))
+    seconds = time.perf_counter() - start
+    print(f"corpus      {source}\n"
+          f"documents   {docs:,}\n"
+          f"sentences   {sentences:,}\n"
+          f"characters  {chars:,}\n"
+          f"size        {nbytes / 1e6:.2f} MB (UTF-8)\n"
+          f"time        {seconds:.2f} s ({nbytes / 1e6 / max(seconds, 1e-9):.1f} MB/s)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bertcore.corpus",
+        description="Corpus tools: count what a corpus holds, or download the IMDB reviews.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  python -m bertcore.corpus stats --corpus builtin\n"
+               "  python -m bertcore.corpus download-imdb\n"
+               "  python -m bertcore.corpus stats --corpus imdb")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    stats = sub.add_parser(
+        "stats", help="count documents, sentences and characters of a corpus",
+        description="Read a corpus once and print its documents, sentences, characters, size "
+                    "and read time.")
+    stats.add_argument(
+        "--corpus", required=True, metavar="SRC",
+        help="'builtin' (stdlib docstrings + pydoc topics, offline), 'imdb' (after download-imdb), "
+             "an aclImdb directory, a .txt file (blank line between documents), a .jsonl file "
+             "({\"text\": ...} per line) or a directory of .txt/.jsonl files")
+    stats.add_argument("--delimiters", default=".?!",
+                       help="characters that end a sentence when followed by a space "
+                            "(default: %(default)s); newlines always do")
+
+    dl = sub.add_parser(
+        "download-imdb", help="download and verify the aclImdb movie reviews",
+        description=f"Download {IMDB_URL} (84 MB), verify its published checksum and extract "
+                    "it safely to OUT/aclImdb. Does nothing if that is already complete; leaves "
+                    "nothing behind if it fails.")
+    dl.add_argument("--out", default=None, metavar="DIR",
+                    help="directory to hold aclImdb/ (default: $TWINBERT_CACHE or "
+                         "~/.cache/twinbert, where --corpus imdb looks)")
+    dl.add_argument("--url", default=IMDB_URL, help="archive URL, e.g. a mirror (default: %(default)s)")
+    check = dl.add_mutually_exclusive_group()
+    check.add_argument("--sha256", metavar="HEX",
+                       help=f"expected SHA-256 of the archive (default: {IMDB_SHA256})")
+    check.add_argument("--md5", metavar="HEX", help=f"expected MD5 instead (official: {IMDB_MD5})")
+    dl.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    return parser
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "stats":
+        _stats(args.corpus, args.delimiters)
+    else:
+        download_imdb(args.out or default_cache_dir(), args.url, sha256=args.sha256, md5=args.md5,
+                      progress=not args.no_progress)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
