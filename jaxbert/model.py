@@ -1,0 +1,437 @@
+"""BERT for pretraining (masked LM + next-sentence prediction) in JAX/Flax linen.
+
+The twin of `torchbert/model.py`: the same classes in the same order, and Hugging Face's
+parameter names, so the flattened Flax tree reads `bert/encoder/layer/3/attention/self/query/kernel`
+where torch reads `bert.encoder.layer.3.attention.self.query.weight`. What differs is only the
+frameworks' conventions, all handled by the one table in `parity/convert.py`:
+
+- A Flax `Dense` stores `kernel` as [in, out] (x @ kernel); torch's `Linear.weight` is [out, in].
+- `LayerNorm` calls its gain `scale` (torch: `weight`); `Embed` calls its table `embedding`.
+- Flax modules hold no state: `init` returns the params, `apply` takes them. Dropout draws from
+  an explicit key, `model.apply({'params': p}, ..., deterministic=False, rngs={'dropout': key})`,
+  where torch uses its global generator. Use `fold_in(base_key, step)` per step so a resumed run
+  draws the same masks.
+- `dtype` is the compute dtype (bfloat16 on accelerators), `param_dtype` the storage dtype
+  (float32); torch gets the same effect from `torch.autocast`.
+
+Shapes: B batch, L sequence length, P masked positions per row, H hidden, N heads, D head size,
+V vocabulary.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bertcore.config import BertConfig
+from bertcore.errors import UserError
+
+Dtype = Any
+log = logging.getLogger(__name__)
+
+
+def _normal(config: BertConfig):
+    # HF's _init_weights: every Linear and Embedding ~ N(0, initializer_range), biases 0,
+    # LayerNorm 1/0. (HF's own Flax port uses lecun_normal in the MLM transform; we follow torch.)
+    return nn.initializers.normal(stddev=config.initializer_range)
+
+
+def _word_embedding_init(config: BertConfig):
+    """N(0, initializer_range) with the pad row zeroed, as torch's nn.Embedding(padding_idx=...)."""
+    base = _normal(config)
+
+    def init(key, shape, dtype=jnp.float32):
+        return base(key, shape, dtype).at[config.pad_token_id].set(0)
+
+    return init
+
+
+class BertEmbeddings(nn.Module):
+    config: BertConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self):
+        c, kw = self.config, dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        self.word_embeddings = nn.Embed(c.vocab_size, c.hidden_size,
+                                        embedding_init=_word_embedding_init(c), **kw)
+        self.position_embeddings = nn.Embed(c.max_position_embeddings, c.hidden_size,
+                                            embedding_init=_normal(c), **kw)
+        self.token_type_embeddings = nn.Embed(c.type_vocab_size, c.hidden_size,
+                                              embedding_init=_normal(c), **kw)
+        self.LayerNorm = nn.LayerNorm(epsilon=c.layer_norm_eps, **kw)
+        self.dropout = nn.Dropout(rate=c.hidden_dropout_prob)
+
+    def __call__(self, input_ids, token_type_ids, deterministic: bool = True):
+        positions = jnp.arange(input_ids.shape[1])[None, :]                      # (1, L)
+        # HF's (and the torch twin's) summation order, (word + type) + position, so fp32 agrees.
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        x = x + self.position_embeddings(positions)                              # (B, L, H)
+        return self.dropout(self.LayerNorm(x), deterministic=deterministic)
+
+
+def attention_probs(q, k, mask):
+    """softmax(q k^T / sqrt(D)) with masked keys excluded: (B, L, N, D) x2 -> (B, N, L, L).
+
+    The same math as jax.nn.dot_product_attention's XLA path, spelled out for the dropout path:
+    fp32 logits and softmax whatever the compute dtype, masked keys set to 0.7 * finfo.min so
+    their weight underflows to exactly 0 (appended padding changes nothing).
+    """
+    logits = jnp.einsum("btnd,bsnd->bnts", q, k, preferred_element_type=jnp.float32)
+    logits = logits * jnp.float32(1.0 / np.sqrt(q.shape[-1]))
+    logits = jnp.where(mask, logits, 0.7 * jnp.finfo(jnp.float32).min)
+    return jax.nn.softmax(logits, axis=-1)
+
+
+class BertSelfAttention(nn.Module):
+    config: BertConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self):
+        c = self.config
+        dense = lambda: nn.Dense(c.hidden_size, kernel_init=_normal(c), dtype=self.dtype,
+                                 param_dtype=self.param_dtype)
+        self.query, self.key, self.value = dense(), dense(), dense()
+        self.dropout = nn.Dropout(rate=c.attention_probs_dropout_prob)
+
+    def __call__(self, x, mask, deterministic: bool = True):
+        """x (B, L, H); mask (B, 1, 1, L) bool, True where the key is a real token."""
+        c = self.config
+        B, L, _ = x.shape
+        heads = lambda t: t.reshape(B, L, c.num_attention_heads, c.head_dim)   # (B, L, N, D)
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        if deterministic or c.attention_probs_dropout_prob == 0.0:
+            # The fused op (cuDNN flash attention on GPU, XLA elsewhere). It has no dropout on
+            # the probabilities, hence the explicit path below while training with dropout.
+            ctx = jax.nn.dot_product_attention(q, k, v, mask=mask)               # (B, L, N, D)
+        else:
+            probs = self.dropout(attention_probs(q, k, mask).astype(v.dtype),
+                                 deterministic=False)                            # (B, N, L, L)
+            ctx = jnp.einsum("bnts,bsnd->btnd", probs, v)
+        return ctx.reshape(B, L, c.hidden_size)
+
+
+class BertSelfOutput(nn.Module):
+    """Projection, dropout, residual; then LayerNorm (post-LN). In pre-LN the same LayerNorm
+    (same name) is applied by BertAttention to the attention's *input* instead."""
+    config: BertConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self):
+        c, kw = self.config, dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        self.dense = nn.Dense(c.hidden_size, kernel_init=_normal(c), **kw)
+        self.LayerNorm = nn.LayerNorm(epsilon=c.layer_norm_eps, **kw)
+        self.dropout = nn.Dropout(rate=c.hidden_dropout_prob)
+
+    def __call__(self, hidden, residual, deterministic: bool = True):
+        x = self.dropout(self.dense(hidden), deterministic=deterministic) + residual
+        return self.LayerNorm(x) if self.config.layer_norm_position == "post" else x
+
+
+class BertAttention(nn.Module):
+    config: BertConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        self.self = BertSelfAttention(self.config, **kw)
+        self.output = BertSelfOutput(self.config, **kw)
+
+    def __call__(self, x, mask, deterministic: bool = True):
+        pre = self.config.layer_norm_position == "pre"
+        h = self.output.LayerNorm(x) if pre else x
+        return self.output(self.self(h, mask, deterministic), x, deterministic)
+
+
+class BertIntermediate(nn.Module):
+    config: BertConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self):
+        c = self.config
+        self.dense = nn.Dense(c.intermediate_size, kernel_init=_normal(c), dtype=self.dtype,
+                              param_dtype=self.param_dtype)
+
+    def __call__(self, x):
+        # Exact (erf) GELU, as original BERT and HF "gelu"; jax's default is the tanh form.
+        return jax.nn.gelu(self.dense(x), approximate=False)                     # (B, L, I)
+
+
+class BertOutput(BertSelfOutput):
+    """Same computation as BertSelfOutput (dense I -> H, dropout, residual, LayerNorm); its
+    LayerNorm normalises the feed-forward input in pre-LN."""
+
+
+class BertLayer(nn.Module):
+    config: BertConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        self.attention = BertAttention(self.config, **kw)
+        self.intermediate = BertIntermediate(self.config, **kw)
+        self.output = BertOutput(self.config, **kw)
+
+    def __call__(self, x, mask, deterministic: bool = True):
+        h = self.attention(x, mask, deterministic)
+        f = self.output.LayerNorm(h) if self.config.layer_norm_position == "pre" else h
+        return self.output(self.intermediate(f), h, deterministic)
+
+
+class _LayerList(nn.Module):
+    """Flax's stand-in for torch's nn.ModuleList: the layers as children named "0", "1", ...
+    so their params sit at encoder/layer/{i}/..., as in HF's modeling_flax_bert. (A Python list
+    assigned in setup would be named layer_0, layer_1, ...)"""
+    config: BertConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, mask, deterministic: bool = True):
+        for i in range(self.config.num_hidden_layers):
+            x = BertLayer(self.config, self.dtype, self.param_dtype, name=str(i))(
+                x, mask, deterministic)
+        return x
+
+
+class BertEncoder(nn.Module):
+    config: BertConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        self.layer = _LayerList(self.config, **kw)
+        if self.config.layer_norm_position == "pre":
+            # Pre-LN leaves the residual stream unnormalised; one final LayerNorm closes it.
+            self.LayerNorm = nn.LayerNorm(epsilon=self.config.layer_norm_eps, **kw)
+
+    def __call__(self, x, mask, deterministic: bool = True):
+        x = self.layer(x, mask, deterministic)
+        return self.LayerNorm(x) if self.config.layer_norm_position == "pre" else x
+
+
+class BertPooler(nn.Module):
+    config: BertConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self):
+        c = self.config
+        self.dense = nn.Dense(c.hidden_size, kernel_init=_normal(c), dtype=self.dtype,
+                              param_dtype=self.param_dtype)
+
+    def __call__(self, x):
+        return jnp.tanh(self.dense(x[:, 0]))                                     # (B, H): [CLS]
+
+
+class BertModel(nn.Module):
+    """The encoder: returns (sequence_output (B, L, H), pooled_output (B, H))."""
+    config: BertConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        self.embeddings = BertEmbeddings(self.config, **kw)
+        self.encoder = BertEncoder(self.config, **kw)
+        self.pooler = BertPooler(self.config, **kw)
+
+    def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
+                 deterministic: bool = True):
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        if attention_mask is None:
+            attention_mask = jnp.ones_like(input_ids)
+        # (B, 1, 1, L), True where the *key* is a real token, broadcast over heads and queries.
+        # Boolean, so no -inf constant that a bf16 compute dtype could overflow.
+        mask = (attention_mask > 0)[:, None, None, :]
+        x = self.embeddings(input_ids, token_type_ids, deterministic)
+        x = self.encoder(x, mask, deterministic)
+        return x, self.pooler(x)
+
+
+class BertPredictionHeadTransform(nn.Module):
+    config: BertConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self):
+        c, kw = self.config, dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        self.dense = nn.Dense(c.hidden_size, kernel_init=_normal(c), **kw)
+        self.LayerNorm = nn.LayerNorm(epsilon=c.layer_norm_eps, **kw)
+
+    def __call__(self, x):
+        return self.LayerNorm(jax.nn.gelu(self.dense(x), approximate=False))
+
+
+class BertLMPredictionHead(nn.Module):
+    """Transform, then the decoder tied to the word embeddings, plus an output bias. The decoder
+    has no weight of its own: `word_embeddings.attend(x)` is x @ embedding.T."""
+    config: BertConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self):
+        self.transform = BertPredictionHeadTransform(self.config, self.dtype, self.param_dtype)
+        self.bias = self.param("bias", nn.initializers.zeros, (self.config.vocab_size,),
+                               self.param_dtype)
+
+    def __call__(self, x, word_embeddings: nn.Embed):
+        logits = word_embeddings.attend(self.transform(x))                       # (B, *, V)
+        return logits + self.bias.astype(logits.dtype)
+
+
+class BertPreTrainingHeads(nn.Module):
+    config: BertConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self):
+        c = self.config
+        self.predictions = BertLMPredictionHead(c, self.dtype, self.param_dtype)
+        self.seq_relationship = nn.Dense(2, kernel_init=_normal(c), dtype=self.dtype,
+                                         param_dtype=self.param_dtype)
+
+    def __call__(self, sequence_output, pooled_output, word_embeddings, masked_positions=None):
+        if masked_positions is not None:
+            # Sparse head (google-research/bert): keep only the P predicted positions before the
+            # transform and the V-wide decoder, the costliest matmul at small model sizes.
+            sequence_output = jnp.take_along_axis(
+                sequence_output, masked_positions[:, :, None], axis=1)           # (B, P, H)
+        return (self.predictions(sequence_output, word_embeddings),
+                self.seq_relationship(pooled_output))                            # (B, 2)
+
+
+class BertForPreTraining(nn.Module):
+    """`apply({'params': p}, input_ids, token_type_ids, attention_mask, masked_positions=None,
+    deterministic=True, rngs={'dropout': key})` -> (mlm_logits, nsp_logits): [B, P, V] with
+    masked_positions [B, P], else [B, L, V] (fill-mask, HF parity); nsp_logits [B, 2]."""
+    config: BertConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self):
+        self.bert = BertModel(self.config, self.dtype, self.param_dtype)
+        self.cls = BertPreTrainingHeads(self.config, self.dtype, self.param_dtype)
+
+    def __call__(self, input_ids, token_type_ids=None, attention_mask=None, masked_positions=None,
+                 deterministic: bool = True):
+        seq, pooled = self.bert(input_ids, token_type_ids, attention_mask, deterministic)
+        return self.cls(seq, pooled, self.bert.embeddings.word_embeddings, masked_positions)
+
+
+def pretraining_loss(mlm_logits, nsp_logits, batch, mlm_denominator=None, nsp_denominator=None,
+                     nsp: bool = True):
+    """MLM + NSP loss and metrics (docs/CONTRACTS.md); cross-entropy in fp32 whatever the logits.
+
+    mlm_logits are the sparse [B, P, V] ones, or dense [B, L, V] ones (gathered at
+    masked_positions here; with L == P they are read as sparse). The denominators default to this
+    batch's count of real predictions (at least 1) and rows; data-parallel or accumulation code
+    passes global counts. Accuracies use the same denominators, so they too sum over ranks and
+    micro-batches. Metrics are 0-d arrays (convert with float() when logging, off the hot path).
+    """
+    def ce_and_hit(logits, labels):
+        logits = logits.astype(jnp.float32)
+        labels = labels.astype(jnp.int32)
+        picked = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
+        ce = jax.nn.logsumexp(logits, axis=-1) - picked
+        return ce, (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+
+    w = batch["masked_weights"].astype(jnp.float32)                              # (B, P)
+    if mlm_denominator is None:
+        mlm_denominator = jnp.maximum(w.sum(), 1.0)
+    if mlm_logits.shape[1] != w.shape[1]:
+        mlm_logits = jnp.take_along_axis(mlm_logits, batch["masked_positions"][:, :, None], 1)
+    ce, hit = ce_and_hit(mlm_logits, batch["masked_ids"])
+    mlm_loss = (w * ce).sum() / mlm_denominator
+    metrics = {"mlm_loss": mlm_loss, "mlm_accuracy": (w * hit).sum() / mlm_denominator}
+    loss = mlm_loss
+    if nsp:
+        labels = batch["next_sentence_label"]
+        if nsp_denominator is None:
+            nsp_denominator = labels.shape[0]
+        ce, hit = ce_and_hit(nsp_logits, labels)
+        metrics["nsp_loss"] = ce.sum() / nsp_denominator
+        metrics["nsp_accuracy"] = hit.sum() / nsp_denominator
+        loss = loss + metrics["nsp_loss"]
+    metrics["loss"] = loss
+    return loss, metrics
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_init(config: BertConfig, param_dtype: Dtype):
+    # One compiled program instead of ~100 eager ops, cached per config: XLA's compile of the
+    # random initialisers is most of the cost on CPU (seconds), paid once per process.
+    model = BertForPreTraining(config, param_dtype=param_dtype)
+    ids = jnp.zeros((1, min(8, config.max_position_embeddings)), jnp.int32)
+    return jax.jit(lambda rng: model.init(rng, ids, ids, jnp.ones_like(ids))["params"])
+
+
+def init_params(config: BertConfig, rng, param_dtype: Dtype = jnp.float32) -> dict:
+    """Fresh parameters of BertForPreTraining(config): the nested 'params' dict."""
+    return _jitted_init(config, param_dtype)(rng)
+
+
+def from_pretrained(path: str | Path, output_loading_info: bool = False,
+                    dtype: Dtype = jnp.float32, rng=None, **config_overrides: Any):
+    """Load a Hugging Face BERT directory (config.json + model.safetensors, or a sharded
+    model.safetensors.index.json), saved from BertForPreTraining, BertForMaskedLM or BertModel:
+    the directories `torchbert.model.BertForPreTraining.from_pretrained` loads.
+
+    Returns `(model, params)`, or `(model, params, {"missing_keys": [...]})` with
+    `output_loading_info=True`. Missing pooler/heads (`bert.pooler.*`, `cls.*`, HF names) are
+    initialised from `rng` and logged. Params are fp32; `dtype` is the compute dtype.
+    (No pytorch_model.bin here: unpickling it needs torch; convert it to safetensors.)
+    """
+    from safetensors.numpy import load_file
+
+    from parity.convert import HEAD_PREFIXES, flatten, hf_to_flax, param_table, unflatten
+
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path} is not a directory; pass a Hugging Face BERT directory")
+    config = BertConfig.from_json_file(path / "config.json").replace(**config_overrides)
+    files = [path / "model.safetensors"]
+    index = path / "model.safetensors.index.json"
+    if not files[0].is_file() and index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{index} is unreadable ({e}); re-download or re-save the model")
+        files = [path / name for name in sorted(set(weight_map.values()))]
+    if not all(f.is_file() for f in files):
+        hint = (" (it has pytorch_model.bin: convert it to safetensors, e.g. load and re-save "
+                "it with torchbert)" if (path / "pytorch_model.bin").is_file() else "")
+        raise UserError(f"{path} has no model.safetensors{hint}")
+    state: dict[str, np.ndarray] = {}
+    for f in files:
+        try:
+            state.update(load_file(str(f)))
+        except Exception as e:  # safetensors raises its own error type for corrupt files
+            raise UserError(f"{f} is not a readable safetensors file ({e}); re-save it")
+    state = {k: v.astype(np.float32) for k, v in state.items()}
+    loaded = flatten(hf_to_flax(state, config, missing_ok=HEAD_PREFIXES))
+    hf_name = {"/".join(p.flax_path): p.hf_name for p in param_table(config)}
+    missing = sorted(hf_name[p] for p in hf_name if p not in loaded)
+    fresh = {}
+    if missing:
+        log.warning("%s: %d tensor(s) not in the checkpoint, initialised: %s", path,
+                    len(missing), ", ".join(missing))
+        fresh = flatten(init_params(config, jax.random.PRNGKey(0) if rng is None else rng))
+    params = unflatten({p: jnp.asarray(loaded[p]) if p in loaded else fresh[p] for p in hf_name})
+    model = BertForPreTraining(config, dtype=dtype)
+    return (model, params, {"missing_keys": missing}) if output_loading_info else (model, params)

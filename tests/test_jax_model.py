@@ -1,0 +1,291 @@
+"""jaxbert.model against Hugging Face's torch BertForPreTraining, plus the parity/convert table.
+
+Bars from DESIGN.md (fp32, CPU, dropout off): outputs max |diff| <= 1e-5, loss <= 1e-6 relative.
+"""
+
+import functools
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from bertcore.config import BertConfig  # noqa: E402
+from bertcore.errors import UserError  # noqa: E402
+from jaxbert.model import (BertForPreTraining, BertModel, attention_probs,  # noqa: E402
+                           from_pretrained, init_params, pretraining_loss)
+from parity.convert import flatten, flax_to_hf, hf_to_flax  # noqa: E402
+
+# XLA on CPU already multiplies fp32 in full fp32; on GPU/TPU the default would be TF32/bf16
+# passes. Pin it so the 1e-5 bar means the same on every backend this file may run on.
+jax.config.update("jax_default_matmul_precision", "highest")
+
+ATOL, LOSS_RTOL = 1e-5, 1e-6
+CFG = BertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 intermediate_size=128, max_position_embeddings=64)
+B, L, P = 3, 24, 5
+
+
+def hf_config(cfg: BertConfig, **kw):
+    d = {k: v for k, v in cfg.to_dict().items() if k != "layer_norm_position"}
+    d.update(kw)
+    return transformers.BertConfig(**d)
+
+
+@pytest.fixture(scope="module")
+def hf_model():
+    torch.manual_seed(0)
+    return transformers.BertForPreTraining(hf_config(CFG)).eval()
+
+
+@pytest.fixture(scope="module")
+def hf_state(hf_model):
+    return {k: v.detach().numpy().copy() for k, v in hf_model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def params(hf_state):
+    return jax.tree.map(jnp.asarray, hf_to_flax(hf_state, CFG))
+
+
+def make_batch(seed=0, b=B, length=L, p=P, pad_from=(24, 17, 9)):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, CFG.vocab_size, size=(b, length)).astype(np.int32)
+    mask = np.zeros((b, length), np.int32)
+    types = np.zeros((b, length), np.int32)
+    pos = np.zeros((b, p), np.int32)
+    for r, n in enumerate(pad_from):
+        mask[r, :n] = 1
+        types[r, n // 2:n] = 1
+        ids[r, n:] = CFG.pad_token_id
+        pos[r] = np.sort(rng.choice(np.arange(1, n), size=p, replace=False))
+    weights = np.ones((b, p), np.float32)
+    weights[2, 3:] = 0.0  # unused slots: position 0, weight 0
+    pos[2, 3:] = 0
+    masked_ids = np.take_along_axis(ids, pos, axis=1)
+    masked_ids[weights == 0] = 0
+    return dict(input_ids=ids, token_type_ids=types, attention_mask=mask, masked_positions=pos,
+                masked_ids=masked_ids, masked_weights=weights,
+                next_sentence_label=np.array([0, 1, 1], np.int32)[:b])
+
+
+# One jitted function gives every output the tests look at: on this CPU eager mode compiles each
+# op on its own (~75 ms each), and each distinct jitted program costs a second or two.
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def outputs(params, batch, cfg=CFG):
+    model, args = BertForPreTraining(cfg), (batch["input_ids"], batch["token_type_ids"],
+                                            batch["attention_mask"])
+    seq, pooled = BertModel(cfg).apply({"params": params["bert"]}, *args)
+    dense, nsp = model.apply({"params": params}, *args)
+    sparse, _ = model.apply({"params": params}, *args, batch["masked_positions"])
+    loss, metrics = pretraining_loss(sparse, nsp, batch)
+    return dict(seq=seq, pooled=pooled, dense=dense, sparse=sparse, nsp=nsp, loss=loss,
+                metrics=metrics, mlm_only=pretraining_loss(sparse, nsp, batch, nsp=False)[1],
+                dense_loss=pretraining_loss(dense, nsp, batch)[0])
+
+
+def maxdiff(a, b):
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+def test_forward_and_loss_match_hf(hf_model, params):
+    batch = make_batch()
+    labels = np.full(batch["input_ids"].shape, -100, np.int64)
+    for r in range(B):
+        for j in range(P):
+            if batch["masked_weights"][r, j] > 0:
+                labels[r, batch["masked_positions"][r, j]] = batch["masked_ids"][r, j]
+    t = lambda k: torch.from_numpy(batch[k].astype(np.int64))
+    with torch.no_grad():
+        ref = hf_model(input_ids=t("input_ids"), token_type_ids=t("token_type_ids"),
+                       attention_mask=t("attention_mask"), labels=torch.from_numpy(labels),
+                       next_sentence_label=t("next_sentence_label"), output_hidden_states=True)
+        pooled = hf_model.bert.pooler(ref.hidden_states[-1])
+    out = outputs(params, batch)
+    assert maxdiff(out["seq"], ref.hidden_states[-1]) <= ATOL
+    assert maxdiff(out["pooled"], pooled) <= ATOL
+    assert maxdiff(out["dense"], ref.prediction_logits) <= ATOL
+    assert maxdiff(out["nsp"], ref.seq_relationship_logits) <= ATOL
+    assert abs(float(out["loss"]) - ref.loss.item()) <= LOSS_RTOL * abs(ref.loss.item())
+    assert set(out["metrics"]) == {"loss", "mlm_loss", "nsp_loss", "mlm_accuracy",
+                                   "nsp_accuracy"}
+    assert set(out["mlm_only"]) == {"loss", "mlm_loss", "mlm_accuracy"}
+    assert float(out["mlm_only"]["loss"]) == float(out["metrics"]["mlm_loss"])
+    assert float(out["dense_loss"]) == pytest.approx(float(out["loss"]), rel=1e-6)
+
+
+def test_sparse_logits_are_gathered_dense_logits(params):
+    batch = make_batch()
+    out = outputs(params, batch)
+    gathered = np.take_along_axis(np.asarray(out["dense"]),
+                                  batch["masked_positions"][:, :, None], 1)
+    assert maxdiff(out["sparse"], gathered) <= 1e-6
+
+
+def test_loss_denominators(params):
+    """Two halves with global denominators sum to the whole batch's loss (data parallel)."""
+    batch = make_batch()
+    out = outputs(params, batch)
+    den = batch["masked_weights"].sum()
+    loss_fn = jax.jit(pretraining_loss)
+    halves = [loss_fn(out["sparse"][s], out["nsp"][s], {k: v[s] for k, v in batch.items()},
+                      mlm_denominator=den, nsp_denominator=B)[0]
+              for s in (slice(0, 1), slice(1, 3))]
+    assert float(sum(halves)) == pytest.approx(float(out["loss"]), rel=1e-6)
+
+
+def test_padding_invariance(params):
+    batch, extra = make_batch(), 8
+    longer = {k: np.pad(v, ((0, 0), (0, extra))) if k in ("input_ids", "token_type_ids",
+                                                         "attention_mask") else v
+              for k, v in batch.items()}  # pad id 0, mask 0
+    out, out2 = outputs(params, batch), outputs(params, longer)
+    real = batch["attention_mask"][:, :, None] > 0
+    assert maxdiff(np.where(real, out["seq"], 0), np.where(real, out2["seq"][:, :L], 0)) <= 1e-6
+    for k in ("pooled", "sparse", "nsp"):
+        assert maxdiff(out[k], out2[k]) <= 1e-6, k
+
+
+def test_explicit_attention_equals_fused():
+    q, k, v = np.random.default_rng(0).standard_normal((3, 2, 10, 4, 8), np.float32)
+    mask = (np.arange(10)[None, :] < np.array([10, 6])[:, None])[:, None, None, :]
+    fused = jax.jit(jax.nn.dot_product_attention)(q, k, v, mask=mask)
+    explicit = jax.jit(lambda q, k, v, m: jnp.einsum("bnts,bsnd->btnd", attention_probs(q, k, m),
+                                                     v))(q, k, v, mask)
+    assert maxdiff(fused, explicit) <= 1e-6
+
+
+def test_init_statistics():
+    cfg = CFG  # the same config as from_pretrained's below: init_params compiles once
+    flat = flatten(init_params(cfg, jax.random.PRNGKey(0)))
+    for path, a in flat.items():
+        a = np.asarray(a)
+        assert a.dtype == np.float32, path
+        leaf = path.rsplit("/", 1)[1]
+        if leaf in ("kernel", "embedding"):
+            if path.endswith("word_embeddings/embedding"):
+                assert not a[cfg.pad_token_id].any()
+                a = np.delete(a, cfg.pad_token_id, axis=0)
+            if a.size >= 1000:
+                assert abs(a.std() - cfg.initializer_range) < 0.1 * cfg.initializer_range, path
+                assert abs(a.mean()) < 0.1 * cfg.initializer_range, path
+        elif leaf == "scale":
+            assert (a == 1).all(), path
+        else:
+            assert leaf == "bias" and not a.any(), path
+
+
+def test_pre_layer_norm_runs_and_differs(params):
+    pre = CFG.replace(layer_norm_position="pre")
+    # HF's init (std 0.02) makes every sublayer's output tiny next to the residual stream, where
+    # both variants reduce to LayerNorm(embeddings): scale the weights up so they matter.
+    post_p = jax.tree.map(lambda x: x * 10 if x.ndim == 2 else x, params)
+    pre_p = jax.tree.map(lambda x: x, post_p)  # a copy of the dict structure
+    pre_p["bert"]["encoder"]["LayerNorm"] = {"scale": jnp.ones(CFG.hidden_size),
+                                             "bias": jnp.zeros(CFG.hidden_size)}
+    batch = make_batch()
+    out_pre, out_post = outputs(pre_p, batch, cfg=pre), outputs(post_p, batch)
+    assert np.isfinite(out_pre["dense"]).all() and np.isfinite(out_pre["nsp"]).all()
+    assert maxdiff(out_pre["dense"], out_post["dense"]) > 1e-2
+    assert flatten(hf_to_flax(flax_to_hf(pre_p), pre)).keys() == flatten(pre_p).keys()
+    with pytest.raises(UserError, match="bert.encoder.LayerNorm"):
+        hf_to_flax(flax_to_hf(pre_p), CFG)  # the extra final LayerNorm is unknown to post-LN
+
+
+def test_convert_round_trips_bit_exact(hf_state, params):
+    back = flax_to_hf(hf_to_flax(hf_state, CFG), CFG, include_tied=True)
+    assert set(back) == set(hf_state)
+    for k, a in hf_state.items():
+        assert back[k].dtype == a.dtype and back[k].tobytes() == a.tobytes(), k
+    again = flatten(hf_to_flax(flax_to_hf(params), CFG))
+    for k, a in flatten(params).items():
+        assert again[k].tobytes() == np.asarray(a).tobytes(), k
+    # BertModel-style names (no "bert." prefix) map to the same tree
+    bare = {k[5:] if k.startswith("bert.") else k: v for k, v in hf_state.items()}
+    assert flatten(hf_to_flax(bare, CFG)).keys() == flatten(params).keys()
+
+
+def test_convert_rejects_unknown_missing_and_misshapen(hf_state):
+    state = dict(hf_state, **{"bert.encoder.layer.7.attention.self.query.weight": np.zeros(1)})
+    with pytest.raises(UserError, match="layer.7"):
+        hf_to_flax(state, CFG)
+    state = {k: v for k, v in hf_state.items() if "layer.1.output.dense" not in k}
+    with pytest.raises(UserError, match=r"missing.*layer\.1\.output\.dense\.bias"):
+        hf_to_flax(state, CFG)
+    with pytest.raises(UserError, match="wrong shape"):
+        hf_to_flax(hf_state, CFG.replace(intermediate_size=96))
+    state = dict(hf_state)
+    state["cls.predictions.decoder.weight"] = state["cls.predictions.decoder.weight"] + 1
+    with pytest.raises(UserError, match="not tied"):
+        hf_to_flax(state, CFG)
+    with pytest.raises(UserError, match="unknown Flax"):
+        flax_to_hf({"bert": {"mystery": {"kernel": np.zeros((2, 2))}}})
+
+
+def test_convert_imports_no_framework():
+    code = ("import sys, parity.convert; "
+            "assert not {'torch', 'jax', 'flax'} & set(sys.modules), sys.modules.keys()")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_from_pretrained_hf_dirs(tmp_path, hf_model, params, caplog):
+    hf_model.save_pretrained(tmp_path / "full")
+    model, loaded, info = from_pretrained(tmp_path / "full", output_loading_info=True)
+    assert info["missing_keys"] == [] and model.config == CFG
+    for k, a in flatten(params).items():
+        assert np.array_equal(flatten(loaded)[k], a), k
+
+    torch.manual_seed(1)
+    bare = transformers.BertModel(hf_config(CFG)).eval()
+    bare.save_pretrained(tmp_path / "bare")
+    model, loaded, info = from_pretrained(tmp_path / "bare", output_loading_info=True)
+    missing = info["missing_keys"]
+    assert missing and all(m.startswith("cls.") for m in missing)
+    assert "cls.predictions.bias" in missing and "bert.pooler.dense.weight" not in missing
+    assert "not in the checkpoint" in caplog.text
+    batch = make_batch()
+    with torch.no_grad():
+        ref = bare(**{k: torch.from_numpy(batch[k].astype(np.int64))
+                      for k in ("input_ids", "token_type_ids", "attention_mask")})
+    out = outputs(loaded, batch, cfg=model.config)
+    assert maxdiff(out["seq"], ref.last_hidden_state) <= ATOL
+    assert maxdiff(out["pooled"], ref.pooler_output) <= ATOL
+    assert out["sparse"].shape == (B, P, CFG.vocab_size) and np.isfinite(out["sparse"]).all()
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="config.json"):
+        from_pretrained(tmp_path / "empty")
+    (tmp_path / "full" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="model.safetensors is not a readable safetensors"):
+        from_pretrained(tmp_path / "full")
+    (tmp_path / "full" / "model.safetensors").unlink()
+    with pytest.raises(UserError, match="has no model.safetensors"):
+        from_pretrained(tmp_path / "full")
+
+
+def test_dropout_keys_and_bf16_compute(params):
+    # One layer is enough here (it halves the compile); bf16 compute with fp32 params, as on
+    # accelerators, exercises the explicit attention path in bf16 too.
+    cfg = CFG.replace(num_hidden_layers=1)
+    p = jax.tree.map(lambda x: x, params)
+    p["bert"]["encoder"]["layer"] = {"0": p["bert"]["encoder"]["layer"]["0"]}
+    batch = make_batch()
+
+    @jax.jit
+    def run(key):
+        return BertForPreTraining(cfg, dtype=jnp.bfloat16).apply(
+            {"params": p}, batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
+            batch["masked_positions"], deterministic=False, rngs={"dropout": key})
+
+    key1, key2 = jax.random.PRNGKey(1), jax.random.PRNGKey(2)
+    (a, nsp), (a2, _), (b, _) = run(key1), run(key1), run(key2)
+    assert a.dtype == jnp.bfloat16 and np.isfinite(np.asarray(a, np.float32)).all()
+    assert np.array_equal(a, a2)
+    assert maxdiff(a, b) > 1e-2
+    loss, _ = jax.jit(pretraining_loss)(a, nsp, batch)
+    assert loss.dtype == jnp.float32 and abs(float(loss) - np.log(CFG.vocab_size) - np.log(2)) < 1
