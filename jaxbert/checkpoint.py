@@ -1,0 +1,183 @@
+"""Training checkpoints with orbax: RUNDIR/checkpoints/<step>/{state, extra}.
+
+The twin of `torchbert/checkpoint.py` (safetensors + JSON there). Each checkpoint holds two items:
+
+- `state`: the train-state pytree (params, optax opt_state, step), arrays saved by orbax's
+  tensorstore backend; restored *into a target* of the same structure, built for the current
+  config (a fresh init or `jax.eval_shape` of one), so optax's namedtuples and any shardings come
+  from the target, not from the file.
+- `extra`: one JSON object: the batch iterator's state, the RNG key as a list of ints (see
+  `key_to_list`), anything else the loop needs, and `model_config`, which restore compares with
+  the current config before touching any array.
+
+Orbax writes each step into a temporary directory and renames it when complete, so a crash never
+leaves a half-written checkpoint where `latest_step` would find it; it keeps the last K steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from bertcore.config import BertConfig
+from bertcore.errors import UserError
+
+log = logging.getLogger(__name__)
+CHECKPOINTS = "checkpoints"
+
+
+def checkpoint_dir(rundir: str | Path) -> Path:
+    return Path(rundir).absolute() / CHECKPOINTS  # orbax wants absolute paths
+
+
+def key_to_list(key) -> list[int]:
+    """A PRNG key (raw uint32 `PRNGKey` or typed `jax.random.key`) as JSON-able ints."""
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return np.asarray(key).astype(np.uint32).ravel().tolist()
+
+
+def key_from_list(data: list[int], typed: bool = False):
+    """Inverse of `key_to_list` (default threefry impl): a raw uint32 key, or a typed one."""
+    raw = jnp.asarray(np.asarray(data, dtype=np.uint32))
+    return jax.random.wrap_key_data(raw) if typed else raw
+
+
+def _quiet_orbax() -> None:
+    # Orbax logs every save/restore step at INFO through absl; a training log at INFO would drown
+    # in them. Warnings and errors still show.
+    logging.getLogger("absl").setLevel(logging.WARNING)
+
+
+def _config_diff(stored: dict[str, Any], config: BertConfig) -> list[str]:
+    now = config.to_dict()
+    names = [f for f in now if f in BertConfig.__dataclass_fields__]
+    return [f"{n}: checkpoint {stored.get(n, '(absent)')!r}, now {now[n]!r}"
+            for n in names if stored.get(n) != now[n]]
+
+
+class Checkpointer:
+    """Save and restore the training state of one run (a thin layer over ocp.CheckpointManager).
+
+    `save` is synchronous by default: when it returns, the checkpoint is committed on disk (what
+    a crash-safe resume needs). `async_save=True` lets orbax write in a background thread while
+    training goes on; then call `wait()` before reading the checkpoint and `close()` at the end.
+    """
+
+    def __init__(self, rundir: str | Path, config: BertConfig, keep: int = 3,
+                 async_save: bool = False):
+        _quiet_orbax()
+        self.dir, self.config = checkpoint_dir(rundir), config
+        self._keep, self._async = keep, async_save
+        self._mgr: ocp.CheckpointManager | None = None
+
+    def _manager(self, create: bool) -> ocp.CheckpointManager:
+        # Made lazily, so that merely looking for checkpoints never creates RUNDIR/checkpoints.
+        if self._mgr is None:
+            if not create and not self.dir.is_dir():
+                raise UserError(f"no checkpoint in {self.dir} (the directory does not exist); "
+                                f"start without --resume or point to the right run directory")
+            options = ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=create,
+                                                   enable_async_checkpointing=self._async)
+            self._mgr = ocp.CheckpointManager(self.dir, options=options,
+                                              item_names=("state", "extra"))
+        return self._mgr
+
+    def save(self, step: int, state: Any, extra_state: dict[str, Any]) -> bool:
+        """Write checkpoint `step`; False (and nothing written) if that step already exists.
+
+        `state` must be a host-local or globally sharded pytree (unreplicate a pmap state first);
+        `extra_state` must be JSON-able (plain ints, floats, strings, lists, dicts).
+        """
+        extra = dict(extra_state, model_config=self.config.to_dict())
+        json.dumps(extra)  # fail here, with the offending value named, not inside orbax
+        mgr = self._manager(create=True)
+        if step in mgr.all_steps():
+            log.info("checkpoint %d already exists in %s; not overwriting it", step, self.dir)
+            return False
+        t = time.perf_counter()
+        mgr.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                    extra=ocp.args.JsonSave(extra)))
+        log.debug("saved checkpoint %d in %.2fs", step, time.perf_counter() - t)
+        return True
+
+    def latest_step(self) -> int | None:
+        return latest_step(self.dir.parent)
+
+    def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
+        """Restore (state, extra_state) of `step` (default: the latest) into `target`'s structure.
+
+        UserError, naming the path, if there is no checkpoint, if it is unreadable, if it was
+        written for another model config (the differing fields listed), or if its arrays do not
+        fit `target`.
+        """
+        mgr = self._manager(create=False)
+        mgr.reload()  # another process (an earlier run) may have written steps since
+        steps = mgr.all_steps()
+        if not steps:
+            raise UserError(f"no checkpoint in {self.dir}; start without --resume or point to "
+                            f"the right run directory")
+        step = max(steps) if step is None else int(step)
+        if step not in steps:
+            raise UserError(f"no checkpoint for step {step} in {self.dir}; available: "
+                            f"{', '.join(map(str, sorted(steps)))}")
+        path = self.dir / str(step)
+        try:
+            extra = mgr.restore(step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))
+            extra = extra["extra"]
+            if not isinstance(extra, dict) or not isinstance(extra.get("model_config"), dict):
+                raise ValueError("its extra_state item has no model_config")
+        except Exception as e:  # orbax raises many kinds (ValueError, FileNotFoundError, ...)
+            raise UserError(f"checkpoint {path} is corrupt or unreadable ({_short(e)}); delete "
+                            f"it to resume from an earlier one") from e
+        diff = _config_diff(extra["model_config"], self.config)
+        if diff:
+            raise UserError(f"checkpoint {path} was written for another model config ("
+                            f"{'; '.join(diff)}); resume with the run's own config.json or start "
+                            f"a new run directory")
+        t = time.perf_counter()
+        try:
+            state = mgr.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target)))["state"]
+        except Exception as e:
+            raise UserError(f"checkpoint {path} is corrupt or does not match this run's training "
+                            f"state ({_short(e)}); delete it or start a new run directory") from e
+        log.debug("restored checkpoint %d in %.2fs", step, time.perf_counter() - t)
+        return state, extra
+
+    def wait(self) -> None:
+        if self._mgr is not None:
+            self._mgr.wait_until_finished()
+
+    def close(self) -> None:
+        if self._mgr is not None:
+            self._mgr.close()
+            self._mgr = None
+
+    def __enter__(self) -> "Checkpointer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _short(e: BaseException, limit: int = 300) -> str:
+    text = " ".join(f"{type(e).__name__}: {e}".split())
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def latest_step(rundir: str | Path) -> int | None:
+    """The newest complete checkpoint step in RUNDIR/checkpoints, or None."""
+    d = checkpoint_dir(rundir)
+    if not d.is_dir():
+        return None
+    steps = ocp.utils.checkpoint_steps(d)  # finalised steps only, not orbax's tmp directories
+    return max(steps) if steps else None
