@@ -29,7 +29,17 @@ from .tokenizer import WordPiece
 
 STATE_FORMAT = "twinbert-batches-v1"
 # Distinct stream names, so instance building and masking never share random numbers.
-_INSTANCES, _MASKING = 0x1257, 0x3A5C
+_INSTANCES, _MASKING, _DROPOUT = 0x1257, 0x3A5C, 0xD207
+
+
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """A 63-bit seed for the dropout of optimizer step `step` on `rank`.
+
+    torchbert reseeds its generator with it every step, the torch mirror of jaxbert's
+    `fold_in(key, step)`: dropout depends only on (seed, step, rank), so a resumed run draws
+    the same masks with no RNG state to save."""
+    return int(np.random.SeedSequence([seed, _DROPOUT, step, rank]).generate_state(2, np.uint32)
+               .astype(np.uint64) @ np.array([1 << 31, 1], dtype=np.uint64))
 
 
 class BatchIterator(Iterator[dict]):

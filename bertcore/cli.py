@@ -77,5 +77,8 @@ def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
     r.add_argument("--log-every", type=int, help=f"steps between metrics lines [{_D.log_every}]")
     r.add_argument("--checkpoint-every", type=int, help=f"[{_D.checkpoint_every}]")
     r.add_argument("--keep-checkpoints", type=int, help=f"newest checkpoints kept [{_D.keep_checkpoints}]")
+    r.add_argument("--stop-after", type=int, metavar="N",
+                   help="checkpoint and exit after step N (split a run into jobs; --resume "
+                        "continues it exactly)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     return p

@@ -1,0 +1,121 @@
+"""torchbert.train end to end: resume, SIGKILL, DDP, learning, bad input, fill-mask."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import twin_train_cases as cases
+from helpers import ROOT, build_shards
+
+TWIN = "torch"
+
+
+@pytest.fixture
+def cache_env(tmp_path):
+    return {"TWINBERT_CACHE": str(tmp_path / "cache")}
+
+
+@pytest.mark.slow
+def test_resume_is_bit_exact(tmp_path, cache_env):
+    cases.resume_is_exact(TWIN, tmp_path, cache_env)
+
+
+@pytest.mark.slow
+def test_sigkill_right_after_checkpoint_then_resume(tmp_path, cache_env):
+    cases.sigkill_then_resume(TWIN, tmp_path, cache_env)
+
+
+@pytest.mark.slow
+def test_bad_inputs_one_line_errors(tmp_path, cache_env):
+    cases.bad_inputs(TWIN, tmp_path, cache_env)
+
+
+@pytest.mark.slow
+def test_run_files_and_summary(tmp_path, cache_env):
+    corpus = cases.write_corpus(tmp_path)
+    out = tmp_path / "run"
+    p = cases.train(TWIN, *cases.base_args(corpus, out, "--steps", "6", "--log-every", "2"),
+                    env=cache_env)
+    assert str(out) in p.stdout
+    for f in ("config.json", "train_config.json", "run.json", "metrics.jsonl", "summary.json",
+              "loss.png", "tokenizer/vocab.txt"):
+        assert (out / f).exists(), f
+    rows = cases.metrics(out)
+    assert [r["step"] for r in rows] == [2, 4, 6]
+    for key in ("loss", "mlm_loss", "nsp_loss", "mlm_accuracy", "nsp_accuracy", "learning_rate",
+                "grad_norm", "tokens_per_second"):
+        assert key in rows[0], key
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["peak_rss_mb"] > 0
+    # --overwrite starts over
+    cases.train(TWIN, *cases.base_args(corpus, out, "--steps", "2", "--overwrite"), env=cache_env)
+    assert [r["step"] for r in cases.metrics(out)] == [1, 2]
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_equal_one_process(tmp_path, cache_env):
+    """torchrun with 2 gloo ranks of B/2 rows == 1 process with B rows (dropout off)."""
+    corpus = cases.write_corpus(tmp_path)
+    common = ("--steps", "6", "--no-dropout", "--batch-size", "8")
+    one, two = tmp_path / "one", tmp_path / "two"
+    cases.train(TWIN, *cases.base_args(corpus, one, *common), env=cache_env)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **cache_env, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                        "--nproc-per-node", "2", "-m", "torchbert.train",
+                        *cases.base_args(corpus, two, *common)],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    a, b = cases.metrics(one), cases.metrics(two)
+    assert len(a) == len(b) == 6
+    for x, y in zip(a, b):
+        for k in ("loss", "mlm_loss", "nsp_loss", "grad_norm"):
+            assert abs(x[k] - y[k]) <= 1e-5 * max(1.0, abs(x[k])), (k, x[k], y[k])
+
+
+def _direct_setup(tmp_path, **cfg):
+    from bertcore.batches import BatchIterator
+    from bertcore.config import BertConfig, TrainConfig
+    from torchbert.model import BertForPreTraining
+    from torchbert.train import make_optimizer
+
+    shards, tok = build_shards(tmp_path, n_docs=300, vocab_size=300)
+    tcfg = TrainConfig(batch_size=16, seq_len=32, max_predictions=5, lr=1e-3, warmup_steps=10,
+                       steps=300, **cfg)
+    mcfg = BertConfig.from_preset("tiny", vocab_size=tok.vocab_size,
+                                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    model = BertForPreTraining(mcfg)
+    return model, make_optimizer(model, tcfg, torch.device("cpu")), \
+        BatchIterator(shards, tok, tcfg), tcfg
+
+
+@pytest.mark.slow
+def test_learns_and_memorises_one_batch(tmp_path):
+    from bertcore.schedule import make_schedule
+    from torchbert.train import train_step
+
+    model, opt, it, cfg = _direct_setup(tmp_path)
+    lr_at = make_schedule(cfg, 128)
+    losses = []
+    for step in range(cfg.steps):
+        m = train_step(model, opt, next(it), float(lr_at(step)), cfg, torch.device("cpu"), 1)
+        losses.append(float(m["mlm_loss"]))
+    start, end = np.mean(losses[:5]), np.mean(losses[-20:])
+    vocab = it.tok.vocab_size
+    assert abs(start - np.log(vocab)) < 0.5, start          # starts near ln(vocab)
+    assert end < start - 1.5, (start, end)                  # falls well below it
+    # ...and below the unigram entropy of the corpus: it uses context, not just frequencies
+    counts = np.bincount(np.asarray(it.shards.tokens), minlength=vocab)
+    p = counts[counts > 0] / counts.sum()
+    assert end < -(p * np.log(p)).sum() - 0.1, (end, -(p * np.log(p)).sum())
+
+    model, opt, it, cfg = _direct_setup(tmp_path / "again", nsp=True)
+    batch = next(it)
+    for step in range(200):
+        m = train_step(model, opt, batch, 1e-3, cfg, torch.device("cpu"), 1)
+    assert float(m["mlm_accuracy"]) > 0.95, float(m["mlm_accuracy"])

@@ -1,0 +1,143 @@
+"""Training tests shared by both twins (imported by test_torch_train.py and test_jax_train.py).
+
+Each twin's test file sets TWIN ("torch" or "jax") and pulls these functions in, so the two
+training CLIs are held to exactly the same behaviour.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import ROOT, assert_one_line_error, run_cli, synthetic_documents
+
+
+def write_corpus(d: Path, n_docs: int = 300, seed: int = 0) -> Path:
+    p = d / "corpus.txt"
+    p.write_text("\n\n".join(synthetic_documents(n_docs, seed)), encoding="utf-8")
+    return p
+
+
+def base_args(corpus: Path, out: Path, *extra: str) -> list[str]:
+    return ["--preset", "tiny", "--corpus", str(corpus), "--vocab-size", "300", "--seq-len", "32",
+            "--batch-size", "8", "--max-predictions", "5", "--no-progress", "--log-every", "1",
+            "--out", str(out), *extra]
+
+
+def metrics(rundir: Path) -> list[dict]:
+    return [json.loads(l) for l in (rundir / "metrics.jsonl").read_text().splitlines() if l]
+
+
+def curve(rundir: Path, keys=("loss", "mlm_loss", "nsp_loss", "grad_norm", "mlm_accuracy",
+                              "learning_rate")) -> list[tuple]:
+    return [tuple([m["step"]] + [m[k] for k in keys]) for m in metrics(rundir)]
+
+
+def train(twin: str, *args: str, env: dict | None = None, check: bool = True):
+    p = run_cli("-m", f"{twin}bert.train", *args, env=env)
+    if check:
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return p
+
+
+def resume_is_exact(twin: str, tmp: Path, cache_env: dict) -> None:
+    """20 steps straight == 10 steps (--stop-after 10) + --resume 10, bit for bit."""
+    corpus = write_corpus(tmp)
+    common = ("--steps", "20", "--checkpoint-every", "5", "--warmup-steps", "4")
+    a, b = tmp / "straight", tmp / "resumed"
+    train(twin, *base_args(corpus, a, *common), env=cache_env)
+    train(twin, *base_args(corpus, b, *common, "--stop-after", "10"), env=cache_env)
+    assert [m["step"] for m in metrics(b)] == list(range(1, 11))
+    train(twin, *base_args(corpus, b, *common, "--resume"), env=cache_env)
+    assert len(curve(a)) == 20
+    assert curve(b) == curve(a)
+    # dropout was on: a different seed gives a different curve (the comparison has teeth)
+    c = tmp / "other-seed"
+    train(twin, *base_args(corpus, c, *common, "--seed", "1", "--stop-after", "3"), env=cache_env)
+    assert curve(c)[:3] != curve(a)[:3]
+
+
+def sigkill_then_resume(twin: str, tmp: Path, cache_env: dict) -> None:
+    """20 steps straight == (killed right after the step-10 checkpoint) + --resume to 20."""
+    corpus = write_corpus(tmp)
+    common = ("--schedule", "constant", "--warmup-steps", "5", "--checkpoint-every", "10")
+    straight, killed = tmp / "straight", tmp / "killed"
+    train(twin, *base_args(corpus, straight, "--steps", "20", *common), env=cache_env)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **cache_env}
+    proc = subprocess.Popen([sys.executable, "-m", f"{twin}bert.train",
+                             *base_args(corpus, killed, "--steps", "100000", *common)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpt_root = killed / "checkpoints"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError("the run ended before it could be killed")
+            # torchbert writes step_00000010/, orbax writes 10/ (temp dirs have other names)
+            if ckpt_root.is_dir() and any(p.name.startswith("step_") or p.name.isdigit()
+                                          for p in ckpt_root.iterdir()):
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    train(twin, *base_args(corpus, killed, "--steps", "20", "--resume", *common), env=cache_env)
+    assert curve(killed) == curve(straight)
+
+
+def bad_inputs(twin: str, tmp: Path, cache_env: dict) -> None:
+    corpus = write_corpus(tmp)
+    run_dir = tmp / "run"
+
+    def fails(*args: str, needles=()):
+        p = train(twin, *args, env=cache_env, check=False)
+        assert_one_line_error(p, *needles)
+
+    # --resume with no run / no checkpoint
+    fails(*base_args(corpus, tmp / "none", "--steps", "2", "--resume"), needles=("--resume",))
+    # a good run to misuse
+    train(twin, *base_args(corpus, run_dir, "--steps", "2", "--checkpoint-every", "2"),
+          env=cache_env)
+    before = (run_dir / "metrics.jsonl").read_text()
+    # RUNDIR of another run without --resume/--overwrite: refused, nothing touched
+    fails(*base_args(corpus, run_dir, "--steps", "2"), needles=(str(run_dir), "--overwrite"))
+    assert (run_dir / "metrics.jsonl").read_text() == before
+    # tokenizer vocab size != config vocab size
+    cfg = tmp / "config.json"
+    cfg.write_text(json.dumps({"vocab_size": 999, "hidden_size": 32, "num_hidden_layers": 1,
+                               "num_attention_heads": 2, "intermediate_size": 64}))
+    fails(*base_args(corpus, tmp / "v", "--config", str(cfg), "--steps", "1"),
+          needles=("vocab_size=999",))
+    # batch size not divisible by accumulation steps
+    fails(*base_args(corpus, tmp / "acc", "--grad-accum", "3", "--steps", "1"),
+          needles=("grad-accum",))
+    # unknown preset is argparse's own one-line error (exit 2)
+    p = train(twin, *base_args(corpus, tmp / "u", "--preset", "huge"), env=cache_env, check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "huge" in p.stderr
+    # seq-len beyond the model's positions
+    fails(*base_args(corpus, tmp / "s", "--seq-len", "1024", "--steps", "1"),
+          needles=("seq-len=1024",))
+    # resuming with changed settings
+    fails(*base_args(corpus, run_dir, "--steps", "4", "--resume", "--lr", "0.5"),
+          needles=("lr",))
+    # the other twin's run
+    other = "jax" if twin == "torch" else "torch"
+    info = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**info, "framework": other}))
+    fails(*base_args(corpus, run_dir, "--steps", "4", "--resume"), needles=(f"{other}bert",))
+    (run_dir / "run.json").write_text(json.dumps(info))
+    # fill-mask: text without [MASK]
+    p = run_cli("-m", f"{twin}bert.fill_mask", str(run_dir), "no mask here")
+    assert_one_line_error(p, "[MASK]")
+    p = run_cli("-m", f"{twin}bert.fill_mask", str(run_dir), "the movie was [MASK] .")
+    assert p.returncode == 0, p.stderr
+    assert "[MASK] #1" in p.stdout and "%" in p.stdout

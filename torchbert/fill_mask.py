@@ -1,0 +1,61 @@
+"""`python -m torchbert.fill_mask RUNDIR|HF_DIR "the movie was [MASK] ."`
+
+Top-k tokens and probabilities for every [MASK]. The flags, tokenization and output are
+bertcore.fillmask's (shared with jaxbert.fill_mask); this file only loads weights and runs the
+sparse MLM head on the [MASK] positions.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from bertcore import fillmask
+from bertcore.config import BertConfig
+from bertcore.errors import UserError, cli_entry
+
+from .checkpoint import latest_checkpoint, load_checkpoint, read_checkpoint_state
+from .model import BertForPreTraining
+
+
+def load_model(md: fillmask.ModelDir) -> BertForPreTraining:
+    if md.kind == "hf":
+        return BertForPreTraining.from_pretrained(md.path)
+    if md.framework != "torch":
+        raise UserError(f"{md.path} is a {md.framework}bert run; use python -m "
+                        f"{md.framework}bert.fill_mask, or convert it with python -m parity.convert")
+    ckpt = latest_checkpoint(md.path)
+    if ckpt is None:
+        raise UserError(f"{md.path} has no checkpoint yet; train it first (python -m "
+                        f"torchbert.train --out {md.path})")
+    # The checkpoint's own config (it may have dropout switched off); same weights either way.
+    model = BertForPreTraining(BertConfig.from_dict(read_checkpoint_state(ckpt)["config"]))
+    load_checkpoint(ckpt, model)
+    return model
+
+
+def predict(model: BertForPreTraining, batch: dict) -> torch.Tensor:
+    """Logits [n_masks, V] at batch['masked_positions'] (the sparse MLM head)."""
+    t = {k: torch.from_numpy(v).long() for k, v in batch.items()}
+    model.eval()
+    with torch.no_grad():
+        mlm_logits, _ = model(t["input_ids"], t["token_type_ids"], t["attention_mask"],
+                              t["masked_positions"])
+    return mlm_logits[0]
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = fillmask.parser("python -m torchbert.fill_mask").parse_args(argv)
+    md = fillmask.open_model_dir(args.model)
+    text = " ".join(args.text)
+    batch, _ = fillmask.encode(md.tokenizer, text, md.config.max_position_embeddings)
+    model = load_model(md)
+    logits = predict(model, batch).float().numpy()
+    print(fillmask.report(text, fillmask.top_k(logits, md.tokenizer, args.top_k), args.json))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

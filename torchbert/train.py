@@ -1,0 +1,230 @@
+"""Pretrain BERT with PyTorch: `python -m torchbert.train` (single process, CPU or GPU) or
+`torchrun --nproc-per-node K -m torchbert.train ...` (DistributedDataParallel).
+
+The loop is deliberately plain, the mirror of jaxbert/train.py's `train_step`:
+    batch (numpy, from bertcore) -> micro-batches -> forward -> pretraining_loss -> backward
+    -> clip -> learning rate of this step -> AdamW -> log / checkpoint.
+Everything that is not PyTorch (configs, data, RUNDIR, metrics, plots) is bertcore's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from bertcore.batches import split_micro_batches, step_seed
+from bertcore.cli import train_parser
+from bertcore.config import TrainConfig, weight_decay_applies
+from bertcore.errors import UserError, cli_entry
+from bertcore.run import Run, setup_run
+from bertcore.schedule import make_schedule
+
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .model import BertForPreTraining, pretraining_loss
+
+
+def parse_args(argv: list[str] | None = None):
+    p = train_parser("python -m torchbert.train",
+                     "Pretrain BERT (MLM + optional NSP) with PyTorch on CPU, GPU or torchrun.")
+    g = p.add_argument_group("torch")
+    g.add_argument("--device", default="auto",
+                   help="auto (cuda if available, else cpu) | cpu | cuda | cuda:N")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (opt-in)")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    return p.parse_args(argv)
+
+
+# ---- distributed -----------------------------------------------------------------------------
+
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world_size); under torchrun, joins the process group (nccl on GPU, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world
+
+
+def all_reduce_sum(x: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x
+
+
+# ---- optimizer -------------------------------------------------------------------------------
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device):
+    """AdamW, no weight decay on biases and LayerNorm (the rule lives in bertcore.config)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if weight_decay_applies(name) else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    # foreach (one kernel over all tensors) everywhere; fused where the device supports it.
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                             fused=fused, foreach=not fused)
+
+
+def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Global grad norm, and scale by max_norm / norm when above it.
+
+    Written out (instead of `clip_grad_norm_`, which adds 1e-6 to the norm) so it is exactly
+    `optax.clip_by_global_norm`, the JAX twin's clipping."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    if max_norm > 0:
+        scale = torch.where(norm < max_norm, torch.ones_like(norm), max_norm / norm)
+        torch._foreach_mul_(grads, scale)
+    return norm
+
+
+# ---- one optimizer step ----------------------------------------------------------------------
+
+def to_device(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def train_step(model, optimizer, batch: dict[str, np.ndarray], lr: float, cfg: TrainConfig,
+               device: torch.device, world: int) -> dict[str, torch.Tensor]:
+    """One optimizer update on this rank's share of the global batch; returns metrics tensors
+    (global values: summed over micro-batches and ranks)."""
+    micro = split_micro_batches(batch, cfg.grad_accum)
+    # Normalise by the global number of predictions (all ranks, all micro-batches), so K ranks
+    # or K micro-batches compute the gradient of the one big batch exactly.
+    mlm_den = all_reduce_sum(torch.tensor(float(batch["masked_weights"].sum()), device=device),
+                             world).clamp(min=1.0)
+    nsp_den = float(cfg.batch_size)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else contextlib.nullcontext())
+    totals: dict[str, torch.Tensor] = {}
+    for i, mb in enumerate(micro):
+        mb = to_device(mb, device)
+        # DDP averages gradients over ranks, but our per-rank losses are already parts of the
+        # global mean: scale by world so the average becomes the sum. Sync only on the last
+        # micro-batch.
+        sync = (i == len(micro) - 1) or not hasattr(model, "no_sync")
+        with (contextlib.nullcontext() if sync else model.no_sync()), autocast:
+            mlm_logits, nsp_logits = model(mb["input_ids"], mb["token_type_ids"],
+                                           mb["attention_mask"], mb["masked_positions"])
+            loss, metrics = pretraining_loss(mlm_logits, nsp_logits, mb, mlm_denominator=mlm_den,
+                                             nsp_denominator=nsp_den, nsp=cfg.nsp)
+        (loss * world).backward()
+        for k, v in metrics.items():
+            totals[k] = totals.get(k, 0.0) + v
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    totals["grad_norm"] = clip_grad_norm(params, cfg.grad_clip)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return totals
+
+
+# ---- the run ---------------------------------------------------------------------------------
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA device is available; use --device cpu")
+    return torch.device(name)
+
+
+def train(args) -> dict[str, Any]:
+    device = pick_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rank, world = init_distributed(device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+        torch.cuda.set_device(device)
+    run: Run = setup_run(args, "torch", is_main=rank == 0)
+    if world > 1:
+        dist.barrier()  # rank 0 has built the tokenizer/shards and RUNDIR
+    cfg, mcfg = run.train_config, run.model_config
+    if cfg.batch_size % (world * cfg.grad_accum):
+        raise UserError(f"batch-size={cfg.batch_size} is not divisible by world size {world} x "
+                        f"grad-accum {cfg.grad_accum}; pick a multiple of "
+                        f"{world * cfg.grad_accum}")
+    if not cfg.dropout:
+        mcfg = mcfg.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    model = BertForPreTraining(mcfg).to(device)
+    optimizer = make_optimizer(model, cfg, device)
+    lr_at = make_schedule(cfg, mcfg.hidden_size)
+
+    start, batch_state = 0, None
+    if args.resume:
+        ckpt = latest_checkpoint(run.rundir)
+        if ckpt is None:
+            raise UserError(f"--resume: {run.checkpoint_dir} has no checkpoint; drop --resume "
+                            f"(with --overwrite) to start the run again")
+        extra = load_checkpoint(ckpt, model, optimizer)
+        start, batch_state = int(extra["step"]), extra["batches"]
+        run.note(f"resumed from {ckpt} at step {start}")
+    batches = run.batches(rank, world, batch_state)
+
+    net = model
+    if args.compile:
+        net = torch.compile(net)
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None)
+    net.train()
+
+    def checkpoint(step: int) -> None:
+        # No RNG state to save: dropout is reseeded from (seed, step, rank) every step.
+        if rank == 0:
+            save_checkpoint(run.rundir, step, model, optimizer,
+                            {"step": step, "batches": batches.state()}, keep=cfg.keep_checkpoints)
+
+    run.start(start)
+    t0 = time.perf_counter()
+    step = start
+    metrics: dict[str, torch.Tensor] = {}
+    last = min(cfg.steps, args.stop_after or cfg.steps)
+    for step in range(start + 1, last + 1):
+        batch = next(batches)
+        torch.manual_seed(step_seed(cfg.seed, step, rank))  # this step's dropout masks
+        lr = float(lr_at(step - 1))
+        metrics = train_step(net, optimizer, batch, lr, cfg, device, world)
+        if step % cfg.log_every == 0 or step == last:
+            # The only host sync of the loop: reading the metrics.
+            vals = torch.stack(list(metrics.values()))
+            vals = all_reduce_sum(vals.float(), world)
+            row = dict(zip(metrics, vals.tolist()))
+            row["grad_norm"] = float(metrics["grad_norm"])  # same on every rank, not summed
+            row["learning_rate"] = lr
+            run.log(step, row)
+        if step % cfg.checkpoint_every == 0 or step == last:
+            run.guard(step, float(metrics["loss"]))  # never checkpoint a diverged model
+            checkpoint(step)
+    seconds = time.perf_counter() - t0
+    summary = run.finish({"parameters": model.num_parameters(), "device": str(device),
+                          "world_size": world, "train_seconds": seconds,
+                          "torch_version": torch.__version__})
+    if rank == 0:
+        print(f"done: {step} steps in {seconds:.0f}s; run files in {run.rundir}/ "
+              f"(metrics.jsonl, summary.json, loss.png, checkpoints/)")
+    if world > 1:
+        dist.destroy_process_group()
+    return summary
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    train(parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
