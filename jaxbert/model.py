@@ -54,10 +54,24 @@ def _word_embedding_init(config: BertConfig):
     return init
 
 
-class BertEmbeddings(nn.Module):
+class _Module(nn.Module):
+    """What every module below shares: the config, the compute dtype (bfloat16 on accelerators)
+    and the parameter dtype (float32), plus HF-initialised Dense and LayerNorm factories."""
     config: BertConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+
+    def _dense(self, features: int) -> nn.Dense:
+        return nn.Dense(features, kernel_init=_normal(self.config), dtype=self.dtype,
+                        param_dtype=self.param_dtype)  # bias: zeros (Flax's default)
+
+    def _layer_norm(self) -> nn.LayerNorm:
+        return nn.LayerNorm(epsilon=self.config.layer_norm_eps, dtype=self.dtype,
+                            param_dtype=self.param_dtype)  # scale 1, bias 0; fp32 statistics
+
+
+class BertEmbeddings(_Module):
+    """word + token type + position embeddings, then LayerNorm and dropout."""
 
     def setup(self):
         c, kw = self.config, dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -67,7 +81,7 @@ class BertEmbeddings(nn.Module):
                                             embedding_init=_normal(c), **kw)
         self.token_type_embeddings = nn.Embed(c.type_vocab_size, c.hidden_size,
                                               embedding_init=_normal(c), **kw)
-        self.LayerNorm = nn.LayerNorm(epsilon=c.layer_norm_eps, **kw)
+        self.LayerNorm = self._layer_norm()
         self.dropout = nn.Dropout(rate=c.hidden_dropout_prob)
 
     def __call__(self, input_ids, token_type_ids, deterministic: bool = True):
@@ -91,17 +105,13 @@ def attention_probs(q, k, mask):
     return jax.nn.softmax(logits, axis=-1)
 
 
-class BertSelfAttention(nn.Module):
-    config: BertConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
+class BertSelfAttention(_Module):
+    """Multi-head self-attention with separate query/key/value projections (HF layout)."""
 
     def setup(self):
-        c = self.config
-        dense = lambda: nn.Dense(c.hidden_size, kernel_init=_normal(c), dtype=self.dtype,
-                                 param_dtype=self.param_dtype)
-        self.query, self.key, self.value = dense(), dense(), dense()
-        self.dropout = nn.Dropout(rate=c.attention_probs_dropout_prob)
+        H = self.config.hidden_size
+        self.query, self.key, self.value = self._dense(H), self._dense(H), self._dense(H)
+        self.dropout = nn.Dropout(rate=self.config.attention_probs_dropout_prob)
 
     def __call__(self, x, mask, deterministic: bool = True):
         """x (B, L, H); mask (B, 1, 1, L) bool, True where the key is a real token."""
@@ -110,8 +120,9 @@ class BertSelfAttention(nn.Module):
         heads = lambda t: t.reshape(B, L, c.num_attention_heads, c.head_dim)   # (B, L, N, D)
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
         if deterministic or c.attention_probs_dropout_prob == 0.0:
-            # The fused op (cuDNN flash attention on GPU, XLA elsewhere). It has no dropout on
-            # the probabilities, hence the explicit path below while training with dropout.
+            # JAX's attention op (the twin of torch's F.scaled_dot_product_attention); with
+            # implementation=None it lowers to XLA's fused softmax on every backend. It has no
+            # dropout on the probabilities, hence the explicit path below when training with it.
             ctx = jax.nn.dot_product_attention(q, k, v, mask=mask)               # (B, L, N, D)
         else:
             probs = self.dropout(attention_probs(q, k, mask).astype(v.dtype),
@@ -120,33 +131,24 @@ class BertSelfAttention(nn.Module):
         return ctx.reshape(B, L, c.hidden_size)
 
 
-class BertSelfOutput(nn.Module):
+class BertSelfOutput(_Module):
     """Projection, dropout, residual; then LayerNorm (post-LN). In pre-LN the same LayerNorm
     (same name) is applied by BertAttention to the attention's *input* instead."""
-    config: BertConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     def setup(self):
-        c, kw = self.config, dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.dense = nn.Dense(c.hidden_size, kernel_init=_normal(c), **kw)
-        self.LayerNorm = nn.LayerNorm(epsilon=c.layer_norm_eps, **kw)
-        self.dropout = nn.Dropout(rate=c.hidden_dropout_prob)
+        self.dense = self._dense(self.config.hidden_size)
+        self.LayerNorm = self._layer_norm()
+        self.dropout = nn.Dropout(rate=self.config.hidden_dropout_prob)
 
     def __call__(self, hidden, residual, deterministic: bool = True):
         x = self.dropout(self.dense(hidden), deterministic=deterministic) + residual
         return self.LayerNorm(x) if self.config.layer_norm_position == "post" else x
 
 
-class BertAttention(nn.Module):
-    config: BertConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
+class BertAttention(_Module):
     def setup(self):
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.self = BertSelfAttention(self.config, **kw)
-        self.output = BertSelfOutput(self.config, **kw)
+        self.self = BertSelfAttention(self.config, self.dtype, self.param_dtype)
+        self.output = BertSelfOutput(self.config, self.dtype, self.param_dtype)
 
     def __call__(self, x, mask, deterministic: bool = True):
         pre = self.config.layer_norm_position == "pre"
@@ -154,15 +156,11 @@ class BertAttention(nn.Module):
         return self.output(self.self(h, mask, deterministic), x, deterministic)
 
 
-class BertIntermediate(nn.Module):
-    config: BertConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
+class BertIntermediate(_Module):
+    """First feed-forward projection H -> intermediate_size with exact (erf) GELU."""
 
     def setup(self):
-        c = self.config
-        self.dense = nn.Dense(c.intermediate_size, kernel_init=_normal(c), dtype=self.dtype,
-                              param_dtype=self.param_dtype)
+        self.dense = self._dense(self.config.intermediate_size)
 
     def __call__(self, x):
         # Exact (erf) GELU, as original BERT and HF "gelu"; jax's default is the tanh form.
@@ -174,16 +172,13 @@ class BertOutput(BertSelfOutput):
     LayerNorm normalises the feed-forward input in pre-LN."""
 
 
-class BertLayer(nn.Module):
-    config: BertConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
+class BertLayer(_Module):
+    """One transformer block: self-attention sublayer, then feed-forward sublayer."""
 
     def setup(self):
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.attention = BertAttention(self.config, **kw)
-        self.intermediate = BertIntermediate(self.config, **kw)
-        self.output = BertOutput(self.config, **kw)
+        self.attention = BertAttention(self.config, self.dtype, self.param_dtype)
+        self.intermediate = BertIntermediate(self.config, self.dtype, self.param_dtype)
+        self.output = BertOutput(self.config, self.dtype, self.param_dtype)
 
     def __call__(self, x, mask, deterministic: bool = True):
         h = self.attention(x, mask, deterministic)
@@ -191,13 +186,10 @@ class BertLayer(nn.Module):
         return self.output(self.intermediate(f), h, deterministic)
 
 
-class _LayerList(nn.Module):
+class _LayerList(_Module):
     """Flax's stand-in for torch's nn.ModuleList: the layers as children named "0", "1", ...
     so their params sit at encoder/layer/{i}/..., as in HF's modeling_flax_bert. (A Python list
     assigned in setup would be named layer_0, layer_1, ...)"""
-    config: BertConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, mask, deterministic: bool = True):
@@ -207,48 +199,35 @@ class _LayerList(nn.Module):
         return x
 
 
-class BertEncoder(nn.Module):
-    config: BertConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
+class BertEncoder(_Module):
     def setup(self):
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.layer = _LayerList(self.config, **kw)
+        self.layer = _LayerList(self.config, self.dtype, self.param_dtype)
         if self.config.layer_norm_position == "pre":
             # Pre-LN leaves the residual stream unnormalised; one final LayerNorm closes it.
-            self.LayerNorm = nn.LayerNorm(epsilon=self.config.layer_norm_eps, **kw)
+            self.LayerNorm = self._layer_norm()
 
     def __call__(self, x, mask, deterministic: bool = True):
         x = self.layer(x, mask, deterministic)
         return self.LayerNorm(x) if self.config.layer_norm_position == "pre" else x
 
 
-class BertPooler(nn.Module):
-    config: BertConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
+class BertPooler(_Module):
+    """dense + tanh on the [CLS] position: the sentence vector the NSP head reads."""
 
     def setup(self):
-        c = self.config
-        self.dense = nn.Dense(c.hidden_size, kernel_init=_normal(c), dtype=self.dtype,
-                              param_dtype=self.param_dtype)
+        self.dense = self._dense(self.config.hidden_size)
 
     def __call__(self, x):
         return jnp.tanh(self.dense(x[:, 0]))                                     # (B, H): [CLS]
 
 
-class BertModel(nn.Module):
+class BertModel(_Module):
     """The encoder: returns (sequence_output (B, L, H), pooled_output (B, H))."""
-    config: BertConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     def setup(self):
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.embeddings = BertEmbeddings(self.config, **kw)
-        self.encoder = BertEncoder(self.config, **kw)
-        self.pooler = BertPooler(self.config, **kw)
+        self.embeddings = BertEmbeddings(self.config, self.dtype, self.param_dtype)
+        self.encoder = BertEncoder(self.config, self.dtype, self.param_dtype)
+        self.pooler = BertPooler(self.config, self.dtype, self.param_dtype)
 
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
                  deterministic: bool = True):
@@ -264,26 +243,20 @@ class BertModel(nn.Module):
         return x, self.pooler(x)
 
 
-class BertPredictionHeadTransform(nn.Module):
-    config: BertConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
+class BertPredictionHeadTransform(_Module):
+    """MLM transform before the vocabulary projection: dense, GELU, LayerNorm."""
 
     def setup(self):
-        c, kw = self.config, dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.dense = nn.Dense(c.hidden_size, kernel_init=_normal(c), **kw)
-        self.LayerNorm = nn.LayerNorm(epsilon=c.layer_norm_eps, **kw)
+        self.dense = self._dense(self.config.hidden_size)
+        self.LayerNorm = self._layer_norm()
 
     def __call__(self, x):
         return self.LayerNorm(jax.nn.gelu(self.dense(x), approximate=False))
 
 
-class BertLMPredictionHead(nn.Module):
+class BertLMPredictionHead(_Module):
     """Transform, then the decoder tied to the word embeddings, plus an output bias. The decoder
     has no weight of its own: `word_embeddings.attend(x)` is x @ embedding.T."""
-    config: BertConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     def setup(self):
         self.transform = BertPredictionHeadTransform(self.config, self.dtype, self.param_dtype)
@@ -295,16 +268,10 @@ class BertLMPredictionHead(nn.Module):
         return logits + self.bias.astype(logits.dtype)
 
 
-class BertPreTrainingHeads(nn.Module):
-    config: BertConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
+class BertPreTrainingHeads(_Module):
     def setup(self):
-        c = self.config
-        self.predictions = BertLMPredictionHead(c, self.dtype, self.param_dtype)
-        self.seq_relationship = nn.Dense(2, kernel_init=_normal(c), dtype=self.dtype,
-                                         param_dtype=self.param_dtype)
+        self.predictions = BertLMPredictionHead(self.config, self.dtype, self.param_dtype)
+        self.seq_relationship = self._dense(2)
 
     def __call__(self, sequence_output, pooled_output, word_embeddings, masked_positions=None):
         if masked_positions is not None:
@@ -316,13 +283,10 @@ class BertPreTrainingHeads(nn.Module):
                 self.seq_relationship(pooled_output))                            # (B, 2)
 
 
-class BertForPreTraining(nn.Module):
+class BertForPreTraining(_Module):
     """`apply({'params': p}, input_ids, token_type_ids, attention_mask, masked_positions=None,
     deterministic=True, rngs={'dropout': key})` -> (mlm_logits, nsp_logits): [B, P, V] with
     masked_positions [B, P], else [B, L, V] (fill-mask, HF parity); nsp_logits [B, 2]."""
-    config: BertConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     def setup(self):
         self.bert = BertModel(self.config, self.dtype, self.param_dtype)
