@@ -115,6 +115,10 @@ class Checkpointer:
     def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
         """Restore (state, extra_state) of `step` (default: the latest) into `target`'s structure.
 
+        `target` is a state of the current config: a fresh one (arrays come back with its
+        shardings), or `jax.eval_shape` of one whose ShapeDtypeStructs carry a `sharding`
+        (without shardings orbax returns numpy arrays). A dict or a flax TrainState both work.
+
         UserError, naming the path, if there is no checkpoint, if it is unreadable, if it was
         written for another model config (the differing fields listed), or if its arrays do not
         fit `target`.
