@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import BertConfig
+from .config import BertConfig, TrainConfig
 from .errors import UserError
 from .tokenizer import WordPiece, load_tokenizer
 
@@ -26,8 +26,9 @@ class ModelDir:
     path: Path
     kind: str                 # "rundir" or "hf"
     framework: str | None     # the twin that wrote a RUNDIR
-    config: BertConfig
+    config: BertConfig        # for a RUNDIR: as trained (dropout off if it was)
     tokenizer: WordPiece
+    train_config: TrainConfig | None = None
 
 
 def parser(prog: str) -> argparse.ArgumentParser:
@@ -46,10 +47,13 @@ def open_model_dir(path: str | Path) -> ModelDir:
     if not path.is_dir():
         raise UserError(f"{path} is not a directory; pass a RUNDIR or a Hugging Face BERT dir")
     if (path / "run.json").is_file():
+        from .run import trained_model_config
+
         info = json.loads((path / "run.json").read_text())
-        return ModelDir(path, "rundir", info.get("framework"),
-                        BertConfig.from_json_file(path / "config.json"),
-                        load_tokenizer(path / "tokenizer"))
+        train = TrainConfig.from_json_file(path / "train_config.json")
+        config = trained_model_config(BertConfig.from_json_file(path / "config.json"), train)
+        return ModelDir(path, "rundir", info.get("framework"), config,
+                        load_tokenizer(path / "tokenizer"), train)
     if (path / "config.json").is_file():
         return ModelDir(path, "hf", None, BertConfig.from_json_file(path / "config.json"),
                         load_tokenizer(path))

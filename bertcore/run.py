@@ -65,6 +65,14 @@ def model_config_from_args(args: Any, vocab_size: int) -> BertConfig:
     return cfg
 
 
+def trained_model_config(model: BertConfig, train: TrainConfig) -> BertConfig:
+    """The config the twins build their model with: `--no-dropout` zeroes the dropout rates
+    (so checkpoints record what was trained, and both twins compare equal)."""
+    if train.dropout:
+        return model
+    return model.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
 # ---- data: tokenizer + shards, cached for a corpus --------------------------------------------
 
 def _corpus_key(corpus: str) -> str:
@@ -162,6 +170,10 @@ class Run:
         if self.show_progress:
             self._bar = tqdm(total=self.train_config.steps, initial=step, unit="step",
                              desc=f"{self.framework}bert", dynamic_ncols=True)
+
+    def reset_clock(self, step: int) -> None:
+        """Measure throughput from now on (jaxbert calls it after the first, compiling step)."""
+        self._step_last, self._t_last = step, time.perf_counter()
 
     def log(self, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
         """Record the metrics after optimizer step `step` (1-based); stop if not finite.

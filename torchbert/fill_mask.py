@@ -12,10 +12,9 @@ import sys
 import torch
 
 from bertcore import fillmask
-from bertcore.config import BertConfig
 from bertcore.errors import UserError, cli_entry
 
-from .checkpoint import latest_checkpoint, load_checkpoint, read_checkpoint_state
+from .checkpoint import latest_checkpoint, load_checkpoint
 from .model import BertForPreTraining
 
 
@@ -29,8 +28,7 @@ def load_model(md: fillmask.ModelDir) -> BertForPreTraining:
     if ckpt is None:
         raise UserError(f"{md.path} has no checkpoint yet; train it first (python -m "
                         f"torchbert.train --out {md.path})")
-    # The checkpoint's own config (it may have dropout switched off); same weights either way.
-    model = BertForPreTraining(BertConfig.from_dict(read_checkpoint_state(ckpt)["config"]))
+    model = BertForPreTraining(md.config)
     load_checkpoint(ckpt, model)
     return model
 

@@ -23,7 +23,7 @@ from bertcore.batches import split_micro_batches, step_seed
 from bertcore.cli import train_parser
 from bertcore.config import TrainConfig, weight_decay_applies
 from bertcore.errors import UserError, cli_entry
-from bertcore.run import Run, setup_run
+from bertcore.run import Run, setup_run, trained_model_config
 from bertcore.schedule import make_schedule
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -154,8 +154,7 @@ def train(args) -> dict[str, Any]:
         raise UserError(f"batch-size={cfg.batch_size} is not divisible by world size {world} x "
                         f"grad-accum {cfg.grad_accum}; pick a multiple of "
                         f"{world * cfg.grad_accum}")
-    if not cfg.dropout:
-        mcfg = mcfg.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    mcfg = trained_model_config(mcfg, cfg)
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = BertForPreTraining(mcfg).to(device)

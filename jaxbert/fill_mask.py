@@ -1,0 +1,62 @@
+"""`python -m jaxbert.fill_mask RUNDIR|HF_DIR "the movie was [MASK] ."`
+
+Top-k tokens and probabilities for every [MASK]. The flags, tokenization and output are
+bertcore.fillmask's (shared with torchbert.fill_mask); this file only loads weights and runs the
+sparse MLM head on the [MASK] positions.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import jax
+import numpy as np
+
+from bertcore import fillmask
+from bertcore.errors import UserError, cli_entry
+
+from .checkpoint import Checkpointer, latest_step
+from .model import BertForPreTraining, from_pretrained, init_params
+from .train import create_state, make_optimizer
+
+
+def load_model(md: fillmask.ModelDir):
+    """(model, params) from a Hugging Face directory or a jaxbert RUNDIR's latest checkpoint."""
+    if md.kind == "hf":
+        return from_pretrained(md.path)
+    if md.framework != "jax":
+        raise UserError(f"{md.path} is a {md.framework}bert run; use python -m "
+                        f"{md.framework}bert.fill_mask, or convert it with python -m parity.convert")
+    if latest_step(md.path) is None:
+        raise UserError(f"{md.path} has no checkpoint yet; train it first (python -m "
+                        f"jaxbert.train --out {md.path})")
+    tx = make_optimizer(md.train_config, md.config.hidden_size)
+    # The restore target's structure only: eval_shape runs no initialiser.
+    target = jax.eval_shape(lambda: create_state(init_params(md.config, jax.random.PRNGKey(0)),
+                                                 tx))
+    with Checkpointer(md.path, md.config) as ckpt:
+        state, _ = ckpt.restore(target)
+    return BertForPreTraining(md.config), state.params
+
+
+def predict(model, params, batch: dict) -> np.ndarray:
+    """Logits [n_masks, V] at batch['masked_positions'] (the sparse MLM head)."""
+    mlm_logits, _ = model.apply({"params": params}, batch["input_ids"], batch["token_type_ids"],
+                                batch["attention_mask"], batch["masked_positions"])
+    return np.asarray(mlm_logits[0])
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = fillmask.parser("python -m jaxbert.fill_mask").parse_args(argv)
+    md = fillmask.open_model_dir(args.model)
+    text = " ".join(args.text)
+    batch, _ = fillmask.encode(md.tokenizer, text, md.config.max_position_embeddings)
+    model, params = load_model(md)
+    logits = predict(model, params, batch)
+    print(fillmask.report(text, fillmask.top_k(logits, md.tokenizer, args.top_k), args.json))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,322 @@
+"""Pretrain BERT with JAX/Flax: `python -m jaxbert.train`, on CPU, GPU or TPU.
+
+The twin of torchbert/train.py. The heart is a pure function
+
+    train_step(state, batch, dropout_key) -> (state, metrics)
+
+jitted one of three ways (`--parallel`):
+    single   jax.jit on one device
+    pmap     jax.pmap over the local devices; the batch is reshaped to [devices, B/devices, ...]
+             and gradients are summed with lax.psum over the named axis "data"
+    sharded  jax.jit with the batch laid out over a 1-D Mesh("data") by a NamedSharding, the
+             modern path: XLA inserts the gradient all-reduce itself
+Multi-host: `--coordinator HOST:PORT --num-processes N --process-id I` calls
+jax.distributed.initialize; each process reads its own rows of every global batch.
+Everything that is not JAX (configs, data, RUNDIR, metrics, plots) is bertcore's.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from bertcore.cli import train_parser
+from bertcore.config import BertConfig, TrainConfig, weight_decay_applies
+from bertcore.errors import UserError, cli_entry
+from bertcore.run import Run, setup_run, trained_model_config
+from bertcore.schedule import make_schedule
+
+from .checkpoint import Checkpointer, key_from_list, key_to_list, latest_step
+from .model import BertForPreTraining, init_params, pretraining_loss
+
+AXIS = "data"
+
+
+def parse_args(argv: list[str] | None = None):
+    p = train_parser("python -m jaxbert.train",
+                     "Pretrain BERT (MLM + optional NSP) with JAX/Flax: jit, pmap or sharded jit.")
+    g = p.add_argument_group("jax")
+    g.add_argument("--parallel", default="auto", choices=["auto", "single", "pmap", "sharded"],
+                   help="auto = sharded when several devices exist, else single")
+    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="compute dtype (auto: bfloat16 on GPU/TPU, float32 on CPU); params fp32")
+    g.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="multi-host: address of process 0 (jax.distributed.initialize)")
+    g.add_argument("--num-processes", type=int, help="multi-host: number of processes")
+    g.add_argument("--process-id", type=int, help="multi-host: this process's index")
+    return p.parse_args(argv)
+
+
+# ---- state and optimizer --------------------------------------------------------------------
+
+class TrainState(struct.PyTreeNode):
+    """Everything that changes during training, as one pytree (checkpointed by orbax).
+    torch keeps the same three things in `model`, `optimizer` and the loop's `step`."""
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+def decay_mask(params) -> Any:
+    """True where AdamW decays: the same bertcore rule as torch, on '/'-joined Flax paths."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: weight_decay_applies("/".join(str(getattr(k, "key", k)) for k in path)),
+        params)
+
+
+def make_optimizer(cfg: TrainConfig, hidden_size: int) -> optax.GradientTransformation:
+    lr_at = make_schedule(cfg, hidden_size)
+    # optax calls the schedule with the update count (0 for the first update): the same step
+    # index torch passes to lr_at, but traced, hence xp=jnp.
+    adamw = optax.adamw(lambda count: lr_at(count, xp=jnp), b1=cfg.beta1, b2=cfg.beta2,
+                        eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask)
+    if cfg.grad_clip > 0:
+        return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adamw)
+    return adamw
+
+
+def create_state(params, tx: optax.GradientTransformation) -> TrainState:
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+# ---- one optimizer step ---------------------------------------------------------------------
+
+def train_step(state: TrainState, batch: dict, dropout_key: jax.Array, *, model, tx, cfg,
+               axis_name: str | None = None) -> tuple[TrainState, dict]:
+    """One AdamW update on a batch laid out as [grad_accum, rows, ...].
+
+    Pure: jit/pmap it. Under pmap (`axis_name`), each device holds its rows and gradients and
+    metrics are summed over devices; losses are normalised by the global number of predictions
+    either way, so every layout computes the gradient of the one global batch.
+    """
+    mlm_den = jnp.maximum(batch["masked_weights"].sum(), 1.0)
+    if axis_name:
+        mlm_den = jnp.maximum(jax.lax.psum(batch["masked_weights"].sum(), axis_name), 1.0)
+    nsp_den = float(cfg.batch_size)
+    # Dropout masks depend only on (seed, step, device): torch mirrors this by reseeding
+    # its generator from (seed, step, rank) every step.
+    key = jax.random.fold_in(dropout_key, state.step)
+    if axis_name:
+        key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+
+    def micro_step(carry, inputs):
+        grads_sum, metrics_sum = carry
+        mb, i = inputs
+
+        def loss_fn(params):
+            mlm_logits, nsp_logits = model.apply(
+                {"params": params}, mb["input_ids"], mb["token_type_ids"], mb["attention_mask"],
+                mb["masked_positions"], deterministic=not cfg.dropout,
+                rngs={"dropout": jax.random.fold_in(key, i)})
+            return pretraining_loss(mlm_logits, nsp_logits, mb, mlm_den, nsp_den, nsp=cfg.nsp)
+
+        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        add = functools.partial(jax.tree_util.tree_map, jnp.add)
+        return (add(grads_sum, grads), add(metrics_sum, metrics)), None
+
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
+    metric_zeros = {k: jnp.zeros((), jnp.float32) for k in
+                    (["mlm_loss", "mlm_accuracy", "loss"] +
+                     (["nsp_loss", "nsp_accuracy"] if cfg.nsp else []))}
+    steps = jnp.arange(batch["input_ids"].shape[0])
+    (grads, metrics), _ = jax.lax.scan(micro_step, (zeros, metric_zeros), (batch, steps))
+    if axis_name:
+        grads = jax.lax.psum(grads, axis_name)
+        metrics = jax.lax.psum(metrics, axis_name)
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+# ---- parallel layouts -----------------------------------------------------------------------
+
+def pick_parallel(name: str) -> str:
+    n = jax.device_count()
+    if name == "auto":
+        return "sharded" if n > 1 else "single"
+    return name
+
+
+class Layout:
+    """How the step is compiled and how a host numpy batch is placed on devices."""
+
+    def __init__(self, kind: str, cfg: TrainConfig, step_fn):
+        self.kind, self.cfg = kind, cfg
+        self.local_devices = jax.local_devices()
+        n_global = jax.device_count() if kind != "single" else 1
+        per_micro = cfg.batch_size // cfg.grad_accum
+        if kind != "single" and per_micro % n_global:
+            raise UserError(f"batch-size={cfg.batch_size} / grad-accum={cfg.grad_accum} = "
+                            f"{per_micro} rows is not divisible by the {n_global} devices; use a "
+                            f"batch size that is a multiple of {n_global * cfg.grad_accum}")
+        if kind == "pmap":
+            # pmap takes arrays whose leading axis is laid out one slice per local device
+            # (jax.device_put_replicated/_sharded are deprecated since JAX 0.8).
+            local_mesh = Mesh(np.array(self.local_devices), (AXIS,))
+            self.stacked = NamedSharding(local_mesh, PartitionSpec(AXIS))
+            self.fn = jax.pmap(functools.partial(step_fn, axis_name=AXIS), axis_name=AXIS,
+                               in_axes=(0, 0, None), donate_argnums=(0,))
+        elif kind == "sharded":
+            mesh = Mesh(np.array(jax.devices()), (AXIS,))
+            self.replicated = NamedSharding(mesh, PartitionSpec())
+            # Batch arrays are [grad_accum, rows, ...]: shard the rows.
+            self.rows = NamedSharding(mesh, PartitionSpec(None, AXIS))
+            self.fn = jax.jit(step_fn, donate_argnums=(0,))
+        else:
+            self.fn = jax.jit(step_fn, donate_argnums=(0,))
+
+    def put_state(self, state: TrainState) -> TrainState:
+        if self.kind == "pmap":
+            D = len(self.local_devices)
+            copies = jax.tree_util.tree_map(
+                lambda x: np.broadcast_to(np.asarray(x)[None], (D, *np.shape(x))), state)
+            return jax.device_put(copies, self.stacked)
+        if self.kind == "sharded":
+            return jax.device_put(state, self.replicated)
+        return jax.device_put(state)
+
+    def host_state(self, state: TrainState) -> TrainState:
+        """A single-copy state for checkpoints and conversion."""
+        if self.kind == "pmap":
+            return jax.tree_util.tree_map(lambda x: x[0], state)
+        return state
+
+    def put_batch(self, batch: dict[str, np.ndarray]) -> dict:
+        """This process's rows [rows, ...] -> [grad_accum, rows/grad_accum, ...] on devices."""
+        A = self.cfg.grad_accum
+        split = {k: v.reshape(A, v.shape[0] // A, *v.shape[1:]) for k, v in batch.items()}
+        if self.kind == "pmap":
+            D = len(self.local_devices)
+            # [A, rows, ...] -> [D, A, rows/D, ...]: device d gets a contiguous block of rows
+            # of every micro-batch.
+            split = {k: np.moveaxis(v.reshape(A, D, v.shape[1] // D, *v.shape[2:]), 1, 0)
+                     for k, v in split.items()}
+            return jax.device_put(split, self.stacked)
+        if self.kind == "sharded":
+            return {k: jax.make_array_from_process_local_data(self.rows, v)
+                    for k, v in split.items()}
+        return split
+
+    def metrics(self, metrics: dict) -> dict[str, float]:
+        """Device metrics -> host floats (the loop's only device->host sync, at log steps)."""
+        m = jax.device_get(metrics)
+        if self.kind == "pmap":
+            m = {k: v[0] for k, v in m.items()}   # psum made them equal on every device
+        return {k: float(v) for k, v in m.items()}
+
+
+# ---- the run --------------------------------------------------------------------------------
+
+def init_distributed(args) -> None:
+    if args.coordinator or args.num_processes:
+        if not (args.coordinator and args.num_processes and args.process_id is not None):
+            raise UserError("multi-host needs all of --coordinator, --num-processes and "
+                            "--process-id")
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+
+
+def compute_dtype(name: str):
+    if name == "auto":
+        return jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+
+
+def train(args) -> dict[str, Any]:
+    init_distributed(args)
+    rank, world = jax.process_index(), jax.process_count()
+    run: Run = setup_run(args, "jax", is_main=rank == 0)
+    cfg, mcfg = run.train_config, run.model_config
+    mcfg = trained_model_config(mcfg, cfg)
+    kind = pick_parallel(args.parallel)
+    if kind == "pmap" and jax.local_device_count() == 1:
+        run.note("note: --parallel pmap with a single device runs pmap over that one device")
+    if cfg.batch_size % (world * cfg.grad_accum):
+        raise UserError(f"batch-size={cfg.batch_size} is not divisible by {world} processes x "
+                        f"grad-accum {cfg.grad_accum}; pick a multiple of "
+                        f"{world * cfg.grad_accum}")
+
+    model = BertForPreTraining(mcfg, dtype=compute_dtype(args.dtype))
+    tx = make_optimizer(cfg, mcfg.hidden_size)
+    step_fn = functools.partial(train_step, model=model, tx=tx, cfg=cfg)
+    layout = Layout(kind, cfg, step_fn)
+
+    init_key, dropout_key = jax.random.split(jax.random.PRNGKey(cfg.seed))
+    state = create_state(init_params(mcfg, init_key), tx)
+    ckpt = Checkpointer(run.rundir, mcfg, keep=cfg.keep_checkpoints)
+    start, batch_state = 0, None
+    if args.resume:
+        if latest_step(run.rundir) is None:
+            raise UserError(f"--resume: {run.checkpoint_dir} has no checkpoint; drop --resume "
+                            f"(with --overwrite) to start the run again")
+        state, extra = ckpt.restore(state)
+        start, batch_state = int(extra["step"]), extra["batches"]
+        dropout_key = key_from_list(extra["rng"])
+        run.note(f"resumed from {run.checkpoint_dir / str(start)} at step {start}")
+    batches = run.batches(rank, world, batch_state)
+    state = layout.put_state(state)
+    lr_at = make_schedule(cfg, mcfg.hidden_size)
+
+    def checkpoint(step: int) -> None:
+        ckpt.save(step, layout.host_state(state),
+                  {"step": step, "batches": batches.state(), "rng": key_to_list(dropout_key)})
+
+    run.start(start)
+    t0 = time.perf_counter()
+    step, compile_seconds = start, None
+    metrics: dict = {}
+    last = min(cfg.steps, args.stop_after or cfg.steps)
+    for step in range(start + 1, last + 1):
+        batch = layout.put_batch(next(batches))
+        t_step = time.perf_counter()
+        state, metrics = layout.fn(state, batch, dropout_key)
+        if compile_seconds is None:
+            jax.block_until_ready(metrics)
+            compile_seconds = time.perf_counter() - t_step   # first step: compile + one run
+            run.note(f"first step (compile + run) took {compile_seconds:.1f}s")
+            run.reset_clock(step)  # throughput excludes compilation
+        if step % cfg.log_every == 0 or step == last:
+            row = layout.metrics(metrics)
+            row["learning_rate"] = float(lr_at(step - 1))
+            run.log(step, row)
+        if step % cfg.checkpoint_every == 0 or step == last:
+            run.guard(step, layout.metrics(metrics)["loss"])  # never checkpoint a diverged model
+            checkpoint(step)
+    ckpt.close()
+    seconds = time.perf_counter() - t0
+    n_params = sum(x.size for x in jax.tree_util.tree_leaves(layout.host_state(state).params))
+    summary = run.finish({"parameters": int(n_params), "parallel": kind,
+                          "devices": jax.device_count(), "backend": jax.default_backend(),
+                          "processes": world, "train_seconds": seconds,
+                          "first_step_seconds": compile_seconds, "jax_version": jax.__version__,
+                          "step_cache_size": _cache_size(layout.fn)})
+    if rank == 0:
+        print(f"done: {step} steps in {seconds:.0f}s ({kind}, {jax.device_count()} "
+              f"{jax.default_backend()} device(s)); run files in {run.rundir}/ (metrics.jsonl, "
+              f"summary.json, loss.png, checkpoints/)")
+    return summary
+
+
+def _cache_size(fn) -> int | None:
+    """How many programs the jitted step compiled (1 = no recompilation after the first step)."""
+    size = getattr(fn, "_cache_size", None)
+    return size() if callable(size) else None
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    train(parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""jaxbert.train end to end: resume, SIGKILL, pmap/sharded == single, learning, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+import twin_train_cases as cases
+from helpers import build_shards
+
+TWIN = "jax"
+
+
+@pytest.fixture
+def cache_env(tmp_path):
+    return {"TWINBERT_CACHE": str(tmp_path / "cache")}
+
+
+@pytest.mark.slow
+def test_resume_is_bit_exact(tmp_path, cache_env):
+    cases.resume_is_exact(TWIN, tmp_path, cache_env)
+
+
+@pytest.mark.slow
+def test_sigkill_right_after_checkpoint_then_resume(tmp_path, cache_env):
+    cases.sigkill_then_resume(TWIN, tmp_path, cache_env)
+
+
+@pytest.mark.slow
+def test_bad_inputs_one_line_errors(tmp_path, cache_env):
+    cases.bad_inputs(TWIN, tmp_path, cache_env)
+    corpus = cases.write_corpus(tmp_path)
+    # a global batch that the 4 devices cannot split (subprocess: 4 CPU devices)
+    env = {**cache_env, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    p = cases.train(TWIN, *cases.base_args(corpus, tmp_path / "d", "--batch-size", "6",
+                                           "--steps", "1", "--parallel", "sharded"),
+                    env=env, check=False)
+    cases.assert_one_line_error(p, "not divisible by the 4 devices")
+    # an orbax checkpoint from another config
+    run = tmp_path / "run"
+    cfg = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**cfg, "intermediate_size": 64}))
+    p = cases.train(TWIN, *cases.base_args(corpus, run, "--steps", "4", "--resume"),
+                    env=cache_env, check=False)
+    cases.assert_one_line_error(p, "another model config", "intermediate_size")
+
+
+@pytest.mark.slow
+def test_pmap_note_with_one_device(tmp_path, cache_env):
+    corpus = cases.write_corpus(tmp_path)
+    p = cases.train(TWIN, *cases.base_args(corpus, tmp_path / "r", "--steps", "2", "--parallel",
+                                           "pmap"), env=cache_env)
+    assert "pmap with a single device" in p.stdout + p.stderr
+
+
+@pytest.mark.slow
+def test_run_files_summary_and_no_recompilation(tmp_path, cache_env):
+    corpus = cases.write_corpus(tmp_path)
+    out = tmp_path / "run"
+    cases.train(TWIN, *cases.base_args(corpus, out, "--steps", "6", "--log-every", "2"),
+                env=cache_env)
+    for f in ("config.json", "train_config.json", "run.json", "metrics.jsonl", "summary.json",
+              "loss.png", "tokenizer/vocab.txt"):
+        assert (out / f).exists(), f
+    assert [r["step"] for r in cases.metrics(out)] == [2, 4, 6]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["first_step_seconds"] > 0
+    assert summary["step_cache_size"] == 1  # six steps, one compiled program
+
+
+@pytest.mark.slow
+def test_pmap_and_sharded_equal_single_device(tmp_path, cache_env):
+    """4 CPU devices (subprocess), dropout off: the same losses as one device within 1e-5."""
+    corpus = cases.write_corpus(tmp_path)
+    common = ("--steps", "5", "--no-dropout", "--batch-size", "8", "--grad-accum", "2")
+    env = {**cache_env, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    curves = {}
+    for kind in ("single", "pmap", "sharded"):
+        out = tmp_path / kind
+        cases.train(TWIN, *cases.base_args(corpus, out, *common, "--parallel", kind), env=env)
+        assert json.loads((out / "summary.json").read_text())["parallel"] == kind
+        curves[kind] = cases.metrics(out)
+    for kind in ("pmap", "sharded"):
+        for x, y in zip(curves["single"], curves[kind]):
+            for k in ("loss", "mlm_loss", "nsp_loss", "grad_norm"):
+                assert abs(x[k] - y[k]) <= 1e-5 * max(1.0, abs(x[k])), (kind, k, x[k], y[k])
+
+
+@pytest.mark.slow
+def test_learns_and_memorises_one_batch(tmp_path):
+    import functools
+
+    import jax
+
+    from bertcore.batches import BatchIterator
+    from bertcore.config import BertConfig, TrainConfig
+    from jaxbert.model import BertForPreTraining, init_params
+    from jaxbert.train import Layout, create_state, make_optimizer, train_step
+
+    shards, tok = build_shards(tmp_path, n_docs=300, vocab_size=300)
+
+    def setup(**kw):
+        cfg = TrainConfig(**{**dict(batch_size=16, seq_len=32, max_predictions=5, lr=1e-3,
+                                    warmup_steps=10, steps=300, dropout=False), **kw})
+        mcfg = BertConfig.from_preset("tiny", vocab_size=tok.vocab_size,
+                                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        tx = make_optimizer(cfg, mcfg.hidden_size)
+        layout = Layout("single", cfg, functools.partial(
+            train_step, model=BertForPreTraining(mcfg), tx=tx, cfg=cfg))
+        state = create_state(init_params(mcfg, jax.random.PRNGKey(0)), tx)
+        return cfg, layout, state, BatchIterator(shards, tok, cfg)
+
+    cfg, layout, state, it = setup()
+    key = jax.random.PRNGKey(1)
+    losses = []
+    for _ in range(cfg.steps):
+        state, m = layout.fn(state, layout.put_batch(next(it)), key)
+        losses.append(m["mlm_loss"])
+    losses = np.array(jax.device_get(losses))
+    start, end = losses[:5].mean(), losses[-20:].mean()
+    assert abs(start - np.log(tok.vocab_size)) < 0.5, start
+    assert end < start - 1.5, (start, end)
+    counts = np.bincount(np.asarray(shards.tokens), minlength=tok.vocab_size)
+    p = counts[counts > 0] / counts.sum()
+    assert end < -(p * np.log(p)).sum() - 0.1
+    assert layout.fn._cache_size() == 1  # 300 steps, one compilation
+
+    cfg, layout, state, it = setup(schedule="constant", warmup_steps=1)
+    batch = layout.put_batch(next(it))
+    for _ in range(200):
+        state, m = layout.fn(state, batch, key)
+    assert float(m["mlm_accuracy"]) > 0.95, float(m["mlm_accuracy"])
