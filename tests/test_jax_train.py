@@ -12,8 +12,9 @@ TWIN = "jax"
 
 
 @pytest.fixture
-def cache_env(tmp_path):
-    return {"TWINBERT_CACHE": str(tmp_path / "cache")}
+def cache_env(tmp_path, jax_compilation_cache):
+    return {"TWINBERT_CACHE": str(tmp_path / "cache"),
+            "JAX_COMPILATION_CACHE_DIR": jax_compilation_cache}
 
 
 @pytest.mark.slow

@@ -16,8 +16,9 @@ TWIN = "torch"
 
 
 @pytest.fixture
-def cache_env(tmp_path):
-    return {"TWINBERT_CACHE": str(tmp_path / "cache")}
+def cache_env(tmp_path, jax_compilation_cache):
+    return {"TWINBERT_CACHE": str(tmp_path / "cache"),
+            "JAX_COMPILATION_CACHE_DIR": jax_compilation_cache}
 
 
 @pytest.mark.slow
