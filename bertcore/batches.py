@@ -38,8 +38,8 @@ def step_seed(seed: int, step: int, rank: int = 0) -> int:
     torchbert reseeds its generator with it every step, the torch mirror of jaxbert's
     `fold_in(key, step)`: dropout depends only on (seed, step, rank), so a resumed run draws
     the same masks with no RNG state to save."""
-    return int(np.random.SeedSequence([seed, _DROPOUT, step, rank]).generate_state(2, np.uint32)
-               .astype(np.uint64) @ np.array([1 << 31, 1], dtype=np.uint64))
+    return int(np.random.SeedSequence([seed, _DROPOUT, step, rank])
+               .generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 class BatchIterator(Iterator[dict]):

@@ -309,12 +309,20 @@ def plot_metrics(metrics_path: Path, png: Path, title: str = "") -> Path | None:
 # ---- set-up ---------------------------------------------------------------------------------
 
 def setup_run(args: Any, framework: str, is_main: bool = True) -> Run:
-    """Resolve configs and data and prepare RUNDIR (only the main process writes)."""
+    """Resolve configs and data and prepare RUNDIR. Data-parallel jobs call it on the main
+    process first and on the others after a barrier (they only read what it wrote)."""
     rundir = Path(args.out or f"runs/{framework}bert-{args.preset}")
     info_file = rundir / "run.json"
     progress = not getattr(args, "no_progress", False)
-    log = print if is_main else (lambda *a, **k: None)
 
+    if not is_main:
+        # Another data-parallel process: the main one has already set RUNDIR up (it runs
+        # first, behind a barrier), so read what it wrote instead of checking again.
+        info = json.loads(info_file.read_text())
+        tok = load_tokenizer(rundir / "tokenizer")
+        return Run(rundir, framework, BertConfig.from_json_file(rundir / "config.json"),
+                   TrainConfig.from_json_file(rundir / "train_config.json"), tok,
+                   Shards(info["data"], tok), args.resume, is_main=False, progress=progress)
     if args.resume:
         if not info_file.is_file():
             raise UserError(f"--resume: {rundir} holds no run to resume (no run.json); drop "
@@ -341,7 +349,7 @@ def setup_run(args: Any, framework: str, is_main: bool = True) -> Run:
             # The cached shards were cleared: rebuild them from the run's corpus.
             args.data, args.tokenizer, args.corpus = None, str(rundir / "tokenizer"), \
                 info.get("corpus", "builtin")
-            tok, shards = resolve_data(args, progress, log)
+            tok, shards = resolve_data(args, progress)
         else:
             shards = Shards(data, tok)
     else:
@@ -350,9 +358,8 @@ def setup_run(args: Any, framework: str, is_main: bool = True) -> Run:
                 what = "another run" if info_file.is_file() else "files"
                 raise UserError(f"{rundir} already holds {what}; pass --resume to continue it, "
                                 f"--overwrite to start over, or choose another --out")
-            if is_main:
-                shutil.rmtree(rundir)
-        tok, shards = resolve_data(args, progress, log)
+            shutil.rmtree(rundir)
+        tok, shards = resolve_data(args, progress)
         model_config = model_config_from_args(args, tok.vocab_size)
         train_config = train_config_from_args(args)
         info = {"framework": framework, "data": str(shards.path.resolve()),
@@ -363,12 +370,11 @@ def setup_run(args: Any, framework: str, is_main: bool = True) -> Run:
                         f"tokenizer's {tok.vocab_size}; use the tokenizer the model was made for")
     train_config.validate(model_config)
 
-    if is_main:
-        rundir.mkdir(parents=True, exist_ok=True)
-        model_config.to_json_file(rundir / "config.json")
-        train_config.to_json_file(rundir / "train_config.json")
-        if not (rundir / "tokenizer").exists():
-            tok.save(rundir / "tokenizer")
-        write_text_atomic(info_file, json.dumps(info, indent=2) + "\n")
+    rundir.mkdir(parents=True, exist_ok=True)
+    model_config.to_json_file(rundir / "config.json")
+    train_config.to_json_file(rundir / "train_config.json")
+    if not (rundir / "tokenizer").exists():
+        tok.save(rundir / "tokenizer")
+    write_text_atomic(info_file, json.dumps(info, indent=2) + "\n")
     return Run(rundir, framework, model_config, train_config, tok, shards, args.resume,
-               is_main=is_main, progress=progress)
+               progress=progress)

@@ -1,7 +1,7 @@
 """Learning-rate schedules as plain functions of the step.
 
-Each schedule takes an `xp` argument, the array module to compute with: `math`-like numpy for
-torch (a Python float per step, fed to `LambdaLR`-style updates) and `jax.numpy` for jaxbert,
+Each schedule takes an `xp` argument, the array module to compute with: numpy for torch (a
+Python float per step, written into the optimizer's param groups) and `jax.numpy` for jaxbert,
 where the step is a traced integer inside `jit` and optax calls the same function. One formula,
 both twins.
 

@@ -1,7 +1,8 @@
 """Pretokenized corpora: tokenize once, memory-map at train time (nanoGPT's uint16 memmap idea).
 
 A data directory holds
-    tokens.bin      every sentence's token ids back to back (uint16 if vocab < 65536, else uint32)
+    tokens.bin      every sentence's token ids back to back (uint16 for vocabularies of at most 65536
+                    ids, else uint32)
     sent_lens.bin   uint32, tokens per sentence
     doc_sents.bin   uint32, sentences per document
     meta.json       format, tokenizer fingerprint, vocab size, dtype, counts, source
@@ -14,7 +15,6 @@ the corpus. The directory is written under a temporary name and renamed when com
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,5 +167,8 @@ def dir_is_prepared(path: str | Path) -> bool:
 
 
 def cache_root() -> Path:
-    """Where built tokenizers and shards are cached (TWINBERT_CACHE, else ~/.cache/twinbert)."""
-    return Path(os.environ.get("TWINBERT_CACHE", Path.home() / ".cache" / "twinbert"))
+    """Where built tokenizers, shards and downloads are cached: $TWINBERT_CACHE, else
+    $XDG_CACHE_HOME/twinbert, else ~/.cache/twinbert (one root for everything)."""
+    from .corpus import default_cache_dir
+
+    return default_cache_dir()

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bertcore.cli import train_parser
@@ -245,7 +246,12 @@ def train(args) -> dict[str, Any]:
     enable_compilation_cache()
     init_distributed(args)
     rank, world = jax.process_index(), jax.process_count()
+    # Process 0 builds the tokenizer, the shards and RUNDIR first; the others then find them.
+    if rank != 0:
+        multihost_utils.sync_global_devices("twinbert: data ready")
     run: Run = setup_run(args, "jax", is_main=rank == 0)
+    if rank == 0 and world > 1:
+        multihost_utils.sync_global_devices("twinbert: data ready")
     cfg, mcfg = run.train_config, run.model_config
     mcfg = trained_model_config(mcfg, cfg)
     kind = pick_parallel(args.parallel)

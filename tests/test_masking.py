@@ -48,6 +48,17 @@ def test_masking_statistics_over_a_million_tokens(data):
     assert abs(n_same / selected - 0.1) < 0.01
     assert abs(n_random / selected - 0.1) < 0.01
     labels = np.concatenate(labels)
+    assert abs(labels.mean() - 0.5) < 0.05, labels.mean()  # a few thousand rows: loose
+
+
+def test_nsp_labels_are_balanced(data):
+    """50% +/- 1% random next segments, over >= 80k instances (sigma ~0.002)."""
+    shards, _ = data
+    labels = np.concatenate([
+        create_instances(shards.sent_offsets, shards.doc_offsets, 128,
+                         np.random.default_rng([3, epoch]), nsp=True)[:, 4]
+        for epoch in range(40)])
+    assert len(labels) >= 80_000
     assert abs(labels.mean() - 0.5) < 0.01, labels.mean()
 
 

@@ -76,8 +76,8 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
 def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     """Global grad norm, and scale by max_norm / norm when above it.
 
-    Written out (instead of `clip_grad_norm_`, which adds 1e-6 to the norm) so it is exactly
-    `optax.clip_by_global_norm`, the JAX twin's clipping."""
+    Written out (instead of `clip_grad_norm_`, which adds 1e-6 to the norm) so it follows the
+    rule of `optax.clip_by_global_norm`, the JAX twin's clipping (equal up to float rounding)."""
     grads = [p.grad for p in params if p.grad is not None]
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
     if max_norm > 0:
@@ -146,9 +146,12 @@ def train(args) -> dict[str, Any]:
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
         torch.cuda.set_device(device)
+    # Rank 0 builds the tokenizer, the shards and RUNDIR first; the others then find them.
+    if rank != 0:
+        dist.barrier()
     run: Run = setup_run(args, "torch", is_main=rank == 0)
-    if world > 1:
-        dist.barrier()  # rank 0 has built the tokenizer/shards and RUNDIR
+    if rank == 0 and world > 1:
+        dist.barrier()
     cfg, mcfg = run.train_config, run.model_config
     if cfg.batch_size % (world * cfg.grad_accum):
         raise UserError(f"batch-size={cfg.batch_size} is not divisible by world size {world} x "
