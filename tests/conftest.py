@@ -1,5 +1,13 @@
+import os
 import sys
 from pathlib import Path
+
+# One compute thread per test process (torch/OpenMP, MKL), set before torch is imported and
+# inherited by the CLI subprocesses: `pytest -n 2` on 2 cores would otherwise run 4 spinning
+# OpenMP threads on 2 cores, which slows torch down several-fold (measured: 2.6 s vs 0.4 s per
+# step for tiny at B=32, L=64 while another process held a core).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import pytest
 

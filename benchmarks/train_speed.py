@@ -1,0 +1,307 @@
+"""Training throughput of both twins and their Hugging Face peers, side by side, in one run.
+
+    python -m benchmarks.train_speed [--preset mini] [--batch-size 32] [--seq-len 128]
+                                     [--steps 20] [--warmup 3] [--threads N]
+                                     [--only torchbert,jaxbert,hf-torch,hf-flax]
+
+Every contender trains on the *same* config and the *same* bertcore batches (the built-in corpus,
+cached), fp32, dropout as configured (on by default, as in pretraining), in its own subprocess
+so peak memory (ru_maxrss) is its own. Reported: tokens/s (B x L positions per second, median
+over the timed steps), milliseconds per step, the first step (compilation and warm-up, excluded
+from the median), peak RSS, and each twin's ratio to its framework's peer.
+
+Peers:
+  hf-torch  transformers.BertForPreTraining (PyTorch, SDPA attention, dense MLM head over all
+            L positions, labels -100 elsewhere), torch.optim.AdamW, clip_grad_norm_(1.0): what
+            the HF Trainer runs.
+  hf-flax   transformers.FlaxBertForPreTraining with an optax.adamw jitted train step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+CONTENDERS = ("torchbert", "jaxbert", "hf-torch", "hf-flax")
+PEER = {"torchbert": "hf-torch", "jaxbert": "hf-flax"}
+
+
+def make_batches(args) -> tuple[list[dict[str, np.ndarray]], int]:
+    """The benchmark's batches (identical for every contender) and the vocabulary size."""
+    from bertcore.cli import train_parser
+    from bertcore.config import TrainConfig
+    from bertcore.batches import BatchIterator
+    from bertcore.run import resolve_data
+
+    ns = train_parser("bench", "").parse_args(["--corpus", args.corpus])
+    tok, shards = resolve_data(ns, progress=False, log=lambda *a, **k: None)
+    cfg = TrainConfig(batch_size=args.batch_size, seq_len=args.seq_len,
+                      max_predictions=args.max_predictions, seed=0)
+    it = BatchIterator(shards, tok, cfg)
+    return [next(it) for _ in range(args.warmup + args.steps)], tok.vocab_size
+
+
+def model_config(args, vocab: int):
+    from bertcore.config import BertConfig
+
+    return BertConfig.from_preset(args.preset, vocab_size=vocab,
+                                  max_position_embeddings=max(512, args.seq_len))
+
+
+def train_config(args):
+    from bertcore.config import TrainConfig
+
+    return TrainConfig(batch_size=args.batch_size, seq_len=args.seq_len,
+                       max_predictions=args.max_predictions, lr=1e-4, warmup_steps=10,
+                       steps=10_000)
+
+
+# ---- one step function per contender (each returns a callable(batch) that blocks) -----------
+
+def setup_torchbert(args, vocab) -> Callable:
+    import torch
+
+    from torchbert.model import BertForPreTraining
+    from torchbert.train import make_optimizer, train_step
+
+    cfg = train_config(args)
+    torch.manual_seed(0)
+    model = BertForPreTraining(model_config(args, vocab))
+    opt = make_optimizer(model, cfg, torch.device("cpu"))
+    model.train()
+    return lambda b: float(train_step(model, opt, b, 1e-4, cfg, torch.device("cpu"), 1)["loss"])
+
+
+def setup_hf_torch(args, vocab) -> Callable:
+    import torch
+    import transformers
+
+    c = model_config(args, vocab)
+    torch.manual_seed(0)
+    model = transformers.BertForPreTraining(transformers.BertConfig(**{
+        k: v for k, v in c.to_dict().items() if k != "layer_norm_position"}))
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+
+    def step(b):
+        ids = torch.from_numpy(b["input_ids"]).long()
+        labels = torch.full_like(ids, -100)
+        rows = torch.arange(ids.shape[0])[:, None].expand_as(torch.from_numpy(b["masked_ids"]))
+        pos = torch.from_numpy(b["masked_positions"]).long()
+        w = torch.from_numpy(b["masked_weights"]) > 0
+        labels[rows[w], pos[w]] = torch.from_numpy(b["masked_ids"]).long()[w]
+        out = model(input_ids=ids, token_type_ids=torch.from_numpy(b["token_type_ids"]).long(),
+                    attention_mask=torch.from_numpy(b["attention_mask"]).long(), labels=labels,
+                    next_sentence_label=torch.from_numpy(b["next_sentence_label"]).long())
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(out.loss)
+
+    return step
+
+
+def setup_jaxbert(args, vocab) -> Callable:
+    import functools
+
+    import jax
+
+    from jaxbert.model import BertForPreTraining, init_params
+    from jaxbert.train import Layout, create_state, enable_compilation_cache, make_optimizer, \
+        train_step
+
+    enable_compilation_cache()
+    cfg, mcfg = train_config(args), model_config(args, vocab)
+    tx = make_optimizer(cfg, mcfg.hidden_size)
+    layout = Layout("single", cfg, functools.partial(
+        train_step, model=BertForPreTraining(mcfg), tx=tx, cfg=cfg))
+    box = [create_state(init_params(mcfg, jax.random.PRNGKey(0)), tx)]
+    key = jax.random.PRNGKey(1)
+
+    def step(b):
+        box[0], m = layout.fn(box[0], layout.put_batch(b), key)
+        return float(m["loss"])
+
+    return step
+
+
+def setup_hf_flax(args, vocab) -> Callable:
+    import jax
+    import jax.numpy as jnp
+    import optax
+    import transformers
+
+    c = model_config(args, vocab)
+    model = transformers.FlaxBertForPreTraining(transformers.BertConfig(**{
+        k: v for k, v in c.to_dict().items() if k != "layer_norm_position"}), seed=0)
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4, weight_decay=0.01))
+    params = model.params
+    opt_state = tx.init(params)
+
+    def loss_fn(params, b, key):
+        out = model(b["input_ids"], b["attention_mask"], b["token_type_ids"], params=params,
+                    dropout_rng=key, train=True)
+        logits = out.prediction_logits                                   # (B, L, V): dense
+        rows = jnp.arange(logits.shape[0])[:, None]
+        picked = logits[rows, b["masked_positions"]]
+        ce = optax.softmax_cross_entropy_with_integer_labels(picked, b["masked_ids"])
+        w = b["masked_weights"]
+        mlm = (ce * w).sum() / jnp.maximum(w.sum(), 1.0)
+        nsp = optax.softmax_cross_entropy_with_integer_labels(
+            out.seq_relationship_logits, b["next_sentence_label"]).mean()
+        return mlm + nsp
+
+    @jax.jit
+    def train_step(params, opt_state, b, key):
+        loss, grads = jax.value_and_grad(loss_fn)(params, b, key)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    box = [params, opt_state, jax.random.PRNGKey(1)]
+
+    def step(b):
+        box[2], sub = jax.random.split(box[2])
+        box[0], box[1], loss = train_step(box[0], box[1], b, sub)
+        return float(loss)
+
+    return step
+
+
+SETUPS = {"torchbert": setup_torchbert, "jaxbert": setup_jaxbert, "hf-torch": setup_hf_torch,
+          "hf-flax": setup_hf_flax}
+
+
+def worker(args) -> dict[str, Any]:
+    """Run in a subprocess: time one contender, return its figures."""
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    batches, vocab = make_batches(args)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        step = SETUPS[args.worker](args, vocab)
+        t0 = time.perf_counter()
+        for b in batches[:args.warmup]:
+            loss0 = step(b)
+        first = time.perf_counter() - t0
+        times = []
+        for b in batches[args.warmup:]:
+            t0 = time.perf_counter()
+            loss = step(b)   # float(...) blocks until the step is done, in every framework
+            times.append(time.perf_counter() - t0)
+    except MemoryError:
+        return {"error": f"out of memory at batch {args.batch_size} x seq-len {args.seq_len} "
+                         f"({args.preset}); lower --batch-size or --seq-len"}
+    except RuntimeError as e:
+        if "memory" in str(e).lower():
+            return {"error": f"out of memory at batch {args.batch_size} x seq-len "
+                             f"{args.seq_len} ({args.preset}); lower --batch-size or --seq-len"}
+        raise
+    med = float(np.median(times))
+    return {"contender": args.worker, "tokens_per_second": args.batch_size * args.seq_len / med,
+            "ms_per_step": med * 1e3, "warmup_seconds": first, "first_loss": loss0,
+            "last_loss": loss,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "data_rss_mb": rss_before / 1024}
+
+
+def versions() -> str:
+    out = [f"python {platform.python_version()}"]
+    for mod in ("torch", "jax", "flax", "optax", "transformers"):
+        try:
+            out.append(f"{mod} {__import__(mod).__version__}")
+        except ImportError:
+            pass
+    return ", ".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bertcore.config import PRESETS
+    from bertcore.errors import UserError, cli_entry
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.train_speed", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="mini", help=f"one of {', '.join(PRESETS)}")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--max-predictions", type=int, default=20)
+    p.add_argument("--steps", type=int, default=20, help="timed steps (median reported)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed first steps (compilation)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
+    p.add_argument("--corpus", default="builtin")
+    p.add_argument("--only", default=",".join(CONTENDERS),
+                   help=f"comma-separated subset of {', '.join(CONTENDERS)}")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    @cli_entry
+    def run() -> int:
+        if args.preset not in PRESETS:
+            raise UserError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
+        names = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in names if n not in CONTENDERS]
+        if unknown:
+            raise UserError(f"unknown contender(s) {', '.join(unknown)}; choose from "
+                            f"{', '.join(CONTENDERS)}")
+        if args.worker:
+            print(json.dumps(worker(args)))
+            return 0
+        make_batches(args)  # build and cache tokenizer + shards once, before the workers
+        results = []
+        for name in names:
+            cmd = [sys.executable, "-m", "benchmarks.train_speed", *(argv or sys.argv[1:]),
+                   "--worker", name]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+            if proc.returncode or not lines:
+                tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+                results.append({"contender": name, "error": tail})
+            else:
+                results.append({"contender": name, **json.loads(lines[-1])})
+            print(f"  measured {name}", file=sys.stderr)
+        report(args, results)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        return 0
+
+    return run()
+
+
+def report(args, results: list[dict]) -> None:
+    by = {r["contender"]: r for r in results}
+    print(f"\n### train_speed: {args.preset}, B={args.batch_size}, L={args.seq_len}, "
+          f"P={args.max_predictions}, fp32, dropout on, CPU threads "
+          f"{args.threads or os.cpu_count()}\n")
+    print(f"{time.strftime('%Y-%m-%d')}, {platform.machine()} {os.cpu_count()} cores, "
+          f"{versions()}\n")
+    print("| contender | tokens/s | ms/step | first steps (s) | peak RSS (MB) | vs peer |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in results:
+        if "error" in r:
+            print(f"| {r['contender']} | error: {r['error']} | | | | |")
+            continue
+        peer = by.get(PEER.get(r["contender"], ""), {})
+        ratio = (f"{r['tokens_per_second'] / peer['tokens_per_second']:.2f}x tokens/s, "
+                 f"{r['peak_rss_mb'] / peer['peak_rss_mb']:.2f}x RSS"
+                 if "tokens_per_second" in peer else "")
+        print(f"| {r['contender']} | {r['tokens_per_second']:,.0f} | {r['ms_per_step']:,.0f} | "
+              f"{r['warmup_seconds']:.1f} | {r['peak_rss_mb']:,.0f} | {ratio} |")
+    print(f"\ncommand: python -m benchmarks.train_speed --preset {args.preset} --batch-size "
+          f"{args.batch_size} --seq-len {args.seq_len} --steps {args.steps}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
