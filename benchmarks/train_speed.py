@@ -54,7 +54,9 @@ def make_batches(args) -> tuple[list[dict[str, np.ndarray]], int]:
 def model_config(args, vocab: int):
     from bertcore.config import BertConfig
 
-    return BertConfig.from_preset(args.preset, vocab_size=vocab,
+    # The batches' ids come from the built-in corpus's tokenizer (8192 entries); the model's
+    # vocabulary is --vocab-size (BERT's 30522 by default), which is what the cost depends on.
+    return BertConfig.from_preset(args.preset, vocab_size=max(vocab, args.vocab_size),
                                   max_position_embeddings=max(512, args.seq_len))
 
 
@@ -237,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--max-predictions", type=int, default=20)
+    p.add_argument("--vocab-size", type=int, default=30522,
+                   help="model vocabulary (default: BERT's 30522; the dense MLM head of the HF "
+                        "peers costs B x L x V, the twins' sparse head B x P x V)")
     p.add_argument("--steps", type=int, default=20, help="timed steps (median reported)")
     p.add_argument("--warmup", type=int, default=3, help="untimed first steps (compilation)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
@@ -282,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(args, results: list[dict]) -> None:
     by = {r["contender"]: r for r in results}
-    print(f"\n### train_speed: {args.preset}, B={args.batch_size}, L={args.seq_len}, "
-          f"P={args.max_predictions}, fp32, dropout on, CPU threads "
+    print(f"\n### train_speed: {args.preset}, V={args.vocab_size}, B={args.batch_size}, "
+          f"L={args.seq_len}, P={args.max_predictions}, fp32, dropout on, CPU threads "
           f"{args.threads or os.cpu_count()}\n")
     print(f"{time.strftime('%Y-%m-%d')}, {platform.machine()} {os.cpu_count()} cores, "
           f"{versions()}\n")
@@ -299,8 +304,9 @@ def report(args, results: list[dict]) -> None:
                  if "tokens_per_second" in peer else "")
         print(f"| {r['contender']} | {r['tokens_per_second']:,.0f} | {r['ms_per_step']:,.0f} | "
               f"{r['warmup_seconds']:.1f} | {r['peak_rss_mb']:,.0f} | {ratio} |")
-    print(f"\ncommand: python -m benchmarks.train_speed --preset {args.preset} --batch-size "
-          f"{args.batch_size} --seq-len {args.seq_len} --steps {args.steps}")
+    print(f"\ncommand: python -m benchmarks.train_speed --preset {args.preset} --vocab-size "
+          f"{args.vocab_size} --batch-size {args.batch_size} --seq-len {args.seq_len} --steps "
+          f"{args.steps}" + (f" --threads {args.threads}" if args.threads else ""))
 
 
 if __name__ == "__main__":
