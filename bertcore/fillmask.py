@@ -69,8 +69,8 @@ def encode(tok: WordPiece, text: str, max_len: int) -> tuple[dict[str, np.ndarra
     ids_arr = np.asarray([ids], dtype=np.int32)
     positions = np.flatnonzero(ids_arr[0] == tok.mask_id)
     if len(positions) == 0:
-        raise UserError(f"the text has no [MASK] token; write [MASK] where a word should be "
-                        f"predicted, e.g. \"the movie was [MASK] .\"")
+        raise UserError("the text has no [MASK] token; write [MASK] where a word should be "
+                        "predicted, e.g. \"the movie was [MASK] .\"")
     batch = {"input_ids": ids_arr, "token_type_ids": np.zeros_like(ids_arr),
              "attention_mask": np.ones_like(ids_arr),
              "masked_positions": positions[None].astype(np.int32)}

@@ -21,7 +21,6 @@ V vocabulary.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import numpy as np
 
 from bertcore.config import BertConfig
 from bertcore.errors import UserError
+from bertcore.hf import read_safetensors, safetensors_files
 
 Dtype = Any
 log = logging.getLogger(__name__)
@@ -361,32 +361,18 @@ def from_pretrained(path: str | Path, output_loading_info: bool = False,
     initialised from `rng` and logged. Params are fp32; `dtype` is the compute dtype.
     (No pytorch_model.bin here: unpickling it needs torch; convert it to safetensors.)
     """
-    from safetensors.numpy import load_file
-
     from parity.convert import HEAD_PREFIXES, flatten, hf_to_flax, param_table, unflatten
 
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"{path} is not a directory; pass a Hugging Face BERT directory")
     config = BertConfig.from_json_file(path / "config.json").replace(**config_overrides)
-    files = [path / "model.safetensors"]
-    index = path / "model.safetensors.index.json"
-    if not files[0].is_file() and index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise UserError(f"{index} is unreadable ({e}); re-download or re-save the model")
-        files = [path / name for name in sorted(set(weight_map.values()))]
-    if not all(f.is_file() for f in files):
+    files = safetensors_files(path)
+    if not files:
         hint = (" (it has pytorch_model.bin: convert it to safetensors, e.g. load and re-save "
                 "it with torchbert)" if (path / "pytorch_model.bin").is_file() else "")
         raise UserError(f"{path} has no model.safetensors{hint}")
-    state: dict[str, np.ndarray] = {}
-    for f in files:
-        try:
-            state.update(load_file(str(f)))
-        except Exception as e:  # safetensors raises its own error type for corrupt files
-            raise UserError(f"{f} is not a readable safetensors file ({e}); re-save it")
+    state = read_safetensors(files)
     state = {k: v.astype(np.float32) for k, v in state.items()}
     loaded = flatten(hf_to_flax(state, config, missing_ok=HEAD_PREFIXES))
     hf_name = {"/".join(p.flax_path): p.hf_name for p in param_table(config)}

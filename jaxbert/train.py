@@ -32,7 +32,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bertcore.cli import train_parser
-from bertcore.config import BertConfig, TrainConfig, weight_decay_applies
+from bertcore.config import TrainConfig, weight_decay_applies
 from bertcore.errors import UserError, cli_entry
 from bertcore.run import Run, setup_run, trained_model_config
 from bertcore.schedule import make_schedule

@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from helpers import ROOT, assert_one_line_error, run_cli, synthetic_documents
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from bertcore.config import BertConfig
 from bertcore.errors import UserError
+from bertcore.hf import read_safetensors, safetensors_files
 
 logger = logging.getLogger(__name__)
 
@@ -393,24 +394,10 @@ class BertForPreTraining(nn.Module):
 
 def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], Path]:
     """Tensors of a HF directory: model.safetensors, its sharded index, or pytorch_model.bin."""
-    from safetensors.torch import load_file
-
-    files = [path / "model.safetensors"]
-    index = path / "model.safetensors.index.json"
-    if not files[0].is_file() and index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise UserError(f"{index} is unreadable ({e}); re-download or re-save the model")
-        files = [path / name for name in sorted(set(weight_map.values()))]
-    if all(f.is_file() for f in files):
-        state: dict[str, torch.Tensor] = {}
-        for f in files:
-            try:
-                state.update(load_file(str(f), device="cpu"))
-            except Exception as e:  # safetensors raises its own error type for corrupt files
-                raise UserError(f"{f} is not a readable safetensors file ({e}); re-save it")
-        return state, files[0] if len(files) == 1 else index
+    files = safetensors_files(path)
+    if files:
+        state = {k: torch.from_numpy(v) for k, v in read_safetensors(files).items()}
+        return state, files[0] if len(files) == 1 else path / "model.safetensors.index.json"
     binary = path / "pytorch_model.bin"
     if binary.is_file():
         try:
