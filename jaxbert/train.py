@@ -225,6 +225,9 @@ def init_distributed(args) -> None:
         if not (args.coordinator and args.num_processes and args.process_id is not None):
             raise UserError("multi-host needs all of --coordinator, --num-processes and "
                             "--process-id")
+        # CPU processes need a collectives backend of their own (GPU/TPU ignore this flag),
+        # so the multi-host path runs, and is tested, on plain CPUs too.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
 
 

@@ -88,6 +88,43 @@ def test_pmap_and_sharded_equal_single_device(tmp_path, cache_env):
 
 
 @pytest.mark.slow
+def test_multi_host_two_processes_equal_one_process(tmp_path, cache_env):
+    """jax.distributed with 2 CPU processes (gloo) on localhost, each reading its own rows of
+    every global batch, sharded over the 2 global devices: the same losses as one process."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    corpus = cases.write_corpus(tmp_path)
+    common = ("--steps", "3", "--no-dropout", "--batch-size", "8")
+    cases.train(TWIN, *cases.base_args(corpus, tmp_path / "one", *common), env=cache_env)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **cache_env}
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "jaxbert.train", *cases.base_args(corpus, tmp_path / "two", *common),
+         "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=500)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][-2000:]
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["processes"] == 2
+    a, b = cases.metrics(tmp_path / "one"), cases.metrics(tmp_path / "two")
+    assert len(a) == len(b) == 3
+    for x, y in zip(a, b):
+        for k in ("loss", "mlm_loss", "nsp_loss", "grad_norm"):
+            assert abs(x[k] - y[k]) <= 1e-5 * max(1.0, abs(x[k])), (k, x[k], y[k])
+
+
+@pytest.mark.slow
 def test_learns_and_memorises_one_batch(tmp_path):
     import functools
 
