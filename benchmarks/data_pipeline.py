@@ -21,7 +21,7 @@ import numpy as np
 from bertcore.batches import BatchIterator
 from bertcore.config import TrainConfig
 from bertcore.corpus import iter_documents
-from bertcore.errors import cli_entry
+from bertcore.errors import UserError, cli_entry
 from bertcore.shards import Shards, prepare
 from bertcore.tokenizer import train_tokenizer
 
@@ -39,7 +39,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--whole-word-mask", action="store_true")
     p.add_argument("--consumption", type=float, default=None,
                    help="tokens/s the fastest twin trains at, to report supply/demand")
+    p.add_argument("--train-speed-json", metavar="FILE",
+                   help="results of `python -m benchmarks.train_speed --json FILE`: takes the "
+                        "fastest twin's tokens/s as --consumption")
     args = p.parse_args(argv)
+    if args.train_speed_json:
+        import json
+
+        try:
+            rows = json.loads(Path(args.train_speed_json).read_text())
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot read {args.train_speed_json} ({e}); write it with "
+                            f"python -m benchmarks.train_speed --json FILE")
+        twins = [r["tokens_per_second"] for r in rows
+                 if r.get("contender") in ("torchbert", "jaxbert") and "tokens_per_second" in r]
+        if not twins:
+            raise UserError(f"{args.train_speed_json} has no torchbert/jaxbert figures")
+        args.consumption = max(twins)
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
