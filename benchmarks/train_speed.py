@@ -69,6 +69,8 @@ def train_config(args):
 
 
 # ---- one step function per contender (each returns a callable(batch) that blocks) -----------
+# `args.device` ("cpu" unless set: "cuda" from benchmarks.gpu, bf16 autocast for the torch ones)
+# and `args.dtype` ("float32" unless set: the jax compute dtype) default to this CPU benchmark.
 
 def setup_torchbert(args, vocab) -> Callable:
     import torch
@@ -77,11 +79,12 @@ def setup_torchbert(args, vocab) -> Callable:
     from torchbert.train import make_optimizer, train_step
 
     cfg = train_config(args)
+    device = torch.device(getattr(args, "device", "cpu"))  # train_step autocasts bf16 on cuda
     torch.manual_seed(0)
-    model = BertForPreTraining(model_config(args, vocab))
-    opt = make_optimizer(model, cfg, torch.device("cpu"))
+    model = BertForPreTraining(model_config(args, vocab)).to(device)
+    opt = make_optimizer(model, cfg, device)
     model.train()
-    return lambda b: float(train_step(model, opt, b, 1e-4, cfg, torch.device("cpu"), 1)["loss"])
+    return lambda b: float(train_step(model, opt, b, 1e-4, cfg, device, 1)["loss"])
 
 
 def setup_hf_torch(args, vocab) -> Callable:
@@ -89,9 +92,11 @@ def setup_hf_torch(args, vocab) -> Callable:
     import transformers
 
     c = model_config(args, vocab)
+    device = torch.device(getattr(args, "device", "cpu"))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     torch.manual_seed(0)
     model = transformers.BertForPreTraining(transformers.BertConfig(**{
-        k: v for k, v in c.to_dict().items() if k != "layer_norm_position"}))
+        k: v for k, v in c.to_dict().items() if k != "layer_norm_position"})).to(device)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
 
@@ -102,9 +107,10 @@ def setup_hf_torch(args, vocab) -> Callable:
         pos = torch.from_numpy(b["masked_positions"]).long()
         w = torch.from_numpy(b["masked_weights"]) > 0
         labels[rows[w], pos[w]] = torch.from_numpy(b["masked_ids"]).long()[w]
-        out = model(input_ids=ids, token_type_ids=torch.from_numpy(b["token_type_ids"]).long(),
-                    attention_mask=torch.from_numpy(b["attention_mask"]).long(), labels=labels,
-                    next_sentence_label=torch.from_numpy(b["next_sentence_label"]).long())
+        with autocast:
+            out = model(input_ids=ids.to(device), labels=labels.to(device), **{
+                k: torch.from_numpy(b[k]).long().to(device)
+                for k in ("token_type_ids", "attention_mask", "next_sentence_label")})
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -120,14 +126,14 @@ def setup_jaxbert(args, vocab) -> Callable:
     import jax
 
     from jaxbert.model import BertForPreTraining, init_params
-    from jaxbert.train import Layout, create_state, enable_compilation_cache, make_optimizer, \
-        train_step
+    from jaxbert.train import Layout, compute_dtype, create_state, enable_compilation_cache, \
+        make_optimizer, train_step
 
     enable_compilation_cache()
     cfg, mcfg = train_config(args), model_config(args, vocab)
     tx = make_optimizer(cfg, mcfg.hidden_size)
-    layout = Layout("single", cfg, functools.partial(
-        train_step, model=BertForPreTraining(mcfg), tx=tx, cfg=cfg))
+    model = BertForPreTraining(mcfg, dtype=compute_dtype(getattr(args, "dtype", "float32")))
+    layout = Layout("single", cfg, functools.partial(train_step, model=model, tx=tx, cfg=cfg))
     box = [create_state(init_params(mcfg, jax.random.PRNGKey(0)), tx)]
     key = jax.random.PRNGKey(1)
 
@@ -144,9 +150,12 @@ def setup_hf_flax(args, vocab) -> Callable:
     import optax
     import transformers
 
+    from jaxbert.train import compute_dtype
+
     c = model_config(args, vocab)
     model = transformers.FlaxBertForPreTraining(transformers.BertConfig(**{
-        k: v for k, v in c.to_dict().items() if k != "layer_norm_position"}), seed=0)
+        k: v for k, v in c.to_dict().items() if k != "layer_norm_position"}), seed=0,
+        dtype=compute_dtype(getattr(args, "dtype", "float32")))
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4, weight_decay=0.01))
     params = model.params
     opt_state = tx.init(params)
@@ -219,6 +228,20 @@ def worker(args) -> dict[str, Any]:
             "data_rss_mb": rss_before / 1024}
 
 
+def run_worker(name: str, argv: list[str], module: str = "benchmarks.train_speed") -> dict:
+    """Time one contender in its own subprocess, `python -m MODULE *ARGV --worker NAME`: its
+    figures, or {"contender": NAME, "error": the worker's last stderr line} when it failed."""
+    proc = subprocess.run([sys.executable, "-m", module, *argv, "--worker", name],
+                          capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        if proc.returncode == -9 and not proc.stderr.strip():
+            tail = "killed (SIGKILL, most likely the kernel's out-of-memory killer)"
+        return {"contender": name, "error": tail}
+    return {"contender": name, **json.loads(lines[-1])}
+
+
 def versions() -> str:
     out = [f"python {platform.python_version()}"]
     for mod in ("torch", "jax", "flax", "optax", "transformers"):
@@ -267,15 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         make_batches(args)  # build and cache tokenizer + shards once, before the workers
         results = []
         for name in names:
-            cmd = [sys.executable, "-m", "benchmarks.train_speed", *(argv or sys.argv[1:]),
-                   "--worker", name]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-            if proc.returncode or not lines:
-                tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-                results.append({"contender": name, "error": tail})
-            else:
-                results.append({"contender": name, **json.loads(lines[-1])})
+            results.append(run_worker(name, argv or sys.argv[1:]))
             print(f"  measured {name}", file=sys.stderr)
         report(args, results)
         if args.json:
