@@ -1,0 +1,278 @@
+"""BERT-base pretraining throughput and model-FLOPs utilisation (MFU) on one GPU.
+
+    python -m benchmarks.gpu [--preset base] [--batch-size 64] [--seq-lens 128,512]
+                             [--steps 20] [--warmup 3] [--peak-tflops T]
+                             [--contenders jaxbert,torchbert,hf-torch]
+
+Each contender trains in its own subprocess (benchmarks.train_speed's worker and setup
+functions) on identical bertcore batches: bf16 compute with fp32 parameters and optimizer state
+(torch: `torch.autocast("cuda", bfloat16)`; jax: the model's `dtype=bfloat16`), dropout on,
+BERT's 30522-token vocabulary, P = ceil(0.15 L) MLM slots per sequence (20 at L=128, 77 at
+L=512) unless --max-predictions. Reported: tokens/s (B x L positions per second, median over
+the timed steps, compilation and warm-up excluded), ms/step, peak GPU memory and MFU.
+
+Model FLOPs (the work the model needs, the same for every contender: an implementation that
+does more, e.g. the HF peer's MLM decoder over all L positions, gets no credit for it), per
+sequence of L positions with P prediction slots, H = hidden size, n = layers, V = vocabulary:
+
+    F = 6 * L * N_encoder  +  12 * n * H * L^2  +  6 * P * N_mlm  +  6 * N_cls
+
+    N_encoder = parameters of the n encoder layers (q, k, v, output, intermediate and output
+                dense kernels and biases, LayerNorms) = n * (4H^2 + 2HI + 9H + I), I = 4H
+    N_mlm     = the MLM head applied at the P predicted positions: transform dense + LayerNorm
+                and the decoder (tied to the word embeddings, but a real H x V matmul) + bias
+              = H^2 + 3H + HV + V
+    N_cls     = pooler + NSP classifier, once per sequence = H^2 + 3H + 2
+
+6 = 2 FLOPs per multiply-add x (1 forward + 2 backward). 12 * n * H * L^2 is attention's
+scores (QK^T) and weighted sum (AV): 2 * 2 * L * H per position and layer forward, x 3 with the
+backward. Embedding lookups, softmax, GELU, LayerNorm arithmetic and the optimizer are not
+counted (the usual convention, Chowdhery et al. 2022, appendix B). Then
+
+    MFU = F * (tokens/s / L) / peak dense bf16 FLOP/s of the device
+
+with the peak from PEAK_TFLOPS by device name (H100 SXM 989 TFLOP/s, ...) or --peak-tflops.
+
+With no GPU (torch.cuda.is_available() false and no jax GPU backend) it prints a note and exits
+0: run it through the device tool or on a GPU machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+from typing import Any
+
+from benchmarks.train_speed import CONTENDERS, make_batches, model_config, run_worker, versions, \
+    worker
+
+DEFAULT_CONTENDERS = ("jaxbert", "torchbert", "hf-torch")
+JAX_CONTENDERS = ("jaxbert", "hf-flax")
+
+# Peak dense (no sparsity) bf16 tensor-core TFLOP/s from NVIDIA's datasheets, matched in order
+# against the device name (torch.cuda.get_device_name / jax device_kind).
+PEAK_TFLOPS: list[tuple[str, float]] = [
+    (r"H100.*PCIe", 756.0),
+    (r"H100.*NVL", 835.0),
+    (r"\bH100|\bH800", 989.0),       # SXM ("NVIDIA H100 80GB HBM3")
+    (r"\bH200|\bGH200", 989.0),
+    (r"\bB200", 2250.0),
+    (r"\bA100|\bA800", 312.0),
+    (r"\bL40S\b", 362.0),
+    (r"\bL4\b", 121.0),
+]
+
+NO_GPU_NOTE = ("no GPU found: this benchmark needs one; run it through the device tool or on a "
+               "GPU machine")
+
+
+def peak_tflops(device_name: str) -> float | None:
+    for pattern, tflops in PEAK_TFLOPS:
+        if re.search(pattern, device_name):
+            return tflops
+    return None
+
+
+def param_counts(cfg) -> dict[str, int]:
+    """Parameters of BertForPreTraining by part, from a bertcore BertConfig (the tied decoder
+    weight counted once, in the embeddings; `total` equals torchbert's num_parameters())."""
+    H, I, V, n = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.num_hidden_layers
+    final_ln = 2 * H if cfg.layer_norm_position == "pre" else 0
+    counts = {
+        "embeddings": (V + cfg.max_position_embeddings + cfg.type_vocab_size) * H + 2 * H,
+        "encoder": n * (4 * H * H + 2 * H * I + 9 * H + I) + final_ln,
+        "mlm_head": H * H + 3 * H + V,            # transform + LayerNorm + decoder bias
+        "cls": H * H + 3 * H + 2,                 # pooler + NSP
+    }
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def flops_per_sequence(cfg, seq_len: int, max_predictions: int) -> float:
+    """Model FLOPs of one training step's forward + backward per sequence (module docstring)."""
+    c, H, L = param_counts(cfg), cfg.hidden_size, seq_len
+    n_mlm = c["mlm_head"] + H * cfg.vocab_size    # + the tied decoder matmul
+    return (6 * L * c["encoder"] + 12 * cfg.num_hidden_layers * H * L * L
+            + 6 * max_predictions * n_mlm + 6 * c["cls"])
+
+
+def default_predictions(seq_len: int) -> int:
+    return min(seq_len, math.ceil(0.15 * seq_len))
+
+
+# ---- finding the GPU -------------------------------------------------------------------------
+
+def gpu_frameworks() -> dict[str, bool]:
+    """Which frameworks see a GPU. Jax is asked in a subprocess (it is started while torch is
+    imported here) so that this process never holds GPU memory the workers need."""
+    env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    probe = subprocess.Popen([sys.executable, "-c", "import jax; print(jax.default_backend())"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                             env=env)
+    try:
+        import torch
+
+        has_torch = torch.cuda.is_available()
+    except ImportError:
+        has_torch = False
+    out, _ = probe.communicate()
+    return {"torch": has_torch, "jax": probe.returncode == 0 and out.strip() == "gpu"}
+
+
+def gpu_worker(args) -> dict[str, Any]:
+    """In a subprocess: check the contender's framework sees a GPU, time it (train_speed's
+    worker, on cuda / in bf16), add the device name and peak GPU memory."""
+    if args.worker in JAX_CONTENDERS:
+        import jax
+
+        if jax.default_backend() != "gpu":
+            return {"error": f"jax has no GPU backend here ({jax.default_backend()}); "
+                             f"install jax[cuda12]"}
+        dev = jax.devices()[0]
+        name = dev.device_kind
+    else:
+        import torch
+
+        if not torch.cuda.is_available():
+            return {"error": "torch sees no CUDA device"}
+        name = torch.cuda.get_device_name()
+    result = worker(args)
+    if args.worker in JAX_CONTENDERS:
+        peak = (dev.memory_stats() or {}).get("peak_bytes_in_use", 0)
+    else:
+        peak = torch.cuda.max_memory_allocated()
+    return {**result, "device_name": name, "gpu_peak_mb": peak / 2**20}
+
+
+# ---- the command line ------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None):
+    from bertcore.config import PRESETS
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="base", help=f"one of {', '.join(PRESETS)}")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seq-lens", default="128,512", help="comma-separated sequence lengths")
+    p.add_argument("--max-predictions", type=int, default=None,
+                   help="MLM slots per sequence (default: ceil(0.15 x seq-len))")
+    p.add_argument("--vocab-size", type=int, default=30522)
+    p.add_argument("--steps", type=int, default=20, help="timed steps (median reported)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed first steps (compilation)")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="the device's peak dense bf16 TFLOP/s (default: from its name)")
+    p.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS),
+                   help=f"comma-separated subset of {', '.join(CONTENDERS)}")
+    p.add_argument("--corpus", default="builtin")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--seq-len", type=int, help=argparse.SUPPRESS)  # one length (workers)
+    args = p.parse_args(argv)
+    # What train_speed's worker and setup functions read.
+    args.threads, args.dtype, args.device = None, "bfloat16", "cuda"
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bertcore.config import PRESETS
+    from bertcore.errors import UserError, cli_entry
+
+    args = parse_args(argv)
+
+    @cli_entry
+    def run() -> int:
+        if args.worker:
+            print(json.dumps(gpu_worker(args)))
+            return 0
+        if args.preset not in PRESETS:
+            raise UserError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
+        names = [n.strip() for n in args.contenders.split(",") if n.strip()]
+        unknown = [n for n in names if n not in CONTENDERS]
+        if unknown:
+            raise UserError(f"unknown contender(s) {', '.join(unknown)}; choose from "
+                            f"{', '.join(CONTENDERS)}")
+        try:
+            seq_lens = ([args.seq_len] if args.seq_len else
+                        [int(s) for s in args.seq_lens.split(",") if s.strip()])
+        except ValueError:
+            raise UserError(f"--seq-lens {args.seq_lens!r}: give integers like 128,512") from None
+        found = gpu_frameworks()
+        if not any(found.values()):
+            print(NO_GPU_NOTE)
+            return 0
+        for L in seq_lens:  # build and cache tokenizer + shards once; bad flags fail here
+            _, args.data_vocab = make_batches(SimpleNamespace(
+                corpus=args.corpus, batch_size=1, seq_len=L, warmup=0, steps=1,
+                max_predictions=args.max_predictions or default_predictions(L)))
+        results = []
+        for L in seq_lens:
+            P = args.max_predictions or default_predictions(L)
+            argv_L = ["--preset", args.preset, "--batch-size", str(args.batch_size),
+                      "--seq-len", str(L), "--max-predictions", str(P), "--vocab-size",
+                      str(args.vocab_size), "--steps", str(args.steps), "--warmup",
+                      str(args.warmup), "--corpus", args.corpus]
+            for name in names:
+                fw = "jax" if name in JAX_CONTENDERS else "torch"
+                r = (run_worker(name, argv_L, module="benchmarks.gpu") if found[fw] else
+                     {"contender": name, "error": f"{fw} sees no GPU here"})
+                results.append({**r, "seq_len": L, "max_predictions": P})
+                print(f"  measured {name} at L={L}", file=sys.stderr)
+        report(args, results)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=2)
+        return 0
+
+    return run()
+
+
+def config(args, seq_len: int):
+    """The model config the workers train."""
+    return model_config(SimpleNamespace(preset=args.preset, seq_len=seq_len,
+                                        vocab_size=args.vocab_size), args.data_vocab)
+
+
+def report(args, results: list[dict]) -> None:
+    names = {r["device_name"] for r in results if "device_name" in r}
+    device = ", ".join(sorted(names)) or "unknown GPU"
+    peak = args.peak_tflops or peak_tflops(device)
+    print(f"\n### gpu: {args.preset}, V={config(args, 128).vocab_size}, B={args.batch_size}, bf16 compute, "
+          f"fp32 params, dropout on\n")
+    print(f"{time.strftime('%Y-%m-%d')}, {device}, peak "
+          f"{f'{peak:g} TFLOP/s bf16 dense' if peak else 'unknown (pass --peak-tflops)'}, "
+          f"{versions()}\n")
+    print("| L | P | contender | tokens/s | ms/step | first steps (s) | peak GPU memory (MB) "
+          "| MFU |")
+    print("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in results:
+        if "error" in r:
+            print(f"| {r['seq_len']} | {r['max_predictions']} | {r['contender']} | "
+                  f"error: {r['error']} | | | | |")
+            continue
+        flops = flops_per_sequence(config(args, r["seq_len"]), r["seq_len"],
+                                   r["max_predictions"])
+        mfu = (f"{flops * r['tokens_per_second'] / r['seq_len'] / (peak * 1e12):.1%}"
+               if peak else "n/a")
+        print(f"| {r['seq_len']} | {r['max_predictions']} | {r['contender']} | "
+              f"{r['tokens_per_second']:,.0f} | {r['ms_per_step']:,.1f} | "
+              f"{r['warmup_seconds']:.1f} | {r['gpu_peak_mb']:,.0f} | {mfu} |")
+    per_seq = {(r["seq_len"], r["max_predictions"]) for r in results}
+    print("\nmodel FLOPs per sequence (formula in --help): " + ", ".join(
+        f"L={L}, P={P}: {flops_per_sequence(config(args, L), L, P) / 1e9:,.1f} GFLOP"
+        for L, P in sorted(per_seq)))
+    print(f"\ncommand: python -m benchmarks.gpu --preset {args.preset} --batch-size "
+          f"{args.batch_size} --seq-lens {args.seq_lens} --steps {args.steps} --warmup "
+          f"{args.warmup} --contenders {args.contenders}"
+          + (f" --max-predictions {args.max_predictions}" if args.max_predictions else "")
+          + (f" --peak-tflops {args.peak_tflops:g}" if args.peak_tflops else ""))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
