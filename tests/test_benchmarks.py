@@ -1,0 +1,109 @@
+"""The benchmark command lines: bad input, the no-GPU note, a tiny real run, out of memory.
+
+Speed itself is measured by the benchmarks, never asserted here. The runs use a small synthetic
+corpus (its tokenizer and shards build in a second, in a per-session TWINBERT_CACHE) instead of
+the built-in one, which takes tens of seconds to tokenize.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+
+import pytest
+
+from helpers import ROOT, assert_one_line_error, run_cli, synthetic_documents
+
+
+@pytest.fixture(scope="module")
+def bench_env(tmp_path_factory) -> tuple[dict, str]:
+    """(environment with a fresh TWINBERT_CACHE, path of a small .txt corpus)."""
+    tmp = tmp_path_factory.mktemp("bench")
+    corpus = tmp / "corpus.txt"
+    corpus.write_text("\n\n".join(synthetic_documents(300)) + "\n", encoding="utf-8")
+    return {"TWINBERT_CACHE": str(tmp / "cache")}, str(corpus)
+
+
+def tiny(seq_len: int = 16, batch_size: int = 4) -> list[str]:
+    return ["--preset", "tiny", "--seq-len", str(seq_len), "--batch-size", str(batch_size),
+            "--max-predictions", "3", "--steps", "1", "--warmup", "1", "--vocab-size", "300"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["benchmarks.train_speed", "--only", "torchbert,hf-tensorflow"], "hf-tensorflow"),
+    (["benchmarks.train_speed", "--preset", "gigantic"], "gigantic"),
+    (["benchmarks.scaling", "--presets", "tiny,gigantic"], "gigantic"),
+    (["benchmarks.scaling", "--contenders", "torchbert,nope"], "nope"),
+    (["benchmarks.gpu", "--contenders", "nope"], "nope"),
+])
+def test_unknown_contender_or_preset_is_one_line_error(args, needle, tmp_path):
+    proc = run_cli("-m", *args, env={"TWINBERT_CACHE": str(tmp_path)}, timeout=120)
+    assert proc.returncode == 2
+    assert_one_line_error(proc, needle)
+
+
+def test_gpu_benchmark_without_gpu_prints_a_note_and_exits_0():
+    # CUDA_VISIBLE_DEVICES="" hides any GPU, so this checks the no-GPU path on every machine.
+    proc = run_cli("-m", "benchmarks.gpu", env={"CUDA_VISIBLE_DEVICES": ""}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "no GPU found" in proc.stdout and "device tool" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def test_scaling_help():
+    proc = run_cli("-m", "benchmarks.scaling", "--help", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for flag in ("--presets", "--seq-lens", "--contenders", "--steps", "--warmup",
+                 "--batch-size", "--threads", "--out"):
+        assert flag in proc.stdout
+
+
+def test_gpu_flop_count_matches_the_models_parameters():
+    from bertcore.config import BertConfig
+    from benchmarks.gpu import flops_per_sequence, param_counts, peak_tflops
+    from torchbert.model import BertForPreTraining
+
+    for ln in ("post", "pre"):
+        cfg = BertConfig.from_preset("tiny", vocab_size=300, layer_norm_position=ln)
+        assert param_counts(cfg)["total"] == BertForPreTraining(cfg).num_parameters()
+    base = BertConfig.from_preset("base")
+    # 6 * 128 * 85.05M encoder + attention 12*12*768*128^2 + 6 * 20 * (MLM head + 768 x 30522)
+    # + 6 * (pooler + NSP), worked out by hand.
+    assert flops_per_sequence(base, 128, 20) == 70_024_945_980
+    assert peak_tflops("NVIDIA H100 80GB HBM3") == 989
+    assert peak_tflops("NVIDIA H100 PCIe") == 756
+    assert peak_tflops("NVIDIA A100-SXM4-40GB") == 312
+    assert peak_tflops("NVIDIA L4") == 121
+    assert peak_tflops("Tesla T4") is None
+
+
+def test_train_speed_tiny_run_prints_both_rows_and_the_ratio(bench_env):
+    env, corpus = bench_env
+    proc = run_cli("-m", "benchmarks.train_speed", *tiny(), "--corpus", corpus,
+                   "--only", "torchbert,hf-torch", env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = {ln.split("|")[1].strip(): ln for ln in proc.stdout.splitlines()
+            if ln.startswith("| ") and "---" not in ln}
+    assert set(rows) == {"contender", "torchbert", "hf-torch"}, proc.stdout
+    assert "error" not in proc.stdout, proc.stdout
+    assert "x tokens/s" in rows["torchbert"] and "x RSS" in rows["torchbert"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS is enforced on Linux")
+def test_train_speed_batch_that_does_not_fit_names_its_size(bench_env):
+    env, corpus = bench_env
+
+    def limit_address_space():  # inherited by the worker subprocess
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    # tiny at 512 x 256 needs several GB of activations (attention scores alone: 256 MB a
+    # layer); importing torch and the model take under 1 GB of address space.
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.train_speed", *tiny(seq_len=256, batch_size=512),
+         "--corpus", corpus, "--only", "torchbert"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env}, capture_output=True,
+        text=True, timeout=300, preexec_fn=limit_address_space)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "out of memory at batch 512 x seq-len 256" in proc.stdout, proc.stdout + proc.stderr
