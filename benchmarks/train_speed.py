@@ -295,6 +295,10 @@ def main(argv: list[str] | None = None) -> int:
         report(args, results)
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        failed = [r["contender"] for r in results if "error" in r]
+        if failed:
+            raise UserError(f"{', '.join(failed)} failed (see the table); fix the cause or "
+                            f"leave them out with --only")
         return 0
 
     return run()
@@ -304,7 +308,7 @@ def report(args, results: list[dict]) -> None:
     by = {r["contender"]: r for r in results}
     print(f"\n### train_speed: {args.preset}, V={args.vocab_size}, B={args.batch_size}, "
           f"L={args.seq_len}, P={args.max_predictions}, fp32, dropout on, CPU threads "
-          f"{args.threads or os.cpu_count()}\n")
+          f"{args.threads or os.environ.get('OMP_NUM_THREADS') or os.cpu_count()}\n")
     print(f"{time.strftime('%Y-%m-%d')}, {platform.machine()} {os.cpu_count()} cores, "
           f"{versions()}\n")
     print("| contender | tokens/s | ms/step | first steps (s) | peak RSS (MB) | vs peer |")
@@ -319,9 +323,7 @@ def report(args, results: list[dict]) -> None:
                  if "tokens_per_second" in peer else "")
         print(f"| {r['contender']} | {r['tokens_per_second']:,.0f} | {r['ms_per_step']:,.0f} | "
               f"{r['warmup_seconds']:.1f} | {r['peak_rss_mb']:,.0f} | {ratio} |")
-    print(f"\ncommand: python -m benchmarks.train_speed --preset {args.preset} --vocab-size "
-          f"{args.vocab_size} --batch-size {args.batch_size} --seq-len {args.seq_len} --steps "
-          f"{args.steps}" + (f" --threads {args.threads}" if args.threads else ""))
+    print("\ncommand: python -m benchmarks.train_speed " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -107,3 +107,4 @@ def test_train_speed_batch_that_does_not_fit_names_its_size(bench_env):
         text=True, timeout=300, preexec_fn=limit_address_space)
     assert "Traceback" not in proc.stderr, proc.stderr
     assert "out of memory at batch 512 x seq-len 256" in proc.stdout, proc.stdout + proc.stderr
+    assert_one_line_error(proc, "torchbert failed")  # and the run exits non-zero
