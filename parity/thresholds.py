@@ -1,0 +1,44 @@
+"""The agreement bars between torchbert, jaxbert and Hugging Face: the one place they live.
+
+`python -m parity.check` and tests/parity/ both import these; DESIGN.md's "Quality bars" are the
+source. All comparisons are fp32 on CPU with dropout off unless the name says otherwise.
+"""
+
+# Forward pass: hidden states, pooled output, sparse and dense MLM logits, NSP logits.
+# max |a - b| over every element, twin vs twin and twin vs transformers.BertForPreTraining.
+FORWARD_MAX_ABS = 1e-5
+
+# Loss: |l_a - l_b| / |l_a|.
+LOSS_REL = 1e-6
+
+# Gradients, per tensor: ||g_torch - g_jax|| / ||g_torch||; the row reports the worst tensor.
+GRAD_REL = 1e-4
+# ... except tensors whose gradient is zero in exact arithmetic, where both twins return only
+# rounding noise and a ratio of two noises means nothing: the attention *key* bias (softmax is
+# invariant to adding q.b_k to every logit of a query). A tensor whose torch gradient norm is
+# below GRAD_ZERO_FLOOR x the global gradient norm counts as zero, and passes only if the jax
+# gradient is below that floor as well (they agree that it is zero).
+GRAD_ZERO_FLOOR = 1e-7
+
+# One full AdamW step (weight-decay mask, global-norm clipping, schedule): max |p_a - p_b| over
+# every updated parameter.
+ADAMW_STEP_MAX_ABS = 1e-6
+
+# Training curves from the same init and batches: |l_a - l_b| / |l_a| at every step.
+CURVE_REL = 1e-3
+
+# Cross-framework resume (N/2 steps in one twin, convert the full state, N/2 in the other) against
+# N steps in the first twin: |l_a - l_b| / |l_a| at every resumed step.
+RESUME_REL = 1e-3
+
+# Dropout on: the twins draw different masks (torch's Philox generator reseeded per step vs JAX's
+# threefry keys), so only statistics can agree. With paired per-step differences d_s = l_torch(s) -
+# l_jax(s) on the same batches, the mean difference must be within DROPOUT_Z standard errors:
+#   |mean(d)| <= DROPOUT_Z * std(d) / sqrt(n_eff),  n_eff = n (1 - r1) / (1 + r1)
+# where r1 (clipped to [0, 0.9]) is the lag-1 autocorrelation of d, since neighbouring steps of two
+# diverging trajectories are not independent. Z = 4 makes a false alarm about 1 in 16,000 runs.
+DROPOUT_Z = 4.0
+# ... and dropout must really be on in both twins: their dropout-on curve must differ from their
+# own dropout-off curve by more than this (relative, at the worst step), or the row above has no
+# teeth.
+DROPOUT_ACTIVE_REL = 1e-3
