@@ -13,11 +13,12 @@ import torch
 jax.config.update("jax_default_matmul_precision", "highest")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _parity_session(jax_compilation_cache, tmp_path_factory):
+@pytest.fixture(scope="module", autouse=True)
+def _parity_env(jax_compilation_cache, tmp_path_factory):
     """Persistent XLA cache for in-process jax and for subprocesses; one torch thread (on a busy
     2-core machine, spinning OpenMP threads of two processes slow each other down tenfold);
-    a private twinbert cache for tokenizers and shards."""
+    a private twinbert cache for tokenizers and shards. Per module, and undone afterwards, so
+    tests outside tests/parity run in the process state they expect."""
     saved_env = {k: os.environ.get(k) for k in ("JAX_COMPILATION_CACHE_DIR", "TWINBERT_CACHE")}
     os.environ["JAX_COMPILATION_CACHE_DIR"] = jax_compilation_cache
     os.environ["TWINBERT_CACHE"] = str(tmp_path_factory.mktemp("twinbert-cache"))

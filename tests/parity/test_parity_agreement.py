@@ -15,12 +15,12 @@ from parity import thresholds as T
 LNS = ["post", "pre"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def parity_work(tmp_path_factory):
     return tmp_path_factory.mktemp("parity-work")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cases(parity_work):
     """make_case per LN, built lazily; the same 100-step schedule as the full check, so the
     compiled jax programs are shared with test_full_check_tiny."""

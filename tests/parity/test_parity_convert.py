@@ -25,7 +25,7 @@ def train(twin: str, *args: str) -> None:
     assert importlib.import_module(f"{twin}bert.train").main(list(args)) == 0
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A 6-step torchbert run and a 6-step jaxbert run (checkpoints at 3 and 6), dropout off."""
     d = tmp_path_factory.mktemp("runs")
