@@ -120,6 +120,11 @@ def train_step(model, optimizer, batch: dict[str, np.ndarray], lr: float, cfg: T
         for k, v in metrics.items():
             totals[k] = totals.get(k, 0.0) + v
     params = [p for group in optimizer.param_groups for p in group["params"]]
+    for p in params:
+        # A parameter the loss does not reach (the pooler and NSP head with --no-nsp) still gets
+        # a zero gradient, so AdamW decays it as optax does in the JAX twin (torch would skip it).
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
     totals["grad_norm"] = clip_grad_norm(params, cfg.grad_clip)
     for group in optimizer.param_groups:
         group["lr"] = lr
