@@ -42,6 +42,7 @@ import numpy as np
 
 from bertcore.config import BertConfig, TrainConfig
 from bertcore.errors import UserError, atomic_path, cli_entry
+from bertcore.hf import read_safetensors, safetensors_files
 from bertcore.run import read_metrics, trained_model_config
 
 # ---- the table -------------------------------------------------------------------------------
@@ -469,35 +470,14 @@ def read_jax(run: RunFiles, step: int | None = None) -> TrainingState:
 
 
 def _read_hf_weights(path: Path) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
+    files = safetensors_files(path)
+    if files:
+        return read_safetensors(files)
+    # A pytorch_model.bin is a pickle: torchbert's reader opens it with weights_only=True.
+    from torchbert.model import _read_weights
 
-    files = [path / "model.safetensors"]
-    index = path / "model.safetensors.index.json"
-    if not files[0].is_file() and index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise UserError(f"{index} is unreadable ({e}); re-download or re-save the model")
-        files = [path / name for name in sorted(set(weight_map.values()))]
-    if all(f.is_file() for f in files):
-        state: dict[str, np.ndarray] = {}
-        for f in files:
-            try:
-                state.update(load_file(str(f)))
-            except Exception as e:  # safetensors raises its own error type for corrupt files
-                raise UserError(f"{f} is not a readable safetensors file ({e}); re-save it")
-        return state
-    if (path / "pytorch_model.bin").is_file():
-        import torch
-        try:   # the restricted unpickler: no arbitrary code from a downloaded file
-            state = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise UserError(f"{path}/pytorch_model.bin could not be loaded safely with "
-                            f"weights_only=True ({e}); convert it to model.safetensors")
-        if not isinstance(state, dict):
-            raise UserError(f"{path}/pytorch_model.bin does not hold a state dict")
-        return {k: v.float().numpy() for k, v in state.items() if hasattr(v, "numpy")}
-    raise UserError(f"{path} has no model.safetensors or pytorch_model.bin")
+    state, _ = _read_weights(path)
+    return {k: v.float().numpy() for k, v in state.items() if hasattr(v, "numpy")}
 
 
 def fresh_params(config: BertConfig, names: Iterable[str], seed: int = 0) -> dict[str, np.ndarray]:

@@ -19,3 +19,10 @@ def jax_compilation_cache(tmp_path_factory) -> str:
     """One persistent XLA cache for every jaxbert subprocess of the session: each distinct
     program compiles once, the next process with the same shapes loads it."""
     return str(tmp_path_factory.getbasetemp().parent / "jax-compilation-cache")
+
+
+@pytest.fixture
+def cache_env(tmp_path, jax_compilation_cache) -> dict[str, str]:
+    """Environment for a training subprocess: its own data cache, the session's XLA cache."""
+    return {"TWINBERT_CACHE": str(tmp_path / "cache"),
+            "JAX_COMPILATION_CACHE_DIR": jax_compilation_cache}

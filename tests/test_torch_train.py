@@ -15,12 +15,6 @@ from helpers import ROOT, build_shards
 TWIN = "torch"
 
 
-@pytest.fixture
-def cache_env(tmp_path, jax_compilation_cache):
-    return {"TWINBERT_CACHE": str(tmp_path / "cache"),
-            "JAX_COMPILATION_CACHE_DIR": jax_compilation_cache}
-
-
 @pytest.mark.slow
 def test_resume_is_bit_exact(tmp_path, cache_env):
     cases.resume_is_exact(TWIN, tmp_path, cache_env)

@@ -90,9 +90,9 @@ class BertSelfAttention(nn.Module):
 class BertSelfOutput(nn.Module):
     """Attention output projection, dropout, residual (+ LayerNorm in post-LN)."""
 
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, in_features: int | None = None):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(in_features or config.hidden_size, config.hidden_size)
         # post-LN: normalises (attention output + residual). pre-LN: the same parameter normalises
         # the attention *input* instead (applied by BertAttention), so names stay HF's.
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -127,20 +127,13 @@ class BertIntermediate(nn.Module):
         return F.gelu(self.dense(x))  # exact erf GELU, HF "gelu" (not the tanh approximation)
 
 
-class BertOutput(nn.Module):
-    """Second feed-forward projection back to H, dropout, residual (+ LayerNorm in post-LN)."""
+class BertOutput(BertSelfOutput):
+    """Same computation as BertSelfOutput from intermediate_size back to H (dense, dropout,
+    residual, LayerNorm); in pre-LN its LayerNorm normalises the feed-forward input (applied by
+    BertLayer). The JAX twin subclasses the same way."""
 
     def __init__(self, config: BertConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        # pre-LN: this LayerNorm normalises the feed-forward *input* (applied by BertLayer).
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.pre_ln = config.layer_norm_position == "pre"
-
-    def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(self.dense(hidden)) + residual
-        return x if self.pre_ln else self.LayerNorm(x)
+        super().__init__(config, in_features=config.intermediate_size)
 
 
 class BertLayer(nn.Module):
