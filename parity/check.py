@@ -546,9 +546,13 @@ class Report:
     def table(self) -> str:
         head = "| LN | quantity | max abs diff | relative diff | bar | result | note |"
         lines = [head, "|---|---|---|---|---|---|---|"]
+        def cell(text: str) -> str:  # a "|" inside a cell would split it
+            return str(text).replace("|", "\\|")
+
         for r in self.rows:
-            lines.append(f"| {r.ln} | {r.quantity} | {r.max_abs:.3g} | {r.rel:.3g} | {r.bar} | "
-                         f"{'pass' if r.passed else '**FAIL**'} | {r.note} |")
+            lines.append(f"| {r.ln} | {cell(r.quantity)} | {r.max_abs:.3g} | {r.rel:.3g} | "
+                         f"{cell(r.bar)} | {'pass' if r.passed else '**FAIL**'} | "
+                         f"{cell(r.note)} |")
         return "\n".join(lines)
 
 
