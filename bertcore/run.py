@@ -282,21 +282,17 @@ def plot_metrics(metrics_path: Path, png: Path, title: str = "") -> Path | None:
     if not hist:
         return None
     steps = [m["step"] for m in hist]
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
-    for key in ("loss", "mlm_loss", "nsp_loss"):
-        if key in hist[0]:
-            ax[0].plot(steps, [m[key] for m in hist], label=key)
-    ax[0].set_xlabel("step")
-    ax[0].set_ylabel("loss")
-    ax[0].legend()
-    ax[0].grid(alpha=0.3)
-    for key in ("mlm_accuracy", "nsp_accuracy"):
-        if key in hist[0]:
-            ax[1].plot(steps, [m[key] for m in hist], label=key)
-    ax[1].set_xlabel("step")
-    ax[1].set_ylabel("accuracy")
-    ax[1].legend()
-    ax[1].grid(alpha=0.3)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    panels = (("loss", ("loss", "mlm_loss", "nsp_loss")),
+              ("accuracy", ("mlm_accuracy", "nsp_accuracy")))
+    for ax, (ylabel, keys) in zip(axes, panels):
+        for key in keys:
+            if key in hist[0]:
+                ax.plot(steps, [m[key] for m in hist], label=key)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.legend()
+        ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
     tmp = png.with_name(f".{png.name}.tmp.png")
