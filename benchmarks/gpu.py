@@ -50,7 +50,8 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-from benchmarks.train_speed import CONTENDERS, make_batches, model_config, run_worker, versions, \
+from benchmarks.train_speed import CONTENDERS, make_batches, model_config, parse_contenders, \
+    parse_presets, run_worker, versions, \
     worker
 
 DEFAULT_CONTENDERS = ("jaxbert", "torchbert", "hf-torch")
@@ -181,7 +182,6 @@ def parse_args(argv: list[str] | None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bertcore.config import PRESETS
     from bertcore.errors import UserError, cli_entry
 
     args = parse_args(argv)
@@ -191,13 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.worker:
             print(json.dumps(gpu_worker(args)))
             return 0
-        if args.preset not in PRESETS:
-            raise UserError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
-        names = [n.strip() for n in args.contenders.split(",") if n.strip()]
-        unknown = [n for n in names if n not in CONTENDERS]
-        if unknown:
-            raise UserError(f"unknown contender(s) {', '.join(unknown)}; choose from "
-                            f"{', '.join(CONTENDERS)}")
+        parse_presets(args.preset)
+        names = parse_contenders(args.contenders)
         try:
             seq_lens = ([args.seq_len] if args.seq_len else
                         [int(s) for s in args.seq_lens.split(",") if s.strip()])

@@ -30,7 +30,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from benchmarks.gpu import default_predictions, param_counts
-from benchmarks.train_speed import CONTENDERS, make_batches, model_config, run_worker, versions
+from benchmarks.train_speed import CONTENDERS, make_batches, model_config, parse_contenders, \
+    parse_presets, run_worker, versions
 
 DEFAULT_CONTENDERS = ("torchbert", "jaxbert", "hf-torch")
 PEER = "hf-torch"
@@ -100,22 +101,15 @@ def threads(args) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bertcore.config import PRESETS
     from bertcore.errors import UserError, cli_entry
 
     args = parse_args(argv)
 
     @cli_entry
     def run() -> int:
-        presets = [p.strip() for p in args.presets.split(",") if p.strip()]
-        for p in [args.preset, *presets]:
-            if p not in PRESETS:
-                raise UserError(f"unknown preset {p!r}; choose one of {', '.join(PRESETS)}")
-        names = [n.strip() for n in args.contenders.split(",") if n.strip()]
-        unknown = [n for n in names if n not in CONTENDERS]
-        if unknown or not names:
-            raise UserError(f"unknown contender(s) {', '.join(unknown) or '(none given)'}; "
-                            f"choose from {', '.join(CONTENDERS)}")
+        parse_presets(args.preset)
+        presets = parse_presets(args.presets)
+        names = parse_contenders(args.contenders)
         seq_lens = int_list("--seq-lens", args.seq_lens)
         if not seq_lens and not presets:
             raise UserError("nothing to measure: both --seq-lens and --presets are empty")

@@ -242,6 +242,28 @@ def run_worker(name: str, argv: list[str], module: str = "benchmarks.train_speed
     return {"contender": name, **json.loads(lines[-1])}
 
 
+def parse_presets(text: str) -> list[str]:
+    """Comma-separated preset names, each checked (UserError naming the choices)."""
+    from bertcore.config import BertConfig
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for name in names:
+        BertConfig.from_preset(name)  # raises "unknown preset ...; choose one of ..."
+    return names
+
+
+def parse_contenders(text: str) -> list[str]:
+    """Comma-separated contender names, each checked (UserError naming the choices)."""
+    from bertcore.errors import UserError
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CONTENDERS]
+    if unknown or not names:
+        raise UserError(f"unknown contender(s) {', '.join(unknown) or '(none given)'}; "
+                        f"choose from {', '.join(CONTENDERS)}")
+    return names
+
+
 def versions() -> str:
     out = [f"python {platform.python_version()}"]
     for mod in ("torch", "jax", "flax", "optax", "transformers"):
@@ -277,13 +299,8 @@ def main(argv: list[str] | None = None) -> int:
 
     @cli_entry
     def run() -> int:
-        if args.preset not in PRESETS:
-            raise UserError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
-        names = [n.strip() for n in args.only.split(",") if n.strip()]
-        unknown = [n for n in names if n not in CONTENDERS]
-        if unknown:
-            raise UserError(f"unknown contender(s) {', '.join(unknown)}; choose from "
-                            f"{', '.join(CONTENDERS)}")
+        parse_presets(args.preset)
+        names = parse_contenders(args.only)
         if args.worker:
             print(json.dumps(worker(args)))
             return 0
