@@ -3,7 +3,7 @@
     python -m benchmarks.scaling [--preset mini] [--seq-lens 128,256,512]
                                  [--presets tiny,mini,small,medium] [--seq-len 128]
                                  [--contenders torchbert,jaxbert,hf-torch]
-                                 [--batch-size 16] [--steps 3] [--warmup 1] [--threads N]
+                                 [--batch-size 16] [--steps 5] [--warmup 2] [--threads N]
                                  [--out runs/bench/scaling.png]
 
 Two sweeps, each point timed by benchmarks.train_speed's worker in its own subprocess (so peak
@@ -14,8 +14,9 @@ P = ceil(0.15 x seq_len) MLM slots per sequence (20, 39, 77) unless --max-predic
 share of predicted positions stays BERT's 15%. Prints one markdown table per sweep (tokens/s,
 ms/step, peak RSS, each twin's ratio to hf-torch) with the command under it, and writes a PNG
 with two panels (tokens/s vs seq_len, tokens/s vs parameters; log scales) to --out.
-The defaults take about 15 minutes on a 2-core CPU, most of it hf-torch at L=512 (its dense MLM
-head over all 512 positions: ~30 s a step there). An empty list (--seq-lens "") skips a sweep.
+The defaults take about 12 minutes on a 2-core CPU, most of it hf-torch at L=512 (its dense MLM
+head over all 512 positions: ~13 s a step there at B=16). An empty list (--seq-lens "") skips
+a sweep.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS),
                    help=f"comma-separated subset of {', '.join(CONTENDERS)}")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--steps", type=int, default=3, help="timed steps per point (median)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed first steps (compilation)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per point (median)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed first steps (compilation)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
     p.add_argument("--max-predictions", type=int, default=None,
                    help="MLM slots per sequence (default: ceil(0.15 x seq_len))")

@@ -36,6 +36,7 @@ def tiny(seq_len: int = 16, batch_size: int = 4) -> list[str]:
     (["benchmarks.scaling", "--presets", "tiny,gigantic"], "gigantic"),
     (["benchmarks.scaling", "--contenders", "torchbert,nope"], "nope"),
     (["benchmarks.gpu", "--contenders", "nope"], "nope"),
+    (["benchmarks.profile", "--contenders", "hf-torch"], "hf-torch"),
 ])
 def test_unknown_contender_or_preset_is_one_line_error(args, needle, tmp_path):
     proc = run_cli("-m", *args, env={"TWINBERT_CACHE": str(tmp_path)}, timeout=120)
@@ -87,7 +88,9 @@ def test_train_speed_tiny_run_prints_both_rows_and_the_ratio(bench_env):
             if ln.startswith("| ") and "---" not in ln}
     assert set(rows) == {"contender", "torchbert", "hf-torch"}, proc.stdout
     assert "error" not in proc.stdout, proc.stdout
+    assert "vs hf-torch" in rows["contender"], rows["contender"]
     assert "x tokens/s" in rows["torchbert"] and "x RSS" in rows["torchbert"]
+    assert "x tokens/s" not in rows["hf-torch"]   # the peer is the reference, no ratio
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS is enforced on Linux")
@@ -107,3 +110,22 @@ def test_train_speed_batch_that_does_not_fit_names_its_size(bench_env):
     assert "Traceback" not in proc.stderr, proc.stderr
     assert "out of memory at batch 512 x seq-len 256" in proc.stdout, proc.stdout + proc.stderr
     assert_one_line_error(proc, "torchbert failed")  # and the run exits non-zero
+
+
+def test_profile_tiny_run_names_the_top_operations_of_both_twins(bench_env):
+    env, corpus = bench_env
+    proc = run_cli("-m", "benchmarks.profile", *tiny(), "--corpus", corpus, "--top", "10000",
+                   env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "### torchbert" in out and "### jaxbert" in out and "error" not in out, out
+    torch_part, jax_part = out.split("### jaxbert")
+    assert "aten::" in torch_part                       # torch.profiler's operators
+    # XLA instructions (all of them with --top 10000), each named with the model code it came
+    # from, in both passes
+    assert "forward: bert/encoder/layer/0/" in jax_part, jax_part
+    assert "backward: " in jax_part, jax_part
+    for part in (torch_part, jax_part):
+        rows = [ln for ln in part.splitlines() if ln.startswith("| ") and "---" not in ln]
+        assert len(rows) > 10, part                     # header + every operation
+        assert "matrix multiplies" in part
