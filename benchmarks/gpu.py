@@ -238,8 +238,8 @@ def report(args, results: list[dict]) -> None:
     names = {r["device_name"] for r in results if "device_name" in r}
     device = ", ".join(sorted(names)) or "unknown GPU"
     peak = args.peak_tflops or peak_tflops(device)
-    print(f"\n### gpu: {args.preset}, V={config(args, 128).vocab_size}, B={args.batch_size}, bf16 compute, "
-          f"fp32 params, dropout on\n")
+    print(f"\n### gpu: {args.preset}, V={config(args, 128).vocab_size}, B={args.batch_size}, "
+          f"bf16 compute, fp32 params, dropout on\n")
     print(f"{time.strftime('%Y-%m-%d')}, {device}, peak "
           f"{f'{peak:g} TFLOP/s bf16 dense' if peak else 'unknown (pass --peak-tflops)'}, "
           f"{versions()}\n")
