@@ -17,8 +17,8 @@ transformers = pytest.importorskip("transformers")
 
 from bertcore.config import BertConfig  # noqa: E402
 from bertcore.errors import UserError  # noqa: E402
-from jaxbert.model import (BertForPreTraining, BertModel, attention_probs,  # noqa: E402
-                           from_pretrained, init_params, pretraining_loss)
+from jaxbert.model import (BertForPreTraining, BertModel, add_bias,  # noqa: E402
+                           attention_probs, from_pretrained, init_params, pretraining_loss)
 from parity.convert import flatten, flax_to_hf, hf_to_flax  # noqa: E402
 
 # XLA on CPU already multiplies fp32 in full fp32; on GPU/TPU the default would be TF32/bf16
@@ -158,6 +158,23 @@ def test_explicit_attention_equals_fused():
     explicit = jax.jit(lambda q, k, v, m: jnp.einsum("bnts,bsnd->btnd", attention_probs(q, k, m),
                                                      v))(q, k, v, mask)
     assert maxdiff(fused, explicit) <= 1e-6
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_add_bias_has_the_gradient_of_plain_addition(dtype):
+    # The MLM head's bias add with its hand-written (matrix-vector) bias gradient: value and
+    # both gradients as autodiff's of x + bias, for sparse (B, P, V) and 2-D inputs.
+    rng = np.random.default_rng(0)
+    for shape in [(3, 5, 7), (4, 7)]:
+        x = jnp.asarray(rng.standard_normal(shape), dtype)
+        b = jnp.asarray(rng.standard_normal(shape[-1]), dtype)
+        w = jnp.asarray(rng.standard_normal(shape), dtype)   # a non-uniform upstream gradient
+        ours = jax.value_and_grad(lambda x, b: (add_bias(x, b) * w).sum(), (0, 1))(x, b)
+        plain = jax.value_and_grad(lambda x, b: ((x + b) * w).sum(), (0, 1))(x, b)
+        tol = 1e-6 if dtype == jnp.float32 else 3e-2
+        assert ours[1][1].dtype == dtype and ours[1][1].shape == b.shape
+        for a, c in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(plain)):
+            np.testing.assert_allclose(np.float32(a), np.float32(c), rtol=tol, atol=tol)
 
 
 def test_init_statistics():
