@@ -213,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                       "--seq-len", str(L), "--max-predictions", str(P), "--vocab-size",
                       str(args.vocab_size), "--steps", str(args.steps), "--warmup",
                       str(args.warmup), "--corpus", args.corpus]
+            # One contender at a time (not train_speed.measure's interleaving): processes alive
+            # at once would share the GPU's memory, most of which jax preallocates.
             for name in names:
                 fw = "jax" if name in JAX_CONTENDERS else "torch"
                 r = (run_worker(name, argv_L, module="benchmarks.gpu") if found[fw] else

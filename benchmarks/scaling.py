@@ -6,8 +6,9 @@
                                  [--batch-size 16] [--steps 5] [--warmup 2] [--threads N]
                                  [--out runs/bench/scaling.png]
 
-Two sweeps, each point timed by benchmarks.train_speed's worker in its own subprocess (so peak
-RSS is its own) on identical bertcore batches, fp32, dropout on, BERT's 30522-token vocabulary:
+Two sweeps, each point timed as benchmarks.train_speed does (each contender in its own
+subprocess, so peak RSS is its own; their timed steps interleaved) on identical bertcore
+batches, fp32, dropout on, BERT's 30522-token vocabulary:
   seq_len   --preset at each of --seq-lens
   model     each of --presets at --seq-len
 P = ceil(0.15 x seq_len) MLM slots per sequence (20, 39, 77) unless --max-predictions, so the
@@ -31,8 +32,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from benchmarks.gpu import default_predictions, param_counts
-from benchmarks.train_speed import CONTENDERS, make_batches, model_config, parse_contenders, \
-    parse_presets, run_worker, versions
+from benchmarks.train_speed import CONTENDERS, make_batches, measure, model_config, \
+    parse_contenders, parse_presets, versions
 
 DEFAULT_CONTENDERS = ("torchbert", "jaxbert", "hf-torch")
 PEER = "hf-torch"
@@ -122,14 +123,14 @@ def main(argv: list[str] | None = None) -> int:
             _, args.data_vocab = make_batches(ns)
         results: dict[tuple[str, int], dict[str, dict]] = {}
         for preset, L in dict.fromkeys(points):          # each point once, in order
-            for name in names:
-                t0 = time.perf_counter()
-                r = run_worker(name, point_argv(args, preset, L))
-                results.setdefault((preset, L), {})[name] = r
+            t0 = time.perf_counter()
+            # The contenders of one point timed interleaved (train_speed.measure).
+            for r in measure(names, point_argv(args, preset, L), args.steps):
+                results.setdefault((preset, L), {})[r["contender"]] = r
                 what = (f"{r['tokens_per_second']:,.0f} tokens/s" if "tokens_per_second" in r
                         else f"error: {r['error']}")
-                print(f"  {preset} L={L} {name}: {what} ({time.perf_counter() - t0:.0f} s)",
-                      file=sys.stderr)
+                print(f"  {preset} L={L} {r['contender']}: {what}", file=sys.stderr)
+            print(f"  ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
         header = (f"{time.strftime('%Y-%m-%d')}, {platform.machine()} {os.cpu_count()} cores, "
                   f"{versions()}")
         common = (f"V={config(args, args.preset, 128).vocab_size}, B={args.batch_size}, P="

@@ -6,10 +6,13 @@
 
 Every contender trains on the *same* config and the *same* bertcore batches (the built-in corpus,
 cached), fp32, dropout as configured (on by default, as in pretraining), in its own subprocess
-so peak memory (ru_maxrss) is its own. Reported: tokens/s (B x L positions per second, median
-over the timed steps), milliseconds per step, the first step (compilation and warm-up, excluded
-from the median), peak RSS, and each twin's ratios to both peers (tokens/s and peak RSS; the
-issue's targets are stated against hf-torch).
+so peak memory (ru_maxrss) is its own. The contenders are prepared (compiled, warmed up) one
+after another, then their timed steps are interleaved, one step of each in turn, so a slow spell
+of a shared machine slows every contender alike and the ratios of one run hold (their processes
+live at once: memory adds up). Reported: tokens/s (B x L positions per second, median over the
+timed steps), milliseconds per step, the first step (compilation and warm-up, excluded from the
+median), peak RSS, and each twin's ratios to both peers (tokens/s and peak RSS; the issue's
+targets are stated against hf-torch).
 
 Peers:
   hf-torch  transformers.BertForPreTraining (PyTorch, SDPA attention, dense MLM head over all
@@ -196,53 +199,166 @@ SETUPS = {"torchbert": setup_torchbert, "jaxbert": setup_jaxbert, "hf-torch": se
           "hf-flax": setup_hf_flax}
 
 
+def _oom(args) -> dict[str, str]:
+    return {"error": f"out of memory at batch {args.batch_size} x seq-len {args.seq_len} "
+                     f"({args.preset}); lower --batch-size or --seq-len"}
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and
+                                          "memory" in str(e).lower())
+
+
+def _prepare(args) -> tuple[list, Callable, dict[str, Any]]:
+    """A contender's batches and step function, after the untimed warm-up steps."""
+    batches, vocab = make_batches(args)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step = SETUPS[args.worker](args, vocab)
+    t0 = time.perf_counter()
+    for b in batches[:args.warmup]:
+        loss0 = step(b)
+    return batches, step, {"warmup_seconds": time.perf_counter() - t0, "first_loss": loss0,
+                           "data_rss_mb": rss_before / 1024}
+
+
+def _figures(args, times: list[float], loss: float, warm: dict[str, Any]) -> dict[str, Any]:
+    med = float(np.median(times))
+    return {"contender": args.worker, "tokens_per_second": args.batch_size * args.seq_len / med,
+            "ms_per_step": med * 1e3, **warm, "last_loss": loss,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
 def worker(args) -> dict[str, Any]:
-    """Run in a subprocess: time one contender, return its figures."""
+    """Run in a subprocess: time one contender alone, return its figures."""
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    batches, vocab = make_batches(args)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     try:
-        step = SETUPS[args.worker](args, vocab)
-        t0 = time.perf_counter()
-        for b in batches[:args.warmup]:
-            loss0 = step(b)
-        first = time.perf_counter() - t0
+        batches, step, warm = _prepare(args)
         times = []
         for b in batches[args.warmup:]:
             t0 = time.perf_counter()
             loss = step(b)   # float(...) blocks until the step is done, in every framework
             times.append(time.perf_counter() - t0)
-    except MemoryError:
-        return {"error": f"out of memory at batch {args.batch_size} x seq-len {args.seq_len} "
-                         f"({args.preset}); lower --batch-size or --seq-len"}
-    except RuntimeError as e:
-        if "memory" in str(e).lower():
-            return {"error": f"out of memory at batch {args.batch_size} x seq-len "
-                             f"{args.seq_len} ({args.preset}); lower --batch-size or --seq-len"}
+    except (MemoryError, RuntimeError) as e:
+        if _is_oom(e):
+            return _oom(args)
         raise
-    med = float(np.median(times))
-    return {"contender": args.worker, "tokens_per_second": args.batch_size * args.seq_len / med,
-            "ms_per_step": med * 1e3, "warmup_seconds": first, "first_loss": loss0,
-            "last_loss": loss,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "data_rss_mb": rss_before / 1024}
+    return _figures(args, times, loss, warm)
+
+
+def serve(args) -> None:
+    """Run in a subprocess: the worker side of `measure`. Prepare (warm up), say so, then time
+    one step per line read from stdin ("I" = timed batch I) until "done", then the figures.
+    Every reply is one JSON line on stdout."""
+    def say(obj):
+        print(json.dumps(obj), flush=True)
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        batches, step, warm = _prepare(args)
+        say({"ready": True})
+        times, loss = [], warm["first_loss"]
+        for line in sys.stdin:
+            if line.strip() == "done":
+                break
+            t0 = time.perf_counter()
+            loss = step(batches[args.warmup + int(line)])
+            times.append(time.perf_counter() - t0)
+            say({"seconds": times[-1]})
+    except (MemoryError, RuntimeError) as e:
+        if not _is_oom(e):
+            raise
+        say(_oom(args))
+        return
+    say(_figures(args, times, loss, warm))
 
 
 def run_worker(name: str, argv: list[str], module: str = "benchmarks.train_speed") -> dict:
-    """Time one contender in its own subprocess, `python -m MODULE *ARGV --worker NAME`: its
-    figures, or {"contender": NAME, "error": the worker's last stderr line} when it failed."""
+    """Time one contender alone in its own subprocess, `python -m MODULE *ARGV --worker NAME`:
+    its figures, or {"contender": NAME, "error": the worker's last stderr line} when it
+    failed."""
     proc = subprocess.run([sys.executable, "-m", module, *argv, "--worker", name],
                           capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        if proc.returncode == -9 and not proc.stderr.strip():
-            tail = "killed (SIGKILL, most likely the kernel's out-of-memory killer)"
-        return {"contender": name, "error": tail}
+        return {"contender": name, "error": _failure(proc.returncode, proc.stderr)}
     return {"contender": name, **json.loads(lines[-1])}
+
+
+def _failure(returncode: int | None, stderr: str) -> str:
+    if returncode == -9 and not stderr.strip():
+        return "killed (SIGKILL, most likely the kernel's out-of-memory killer)"
+    return (stderr.strip().splitlines() or ["(no output)"])[-1]
+
+
+class _Served:
+    """One contender's `serve` subprocess; stderr goes to a temp file (a pipe could fill up)."""
+
+    def __init__(self, name: str, argv: list[str], module: str):
+        import tempfile
+
+        self.name, self.err = name, tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module, *argv, "--worker", name, "--serve"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True)
+        self.error: str | None = None
+
+    def ask(self, line: str | None) -> dict | None:
+        """Send a line (None: just read), return the next JSON reply; None and .error set when
+        the worker failed."""
+        try:
+            if line is not None:
+                self.proc.stdin.write(line + "\n")
+                self.proc.stdin.flush()
+            for out in self.proc.stdout:
+                if out.startswith("{"):
+                    reply = json.loads(out)
+                    if "error" in reply:
+                        self.error = reply["error"]
+                        return None
+                    return reply
+        except BrokenPipeError:
+            pass
+        self.proc.wait()
+        self.err.seek(0)
+        self.error = _failure(self.proc.returncode, self.err.read())
+        return None
+
+
+def measure(names: list[str], argv: list[str], steps: int,
+            module: str = "benchmarks.train_speed") -> list[dict]:
+    """Time the contenders interleaved: each is prepared (compiled, warmed up) in its own
+    subprocess, one after another, then the timed steps go round robin, one step of each in
+    turn. A slow spell of the machine (other load, CPU frequency) then hits every contender
+    alike instead of whichever ran during it, so the ratios of one run hold. All contenders'
+    processes live at once: their memory adds up (each one's peak RSS is still its own)."""
+    workers = []
+    for name in names:
+        w = _Served(name, argv, module)
+        w.ask(None)                        # wait until it is ready (or failed)
+        print(f"  {name}: {w.error or 'ready'}", file=sys.stderr)
+        workers.append(w)
+    for i in range(steps):
+        for w in workers:
+            if w.error is None:
+                w.ask(str(i))
+                # A worker's threads keep spinning briefly after its step (XLA's pool used
+                # ~80 ms of CPU in the first 100 ms, measured); let them settle before the next
+                # contender's timed step starts.
+                time.sleep(0.15)
+    results = []
+    for w in workers:
+        final = w.ask("done") if w.error is None else None
+        w.proc.wait()
+        w.err.close()
+        results.append({"contender": w.name, **final} if final else
+                       {"contender": w.name, "error": w.error})
+    return results
 
 
 def parse_presets(text: str) -> list[str]:
@@ -298,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"comma-separated subset of {', '.join(CONTENDERS)}")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     @cli_entry
@@ -305,13 +422,13 @@ def main(argv: list[str] | None = None) -> int:
         parse_presets(args.preset)
         names = parse_contenders(args.only)
         if args.worker:
-            print(json.dumps(worker(args)))
+            if args.serve:
+                serve(args)
+            else:
+                print(json.dumps(worker(args)))
             return 0
         make_batches(args)  # build and cache tokenizer + shards once, before the workers
-        results = []
-        for name in names:
-            results.append(run_worker(name, argv or sys.argv[1:]))
-            print(f"  measured {name}", file=sys.stderr)
+        results = measure(names, argv or sys.argv[1:], args.steps)
         report(args, results)
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

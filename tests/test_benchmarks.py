@@ -129,3 +129,12 @@ def test_profile_tiny_run_names_the_top_operations_of_both_twins(bench_env):
         rows = [ln for ln in part.splitlines() if ln.startswith("| ") and "---" not in ln]
         assert len(rows) > 10, part                     # header + every operation
         assert "matrix multiplies" in part
+
+
+def test_measure_reports_a_worker_that_dies_instead_of_waiting_for_it():
+    from benchmarks.train_speed import measure
+
+    results = measure(["torchbert"], [], 2, module="benchmarks.no_such_module")
+    assert results == [{"contender": "torchbert",
+                        "error": results[0]["error"]}], results
+    assert "No module named benchmarks.no_such_module" in results[0]["error"]
