@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -199,22 +199,12 @@ SETUPS = {"torchbert": setup_torchbert, "jaxbert": setup_jaxbert, "hf-torch": se
           "hf-flax": setup_hf_flax}
 
 
-def _oom(args) -> dict[str, str]:
-    return {"error": f"out of memory at batch {args.batch_size} x seq-len {args.seq_len} "
-                     f"({args.preset}); lower --batch-size or --seq-len"}
-
-
-def _is_oom(e: BaseException) -> bool:
-    return isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and
-                                          "memory" in str(e).lower())
-
-
 def _prepare(args) -> tuple[list, Callable, dict[str, Any]]:
     """A contender's batches and step function, after the untimed warm-up steps."""
     batches, vocab = make_batches(args)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     step = SETUPS[args.worker](args, vocab)
-    t0 = time.perf_counter()
+    t0, loss0 = time.perf_counter(), float("nan")
     for b in batches[:args.warmup]:
         loss0 = step(b)
     return batches, step, {"warmup_seconds": time.perf_counter() - t0, "first_loss": loss0,
@@ -228,24 +218,34 @@ def _figures(args, times: list[float], loss: float, warm: dict[str, Any]) -> dic
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def worker(args) -> dict[str, Any]:
-    """Run in a subprocess: time one contender alone, return its figures."""
+def _run(args, indices: Iterable[int], on_ready: Callable[[], None] = lambda: None,
+         on_step: Callable[[float], None] = lambda seconds: None) -> dict[str, Any]:
+    """Prepare one contender, then time the step on each timed batch index of `indices`: its
+    figures, or {"error": ...} when it ran out of memory."""
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     try:
         batches, step, warm = _prepare(args)
-        times = []
-        for b in batches[args.warmup:]:
+        on_ready()
+        times, loss = [], warm["first_loss"]
+        for i in indices:
             t0 = time.perf_counter()
-            loss = step(b)   # float(...) blocks until the step is done, in every framework
+            loss = step(batches[args.warmup + i])  # float(...) blocks until the step is done
             times.append(time.perf_counter() - t0)
+            on_step(times[-1])
     except (MemoryError, RuntimeError) as e:
-        if _is_oom(e):
-            return _oom(args)
-        raise
+        if isinstance(e, RuntimeError) and "memory" not in str(e).lower():
+            raise
+        return {"error": f"out of memory at batch {args.batch_size} x seq-len {args.seq_len} "
+                         f"({args.preset}); lower --batch-size or --seq-len"}
     return _figures(args, times, loss, warm)
+
+
+def worker(args) -> dict[str, Any]:
+    """Run in a subprocess: time one contender alone, return its figures."""
+    return _run(args, range(args.steps))
 
 
 def serve(args) -> None:
@@ -255,27 +255,14 @@ def serve(args) -> None:
     def say(obj):
         print(json.dumps(obj), flush=True)
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    try:
-        batches, step, warm = _prepare(args)
-        say({"ready": True})
-        times, loss = [], warm["first_loss"]
+    def commands():
         for line in sys.stdin:
             if line.strip() == "done":
-                break
-            t0 = time.perf_counter()
-            loss = step(batches[args.warmup + int(line)])
-            times.append(time.perf_counter() - t0)
-            say({"seconds": times[-1]})
-    except (MemoryError, RuntimeError) as e:
-        if not _is_oom(e):
-            raise
-        say(_oom(args))
-        return
-    say(_figures(args, times, loss, warm))
+                return
+            yield int(line)
+
+    say(_run(args, commands(), on_ready=lambda: say({"ready": True}),
+             on_step=lambda seconds: say({"seconds": seconds})))
 
 
 def run_worker(name: str, argv: list[str], module: str = "benchmarks.train_speed") -> dict:
