@@ -30,7 +30,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 DEFAULT_CONTENDERS = ("torchbert", "jaxbert")
@@ -51,6 +50,7 @@ def profile_torch(step, batches, trace_dir: str | None) -> dict[str, Any]:
             step(b)
         wall = (time.perf_counter() - t0) * 1e3 / len(batches)
     if trace_dir:
+        (Path(trace_dir) / "torchbert").mkdir(parents=True, exist_ok=True)
         prof.export_chrome_trace(str(Path(trace_dir) / "torchbert" / "trace.json"))
     n = len(batches)
     ops = [(e.key, e.self_cpu_time_total / 1e3 / n, e.count // n) for e in prof.key_averages()]
@@ -85,16 +85,17 @@ def where(op_name: str) -> str:
 def profile_jax(step, batches, trace_dir: str | None) -> dict[str, Any]:
     import jax
 
-    out = Path(trace_dir) / "jaxbert" if trace_dir else Path(tempfile.mkdtemp(prefix="jaxprof"))
-    with jax.profiler.trace(str(out), create_perfetto_trace=True):
-        t0 = time.perf_counter()
-        for b in batches:
-            step(b)
-        wall = (time.perf_counter() - t0) * 1e3 / len(batches)
-    traces = sorted(out.glob("plugins/profile/*/perfetto_trace.json.gz"))
-    if not traces:
-        return {"error": f"jax.profiler wrote no perfetto trace under {out}"}
-    events = json.load(gzip.open(traces[-1])).get("traceEvents", [])
+    with tempfile.TemporaryDirectory(prefix="jaxprof") as tmp:
+        out = Path(trace_dir) / "jaxbert" if trace_dir else Path(tmp)
+        with jax.profiler.trace(str(out), create_perfetto_trace=True):
+            t0 = time.perf_counter()
+            for b in batches:
+                step(b)
+            wall = (time.perf_counter() - t0) * 1e3 / len(batches)
+        traces = sorted(out.glob("plugins/profile/*/perfetto_trace.json.gz"))
+        if not traces:
+            return {"error": f"jax.profiler wrote no perfetto trace under {out}"}
+        events = json.load(gzip.open(traces[-1])).get("traceEvents", [])
     names = _op_names(step.hlo_text(batches[0]))
     ms, calls = collections.Counter(), collections.Counter()
     for e in events:
@@ -117,11 +118,8 @@ def profile_jax(step, batches, trace_dir: str | None) -> dict[str, Any]:
 def worker(args) -> dict[str, Any]:
     from benchmarks.train_speed import SETUPS, make_batches
 
-    ns = SimpleNamespace(corpus=args.corpus, batch_size=args.batch_size, seq_len=args.seq_len,
-                         max_predictions=args.max_predictions, warmup=args.warmup,
-                         steps=args.steps, preset=args.preset, vocab_size=args.vocab_size)
-    batches, vocab = make_batches(ns)
-    step = SETUPS[args.worker](ns, vocab)
+    batches, vocab = make_batches(args)
+    step = SETUPS[args.worker](args, vocab)
     for b in batches[:args.warmup]:
         step(b)
     profile = profile_torch if args.worker == "torchbert" else profile_jax
@@ -151,7 +149,7 @@ def report(args, name: str, r: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     from bertcore.config import PRESETS
     from bertcore.errors import UserError, cli_entry
-    from benchmarks.train_speed import parse_presets, run_worker
+    from benchmarks.train_speed import make_batches, parse_contenders, parse_presets, run_worker
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -178,13 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.worker:
             print(json.dumps(worker(args)))
             return 0
-        names = [n.strip() for n in args.contenders.split(",") if n.strip()]
-        unknown = [n for n in names if n not in DEFAULT_CONTENDERS]
-        if unknown or not names:
-            raise UserError(f"unknown contender(s) {', '.join(unknown) or '(none given)'}; "
-                            f"choose from {', '.join(DEFAULT_CONTENDERS)}")
-        from benchmarks.train_speed import make_batches
-
+        names = parse_contenders(args.contenders, allowed=DEFAULT_CONTENDERS)
         make_batches(args)  # build and cache tokenizer + shards once, before the workers
         for name in names:
             report(args, name, run_worker(name, argv if argv is not None else sys.argv[1:],

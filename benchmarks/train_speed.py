@@ -358,15 +358,15 @@ def parse_presets(text: str) -> list[str]:
     return names
 
 
-def parse_contenders(text: str) -> list[str]:
+def parse_contenders(text: str, allowed: tuple[str, ...] = CONTENDERS) -> list[str]:
     """Comma-separated contender names, each checked (UserError naming the choices)."""
     from bertcore.errors import UserError
 
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in CONTENDERS]
+    unknown = [n for n in names if n not in allowed]
     if unknown or not names:
         raise UserError(f"unknown contender(s) {', '.join(unknown) or '(none given)'}; "
-                        f"choose from {', '.join(CONTENDERS)}")
+                        f"choose from {', '.join(allowed)}")
     return names
 
 

@@ -112,10 +112,10 @@ def test_train_speed_batch_that_does_not_fit_names_its_size(bench_env):
     assert_one_line_error(proc, "torchbert failed")  # and the run exits non-zero
 
 
-def test_profile_tiny_run_names_the_top_operations_of_both_twins(bench_env):
+def test_profile_tiny_run_names_the_top_operations_of_both_twins(bench_env, tmp_path):
     env, corpus = bench_env
     proc = run_cli("-m", "benchmarks.profile", *tiny(), "--corpus", corpus, "--top", "10000",
-                   env=env, timeout=300)
+                   "--trace-dir", str(tmp_path), env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "### torchbert" in out and "### jaxbert" in out and "error" not in out, out
@@ -129,6 +129,9 @@ def test_profile_tiny_run_names_the_top_operations_of_both_twins(bench_env):
         rows = [ln for ln in part.splitlines() if ln.startswith("| ") and "---" not in ln]
         assert len(rows) > 10, part                     # header + every operation
         assert "matrix multiplies" in part
+    # --trace-dir keeps both raw traces
+    assert (tmp_path / "torchbert" / "trace.json").is_file()
+    assert list((tmp_path / "jaxbert").glob("plugins/profile/*/perfetto_trace.json.gz"))
 
 
 def test_measure_reports_a_worker_that_dies_instead_of_waiting_for_it():
