@@ -61,7 +61,7 @@ def test_jsonl_bad_line_names_file_and_line(tmp_path, bad):
     f.write_text('{"text": "fine"}\n\n' + bad + "\n", "utf-8")
     docs = iter_documents(str(f))
     assert next(docs) == "fine"
-    with pytest.raises(UserError, match=rf"c\.jsonl:3: bad JSON line"):
+    with pytest.raises(UserError, match=r"c\.jsonl:3: bad JSON line"):
         next(docs)
 
 
