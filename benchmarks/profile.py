@@ -116,12 +116,9 @@ def profile_jax(step, batches, trace_dir: str | None) -> dict[str, Any]:
 # ---- one contender, in a subprocess ------------------------------------------------------------
 
 def worker(args) -> dict[str, Any]:
-    from benchmarks.train_speed import SETUPS, make_batches
+    from benchmarks.train_speed import prepare
 
-    batches, vocab = make_batches(args)
-    step = SETUPS[args.worker](args, vocab)
-    for b in batches[:args.warmup]:
-        step(b)
+    batches, step, _ = prepare(args)   # the benchmark's own set-up and warm-up steps
     profile = profile_torch if args.worker == "torchbert" else profile_jax
     result = profile(step, batches[args.warmup:], args.trace_dir)
     if "rows" in result:
@@ -178,11 +175,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         names = parse_contenders(args.contenders, allowed=DEFAULT_CONTENDERS)
         make_batches(args)  # build and cache tokenizer + shards once, before the workers
+        flags = argv if argv is not None else sys.argv[1:]
         for name in names:
-            report(args, name, run_worker(name, argv if argv is not None else sys.argv[1:],
-                                          module="benchmarks.profile"))
-        print("\ncommand: python -m benchmarks.profile "
-              + " ".join(argv if argv is not None else sys.argv[1:]))
+            report(args, name, run_worker(name, flags, module="benchmarks.profile"))
+        print("\ncommand: python -m benchmarks.profile " + " ".join(flags))
         return 0
 
     return run()

@@ -199,7 +199,7 @@ SETUPS = {"torchbert": setup_torchbert, "jaxbert": setup_jaxbert, "hf-torch": se
           "hf-flax": setup_hf_flax}
 
 
-def _prepare(args) -> tuple[list, Callable, dict[str, Any]]:
+def prepare(args) -> tuple[list, Callable, dict[str, Any]]:
     """A contender's batches and step function, after the untimed warm-up steps."""
     batches, vocab = make_batches(args)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -227,7 +227,7 @@ def _run(args, indices: Iterable[int], on_ready: Callable[[], None] = lambda: No
 
         torch.set_num_threads(args.threads)
     try:
-        batches, step, warm = _prepare(args)
+        batches, step, warm = prepare(args)
         on_ready()
         times, loss = [], warm["first_loss"]
         for i in indices:
