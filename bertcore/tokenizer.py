@@ -169,6 +169,11 @@ def load_tokenizer(path: str | Path) -> WordPiece:
     try:
         if tj.is_file():
             tok = Tokenizer.from_file(str(tj))
+            # Published tokenizer.json files often carry fixed padding and truncation (e.g. to 128
+            # ids). Our ids must be each text's real tokens: batches pad and cut sequences
+            # themselves, and `prepare` must neither fill shards with [PAD] nor drop words.
+            tok.no_padding()
+            tok.no_truncation()
             if tok.normalizer is not None:
                 lowercase = json.loads(tok.normalizer.__getstate__()).get("lowercase", lowercase)
             return WordPiece(tok, lowercase)

@@ -83,3 +83,32 @@ def test_missing_and_bad_tokenizer_dirs(tmp_path):
     (tmp_path / "nospecial" / "vocab.txt").write_text("a\nb\nc\n")
     with pytest.raises(UserError, match="special tokens"):
         load_tokenizer(tmp_path / "nospecial")
+
+
+def test_padding_and_truncation_in_tokenizer_json_are_turned_off(tmp_path):
+    """A published tokenizer.json may pad and truncate to 128; loaded, texts keep their length."""
+    import json
+
+    tok = train_tokenizer(synthetic_documents(200), 300)
+    tok.tokenizer.enable_padding(length=128, pad_id=tok.pad_id, pad_token="[PAD]")
+    tok.tokenizer.enable_truncation(128)
+    tok.save(tmp_path / "tok")
+    saved = json.loads((tmp_path / "tok" / "tokenizer.json").read_text())
+    assert saved["padding"]["strategy"] == {"Fixed": 128}
+    assert saved["truncation"]["max_length"] == 128
+    assert len(tok.encode("the movie was great .")) == 128  # what the file asks for
+
+    loaded = load_tokenizer(tmp_path / "tok")
+    short = "the movie was great ."
+    long = " ".join(["the movie was great and the actors were wonderful ."] * 30)
+    tok.tokenizer.no_padding()
+    tok.tokenizer.no_truncation()
+    expected_short = tok.encode(short, add_special_tokens=False)
+    expected_long = tok.encode(long, add_special_tokens=False)
+    assert 3 <= len(expected_short) < 10 and len(expected_long) > 250
+    assert loaded.pad_id not in expected_short + expected_long
+    assert loaded.encode(short) == [loaded.cls_id] + expected_short + [loaded.sep_id]
+    assert loaded.encode(long) == [loaded.cls_id] + expected_long + [loaded.sep_id]
+    assert loaded.encode_batch([short, long]) == [expected_short, expected_long]
+    # the file's own path loads the same way
+    assert load_tokenizer(tmp_path / "tok" / "tokenizer.json").encode(long) == loaded.encode(long)
