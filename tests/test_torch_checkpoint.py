@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 
 import torchbert.checkpoint as ckpt
+from bertcore.batches import step_seed
 from bertcore.config import BertConfig
 from bertcore.errors import UserError
-from torchbert.checkpoint import (capture_rng_state, latest_checkpoint, list_checkpoints,
-                                  load_checkpoint, restore_rng_state, save_checkpoint)
+from torchbert.checkpoint import (latest_checkpoint, list_checkpoints, load_checkpoint,
+                                  save_checkpoint)
 from torchbert.model import BertForPreTraining, pretraining_loss
 
 CFG = BertConfig(vocab_size=200, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -42,8 +42,9 @@ def batch(step: int) -> dict[str, torch.Tensor]:
 
 
 def train(model, opt, steps: range) -> None:
-    model.train()   # dropout on: continuing exactly needs the restored torch RNG state
+    model.train()   # dropout on, reseeded per step as torchbert.train does: no RNG state to save
     for s in steps:
+        torch.manual_seed(step_seed(0, s))
         b = batch(s)
         mlm, nsp = model(b["input_ids"], b["token_type_ids"], b["attention_mask"],
                          b["masked_positions"])
@@ -54,8 +55,8 @@ def train(model, opt, steps: range) -> None:
 
 
 def extra(step: int) -> dict:
-    return {"rng": capture_rng_state(), "data": {"epoch": 0, "index": 8 * step},
-            "schedule_step": step, "array": np.arange(3, dtype=np.int64)}
+    return {"step": step, "data": {"epoch": 0, "index": 8 * step, "seed": 7},
+            "tokens": [3, 1, 2], "lr": 0.5, "note": None}
 
 
 def assert_same(a: torch.nn.Module, b: torch.nn.Module) -> None:
@@ -72,9 +73,7 @@ def test_round_trip_continues_bit_exactly(tmp_path):
 
     copy, copy_opt = make(1)                              # other weights until loaded
     state = load_checkpoint(path, copy, copy_opt)
-    assert state["data"] == {"epoch": 0, "index": 16} and state["schedule_step"] == 2
-    assert isinstance(state["array"], np.ndarray) and state["array"].tolist() == [0, 1, 2]
-    restore_rng_state(state["rng"])
+    assert state == extra(2)
     train(copy, copy_opt, range(2, 5))
     assert_same(model, copy)
     for p, q in zip(model.parameters(), copy.parameters()):
@@ -90,6 +89,8 @@ def test_files_use_hf_and_parameter_names(tmp_path):
     model, opt = make()
     train(model, opt, range(1))
     path = save_checkpoint(tmp_path, 1, model, opt, {}, keep=1)
+    assert sorted(p.name for p in path.iterdir()) == ["model.safetensors",
+                                                      "optimizer.safetensors", "state.json"]
     with safe_open(path / "model.safetensors", "pt") as f:
         keys = set(f.keys())
     assert keys == set(model.hf_state_dict())
@@ -144,7 +145,7 @@ def test_exception_during_write_keeps_previous(tmp_path, monkeypatch):
 
 def test_missing_and_corrupt_files_name_the_file(tmp_path):
     model, opt = make()
-    path = save_checkpoint(tmp_path, 3, model, opt, {"rng": capture_rng_state()}, keep=3)
+    path = save_checkpoint(tmp_path, 3, model, opt, extra(3), keep=3)
     before = {k: v.clone() for k, v in model.state_dict().items()}
 
     data = bytearray((path / "model.safetensors").read_bytes())
@@ -184,3 +185,27 @@ def test_optimizer_layout_mismatch(tmp_path):
     with pytest.raises(UserError, match="parameter groups differ"):
         load_checkpoint(path, model, one_group)
     load_checkpoint(path, model, None)                         # model only: fine
+
+
+def test_extra_state_must_be_json(tmp_path):
+    model, opt = make()
+    with pytest.raises(TypeError, match="Tensor"):
+        save_checkpoint(tmp_path, 1, model, opt, {"rng": torch.get_rng_state()}, keep=3)
+    assert latest_checkpoint(tmp_path) is None                  # nothing was written
+
+
+def test_older_checkpoint_with_rng_file_loads(tmp_path):
+    # Checkpoints written before the loop stopped saving RNG state hold an rng.safetensors (with
+    # no tensors in it) and its checksum; loading ignores the file, whatever is in it.
+    model, opt = make()
+    train(model, opt, range(1))
+    path = save_checkpoint(tmp_path, 1, model, opt, extra(1), keep=3)
+    ckpt.save_file({}, str(path / "rng.safetensors"), metadata={"format": "pt"})
+    state = json.loads((path / "state.json").read_text())
+    state["sha256"]["rng.safetensors"] = ckpt._sha256(path / "rng.safetensors")
+    (path / "state.json").write_text(json.dumps(state, indent=1) + "\n")
+    copy, copy_opt = make(1)
+    assert load_checkpoint(path, copy, copy_opt) == extra(1)
+    assert_same(model, copy)
+    (path / "rng.safetensors").write_bytes(b"anything")
+    assert load_checkpoint(path, copy, copy_opt) == extra(1)

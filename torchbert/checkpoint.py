@@ -4,15 +4,15 @@
         model.safetensors       model tensors, HF names, the tied decoder stored once
         optimizer.safetensors   AdamW state by *parameter name*: exp_avg/<name>, exp_avg_sq/<name>,
                                 step/<name> (the same name table parity/convert.py maps to optax)
-        rng.safetensors         every tensor found in extra_state (torch/CUDA RNG states)
         state.json              step, model config, optimizer hyper-parameters and param-group
-                                layout, extra_state (JSON) and a sha256 for each tensor file
+                                layout, extra_state and a sha256 for each tensor file
 
 A checkpoint is written into a temporary sibling directory and renamed into place, so a crash
 leaves either the old set of checkpoints or the new one, never a half-written step directory.
-`extra_state` is the training loop's: batch-iterator state, schedule position, RNG states. It
-must be JSON-able except for tensors / numpy arrays, which may sit anywhere inside it (in dicts
-or lists); they are stored in rng.safetensors and come back as the same types.
+`extra_state` is the training loop's (the step and the batch-iterator state) and must be JSON-able:
+there is no RNG state to save, since the loop reseeds dropout from (seed, step, rank) every step.
+Checkpoints written before that change also hold an `rng.safetensors` (never anything real in it);
+loading ignores it.
 """
 
 from __future__ import annotations
@@ -21,13 +21,11 @@ import dataclasses
 import hashlib
 import json
 import os
-import random
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -36,7 +34,7 @@ from bertcore.errors import UserError, atomic_path
 
 FORMAT = "twinbert-torch-checkpoint/1"
 STEP_DIR = re.compile(r"^step_(\d{8})$")         # complete checkpoints; temp dirs start with "."
-TENSOR_FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors")
+TENSOR_FILES = ("model.safetensors", "optimizer.safetensors")
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -64,67 +62,6 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-# ---- extra_state: JSON with tensors pulled out -------------------------------------------
-
-def _pack(obj: Any, name: str, tensors: dict[str, torch.Tensor]) -> Any:
-    """Replace each tensor/array in `obj` by {"__tensor__": name} and collect it in `tensors`."""
-    if isinstance(obj, torch.Tensor):
-        tensors[name] = obj.detach().cpu().clone()   # a copy: never shares storage
-        return {"__tensor__": name}
-    if isinstance(obj, np.ndarray):
-        tensors[name] = torch.from_numpy(np.ascontiguousarray(obj))
-        return {"__tensor__": name, "numpy": True}
-    if isinstance(obj, np.generic):                  # numpy scalars -> plain JSON numbers
-        return obj.item()
-    if isinstance(obj, dict):
-        if not all(isinstance(k, str) for k in obj):
-            raise TypeError(f"extra_state keys must be strings (at {name})")
-        return {k: _pack(v, f"{name}/{k}", tensors) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_pack(v, f"{name}/{i}", tensors) for i, v in enumerate(obj)]
-    return obj
-
-
-def _unpack(obj: Any, tensors: dict[str, torch.Tensor], source: Path) -> Any:
-    if isinstance(obj, dict):
-        if "__tensor__" in obj:
-            if obj["__tensor__"] not in tensors:
-                raise UserError(f"{source} lacks tensor {obj['__tensor__']}; the checkpoint "
-                                f"is incomplete")
-            t = tensors[obj["__tensor__"]]
-            return t.numpy() if obj.get("numpy") else t
-        return {k: _unpack(v, tensors, source) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_unpack(v, tensors, source) for v in obj]
-    return obj
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """Python, numpy (global), torch CPU and CUDA generator states, for extra_state["rng"]."""
-    version, mt, gauss = random.getstate()
-    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    state = {"python": [version, list(mt), gauss],
-             "numpy": [np_kind, np_keys.tolist(), int(np_pos), int(np_has_gauss), float(np_gauss)],
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of `capture_rng_state` (on a checkpoint that went through load_checkpoint)."""
-    version, mt, gauss = state["python"]
-    random.setstate((version, tuple(mt), gauss))
-    np_kind, np_keys, *rest = state["numpy"]
-    np.random.set_state((np_kind, np.asarray(np_keys, dtype=np.uint32), *rest))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        if len(state["cuda"]) != torch.cuda.device_count():
-            raise UserError(f"checkpoint has RNG states for {len(state['cuda'])} GPUs, this "
-                            f"process sees {torch.cuda.device_count()}")
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # ---- the optimizer, by parameter name ----------------------------------------------------
@@ -185,24 +122,25 @@ def latest_checkpoint(rundir: str | os.PathLike) -> Path | None:
 def save_checkpoint(rundir: str | os.PathLike, step: int, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, extra_state: dict[str, Any],
                     keep: int) -> Path:
-    """Write RUNDIR/checkpoints/step_{step:08d}/ atomically, then keep only the newest `keep`."""
+    """Write RUNDIR/checkpoints/step_{step:08d}/ atomically, then keep only the newest `keep`.
+
+    `extra_state` must be JSON-able (dicts with string keys, lists, numbers, strings); anything
+    else raises TypeError before a file is written."""
     if keep < 1:
         raise ValueError(f"keep={keep} must be >= 1")
     model = _unwrap(model)
     root = Path(rundir) / "checkpoints"
     final = root / f"step_{step:08d}"
+    json.dumps(extra_state)   # fail here, naming the offending type, before anything is written
     opt_tensors, opt_scalars, layout = _optimizer_tensors(model, optimizer)
-    extra_tensors: dict[str, torch.Tensor] = {}
-    extra = _pack(extra_state, "extra_state", extra_tensors)
     model_tensors = {k: v.detach().cpu().contiguous() for k, v in model.hf_state_dict().items()}
     with atomic_path(final, is_dir=True) as tmp:
         meta = {"format": "pt"}
         save_file(model_tensors, str(tmp / "model.safetensors"), metadata=meta)
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"), metadata=meta)
-        save_file(extra_tensors, str(tmp / "rng.safetensors"), metadata=meta)
         state = {"format": FORMAT, "step": int(step), "config": model.config.to_dict(),
                  "optimizer": {**layout, "state_scalars": opt_scalars},
-                 "extra_state": extra,
+                 "extra_state": extra_state,
                  "sha256": {f: _sha256(tmp / f) for f in TENSOR_FILES}}
         (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
         for f in (*TENSOR_FILES, "state.json"):   # on disk before the rename makes them visible
@@ -334,8 +272,7 @@ def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
     if optimizer is not None:
         opt_state = _optimizer_state_dict(state, tensors["optimizer.safetensors"], model,
                                           optimizer, path)
-    extra = _unpack(state.get("extra_state", {}), tensors["rng.safetensors"],
-                    path / "rng.safetensors")
+    extra = state.get("extra_state", {})
     model.load_hf_state_dict(weights, source=str(path / "model.safetensors"))
     if opt_state is not None:
         optimizer.load_state_dict(opt_state)   # moves moments to each parameter's device
