@@ -67,16 +67,14 @@ def _config_diff(stored: dict[str, Any], config: BertConfig) -> list[str]:
 class Checkpointer:
     """Save and restore the training state of one run (a thin layer over ocp.CheckpointManager).
 
-    `save` is synchronous by default: when it returns, the checkpoint is committed on disk (what
-    a crash-safe resume needs). `async_save=True` lets orbax write in a background thread while
-    training goes on; then call `wait()` before reading the checkpoint and `close()` at the end.
+    `save` is synchronous: when it returns, the checkpoint is committed on disk (what a
+    crash-safe resume needs). `close()` (or a `with` block) releases orbax's manager at the end.
     """
 
-    def __init__(self, rundir: str | Path, config: BertConfig, keep: int = 3,
-                 async_save: bool = False):
+    def __init__(self, rundir: str | Path, config: BertConfig, keep: int = 3):
         _quiet_orbax()
         self.dir, self.config = checkpoint_dir(rundir), config
-        self._keep, self._async = keep, async_save
+        self._keep = keep
         self._mgr: ocp.CheckpointManager | None = None
 
     def _manager(self, create: bool) -> ocp.CheckpointManager:
@@ -86,7 +84,7 @@ class Checkpointer:
                 raise UserError(f"no checkpoint in {self.dir} (the directory does not exist); "
                                 f"start without --resume or point to the right run directory")
             options = ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=create,
-                                                   enable_async_checkpointing=self._async)
+                                                   enable_async_checkpointing=False)
             self._mgr = ocp.CheckpointManager(self.dir, options=options,
                                               item_names=("state", "extra"))
         return self._mgr
@@ -156,10 +154,6 @@ class Checkpointer:
                             f"state ({_short(e)}); delete it or start a new run directory") from e
         log.debug("restored checkpoint %d in %.2fs", step, time.perf_counter() - t)
         return state, extra
-
-    def wait(self) -> None:
-        if self._mgr is not None:
-            self._mgr.wait_until_finished()
 
     def close(self) -> None:
         if self._mgr is not None:
