@@ -4,7 +4,7 @@
                              [--steps 20] [--warmup 3] [--peak-tflops T]
                              [--contenders jaxbert,torchbert,hf-torch]
 
-Each contender trains in its own subprocess (benchmarks.train_speed's worker and setup
+Each contender trains in its own subprocess (benchmarks.contenders' worker and setup
 functions) on identical bertcore batches: bf16 compute with fp32 parameters and optimizer state
 (torch: `torch.autocast("cuda", bfloat16)`; jax: the model's `dtype=bfloat16`), dropout on,
 BERT's 30522-token vocabulary, P = ceil(0.15 L) MLM slots per sequence (20 at L=128, 77 at
@@ -50,9 +50,8 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-from benchmarks.train_speed import CONTENDERS, make_batches, model_config, parse_contenders, \
-    parse_presets, run_worker, versions, \
-    worker
+from benchmarks.contenders import CONTENDERS, make_batches, model_config, parse_contenders, \
+    parse_presets, run_worker, versions, worker
 
 DEFAULT_CONTENDERS = ("jaxbert", "torchbert", "hf-torch")
 JAX_CONTENDERS = ("jaxbert", "hf-flax")
@@ -128,7 +127,7 @@ def gpu_frameworks() -> dict[str, bool]:
 
 
 def gpu_worker(args) -> dict[str, Any]:
-    """In a subprocess: check the contender's framework sees a GPU, time it (train_speed's
+    """In a subprocess: check the contender's framework sees a GPU, time it (contenders'
     worker, on cuda / in bf16), add the device name and peak GPU memory."""
     if args.worker in JAX_CONTENDERS:
         import jax
@@ -176,7 +175,7 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--seq-len", type=int, help=argparse.SUPPRESS)  # one length (workers)
     args = p.parse_args(argv)
-    # What train_speed's worker and setup functions read.
+    # What the contenders' worker and setup functions read.
     args.threads, args.dtype, args.device = None, "bfloat16", "cuda"
     return args
 
@@ -213,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                       "--seq-len", str(L), "--max-predictions", str(P), "--vocab-size",
                       str(args.vocab_size), "--steps", str(args.steps), "--warmup",
                       str(args.warmup), "--corpus", args.corpus]
-            # One contender at a time (not train_speed.measure's interleaving): processes alive
+            # One contender at a time (not contenders.measure's interleaving): processes alive
             # at once would share the GPU's memory, most of which jax preallocates.
             for name in names:
                 fw = "jax" if name in JAX_CONTENDERS else "torch"

@@ -3,7 +3,7 @@
     python -m benchmarks.profile [--contenders torchbert,jaxbert] [--preset mini]
                                  [--batch-size 32] [--seq-len 128] [--steps 2] [--top 15]
 
-Each contender runs benchmarks.train_speed's step (the same model, optimizer and bertcore
+Each contender runs benchmarks.contenders' step (the same model, optimizer and bertcore
 batches as the throughput table) in its own subprocess: warm-up steps first (compilation), then
 --steps profiled steps. Printed per contender: the top operations by time per step, and the
 share of the step spent in matrix multiplies, which is what bounds both twins on a CPU.
@@ -116,7 +116,7 @@ def profile_jax(step, batches, trace_dir: str | None) -> dict[str, Any]:
 # ---- one contender, in a subprocess ------------------------------------------------------------
 
 def worker(args) -> dict[str, Any]:
-    from benchmarks.train_speed import prepare
+    from benchmarks.contenders import prepare
 
     batches, step, _ = prepare(args)   # the benchmark's own set-up and warm-up steps
     profile = profile_torch if args.worker == "torchbert" else profile_jax
@@ -146,7 +146,7 @@ def report(args, name: str, r: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     from bertcore.config import PRESETS
     from bertcore.errors import UserError, cli_entry
-    from benchmarks.train_speed import make_batches, parse_contenders, parse_presets, run_worker
+    from benchmarks.contenders import make_batches, parse_contenders, parse_presets, run_worker
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

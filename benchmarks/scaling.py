@@ -32,7 +32,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from benchmarks.gpu import default_predictions, param_counts
-from benchmarks.train_speed import CONTENDERS, make_batches, measure, model_config, \
+from benchmarks.contenders import CONTENDERS, make_batches, measure, model_config, \
     parse_contenders, parse_presets, versions
 
 DEFAULT_CONTENDERS = ("torchbert", "jaxbert", "hf-torch")
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[tuple[str, int], dict[str, dict]] = {}
         for preset, L in dict.fromkeys(points):          # each point once, in order
             t0 = time.perf_counter()
-            # The contenders of one point timed interleaved (train_speed.measure).
+            # The contenders of one point timed interleaved (contenders.measure).
             for r in measure(names, point_argv(args, preset, L), args.steps):
                 results.setdefault((preset, L), {})[r["contender"]] = r
                 what = (f"{r['tokens_per_second']:,.0f} tokens/s" if "tokens_per_second" in r

@@ -1,0 +1,371 @@
+"""The contenders of the training benchmarks and the machinery that times them, shared by
+benchmarks.train_speed, benchmarks.gpu, benchmarks.scaling and benchmarks.profile.
+
+- The workload: `make_batches` (the same bertcore batches for every contender), `model_config`,
+  `train_config`.
+- One step function per contender (`SETUPS`: torchbert, jaxbert, hf-torch, hf-flax) and
+  `prepare`, which sets one up and runs its untimed warm-up steps.
+- In a worker subprocess: `worker` times one contender alone; `serve` times one step per line
+  read from stdin, for `measure`.
+- In the parent: `run_worker` times one contender alone in its own subprocess; `measure` times
+  several, each in its own subprocess, their timed steps interleaved.
+- Checking flags: `parse_presets`, `parse_contenders`; `versions` for a report's header.
+
+A worker subprocess is `python -m MODULE *ARGV --worker NAME [--serve]`: MODULE is the benchmark
+whose command line takes ARGV (benchmarks.train_speed unless named) and calls `worker` or `serve`
+with its parsed flags, the `args` the functions here read.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+CONTENDERS = ("torchbert", "jaxbert", "hf-torch", "hf-flax")
+
+
+def make_batches(args) -> tuple[list[dict[str, np.ndarray]], int]:
+    """The benchmark's batches (identical for every contender) and the vocabulary size."""
+    from bertcore.cli import train_parser
+    from bertcore.config import TrainConfig
+    from bertcore.batches import BatchIterator
+    from bertcore.run import resolve_data
+
+    ns = train_parser("bench", "").parse_args(["--corpus", args.corpus])
+    tok, shards = resolve_data(ns, progress=False, log=lambda *a, **k: None)
+    cfg = TrainConfig(batch_size=args.batch_size, seq_len=args.seq_len,
+                      max_predictions=args.max_predictions, seed=0)
+    it = BatchIterator(shards, tok, cfg)
+    return [next(it) for _ in range(args.warmup + args.steps)], tok.vocab_size
+
+
+def model_config(args, vocab: int):
+    from bertcore.config import BertConfig
+
+    # The batches' ids come from the built-in corpus's tokenizer (8192 entries); the model's
+    # vocabulary is --vocab-size (BERT's 30522 by default), which is what the cost depends on.
+    return BertConfig.from_preset(args.preset, vocab_size=max(vocab, args.vocab_size),
+                                  max_position_embeddings=max(512, args.seq_len))
+
+
+def train_config(args):
+    from bertcore.config import TrainConfig
+
+    return TrainConfig(batch_size=args.batch_size, seq_len=args.seq_len,
+                       max_predictions=args.max_predictions, lr=1e-4, warmup_steps=10,
+                       steps=10_000)
+
+
+# ---- one step function per contender (each returns a callable(batch) that blocks) -----------
+# `args.device` ("cpu" unless set: "cuda" from benchmarks.gpu, bf16 autocast for the torch ones)
+# and `args.dtype` ("float32" unless set: the jax compute dtype) default to the CPU benchmarks.
+
+def setup_torchbert(args, vocab) -> Callable:
+    import torch
+
+    from torchbert.model import BertForPreTraining
+    from torchbert.train import make_optimizer, train_step
+
+    cfg = train_config(args)
+    device = torch.device(getattr(args, "device", "cpu"))  # train_step autocasts bf16 on cuda
+    torch.manual_seed(0)
+    model = BertForPreTraining(model_config(args, vocab)).to(device)
+    opt = make_optimizer(model, cfg, device)
+    model.train()
+    return lambda b: float(train_step(model, opt, b, 1e-4, cfg, device, 1)["loss"])
+
+
+def setup_hf_torch(args, vocab) -> Callable:
+    import torch
+    import transformers
+
+    c = model_config(args, vocab)
+    device = torch.device(getattr(args, "device", "cpu"))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    torch.manual_seed(0)
+    model = transformers.BertForPreTraining(transformers.BertConfig(**{
+        k: v for k, v in c.to_dict().items() if k != "layer_norm_position"})).to(device)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+
+    def step(b):
+        ids = torch.from_numpy(b["input_ids"]).long()
+        labels = torch.full_like(ids, -100)
+        rows = torch.arange(ids.shape[0])[:, None].expand_as(torch.from_numpy(b["masked_ids"]))
+        pos = torch.from_numpy(b["masked_positions"]).long()
+        w = torch.from_numpy(b["masked_weights"]) > 0
+        labels[rows[w], pos[w]] = torch.from_numpy(b["masked_ids"]).long()[w]
+        with autocast:
+            out = model(input_ids=ids.to(device), labels=labels.to(device), **{
+                k: torch.from_numpy(b[k]).long().to(device)
+                for k in ("token_type_ids", "attention_mask", "next_sentence_label")})
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(out.loss)
+
+    return step
+
+
+def setup_jaxbert(args, vocab) -> Callable:
+    import functools
+
+    import jax
+
+    from jaxbert.model import BertForPreTraining, init_params
+    from jaxbert.train import Layout, compute_dtype, create_state, enable_compilation_cache, \
+        make_optimizer, train_step
+
+    enable_compilation_cache()
+    cfg, mcfg = train_config(args), model_config(args, vocab)
+    tx = make_optimizer(cfg, mcfg.hidden_size)
+    model = BertForPreTraining(mcfg, dtype=compute_dtype(getattr(args, "dtype", "float32")))
+    layout = Layout("single", cfg, functools.partial(train_step, model=model, tx=tx, cfg=cfg))
+    box = [create_state(init_params(mcfg, jax.random.PRNGKey(0)), tx)]
+    key = jax.random.PRNGKey(1)
+
+    def step(b):
+        box[0], m = layout.fn(box[0], layout.put_batch(b), key)
+        return float(m["loss"])
+
+    # The compiled program's text (benchmarks.profile names XLA's instructions with it).
+    step.hlo_text = lambda b: layout.fn.lower(box[0], layout.put_batch(b), key).compile().as_text()
+    return step
+
+
+def setup_hf_flax(args, vocab) -> Callable:
+    import jax
+    import jax.numpy as jnp
+    import optax
+    import transformers
+
+    from jaxbert.train import compute_dtype
+
+    c = model_config(args, vocab)
+    model = transformers.FlaxBertForPreTraining(transformers.BertConfig(**{
+        k: v for k, v in c.to_dict().items() if k != "layer_norm_position"}), seed=0,
+        dtype=compute_dtype(getattr(args, "dtype", "float32")))
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4, weight_decay=0.01))
+    params = model.params
+    opt_state = tx.init(params)
+
+    def loss_fn(params, b, key):
+        out = model(b["input_ids"], b["attention_mask"], b["token_type_ids"], params=params,
+                    dropout_rng=key, train=True)
+        logits = out.prediction_logits                                   # (B, L, V): dense
+        rows = jnp.arange(logits.shape[0])[:, None]
+        picked = logits[rows, b["masked_positions"]]
+        ce = optax.softmax_cross_entropy_with_integer_labels(picked, b["masked_ids"])
+        w = b["masked_weights"]
+        mlm = (ce * w).sum() / jnp.maximum(w.sum(), 1.0)
+        nsp = optax.softmax_cross_entropy_with_integer_labels(
+            out.seq_relationship_logits, b["next_sentence_label"]).mean()
+        return mlm + nsp
+
+    @jax.jit
+    def train_step(params, opt_state, b, key):
+        loss, grads = jax.value_and_grad(loss_fn)(params, b, key)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    box = [params, opt_state, jax.random.PRNGKey(1)]
+
+    def step(b):
+        box[2], sub = jax.random.split(box[2])
+        box[0], box[1], loss = train_step(box[0], box[1], b, sub)
+        return float(loss)
+
+    return step
+
+
+SETUPS = {"torchbert": setup_torchbert, "jaxbert": setup_jaxbert, "hf-torch": setup_hf_torch,
+          "hf-flax": setup_hf_flax}
+
+
+def prepare(args) -> tuple[list, Callable, dict[str, Any]]:
+    """A contender's batches and step function, after the untimed warm-up steps."""
+    batches, vocab = make_batches(args)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step = SETUPS[args.worker](args, vocab)
+    t0, loss0 = time.perf_counter(), float("nan")
+    for b in batches[:args.warmup]:
+        loss0 = step(b)
+    return batches, step, {"warmup_seconds": time.perf_counter() - t0, "first_loss": loss0,
+                           "data_rss_mb": rss_before / 1024}
+
+
+def _figures(args, times: list[float], loss: float, warm: dict[str, Any]) -> dict[str, Any]:
+    med = float(np.median(times))
+    return {"contender": args.worker, "tokens_per_second": args.batch_size * args.seq_len / med,
+            "ms_per_step": med * 1e3, **warm, "last_loss": loss,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _run(args, indices: Iterable[int], on_ready: Callable[[], None] = lambda: None,
+         on_step: Callable[[float], None] = lambda seconds: None) -> dict[str, Any]:
+    """Prepare one contender, then time the step on each timed batch index of `indices`: its
+    figures, or {"error": ...} when it ran out of memory."""
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        batches, step, warm = prepare(args)
+        on_ready()
+        times, loss = [], warm["first_loss"]
+        for i in indices:
+            t0 = time.perf_counter()
+            loss = step(batches[args.warmup + i])  # float(...) blocks until the step is done
+            times.append(time.perf_counter() - t0)
+            on_step(times[-1])
+    except (MemoryError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and "memory" not in str(e).lower():
+            raise
+        return {"error": f"out of memory at batch {args.batch_size} x seq-len {args.seq_len} "
+                         f"({args.preset}); lower --batch-size or --seq-len"}
+    return _figures(args, times, loss, warm)
+
+
+def worker(args) -> dict[str, Any]:
+    """Run in a subprocess: time one contender alone, return its figures."""
+    return _run(args, range(args.steps))
+
+
+def serve(args) -> None:
+    """Run in a subprocess: the worker side of `measure`. Prepare (warm up), say so, then time
+    one step per line read from stdin ("I" = timed batch I) until "done", then the figures.
+    Every reply is one JSON line on stdout."""
+    def say(obj):
+        print(json.dumps(obj), flush=True)
+
+    def commands():
+        for line in sys.stdin:
+            if line.strip() == "done":
+                return
+            yield int(line)
+
+    say(_run(args, commands(), on_ready=lambda: say({"ready": True}),
+             on_step=lambda seconds: say({"seconds": seconds})))
+
+
+def run_worker(name: str, argv: list[str], module: str = "benchmarks.train_speed") -> dict:
+    """Time one contender alone in its own subprocess, `python -m MODULE *ARGV --worker NAME`:
+    its figures, or {"contender": NAME, "error": the worker's last stderr line} when it
+    failed."""
+    proc = subprocess.run([sys.executable, "-m", module, *argv, "--worker", name],
+                          capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode or not lines:
+        return {"contender": name, "error": _failure(proc.returncode, proc.stderr)}
+    return {"contender": name, **json.loads(lines[-1])}
+
+
+def _failure(returncode: int | None, stderr: str) -> str:
+    if returncode == -9 and not stderr.strip():
+        return "killed (SIGKILL, most likely the kernel's out-of-memory killer)"
+    return (stderr.strip().splitlines() or ["(no output)"])[-1]
+
+
+class _Served:
+    """One contender's `serve` subprocess; stderr goes to a temp file (a pipe could fill up)."""
+
+    def __init__(self, name: str, argv: list[str], module: str):
+        import tempfile
+
+        self.name, self.err = name, tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module, *argv, "--worker", name, "--serve"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True)
+        self.error: str | None = None
+
+    def ask(self, line: str | None) -> dict | None:
+        """Send a line (None: just read), return the next JSON reply; None and .error set when
+        the worker failed."""
+        try:
+            if line is not None:
+                self.proc.stdin.write(line + "\n")
+                self.proc.stdin.flush()
+            for out in self.proc.stdout:
+                if out.startswith("{"):
+                    reply = json.loads(out)
+                    if "error" in reply:
+                        self.error = reply["error"]
+                        return None
+                    return reply
+        except BrokenPipeError:
+            pass
+        self.proc.wait()
+        self.err.seek(0)
+        self.error = _failure(self.proc.returncode, self.err.read())
+        return None
+
+
+def measure(names: list[str], argv: list[str], steps: int,
+            module: str = "benchmarks.train_speed") -> list[dict]:
+    """Time the contenders interleaved: each is prepared (compiled, warmed up) in its own
+    subprocess, one after another, then the timed steps go round robin, one step of each in
+    turn. A slow spell of the machine (other load, CPU frequency) then hits every contender
+    alike instead of whichever ran during it, so the ratios of one run hold. All contenders'
+    processes live at once: their memory adds up (each one's peak RSS is still its own)."""
+    workers = []
+    for name in names:
+        w = _Served(name, argv, module)
+        w.ask(None)                        # wait until it is ready (or failed)
+        print(f"  {name}: {w.error or 'ready'}", file=sys.stderr)
+        workers.append(w)
+    for i in range(steps):
+        for w in workers:
+            if w.error is None:
+                w.ask(str(i))
+                # A worker's threads keep spinning briefly after its step (XLA's pool used
+                # ~80 ms of CPU in the first 100 ms, measured); let them settle before the next
+                # contender's timed step starts.
+                time.sleep(0.15)
+    results = []
+    for w in workers:
+        final = w.ask("done") if w.error is None else None
+        w.proc.wait()
+        w.err.close()
+        results.append({"contender": w.name, **final} if final else
+                       {"contender": w.name, "error": w.error})
+    return results
+
+
+def parse_presets(text: str) -> list[str]:
+    """Comma-separated preset names, each checked (UserError naming the choices)."""
+    from bertcore.config import BertConfig
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for name in names:
+        BertConfig.from_preset(name)  # raises "unknown preset ...; choose one of ..."
+    return names
+
+
+def parse_contenders(text: str, allowed: tuple[str, ...] = CONTENDERS) -> list[str]:
+    """Comma-separated contender names, each checked (UserError naming the choices)."""
+    from bertcore.errors import UserError
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in allowed]
+    if unknown or not names:
+        raise UserError(f"unknown contender(s) {', '.join(unknown) or '(none given)'}; "
+                        f"choose from {', '.join(allowed)}")
+    return names
+
+
+def versions() -> str:
+    out = [f"python {platform.python_version()}"]
+    for mod in ("torch", "jax", "flax", "optax", "transformers"):
+        try:
+            out.append(f"{mod} {__import__(mod).__version__}")
+        except ImportError:
+            pass
+    return ", ".join(out)
