@@ -1,19 +1,21 @@
-"""Corpus readers, sentence splitting, the built-in offline corpus and the IMDB download.
+"""Corpus readers, sentence splitting, the built-in offline corpus, and the corpus command line.
 
 A corpus is a stream of documents (str). `iter_documents(source)` understands:
 
     builtin            real English prose shipped with every Python: stdlib docstrings + pydoc topics
-    imdb               the aclImdb reviews under the cache dir (`download-imdb` puts them there)
-    DIR (aclImdb)      train/{pos,neg,unsup} + test/{pos,neg}, one review per .txt file
+    imdb               the aclImdb reviews under the cache dir (`download-imdb` without --out)
+    DIR (aclImdb)      train/{pos,neg,unsup} + test/{pos,neg}, one review per .txt file; DIR is
+                       the aclImdb folder or the one holding it (`download-imdb --out DIR`)
     FILE.txt           documents separated by blank lines (one sentence per line is fine)
     FILE.jsonl         one JSON object per line with a "text" field
     DIR                every .txt / .jsonl file below it, sorted, recursive
 
 Everything streams: files are read line by line or file by file, never the whole corpus at once.
-Mistakes (missing path, empty corpus, non-UTF-8 bytes, bad JSON, unsafe archives) raise UserError.
+Mistakes (missing path, empty corpus, non-UTF-8 bytes, bad JSON) raise UserError. The IMDB
+download itself (checksum, safe extraction) is bertcore.imdb; its command line is here:
 
     python -m bertcore.corpus stats --corpus builtin
-    python -m bertcore.corpus download-imdb --out ~/.cache/twinbert
+    python -m bertcore.corpus download-imdb --out DIR      then: --corpus DIR
 """
 
 from __future__ import annotations
@@ -21,42 +23,17 @@ from __future__ import annotations
 import argparse
 import ast
 import functools
-import hashlib
-import http.client
 import json
 import os
 import re
-import shutil
 import sysconfig
-import tarfile
-import tempfile
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-import zlib
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Iterator
 
 from .errors import UserError, cli_entry
-
-IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
-# Published checksums of aclImdb_v1.tar.gz (84,125,825 bytes). SHA-256 from tensorflow_datasets
-# (tensorflow_datasets/datasets/imdb_reviews/checksums.tsv); MD5 from torchtext
-# (torchtext/datasets/imdb.py). We verify the SHA-256 unless the caller gives another checksum.
-IMDB_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
-IMDB_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
-IMDB_SPLITS = ("train/pos", "train/neg", "train/unsup", "test/pos", "test/neg")
-COMPLETE_MARKER = ".twinbert-complete"  # written last into aclImdb/: its presence = complete
-_CHUNK = 1 << 20
-
-
-def default_cache_dir() -> Path:
-    """$TWINBERT_CACHE, else $XDG_CACHE_HOME/twinbert, else ~/.cache/twinbert."""
-    if os.environ.get("TWINBERT_CACHE"):
-        return Path(os.environ["TWINBERT_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "twinbert"
-
+from .imdb import (IMDB_MD5, IMDB_SHA256, IMDB_SPLITS, IMDB_URL, default_cache_dir, download_imdb,
+                   find_aclimdb, is_aclimdb)
 
 # ---------------------------------------------------------------------------------------------
 # Sentences
@@ -139,10 +116,6 @@ def _iter_jsonl(path: Path) -> Iterator[str]:
 _BR = re.compile(r"\s*(?:<br\s*/?>\s*)+", re.IGNORECASE)
 
 
-def _is_aclimdb(path: Path) -> bool:
-    return any((path / split).is_dir() for split in IMDB_SPLITS)
-
-
 def _iter_aclimdb(root: Path) -> Iterator[str]:
     """Reviews in a fixed split order, files sorted by name; `<br />` runs become one newline."""
     for split in IMDB_SPLITS:
@@ -175,7 +148,7 @@ def iter_documents(source: str) -> Iterator[str]:
         docs, where = builtin_documents(), "the built-in corpus"
     elif source == "imdb":
         root = default_cache_dir() / "aclImdb"
-        if not (root / COMPLETE_MARKER).exists() and not _is_aclimdb(root):
+        if not is_aclimdb(root):
             raise UserError(
                 f"IMDB corpus not found at {root}. Download it with `python -m bertcore.corpus "
                 f"download-imdb --out {root.parent}` (or set TWINBERT_CACHE)")
@@ -186,13 +159,9 @@ def iter_documents(source: str) -> Iterator[str]:
         if not path.exists():
             raise UserError(f"corpus path {path} does not exist. Pass --corpus builtin, imdb, "
                             "or an existing .txt/.jsonl file or directory")
-        if path.is_dir():
-            if _is_aclimdb(path):
-                docs = _iter_aclimdb(path)
-            elif _is_aclimdb(path / "aclImdb"):
-                docs = _iter_aclimdb(path / "aclImdb")
-            else:
-                docs = _iter_dir(path)
+        if path.is_dir():  # an aclImdb tree, the folder download-imdb --out filled, or any
+            root = find_aclimdb(path)
+            docs = _iter_aclimdb(root) if root else _iter_dir(path)
         elif path.suffix == ".txt":
             docs = _iter_txt(path)
         elif path.suffix == ".jsonl":
@@ -302,170 +271,6 @@ def builtin_documents() -> Iterator[str]:
         text = _clean(topics[name])
         if len(text) >= _MIN_DOC_CHARS:
             yield text
-
-
-# ---------------------------------------------------------------------------------------------
-# IMDB download: checksum-verified, safe extraction, idempotent, nothing partial left behind
-
-def _unsafe(member: tarfile.TarInfo, why: str) -> UserError:
-    return UserError(f"unsafe archive member {member.name!r}: {why}. Refusing to extract; the "
-                     "archive is not the expected aclImdb_v1.tar.gz, check --url")
-
-
-def _inside(root: str, path: str) -> bool:
-    return os.path.commonpath([root, path]) == root
-
-
-def _extract_safely(archive: Path, dest: Path) -> int:
-    """Extract `archive` into the empty directory `dest`, refusing anything that could escape it.
-
-    We write regular files and directories ourselves (safe modes, no owners) instead of trusting
-    tarfile: absolute names, `..` components, links leading outside, device files and fifos are
-    refused. The caller deletes `dest` on error, so a refusal leaves nothing extracted.
-    """
-    root = os.path.realpath(dest)
-    count = 0
-    try:
-        with tarfile.open(archive, "r|*") as tar:  # stream: one pass over the compressed file
-            for member in tar:
-                count += _extract_member(tar, member, root)
-    except (tarfile.TarError, EOFError, zlib.error) as e:
-        raise UserError(f"the downloaded file is not a readable .tar.gz archive ({e}). Check "
-                        "--url and the checksum you passed") from None
-    return count
-
-
-def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: str) -> int:
-    """Extract one member under `root` (after the checks); return 1 for a regular file, else 0."""
-    name = member.name
-    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute() \
-            or PureWindowsPath(name).drive:
-        raise _unsafe(member, "absolute path")
-    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
-        raise _unsafe(member, "'..' path component")
-    parts = PurePosixPath(name).parts
-    if not parts:
-        return 0  # "." : the root itself
-    target = os.path.join(root, *parts)
-    top = os.path.join(root, parts[0])  # links must stay inside e.g. aclImdb/
-    # Resolve the parent for real, so a symlink extracted earlier cannot redirect us.
-    parent = os.path.realpath(os.path.dirname(target))
-    if not _inside(root, parent):
-        raise _unsafe(member, "its parent directory leads outside the target")
-    target = os.path.join(parent, os.path.basename(target))
-    if member.isdir():
-        os.makedirs(target, mode=0o755, exist_ok=True)
-    elif member.isfile():
-        os.makedirs(parent, exist_ok=True)
-        if os.path.islink(target):  # never write through a link from the archive
-            os.unlink(target)
-        with tar.extractfile(member) as src, open(target, "wb") as dst:
-            shutil.copyfileobj(src, dst, _CHUNK)
-        return 1
-    elif member.issym():
-        link = os.path.realpath(os.path.join(parent, member.linkname))
-        if os.path.isabs(member.linkname) or not _inside(top, link):
-            raise _unsafe(member, f"symlink to {member.linkname!r} outside the target")
-        os.makedirs(parent, exist_ok=True)
-        os.symlink(member.linkname, target)
-    elif member.islnk():  # hard link names are relative to the archive root
-        link = os.path.realpath(os.path.join(root, member.linkname))
-        if os.path.isabs(member.linkname) or not _inside(top, link):
-            raise _unsafe(member, f"hard link to {member.linkname!r} outside the target")
-        if not os.path.isfile(link):
-            raise _unsafe(member, f"hard link to {member.linkname!r}, not a file before it")
-        os.makedirs(parent, exist_ok=True)
-        os.link(link, target)
-    else:
-        raise _unsafe(member, "device file, fifo or other special file")
-    return 0
-
-
-def _fetch(url: str, dst: Path, progress: bool) -> tuple[str, str]:
-    """Download `url` into `dst` in chunks with a progress bar; return (sha256, md5) hex digests."""
-    from tqdm import tqdm  # only the download needs it
-
-    sha256, md5 = hashlib.sha256(), hashlib.md5()
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(dst, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                      desc=Path(urllib.parse.urlparse(url).path).name or "download",
-                      disable=not progress) as bar:
-                while chunk := response.read(_CHUNK):
-                    out.write(chunk)
-                    sha256.update(chunk)
-                    md5.update(chunk)
-                    bar.update(len(chunk))
-    except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as e:
-        if isinstance(e, urllib.error.HTTPError):
-            reason = f"HTTP {e.code} {e.reason}"
-        else:
-            reason = getattr(e, "reason", None) or e
-        raise UserError(f"could not download {url} ({reason}). Check the network connection, "
-                        "or pass --url with a reachable mirror") from None
-    except ValueError as e:  # urlopen's "unknown url type"
-        raise UserError(f"bad URL {url!r} ({e}). Pass an http:// or https:// URL") from None
-    return sha256.hexdigest(), md5.hexdigest()
-
-
-def download_imdb(out_dir: str | os.PathLike, url: str = IMDB_URL, *, sha256: str | None = None,
-                  md5: str | None = None, progress: bool = True) -> Path:
-    """Download and extract aclImdb into `out_dir/aclImdb`; return that path.
-
-    The archive must match `sha256` (default: the published IMDB_SHA256) and/or `md5`. If
-    `out_dir/aclImdb` is already complete, nothing is downloaded. On any failure nothing partial
-    is left: the archive goes to a temporary file and is extracted into a temporary directory
-    beside the target, which is renamed into place only after the marker file is written.
-    """
-    for kind, value, length in (("sha256", sha256, 64), ("md5", md5, 32)):
-        if value is not None and not re.fullmatch(f"[0-9a-fA-F]{{{length}}}", value):
-            raise UserError(f"--{kind} {value!r} is not a {length}-digit hex checksum. Pass the "
-                            f"archive's published {kind} (or leave it out to use the built-in one)")
-    out = Path(out_dir).expanduser()
-    target = out / "aclImdb"
-    if (target / COMPLETE_MARKER).exists():
-        print(f"IMDB is already downloaded at {target}; nothing to do")
-        return target
-    if target.exists():
-        raise UserError(f"{target} exists but was not completed by download-imdb (no "
-                        f"{COMPLETE_MARKER}). Remove it to download again, or use it directly "
-                        f"with --corpus {target}")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file. Pass a directory (it will hold aclImdb/)")
-    if sha256 is None and md5 is None:
-        sha256 = IMDB_SHA256
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=".aclImdb_v1.tar.gz.part-", dir=out)
-    os.close(fd)
-    archive, tmp_dir = Path(name), Path(tempfile.mkdtemp(prefix=".aclImdb.tmp-", dir=out))
-    try:
-        got_sha256, got_md5 = _fetch(url, archive, progress)
-        for kind, expected, actual in (("sha256", sha256, got_sha256), ("md5", md5, got_md5)):
-            if expected is not None and expected.lower() != actual:
-                raise UserError(f"checksum mismatch for {url}: expected {kind} {expected.lower()}, "
-                                f"got {actual}. The download is corrupt or incomplete (or not the "
-                                "official archive); run the command again to re-download")
-        files = _extract_safely(archive, tmp_dir)
-        extracted = tmp_dir / "aclImdb"
-        if not _is_aclimdb(extracted):
-            raise UserError(f"{url} does not hold an aclImdb/ directory with train/ and test/ "
-                            "reviews. Check --url")
-        # The marker is written last: its presence means the directory is complete.
-        (extracted / COMPLETE_MARKER).write_text(json.dumps(
-            {"url": url, "sha256": got_sha256, "md5": got_md5, "files": files}) + "\n")
-        os.rename(extracted, target)
-    finally:
-        archive.unlink(missing_ok=True)
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        if created and not target.exists():  # a failed attempt leaves not even the directory
-            try:
-                out.rmdir()  # only if empty
-            except OSError:
-                pass
-    print(f"IMDB downloaded and verified: {files} files in {target}")
-    return target
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,8 +18,8 @@ def corpus(tmp_path_factory):
 def test_importing_bertcore_pulls_in_no_framework():
     code = ("import sys, bertcore, bertcore.config, bertcore.tokenizer, bertcore.corpus, "
             "bertcore.shards, bertcore.masking, bertcore.batches, bertcore.schedule, bertcore.run, "
-            "bertcore.cli, bertcore.data; bad = [m for m in ('torch', 'jax', 'flax', 'tensorflow') "
-            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+            "bertcore.cli, bertcore.data, bertcore.imdb; bad = [m for m in ('torch', 'jax', "
+            "'flax', 'tensorflow') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 

@@ -1,4 +1,5 @@
-"""Tests for bertcore.corpus: readers, sentences, the built-in corpus, the IMDB download, the CLI.
+"""Tests for bertcore.corpus (readers, sentences, the built-in corpus, the CLI) and bertcore.imdb
+(the IMDB download and safe extraction, and finding the reviews a --corpus path names).
 
 Nothing here touches the network: downloads go to an HTTP server on 127.0.0.1 in a thread.
 """
@@ -19,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from bertcore import corpus
-from bertcore.corpus import builtin_documents, download_imdb, iter_documents, split_sentences
+from bertcore import imdb
+from bertcore.corpus import builtin_documents, iter_documents, split_sentences
+from bertcore.imdb import download_imdb
 from bertcore.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,7 +162,8 @@ def test_cli_stats(tmp_path):
 
 
 def test_import_does_not_pull_in_torch_or_jax():
-    code = ("import sys, bertcore.corpus; bad = [m for m in ('torch', 'jax', 'flax') "
+    code = ("import sys, bertcore.imdb; assert 'bertcore.corpus' not in sys.modules; "
+            "import bertcore.corpus; bad = [m for m in ('torch', 'jax', 'flax') "
             "if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
 
@@ -267,7 +270,7 @@ def test_download_extract_and_idempotence(tmp_path, server, capsys):
     out = tmp_path / "cache"
     url = server.url + "/aclImdb_v1.tar.gz"
     target = download_imdb(out, url, sha256=hashlib.sha256(data).hexdigest(), progress=False)
-    assert target == out / "aclImdb" and (target / corpus.COMPLETE_MARKER).exists()
+    assert target == out / "aclImdb" and (target / imdb.COMPLETE_MARKER).exists()
     assert (target / "train/pos/link.txt").read_text() == "Great film.<br /><br />Loved it!"
     assert (target / "hard").read_bytes() == (target / "README").read_bytes()
     assert list(iter_documents(str(out))) == IMDB_DOCS[:2] + IMDB_DOCS[:1] + IMDB_DOCS[2:]
@@ -362,3 +365,4 @@ def test_cli_download_checksum_mismatch(tmp_path, server):
     proc = run_cli("download-imdb", "--out", str(tmp_path / "out"), "--url", server.url + "/a.tgz",
                    "--sha256", hashlib.sha256(server.files["/a.tgz"]).hexdigest(), "--no-progress")
     assert proc.returncode == 0 and "verified" in proc.stdout, proc.stderr
+
