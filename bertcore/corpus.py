@@ -151,7 +151,8 @@ def iter_documents(source: str) -> Iterator[str]:
         if not is_aclimdb(root):
             raise UserError(
                 f"IMDB corpus not found at {root}. Download it with `python -m bertcore.corpus "
-                f"download-imdb --out {root.parent}` (or set TWINBERT_CACHE)")
+                f"download-imdb` (or set TWINBERT_CACHE); if you downloaded it with --out DIR, "
+                f"pass --corpus DIR instead of imdb")
         docs, where = _iter_aclimdb(root), str(root)
     else:
         path = Path(source).expanduser()
@@ -301,7 +302,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
                "  python -m bertcore.corpus stats --corpus builtin\n"
                "  python -m bertcore.corpus download-imdb\n"
-               "  python -m bertcore.corpus stats --corpus imdb")
+               "  python -m bertcore.corpus stats --corpus imdb\n"
+               "  python -m bertcore.corpus download-imdb --out data\n"
+               "  python -m bertcore.corpus stats --corpus data")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     stats = sub.add_parser(
@@ -310,9 +313,10 @@ def _parser() -> argparse.ArgumentParser:
                     "and read time.")
     stats.add_argument(
         "--corpus", required=True, metavar="SRC",
-        help="'builtin' (stdlib docstrings + pydoc topics, offline), 'imdb' (after download-imdb), "
-             "an aclImdb directory, a .txt file (blank line between documents), a .jsonl file "
-             "({\"text\": ...} per line) or a directory of .txt/.jsonl files")
+        help="'builtin' (stdlib docstrings + pydoc topics, offline), 'imdb' (after download-imdb "
+             "without --out), the DIR given to download-imdb --out or an aclImdb directory, a .txt "
+             "file (blank line between documents), a .jsonl file ({\"text\": ...} per line) or a "
+             "directory of .txt/.jsonl files")
     stats.add_argument("--delimiters", default=".?!",
                        help="characters that end a sentence when followed by a space "
                             "(default: %(default)s); newlines always do")
@@ -323,8 +327,9 @@ def _parser() -> argparse.ArgumentParser:
                     "it safely to OUT/aclImdb. Does nothing if that is already complete; leaves "
                     "nothing behind if it fails.")
     dl.add_argument("--out", default=None, metavar="DIR",
-                    help="directory to hold aclImdb/ (default: $TWINBERT_CACHE or "
-                         "~/.cache/twinbert, where --corpus imdb looks)")
+                    help="directory to hold aclImdb/; read it afterwards with --corpus DIR "
+                         "(default: $TWINBERT_CACHE or ~/.cache/twinbert, where --corpus imdb "
+                         "looks)")
     dl.add_argument("--url", default=IMDB_URL, help="archive URL, e.g. a mirror (default: %(default)s)")
     check = dl.add_mutually_exclusive_group()
     check.add_argument("--sha256", metavar="HEX",

@@ -16,6 +16,7 @@ import http.client
 import json
 import os
 import re
+import shlex
 import shutil
 import tarfile
 import tempfile
@@ -62,6 +63,14 @@ def find_aclimdb(path: str | os.PathLike) -> Path | None:
         if is_aclimdb(root):
             return root
     return None
+
+
+def corpus_flag(out_dir: str | os.PathLike) -> str:
+    """The `--corpus` argument that reads what `download_imdb(out_dir)` wrote."""
+    flag = f"--corpus {shlex.quote(str(out_dir))}"
+    if Path(out_dir).expanduser().resolve() == default_cache_dir().resolve():
+        flag += " (or --corpus imdb)"
+    return flag
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,7 +194,8 @@ def download_imdb(out_dir: str | os.PathLike, url: str = IMDB_URL, *, sha256: st
     out = Path(out_dir).expanduser()
     target = out / "aclImdb"
     if (target / COMPLETE_MARKER).exists():
-        print(f"IMDB is already downloaded at {target}; nothing to do")
+        print(f"IMDB is already downloaded at {target}; nothing to do. Use it with "
+              f"{corpus_flag(out)}")
         return target
     if target.exists():
         raise UserError(f"{target} exists but was not completed by download-imdb (no "
@@ -224,6 +234,7 @@ def download_imdb(out_dir: str | os.PathLike, url: str = IMDB_URL, *, sha256: st
                 out.rmdir()  # only if empty
             except OSError:
                 pass
-    print(f"IMDB downloaded and verified: {files} files in {target}")
+    print(f"IMDB downloaded and verified: {files} files in {target}. Use it with "
+          f"{corpus_flag(out)}")
     return target
 

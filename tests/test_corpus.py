@@ -11,6 +11,7 @@ import http.server
 import io
 import itertools
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -98,7 +99,7 @@ def test_aclimdb_layout_order_and_br_stripping(tmp_path):
 
 def test_imdb_source_uses_cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("TWINBERT_CACHE", str(tmp_path))
-    with pytest.raises(UserError, match="download-imdb"):
+    with pytest.raises(UserError, match="download-imdb.*--corpus DIR"):
         iter_documents("imdb")
     make_aclimdb(tmp_path)
     assert list(iter_documents("imdb")) == IMDB_DOCS
@@ -366,3 +367,36 @@ def test_cli_download_checksum_mismatch(tmp_path, server):
                    "--sha256", hashlib.sha256(server.files["/a.tgz"]).hexdigest(), "--no-progress")
     assert proc.returncode == 0 and "verified" in proc.stdout, proc.stderr
 
+
+def test_cli_download_then_corpus_dir_reads_the_reviews(tmp_path, server):
+    """download-imdb --out DIR prints the --corpus to use next; that DIR (and DIR/aclImdb) read."""
+    server.files["/a.tgz"] = data = good_archive(tmp_path)
+    out = tmp_path / "my data"  # a space: the printed flag must be quoted to be usable as is
+    proc = run_cli("download-imdb", "--out", str(out), "--url", server.url + "/a.tgz",
+                   "--sha256", hashlib.sha256(data).hexdigest(), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    flag = proc.stdout.strip().splitlines()[-1].split("Use it with ", 1)[1]
+    assert flag == f"--corpus {shlex.quote(str(out))}"  # not the cache: no "or --corpus imdb"
+    reviews = IMDB_DOCS[:2] + IMDB_DOCS[:1] + IMDB_DOCS[2:]  # train/pos/link.txt -> 10_9.txt
+    assert list(iter_documents(str(out))) == reviews
+    assert list(iter_documents(str(out / "aclImdb"))) == reviews
+    proc = run_cli("stats", *shlex.split(flag))
+    assert proc.returncode == 0, proc.stderr
+    assert f"documents   {len(reviews)}" in proc.stdout
+    # again: nothing to do, and the same flag
+    proc = run_cli("download-imdb", "--out", str(out), "--url", server.url + "/a.tgz",
+                   "--no-progress")
+    assert proc.returncode == 0 and "already" in proc.stdout, proc.stderr
+    assert proc.stdout.rstrip().endswith(flag) and server.requests == 1
+
+
+def test_cli_download_to_the_cache_also_names_corpus_imdb(tmp_path, server, monkeypatch):
+    monkeypatch.setenv("TWINBERT_CACHE", str(tmp_path / "cache"))
+    server.files["/a.tgz"] = data = good_archive(tmp_path)
+    proc = run_cli("download-imdb", "--url", server.url + "/a.tgz", "--sha256",
+                   hashlib.sha256(data).hexdigest(), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.rstrip().endswith(
+        f"--corpus {shlex.quote(str(tmp_path / 'cache'))} (or --corpus imdb)")
+    assert list(iter_documents("imdb")) == list(iter_documents(str(tmp_path / "cache")))
+    assert len(list(iter_documents("imdb"))) == len(IMDB_DOCS) + 1
