@@ -1,11 +1,8 @@
 """The batch iterator: the seam between bertcore and the twins.
 
-Every batch is a dict of numpy arrays (DESIGN.md's batch contract):
-
-    input_ids, token_type_ids, attention_mask   int32 [B, L]
-    masked_positions, masked_ids                 int32 [B, P]
-    masked_weights                               float32 [B, P]
-    next_sentence_label                          int32 [B]   (only when NSP is on)
+Every batch is a dict of numpy arrays. The contract (keys, shapes, dtypes, meaning) is `BATCH_SPEC`
+below, the one place it is defined; `check_batch` tests a batch against it
+(docs/design.md, "The batch contract").
 
 Determinism: the *global* batch of step s depends only on (seed, s). Rank r of W gets rows
 [r*B/W, (r+1)*B/W) of it, and the random numbers for masking are drawn for the whole global batch
@@ -17,7 +14,7 @@ the identical next batch, in either twin.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
@@ -26,6 +23,62 @@ from .errors import UserError
 from .masking import LABEL, assemble, create_instances, mask_tokens
 from .shards import Shards
 from .tokenizer import WordPiece
+
+
+class BatchField(NamedTuple):
+    shape: tuple[str, ...]   # B = rows of this batch, L = seq_len, P = max_predictions
+    dtype: type
+    meaning: str
+
+
+# The batch contract: what BatchIterator yields and both twins consume.
+BATCH_SPEC: dict[str, BatchField] = {
+    "input_ids": BatchField(("B", "L"), np.int32, "token ids after masking, [PAD] after the end"),
+    "token_type_ids": BatchField(("B", "L"), np.int32, "0 for [CLS] A [SEP], 1 for B [SEP]; "
+                                                       "0 on padding"),
+    "attention_mask": BatchField(("B", "L"), np.int32, "1 real token, 0 padding"),
+    "masked_positions": BatchField(("B", "P"), np.int32, "positions of the predicted tokens, "
+                                                         "ascending; unused slots last, at 0"),
+    "masked_ids": BatchField(("B", "P"), np.int32, "original ids at those positions; 0 in "
+                                                   "unused slots"),
+    "masked_weights": BatchField(("B", "P"), np.float32, "1.0 real prediction, 0.0 unused slot"),
+    "next_sentence_label": BatchField(("B",), np.int32, "0 = B follows A, 1 = B is a random "
+                                                        "span; absent when NSP is off"),
+}
+NSP_KEYS = frozenset({"next_sentence_label"})   # required with NSP on, optional with it off
+
+
+def check_batch(batch: dict[str, Any], batch_size: int, seq_len: int, max_predictions: int,
+                nsp: bool) -> None:
+    """Raise ValueError, naming the key and the problem, unless `batch` meets BATCH_SPEC.
+
+    `batch_size` is the rows of this batch (per rank and micro-batch, not the global batch).
+    """
+    if not isinstance(batch, dict):
+        raise ValueError(f"a batch is a dict of numpy arrays, got {type(batch).__name__}")
+    sizes = {"B": batch_size, "L": seq_len, "P": max_predictions}
+    unknown = sorted(set(batch) - set(BATCH_SPEC))
+    if unknown:
+        raise ValueError(f"batch key {unknown[0]!r} is not in the batch contract "
+                         f"(keys: {', '.join(BATCH_SPEC)})")
+    for key, field in BATCH_SPEC.items():
+        if key not in batch:
+            if key in NSP_KEYS and not nsp:
+                continue
+            raise ValueError(f"batch key {key!r} is missing" +
+                             (" (it is required with NSP on)" if key in NSP_KEYS else ""))
+        value = batch[key]
+        if not isinstance(value, np.ndarray):
+            raise ValueError(f"batch key {key!r} is a {type(value).__module__}."
+                             f"{type(value).__name__}, not a numpy array")
+        want = tuple(sizes[d] for d in field.shape)
+        if value.shape != want:
+            raise ValueError(f"batch key {key!r} has shape {list(value.shape)}, expected "
+                             f"[{', '.join(field.shape)}] = {list(want)}")
+        if value.dtype != field.dtype:
+            raise ValueError(f"batch key {key!r} has dtype {value.dtype}, expected "
+                             f"{np.dtype(field.dtype)}")
+
 
 STATE_FORMAT = "twinbert-batches-v1"
 # Distinct stream names, so instance building and masking never share random numbers.

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from bertcore.batches import BatchIterator, split_micro_batches
+from bertcore.batches import BATCH_SPEC, BatchIterator, check_batch, split_micro_batches
 from bertcore.config import TrainConfig
 from bertcore.errors import UserError
 from helpers import build_shards
@@ -24,16 +24,51 @@ def equal(a, b):
 
 def test_contract_shapes_and_dtypes(data):
     b = next(BatchIterator(*data, CFG))
-    B, L, P = 8, 64, 10
-    spec = {"input_ids": ((B, L), np.int32), "token_type_ids": ((B, L), np.int32),
-            "attention_mask": ((B, L), np.int32), "masked_positions": ((B, P), np.int32),
-            "masked_ids": ((B, P), np.int32), "masked_weights": ((B, P), np.float32),
-            "next_sentence_label": ((B,), np.int32)}
-    assert set(b) == set(spec)
-    for k, (shape, dtype) in spec.items():
-        assert b[k].shape == shape and b[k].dtype == dtype, k
+    check_batch(b, 8, 64, 10, nsp=True)
+    assert set(b) == set(BATCH_SPEC)
     nonsp = next(BatchIterator(*data, CFG.replace(nsp=False)))
+    check_batch(nonsp, 8, 64, 10, nsp=False)
     assert "next_sentence_label" not in nonsp and (nonsp["token_type_ids"] == 0).all()
+    with pytest.raises(ValueError, match="'next_sentence_label' is missing"):
+        check_batch(nonsp, 8, 64, 10, nsp=True)
+    rank = next(BatchIterator(*data, CFG, rank=1, world_size=2))   # B = this rank's rows
+    check_batch(rank, 4, 64, 10, nsp=True)
+    for part in split_micro_batches(rank, 2):
+        check_batch(part, 2, 64, 10, nsp=True)
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda b: b.update(input_ids=b["input_ids"].astype(np.int64)),
+     "'input_ids' has dtype int64, expected int32"),
+    (lambda b: b.update(masked_weights=b["masked_weights"].astype(np.int32)),
+     "'masked_weights' has dtype int32, expected float32"),
+    (lambda b: b.update(masked_ids=b["masked_ids"][:, :9]),
+     r"'masked_ids' has shape \[8, 9\], expected \[B, P\] = \[8, 10\]"),
+    (lambda b: b.update(next_sentence_label=b["next_sentence_label"][:, None]),
+     r"'next_sentence_label' has shape \[8, 1\], expected \[B\] = \[8\]"),
+    (lambda b: b.pop("attention_mask"), "'attention_mask' is missing"),
+    (lambda b: b.update(token_type_ids=b["token_type_ids"].tolist()),
+     "'token_type_ids' is a builtins.list, not a numpy array"),
+    (lambda b: b.update(labels=b["masked_ids"]), "'labels' is not in the batch contract"),
+])
+def test_check_batch_rejects_what_breaks_the_contract(data, change, problem):
+    b = next(BatchIterator(*data, CFG))
+    change(b)
+    with pytest.raises(ValueError, match=problem):
+        check_batch(b, 8, 64, 10, nsp=True)
+
+
+def test_check_batch_sizes_come_from_the_caller(data):
+    b = next(BatchIterator(*data, CFG))
+    with pytest.raises(ValueError, match=r"'input_ids' has shape \[8, 64\], expected \[B, L\]"
+                                         r" = \[8, 128\]"):
+        check_batch(b, 8, 128, 10, nsp=True)
+    with pytest.raises(ValueError, match=r"expected \[B, L\] = \[16, 64\]"):
+        check_batch(b, 16, 64, 10, nsp=True)
+    check_batch(b, 8, 64, 10, nsp=False)   # with NSP off the label is optional, still checked
+    b["next_sentence_label"] = b["next_sentence_label"].astype(np.int64)
+    with pytest.raises(ValueError, match="'next_sentence_label' has dtype int64"):
+        check_batch(b, 8, 64, 10, nsp=False)
 
 
 def test_same_seed_same_batches_other_seed_differs(data):
