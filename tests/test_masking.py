@@ -89,7 +89,19 @@ def test_instances_layout(data):
         assert b["attention_mask"][i].sum() == len(expect)
         assert b["token_type_ids"][i].tolist() == [0] * (al + 2) + [1] * (bl + 1) + \
             [0] * (64 - len(expect))
-    # actual-next pairs continue the document: B starts where A ends (before truncation)
+    # Actual-next pairs (label 0) continue the document: B starts where A ends. Truncation to
+    # 61 = 64 - 3 tokens may then trim A's back and B's front, which opens a gap between them,
+    # so: no gap where nothing was cut, B never before A's end, and both in one document.
+    a0, al, b0, bl, label = inst.T
+    nxt = label == 0
+    gap = b0 - (a0 + al)
+    full = al + bl == 61              # a truncated pair ends at exactly 61: shorter ones are uncut
+    assert (gap[nxt & ~full] == 0).all() and (gap[nxt] >= 0).all()
+    doc_start = shards.sent_offsets[shards.doc_offsets]         # token offset of each document
+    doc_of = lambda t: np.searchsorted(doc_start, t, side="right") - 1  # noqa: E731
+    assert (doc_of(a0[nxt]) == doc_of(b0[nxt] + bl[nxt] - 1)).all()
+    assert (nxt & ~full).sum() > 50 and (gap[nxt] > 0).sum() > 50   # both cases are exercised
+    # Without NSP every instance is one segment: no B, and A fits [CLS] A [SEP] (<= 64 - 2).
     single = create_instances(shards.sent_offsets, shards.doc_offsets, 64, rng, nsp=False)
     assert (single[:, 3] == 0).all() and (single[:, 1] <= 62).all()
 
