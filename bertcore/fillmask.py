@@ -18,6 +18,7 @@ import numpy as np
 
 from .config import BertConfig, TrainConfig
 from .errors import UserError
+from .run import read_run
 from .tokenizer import WordPiece, load_tokenizer
 
 
@@ -47,13 +48,9 @@ def open_model_dir(path: str | Path) -> ModelDir:
     if not path.is_dir():
         raise UserError(f"{path} is not a directory; pass a RUNDIR or a Hugging Face BERT dir")
     if (path / "run.json").is_file():
-        from .run import trained_model_config
-
-        info = json.loads((path / "run.json").read_text())
-        train = TrainConfig.from_json_file(path / "train_config.json")
-        config = trained_model_config(BertConfig.from_json_file(path / "config.json"), train)
-        return ModelDir(path, "rundir", info.get("framework"), config,
-                        load_tokenizer(path / "tokenizer"), train)
+        run = read_run(path)
+        return ModelDir(path, "rundir", run.framework, run.trained_config,
+                        load_tokenizer(path / "tokenizer"), run.train)
     if (path / "config.json").is_file():
         return ModelDir(path, "hf", None, BertConfig.from_json_file(path / "config.json"),
                         load_tokenizer(path))

@@ -1,19 +1,304 @@
-"""Reading Hugging Face model directories, framework-free (numpy + safetensors).
+"""Hugging Face BERT names and layouts, framework-free (numpy + safetensors).
 
-Both twins' `from_pretrained` and parity/convert.py read HF BERT weights through here:
-`model.safetensors`, or the shards listed in `model.safetensors.index.json`. (A
-`pytorch_model.bin` is a pickle: only torchbert reads it, with `torch.load(weights_only=True)`.)
+Both twins use Hugging Face's parameter names (`bert.encoder.layer.3.attention.self.query.weight`
+in torch, `bert/encoder/layer/3/attention/self/query/kernel` in Flax), so converting between them
+is only the frameworks' conventions, all written once in `TABLE` and `KINDS` below:
+
+- Dense:     torch `weight` [out, in]  <->  Flax `kernel` [in, out]   (transpose)
+- LayerNorm: torch `weight`            <->  Flax `scale`
+- Embedding: torch `weight`            <->  Flax `embedding`
+- the MLM decoder is tied to the word embeddings: `cls.predictions.decoder.weight` is the same
+  matrix as `bert.embeddings.word_embeddings.weight` (and `cls.predictions.decoder.bias` the same
+  vector as `cls.predictions.bias`), so neither is a parameter of its own (`TIED`).
+
+`hf_to_flax` and `flax_to_hf` both call the single `_convert`, walking the same rules with the
+source and destination swapped; a transpose is its own inverse, so a round trip is bit-exact.
+Any pytree shaped like the params converts the same way: AdamW's first and second moments
+(optax `mu`/`nu`, torch `exp_avg`/`exp_avg_sq`) map with exactly these rules.
+
+This module also reads Hugging Face directories' weights: `model.safetensors`, or the shards
+listed in `model.safetensors.index.json`. (A `pytorch_model.bin` is a pickle: only torchbert
+reads it, with `torch.load(weights_only=True)`.) Users: torchbert.model, jaxbert.model and
+parity (which converts whole training states with these same functions).
 """
 
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from .config import BertConfig
 from .errors import UserError
 
+# ---- the table -------------------------------------------------------------------------------
+# (module name in Hugging Face's BertForPreTraining, kind). "{i}" is a layer index. The Flax path
+# is the same name split at the dots; the kind says how its leaves are named and laid out.
+TABLE: tuple[tuple[str, str], ...] = (
+    ("bert.embeddings.word_embeddings", "embed"),
+    ("bert.embeddings.position_embeddings", "embed"),
+    ("bert.embeddings.token_type_embeddings", "embed"),
+    ("bert.embeddings.LayerNorm", "layernorm"),
+    ("bert.encoder.layer.{i}.attention.self.query", "dense"),
+    ("bert.encoder.layer.{i}.attention.self.key", "dense"),
+    ("bert.encoder.layer.{i}.attention.self.value", "dense"),
+    ("bert.encoder.layer.{i}.attention.output.dense", "dense"),
+    ("bert.encoder.layer.{i}.attention.output.LayerNorm", "layernorm"),
+    ("bert.encoder.layer.{i}.intermediate.dense", "dense"),
+    ("bert.encoder.layer.{i}.output.dense", "dense"),
+    ("bert.encoder.layer.{i}.output.LayerNorm", "layernorm"),
+    ("bert.encoder.LayerNorm", "layernorm"),  # layer_norm_position="pre" only
+    ("bert.pooler.dense", "dense"),
+    ("cls.predictions.transform.dense", "dense"),
+    ("cls.predictions.transform.LayerNorm", "layernorm"),
+    ("cls.predictions", "bias"),  # the decoder's bias, a bare vector
+    ("cls.seq_relationship", "dense"),
+)
+
+# kind -> ((torch leaf, Flax leaf, transpose), ...)
+KINDS: dict[str, tuple[tuple[str, str, bool], ...]] = {
+    "dense": (("weight", "kernel", True), ("bias", "bias", False)),
+    "layernorm": (("weight", "scale", False), ("bias", "bias", False)),
+    "embed": (("weight", "embedding", False),),
+    "bias": (("bias", "bias", False),),
+}
+
+# Names a Hugging Face file may hold that are not parameters of their own.
+TIED = {
+    "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
+    "cls.predictions.decoder.bias": "cls.predictions.bias",
+}
+BUFFERS = ("bert.embeddings.position_ids",)  # saved by older transformers versions
+# Heads a save may lack (BertModel.save_pretrained has no `cls.`; BertForMaskedLM no pooler).
+HEAD_PREFIXES = ("cls.", "bert.pooler.")
+
+
+@dataclass(frozen=True)
+class Param:
+    hf_name: str                 # "bert.encoder.layer.0.attention.self.query.weight"
+    flax_path: tuple[str, ...]   # ("bert", "encoder", "layer", "0", "attention", "self", ...)
+    transpose: bool              # Dense kernel: torch [out, in] is Flax [in, out]
+    hf_shape: tuple[int, ...] | None = None
+
+
+def _rule_regexes() -> list[tuple[re.Pattern, re.Pattern, str, str, bool]]:
+    """Each (module, leaf) rule as a regex over HF names and one over Flax paths ("/"-joined)."""
+    rules = []
+    for module, kind in TABLE:
+        for hf_leaf, flax_leaf, transpose in KINDS[kind]:
+            hf = re.escape(f"{module}.{hf_leaf}").replace(re.escape("{i}"), r"(\d+)")
+            fx = re.escape("/".join(module.split(".") + [flax_leaf])).replace(
+                re.escape("{i}"), r"(\d+)")
+            rules.append((re.compile(hf + "$"), re.compile(fx + "$"), module, flax_leaf,
+                          transpose))
+    return rules
+
+
+_RULES = _rule_regexes()
+
+
+def _shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
+    """HF (torch) shape of every module's weight, by module template; biases are [out]."""
+    H, I, V = config.hidden_size, config.intermediate_size, config.vocab_size
+    return {
+        "bert.embeddings.word_embeddings": (V, H),
+        "bert.embeddings.position_embeddings": (config.max_position_embeddings, H),
+        "bert.embeddings.token_type_embeddings": (config.type_vocab_size, H),
+        "bert.encoder.layer.{i}.intermediate.dense": (I, H),
+        "bert.encoder.layer.{i}.output.dense": (H, I),
+        "cls.predictions": (V,),
+        "cls.seq_relationship": (2, H),
+    }
+
+
+def param_table(config: BertConfig) -> list[Param]:
+    """Every parameter of `BertForPreTraining(config)`, in model order, with its HF shape."""
+    H = config.hidden_size
+    shapes = _shapes(config)
+    out = []
+    for module, kind in TABLE:
+        if module == "bert.encoder.LayerNorm" and config.layer_norm_position != "pre":
+            continue
+        layers = range(config.num_hidden_layers) if "{i}" in module else [None]
+        for i in layers:
+            name = module.replace("{i}", str(i))
+            for hf_leaf, flax_leaf, transpose in KINDS[kind]:
+                w = shapes.get(module, (H, H) if kind == "dense" else (H,))
+                shape = w if hf_leaf == "weight" or kind == "bias" else (w[0],)
+                out.append(Param(f"{name}.{hf_leaf}", tuple(name.split(".")) + (flax_leaf,),
+                                 transpose, shape))
+    return out
+
+
+def hf_names(config: BertConfig) -> list[str]:
+    return [p.hf_name for p in param_table(config)]
+
+
+def _lookup(key: str, to_flax: bool) -> tuple[str, bool] | None:
+    """Map one name across, using the rule that matches it: (destination name, transpose)."""
+    for hf_re, flax_re, module, flax_leaf, transpose in _RULES:
+        m = (hf_re if to_flax else flax_re).match(key)
+        if m is None:
+            continue
+        name = module
+        for idx in m.groups():
+            name = name.replace("{i}", idx, 1)
+        if to_flax:
+            return "/".join(name.split(".") + [flax_leaf]), transpose
+        hf_leaf = next(h for h, f, _ in KINDS[dict(TABLE)[module]] if f == flax_leaf)
+        return f"{name}.{hf_leaf}", transpose
+    return None
+
+
+def _convert(flat: Mapping[str, Any], to_flax: bool) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The one conversion: rename each leaf by the table and transpose Dense kernels.
+
+    Keys are HF dotted names (to_flax) or "/"-joined Flax paths (not to_flax). Returns the
+    converted leaves and the keys no rule matched.
+    """
+    out, unknown = {}, []
+    for key, value in flat.items():
+        hit = _lookup(key, to_flax)
+        if hit is None:
+            unknown.append(key)
+            continue
+        name, transpose = hit
+        a = np.asarray(value)
+        out[name] = np.ascontiguousarray(a.T) if transpose else a
+    return out, unknown
+
+
+def normalize_hf_names(state: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Bring a HF state dict to canonical names: add the `bert.` prefix that BertModel saves lack,
+    rename TF-era `gamma`/`beta`, drop buffers, and check tied copies equal what they tie to."""
+    out: dict[str, np.ndarray] = {}
+    for key, value in state.items():
+        name = key if key.startswith(("bert.", "cls.")) else f"bert.{key}"
+        name = re.sub(r"\.gamma$", ".weight", re.sub(r"\.beta$", ".bias", name))
+        if name in BUFFERS:
+            continue
+        out[name] = np.asarray(value)
+    for copy, source in TIED.items():
+        if copy in out:
+            tied = out.pop(copy)
+            if source in out and not np.array_equal(tied, out[source]):
+                raise UserError(f"{copy} differs from {source}: this checkpoint's MLM decoder is "
+                                f"not tied to its {source.split('.')[-2]}, which this model "
+                                f"requires; re-save it with tied weights")
+            out.setdefault(source, tied)
+    return out
+
+
+def fail_names(what: str, names: Iterable[str], fix: str) -> None:
+    """Raise one UserError listing `names` (the first 12) when there are any."""
+    names = sorted(names)
+    if names:
+        shown = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
+        raise UserError(f"{what}: {shown}; {fix}")
+
+
+def check_hf_state(state: Mapping[str, Any], config: BertConfig,
+                   missing_ok: tuple[str, ...] = (), source: str = "the checkpoint") -> list[str]:
+    """Check canonical HF names (`normalize_hf_names`) against the parameters of `config`.
+
+    Unknown, missing (except names starting with a prefix in `missing_ok`) or wrongly shaped
+    parameters raise one `UserError` listing them. Returns the missing names that were allowed
+    (sorted), which the caller initialises fresh."""
+    expected = {p.hf_name: p for p in param_table(config)}
+    fail_names(f"{source} has unexpected parameter names for this config "
+               f"(layer_norm_position={config.layer_norm_position!r})", set(state) - set(expected),
+               "check that the checkpoint and config.json belong together")
+    missing = set(expected) - set(state)
+    fail_names(f"{source} has missing parameters", [n for n in missing
+                                                    if not n.startswith(missing_ok)],
+               "the checkpoint is incomplete or from another model")
+    fail_names(f"{source} has parameters with the wrong shape", [
+        f"{n} {tuple(np.shape(a))} (config wants {expected[n].hf_shape})"
+        for n, a in state.items() if tuple(np.shape(a)) != expected[n].hf_shape],
+        "config.json does not match the weights")
+    return sorted(missing)
+
+
+def hf_to_flax(state: Mapping[str, Any], config: BertConfig,
+               missing_ok: tuple[str, ...] = ()) -> dict:
+    """HF/torch state dict (name -> array) -> nested Flax params dict for `config`.
+
+    Names may lack the `bert.` prefix; tied decoder copies are checked and dropped; the names
+    are checked by `check_hf_state`. Missing names (allowed by `missing_ok`) are simply absent
+    from the result.
+    """
+    state = normalize_hf_names(state)
+    check_hf_state(state, config, missing_ok)
+    flat, _ = _convert(state, to_flax=True)
+    return unflatten(flat)
+
+
+def flax_to_hf(params: Mapping[str, Any], config: BertConfig | None = None,
+               include_tied: bool = False) -> dict[str, np.ndarray]:
+    """Nested Flax params (or AdamW moments shaped like them) -> HF name -> numpy array.
+
+    With `config`, missing parameters are an error too. `include_tied` adds the tied
+    `cls.predictions.decoder.{weight,bias}` copies that a strict torch `load_state_dict` wants
+    (Hugging Face's own files leave them out).
+    """
+    flat = flatten(params)
+    out, unknown = _convert(flat, to_flax=False)
+    fail_names("unknown Flax parameter paths", unknown,
+               "is this a jaxbert BertForPreTraining tree?")
+    if config is not None:
+        fail_names("missing parameters", set(hf_names(config)) - set(out),
+                   "the parameter tree does not match the config")
+    if include_tied:
+        for copy, source in TIED.items():
+            if source in out:
+                out[copy] = out[source]
+    return out
+
+
+# ---- nested <-> flat ("/"-joined paths); works on dicts and flax FrozenDicts --------------------
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in tree.items():
+        path = f"{prefix}/{k}" if prefix else str(k)
+        if isinstance(v, Mapping):
+            out.update(flatten(v, path))
+        else:
+            out[path] = v
+    return out
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict:
+    tree: dict = {}
+    for path, v in flat.items():
+        node = tree
+        *parents, leaf = path.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    return tree
+
+
+def fresh_params(config: BertConfig, names: Iterable[str], seed: int = 0) -> dict[str, np.ndarray]:
+    """HF's initialisation (N(0, initializer_range) weights, zero biases, LayerNorm 1/0) for the
+    given parameters: heads a BertModel or BertForMaskedLM save does not have."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for p in param_table(config):
+        if p.hf_name in names:
+            leaf = p.flax_path[-1]
+            out[p.hf_name] = (np.ones(p.hf_shape, np.float32) if leaf == "scale" else
+                              np.zeros(p.hf_shape, np.float32) if leaf == "bias" else
+                              rng.normal(0.0, config.initializer_range, p.hf_shape)
+                              .astype(np.float32))
+    return out
+
+
+# ---- reading a Hugging Face directory's weights ------------------------------------------------
 
 def safetensors_files(path: Path) -> list[Path] | None:
     """The safetensors file(s) of an HF directory, or None when it has none."""
@@ -39,3 +324,20 @@ def read_safetensors(files: list[Path]) -> dict[str, np.ndarray]:
         except Exception as e:  # safetensors raises its own error type for corrupt files
             raise UserError(f"{f} is not a readable safetensors file ({e}); re-save it")
     return state
+
+
+def read_hf_safetensors(path: Path) -> tuple[dict[str, np.ndarray], Path] | None:
+    """(tensors, the file they came from) of a HF directory's safetensors weights, or None when
+    it has none (a torch `pytorch_model.bin` is torchbert's to read)."""
+    files = safetensors_files(path)
+    if not files:
+        return None
+    return read_safetensors(files), (files[0] if len(files) == 1
+                                     else path / "model.safetensors.index.json")
+
+
+def is_hf_dir(path: Path) -> bool:
+    """A Hugging Face BERT directory: config.json beside weights in any format HF writes."""
+    return (path / "config.json").is_file() and any(
+        (path / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json",
+                                       "pytorch_model.bin"))

@@ -23,6 +23,7 @@ import math
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from tqdm.auto import tqdm
 from .batches import BatchIterator
 from .config import BertConfig, TrainConfig
 from .errors import UserError, write_text_atomic
+from .metrics import median, peak_rss_mb, plot_metrics, read_metrics
 from .shards import Shards, cache_root, dir_is_prepared, prepare
 from .tokenizer import WordPiece, load_tokenizer, train_tokenizer
 
@@ -71,6 +73,46 @@ def trained_model_config(model: BertConfig, train: TrainConfig) -> BertConfig:
     if train.dropout:
         return model
     return model.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+# ---- an existing run directory ----------------------------------------------------------------
+
+FRAMEWORKS = ("torch", "jax")
+
+
+@dataclass
+class RunFiles:
+    """The framework-free files of an existing RUNDIR: run.json and the two configs."""
+    rundir: Path
+    info: dict[str, Any]
+    config: BertConfig        # RUNDIR/config.json, dropout as the user set it
+    train: TrainConfig
+
+    @property
+    def framework(self) -> str:
+        return self.info["framework"]
+
+    @property
+    def trained_config(self) -> BertConfig:
+        """The config the twins build the model with, which their checkpoints record."""
+        return trained_model_config(self.config, self.train)
+
+
+def read_run(rundir: str | Path) -> RunFiles:
+    """Open a RUNDIR that a twin wrote (the one reader of run.json and the configs there)."""
+    rundir = Path(rundir)
+    try:
+        info = json.loads((rundir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UserError(f"{rundir}/run.json is unreadable ({e}); is {rundir} a training run?")
+    if not isinstance(info, dict) or info.get("framework") not in FRAMEWORKS:
+        raise UserError(f"{rundir}/run.json names no framework (torch or jax); it is not a "
+                        f"torchbert or jaxbert run directory")
+    for f in ("config.json", "train_config.json"):
+        if not (rundir / f).is_file():
+            raise UserError(f"{rundir} lacks {f}; it is not a complete run directory")
+    return RunFiles(rundir, info, BertConfig.from_json_file(rundir / "config.json"),
+                    TrainConfig.from_json_file(rundir / "train_config.json"))
 
 
 # ---- data: tokenizer + shards, cached for a corpus --------------------------------------------
@@ -227,7 +269,7 @@ class Run:
             "first_loss": hist[0]["loss"] if hist else None,
             "final_loss": sum(m["loss"] for m in tail) / len(tail) if tail else None,
             "final_mlm_accuracy": tail[-1].get("mlm_accuracy") if tail else None,
-            "tokens_per_second": _median([m["tokens_per_second"] for m in hist[1:]] or
+            "tokens_per_second": median([m["tokens_per_second"] for m in hist[1:]] or
                                          [m["tokens_per_second"] for m in hist]),
             "peak_rss_mb": peak_rss_mb(),
             "model_config": self.model_config.to_dict(),
@@ -238,68 +280,6 @@ class Run:
         plot_metrics(self.metrics_path, self.rundir / "loss.png",
                      title=f"{self.framework}bert {self.rundir.name}")
         return summary
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    path = Path(path)
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a torn last line from a killed run: the rest is rewritten on resume
-    return rows
-
-
-def _median(xs: list[float]) -> float | None:
-    if not xs:
-        return None
-    s = sorted(xs)
-    return s[len(s) // 2] if len(s) % 2 else 0.5 * (s[len(s) // 2 - 1] + s[len(s) // 2])
-
-
-def peak_rss_mb() -> float:
-    import resource
-
-    # ru_maxrss is KiB on Linux.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def plot_metrics(metrics_path: Path, png: Path, title: str = "") -> Path | None:
-    """Loss (and MLM accuracy) against step; skipped quietly without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    hist = read_metrics(metrics_path)
-    if not hist:
-        return None
-    steps = [m["step"] for m in hist]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    panels = (("loss", ("loss", "mlm_loss", "nsp_loss")),
-              ("accuracy", ("mlm_accuracy", "nsp_accuracy")))
-    for ax, (ylabel, keys) in zip(axes, panels):
-        for key in keys:
-            if key in hist[0]:
-                ax.plot(steps, [m[key] for m in hist], label=key)
-        ax.set_xlabel("step")
-        ax.set_ylabel(ylabel)
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    tmp = png.with_name(f".{png.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(png)
-    return png
 
 
 # ---- set-up ---------------------------------------------------------------------------------
@@ -314,23 +294,22 @@ def setup_run(args: Any, framework: str, is_main: bool = True) -> Run:
     if not is_main:
         # Another data-parallel process: the main one has already set RUNDIR up (it runs
         # first, behind a barrier), so read what it wrote instead of checking again.
-        info = json.loads(info_file.read_text())
+        files = read_run(rundir)
         tok = load_tokenizer(rundir / "tokenizer")
-        return Run(rundir, framework, BertConfig.from_json_file(rundir / "config.json"),
-                   TrainConfig.from_json_file(rundir / "train_config.json"), tok,
-                   Shards(info["data"], tok), args.resume, is_main=False, progress=progress)
+        return Run(rundir, framework, files.config, files.train, tok,
+                   Shards(files.info["data"], tok), args.resume, is_main=False,
+                   progress=progress)
     if args.resume:
         if not info_file.is_file():
             raise UserError(f"--resume: {rundir} holds no run to resume (no run.json); drop "
                             f"--resume to start a new run there")
-        info = json.loads(info_file.read_text())
-        if info.get("framework") != framework:
+        files = read_run(rundir)
+        if files.framework != framework:
             raise UserError(
-                f"{rundir} is a {info.get('framework')}bert run; resume it with python -m "
-                f"{info.get('framework')}bert.train, or convert it with python -m parity.convert "
+                f"{rundir} is a {files.framework}bert run; resume it with python -m "
+                f"{files.framework}bert.train, or convert it with python -m parity.convert "
                 f"{rundir} NEW_RUNDIR --to {framework}")
-        model_config = BertConfig.from_json_file(rundir / "config.json")
-        saved = TrainConfig.from_json_file(rundir / "train_config.json")
+        info, model_config, saved = files.info, files.config, files.train
         train_config = train_config_from_args(args, saved)
         # Only --steps (and logging/checkpoint cadence) may change on resume: the rest decides
         # what the next batch and update are.

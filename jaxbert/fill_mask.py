@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import sys
 
-import jax
 import numpy as np
 
 from bertcore import fillmask
 from bertcore.errors import UserError, cli_entry
 
 from .checkpoint import Checkpointer, latest_step
-from .model import BertForPreTraining, from_pretrained, init_params
-from .train import create_state, make_optimizer
+from .model import BertForPreTraining, from_pretrained
+from .train import abstract_state
 
 
 def load_model(md: fillmask.ModelDir):
@@ -30,12 +29,8 @@ def load_model(md: fillmask.ModelDir):
     if latest_step(md.path) is None:
         raise UserError(f"{md.path} has no checkpoint yet; train it first (python -m "
                         f"jaxbert.train --out {md.path})")
-    tx = make_optimizer(md.train_config, md.config.hidden_size)
-    # The restore target's structure only: eval_shape runs no initialiser.
-    target = jax.eval_shape(lambda: create_state(init_params(md.config, jax.random.PRNGKey(0)),
-                                                 tx))
     with Checkpointer(md.path, md.config) as ckpt:
-        state, _ = ckpt.restore(target)
+        state, _ = ckpt.restore(abstract_state(md.config, md.train_config))
     return BertForPreTraining(md.config), state.params
 
 

@@ -3,7 +3,7 @@
 The twin of `torchbert/model.py`: the same classes in the same order, and Hugging Face's
 parameter names, so the flattened Flax tree reads `bert/encoder/layer/3/attention/self/query/kernel`
 where torch reads `bert.encoder.layer.3.attention.self.query.weight`. What differs is only the
-frameworks' conventions, all handled by the one table in `parity/convert.py`:
+frameworks' conventions, all handled by the one table in `bertcore/hf.py`:
 
 - A Flax `Dense` stores `kernel` as [in, out] (x @ kernel); torch's `Linear.weight` is [out, in].
 - `LayerNorm` calls its gain `scale` (torch: `weight`); `Embed` calls its table `embedding`.
@@ -32,7 +32,8 @@ import numpy as np
 
 from bertcore.config import BertConfig
 from bertcore.errors import UserError
-from bertcore.hf import read_safetensors, safetensors_files
+from bertcore.hf import (HEAD_PREFIXES, flatten, hf_to_flax, param_table,
+                         read_hf_safetensors, unflatten)
 
 Dtype = Any
 log = logging.getLogger(__name__)
@@ -384,19 +385,16 @@ def from_pretrained(path: str | Path, output_loading_info: bool = False,
     initialised from `rng` and logged. Params are fp32; `dtype` is the compute dtype.
     (No pytorch_model.bin here: unpickling it needs torch; convert it to safetensors.)
     """
-    from parity.convert import HEAD_PREFIXES, flatten, hf_to_flax, param_table, unflatten
-
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"{path} is not a directory; pass a Hugging Face BERT directory")
     config = BertConfig.from_json_file(path / "config.json").replace(**config_overrides)
-    files = safetensors_files(path)
-    if not files:
+    found = read_hf_safetensors(path)
+    if found is None:
         hint = (" (it has pytorch_model.bin: convert it to safetensors, e.g. load and re-save "
                 "it with torchbert)" if (path / "pytorch_model.bin").is_file() else "")
         raise UserError(f"{path} has no model.safetensors{hint}")
-    state = read_safetensors(files)
-    state = {k: v.astype(np.float32) for k, v in state.items()}
+    state = {k: v.astype(np.float32) for k, v in found[0].items()}
     loaded = flatten(hf_to_flax(state, config, missing_ok=HEAD_PREFIXES))
     hf_name = {"/".join(p.flax_path): p.hf_name for p in param_table(config)}
     missing = sorted(hf_name[p] for p in hf_name if p not in loaded)

@@ -32,7 +32,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bertcore.cli import train_parser
-from bertcore.config import TrainConfig, weight_decay_applies
+from bertcore.config import BertConfig, TrainConfig, weight_decay_applies
 from bertcore.errors import UserError, cli_entry
 from bertcore.run import Run, setup_run, trained_model_config
 from bertcore.schedule import make_schedule
@@ -89,6 +89,20 @@ def make_optimizer(cfg: TrainConfig, hidden_size: int) -> optax.GradientTransfor
 
 def create_state(params, tx: optax.GradientTransformation) -> TrainState:
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def seed_keys(seed: int) -> tuple[jax.Array, jax.Array]:
+    """(init key, dropout key) of a run: the only place a jaxbert run's keys come from its seed
+    (torch has no key: it reseeds per step from bertcore.batches.step_seed)."""
+    init_key, dropout_key = jax.random.split(jax.random.PRNGKey(seed))
+    return init_key, dropout_key
+
+
+def abstract_state(config: BertConfig, cfg: TrainConfig) -> TrainState:
+    """The TrainState `train` builds, shapes and dtypes only (eval_shape runs no initialiser):
+    the target a checkpoint is restored into (fill-mask, parity.convert)."""
+    tx = make_optimizer(cfg, config.hidden_size)
+    return jax.eval_shape(lambda: create_state(init_params(config, jax.random.PRNGKey(0)), tx))
 
 
 # ---- one optimizer step ---------------------------------------------------------------------
@@ -270,7 +284,7 @@ def train(args) -> dict[str, Any]:
     step_fn = functools.partial(train_step, model=model, tx=tx, cfg=cfg)
     layout = Layout(kind, cfg, step_fn)
 
-    init_key, dropout_key = jax.random.split(jax.random.PRNGKey(cfg.seed))
+    init_key, dropout_key = seed_keys(cfg.seed)
     state = create_state(init_params(mcfg, init_key), tx)
     ckpt = Checkpointer(run.rundir, mcfg, keep=cfg.keep_checkpoints)
     start, batch_state = 0, None

@@ -3,7 +3,7 @@
     python -m parity.check [--preset tiny|mini] [--steps 100] [--out DIR]
                            [--layer-norm-position post|pre|both]
 
-fp32 on CPU. One initialisation (torch's, converted to Flax with parity/convert.py's table), one
+fp32 on CPU. One initialisation (torch's, converted to Flax with bertcore/hf.py's table), one
 stream of bertcore batches (a small synthetic corpus), and then, for each LayerNorm position:
 
     forward      hidden states, pooled output, sparse + dense MLM logits, NSP logits
@@ -41,13 +41,14 @@ import torch
 from bertcore.batches import BatchIterator, step_seed
 from bertcore.config import BertConfig, TrainConfig
 from bertcore.errors import UserError, cli_entry, write_text_atomic
+from bertcore.hf import flax_to_hf, hf_to_flax
 from bertcore.run import trained_model_config
 from bertcore.schedule import make_schedule
 from bertcore.shards import Shards, prepare
 from bertcore.tokenizer import train_tokenizer
 
 from . import thresholds as T
-from .convert import convert, flax_to_hf, hf_to_flax
+from .convert import convert
 
 # Full fp32 matmuls in XLA. At DEFAULT precision XLA may run fp32 dots in reduced precision
 # (bf16 passes on TPU, TF32 on recent GPUs); "highest" makes the comparison measure the model, not
@@ -350,9 +351,9 @@ def torch_steps(case: Case, model, optimizer, train: TrainConfig, start: int, st
 
 
 def jax_setup(case: Case, train: TrainConfig, config: BertConfig):
-    from jaxbert.train import create_state
+    from jaxbert.train import create_state, seed_keys
     tx, layout = _jax_layout(config, train)
-    key = jax.random.split(jax.random.PRNGKey(train.seed))[1]   # as jaxbert.train derives it
+    key = seed_keys(train.seed)[1]
     return layout.put_state(create_state(jax_params(config, case.init), tx)), layout, key
 
 
@@ -642,7 +643,7 @@ def write_report(report: Report, out: Path) -> None:
     fails = [r for r in report.rows if not r.passed]
     md = (f"# twinbert parity report: {report.preset}\n\n"
           f"fp32 CPU; torch {torch.__version__}, jax {jax.__version__}; {report.steps} training "
-          f"steps; same torch init (converted with parity/convert.py) and the same bertcore "
+          f"steps; same torch init (converted with bertcore/hf.py's table) and the same bertcore "
           f"batches in both twins; dropout off except the `dropout on` rows. Bars: "
           f"parity/thresholds.py. HF rows: post-LN only (transformers' BERT is post-LN). "
           f"{len(report.rows) - len(fails)}/{len(report.rows)} rows pass "

@@ -1,7 +1,8 @@
 """The agreement bars between torchbert, jaxbert and Hugging Face: the one place they live.
 
-`python -m parity.check` and tests/parity/ both import these; DESIGN.md's "Quality bars" are the
-source. All comparisons are fp32 on CPU with dropout off unless the name says otherwise.
+`python -m parity.check`, tests/parity/ and the model tests import these; docs/design.md ("Quality
+bars") says what each bar is for and points here for the numbers. All comparisons are fp32 on CPU
+with dropout off unless the name says otherwise.
 """
 
 # Forward pass: hidden states, pooled output, sparse and dense MLM logits, NSP logits.

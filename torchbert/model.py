@@ -22,16 +22,10 @@ import torch.nn.functional as F
 
 from bertcore.config import BertConfig
 from bertcore.errors import UserError
-from bertcore.hf import read_safetensors, safetensors_files
+from bertcore.hf import (HEAD_PREFIXES, TIED, check_hf_state, normalize_hf_names,
+                         read_hf_safetensors)
 
 logger = logging.getLogger(__name__)
-
-# HF exposes the decoder twice: its weight *is* the word-embedding matrix and its bias *is*
-# `cls.predictions.bias`. Both aliases show up in `state_dict()` (as in HF) but are stored once.
-TIED_KEYS = {
-    "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
-    "cls.predictions.decoder.bias": "cls.predictions.bias",
-}
 
 
 class BertEmbeddings(nn.Module):
@@ -292,8 +286,11 @@ class BertForPreTraining(nn.Module):
         return n
 
     def hf_state_dict(self) -> dict[str, torch.Tensor]:
-        """`state_dict()` without the tied aliases: each tensor once, as HF writes its files."""
-        return {k: v for k, v in self.state_dict().items() if k not in TIED_KEYS}
+        """`state_dict()` without the tied aliases: each tensor once, as HF writes its files.
+
+        HF exposes the decoder twice: its weight *is* the word-embedding matrix and its bias *is*
+        `cls.predictions.bias` (bertcore.hf.TIED). Both aliases are in `state_dict()`, as in HF."""
+        return {k: v for k, v in self.state_dict().items() if k not in TIED}
 
     def load_hf_state_dict(self, state: dict[str, torch.Tensor], source: str = "checkpoint"
                            ) -> list[str]:
@@ -302,42 +299,16 @@ class BertForPreTraining(nn.Module):
         Accepts keys with or without the `bert.` prefix (a bare `BertModel` save), the tied
         aliases or not, and TF-era `gamma`/`beta` LayerNorm names. Missing pooler or heads stay
         initialised; unknown keys, wrong shapes or missing encoder weights raise UserError.
+        Tensors may be torch tensors or numpy arrays.
         """
+        # Names, tied copies and shapes are checked by the one table in bertcore.hf, the same
+        # code jaxbert's from_pretrained and parity use.
+        fixed = normalize_hf_names({k: _as_numpy(t) for k, t in state.items()})
+        missing = check_hf_state(fixed, self.config, missing_ok=HEAD_PREFIXES, source=source)
         own = self.state_dict()
-        fixed: dict[str, torch.Tensor] = {}
-        for key, t in state.items():
-            if key.endswith("embeddings.position_ids"):   # a buffer old HF versions saved
-                continue
-            key = key.replace("LayerNorm.gamma", "LayerNorm.weight")
-            key = key.replace("LayerNorm.beta", "LayerNorm.bias")
-            if key.startswith(("embeddings.", "encoder.", "pooler.")):
-                key = "bert." + key
-            fixed[key] = t
-        for alias, target in TIED_KEYS.items():           # aliases: one tensor, stored once
-            if alias in fixed:
-                t = fixed.pop(alias)
-                if target not in fixed:
-                    fixed[target] = t
-                elif t.shape != fixed[target].shape or not torch.equal(t, fixed[target]):
-                    raise UserError(f"{source}: {alias} differs from {target}; this model ties "
-                                    f"them, so an untied decoder cannot be loaded")
-        unknown = sorted(k for k in fixed if k not in own)
-        if unknown:
-            raise UserError(f"{source} has {len(unknown)} unknown key(s): {', '.join(unknown)}; "
-                            f"it is not a BERT checkpoint of this layout "
-                            f"(layer_norm_position={self.config.layer_norm_position!r})")
-        bad = [f"{k} {tuple(t.shape)} vs model {tuple(own[k].shape)}"
-               for k, t in fixed.items() if t.shape != own[k].shape]
-        if bad:
-            raise UserError(f"{source} has tensors of the wrong shape: {'; '.join(bad)}; "
-                            f"its config.json does not match its weights")
-        missing = sorted(k for k in self.hf_state_dict() if k not in fixed)
-        body = [k for k in missing if not k.startswith(("cls.", "bert.pooler."))]
-        if body:
-            raise UserError(f"{source} lacks encoder weights: {', '.join(body)}")
         with torch.no_grad():
-            for k, t in fixed.items():
-                own[k].copy_(t)               # state_dict tensors share storage with parameters
+            for k, a in fixed.items():
+                own[k].copy_(torch.from_numpy(a))  # state_dict tensors share the parameters' storage
         return missing
 
     @classmethod
@@ -352,7 +323,7 @@ class BertForPreTraining(nn.Module):
             raise UserError(f"{path} is not a directory; pass a Hugging Face BERT directory")
         config = BertConfig.from_json_file(path / "config.json").replace(**config_overrides)
         model = cls(config)
-        state, source = _read_weights(path)
+        state, source = read_hf_weights(path)
         missing = model.load_hf_state_dict(state, source=str(source))
         if missing:
             logger.warning("%s: %d tensor(s) not in the checkpoint, left initialised: %s",
@@ -385,12 +356,20 @@ class BertForPreTraining(nn.Module):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], Path]:
-    """Tensors of a HF directory: model.safetensors, its sharded index, or pytorch_model.bin."""
-    files = safetensors_files(path)
-    if files:
-        state = {k: torch.from_numpy(v) for k, v in read_safetensors(files).items()}
-        return state, files[0] if len(files) == 1 else path / "model.safetensors.index.json"
+def _as_numpy(t: Any) -> Any:
+    """A CPU numpy view of a tensor (bf16/fp16 widened to fp32: numpy has no bfloat16)."""
+    if not isinstance(t, torch.Tensor):
+        return t
+    t = t.detach().cpu()
+    return (t.float() if t.dtype in (torch.bfloat16, torch.float16) else t).numpy()
+
+
+def read_hf_weights(path: Path) -> tuple[dict[str, Any], Path]:
+    """(tensors, source file) of a HF directory: model.safetensors, its sharded index (numpy, read
+    by bertcore.hf), or pytorch_model.bin (torch tensors, read with weights_only=True)."""
+    found = read_hf_safetensors(path)
+    if found is not None:
+        return found
     binary = path / "pytorch_model.bin"
     if binary.is_file():
         try:

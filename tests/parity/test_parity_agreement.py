@@ -99,15 +99,15 @@ def test_resume_rows_catch_a_lost_optimizer_state(cases, monkeypatch):
     """A conversion that dropped the AdamW moments fails the torch -> jax resume row."""
     import dataclasses
 
-    import parity.convert as convert
-    real = convert.read_torch
+    import parity.torch_state as torch_state
+    real = torch_state.read_torch
 
     def forgetful(*args, **kwargs):
         s = real(*args, **kwargs)
         zero = lambda d: {k: v * 0 for k, v in d.items()}
         return dataclasses.replace(s, exp_avg=zero(s.exp_avg), exp_avg_sq=zero(s.exp_avg_sq))
 
-    monkeypatch.setattr(convert, "read_torch", forgetful)
+    monkeypatch.setattr(torch_state, "read_torch", forgetful)
     rows = check.training_rows(cases("post"), {}, steps=8)
     assert rows[0].passed and not rows[1].passed and rows[2].passed
 

@@ -14,8 +14,14 @@ import torch
 
 import twin_train_cases as cases
 from helpers import assert_one_line_error, run_cli
+from bertcore.hf import flax_to_hf
+from bertcore.run import read_run
+from jaxbert.checkpoint import key_to_list
+from jaxbert.train import seed_keys
 from parity import convert as C
 from parity import thresholds as T
+from parity.jax_state import adam_state, opt_nodes, read_jax
+from parity.torch_state import read_torch
 
 STEPS = ("--steps", "6", "--checkpoint-every", "3", "--warmup-steps", "2", "--no-dropout")
 
@@ -43,10 +49,11 @@ def quiet(*_):
 
 
 def restore_jax(rundir: Path):
-    run = C._read_run(rundir)
+    run = read_run(rundir)
     from jaxbert.checkpoint import Checkpointer
+    from jaxbert.train import abstract_state
     with Checkpointer(rundir, run.trained_config) as ckpt:
-        return ckpt.restore(C._jax_target(run.trained_config, run.train))
+        return ckpt.restore(abstract_state(run.trained_config, run.train))
 
 
 def leaves(tree) -> list[np.ndarray]:
@@ -76,9 +83,9 @@ def test_moments_and_counters_follow_the_table(runs, tmp_path):
     """Torch exp_avg / exp_avg_sq become optax mu / nu (kernels transposed like the weights), every
     step counter is the step, and the dropout key is the one jaxbert derives from the seed."""
     C.convert(runs["torch"], tmp_path / "jax", "jax", log=quiet)
-    t = C.read_torch(C._read_run(runs["torch"]))
+    t = read_torch(read_run(runs["torch"]))
     state, extra = restore_jax(tmp_path / "jax")
-    adam = C._adam_state(state.opt_state)
+    adam = adam_state(state.opt_state)
     q = "bert/encoder/layer/1/attention/self/query/kernel".split("/")
     node = lambda tree: tree[q[0]][q[1]][q[2]][q[3]][q[4]][q[5]][q[6]][q[7]]
     name = "bert.encoder.layer.1.attention.self.query.weight"
@@ -86,10 +93,10 @@ def test_moments_and_counters_follow_the_table(runs, tmp_path):
     assert np.array_equal(np.asarray(node(adam.mu)), t.exp_avg[name].T)
     assert np.array_equal(np.asarray(node(adam.nu)), t.exp_avg_sq[name].T)
     assert not np.array_equal(t.exp_avg[name], 0)
-    counts = [int(n.count) for n in C._opt_nodes(state.opt_state) if "count" in n._fields]
+    counts = [int(n.count) for n in opt_nodes(state.opt_state) if "count" in n._fields]
     assert int(state.step) == 6 and counts == [6, 6]
     _, native = restore_jax(runs["jax"])   # a real jax run of the same seed
-    assert extra["rng"] == native["rng"] == C.jax_dropout_key(0)
+    assert extra["rng"] == native["rng"] == key_to_list(seed_keys(0)[1])
     assert extra["batches"] == native["batches"] == t.batches
 
 
@@ -152,8 +159,8 @@ def test_hf_export_loads_in_transformers(runs, tmp_path, twin):
     text = "the movie was wonderful but the plot felt slow"
     assert tok(text)["input_ids"] == load_tokenizer(runs[twin] / "tokenizer").encode(text)
     # the same weights as the checkpoint, and the same outputs as the twin
-    state = C.read_torch(C._read_run(runs[twin])) if twin == "torch" else \
-        C.read_jax(C._read_run(runs[twin]))
+    state = read_torch(read_run(runs[twin])) if twin == "torch" else \
+        read_jax(read_run(runs[twin]))
     hf_state = hf.state_dict()
     assert all(np.array_equal(hf_state[n].numpy(), a) for n, a in state.params.items())
     from torchbert.model import BertForPreTraining
@@ -203,7 +210,7 @@ def test_hf_to_twin_is_weights_only_and_loads_in_both(tmp_path):
     from safetensors.numpy import load_file
     a, b = load_file(str(src / "model.safetensors")), load_file(str(tmp_path / "out/model.safetensors"))
     assert all(np.array_equal(a[k], b[k]) for k in b)
-    assert C.flax_to_hf(params).keys() == b.keys()
+    assert flax_to_hf(params).keys() == b.keys()
 
 
 # ---- bad input: one line, exit 2, nothing touched --------------------------------------------
@@ -286,6 +293,8 @@ def test_unknown_missing_and_misshaped_names_are_listed(tmp_path, capsys):
 
 
 def test_module_imports_neither_torch_nor_jax():
-    p = run_cli("-c", "import sys, parity.convert; "
+    """The CLI and the framework-free state import no framework: `--to hf` from a HF directory
+    or a conversion's help never pays for (or needs) both."""
+    p = run_cli("-c", "import sys, parity.convert, parity.state, bertcore.hf; "
                       "print(sorted({'torch', 'jax', 'flax'} & set(sys.modules)))")
     assert p.returncode == 0 and p.stdout.strip() == "[]", p.stdout + p.stderr

@@ -1,0 +1,135 @@
+"""One framework-free form of a training state, between every reader and every writer.
+
+Readers (parity/torch_state.py, parity/jax_state.py, `read_hf` here) turn a torchbert
+checkpoint, a jaxbert checkpoint or a Hugging Face directory into a `TrainingState` (HF names,
+torch layout, numpy); writers turn it into the other forms. The Flax side of every tensor
+(params *and* AdamW moments) goes through bertcore.hf's `hf_to_flax` / `flax_to_hf`, so there is
+no second copy of the name or layout rules anywhere.
+
+This module imports neither torch nor jax at module level (only `read_hf` of a
+`pytorch_model.bin` borrows torchbert's safe reader).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bertcore.config import BertConfig
+from bertcore.errors import UserError
+from bertcore.hf import (HEAD_PREFIXES, check_hf_state, fail_names, fresh_params, hf_names,
+                         is_hf_dir, normalize_hf_names, read_hf_safetensors)
+from bertcore.run import read_run
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
+                   "special_tokens_map.json")
+
+
+@dataclass
+class TrainingState:
+    """A checkpoint, framework-free. `exp_avg`/`exp_avg_sq` are torch's names for AdamW's first
+    and second moments (optax `mu`/`nu`); a parameter that never had a gradient may lack them
+    (torch keeps no state for it; optax holds zeros, which is the same thing)."""
+    config: BertConfig                  # the model config (RUNDIR/config.json, dropout as set)
+    params: dict[str, np.ndarray]       # HF name -> torch-layout array
+    step: int = 0                       # optimizer updates done = every step counter there is
+    exp_avg: dict[str, np.ndarray] | None = None
+    exp_avg_sq: dict[str, np.ndarray] | None = None
+    batches: dict[str, Any] | None = None   # bertcore BatchIterator.state(), identical in both
+    rng: list[int] | None = None        # jaxbert's dropout key (torch reseeds per step: none)
+    notes: list[str] = field(default_factory=list)
+
+
+def _as_numpy(state: dict[str, Any]) -> dict[str, np.ndarray]:
+    """torch tensors (a pytorch_model.bin) or numpy arrays -> numpy, floats as float32."""
+    out = {}
+    for k, v in state.items():
+        if hasattr(v, "detach"):
+            v = v.detach().float().numpy() if v.is_floating_point() else v.numpy()
+        out[k] = np.asarray(v)
+    return out
+
+
+# ---- what SRC is ----------------------------------------------------------------------------
+
+def detect_source(src: Path, step: int | None) -> tuple[str, Path, int | None]:
+    """("torch" | "jax" | "hf", RUNDIR or HF dir, step). SRC may also be one checkpoint directory
+    of a run (RUNDIR/checkpoints/step_00000100 or RUNDIR/checkpoints/100)."""
+    if not src.exists():
+        raise UserError(f"{src} does not exist; pass a torchbert or jaxbert run directory, one "
+                        f"of its checkpoints, or a Hugging Face BERT directory")
+    if not src.is_dir():
+        raise UserError(f"{src} is a file, not a checkpoint: pass a run directory, a checkpoint "
+                        f"directory or a Hugging Face BERT directory (config.json + "
+                        f"model.safetensors)")
+    ckpt_step = None
+    if src.parent.name == "checkpoints" and (src.parent.parent / "run.json").is_file():
+        m = re.fullmatch(r"step_(\d{8})|(\d+)", src.name)
+        if m is None:
+            raise UserError(f"{src} is not a checkpoint directory (step_XXXXXXXX or a step "
+                            f"number)")
+        ckpt_step = int(m.group(1) or m.group(2))
+        if step is not None and step != ckpt_step:
+            raise UserError(f"--step {step} contradicts the checkpoint {src} (step {ckpt_step})")
+        src, step = src.parent.parent, ckpt_step
+    if (src / "run.json").is_file():
+        return read_run(src).framework, src, step
+    if is_hf_dir(src):
+        if step is not None:
+            raise UserError(f"--step applies to run directories; {src} is a Hugging Face BERT "
+                            f"directory with a single set of weights")
+        return "hf", src, None
+    raise UserError(f"{src} is not a checkpoint: no run.json (torchbert/jaxbert run directory) "
+                    f"and no config.json + model.safetensors (Hugging Face BERT directory)")
+
+
+# ---- Hugging Face directories ---------------------------------------------------------------
+
+def read_hf(path: Path) -> TrainingState:
+    """Weights of a Hugging Face BERT directory (BertForPreTraining, BertForMaskedLM or BertModel
+    save; with or without the `bert.` prefix; tied decoder copies checked). Missing heads get a
+    fresh initialisation."""
+    config = BertConfig.from_json_file(path / "config.json")    # checks it is valid JSON
+    kind = json.loads((path / "config.json").read_text(encoding="utf-8")).get(
+        "position_embedding_type", "absolute")
+    if kind != "absolute":
+        raise UserError(f"{path}/config.json has position_embedding_type={kind!r}; only "
+                        f"'absolute' (original BERT) is supported")
+    found = read_hf_safetensors(path)
+    if found is None:
+        # A pytorch_model.bin is a pickle: torchbert's reader opens it with weights_only=True.
+        from torchbert.model import read_hf_weights
+
+        found = read_hf_weights(path)
+    state = {k: (v.astype(np.float32) if v.dtype.kind == "f" else v)
+             for k, v in normalize_hf_names(_as_numpy(found[0])).items()}
+    missing = check_hf_state(state, config, missing_ok=HEAD_PREFIXES, source=str(found[1]))
+    out = TrainingState(config, {**state, **fresh_params(config, missing)})
+    if missing:
+        modules = sorted({m.rsplit(".", 1)[0] for m in missing})
+        out.notes.append(f"note: {path} has no {', '.join(modules)}; initialised fresh "
+                         f"(N(0, {config.initializer_range}) weights, seed 0)")
+    out.params = {n: out.params[n] for n in hf_names(config)}
+    return out
+
+
+def write_hf(out: Path, state: TrainingState, tokenizer: Path | None) -> None:
+    """config.json + model.safetensors (HF names, tied decoder stored once, as HF saves it) +
+    the tokenizer files: a directory `transformers.BertForPreTraining.from_pretrained` loads."""
+    from safetensors.numpy import save_file
+
+    names = hf_names(state.config)
+    fail_names("missing parameters", set(names) - set(state.params), "the state is incomplete")
+    save_file({n: np.ascontiguousarray(state.params[n], dtype=np.float32) for n in names},
+              str(out / "model.safetensors"), metadata={"format": "pt"})
+    state.config.to_json_file(out / "config.json")
+    if tokenizer is not None:
+        for f in TOKENIZER_FILES:
+            if (tokenizer / f).is_file():
+                shutil.copy2(tokenizer / f, out / f)
