@@ -77,7 +77,7 @@ def setup_torchbert(args, vocab) -> Callable:
     device = torch.device(getattr(args, "device", "cpu"))  # train_step autocasts bf16 on cuda
     torch.manual_seed(0)
     model = BertForPreTraining(model_config(args, vocab)).to(device)
-    opt = make_optimizer(model, cfg, device)
+    opt = make_optimizer(model, cfg)
     model.train()
     return lambda b: float(train_step(model, opt, b, 1e-4, cfg, device, 1)["loss"])
 

@@ -331,7 +331,7 @@ def grad_row(ln: str, g_t: dict[str, np.ndarray], g_j: dict[str, np.ndarray]) ->
 def torch_setup(case: Case, train: TrainConfig, config: BertConfig, weights=None):
     from torchbert.train import make_optimizer
     model = torch_model(config, case.init if weights is None else weights).train()
-    return model, make_optimizer(model, train, CPU)
+    return model, make_optimizer(model, train)
 
 
 def torch_steps(case: Case, model, optimizer, train: TrainConfig, start: int, stop: int,

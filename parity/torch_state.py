@@ -30,7 +30,7 @@ def read_torch(run: RunFiles, step: int | None = None) -> TrainingState:
                         f"{', '.join(map(str, sorted(found)))}")
     path = found[max(found) if step is None else step]
     model = BertForPreTraining(run.trained_config)
-    optimizer = make_optimizer(model, run.train, torch.device("cpu"))
+    optimizer = make_optimizer(model, run.train)
     extra = load_checkpoint(path, model, optimizer)   # checks files, config, names, shapes
     step = int(extra["step"])
     params = {k: v.detach().numpy() for k, v in model.hf_state_dict().items()}
@@ -55,7 +55,7 @@ def write_torch_checkpoint(rundir: Path, state: TrainingState, run: RunFiles) ->
     missing = model.load_hf_state_dict({k: torch.from_numpy(np.array(v)) for k, v in
                                         state.params.items()}, source="converted state")
     fail_names("missing parameters", missing, "the state is incomplete")
-    optimizer = make_optimizer(model, run.train, torch.device("cpu"))
+    optimizer = make_optimizer(model, run.train)
     for name, p in model.named_parameters():
         if name in state.exp_avg:
             # torch keeps a per-parameter step: a float32 tensor, as AdamW itself creates it

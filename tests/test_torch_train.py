@@ -85,7 +85,7 @@ def _direct_setup(tmp_path, **cfg):
                                   hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     torch.manual_seed(0)
     model = BertForPreTraining(mcfg)
-    return model, make_optimizer(model, tcfg, torch.device("cpu")), \
+    return model, make_optimizer(model, tcfg), \
         BatchIterator(shards, tok, tcfg), tcfg
 
 

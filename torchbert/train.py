@@ -60,7 +60,7 @@ def all_reduce_sum(x: torch.Tensor, world: int) -> torch.Tensor:
 
 # ---- optimizer -------------------------------------------------------------------------------
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device):
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig):
     """AdamW, no weight decay on biases and LayerNorm (the rule lives in bertcore.config)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -168,7 +168,7 @@ def train(args) -> dict[str, Any]:
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = BertForPreTraining(mcfg).to(device)
-    optimizer = make_optimizer(model, cfg, device)
+    optimizer = make_optimizer(model, cfg)
     lr_at = make_schedule(cfg, mcfg.hidden_size)
 
     start, batch_state = 0, None
