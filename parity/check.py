@@ -474,7 +474,7 @@ def training_rows(case: Case, curves: dict, steps: int | None = None) -> list[Ro
     from torchbert.model import BertForPreTraining
     from torchbert.train import make_optimizer
     m2 = BertForPreTraining(cfg).train()
-    o2 = make_optimizer(m2, train, CPU)
+    o2 = make_optimizer(m2, train)
     extra = load_checkpoint(latest_checkpoint(work / "jax-to-torch"), m2, o2)
     same_data = _next_batch_equal(case, extra["batches"], half)
     l_jt = torch_steps(case, m2, o2, train, half, n)
