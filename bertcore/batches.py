@@ -98,9 +98,7 @@ def step_seed(seed: int, step: int, rank: int = 0) -> int:
 class BatchIterator(Iterator[dict]):
     def __init__(self, shards: Shards, tokenizer: WordPiece, cfg: TrainConfig, *, rank: int = 0,
                  world_size: int = 1, state: dict[str, Any] | None = None):
-        if cfg.batch_size % world_size:
-            raise UserError(f"batch-size={cfg.batch_size} is not divisible by the world size "
-                            f"{world_size}; use a multiple of {world_size}")
+        cfg.rows_per_part(world_size, "ranks")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
         self.shards, self.tok, self.cfg = shards, tokenizer, cfg
@@ -202,12 +200,11 @@ class BatchIterator(Iterator[dict]):
         return self
 
 
-def split_micro_batches(batch: dict[str, np.ndarray], n: int) -> list[dict[str, np.ndarray]]:
-    """Split a batch along rows into `n` equal micro-batches (gradient accumulation)."""
+def split_micro_batches(batch: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """A batch of R rows as `n` equal micro-batches, stacked: each array [R, ...] becomes
+    [n, R/n, ...] (a reshape, no copy). Micro-batch i is `{k: v[i] for k, v in ...items()}`.
+    Both twins use it: torchbert loops over i; jaxbert's `lax.scan` runs over the leading axis."""
     rows = len(batch["input_ids"])
-    if rows % n:
-        raise UserError(f"a batch of {rows} rows per rank does not split into grad-accum={n} "
-                        f"equal micro-batches; pick a batch size divisible by world size x "
-                        f"grad-accum")
-    k = rows // n
-    return [{key: v[i * k:(i + 1) * k] for key, v in batch.items()} for i in range(n)]
+    if rows % n:   # TrainConfig.rows_per_part refuses such settings before a batch is drawn
+        raise ValueError(f"a batch of {rows} rows does not split into {n} equal micro-batches")
+    return {k: v.reshape(n, rows // n, *v.shape[1:]) for k, v in batch.items()}

@@ -163,6 +163,16 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.validate()
 
+    def rows_per_part(self, parts: int, what: str) -> int:
+        """Rows that each of `parts` data-parallel workers (`what`: ranks, processes, devices)
+        gets from each micro-batch. The one divisibility rule of every layout in both twins:
+        batch_size must split into parts x grad_accum equal pieces."""
+        if self.batch_size % (parts * self.grad_accum):
+            raise UserError(f"batch-size={self.batch_size} does not split into {parts} {what} x "
+                            f"grad-accum={self.grad_accum} equal parts; use a batch size that is "
+                            f"a multiple of {parts * self.grad_accum}")
+        return self.batch_size // (parts * self.grad_accum)
+
     def validate(self, model: BertConfig | None = None) -> None:
         def positive(name: str) -> None:
             v = getattr(self, name)
@@ -186,9 +196,7 @@ class TrainConfig:
             raise UserError(f"warmup-steps={self.warmup_steps} must be >= 0")
         if self.lr <= 0:
             raise UserError(f"lr={self.lr} must be > 0")
-        if self.batch_size % self.grad_accum:
-            raise UserError(f"batch-size={self.batch_size} is not divisible by grad-accum="
-                            f"{self.grad_accum}; pick a batch size that is a multiple of it")
+        self.rows_per_part(1, "process")
         if model is not None and self.seq_len > model.max_position_embeddings:
             raise UserError(f"seq-len={self.seq_len} exceeds the model's max_position_embeddings="
                             f"{model.max_position_embeddings}; lower --seq-len")

@@ -31,6 +31,7 @@ from flax import struct
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from bertcore.batches import split_micro_batches
 from bertcore.cli import train_parser
 from bertcore.config import BertConfig, TrainConfig, weight_decay_applies
 from bertcore.errors import UserError, cli_entry
@@ -170,12 +171,7 @@ class Layout:
     def __init__(self, kind: str, cfg: TrainConfig, step_fn):
         self.kind, self.cfg = kind, cfg
         self.local_devices = jax.local_devices()
-        n_global = jax.device_count() if kind != "single" else 1
-        per_micro = cfg.batch_size // cfg.grad_accum
-        if kind != "single" and per_micro % n_global:
-            raise UserError(f"batch-size={cfg.batch_size} / grad-accum={cfg.grad_accum} = "
-                            f"{per_micro} rows is not divisible by the {n_global} devices; use a "
-                            f"batch size that is a multiple of {n_global * cfg.grad_accum}")
+        cfg.rows_per_part(jax.device_count() if kind != "single" else 1, "devices")
         if kind == "pmap":
             # pmap takes arrays whose leading axis is laid out one slice per local device
             # (jax.device_put_replicated/_sharded are deprecated since JAX 0.8).
@@ -211,7 +207,7 @@ class Layout:
     def put_batch(self, batch: dict[str, np.ndarray]) -> dict:
         """This process's rows [rows, ...] -> [grad_accum, rows/grad_accum, ...] on devices."""
         A = self.cfg.grad_accum
-        split = {k: v.reshape(A, v.shape[0] // A, *v.shape[1:]) for k, v in batch.items()}
+        split = split_micro_batches(batch, A)
         if self.kind == "pmap":
             D = len(self.local_devices)
             # [A, rows, ...] -> [D, A, rows/D, ...]: device d gets a contiguous block of rows
@@ -274,10 +270,7 @@ def train(args) -> dict[str, Any]:
     kind = pick_parallel(args.parallel)
     if kind == "pmap" and jax.local_device_count() == 1:
         run.note("note: --parallel pmap with a single device runs pmap over that one device")
-    if cfg.batch_size % (world * cfg.grad_accum):
-        raise UserError(f"batch-size={cfg.batch_size} is not divisible by {world} processes x "
-                        f"grad-accum {cfg.grad_accum}; pick a multiple of "
-                        f"{world * cfg.grad_accum}")
+    cfg.rows_per_part(world, "processes")
 
     model = BertForPreTraining(mcfg, dtype=compute_dtype(args.dtype))
     tx = make_optimizer(cfg, mcfg.hidden_size)

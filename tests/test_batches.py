@@ -33,8 +33,9 @@ def test_contract_shapes_and_dtypes(data):
         check_batch(nonsp, 8, 64, 10, nsp=True)
     rank = next(BatchIterator(*data, CFG, rank=1, world_size=2))   # B = this rank's rows
     check_batch(rank, 4, 64, 10, nsp=True)
-    for part in split_micro_batches(rank, 2):
-        check_batch(part, 2, 64, 10, nsp=True)
+    micro = split_micro_batches(rank, 2)
+    for i in range(2):
+        check_batch({k: v[i] for k, v in micro.items()}, 2, 64, 10, nsp=True)
 
 
 @pytest.mark.parametrize("change, problem", [
@@ -112,13 +113,20 @@ def test_ranks_partition_the_global_batch(data):
 
 def test_micro_batches_and_divisibility_errors(data):
     b = next(BatchIterator(*data, CFG))
-    parts = split_micro_batches(b, 4)
-    assert all(len(p["input_ids"]) == 2 for p in parts)
-    assert np.array_equal(np.concatenate([p["masked_ids"] for p in parts]), b["masked_ids"])
-    with pytest.raises(UserError, match="grad-accum=3"):
+    micro = split_micro_batches(b, 4)
+    assert all(v.shape[:2] == (4, 2) for v in micro.values())
+    for k, v in b.items():     # micro-batch i holds rows 2i, 2i+1, in order, as views
+        assert np.array_equal(micro[k].reshape(v.shape), v) and np.shares_memory(micro[k], v), k
+    with pytest.raises(ValueError, match="does not split into 3 equal micro-batches"):
         split_micro_batches(b, 3)
-    with pytest.raises(UserError, match="not divisible by the world size 3"):
+    # the one rule (TrainConfig.rows_per_part), named the same way wherever it is checked
+    with pytest.raises(UserError, match="does not split into 3 ranks x grad-accum=1"):
         BatchIterator(*data, CFG, world_size=3)
+    with pytest.raises(UserError, match="does not split into 1 process x grad-accum=3"):
+        CFG.replace(grad_accum=3).validate()
+    with pytest.raises(UserError, match="8 devices x grad-accum=2 .* multiple of 16"):
+        CFG.replace(grad_accum=2).rows_per_part(8, "devices")
+    assert CFG.replace(grad_accum=2).rows_per_part(2, "devices") == CFG.batch_size // 4
 
 
 def test_resume_with_other_settings_refused(data):

@@ -61,7 +61,7 @@ def test_bad_model_config(kw, msg):
 @pytest.mark.parametrize("kw, msg", [
     (dict(seq_len=4), "seq-len=4 is too short"),
     (dict(seq_len=16, max_predictions=20), "max-predictions=20 exceeds seq-len=16"),
-    (dict(batch_size=10, grad_accum=3), "not divisible by grad-accum"),
+    (dict(batch_size=10, grad_accum=3), "does not split into 1 process x grad-accum=3"),
     (dict(schedule="step"), "unknown schedule"),
     (dict(mask_prob=0.0), "mask-prob"),
 ])

@@ -30,7 +30,7 @@ def test_bad_inputs_one_line_errors(tmp_path, cache_env):
     p = cases.train(TWIN, *cases.base_args(corpus, tmp_path / "d", "--batch-size", "6",
                                            "--steps", "1", "--parallel", "sharded"),
                     env=env, check=False)
-    cases.assert_one_line_error(p, "not divisible by the 4 devices")
+    cases.assert_one_line_error(p, "does not split into 4 devices")
     # an orbax checkpoint from another config
     run = tmp_path / "run"
     cfg = json.loads((run / "config.json").read_text())

@@ -98,7 +98,7 @@ def train_step(model, optimizer, batch: dict[str, np.ndarray], lr: float, cfg: T
                device: torch.device, world: int) -> dict[str, torch.Tensor]:
     """One optimizer update on this rank's share of the global batch; returns metrics tensors
     (global values: summed over micro-batches and ranks)."""
-    micro = split_micro_batches(batch, cfg.grad_accum)
+    micro = split_micro_batches(batch, cfg.grad_accum)        # [grad_accum, rows, ...]
     # Normalise by the global number of predictions (all ranks, all micro-batches), so K ranks
     # or K micro-batches compute the gradient of the one big batch exactly.
     mlm_den = all_reduce_sum(torch.tensor(float(batch["masked_weights"].sum()), device=device),
@@ -107,12 +107,12 @@ def train_step(model, optimizer, batch: dict[str, np.ndarray], lr: float, cfg: T
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else contextlib.nullcontext())
     totals: dict[str, torch.Tensor] = {}
-    for i, mb in enumerate(micro):
-        mb = to_device(mb, device)
+    for i in range(cfg.grad_accum):
+        mb = to_device({k: v[i] for k, v in micro.items()}, device)
         # DDP averages gradients over ranks, but our per-rank losses are already parts of the
         # global mean: scale by world so the average becomes the sum. Sync only on the last
         # micro-batch.
-        sync = (i == len(micro) - 1) or not hasattr(model, "no_sync")
+        sync = (i == cfg.grad_accum - 1) or not hasattr(model, "no_sync")
         with (contextlib.nullcontext() if sync else model.no_sync()), autocast:
             mlm_logits, nsp_logits = model(mb["input_ids"], mb["token_type_ids"],
                                            mb["attention_mask"], mb["masked_positions"])
@@ -160,10 +160,7 @@ def train(args) -> dict[str, Any]:
     if rank == 0 and world > 1:
         dist.barrier()
     cfg, mcfg = run.train_config, run.model_config
-    if cfg.batch_size % (world * cfg.grad_accum):
-        raise UserError(f"batch-size={cfg.batch_size} is not divisible by world size {world} x "
-                        f"grad-accum {cfg.grad_accum}; pick a multiple of "
-                        f"{world * cfg.grad_accum}")
+    cfg.rows_per_part(world, "processes")
     mcfg = trained_model_config(mcfg, cfg)
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
