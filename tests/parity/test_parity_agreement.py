@@ -1,6 +1,7 @@
-"""The agreement rows of parity/check.py for `tiny`, both LayerNorm positions, against the bars
-in parity/thresholds.py. Fast tests run each part on one batch or a few steps; the slow test runs
-the whole `python -m parity.check --preset tiny` (100 steps, resume, dropout statistics)."""
+"""The agreement rows of `python -m parity.check` (parity/model_rows.py, parity/curve_rows.py)
+for `tiny`, both LayerNorm positions, against the bars in parity/thresholds.py. Fast tests run
+each part on one batch or a few steps; the slow test runs the whole
+`python -m parity.check --preset tiny` (100 steps, resume, dropout statistics)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import json
 import numpy as np
 import pytest
 
-from parity import check
+from parity import check, curve_rows, model_rows
 from parity import thresholds as T
+from parity.cases import make_case
 
 LNS = ["post", "pre"]
 
@@ -28,7 +30,7 @@ def cases(parity_work):
 
     def get(ln):
         if ln not in made:
-            made[ln] = check.make_case("tiny", ln, parity_work, steps=100)
+            made[ln] = make_case("tiny", ln, parity_work, steps=100)
         return made[ln]
     return get
 
@@ -42,7 +44,7 @@ def assert_rows_pass(rows, expected: int):
 
 @pytest.mark.parametrize("ln", LNS)
 def test_forward_twins_and_hf(cases, ln):
-    rows = check.forward_rows(cases(ln))
+    rows = model_rows.forward_rows(cases(ln))
     # 5 outputs twin vs twin; post-LN also each twin vs transformers.BertForPreTraining
     assert_rows_pass(rows, 15 if ln == "post" else 5)
     assert all(r.max_abs <= T.FORWARD_MAX_ABS for r in rows)
@@ -50,7 +52,7 @@ def test_forward_twins_and_hf(cases, ln):
 
 @pytest.mark.parametrize("ln", LNS)
 def test_loss_and_gradients(cases, ln):
-    rows = check.loss_grad_rows(cases(ln))
+    rows = model_rows.loss_grad_rows(cases(ln))
     assert_rows_pass(rows, 4 if ln == "post" else 2)
     grad = rows[-1]
     assert grad.rel <= T.GRAD_REL and "key.bias" in grad.note   # the exactly-zero gradients
@@ -58,7 +60,7 @@ def test_loss_and_gradients(cases, ln):
 
 @pytest.mark.parametrize("ln", LNS)
 def test_one_adamw_step(cases, ln):
-    rows = check.adamw_rows(cases(ln))
+    rows = model_rows.adamw_rows(cases(ln))
     assert_rows_pass(rows, 3)
     assert "clipped" in rows[1].note and "not clipped" not in rows[1].note  # clipping exercised
     assert rows[2].max_abs <= T.ADAMW_STEP_MAX_ABS
@@ -69,18 +71,18 @@ def test_short_curves_and_resume_across_frameworks(cases, ln):
     """8 steps: curves, and resume across frameworks at step 4 through parity.convert's files
     (the 100-step version is in the slow test)."""
     curves = {}
-    rows = check.training_rows(cases(ln), curves, steps=8)
+    rows = curve_rows.training_rows(cases(ln), curves, steps=8)
     assert_rows_pass(rows, 3)
     assert len(curves["torch"]) == 8 and len(curves["torch_to_jax"]) == 4
     assert all("next batch after conversion identical" in r.note for r in rows[1:])
     if ln == "post":   # dropout really on in both twins (100-step statistics: the slow test)
-        dropout = check.dropout_rows(cases(ln), curves, steps=8)
+        dropout = curve_rows.dropout_rows(cases(ln), curves, steps=8)
         assert dropout[1].passed, dropout[1]
 
 
 def test_rows_have_teeth(cases, monkeypatch):
     """A jax twin whose weights differ by noise of 1e-4 in one tensor fails the forward rows."""
-    real = check.jax_params
+    real = model_rows.jax_params
 
     def perturbed(config, weights):
         w = dict(weights)
@@ -89,8 +91,8 @@ def test_rows_have_teeth(cases, monkeypatch):
         w[name] = w[name] + noise
         return real(config, w)
 
-    monkeypatch.setattr(check, "jax_params", perturbed)
-    rows = check.forward_rows(cases("post"))
+    monkeypatch.setattr(model_rows, "jax_params", perturbed)
+    rows = model_rows.forward_rows(cases("post"))
     assert not any(r.passed for r in rows if "jax" in r.quantity)
     assert all(r.passed for r in rows if r.quantity.endswith("torch vs HF"))
 
@@ -108,7 +110,7 @@ def test_resume_rows_catch_a_lost_optimizer_state(cases, monkeypatch):
         return dataclasses.replace(s, exp_avg=zero(s.exp_avg), exp_avg_sq=zero(s.exp_avg_sq))
 
     monkeypatch.setattr(torch_state, "read_torch", forgetful)
-    rows = check.training_rows(cases("post"), {}, steps=8)
+    rows = curve_rows.training_rows(cases("post"), {}, steps=8)
     assert rows[0].passed and not rows[1].passed and rows[2].passed
 
 

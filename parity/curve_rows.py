@@ -1,0 +1,152 @@
+"""Rows over many steps: loss curves, cross-framework resume (parity.convert), dropout statistics.
+
+Both twins train with their own make_optimizer and train_step on the Case's batches. Every bar
+comes from parity/thresholds.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from bertcore.batches import BatchIterator
+from bertcore.config import TrainConfig
+
+from . import thresholds as T
+from .cases import (Case, jax_layout, jax_params, jax_setup, jax_steps, torch_setup,
+                    torch_steps)
+from .convert import convert
+from .report import Row
+
+
+def _write_rundir(path: Path, framework: str, case: Case, train: TrainConfig) -> Path:
+    """The framework-free files of a RUNDIR (bertcore/run.py) so parity.convert can read it."""
+    path.mkdir(parents=True, exist_ok=True)
+    info = {"framework": framework, "data": str(case.shards.path.resolve()), "corpus": None}
+    (path / "run.json").write_text(json.dumps(info), encoding="utf-8")
+    case.config.to_json_file(path / "config.json")
+    train.to_json_file(path / "train_config.json")
+    case.tokenizer.save(path / "tokenizer")
+    return path
+
+
+def _curve_row(ln, what, ref, other, bar, first_step: int = 1) -> Row:
+    ref, other = np.asarray(ref, np.float64), np.asarray(other, np.float64)
+    d = np.abs(ref - other)
+    r = d / np.abs(ref)
+    return Row(ln, what, float(d.max()), float(r.max()), f"rel <= {bar:g} every step",
+               bool(r.max() <= bar),
+               note=f"{len(ref)} steps; worst at step {first_step + int(np.argmax(r))}")
+
+
+def training_rows(case: Case, curves: dict, steps: int | None = None) -> list[Row]:
+    """N-step curves of both twins, plus resume across frameworks through files on disk.
+    N = `steps` (default: the whole schedule, case.train.steps)."""
+    from jaxbert.checkpoint import Checkpointer, key_from_list, key_to_list
+    from torchbert.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    ln, cfg, train = case.layer_norm_position, case.model_config, case.train
+    n = steps or train.steps
+    half = n // 2
+    work = Path(tempfile.mkdtemp(prefix=f"resume-{ln}-", dir=case.workdir))
+    quiet = lambda *_: None
+
+    # torch: N steps straight, checkpoint at N/2 (torchbert's own save_checkpoint)
+    model, opt = torch_setup(case, train, cfg)
+    t_dir = _write_rundir(work / "torch", "torch", case, train)
+
+    def t_save(step):
+        if step == half:
+            save_checkpoint(t_dir, step, model, opt, {"step": step,
+                                                      "batches": case.batch_states[step]}, keep=1)
+    lt = torch_steps(case, model, opt, train, 0, n, t_save)
+
+    # jax: N steps straight, checkpoint at N/2 (jaxbert's own Checkpointer)
+    state, layout, key = jax_setup(case, train, cfg)
+    j_dir = _write_rundir(work / "jax", "jax", case, train)
+
+    def j_save(step, st):
+        if step == half:
+            with Checkpointer(j_dir, cfg) as c:
+                c.save(step, st, {"step": step, "batches": case.batch_states[step],
+                                  "rng": key_to_list(key)})
+    state, lj = jax_steps(case, state, layout, key, 0, n, j_save)
+    rows = [_curve_row(ln, f"{n}-step loss curve: torch vs jax", lt, lj, T.CURVE_REL)]
+
+    # torch N/2 -> convert -> jax N/2, against torch N
+    convert(t_dir, work / "torch-to-jax", "jax", log=quiet)
+    from jaxbert.train import create_state
+    tx, layout = jax_layout(cfg, train)
+    with Checkpointer(work / "torch-to-jax", cfg) as c:
+        st, extra = c.restore(create_state(jax_params(cfg, case.init), tx))
+    same_data = _next_batch_equal(case, extra["batches"], half)
+    # via host arrays, so the state is placed exactly as a fresh one (no second compilation)
+    st = layout.put_state(jax.device_get(st))
+    _, l_tj = jax_steps(case, st, layout, key_from_list(extra["rng"]), half, n)
+    row = _curve_row(ln, f"resume: torch {half} -> convert -> jax {n - half} vs torch {n}",
+                     lt[half:], l_tj, T.RESUME_REL, half + 1)
+    rows.append(_with_data_check(row, same_data))
+
+    # jax N/2 -> convert -> torch N/2, against jax N
+    convert(j_dir, work / "jax-to-torch", "torch", log=quiet)
+    from torchbert.model import BertForPreTraining
+    from torchbert.train import make_optimizer
+    m2 = BertForPreTraining(cfg).train()
+    o2 = make_optimizer(m2, train)
+    extra = load_checkpoint(latest_checkpoint(work / "jax-to-torch"), m2, o2)
+    same_data = _next_batch_equal(case, extra["batches"], half)
+    l_jt = torch_steps(case, m2, o2, train, half, n)
+    row = _curve_row(ln, f"resume: jax {half} -> convert -> torch {n - half} vs jax {n}",
+                     lj[half:], l_jt, T.RESUME_REL, half + 1)
+    rows.append(_with_data_check(row, same_data))
+    curves.update(torch=lt, jax=lj, torch_to_jax=l_tj, jax_to_torch=l_jt, half=half)
+    return rows
+
+
+def _next_batch_equal(case: Case, batch_state: dict, step: int) -> bool:
+    nxt = next(BatchIterator(case.shards, case.tokenizer, case.train, state=batch_state))
+    return all(np.array_equal(nxt[k], case.batches[step][k]) for k in nxt)
+
+
+def _with_data_check(row: Row, same: bool) -> Row:
+    if not same:
+        row.passed, row.note = False, "the converted data position gives another next batch"
+    else:
+        row.note += "; next batch after conversion identical"
+    return row
+
+
+def dropout_rows(case: Case, curves: dict, steps: int | None = None) -> list[Row]:
+    """Dropout on: the twins' RNGs differ, so compare mean losses (parity/thresholds.py).
+    Needs `curves` from training_rows (the dropout-off curves) of at least as many steps."""
+    ln = case.layer_norm_position
+    cfg, train = case.with_dropout()
+    n = steps or train.steps
+    model, opt = torch_setup(case, train, cfg)
+    lt = np.asarray(torch_steps(case, model, opt, train, 0, n))
+    state, layout, key = jax_setup(case, train, cfg)
+    _, lj = jax_steps(case, state, layout, key, 0, n)
+    lj = np.asarray(lj)
+    d = lt - lj
+    n = len(d)
+    dc = d - d.mean()
+    r1 = float(np.clip((dc[1:] * dc[:-1]).sum() / max((dc * dc).sum(), 1e-30), 0.0, 0.9))
+    n_eff = n * (1 - r1) / (1 + r1)
+    se = float(d.std(ddof=1) / math.sqrt(n_eff)) if n > 1 else float("inf")
+    tol = T.DROPOUT_Z * se
+    rows = [Row(ln, f"dropout on: mean loss over {n} steps, torch vs jax", abs(d.mean()),
+                abs(d.mean()) / lt.mean(), f"|diff| <= {T.DROPOUT_Z:g} SE = {tol:.3g}",
+                abs(d.mean()) <= tol,
+                note=f"means {lt.mean():.4f} vs {lj.mean():.4f}; SE {se:.3g} "
+                     f"(std {d.std(ddof=1):.3g}, lag-1 autocorr {r1:.2f}, n_eff {n_eff:.0f})")]
+    off_t, off_j = np.asarray(curves["torch"][:n]), np.asarray(curves["jax"][:n])
+    act = min(float(np.max(np.abs(lt - off_t) / off_t)), float(np.max(np.abs(lj - off_j) / off_j)))
+    rows.append(Row(ln, "dropout on: active in both twins (vs own dropout-off curve)", act, act,
+                    f"rel > {T.DROPOUT_ACTIVE_REL:g}", act > T.DROPOUT_ACTIVE_REL,
+                    note="the smaller of the two twins' worst-step changes"))
+    curves.update(torch_dropout=lt.tolist(), jax_dropout=lj.tolist())
+    return rows

@@ -1,0 +1,203 @@
+"""Rows of one batch from the same weights: forward, loss, gradients and one AdamW step.
+
+Torch vs jax, and (post-LN only: transformers' BERT has no pre-LN) each vs
+transformers.BertForPreTraining. Every bar comes from parity/thresholds.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from bertcore.config import BertConfig
+from bertcore.hf import flax_to_hf
+from bertcore.schedule import make_schedule
+
+from . import thresholds as T
+from .cases import CPU, Case, jax_params, jax_setup, torch_batch, torch_model, torch_setup
+from .report import Row
+
+
+def _max_abs(a, b) -> tuple[float, float]:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    d = float(np.max(np.abs(a - b)))
+    return d, d / max(float(np.max(np.abs(a))), 1e-30)
+
+
+def _fwd_row(ln, what, a, b) -> Row:
+    d, r = _max_abs(a, b)
+    return Row(ln, what, d, r, f"max abs <= {T.FORWARD_MAX_ABS:g}", d <= T.FORWARD_MAX_ABS)
+
+
+@functools.lru_cache(maxsize=8)
+def _jax_fns(config: BertConfig):
+    """Jitted forward and loss-gradient of jaxbert for one config (cached: compiled once)."""
+    from jaxbert.model import BertForPreTraining, pretraining_loss
+    model = BertForPreTraining(config, dtype=jnp.float32)
+
+    @jax.jit
+    def forward(params, b):
+        v = {"params": params}
+        seq, pooled = model.apply(v, b["input_ids"], b["token_type_ids"], b["attention_mask"],
+                                  method=lambda m, *a: m.bert(*a))
+        sparse, nsp = model.apply(v, b["input_ids"], b["token_type_ids"], b["attention_mask"],
+                                  b["masked_positions"])
+        dense, _ = model.apply(v, b["input_ids"], b["token_type_ids"], b["attention_mask"])
+        return seq, pooled, sparse, dense, nsp
+
+    @jax.jit
+    def loss_and_grad(params, b):
+        def loss_fn(p):
+            mlm, nsp = model.apply({"params": p}, b["input_ids"], b["token_type_ids"],
+                                   b["attention_mask"], b["masked_positions"])
+            return pretraining_loss(mlm, nsp, b)[0]
+        return jax.value_and_grad(loss_fn)(params)
+
+    return forward, loss_and_grad
+
+
+def _hf_model(config: BertConfig, torch_twin):
+    import transformers
+    hf = transformers.BertForPreTraining(transformers.BertConfig.from_dict(config.to_dict()))
+    hf.load_state_dict(torch_twin.state_dict())   # HF names, tied aliases included: strict
+    return hf.eval()
+
+
+def _hf_inputs(tb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model inputs as transformers' keyword arguments (int64)."""
+    return {k: tb[k].long() for k in ("input_ids", "token_type_ids", "attention_mask")}
+
+
+# ---- forward, loss, gradients ----------------------------------------------------------------------
+
+def forward_rows(case: Case) -> list[Row]:
+    ln, cfg, b = case.layer_norm_position, case.model_config, case.batches[0]
+    tm = torch_model(cfg, case.init).eval()
+    tb = torch_batch(b)
+    with torch.no_grad():
+        t = dict(zip(("hidden states", "pooled output"),
+                     tm.bert(tb["input_ids"], tb["token_type_ids"], tb["attention_mask"])))
+        t["MLM logits (sparse)"], t["NSP logits"] = tm(
+            tb["input_ids"], tb["token_type_ids"], tb["attention_mask"], tb["masked_positions"])
+        t["MLM logits (dense)"], _ = tm(tb["input_ids"], tb["token_type_ids"],
+                                        tb["attention_mask"])
+    forward, _ = _jax_fns(cfg)
+    seq, pooled, sparse, dense, nsp = forward(jax_params(cfg, case.init), b)
+    j = {"hidden states": seq, "pooled output": pooled, "MLM logits (sparse)": sparse,
+         "MLM logits (dense)": dense, "NSP logits": nsp}
+    rows = [_fwd_row(ln, f"forward {k}: torch vs jax", t[k].numpy(), j[k]) for k in j]
+    if ln == "post":   # transformers' BERT is post-LN only
+        hf = _hf_model(cfg, tm)
+        with torch.no_grad():
+            o = hf(**_hf_inputs(tb), output_hidden_states=True)
+            pooled_hf = hf.bert(**_hf_inputs(tb)).pooler_output
+        pos = tb["masked_positions"].long()[:, :, None].expand(-1, -1, cfg.vocab_size)
+        h = {"hidden states": o.hidden_states[-1], "pooled output": pooled_hf,
+             "MLM logits (sparse)": torch.gather(o.prediction_logits, 1, pos),
+             "MLM logits (dense)": o.prediction_logits, "NSP logits": o.seq_relationship_logits}
+        for k in j:
+            rows.append(_fwd_row(ln, f"forward {k}: torch vs HF", h[k].numpy(), t[k].numpy()))
+            rows.append(_fwd_row(ln, f"forward {k}: jax vs HF", h[k].numpy(), j[k]))
+    return rows
+
+
+def _hf_labels(b) -> torch.Tensor:
+    labels = np.full(b["input_ids"].shape, -100, np.int64)
+    rows, cols = np.nonzero(b["masked_weights"] > 0)
+    labels[rows, b["masked_positions"][rows, cols]] = b["masked_ids"][rows, cols]
+    return torch.from_numpy(labels)
+
+
+def loss_grad_rows(case: Case) -> list[Row]:
+    from torchbert.model import pretraining_loss
+    ln, cfg, b = case.layer_norm_position, case.model_config, case.batches[0]
+    tm = torch_model(cfg, case.init).train()       # dropout rates are 0: training path, no noise
+    tb = torch_batch(b)
+    mlm, nsp = tm(tb["input_ids"], tb["token_type_ids"], tb["attention_mask"],
+                  tb["masked_positions"])
+    loss_t, _ = pretraining_loss(mlm, nsp, tb)
+    loss_t.backward()
+    g_t = {n: p.grad.numpy() for n, p in tm.named_parameters()}
+    _, loss_and_grad = _jax_fns(cfg)
+    loss_j, g = loss_and_grad(jax_params(cfg, case.init), b)
+    g_j = flax_to_hf(jax.tree_util.tree_map(np.asarray, g), cfg)
+    lt, lj = loss_t.item(), float(loss_j)
+    rows = [Row(ln, "loss: torch vs jax", abs(lt - lj), abs(lt - lj) / abs(lt),
+                f"rel <= {T.LOSS_REL:g}", abs(lt - lj) / abs(lt) <= T.LOSS_REL)]
+    if ln == "post":
+        hf = _hf_model(cfg, tm)
+        with torch.no_grad():
+            lh = float(hf(**_hf_inputs(tb), labels=_hf_labels(b),
+                          next_sentence_label=tb["next_sentence_label"].long()).loss)
+        for name, l in (("torch", lt), ("jax", lj)):
+            r = abs(l - lh) / abs(lh)
+            rows.append(Row(ln, f"loss: {name} vs HF (its own loss from labels)", abs(l - lh), r,
+                            f"rel <= {T.LOSS_REL:g}", r <= T.LOSS_REL))
+    rows.append(grad_row(ln, g_t, g_j))
+    return rows
+
+
+def grad_row(ln: str, g_t: dict[str, np.ndarray], g_j: dict[str, np.ndarray]) -> Row:
+    """Worst per-tensor ||g_t - g_j|| / ||g_t||; tensors whose true gradient is zero (rounding
+    noise in both twins, see thresholds.GRAD_ZERO_FLOOR) must be noise-sized in both."""
+    norm = lambda a: float(np.linalg.norm(np.asarray(a, np.float64)))
+    floor = T.GRAD_ZERO_FLOOR * math.sqrt(sum(norm(g) ** 2 for g in g_t.values()))
+    worst, worst_name, worst_abs, zero, bad_zero = 0.0, "", 0.0, [], []
+    for n, gt in g_t.items():
+        gt64, gj64 = gt.astype(np.float64), np.asarray(g_j[n], np.float64)
+        if norm(gt64) < floor:
+            (zero if norm(gj64) < floor else bad_zero).append(n)
+            continue
+        r = norm(gt64 - gj64) / norm(gt64)
+        if r >= worst:
+            worst, worst_name, worst_abs = r, n, float(np.max(np.abs(gt64 - gj64)))
+    note = f"worst: {worst_name}"
+    if zero:
+        note += f"; zero in exact arithmetic, noise < {floor:.1e} in both: {len(zero)} tensors " \
+                f"({', '.join(sorted({z.split('.')[-2] + '.' + z.split('.')[-1] for z in zero}))})"
+    if bad_zero:
+        note += f"; ZERO in torch but not in jax: {', '.join(bad_zero)}"
+    return Row(ln, f"gradients: torch vs jax, worst of {len(g_t)} tensors", worst_abs, worst,
+               f"rel (norm) <= {T.GRAD_REL:g}", worst <= T.GRAD_REL and not bad_zero, note=note)
+
+
+# ---- one AdamW step, through each twin's own train_step --------------------------------------------
+
+def adamw_rows(case: Case) -> list[Row]:
+    ln, cfg, train = case.layer_norm_position, case.model_config, case.train
+    model, opt = torch_setup(case, train, cfg)
+    decayed_t = {n for g in opt.param_groups if g["weight_decay"] > 0
+                 for n, p in model.named_parameters() if any(p is q for q in g["params"])}
+    state, layout, key = jax_setup(case, train, cfg)
+    from jaxbert.train import decay_mask
+    mask = flax_to_hf(decay_mask(jax.device_get(state.params)), cfg)
+    decayed_j = {n for n, v in mask.items() if bool(v)}
+    bad = sorted(decayed_t ^ decayed_j)
+    rows = [Row(ln, "AdamW decay mask: tensors decayed differently", float(len(bad)), 0.0,
+                "0 tensors", not bad, note=", ".join(bad[:4]) or
+                f"{len(decayed_t)} decayed, {len(mask) - len(decayed_t)} not (biases, LayerNorm)")]
+    from torchbert.train import train_step
+    lr = float(make_schedule(train, cfg.hidden_size)(0))
+    m_t = train_step(model, opt, case.batches[0], lr, train, CPU, 1)
+    state, m_j = layout.fn(state, layout.put_batch(case.batches[0]), key)
+    gn_t, gn_j = float(m_t["grad_norm"]), float(m_j["grad_norm"])
+    r = abs(gn_t - gn_j) / gn_t
+    rows.append(Row(ln, "AdamW step: global grad norm (before clipping)", abs(gn_t - gn_j), r,
+                    f"rel <= {T.GRAD_REL:g}", r <= T.GRAD_REL,
+                    note=f"{gn_t:.3f} vs clip {train.grad_clip}: "
+                         f"{'clipped' if gn_t > train.grad_clip else 'not clipped'}"))
+    p_j = flax_to_hf(jax.device_get(state.params), cfg)
+    worst, worst_name, worst_rel = 0.0, "", 0.0
+    for n, p in model.hf_state_dict().items():
+        d, rr = _max_abs(p.detach().numpy(), p_j[n])
+        if d >= worst:
+            worst, worst_name, worst_rel = d, n, rr
+    rows.append(Row(ln, f"AdamW step: updated params (lr {lr:.2g})", worst, worst_rel,
+                    f"max abs <= {T.ADAMW_STEP_MAX_ABS:g}", worst <= T.ADAMW_STEP_MAX_ABS,
+                    note=f"worst: {worst_name}"))
+    return rows
