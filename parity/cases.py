@@ -35,8 +35,20 @@ PRESETS = {  # batch shapes per preset: quick on a 2-core CPU, big enough to mea
 
 # Full fp32 matmuls in XLA. At DEFAULT precision XLA may run fp32 dots in reduced precision
 # (bf16 passes on TPU, TF32 on recent GPUs); "highest" makes the comparison measure the model, not
-# the matmul unit. (On CPU it changes nothing today; it keeps the check honest anywhere.)
-jax.config.update("jax_default_matmul_precision", "highest")
+# the matmul unit. (On CPU it changes nothing today; it keeps the check honest anywhere.) Applied
+# only while the checks run (each row function is wrapped in `highest_precision`), never at
+# import: a global jax.config.update would change jax for any process (or pytest worker) that
+# imports parity.
+MATMUL_PRECISION = "highest"
+
+
+def highest_precision(fn):
+    """`fn` run under jax.default_matmul_precision(MATMUL_PRECISION), restored afterwards."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with jax.default_matmul_precision(MATMUL_PRECISION):
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 # ---- data: a synthetic corpus, tokenizer and batches ---------------------------------------------

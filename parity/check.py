@@ -21,7 +21,8 @@ Every bar comes from parity/thresholds.py. Writes report.md, report.json and los
 
 This module is the command line and run_check; the parts: cases.py (presets, the Case, both twins
 built from it), model_rows.py (forward, loss, gradients, AdamW step), curve_rows.py (curves,
-resume, dropout statistics), report.py (rows, table, plot, files).
+resume, dropout statistics), report.py (rows, table, plot, files). XLA matmuls run at "highest"
+precision only inside the row functions (cases.highest_precision says why).
 """
 
 from __future__ import annotations

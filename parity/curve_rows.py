@@ -18,8 +18,8 @@ from bertcore.batches import BatchIterator
 from bertcore.config import TrainConfig
 
 from . import thresholds as T
-from .cases import (Case, jax_layout, jax_params, jax_setup, jax_steps, torch_setup,
-                    torch_steps)
+from .cases import (Case, highest_precision, jax_layout, jax_params, jax_setup, jax_steps,
+                    torch_setup, torch_steps)
 from .convert import convert
 from .report import Row
 
@@ -44,6 +44,7 @@ def _curve_row(ln, what, ref, other, bar, first_step: int = 1) -> Row:
                note=f"{len(ref)} steps; worst at step {first_step + int(np.argmax(r))}")
 
 
+@highest_precision
 def training_rows(case: Case, curves: dict, steps: int | None = None) -> list[Row]:
     """N-step curves of both twins, plus resume across frameworks through files on disk.
     N = `steps` (default: the whole schedule, case.train.steps)."""
@@ -120,6 +121,7 @@ def _with_data_check(row: Row, same: bool) -> Row:
     return row
 
 
+@highest_precision
 def dropout_rows(case: Case, curves: dict, steps: int | None = None) -> list[Row]:
     """Dropout on: the twins' RNGs differ, so compare mean losses (parity/thresholds.py).
     Needs `curves` from training_rows (the dropout-off curves) of at least as many steps."""

@@ -19,7 +19,8 @@ from bertcore.hf import flax_to_hf
 from bertcore.schedule import make_schedule
 
 from . import thresholds as T
-from .cases import CPU, Case, jax_params, jax_setup, torch_batch, torch_model, torch_setup
+from .cases import (CPU, Case, highest_precision, jax_params, jax_setup, torch_batch, torch_model,
+                    torch_setup)
 from .report import Row
 
 
@@ -75,6 +76,7 @@ def _hf_inputs(tb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 # ---- forward, loss, gradients ----------------------------------------------------------------------
 
+@highest_precision
 def forward_rows(case: Case) -> list[Row]:
     ln, cfg, b = case.layer_norm_position, case.model_config, case.batches[0]
     tm = torch_model(cfg, case.init).eval()
@@ -113,6 +115,7 @@ def _hf_labels(b) -> torch.Tensor:
     return torch.from_numpy(labels)
 
 
+@highest_precision
 def loss_grad_rows(case: Case) -> list[Row]:
     from torchbert.model import pretraining_loss
     ln, cfg, b = case.layer_norm_position, case.model_config, case.batches[0]
@@ -168,6 +171,7 @@ def grad_row(ln: str, g_t: dict[str, np.ndarray], g_j: dict[str, np.ndarray]) ->
 
 # ---- one AdamW step, through each twin's own train_step --------------------------------------------
 
+@highest_precision
 def adamw_rows(case: Case) -> list[Row]:
     ln, cfg, train = case.layer_norm_position, case.model_config, case.train
     model, opt = torch_setup(case, train, cfg)
