@@ -1,7 +1,8 @@
 """torchbert.model against Hugging Face `BertForPreTraining` on the same random weights.
 
-Thresholds (DESIGN.md, fp32, CPU, eval mode): activations and logits max |diff| <= 1e-5, loss
-<= 1e-6 relative. The HF model is built from a config here: no download.
+Bars from parity/thresholds.py (docs/design.md, "Quality bars"; fp32, CPU, eval mode):
+activations and logits max |diff| <= FORWARD_MAX_ABS, loss <= LOSS_REL relative. The HF model is
+built from a config here: no download.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import torch
 import transformers
 from safetensors.torch import save_file
 
-from bertcore.config import BertConfig
+from bertcore.batches import BatchIterator, check_batch
+from bertcore.config import BertConfig, TrainConfig
 from bertcore.errors import UserError
+from helpers import build_shards
+from parity.thresholds import FORWARD_MAX_ABS, LOSS_REL
 from torchbert.model import BertForPreTraining, pretraining_loss
 
 transformers.logging.set_verbosity_error()
@@ -23,7 +27,9 @@ transformers.logging.set_verbosity_error()
 CFG = BertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                  intermediate_size=128, max_position_embeddings=64)
 B, L, P = 3, 24, 5
-ATOL = 1e-5
+ATOL = FORWARD_MAX_ABS
+# Two code paths of the same model (sparse vs dense head): no parity bar, just float32 rounding.
+SAME_MODEL_TOL = 1e-6
 
 
 def hf_config(cfg: BertConfig = CFG) -> transformers.BertConfig:
@@ -96,21 +102,26 @@ def test_forward_matches_hf(pair):
     assert (nsp - out.seq_relationship_logits).abs().max() <= ATOL
 
 
+def hf_labels(b: dict[str, torch.Tensor]) -> torch.Tensor:
+    """HF's MLM labels: the original id at each predicted position, -100 elsewhere."""
+    labels = torch.full(b["input_ids"].shape, -100)
+    for i in range(len(labels)):
+        for j in range(b["masked_positions"].shape[1]):
+            if b["masked_weights"][i, j] > 0:
+                labels[i, b["masked_positions"][i, j]] = int(b["masked_ids"][i, j])
+    return labels
+
+
 def test_loss_matches_hf(pair):
     hf, ours = pair
     b = make_batch()
-    labels = torch.full((B, L), -100)
-    for i in range(B):
-        for j in range(P):
-            if b["masked_weights"][i, j] > 0:
-                labels[i, b["masked_positions"][i, j]] = b["masked_ids"][i, j]
     with torch.no_grad():
         out = hf(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"],
-                 attention_mask=b["attention_mask"], labels=labels,
+                 attention_mask=b["attention_mask"], labels=hf_labels(b),
                  next_sentence_label=b["next_sentence_label"])
         mlm, nsp = ours(b["input_ids"], b["token_type_ids"], b["attention_mask"])
     loss, metrics = pretraining_loss(mlm, nsp, b)
-    assert abs(loss.item() - out.loss.item()) <= 1e-6 * abs(out.loss.item())
+    assert abs(loss.item() - out.loss.item()) <= LOSS_REL * abs(out.loss.item())
     assert set(metrics) == {"loss", "mlm_loss", "nsp_loss", "mlm_accuracy", "nsp_accuracy"}
     assert metrics["loss"] == loss
     _, off = pretraining_loss(mlm, nsp, {k: v for k, v in b.items()
@@ -128,11 +139,33 @@ def test_sparse_logits_equal_gathered_dense(pair):
         sparse, nsp_s = ours(*args, masked_positions=b["masked_positions"].int())
     assert sparse.shape == (B, P, CFG.vocab_size)
     gathered = torch.stack([dense[i, b["masked_positions"][i]] for i in range(B)])
-    assert (sparse - gathered).abs().max() <= 1e-6
+    assert (sparse - gathered).abs().max() <= SAME_MODEL_TOL
     assert torch.equal(nsp_d, nsp_s)
     ls, _ = pretraining_loss(sparse, nsp_s, b)
     ld, _ = pretraining_loss(dense, nsp_d, b)
-    assert abs(ls.item() - ld.item()) <= 1e-6 * ld.item()
+    assert abs(ls.item() - ld.item()) <= SAME_MODEL_TOL * ld.item()
+
+
+def test_bertcore_batch_matches_hf(pair, tmp_path):
+    """A real batch of bertcore's iterator, as torchbert.train hands it over (torch.from_numpy:
+    int32 ids and positions), through the sparse head: the same loss as HF's."""
+    hf, ours = pair
+    shards, tok = build_shards(tmp_path, n_docs=40)
+    assert tok.vocab_size <= CFG.vocab_size
+    # seed 2: a padded row with unused prediction slots, and both NSP labels
+    batch = next(BatchIterator(shards, tok, TrainConfig(batch_size=B, seq_len=L,
+                                                        max_predictions=P, seed=2)))
+    check_batch(batch, B, L, P, nsp=True)
+    assert (batch["attention_mask"] == 0).any() and (batch["masked_weights"] == 0).any()
+    b = {k: torch.from_numpy(v) for k, v in batch.items()}
+    with torch.no_grad():
+        out = hf(**{k: b[k].long() for k in ("input_ids", "token_type_ids", "attention_mask",
+                                             "next_sentence_label")}, labels=hf_labels(b))
+        mlm, nsp = ours(b["input_ids"], b["token_type_ids"], b["attention_mask"],
+                        b["masked_positions"])
+    loss, _ = pretraining_loss(mlm, nsp, b)
+    assert (nsp - out.seq_relationship_logits).abs().max() <= ATOL
+    assert abs(loss.item() - out.loss.item()) <= LOSS_REL * abs(out.loss.item())
 
 
 def test_padding_invariance(pair):

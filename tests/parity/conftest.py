@@ -9,8 +9,13 @@ import jax
 import pytest
 import torch
 
-# Full fp32 matmuls in XLA for every comparison here (parity/check.py explains why).
-jax.config.update("jax_default_matmul_precision", "highest")
+
+@pytest.fixture(scope="module", autouse=True)
+def _highest_matmul_precision():
+    """Full fp32 matmuls in XLA for every comparison here (parity/check.py explains why); per
+    module and undone afterwards, so other test modules in the same worker keep jax's default."""
+    with jax.default_matmul_precision("highest"):
+        yield
 
 
 @pytest.fixture(scope="module", autouse=True)
