@@ -312,12 +312,19 @@ def setup_run(args: Any, framework: str, is_main: bool = True) -> Run:
         info, model_config, saved = files.info, files.config, files.train
         train_config = train_config_from_args(args, saved)
         # Only --steps (and logging/checkpoint cadence) may change on resume: the rest decides
-        # what the next batch and update are.
+        # what the next batch and update are. And --steps only where no schedule depends on it.
         changed = [k for k in TRAIN_FIELDS if getattr(train_config, k) != getattr(saved, k)
                    and k not in ("steps", "log_every", "checkpoint_every", "keep_checkpoints")]
         if changed:
             raise UserError(f"--resume with changed settings ({', '.join(changed)}); resume "
                             f"with the run's own settings or start a new run with --out")
+        if train_config.steps != saved.steps and saved.schedule in ("linear", "cosine"):
+            # The schedule's total is --steps: another total would change every later rate.
+            raise UserError(f"--resume with --steps {train_config.steps}: the run's "
+                            f"{saved.schedule} learning-rate schedule decays to 0 at its --steps {saved.steps}, so "
+                            f"another total would change the rate of every step from here; resume "
+                            f"with --steps {saved.steps} (--stop-after N stops a job early), or "
+                            f"start a new run")
         tok = load_tokenizer(rundir / "tokenizer")
         data = Path(info["data"])
         if not dir_is_prepared(data):

@@ -14,8 +14,8 @@ frameworks' conventions, all handled by the one table in `bertcore/hf.py`:
 - `dtype` is the compute dtype (bfloat16 on accelerators), `param_dtype` the storage dtype
   (float32); torch gets the same effect from `torch.autocast`.
 
-Shapes: B batch, L sequence length, P masked positions per row, H hidden, N heads, D head size,
-V vocabulary.
+Shapes: B = batch, L = sequence length, H = hidden size, N = heads, D = head size,
+I = intermediate size, P = masked positions per sequence, V = vocabulary.
 """
 
 from __future__ import annotations
@@ -69,6 +69,10 @@ class _Module(nn.Module):
     def _layer_norm(self) -> nn.LayerNorm:
         return nn.LayerNorm(epsilon=self.config.layer_norm_eps, dtype=self.dtype,
                             param_dtype=self.param_dtype)  # scale 1, bias 0; fp32 statistics
+
+    @property
+    def pre_ln(self) -> bool:
+        return self.config.layer_norm_position == "pre"
 
 
 class BertEmbeddings(_Module):
@@ -143,7 +147,7 @@ class BertSelfOutput(_Module):
 
     def __call__(self, hidden, residual, deterministic: bool = True):
         x = self.dropout(self.dense(hidden), deterministic=deterministic) + residual
-        return self.LayerNorm(x) if self.config.layer_norm_position == "post" else x
+        return x if self.pre_ln else self.LayerNorm(x)
 
 
 class BertAttention(_Module):
@@ -152,9 +156,8 @@ class BertAttention(_Module):
         self.output = BertSelfOutput(self.config, self.dtype, self.param_dtype)
 
     def __call__(self, x, mask, deterministic: bool = True):
-        pre = self.config.layer_norm_position == "pre"
-        h = self.output.LayerNorm(x) if pre else x
-        return self.output(self.self(h, mask, deterministic), x, deterministic)
+        h = self.output.LayerNorm(x) if self.pre_ln else x     # pre-LN: normalise the input
+        return self.output(self.self(h, mask, deterministic), x, deterministic)  # (B, L, H)
 
 
 class BertIntermediate(_Module):
@@ -182,9 +185,9 @@ class BertLayer(_Module):
         self.output = BertOutput(self.config, self.dtype, self.param_dtype)
 
     def __call__(self, x, mask, deterministic: bool = True):
-        h = self.attention(x, mask, deterministic)
-        f = self.output.LayerNorm(h) if self.config.layer_norm_position == "pre" else h
-        return self.output(self.intermediate(f), h, deterministic)
+        a = self.attention(x, mask, deterministic)                               # (B, L, H)
+        h = self.output.LayerNorm(a) if self.pre_ln else a     # pre-LN: normalise the input
+        return self.output(self.intermediate(h), a, deterministic)               # (B, L, H)
 
 
 class _LayerList(_Module):
@@ -203,13 +206,13 @@ class _LayerList(_Module):
 class BertEncoder(_Module):
     def setup(self):
         self.layer = _LayerList(self.config, self.dtype, self.param_dtype)
-        if self.config.layer_norm_position == "pre":
+        if self.pre_ln:
             # Pre-LN leaves the residual stream unnormalised; one final LayerNorm closes it.
             self.LayerNorm = self._layer_norm()
 
     def __call__(self, x, mask, deterministic: bool = True):
         x = self.layer(x, mask, deterministic)
-        return self.LayerNorm(x) if self.config.layer_norm_position == "pre" else x
+        return self.LayerNorm(x) if self.pre_ln else x
 
 
 class BertPooler(_Module):
@@ -231,7 +234,8 @@ class BertModel(_Module):
         self.pooler = BertPooler(self.config, self.dtype, self.param_dtype)
 
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
-                 deterministic: bool = True):
+                 deterministic: bool = True, pool: bool = True):
+        """`pool=False` skips the pooler (pooled is None): MLM-only training never runs it."""
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
         if attention_mask is None:
@@ -240,8 +244,8 @@ class BertModel(_Module):
         # Boolean, so no -inf constant that a bf16 compute dtype could overflow.
         mask = (attention_mask > 0)[:, None, None, :]
         x = self.embeddings(input_ids, token_type_ids, deterministic)
-        x = self.encoder(x, mask, deterministic)
-        return x, self.pooler(x)
+        x = self.encoder(x, mask, deterministic)                                 # (B, L, H)
+        return x, (self.pooler(x) if pool else None)
 
 
 class BertPredictionHeadTransform(_Module):
@@ -297,29 +301,31 @@ class BertPreTrainingHeads(_Module):
         self.predictions = BertLMPredictionHead(self.config, self.dtype, self.param_dtype)
         self.seq_relationship = self._dense(2)
 
-    def __call__(self, sequence_output, pooled_output, word_embeddings, masked_positions=None):
-        if masked_positions is not None:
-            # Sparse head (google-research/bert): keep only the P predicted positions before the
-            # transform and the V-wide decoder, the costliest matmul at small model sizes.
-            sequence_output = jnp.take_along_axis(
-                sequence_output, masked_positions[:, :, None], axis=1)           # (B, P, H)
-        return (self.predictions(sequence_output, word_embeddings),
-                self.seq_relationship(pooled_output))                            # (B, 2)
+    def __call__(self, sequence_output, pooled_output, word_embeddings):
+        nsp = None if pooled_output is None else self.seq_relationship(pooled_output)  # (B, 2)
+        return self.predictions(sequence_output, word_embeddings), nsp
 
 
 class BertForPreTraining(_Module):
     """`apply({'params': p}, input_ids, token_type_ids, attention_mask, masked_positions=None,
-    deterministic=True, rngs={'dropout': key})` -> (mlm_logits, nsp_logits): [B, P, V] with
-    masked_positions [B, P], else [B, L, V] (fill-mask, HF parity); nsp_logits [B, 2]."""
+    deterministic=True, nsp=True, rngs={'dropout': key})` -> (mlm_logits, nsp_logits): [B, P, V]
+    with masked_positions [B, P], else [B, L, V] (fill-mask, HF parity); nsp_logits [B, 2], or
+    None with `nsp=False` (MLM-only: the pooler and NSP head are not run; their params, made by
+    `init`, get zero gradients)."""
 
     def setup(self):
         self.bert = BertModel(self.config, self.dtype, self.param_dtype)
         self.cls = BertPreTrainingHeads(self.config, self.dtype, self.param_dtype)
 
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None, masked_positions=None,
-                 deterministic: bool = True):
-        seq, pooled = self.bert(input_ids, token_type_ids, attention_mask, deterministic)
-        return self.cls(seq, pooled, self.bert.embeddings.word_embeddings, masked_positions)
+                 deterministic: bool = True, nsp: bool = True):
+        seq, pooled = self.bert(input_ids, token_type_ids, attention_mask, deterministic,
+                                pool=nsp)                                         # (B, L, H)
+        if masked_positions is not None:
+            # Sparse MLM head: keep only the P predicted positions before the transform and the
+            # V-wide decoder, the dominant cost at small sizes (google-research/bert does this).
+            seq = jnp.take_along_axis(seq, masked_positions[:, :, None], axis=1)  # (B, P, H)
+        return self.cls(seq, pooled, self.bert.embeddings.word_embeddings)
 
 
 def pretraining_loss(mlm_logits, nsp_logits, batch, mlm_denominator=None, nsp_denominator=None,

@@ -133,7 +133,7 @@ def train_step(state: TrainState, batch: dict, dropout_key: jax.Array, *, model,
         def loss_fn(params):
             mlm_logits, nsp_logits = model.apply(
                 {"params": params}, mb["input_ids"], mb["token_type_ids"], mb["attention_mask"],
-                mb["masked_positions"], deterministic=not cfg.dropout,
+                mb["masked_positions"], deterministic=not cfg.dropout, nsp=cfg.nsp,
                 rngs={"dropout": jax.random.fold_in(key, i)})
             return pretraining_loss(mlm_logits, nsp_logits, mb, mlm_den, nsp_den, nsp=cfg.nsp)
 
@@ -172,6 +172,14 @@ class Layout:
         self.kind, self.cfg = kind, cfg
         self.local_devices = jax.local_devices()
         cfg.rows_per_part(jax.device_count() if kind != "single" else 1, "devices")
+        # Python runs the step's body only while jit/pmap trace it, i.e. once per compiled
+        # program: `traces` counts compilations in every layout (pmap has no _cache_size).
+        self.traces = 0
+        traced = step_fn
+
+        def step_fn(*args, **kwargs):
+            self.traces += 1
+            return traced(*args, **kwargs)
         if kind == "pmap":
             # pmap takes arrays whose leading axis is laid out one slice per local device
             # (jax.device_put_replicated/_sharded are deprecated since JAX 0.8).
@@ -311,13 +319,17 @@ def train(args) -> dict[str, Any]:
             compile_seconds = time.perf_counter() - t_step   # first step: compile + one run
             run.note(f"first step (compile + run) took {compile_seconds:.1f}s")
             run.reset_clock(step)  # throughput excludes compilation
-        if step % cfg.log_every == 0 or step == last:
+        log_now = step % cfg.log_every == 0 or step == last
+        save_now = step % cfg.checkpoint_every == 0 or step == last
+        if log_now or save_now:
+            # The metrics are global (psum, or replicated outputs of the sharded step), so every
+            # process reads the same numbers and a diverged run stops everywhere at one step.
             row = layout.metrics(metrics)
-            row["learning_rate"] = float(lr_at(step - 1))
-            run.log(step, row)
-        if step % cfg.checkpoint_every == 0 or step == last:
-            run.guard(step, layout.metrics(metrics)["loss"])  # never checkpoint a diverged model
-            checkpoint(step)
+            if log_now:
+                run.log(step, {**row, "learning_rate": float(lr_at(step - 1))})
+            if save_now:
+                run.guard(step, row["loss"])  # never checkpoint a diverged model
+                checkpoint(step)
     ckpt.close()
     seconds = time.perf_counter() - t0
     n_params = sum(x.size for x in jax.tree_util.tree_leaves(layout.host_state(state).params))
@@ -325,18 +337,12 @@ def train(args) -> dict[str, Any]:
                           "devices": jax.device_count(), "backend": jax.default_backend(),
                           "processes": world, "train_seconds": seconds,
                           "first_step_seconds": compile_seconds, "jax_version": jax.__version__,
-                          "step_cache_size": _cache_size(layout.fn)})
+                          "step_compilations": layout.traces})
     if rank == 0:
         print(f"done: {step} steps in {seconds:.0f}s ({kind}, {jax.device_count()} "
               f"{jax.default_backend()} device(s)); run files in {run.rundir}/ (metrics.jsonl, "
               f"summary.json, loss.png, checkpoints/)")
     return summary
-
-
-def _cache_size(fn) -> int | None:
-    """How many programs the jitted step compiled (1 = no recompilation after the first step)."""
-    size = getattr(fn, "_cache_size", None)
-    return size() if callable(size) else None
 
 
 @cli_entry

@@ -35,7 +35,7 @@ def test_bad_inputs_one_line_errors(tmp_path, cache_env):
     run = tmp_path / "run"
     cfg = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({**cfg, "intermediate_size": 64}))
-    p = cases.train(TWIN, *cases.base_args(corpus, run, "--steps", "4", "--resume"),
+    p = cases.train(TWIN, *cases.base_args(corpus, run, "--steps", "2", "--resume"),
                     env=cache_env, check=False)
     cases.assert_one_line_error(p, "another model config", "intermediate_size")
 
@@ -60,24 +60,31 @@ def test_run_files_summary_and_no_recompilation(tmp_path, cache_env):
     assert [r["step"] for r in cases.metrics(out)] == [2, 4, 6]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 6 and summary["first_step_seconds"] > 0
-    assert summary["step_cache_size"] == 1  # six steps, one compiled program
+    assert summary["step_compilations"] == 1  # six steps, one compiled program
 
 
 @pytest.mark.slow
-def test_pmap_and_sharded_equal_single_device(tmp_path, cache_env):
-    """4 CPU devices (subprocess), dropout off: the same losses as one device within 1e-5."""
+@pytest.mark.parametrize("nsp", [True, False], ids=["mlm+nsp", "mlm-only"])
+def test_pmap_and_sharded_equal_single_device(tmp_path, cache_env, nsp):
+    """4 CPU devices (subprocess), dropout off: the same losses as one device within 1e-5, also
+    MLM-only (pooler and NSP head not run) and with no recompilation after the first step."""
     corpus = cases.write_corpus(tmp_path)
-    common = ("--steps", "5", "--no-dropout", "--batch-size", "8", "--grad-accum", "2")
+    common = ("--steps", "5", "--no-dropout", "--batch-size", "8", "--grad-accum", "2",
+              *([] if nsp else ["--no-nsp"]))
     env = {**cache_env, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     curves = {}
     for kind in ("single", "pmap", "sharded"):
         out = tmp_path / kind
         cases.train(TWIN, *cases.base_args(corpus, out, *common, "--parallel", kind), env=env)
-        assert json.loads((out / "summary.json").read_text())["parallel"] == kind
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["parallel"] == kind and summary["step_compilations"] == 1, summary
         curves[kind] = cases.metrics(out)
+    keys = ("loss", "mlm_loss", "grad_norm") + (("nsp_loss",) if nsp else ())
     for kind in ("pmap", "sharded"):
+        assert len(curves[kind]) == len(curves["single"]) == 5
         for x, y in zip(curves["single"], curves[kind]):
-            for k in ("loss", "mlm_loss", "nsp_loss", "grad_norm"):
+            assert ("nsp_loss" in y) == nsp
+            for k in keys:
                 assert abs(x[k] - y[k]) <= 1e-5 * max(1.0, abs(x[k])), (kind, k, x[k], y[k])
 
 
@@ -155,7 +162,7 @@ def test_learns_and_memorises_one_batch(tmp_path):
     counts = np.bincount(np.asarray(shards.tokens), minlength=tok.vocab_size)
     p = counts[counts > 0] / counts.sum()
     assert end < -(p * np.log(p)).sum() - 0.1
-    assert layout.fn._cache_size() == 1  # 300 steps, one compilation
+    assert layout.traces == 1  # 300 steps, one compilation
 
     cfg, layout, state, it = setup(schedule="constant", warmup_steps=1)
     batch = layout.put_batch(next(it))

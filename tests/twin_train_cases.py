@@ -128,6 +128,9 @@ def bad_inputs(twin: str, tmp: Path, cache_env: dict) -> None:
     # resuming with changed settings
     fails(*base_args(corpus, run_dir, "--steps", "4", "--resume", "--lr", "0.5"),
           needles=("lr",))
+    # resuming with another total for a schedule that decays to 0 at --steps (linear here)
+    fails(*base_args(corpus, run_dir, "--steps", "4", "--resume"),
+          needles=("--steps 4", "linear", "--steps 2"))
     # the other twin's run
     other = "jax" if twin == "torch" else "torch"
     info = json.loads((run_dir / "run.json").read_text())

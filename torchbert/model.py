@@ -3,7 +3,7 @@
 Same classes in the same order as the JAX twin (docs/CONTRACTS.md), and Hugging Face's parameter
 names, so `state_dict()` has exactly the keys of `transformers.BertForPreTraining` and a HF
 checkpoint loads with no renaming. Shapes: B = batch, L = sequence length, H = hidden size,
-nh = heads, hd = head size, P = masked positions per sequence, V = vocabulary.
+N = heads, D = head size, P = masked positions per sequence, V = vocabulary.
 """
 
 from __future__ import annotations
@@ -68,11 +68,11 @@ class BertSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         B, L, H = x.shape
 
-        def heads(t: torch.Tensor) -> torch.Tensor:                   # (B, L, H) -> (B, nh, L, hd)
+        def heads(t: torch.Tensor) -> torch.Tensor:                   # (B, L, H) -> (B, N, L, D)
             return t.view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
 
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-        # The fused kernel computes softmax(q k^T / sqrt(hd) + mask) v, with dropout on the
+        # The fused kernel computes softmax(q k^T / sqrt(D) + mask) v, with dropout on the
         # attention probabilities, without materialising them where a fused backend exists.
         # `mask` is boolean (B, 1, 1, L): True = attend to this key. (JAX twin:
         # jax.nn.dot_product_attention with the same mask, heads on axis 2 instead of 1.)
@@ -106,8 +106,8 @@ class BertAttention(nn.Module):
         self.pre_ln = config.layer_norm_position == "pre"
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        h = self.output.LayerNorm(x) if self.pre_ln else x
-        return self.output(self.self(h, mask), x)
+        h = self.output.LayerNorm(x) if self.pre_ln else x     # pre-LN: normalise the input
+        return self.output(self.self(h, mask), x)                        # (B, L, H)
 
 
 class BertIntermediate(nn.Module):
@@ -142,7 +142,7 @@ class BertLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         a = self.attention(x, mask)                                      # (B, L, H)
-        h = self.output.LayerNorm(a) if self.pre_ln else a
+        h = self.output.LayerNorm(a) if self.pre_ln else a     # pre-LN: normalise the input
         return self.output(self.intermediate(h), a)                      # (B, L, H)
 
 
@@ -200,7 +200,9 @@ class BertModel(nn.Module):
         self.apply(lambda m: _init_weights(m, config.initializer_range))
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                attention_mask: torch.Tensor | None = None, pool: bool = True
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`pool=False` skips the pooler (pooled is None): MLM-only training never runs it."""
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         if attention_mask is None:
@@ -211,7 +213,7 @@ class BertModel(nn.Module):
         mask = attention_mask.bool()[:, None, None, :]
         x = self.embeddings(input_ids, token_type_ids)                   # (B, L, H)
         x = self.encoder(x, mask)                                        # (B, L, H)
-        return x, self.pooler(x)
+        return x, (self.pooler(x) if pool else None)
 
 
 class BertPredictionHeadTransform(nn.Module):
@@ -246,12 +248,15 @@ class BertPreTrainingHeads(nn.Module):
         self.predictions = BertLMPredictionHead(config)
         self.seq_relationship = nn.Linear(config.hidden_size, 2)
 
-    def forward(self, sequence_output: torch.Tensor, pooled_output: torch.Tensor):
-        return self.predictions(sequence_output), self.seq_relationship(pooled_output)
+    def forward(self, sequence_output: torch.Tensor, pooled_output: torch.Tensor | None):
+        nsp = None if pooled_output is None else self.seq_relationship(pooled_output)   # (B, 2)
+        return self.predictions(sequence_output), nsp
 
 
 class BertForPreTraining(nn.Module):
-    """BERT with the MLM and NSP heads: forward returns (mlm_logits, nsp_logits)."""
+    """BERT with the MLM and NSP heads: forward returns (mlm_logits, nsp_logits): [B, P, V] with
+    masked_positions [B, P], else [B, L, V] (fill-mask, HF parity); nsp_logits [B, 2], or None
+    with `nsp=False` (MLM-only: the pooler and NSP head are not run)."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -265,14 +270,15 @@ class BertForPreTraining(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None,
-                masked_positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        seq, pooled = self.bert(input_ids, token_type_ids, attention_mask)   # (B, L, H), (B, H)
+                masked_positions: torch.Tensor | None = None, nsp: bool = True
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        seq, pooled = self.bert(input_ids, token_type_ids, attention_mask, pool=nsp)  # (B, L, H)
         if masked_positions is not None:
             # Sparse MLM head: keep only the P predicted positions before the transform and the
             # V-wide decoder, the dominant cost at small sizes (google-research/bert does this).
             idx = masked_positions.long()[:, :, None].expand(-1, -1, seq.shape[-1])  # (B, P, H)
             seq = torch.gather(seq, 1, idx)                                           # (B, P, H)
-        return self.cls(seq, pooled)                  # (B, P or L, V), (B, 2)
+        return self.cls(seq, pooled)
 
     # ---- helpers -----------------------------------------------------------------------------
 

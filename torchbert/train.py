@@ -58,6 +58,20 @@ def all_reduce_sum(x: torch.Tensor, world: int) -> torch.Tensor:
     return x
 
 
+def global_metrics(metrics: dict[str, torch.Tensor], world: int) -> dict[str, float]:
+    """This step's metrics as host floats, summed over ranks (each rank's are its share of the
+    global mean); grad_norm is already global (computed after the gradient all-reduce)."""
+    vals = all_reduce_sum(torch.stack(list(metrics.values())).float(), world)
+    row = dict(zip(metrics, vals.tolist()))
+    row["grad_norm"] = float(metrics["grad_norm"])  # the same on every rank, not summed
+    return row
+
+
+def unused_without_nsp(name: str) -> bool:
+    """Parameters MLM-only training does not reach: the pooler and the NSP head."""
+    return any(f"{m}." in name for m in ("bert.pooler", "cls.seq_relationship"))
+
+
 # ---- optimizer -------------------------------------------------------------------------------
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig):
@@ -115,7 +129,8 @@ def train_step(model, optimizer, batch: dict[str, np.ndarray], lr: float, cfg: T
         sync = (i == cfg.grad_accum - 1) or not hasattr(model, "no_sync")
         with (contextlib.nullcontext() if sync else model.no_sync()), autocast:
             mlm_logits, nsp_logits = model(mb["input_ids"], mb["token_type_ids"],
-                                           mb["attention_mask"], mb["masked_positions"])
+                                           mb["attention_mask"], mb["masked_positions"],
+                                           nsp=cfg.nsp)
             loss, metrics = pretraining_loss(mlm_logits, nsp_logits, mb, mlm_denominator=mlm_den,
                                              nsp_denominator=nsp_den, nsp=cfg.nsp)
         (loss * world).backward()
@@ -183,8 +198,16 @@ def train(args) -> dict[str, Any]:
     if args.compile:
         net = torch.compile(net)
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None)
+        DDP = torch.nn.parallel.DistributedDataParallel
+        if not cfg.nsp:
+            # MLM-only never runs the pooler and NSP head, so they get no gradient, and DDP
+            # would wait for their all-reduce ("Expected to have finished reduction in the prior
+            # iteration"). Leave them out of its buckets instead of find_unused_parameters (a
+            # graph search every step): train_step gives them zero gradients on every rank, so
+            # they stay identical and AdamW decays them as optax does in the JAX twin.
+            DDP._set_params_and_buffers_to_ignore_for_model(
+                net, [n for n, _ in net.named_parameters() if unused_without_nsp(n)])
+        net = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
     net.train()
 
     def checkpoint(step: int) -> None:
@@ -203,17 +226,18 @@ def train(args) -> dict[str, Any]:
         torch.manual_seed(step_seed(cfg.seed, step, rank))  # this step's dropout masks
         lr = float(lr_at(step - 1))
         metrics = train_step(net, optimizer, batch, lr, cfg, device, world)
-        if step % cfg.log_every == 0 or step == last:
-            # The only host sync of the loop: reading the metrics.
-            vals = torch.stack(list(metrics.values()))
-            vals = all_reduce_sum(vals.float(), world)
-            row = dict(zip(metrics, vals.tolist()))
-            row["grad_norm"] = float(metrics["grad_norm"])  # same on every rank, not summed
-            row["learning_rate"] = lr
-            run.log(step, row)
-        if step % cfg.checkpoint_every == 0 or step == last:
-            run.guard(step, float(metrics["loss"]))  # never checkpoint a diverged model
-            checkpoint(step)
+        log_now = step % cfg.log_every == 0 or step == last
+        save_now = step % cfg.checkpoint_every == 0 or step == last
+        if log_now or save_now:
+            # The only host sync of the loop: the metrics, summed over ranks, so every rank
+            # reads the same numbers and a diverged run stops on all ranks at the same step
+            # (run.log and run.guard raise on each), never one rank alone.
+            row = global_metrics(metrics, world)
+            if log_now:
+                run.log(step, {**row, "learning_rate": lr})
+            if save_now:
+                run.guard(step, row["loss"])  # never checkpoint a diverged model
+                checkpoint(step)
     seconds = time.perf_counter() - t0
     summary = run.finish({"parameters": model.num_parameters(), "device": str(device),
                           "world_size": world, "train_seconds": seconds,
