@@ -341,3 +341,59 @@ def is_hf_dir(path: Path) -> bool:
     return (path / "config.json").is_file() and any(
         (path / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json",
                                        "pytorch_model.bin"))
+
+
+# ---- the sequence-classification head (BertForSequenceClassification) --------------------------
+# Added for `classify.py` in both twins; the functions above keep BertForPreTraining's table.
+# BertForSequenceClassification holds `bert.*` (embeddings, encoder, pooler: no `cls.*` heads)
+# and `classifier`, a Dense H -> num_labels on the pooled [CLS] vector (after dropout).
+CLASSIFIER = "classifier"
+
+
+def classifier_param_table(config: BertConfig, num_labels: int) -> list[Param]:
+    """Every parameter of `BertForSequenceClassification(config, num_labels)`, in model order."""
+    body = [p for p in param_table(config) if p.hf_name.startswith("bert.")]
+    H = config.hidden_size
+    return body + [Param(f"{CLASSIFIER}.weight", (CLASSIFIER, "kernel"), True, (num_labels, H)),
+                   Param(f"{CLASSIFIER}.bias", (CLASSIFIER, "bias"), False, (num_labels,))]
+
+
+def check_classifier_state(state: Mapping[str, Any], config: BertConfig, num_labels: int,
+                           source: str = "the checkpoint") -> None:
+    """Exactly the classifier's parameters with its shapes (canonical HF names), or one
+    UserError naming the unknown, missing and misshaped ones."""
+    expected = {p.hf_name: p for p in classifier_param_table(config, num_labels)}
+    fail_names(f"{source} has unexpected parameter names for a sequence classifier",
+               set(state) - set(expected), "check that the weights and config.json belong "
+                                           "together")
+    fail_names(f"{source} has missing parameters", set(expected) - set(state),
+               "the checkpoint is incomplete or from another model")
+    fail_names(f"{source} has parameters with the wrong shape", [
+        f"{n} {tuple(np.shape(a))} (config wants {expected[n].hf_shape})"
+        for n, a in state.items() if tuple(np.shape(a)) != expected[n].hf_shape],
+        "config.json (vocab_size, sizes, id2label) does not match the weights")
+
+
+def classifier_hf_to_flax(state: Mapping[str, Any], config: BertConfig, num_labels: int) -> dict:
+    """A complete classifier state (HF names, torch layout) -> nested Flax params."""
+    check_classifier_state(state, config, num_labels)
+    return unflatten({"/".join(p.flax_path): (np.ascontiguousarray(np.asarray(state[p.hf_name]).T)
+                                              if p.transpose else np.asarray(state[p.hf_name]))
+                      for p in classifier_param_table(config, num_labels)})
+
+
+def classifier_flax_to_hf(params: Mapping[str, Any], config: BertConfig, num_labels: int
+                          ) -> dict[str, np.ndarray]:
+    """Nested Flax classifier params (or AdamW moments shaped like them) -> HF name -> array."""
+    flat = flatten(params)
+    table = classifier_param_table(config, num_labels)
+    fail_names("unknown Flax parameter paths", set(flat) - {"/".join(p.flax_path) for p in table},
+               "is this a jaxbert BertForSequenceClassification tree?")
+    out = {}
+    for p in table:
+        path = "/".join(p.flax_path)
+        if path not in flat:
+            fail_names("missing parameters", [p.hf_name], "the tree does not match the config")
+        a = np.asarray(flat[path])
+        out[p.hf_name] = np.ascontiguousarray(a.T) if p.transpose else a
+    return out

@@ -1,0 +1,275 @@
+"""The framework-free half of `python -m torchbert.classify` / `python -m jaxbert.classify`.
+
+Both twins parse the same flags (`parser`), resolve `--init-from` the same way (`resolve_init`),
+start from the same numpy weights (`initial_state`), read the same numpy batches
+(bertcore.classify_data), run the same epoch loop (bertcore.classify_run: `fit`, `evaluate`) and
+print the same reports (`run_evaluate`, `run_predict`). Only "one AdamW step" and "logits of a
+batch" (plus their own checkpoints, for --resume) are the twins' (classify_run's `Twin`).
+
+    RUNDIR/run.json              framework, task "classify", data and --init-from paths
+    RUNDIR/config.json           BertConfig + id2label/label2id (Hugging Face's classifier config)
+    RUNDIR/classify_config.json  ClassifyConfig
+    RUNDIR/tokenizer/            the tokenizer of the model it started from
+    RUNDIR/metrics.jsonl         one line per epoch: train loss, validation loss/accuracy/F1
+    RUNDIR/checkpoints/          the last state, in the twin's own format (for --resume)
+    RUNDIR/best/                 the best epoch's weights as a Hugging Face directory
+                                 (BertForSequenceClassification), which either twin, parity.convert
+                                 and transformers read
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .classify_data import Classifier, Example, LabelMap, encode, read_examples
+from .config import BertConfig
+from .errors import UserError
+from .hf import (HEAD_PREFIXES, check_classifier_state, classifier_param_table, is_hf_dir,
+                 normalize_hf_names, read_hf_safetensors)
+from .run import read_run
+from .schedule import warmup_linear
+from .tokenizer import WordPiece, load_tokenizer
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    """A fine-tuning run (BERT paper's recipe: a few epochs, small lr, warmup then linear decay)."""
+    max_len: int = 128
+    batch_size: int = 32
+    epochs: int = 3
+    lr: float = 5e-5
+    warmup_ratio: float = 0.1       # share of all steps spent warming up
+    weight_decay: float = 0.01      # not on biases and LayerNorm (bertcore.config's rule)
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-6
+    grad_clip: float = 1.0
+    dropout: bool = True
+    seed: int = 0                   # classifier init, validation hold-out, shuffling, dropout
+    val_fraction: float = 0.1
+
+    def lr_at(self, total_steps: int):
+        """lr(step, xp) for update `step` (0-based): bertcore.schedule's warmup + linear decay."""
+        warmup = math.ceil(self.warmup_ratio * total_steps)
+        return lambda step, xp=np: warmup_linear(step, peak=self.lr, warmup=warmup,
+                                                 total=total_steps, xp=xp)
+
+    def validate(self) -> None:
+        for name in ("max_len", "batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name.replace('_', '-')}={getattr(self, name)} must be >= 1")
+        if self.lr <= 0 or not 0 <= self.warmup_ratio < 1:
+            raise UserError(f"lr={self.lr} must be > 0 and warmup-ratio={self.warmup_ratio} in "
+                            f"[0, 1)")
+
+
+FIELDS = [f.name for f in dataclasses.fields(ClassifyConfig)]
+
+
+# ---- --init-from ------------------------------------------------------------------------------
+
+@dataclass
+class InitSource:
+    kind: str                  # "hf": a Hugging Face dir; "rundir": a pretraining run of this twin
+    path: Path                 # the HF dir or the RUNDIR
+    config: BertConfig         # as it will be fine-tuned (dropout as configured there)
+    tokenizer: WordPiece
+    label_map: LabelMap | None = None   # an HF classifier dir's id2label, if it has one
+    note: str = ""
+
+
+def _hf_labels(path: Path) -> LabelMap | None:
+    cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    id2 = cfg.get("id2label") if "classifier.weight" in _weight_names(path) else None
+    return LabelMap([id2[str(i)] for i in range(len(id2))]) if isinstance(id2, dict) else None
+
+
+def _weight_names(path: Path) -> set[str]:
+    found = read_hf_safetensors(path)
+    return set(found[0]) if found else set()
+
+
+def resolve_init(path: str | Path, framework: str, tokenizer: str | None = None) -> InitSource:
+    """What `--init-from PATH` names: a Hugging Face BERT directory, a pretraining RUNDIR of
+    this twin (its latest checkpoint), or one of the other twin that holds an exported
+    RUNDIR/hf/ (a twin cannot read the other's checkpoint format)."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise UserError(f"--init-from {path} is not a directory; pass a pretraining RUNDIR or a "
+                        f"Hugging Face BERT directory (config.json + model.safetensors)")
+    note = ""
+    if (path / "run.json").is_file():
+        info = json.loads((path / "run.json").read_text(encoding="utf-8") or "{}")
+        if info.get("task") == "classify":     # a fine-tuned run: start from its best weights
+            path, note = path / "best", f"starting from the fine-tuned weights in {path}/best"
+        else:
+            run = read_run(path)
+            if run.framework == framework:
+                tok = load_tokenizer(tokenizer or path / "tokenizer")
+                return _checked(InitSource("rundir", path, run.config, tok))
+            if not is_hf_dir(path / "hf"):
+                raise UserError(f"--init-from {path} is a {run.framework}bert run, whose "
+                                f"checkpoints {framework}bert cannot read; export it with python "
+                                f"-m parity.convert {path} DIR --to hf and pass --init-from DIR")
+            path, note = path / "hf", f"{run.framework}bert run: reading its export {path}/hf"
+    if not is_hf_dir(path):
+        raise UserError(f"--init-from {path} is neither a pretraining RUNDIR (run.json) nor a "
+                        f"Hugging Face BERT directory (config.json + model.safetensors)")
+    tok_dir = tokenizer or (path if any((path / f).is_file() for f in
+                                        ("tokenizer.json", "vocab.txt")) else None)
+    if tok_dir is None:
+        raise UserError(f"--init-from {path} has no tokenizer (vocab.txt or tokenizer.json); "
+                        f"pass the one it was trained with as --tokenizer DIR")
+    return _checked(InitSource("hf", path, BertConfig.from_json_file(path / "config.json"),
+                               load_tokenizer(tok_dir), _hf_labels(path), note))
+
+
+def _checked(src: InitSource) -> InitSource:
+    if src.config.vocab_size != src.tokenizer.vocab_size:
+        raise UserError(f"--init-from {src.path} has vocab_size={src.config.vocab_size} but its "
+                        f"tokenizer has {src.tokenizer.vocab_size} entries; the vocabularies "
+                        f"differ: pass the tokenizer the model was trained with (--tokenizer)")
+    return src
+
+
+def initial_state(weights: dict[str, np.ndarray], src: InitSource, config: BertConfig,
+                  labels: LabelMap, seed: int) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The classifier's starting weights (HF names, numpy) from a pretrained model's weights:
+    `bert.*` as they are (a missing pooler starts fresh), `classifier.*` kept only from a
+    classifier with the same labels, else fresh: N(0, initializer_range) from `seed`, bias 0,
+    the same numbers in both twins. Returns (state, notes)."""
+    named = {k: v for k, v in weights.items() if not k.startswith("classifier.")}
+    named = {k: np.asarray(v, np.float32) for k, v in normalize_hf_names(named).items()
+             if not k.startswith("cls.")}          # pretraining heads: not part of a classifier
+    head = {k: np.asarray(v, np.float32) for k, v in weights.items()
+            if k.startswith("classifier.")}
+    table = classifier_param_table(config, len(labels))
+    rng = np.random.default_rng([seed, 0xC1A5])
+    notes = [src.note] if src.note else []
+    fresh = [p for p in table if p.hf_name not in named and
+             (p.hf_name.startswith(HEAD_PREFIXES) or p.hf_name.startswith("classifier."))]
+    if head and (src.label_map is None or src.label_map.labels != labels.labels):
+        notes.append(f"{src.path}'s classifier has other labels; a fresh one is trained")
+    elif head:
+        named.update(head)
+        fresh = [p for p in fresh if not p.hf_name.startswith("classifier.")]
+    for p in fresh:
+        named[p.hf_name] = (np.zeros(p.hf_shape, np.float32) if p.hf_name.endswith("bias") else
+                            rng.normal(0.0, config.initializer_range, p.hf_shape)
+                            .astype(np.float32))
+    if any(p.hf_name.startswith("bert.pooler.") for p in fresh):
+        notes.append(f"{src.path} has no pooler; it starts fresh")
+    check_classifier_state(named, config, len(labels), source=str(src.path))
+    return {p.hf_name: named[p.hf_name] for p in table}, notes
+
+
+# ---- the command line -------------------------------------------------------------------------
+
+def parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog, description="Fine-tune BERT for sequence classification (a classifier on the "
+        "pooled [CLS], Hugging Face's BertForSequenceClassification), evaluate it, predict.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=f"""examples:
+  {prog} train --init-from runs/{prog[10:13]}-mini --data ~/.cache/twinbert/aclImdb --out runs/imdb
+  {prog} evaluate runs/imdb --data ~/.cache/twinbert/aclImdb      (its test/ split)
+  {prog} predict runs/imdb "a wonderful film" "a dull, slow mess"
+data: an aclImdb tree (train|test x pos|neg), or .jsonl ({{"text", "label"}}, optional
+"text_pair") / .csv / .tsv (a header with text, label, optional text_pair columns)""")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="{train,evaluate,predict}")
+    t = sub.add_parser("train", help="fine-tune from a pretraining RUNDIR or a HF BERT dir")
+    t.add_argument("--init-from", metavar="DIR", help="a pretraining RUNDIR of this twin (its "
+                   "latest checkpoint), a RUNDIR holding hf/, or a Hugging Face BERT directory")
+    t.add_argument("--data", help="training data: an aclImdb tree (train/) or a file")
+    t.add_argument("--validation", metavar="FILE", help="validation data (default: "
+                   "--val-fraction of --data, held out with --seed)")
+    t.add_argument("--tokenizer", metavar="TOKDIR", help="tokenizer (default: --init-from's)")
+    d = ClassifyConfig()
+    for name, kind, text in (("max-len", int, "tokens per example; longer ones are truncated"),
+                             ("batch-size", int, "examples per step"), ("epochs", int, ""),
+                             ("lr", float, "peak learning rate"),
+                             ("warmup-ratio", float, "share of steps for linear warmup"),
+                             ("weight-decay", float, "AdamW decay, not on biases/LayerNorm"),
+                             ("grad-clip", float, "max global grad norm, 0 = off"),
+                             ("seed", int, "init of the classifier, hold-out, order, dropout"),
+                             ("val-fraction", float, "share of --data held out for validation")):
+        default = getattr(d, name.replace("-", "_"))
+        t.add_argument(f"--{name}", type=kind, help=f"{text} [{default}]".lstrip())
+    t.add_argument("--no-dropout", dest="dropout", action="store_false", default=None,
+                   help="turn dropout off (exact comparisons)")
+    t.add_argument("--out", metavar="RUNDIR", help="run directory [runs/<twin>bert-classify]")
+    t.add_argument("--resume", action="store_true", help="continue RUNDIR from its checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing RUNDIR")
+    t.add_argument("--stop-after", type=int, metavar="N",
+                   help="checkpoint and exit after step N (--resume continues exactly)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for name, what in (("evaluate", "accuracy (and F1) on labelled data"),
+                       ("predict", "the label of each text")):
+        c = sub.add_parser(name, help=what)
+        c.add_argument("model", help="a classify RUNDIR (its best/ weights) or a Hugging Face "
+                                     "BertForSequenceClassification directory")
+        c.add_argument("--batch-size", type=int, default=64, help="examples per batch [64]")
+        c.add_argument("--json", action="store_true", help="print JSON")
+    e, r = sub.choices["evaluate"], sub.choices["predict"]
+    e.add_argument("--data", required=True, help="an aclImdb tree or a labelled file")
+    e.add_argument("--split", default="test", help="split of an aclImdb tree [test]")
+    r.add_argument("text", nargs="*", help="texts to classify")
+    r.add_argument("--file", help="a .jsonl/.csv/.tsv file with a text column, or .txt (a line "
+                                  "each)")
+    return p
+
+
+# ---- evaluate and predict: the twin gives logits, the rest is here ----------------------------
+
+Logits = Callable[[dict], np.ndarray]
+
+
+def run_evaluate(args: argparse.Namespace, clf: Classifier, logits: Logits) -> dict[str, Any]:
+    """`evaluate MODEL --data PATH`: accuracy (and F1) on labelled data; prints and returns it."""
+    from .classify_run import evaluate
+
+    examples = read_examples(args.data, args.split)
+    clf.labels.check(examples, f"{args.data}", f"the model ({clf.path})")
+    data = encode(clf.tokenizer, examples, clf.labels, clf.max_len)
+    res = evaluate(logits, data, args.batch_size, len(clf.labels), progress=not args.json)
+    out = {"model": str(clf.path), "data": str(args.data), "examples": len(data),
+           "truncated": data.truncated, "loss": res["loss"], "accuracy": res["accuracy"],
+           **({"f1": res["f1"]} if "f1" in res else {})}
+    print(json.dumps(out, indent=2) if args.json else
+          f"{out['examples']} examples ({data.truncated} truncated to {clf.max_len} tokens): "
+          f"accuracy {out['accuracy']:.4f}" + (f", F1 ({clf.labels.labels[1]}) {out['f1']:.4f}"
+                                               if "f1" in out else "") + f", loss {out['loss']:.4f}")
+    return out
+
+
+def run_predict(args: argparse.Namespace, clf: Classifier, logits: Logits) -> list[dict]:
+    """`predict MODEL TEXT... | --file F`: the most likely label of each text and its probability."""
+    from .classify_run import evaluate
+
+    if args.file:
+        path = Path(args.file)
+        examples = ([Example(line) for line in path.read_text(encoding="utf-8").splitlines()
+                     if line.strip()] if path.suffix == ".txt" else
+                    read_examples(path, "predict", need_label=False))
+    else:
+        examples = [Example(t) for t in args.text]
+    if not examples:
+        raise UserError("nothing to classify; pass texts or --file FILE")
+    data = encode(clf.tokenizer, examples, None, clf.max_len)
+    res = evaluate(logits, data, args.batch_size, len(clf.labels))
+    rows = [{"text": e.text, "label": clf.labels.labels[int(p)],
+             "probabilities": dict(zip(clf.labels.labels, map(float, probs)))}
+            for e, p, probs in zip(examples, res["predictions"], res["probabilities"])]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['label']:<12} {r['probabilities'][r['label']]:7.2%}  {r['text'][:80]}")
+    return rows

@@ -1,0 +1,388 @@
+"""Labelled data for sequence classification, framework-free: both twins' `classify.py` read it.
+
+    read_examples(path, split)   aclImdb (train|test x pos|neg), .jsonl, .csv or .tsv
+    LabelMap                     label string <-> id, one order for both twins (sorted)
+    encode(tok, examples, ...)   [CLS] a [SEP] (b [SEP]) truncated to max_len, padded: numpy
+    hold_out(examples, ...)      a validation split taken from train, seeded
+    train_batches / eval_batches the exact numpy batches both twins consume
+    scores(labels, predictions)  accuracy, and F1 of label id 1 when there are two labels
+    write_classifier_dir / open_classifier
+                                 a fine-tuned model as a Hugging Face BertForSequenceClassification
+                                 directory (config.json with id2label + model.safetensors)
+
+A batch is `input_ids`, `token_type_ids`, `attention_mask`, `labels`: int32 arrays of shape
+[B, L] (labels [B]). Training batches are a permutation of the rows drawn from (seed, epoch), so
+a run resumed at step s of an epoch sees exactly the rows it would have seen.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from .config import BertConfig
+from .corpus import _BR, _lines, _read_text
+from .errors import UserError, atomic_path
+from .hf import check_classifier_state, is_hf_dir, normalize_hf_names, read_hf_safetensors
+from .imdb import find_aclimdb
+from .tokenizer import WordPiece, load_tokenizer
+
+IMDB_LABELS = ("neg", "pos")
+SUFFIXES = (".jsonl", ".csv", ".tsv")
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    text_pair: str | None = None
+    label: str | None = None       # always a string: JSON 1 and CSV "1" are the same label
+
+
+# ---- readers ----------------------------------------------------------------------------------
+
+def _read_aclimdb(root: Path, split: str) -> list[Example]:
+    if split not in ("train", "test"):
+        raise UserError(f"{root} is an aclImdb tree; its splits are train and test, not {split}")
+    missing = [f"{split}/{lab}" for lab in IMDB_LABELS if not (root / split / lab).is_dir()]
+    if missing:
+        raise UserError(f"{root} is not in the aclImdb layout: {', '.join(missing)} missing "
+                        f"(expected train/pos, train/neg, test/pos, test/neg folders of .txt "
+                        f"reviews); download it with python -m bertcore.corpus download-imdb")
+    out = []
+    for lab in IMDB_LABELS:   # fixed order, files sorted by name: the same list on every machine
+        folder = root / split / lab
+        for name in sorted(n for n in os.listdir(folder) if n.endswith(".txt")):
+            text = _BR.sub("\n", _read_text(folder / name)).strip()
+            if text:
+                out.append(Example(text, None, lab))
+    return out
+
+
+def _label(value, where: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise UserError(f"{where}: label {value!r} must be a string or an integer")
+    return str(value)
+
+
+def _read_jsonl(path: Path, need_label: bool) -> list[Example]:
+    out = []
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            raise UserError(f"{where}: not a JSON object ({e}); each line must be like "
+                            '{"text": "...", "label": "pos"}') from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+            raise UserError(f'{where}: no string "text" field; each line must be like '
+                            '{"text": "...", "label": "pos"} (optionally "text_pair")')
+        label = _label(obj.get("label"), where)
+        if need_label and label is None:
+            raise UserError(f'{where}: no "label" field; every training or evaluation example '
+                            f"needs one")
+        pair = obj.get("text_pair")
+        out.append(Example(obj["text"], pair if isinstance(pair, str) else None, label))
+    return out
+
+
+def _read_csv(path: Path, need_label: bool) -> list[Example]:
+    delimiter = "\t" if path.suffix == ".tsv" else ","
+    # The whole file through the strict UTF-8 reader (a quoted field may span lines); GLUE's
+    # .tsv files quote nothing, so a '"' inside a sentence stays text there.
+    text = _read_text(path).removeprefix("\ufeff")
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter,
+                            quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
+    columns = reader.fieldnames or []
+    needed = ["text"] + (["label"] if need_label else [])
+    absent = [c for c in needed if c not in columns]
+    if absent:
+        raise UserError(f"{path} has no {' or '.join(repr(c) for c in absent)} column (its "
+                        f"header: {', '.join(columns) or 'none'}); the first line must name the "
+                        f"columns text (and optionally text_pair) and label")
+    out = []
+    for number, row in enumerate(reader, 2):
+        label = _label(row.get("label"), f"{path}:{number}")
+        if need_label and label is None:
+            raise UserError(f"{path}:{number}: the label is empty; every example needs one")
+        out.append(Example(row["text"] or "", row.get("text_pair") or None, label))
+    return out
+
+
+def read_examples(path: str | Path, split: str = "train", need_label: bool = True
+                  ) -> list[Example]:
+    """The examples of `path`: an aclImdb tree (`split` picks train/ or test/), or one
+    .jsonl/.csv/.tsv file (all of it; `split` only names it in messages). Never empty."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"{path} does not exist; pass an aclImdb directory or a "
+                        f".jsonl/.csv/.tsv file")
+    if path.is_dir():
+        root = find_aclimdb(path)
+        if root is None:
+            raise UserError(f"{path} is not in the aclImdb layout (expected train/pos, "
+                            f"train/neg, test/pos, test/neg folders of .txt reviews); pass such "
+                            f"a folder or a .jsonl/.csv/.tsv file")
+        examples, where = _read_aclimdb(root, split), f"{root}/{split}"
+    elif path.suffix == ".jsonl":
+        examples, where = _read_jsonl(path, need_label), str(path)
+    elif path.suffix in (".csv", ".tsv"):
+        examples, where = _read_csv(path, need_label), str(path)
+    else:
+        raise UserError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; use .jsonl "
+                        f'({{"text": ..., "label": ...}} per line), .csv or .tsv (a header with '
+                        f"text and label columns), or an aclImdb directory")
+    if not examples:
+        raise UserError(f"{where} holds no examples (the {split} split is empty); point to data "
+                        f"with at least one labelled text")
+    return examples
+
+
+def is_aclimdb_path(path: str | Path) -> bool:
+    return Path(path).expanduser().is_dir() and find_aclimdb(path) is not None
+
+
+# ---- labels -----------------------------------------------------------------------------------
+
+class LabelMap:
+    """Label strings in one fixed order: sorted, numerically when every label is an integer
+    ("2" after "10" would surprise), so both twins and every run agree on the ids."""
+
+    def __init__(self, labels: Sequence[str]):
+        self.labels = list(labels)
+        self.index = {lab: i for i, lab in enumerate(self.labels)}
+
+    @classmethod
+    def from_examples(cls, examples: Sequence[Example]) -> "LabelMap":
+        found = {e.label for e in examples if e.label is not None}
+        numeric = all(lab.lstrip("-").isdigit() for lab in found)
+        return cls(sorted(found, key=(lambda s: (int(s), s)) if numeric else None))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def check(self, examples: Sequence[Example], what: str, trained_on: str = "the training data"
+              ) -> None:
+        """Every label of `examples` must be one the model knows: name the others."""
+        unknown = sorted({e.label for e in examples if e.label is not None} - set(self.index))
+        if unknown:
+            raise UserError(f"the label sets differ: {what} has labels "
+                            f"{', '.join(map(repr, unknown))} that {trained_on} does not have "
+                            f"({', '.join(map(repr, self.labels))}); use data with the same "
+                            f"label set")
+
+    def id2label(self) -> dict[str, str]:
+        return {str(i): lab for i, lab in enumerate(self.labels)}
+
+
+# ---- tokenisation -------------------------------------------------------------------------------
+
+@dataclass
+class Encoded:
+    """A split as fixed-shape numpy arrays ([N, L] int32, labels [N], -1 where unlabelled)."""
+    input_ids: np.ndarray
+    token_type_ids: np.ndarray
+    attention_mask: np.ndarray
+    labels: np.ndarray
+    truncated: int                 # examples cut to fit max_len
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def rows(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        return {"input_ids": self.input_ids[idx], "token_type_ids": self.token_type_ids[idx],
+                "attention_mask": self.attention_mask[idx], "labels": self.labels[idx]}
+
+
+def _truncate_pair(a: list[int], b: list[int] | None, budget: int) -> tuple[list, list | None]:
+    """Longest-first truncation (HF's default): drop from the longer side until both fit."""
+    if b is None:
+        return a[:budget], None
+    a, b = list(a), list(b)
+    while len(a) + len(b) > budget:
+        (a if len(a) >= len(b) else b).pop()
+    return a, b
+
+
+def encode(tok: WordPiece, examples: Sequence[Example], labels: LabelMap | None,
+           max_len: int) -> Encoded:
+    """[CLS] text [SEP] (text_pair [SEP]), truncated to `max_len`, padded with [PAD]."""
+    if max_len < 8:
+        raise UserError(f"max-len={max_len} is too short; use at least 8")
+    n = len(examples)
+    ids = np.full((n, max_len), tok.pad_id, np.int32)
+    types = np.zeros((n, max_len), np.int32)
+    mask = np.zeros((n, max_len), np.int32)
+    y = np.full(n, -1, np.int32)
+    firsts = tok.encode_batch([e.text for e in examples])
+    pair_rows = [i for i, e in enumerate(examples) if e.text_pair is not None]
+    seconds = dict(zip(pair_rows, tok.encode_batch([examples[i].text_pair for i in pair_rows])))
+    truncated = 0
+    for i, (e, a) in enumerate(zip(examples, firsts)):
+        b = seconds.get(i)
+        budget = max_len - (3 if b is not None else 2)
+        a2, b2 = _truncate_pair(a, b, budget)
+        truncated += (len(a2) + len(b2 or [])) < (len(a) + len(b or []))
+        row = [tok.cls_id, *a2, tok.sep_id]
+        seg = [0] * len(row)
+        if b2 is not None:
+            row += [*b2, tok.sep_id]
+            seg += [1] * (len(b2) + 1)
+        ids[i, :len(row)], types[i, :len(row)], mask[i, :len(row)] = row, seg, 1
+        if labels is not None and e.label is not None:
+            y[i] = labels.index[e.label]
+    return Encoded(ids, types, mask, y, truncated)
+
+
+# ---- splits and batches -------------------------------------------------------------------------
+
+def hold_out(examples: Sequence[Example], fraction: float, seed: int
+             ) -> tuple[list[Example], list[Example]]:
+    """(train, validation): a seeded random `fraction` of the examples set aside."""
+    if not 0.0 < fraction < 1.0:
+        raise UserError(f"val-fraction={fraction} must be between 0 and 1")
+    n_val = math.ceil(len(examples) * fraction)
+    if len(examples) < 2 or n_val >= len(examples):
+        raise UserError(f"{len(examples)} example(s) are too few to hold out a validation split "
+                        f"(--val-fraction {fraction}); add data or pass --validation FILE")
+    order = np.random.default_rng([seed, 0x7a1]).permutation(len(examples))
+    val = set(order[:n_val].tolist())
+    return ([e for i, e in enumerate(examples) if i not in val],
+            [e for i, e in enumerate(examples) if i in val])
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Full batches only: every training step has the same shape (one XLA program in jax)."""
+    return n // batch_size
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The row order of an epoch: a function of (seed, epoch) alone, so a resume redraws it."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def train_batches(data: Encoded, batch_size: int, seed: int, epoch: int, start: int = 0
+                  ) -> Iterator[dict[str, np.ndarray]]:
+    """Batches `start`, `start + 1`, ... of `epoch` (the last partial batch is left out)."""
+    order = epoch_order(len(data), seed, epoch)
+    for b in range(start, steps_per_epoch(len(data), batch_size)):
+        yield data.rows(order[b * batch_size:(b + 1) * batch_size])
+
+
+def eval_batches(data: Encoded, batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+    """(batch, real rows) in order; the last batch is padded to `batch_size` with copies of row 0
+    so every batch has one shape, and only its first `real rows` count."""
+    for s in range(0, len(data), batch_size):
+        idx = np.arange(s, min(s + batch_size, len(data)))
+        real = len(idx)
+        yield data.rows(np.concatenate([idx, np.zeros(batch_size - real, np.int64)])), real
+
+
+# ---- metrics ------------------------------------------------------------------------------------
+
+def scores(labels: np.ndarray, predictions: np.ndarray, num_labels: int) -> dict[str, float]:
+    """Accuracy, and for two labels the F1 of label id 1 (the positive class: "pos" of neg/pos,
+    "1" of 0/1). Rows labelled -1 (unlabelled) are not counted."""
+    keep = labels >= 0
+    y, p = labels[keep], predictions[keep]
+    out = {"accuracy": float((y == p).mean()) if len(y) else float("nan")}
+    if num_labels == 2:
+        tp = int(((p == 1) & (y == 1)).sum())
+        fp = int(((p == 1) & (y != 1)).sum())
+        fn = int(((p != 1) & (y == 1)).sum())
+        out["f1"] = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+    return out
+
+
+# ---- Hugging Face classifier directories -------------------------------------------------------
+
+def hf_config(config: BertConfig, labels: LabelMap) -> dict[str, Any]:
+    """config.json of transformers.BertForSequenceClassification (num_labels from id2label)."""
+    return {**config.to_dict(), "architectures": ["BertForSequenceClassification"],
+            "id2label": labels.id2label(), "label2id": {k: int(i) for i, k in
+                                                        labels.id2label().items()},
+            "problem_type": "single_label_classification", "classifier_dropout": None}
+
+
+def write_classifier_dir(out: Path, config: BertConfig, labels: LabelMap,
+                         state: dict[str, np.ndarray], tokenizer: Path | None = None,
+                         info: dict | None = None) -> Path:
+    """config.json + model.safetensors (+ tokenizer files, + classifier.json), atomically."""
+    from safetensors.numpy import save_file
+
+    check_classifier_state(state, config, len(labels), source="the classifier state")
+    with atomic_path(out, is_dir=True) as tmp:
+        save_file({k: np.ascontiguousarray(v, np.float32) for k, v in state.items()},
+                  str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(hf_config(config, labels), indent=2,
+                                                    sort_keys=True) + "\n", encoding="utf-8")
+        if info is not None:
+            (tmp / "classifier.json").write_text(json.dumps(info, indent=2) + "\n")
+        for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
+                  "special_tokens_map.json"):
+            if tokenizer is not None and (tokenizer / f).is_file():
+                shutil.copy2(tokenizer / f, tmp / f)
+    return out
+
+
+@dataclass
+class Classifier:
+    """A trained classifier, framework-free: what evaluate and predict hand to a twin."""
+    path: Path
+    config: BertConfig
+    labels: LabelMap
+    state: dict[str, np.ndarray]
+    tokenizer: WordPiece
+    max_len: int
+
+
+def open_classifier(path: str | Path) -> Classifier:
+    """A classify RUNDIR (its best/ weights) or a Hugging Face BertForSequenceClassification dir."""
+    path = Path(path).expanduser()
+    rundir = path if (path / "classify_config.json").is_file() else None
+    hf = path / "best" if rundir else path
+    if rundir and not is_hf_dir(hf):
+        raise UserError(f"{path} has no best/ weights yet; fine-tune it first (train --out {path})")
+    if not is_hf_dir(hf):
+        raise UserError(f"{path} is neither a classify RUNDIR nor a Hugging Face classifier "
+                        f"directory (config.json + model.safetensors)")
+    raw = json.loads((hf / "config.json").read_text(encoding="utf-8"))
+    id2 = raw.get("id2label")
+    if not isinstance(id2, dict) or not id2:
+        raise UserError(f"{hf}/config.json has no id2label; is it a sequence classifier?")
+    labels = LabelMap([id2[str(i)] for i in range(len(id2))])
+    config = BertConfig.from_dict(raw)
+    found = read_hf_safetensors(hf)
+    if found is None:
+        raise UserError(f"{hf} has no model.safetensors (a pytorch_model.bin: load and re-save "
+                        f"it with transformers' save_pretrained(..., safe_serialization=True))")
+    head = {k: v for k, v in found[0].items() if k.startswith("classifier.")}
+    state = {**normalize_hf_names({k: v for k, v in found[0].items() if k not in head}), **head}
+    check_classifier_state(state, config, len(labels), source=str(found[1]))
+    max_len = (int(_json(rundir / "classify_config.json")["max_len"]) if rundir
+               else min(config.max_position_embeddings, 512))
+    tok = load_tokenizer(rundir / "tokenizer" if rundir else hf)
+    if tok.vocab_size != config.vocab_size:
+        raise UserError(f"{path}: the tokenizer has {tok.vocab_size} entries, the model "
+                        f"vocab_size={config.vocab_size}; the vocabularies differ")
+    return Classifier(path, config, labels, {k: np.asarray(v, np.float32) for k, v in
+                                             state.items()}, tok, max_len)
+
+
+def _json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is unreadable ({e}); fix or remove it")

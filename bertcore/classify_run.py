@@ -1,0 +1,237 @@
+"""A fine-tuning run, framework-free: its RUNDIR (`ClassifyRun`) and the epoch loop (`fit`) both
+twins' `classify.py train` run; the twin supplies only the `Twin` methods (an AdamW step, logits,
+its weights, its checkpoints). The RUNDIR layout is described in bertcore/classify.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .classify import FIELDS, ClassifyConfig, InitSource, initial_state, resolve_init
+from .classify_data import (Encoded, LabelMap, encode, eval_batches, hf_config, hold_out,
+                            is_aclimdb_path, read_examples, scores, steps_per_epoch,
+                            train_batches, write_classifier_dir)
+from .config import BertConfig
+from .errors import UserError, write_text_atomic
+from .metrics import read_metrics
+from .tokenizer import load_tokenizer
+
+
+# ---- the run directory --------------------------------------------------------------------------
+
+class ClassifyRun:
+    """RUNDIR, configs, labels and the encoded splits of one fine-tuning run, for either twin.
+    Everything is read and checked before anything in RUNDIR is written or replaced."""
+
+    def __init__(self, args: argparse.Namespace, framework: str):
+        self.framework = framework
+        self.rundir = Path(args.out or f"runs/{framework}bert-classify")
+        self.resume, self.stop_after = args.resume, args.stop_after
+        self.progress = not args.no_progress
+        self.notes: list[str] = []
+        self.src: InitSource | None = None
+        given = {k: getattr(args, k) for k in FIELDS if getattr(args, k, None) is not None}
+        if args.resume:
+            info = self._read_existing(framework)
+            saved = ClassifyConfig(**_json(self.rundir / "classify_config.json"))
+            changed = [k for k, v in given.items() if getattr(saved, k) != v]
+            if changed:
+                raise UserError(f"--resume with changed settings ({', '.join(changed)}); resume "
+                                f"with the run's own settings or start a new run with --out")
+            self.cfg, data, validation = saved, info["data"], info.get("validation")
+            raw = _json(self.rundir / "config.json")
+            self.config = BertConfig.from_dict(raw)
+            self.labels = LabelMap([raw["id2label"][str(i)] for i in range(len(raw["id2label"]))])
+            self.tokenizer = load_tokenizer(self.rundir / "tokenizer")
+        else:
+            if self.rundir.exists() and any(self.rundir.iterdir()) and not args.overwrite:
+                raise UserError(f"{self.rundir} already holds files; pass --resume to continue "
+                                f"it, --overwrite to start over, or choose another --out")
+            if not args.init_from or not args.data:
+                raise UserError("train needs --init-from DIR (a pretraining RUNDIR or a Hugging "
+                                "Face BERT directory) and --data (an aclImdb tree or a file)")
+            self.cfg = ClassifyConfig(**given)
+            self.src = resolve_init(args.init_from, framework, args.tokenizer)
+            self.config, self.tokenizer = self.src.config, self.src.tokenizer
+            data, validation = str(Path(args.data).resolve()), args.validation and str(
+                Path(args.validation).resolve())
+        self.cfg.validate()
+        if not self.cfg.dropout:
+            self.config = self.config.replace(hidden_dropout_prob=0.0,
+                                              attention_probs_dropout_prob=0.0)
+        if self.cfg.max_len > self.config.max_position_embeddings:
+            raise UserError(f"max-len={self.cfg.max_len} exceeds the model's "
+                            f"max_position_embeddings={self.config.max_position_embeddings}")
+        self.data, self.validation = data, validation
+        self.train, self.val = self._data(data, validation)
+
+    def _read_existing(self, framework: str) -> dict[str, Any]:
+        if not (self.rundir / "classify_config.json").is_file():
+            raise UserError(f"--resume: {self.rundir} holds no fine-tuning run (no "
+                            f"classify_config.json); drop --resume to start one there")
+        info = _json(self.rundir / "run.json")
+        if info.get("framework") != framework:
+            raise UserError(f"{self.rundir} is a {info.get('framework')}bert run; resume it with "
+                            f"python -m {info.get('framework')}bert.classify train --resume")
+        return info
+
+    def _data(self, data: str, validation: str | None) -> tuple[Encoded, Encoded]:
+        train = read_examples(data, "train")
+        if validation:
+            val = read_examples(validation, "validation")
+        else:   # aclImdb and single files have no validation split: hold one out, seeded
+            train, val = hold_out(train, self.cfg.val_fraction, self.cfg.seed)
+        if self.resume:
+            self.labels.check(train + val, f"{data}", "the run's config.json")
+        else:
+            self.labels = LabelMap.from_examples(train)
+            if len(self.labels) < 2:
+                raise UserError(f"{data} has a single label ({self.labels.labels[0]!r}); a "
+                                f"classifier needs examples of at least two labels")
+            self.labels.check(val, f"the validation data ({validation or 'held out'})",
+                              f"the training data ({data})")
+        out = []
+        for name, examples in (("train", train), ("validation", val)):
+            enc = encode(self.tokenizer, examples, self.labels, self.cfg.max_len)
+            self.notes.append(f"{name}: {len(enc)} examples, {enc.truncated} truncated to "
+                              f"--max-len {self.cfg.max_len} ({enc.truncated / len(enc):.1%})")
+            out.append(enc)
+        return out[0], out[1]
+
+    def create(self) -> None:
+        """Write the new RUNDIR (`fit` calls it once the twin holds its initial weights, so a
+        failure before then leaves an existing RUNDIR untouched, even with --overwrite)."""
+        data, validation = self.data, self.validation
+        if self.rundir.exists():
+            shutil.rmtree(self.rundir)      # --overwrite, now that everything checked out
+        self.rundir.mkdir(parents=True)
+        info = {"framework": self.framework, "task": "classify", "data": data,
+                "validation": validation, "aclimdb": is_aclimdb_path(data),
+                "init_from": {"path": str(self.src.path.resolve()), "kind": self.src.kind},
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        self.tokenizer.save(self.rundir / "tokenizer")
+        write_text_atomic(self.rundir / "config.json", json.dumps(
+            hf_config(self.config, self.labels), indent=2, sort_keys=True) + "\n")
+        write_text_atomic(self.rundir / "classify_config.json",
+                          json.dumps(dataclasses.asdict(self.cfg), indent=2) + "\n")
+        write_text_atomic(self.rundir / "run.json", json.dumps(info, indent=2) + "\n")
+
+    def initial_state(self, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        state, notes = initial_state(weights, self.src, self.config, self.labels, self.cfg.seed)
+        self.notes += notes
+        return state
+
+
+def _json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is unreadable ({e}); fix or remove it")
+
+
+# ---- the loop -------------------------------------------------------------------------------------
+
+class Twin(Protocol):
+    """What a twin's classify.py supplies to `fit`: one AdamW step (dropout drawn from the step
+    number, so a resumed run redraws the same masks), logits, its weights and checkpoints."""
+    def train_step(self, batch: dict[str, np.ndarray], lr: float, step: int) -> float: ...
+    def logits(self, batch: dict[str, np.ndarray]) -> np.ndarray: ...
+    def state(self) -> dict[str, np.ndarray]: ...
+    def save(self, step: int, extra: dict[str, Any]) -> None: ...
+    def restore(self) -> dict[str, Any]: ...
+
+
+def evaluate(logits: Callable[[dict], np.ndarray], data: Encoded, batch_size: int,
+             num_labels: int, progress: bool = False) -> dict[str, Any]:
+    """Loss (mean cross-entropy, float64 from the twin's logits), accuracy, F1, predictions."""
+    out, n = [], len(data)
+    for batch, real in tqdm(eval_batches(data, batch_size), total=-(-n // batch_size),
+                            disable=not progress, desc="evaluate", leave=False):
+        out.append(np.asarray(logits(batch), np.float64)[:real])
+    z = np.concatenate(out)
+    z = z - z.max(-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    pred = logp.argmax(-1)
+    labelled = data.labels >= 0
+    loss = float(-logp[labelled, data.labels[labelled]].mean()) if labelled.any() else math.nan
+    return {"loss": loss, **scores(data.labels, pred, num_labels), "predictions": pred,
+            "probabilities": np.exp(logp)}
+
+
+def fit(run: ClassifyRun, twin: Twin) -> dict[str, Any]:
+    """Epochs of shuffled full batches, validation after each, best/ kept, checkpoint per epoch
+    (and at --stop-after), metrics.jsonl one line per epoch. Returns the summary."""
+    cfg, say = run.cfg, print
+    spe = steps_per_epoch(len(run.train), cfg.batch_size)
+    if spe == 0:
+        raise UserError(f"{len(run.train)} training examples are fewer than --batch-size "
+                        f"{cfg.batch_size}; lower --batch-size")
+    total = cfg.epochs * spe
+    lr_at = cfg.lr_at(total)
+    extra: dict[str, Any] = {"step": 0, "best": None, "loss_sum": 0.0, "loss_n": 0}
+    if run.resume:
+        extra = twin.restore()
+        say(f"resumed {run.rundir} at step {extra['step']}")
+    else:
+        run.create()
+    metrics_path = run.rundir / "metrics.jsonl"
+    kept = [m for m in read_metrics(metrics_path) if m["step"] <= extra["step"]]
+    write_text_atomic(metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
+    for note in run.notes:
+        say(note)
+    step, t0 = extra["step"], time.perf_counter()
+    bar = tqdm(total=total, initial=step, unit="step", disable=not run.progress,
+               desc=f"{run.framework}bert classify", dynamic_ncols=True)
+    for epoch in range(step // spe, cfg.epochs):
+        for batch in train_batches(run.train, cfg.batch_size, cfg.seed, epoch, step - epoch * spe):
+            step += 1
+            loss = twin.train_step(batch, float(lr_at(step - 1)), step)
+            if not math.isfinite(loss):
+                raise UserError(f"the loss became {loss} at step {step}; lower --lr")
+            extra.update(step=step, loss_sum=extra["loss_sum"] + loss,
+                         loss_n=extra["loss_n"] + 1)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            if step == run.stop_after and step % spe:
+                twin.save(step, extra)
+                bar.close()
+                say(f"stopped after step {step}; continue with train --out {run.rundir} --resume")
+                return {"stopped_at": step}
+        val = evaluate(twin.logits, run.val, cfg.batch_size, len(run.labels))
+        row = {"epoch": epoch + 1, "step": step,
+               "train_loss": extra["loss_sum"] / max(extra["loss_n"], 1),
+               **{f"val_{k}": val[k] for k in ("loss", "accuracy", "f1") if k in val},
+               "learning_rate": float(lr_at(step - 1)), "elapsed": time.perf_counter() - t0}
+        with open(metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        bar.write(" ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "elapsed"))
+        if extra["best"] is None or row["val_accuracy"] > extra["best"]["val_accuracy"]:
+            extra["best"] = row
+            write_classifier_dir(run.rundir / "best", run.config, run.labels, twin.state(),
+                                 run.rundir / "tokenizer", info=row)
+        extra.update(loss_sum=0.0, loss_n=0)
+        twin.save(step, extra)
+        if run.stop_after and step >= run.stop_after and step < total:
+            bar.close()
+            say(f"stopped after step {step}; continue with train --out {run.rundir} --resume")
+            return {"stopped_at": step}
+    bar.close()
+    summary = {"framework": run.framework, "rundir": str(run.rundir), "steps": step,
+               "epochs": cfg.epochs, "labels": run.labels.labels, "best": extra["best"],
+               "final": read_metrics(metrics_path)[-1], "train_examples": len(run.train),
+               "validation_examples": len(run.val), "train_seconds": time.perf_counter() - t0}
+    write_text_atomic(run.rundir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    best = extra["best"]
+    say(f"done: {step} steps; best epoch {best['epoch']} val accuracy {best['val_accuracy']:.4f}; "
+        f"weights in {run.rundir}/best (evaluate: evaluate {run.rundir} --data DATA)")
+    return summary

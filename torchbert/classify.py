@@ -1,0 +1,130 @@
+"""`python -m torchbert.classify train|evaluate|predict`: fine-tune BERT for sequence
+classification with PyTorch (the twin of jaxbert/classify.py).
+
+Flags, data, batches, the epoch loop, metrics, best/ and the RUNDIR are bertcore's
+(bertcore.classify, classify_data, classify_run), shared with jaxbert; this file holds what is
+PyTorch: reading the pretrained weights, one AdamW step, logits, and torchbert's checkpoints for
+--resume. The model is torchbert/classifier.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Any
+
+import numpy as np
+import torch
+
+from bertcore import classify
+from bertcore.batches import step_seed
+from bertcore.classify_data import Classifier, open_classifier
+from bertcore.classify_run import ClassifyRun, fit
+from bertcore.errors import UserError, cli_entry
+from bertcore.run import read_run
+
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .classifier import BertForSequenceClassification, classification_loss
+from .model import BertForPreTraining, _as_numpy, read_hf_weights
+from .train import clip_grad_norm, make_optimizer, pick_device, to_device
+
+
+def pretrained_weights(src: classify.InitSource) -> dict[str, np.ndarray]:
+    """HF-named numpy weights of --init-from: a Hugging Face directory (safetensors or a
+    pytorch_model.bin, read with weights_only=True) or this twin's latest pretraining checkpoint."""
+    if src.kind == "hf":
+        state, _ = read_hf_weights(src.path)
+        return {k: _as_numpy(v) for k, v in state.items()}
+    ckpt = latest_checkpoint(src.path)
+    if ckpt is None:
+        raise UserError(f"--init-from {src.path} has no checkpoint yet; pretrain it first")
+    model = BertForPreTraining(read_run(src.path).trained_config)
+    load_checkpoint(ckpt, model)           # checks the files, config, names and shapes
+    return {k: v.detach().numpy() for k, v in model.hf_state_dict().items()}
+
+
+class TorchTwin:
+    """The PyTorch half of bertcore.classify_run.fit (its `Twin` protocol)."""
+
+    def __init__(self, run: ClassifyRun, state: dict[str, np.ndarray] | None,
+                 device: torch.device):
+        self.run, self.device = run, device
+        self.model = BertForSequenceClassification(run.config, len(run.labels))
+        if state is not None:    # else: --resume, the checkpoint's weights replace these
+            self.model.load_hf_state_dict(state, source="initial weights")
+        self.model.to(device)
+        # AdamW with bertcore's weight-decay rule, as in pretraining (ClassifyConfig has the
+        # fields make_optimizer reads: lr, betas, eps, weight_decay).
+        self.optimizer = make_optimizer(self.model, run.cfg)
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                         else contextlib.nullcontext())
+
+    def train_step(self, batch: dict[str, np.ndarray], lr: float, step: int) -> float:
+        # This step's dropout masks come from (seed, step): a resumed run draws the same ones.
+        # (jaxbert folds the step into its dropout key instead.)
+        torch.manual_seed(step_seed(self.run.cfg.seed, step, 0))
+        self.model.train()
+        b = to_device(batch, self.device)
+        with self.autocast:
+            logits = self.model(b["input_ids"], b["token_type_ids"], b["attention_mask"])
+        loss, _ = classification_loss(logits, b["labels"])
+        loss.backward()
+        clip_grad_norm(self.params, self.run.cfg.grad_clip)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    def logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        return predict_logits(self.model, batch, self.device)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().float().numpy() for k, v in self.model.hf_state_dict().items()}
+
+    def save(self, step: int, extra: dict[str, Any]) -> None:
+        save_checkpoint(self.run.rundir, step, self.model, self.optimizer, extra, keep=1)
+
+    def restore(self) -> dict[str, Any]:
+        ckpt = latest_checkpoint(self.run.rundir)
+        if ckpt is None:
+            raise UserError(f"--resume: {self.run.rundir}/checkpoints has no checkpoint; start "
+                            f"again with --overwrite")
+        return load_checkpoint(ckpt, self.model, self.optimizer)
+
+
+def predict_logits(model: BertForSequenceClassification, batch: dict[str, np.ndarray],
+                   device: torch.device) -> np.ndarray:
+    """Logits [B, num_labels] (fp32 numpy), dropout off."""
+    model.eval()
+    b = to_device(batch, device)
+    with torch.no_grad():
+        return model(b["input_ids"], b["token_type_ids"], b["attention_mask"]).float().cpu().numpy()
+
+
+def load_classifier(clf: Classifier, device: torch.device) -> BertForSequenceClassification:
+    model = BertForSequenceClassification(clf.config, len(clf.labels))
+    model.load_hf_state_dict(clf.state, source=str(clf.path))
+    return model.to(device)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = classify.parser("python -m torchbert.classify").parse_args(argv)
+    device = pick_device("auto")
+    if args.cmd == "train":
+        run = ClassifyRun(args, "torch")
+        state = None if run.resume else run.initial_state(pretrained_weights(run.src))
+        torch.manual_seed(run.cfg.seed)
+        fit(run, TorchTwin(run, state, device))
+        return 0
+    clf = open_classifier(args.model)
+    model = load_classifier(clf, device)
+    command = classify.run_evaluate if args.cmd == "evaluate" else classify.run_predict
+    command(args, clf, lambda batch: predict_logits(model, batch, device))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
