@@ -126,6 +126,11 @@ class ClassifyRun:
                           json.dumps(dataclasses.asdict(self.cfg), indent=2) + "\n")
         write_text_atomic(self.rundir / "run.json", json.dumps(info, indent=2) + "\n")
 
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps of the whole run: the linear decay's end (full batches only)."""
+        return self.cfg.epochs * steps_per_epoch(len(self.train), self.cfg.batch_size)
+
     def initial_state(self, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         state, notes = initial_state(weights, self.src, self.config, self.labels, self.cfg.seed)
         self.notes += notes
@@ -176,7 +181,7 @@ def fit(run: ClassifyRun, twin: Twin) -> dict[str, Any]:
     if spe == 0:
         raise UserError(f"{len(run.train)} training examples are fewer than --batch-size "
                         f"{cfg.batch_size}; lower --batch-size")
-    total = cfg.epochs * spe
+    total = run.total_steps
     lr_at = cfg.lr_at(total)
     extra: dict[str, Any] = {"step": 0, "best": None, "loss_sum": 0.0, "loss_n": 0}
     if run.resume:

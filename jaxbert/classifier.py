@@ -1,0 +1,44 @@
+"""BERT for sequence classification in JAX/Flax linen: the twin of `torchbert/classifier.py`.
+
+Hugging Face's `BertForSequenceClassification`: the encoder with its pooler (`bert/...`, reused
+from model.py's BertModel), dropout on the pooled [CLS] vector, and `classifier`, a Dense
+H -> num_labels. The Flax paths are the HF names split at the dots (`classifier/kernel` is
+`classifier.weight` transposed); bertcore.hf's `classifier_hf_to_flax` / `classifier_flax_to_hf`
+convert, from the one table both twins use.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from .model import BertModel, _Module
+
+
+class BertForSequenceClassification(_Module):
+    """`model.apply({'params': p}, input_ids, token_type_ids, attention_mask, deterministic=True,
+    rngs={'dropout': key})` -> logits (B, num_labels)."""
+    num_labels: int = 2
+
+    def setup(self):
+        self.bert = BertModel(self.config, self.dtype, self.param_dtype)
+        # HF uses config.classifier_dropout when set, else hidden_dropout_prob; we write
+        # classifier_dropout=None into config.json, so it is always the latter.
+        self.dropout = nn.Dropout(rate=self.config.hidden_dropout_prob)
+        self.classifier = self._dense(self.num_labels)
+
+    def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
+                 deterministic: bool = True):
+        _, pooled = self.bert(input_ids, token_type_ids, attention_mask, deterministic)  # (B, H)
+        return self.classifier(self.dropout(pooled, deterministic=deterministic))   # (B, labels)
+
+
+def classification_loss(logits, labels) -> tuple[jax.Array, dict]:
+    """Mean cross-entropy over the batch, in fp32 whatever the compute dtype; and accuracy.
+    (torch: F.cross_entropy; here logsumexp - picked, as pretraining_loss does.)"""
+    logits = logits.astype(jnp.float32)
+    picked = jnp.take_along_axis(logits, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+    loss = (jax.nn.logsumexp(logits, axis=-1) - picked).mean()
+    accuracy = (logits.argmax(-1) == labels).astype(jnp.float32).mean()
+    return loss, {"loss": loss, "accuracy": accuracy}

@@ -1,0 +1,169 @@
+"""`python -m jaxbert.classify train|evaluate|predict`: fine-tune BERT for sequence
+classification with JAX/Flax (the twin of torchbert/classify.py).
+
+Flags, data, batches, the epoch loop, metrics, best/ and the RUNDIR are bertcore's
+(bertcore.classify, classify_data, classify_run), shared with torchbert; this file holds what is
+JAX: reading the pretrained weights, one jitted AdamW step (optax), jitted logits, and jaxbert's
+orbax checkpoints for --resume. The model is jaxbert/classifier.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bertcore import classify
+from bertcore.classify import ClassifyConfig
+from bertcore.classify_data import Classifier, open_classifier
+from bertcore.classify_run import ClassifyRun, fit
+from bertcore.errors import UserError, cli_entry
+from bertcore.hf import (classifier_flax_to_hf, classifier_hf_to_flax, classifier_param_table,
+                         flax_to_hf, read_hf_safetensors)
+from bertcore.run import read_run
+
+from .checkpoint import Checkpointer, latest_step
+from .classifier import BertForSequenceClassification, classification_loss
+from .train import (TrainState, abstract_state, compute_dtype, create_state, decay_mask,
+                    enable_compilation_cache, seed_keys)
+
+
+def pretrained_weights(src: classify.InitSource) -> dict[str, np.ndarray]:
+    """HF-named numpy weights of --init-from: a Hugging Face directory (safetensors; a
+    pytorch_model.bin needs torch to unpickle) or this twin's latest pretraining checkpoint."""
+    if src.kind == "hf":
+        found = read_hf_safetensors(src.path)
+        if found is None:
+            raise UserError(f"{src.path} has no model.safetensors; convert its pytorch_model.bin "
+                            f"(e.g. load and re-save it with torchbert or transformers)")
+        return found[0]
+    if latest_step(src.path) is None:
+        raise UserError(f"--init-from {src.path} has no checkpoint yet; pretrain it first")
+    run = read_run(src.path)
+    cfg = run.trained_config
+    with Checkpointer(src.path, cfg) as ckpt:      # checks config, structure and shapes
+        state, _ = ckpt.restore(abstract_state(cfg, run.train))
+    return flax_to_hf(jax.tree_util.tree_map(np.asarray, state.params), cfg)
+
+
+def make_optimizer(cfg: ClassifyConfig, total_steps: int) -> optax.GradientTransformation:
+    """AdamW with bertcore's weight-decay rule and schedule, after global-norm clipping (torch:
+    torchbert.train.make_optimizer + clip_grad_norm, the rate set by the loop each step)."""
+    lr_at = cfg.lr_at(total_steps)
+    adamw = optax.adamw(lambda count: lr_at(count, xp=jnp), b1=cfg.beta1, b2=cfg.beta2,
+                        eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask)
+    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adamw) if cfg.grad_clip > 0 \
+        else adamw
+
+
+def train_step(state: TrainState, batch: dict, dropout_key: jax.Array, *, model, tx
+               ) -> tuple[TrainState, jax.Array]:
+    """One AdamW update; pure, jitted. Dropout masks come from (key, step), so a resumed run
+    draws the same ones (torch reseeds its generator from (seed, step) instead)."""
+    key = jax.random.fold_in(dropout_key, state.step)
+
+    def loss_fn(params):
+        logits = model.apply({"params": params}, batch["input_ids"], batch["token_type_ids"],
+                             batch["attention_mask"], deterministic=False, rngs={"dropout": key})
+        return classification_loss(logits, batch["labels"])
+
+    (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), loss
+
+
+def logits_fn(model):
+    """Jitted logits [B, num_labels] (dropout off) as a numpy function of (params, batch)."""
+    apply = jax.jit(lambda params, ids, types, mask: model.apply({"params": params}, ids, types,
+                                                                   mask))
+    return lambda params, b: np.asarray(apply(params, b["input_ids"], b["token_type_ids"],
+                                              b["attention_mask"]), np.float32)
+
+
+class JaxTwin:
+    """The JAX half of bertcore.classify_run.fit (its `Twin` protocol)."""
+
+    def __init__(self, run: ClassifyRun, state: dict[str, np.ndarray] | None):
+        self.run, n = run, len(run.labels)
+        self.model = BertForSequenceClassification(run.config, compute_dtype("auto"),
+                                                   num_labels=n)
+        self.tx = make_optimizer(run.cfg, run.total_steps)
+        if state is not None:
+            params = jax.tree_util.tree_map(jnp.asarray, classifier_hf_to_flax(state,
+                                                                               run.config, n))
+            self.train_state = create_state(params, self.tx)
+        else:    # --resume: only the structure (shapes, no arrays); the checkpoint fills it
+            zeros = {p.hf_name: np.zeros(p.hf_shape, np.float32)
+                     for p in classifier_param_table(run.config, n)}
+            self.train_state = jax.eval_shape(lambda p: create_state(p, self.tx),
+                                              classifier_hf_to_flax(zeros, run.config, n))
+        self.dropout_key = seed_keys(run.cfg.seed)[1]
+        self.step_fn = jax.jit(functools.partial(train_step, model=self.model, tx=self.tx),
+                               donate_argnums=(0,))
+        self.apply = logits_fn(self.model)
+        self.ckpt = Checkpointer(run.rundir, run.config, keep=1)
+
+    def train_step(self, batch: dict[str, np.ndarray], lr: float, step: int) -> float:
+        # lr is for the log only: optax computes the same rate from its own update count.
+        self.train_state, loss = self.step_fn(self.train_state, batch, self.dropout_key)
+        return float(loss)
+
+    def logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        return self.apply(self.train_state.params, batch)
+
+    def state(self) -> dict[str, np.ndarray]:
+        params = jax.tree_util.tree_map(np.asarray, self.train_state.params)
+        return classifier_flax_to_hf(params, self.run.config, len(self.run.labels))
+
+    def save(self, step: int, extra: dict[str, Any]) -> None:
+        self.ckpt.save(step, self.train_state, extra)
+
+    def restore(self) -> dict[str, Any]:
+        if latest_step(self.run.rundir) is None:
+            raise UserError(f"--resume: {self.run.rundir}/checkpoints has no checkpoint; start "
+                            f"again with --overwrite")
+        state, extra = self.ckpt.restore(self.train_state)
+        self.train_state = jax.tree_util.tree_map(jnp.asarray, state)
+        return extra
+
+    def close(self) -> None:
+        self.ckpt.close()
+
+
+def load_classifier(clf: Classifier):
+    """(model, params) of a trained classifier (framework-free weights from open_classifier)."""
+    model = BertForSequenceClassification(clf.config, compute_dtype("auto"),
+                                          num_labels=len(clf.labels))
+    params = classifier_hf_to_flax(clf.state, clf.config, len(clf.labels))
+    return model, jax.tree_util.tree_map(jnp.asarray, params)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = classify.parser("python -m jaxbert.classify").parse_args(argv)
+    enable_compilation_cache()
+    if args.cmd == "train":
+        run = ClassifyRun(args, "jax")
+        state = None if run.resume else run.initial_state(pretrained_weights(run.src))
+        twin = JaxTwin(run, state)
+        try:
+            fit(run, twin)
+        finally:
+            twin.close()
+        return 0
+    clf = open_classifier(args.model)
+    model, params = load_classifier(clf)
+    apply = logits_fn(model)
+    command = classify.run_evaluate if args.cmd == "evaluate" else classify.run_predict
+    command(args, clf, lambda batch: apply(params, batch))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

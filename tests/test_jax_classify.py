@@ -1,0 +1,19 @@
+"""jaxbert.classify: fine-tuning learns, bad input fails cleanly (cases shared with torchbert in
+tests/twin_classify_cases.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+import twin_classify_cases as cases
+
+TWIN = "jax"
+
+
+@pytest.mark.slow
+def test_learns_from_hf_dir(tmp_path, cache_env, capsys):
+    cases.learns_from_hf_dir(TWIN, tmp_path, cache_env, capsys)
+
+
+def test_bad_input(tmp_path, capsys):
+    cases.bad_input(TWIN, tmp_path, capsys)
