@@ -35,6 +35,7 @@ from bertcore.batches import split_micro_batches
 from bertcore.cli import train_parser
 from bertcore.config import BertConfig, TrainConfig, weight_decay_applies
 from bertcore.errors import UserError, cli_entry
+from bertcore.prefetch import Prefetch
 from bertcore.run import Run, setup_run, trained_model_config
 from bertcore.schedule import make_schedule
 from bertcore.shards import cache_root
@@ -192,7 +193,12 @@ class Layout:
             self.replicated = NamedSharding(mesh, PartitionSpec())
             # Batch arrays are [grad_accum, rows, ...]: shard the rows.
             self.rows = NamedSharding(mesh, PartitionSpec(None, AXIS))
-            self.fn = jax.jit(step_fn, donate_argnums=(0,))
+            # Explicit shardings: state and dropout key replicated, batch split by rows, and
+            # the outputs (new state, metrics) replicated, so XLA inserts exactly one gradient
+            # all-reduce and the donated state buffers are reused for the new state in place.
+            self.fn = jax.jit(step_fn, donate_argnums=(0,),
+                              in_shardings=(self.replicated, self.rows, self.replicated),
+                              out_shardings=(self.replicated, self.replicated))
         else:
             self.fn = jax.jit(step_fn, donate_argnums=(0,))
 
@@ -205,6 +211,10 @@ class Layout:
         if self.kind == "sharded":
             return jax.device_put(state, self.replicated)
         return jax.device_put(state)
+
+    def put_key(self, key: jax.Array) -> jax.Array:
+        """The dropout key where the compiled step expects it (replicated when sharded)."""
+        return jax.device_put(key, self.replicated) if self.kind == "sharded" else key
 
     def host_state(self, state: TrainState) -> TrainState:
         """A single-copy state for checkpoints and conversion."""
@@ -226,7 +236,7 @@ class Layout:
         if self.kind == "sharded":
             return {k: jax.make_array_from_process_local_data(self.rows, v)
                     for k, v in split.items()}
-        return split
+        return jax.device_put(split)
 
     def metrics(self, metrics: dict) -> dict[str, float]:
         """Device metrics -> host floats (the loop's only device->host sync, at log steps)."""
@@ -297,8 +307,10 @@ def train(args) -> dict[str, Any]:
         start, batch_state = int(extra["step"]), extra["batches"]
         dropout_key = key_from_list(extra["rng"])
         run.note(f"resumed from {run.checkpoint_dir / str(start)} at step {start}")
-    batches = run.batches(rank, world, batch_state)
-    state = layout.put_state(state)
+    state, step_key = layout.put_state(state), layout.put_key(dropout_key)
+    # The next batches are drawn and put on the devices on a background thread
+    # (bertcore.prefetch), so a step never waits for its data.
+    batches = Prefetch(run.batches(rank, world, batch_state), layout.put_batch)
     lr_at = make_schedule(cfg, mcfg.hidden_size)
 
     def checkpoint(step: int) -> None:
@@ -311,9 +323,9 @@ def train(args) -> dict[str, Any]:
     metrics: dict = {}
     last = min(cfg.steps, args.stop_after or cfg.steps)
     for step in range(start + 1, last + 1):
-        batch = layout.put_batch(next(batches))
+        batch = next(batches)
         t_step = time.perf_counter()
-        state, metrics = layout.fn(state, batch, dropout_key)
+        state, metrics = layout.fn(state, batch, step_key)
         if compile_seconds is None:
             jax.block_until_ready(metrics)
             compile_seconds = time.perf_counter() - t_step   # first step: compile + one run
@@ -330,6 +342,7 @@ def train(args) -> dict[str, Any]:
             if save_now:
                 run.guard(step, row["loss"])  # never checkpoint a diverged model
                 checkpoint(step)
+    batches.close()
     ckpt.close()
     seconds = time.perf_counter() - t0
     n_params = sum(x.size for x in jax.tree_util.tree_leaves(layout.host_state(state).params))

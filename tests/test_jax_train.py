@@ -169,3 +169,68 @@ def test_learns_and_memorises_one_batch(tmp_path):
     for _ in range(200):
         state, m = layout.fn(state, batch, key)
     assert float(m["mlm_accuracy"]) > 0.95, float(m["mlm_accuracy"])
+
+
+_LAYOUT_PROBE = r"""
+import functools, json, sys
+import jax, numpy as np
+from bertcore.batches import BatchIterator
+from bertcore.config import BertConfig, TrainConfig
+from bertcore.prefetch import Prefetch
+from bertcore.shards import Shards
+from bertcore.tokenizer import load_tokenizer
+from jaxbert.model import BertForPreTraining, init_params
+from jaxbert.train import Layout, create_state, make_optimizer, train_step
+
+data = sys.argv[1]
+tok = load_tokenizer(data + "/tokenizer")
+shards = Shards(data, tok)
+cfg = TrainConfig(batch_size=8, seq_len=32, max_predictions=5, steps=4, grad_accum=2)
+mcfg = BertConfig.from_preset("tiny", vocab_size=tok.vocab_size)
+tx = make_optimizer(cfg, mcfg.hidden_size)
+out = {}
+for kind in ("single", "pmap", "sharded"):
+    layout = Layout(kind, cfg, functools.partial(train_step, model=BertForPreTraining(mcfg),
+                                                 tx=tx, cfg=cfg))
+    state = layout.put_state(create_state(init_params(mcfg, jax.random.PRNGKey(0)), tx))
+    key = layout.put_key(jax.random.PRNGKey(1))
+    donated, placed = [], []
+    with Prefetch(BatchIterator(shards, tok, cfg), layout.put_batch) as batches:
+        for _ in range(cfg.steps):
+            batch = next(batches)
+            # already on the devices, in the layout's sharding, before the step asks for it
+            placed.append(all(isinstance(v, jax.Array) and len(v.devices()) ==
+                              (1 if kind == "single" else 4) for v in batch.values()))
+            old = jax.tree_util.tree_leaves(state.params)
+            state, metrics = layout.fn(state, batch, key)
+            donated.append(all(x.is_deleted() for x in old))
+        jax.block_until_ready(metrics)
+    out[kind] = {"donated": donated, "placed": placed, "traces": layout.traces}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_every_layout_donates_prefetches_and_compiles_once(tmp_path):
+    """single, pmap and sharded (4 CPU devices): every step donates the old state's buffers
+    (they are deleted, the new state reuses them), batches arrive already placed on the
+    devices by the prefetch thread, and the step compiles once."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    shards, tok = build_shards(tmp_path, n_docs=100, vocab_size=300)
+    tok.save(shards.path / "tokenizer")
+    env = {**os.environ, "PYTHONPATH": str(ROOT),
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    p = subprocess.run([sys.executable, "-c", _LAYOUT_PROBE, str(shards.path)], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert set(out) == {"single", "pmap", "sharded"}
+    for kind, r in out.items():
+        assert r["donated"] == [True] * 4, (kind, r)
+        assert r["placed"] == [True] * 4, (kind, r)
+        assert r["traces"] == 1, (kind, r)

@@ -124,3 +124,39 @@ def test_learns_and_memorises_one_batch(tmp_path):
     for step in range(200):
         m = train_step(model, opt, batch, 1e-3, cfg, torch.device("cpu"), 1)
     assert float(m["mlm_accuracy"]) > 0.95, float(m["mlm_accuracy"])
+
+
+def test_no_host_sync_except_at_log_and_checkpoint_steps(tmp_path, cache_env, monkeypatch):
+    """On a GPU every read of a device value (.item(), float(), .tolist(), bool(), .numpy(),
+    .cpu()) waits for the queued work. train_step makes none; the loop reads the metrics once,
+    through global_metrics, at log and checkpoint steps only."""
+    import torchbert.train as tt
+    from bertcore.batches import BatchIterator
+    from bertcore.config import BertConfig, TrainConfig
+
+    for k, v in cache_env.items():
+        monkeypatch.setenv(k, v)
+    shards, tok = build_shards(tmp_path, n_docs=100, vocab_size=300)
+    cfg = TrainConfig(batch_size=8, seq_len=32, max_predictions=5, grad_accum=2)
+    model = tt.BertForPreTraining(BertConfig.from_preset("tiny", vocab_size=tok.vocab_size))
+    opt, it, cpu = tt.make_optimizer(model, cfg), BatchIterator(shards, tok, cfg), torch.device("cpu")
+    reads = []
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__", "__index__", "numpy", "cpu"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name,
+                            lambda self, *a, _r=real, _n=name, **k: reads.append(_n) or _r(self, *a, **k))
+    for _ in range(3):     # the first step creates AdamW's state, the next ones reuse it
+        tt.train_step(model, opt, tt.to_device(next(it), cpu), 1e-3, cfg, cpu, 1)
+    assert reads == [], reads
+    monkeypatch.undo()
+
+    for k, v in cache_env.items():
+        monkeypatch.setenv(k, v)
+    calls = []
+    real_global = tt.global_metrics
+    monkeypatch.setattr(tt, "global_metrics", lambda m, w: calls.append(1) or real_global(m, w))
+    corpus = cases.write_corpus(tmp_path)
+    args = cases.base_args(corpus, tmp_path / "run", "--steps", "12", "--log-every", "4",
+                           "--checkpoint-every", "6")
+    assert tt.main(args) == 0
+    assert len(calls) == len({4, 6, 8, 12}), calls   # log steps 4, 8, 12; checkpoint 6 and 12

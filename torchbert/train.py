@@ -15,7 +15,6 @@ import sys
 import time
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -23,6 +22,7 @@ from bertcore.batches import split_micro_batches, step_seed
 from bertcore.cli import train_parser
 from bertcore.config import TrainConfig, weight_decay_applies
 from bertcore.errors import UserError, cli_entry
+from bertcore.prefetch import Prefetch
 from bertcore.run import Run, setup_run, trained_model_config
 from bertcore.schedule import make_schedule
 
@@ -104,25 +104,36 @@ def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
 
 # ---- one optimizer step ----------------------------------------------------------------------
 
-def to_device(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in batch.items()}
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+    """numpy arrays (or tensors) -> tensors on `device`. On a GPU through pinned memory with a
+    non-blocking copy: the prefetch thread calls it, so the copy overlaps the running step and
+    the host never waits for it. Tensors already on `device` pass through."""
+    out = {}
+    for k, v in batch.items():
+        t = torch.as_tensor(v)
+        if device.type == "cuda" and t.device.type == "cpu":
+            t = t.pin_memory()
+        out[k] = t.to(device, non_blocking=True)
+    return out
 
 
-def train_step(model, optimizer, batch: dict[str, np.ndarray], lr: float, cfg: TrainConfig,
+def train_step(model, optimizer, batch: dict[str, Any], lr: float, cfg: TrainConfig,
                device: torch.device, world: int) -> dict[str, torch.Tensor]:
-    """One optimizer update on this rank's share of the global batch; returns metrics tensors
-    (global values: summed over micro-batches and ranks)."""
+    """One optimizer update on this rank's share of the global batch (numpy arrays, or tensors
+    already on `device`); returns device tensors of metrics (this rank's share of the global
+    values, summed over micro-batches). Nothing in it waits for the device."""
+    batch = to_device(batch, device)      # a no-op for the loop's prefetched device batches
     micro = split_micro_batches(batch, cfg.grad_accum)        # [grad_accum, rows, ...]
     # Normalise by the global number of predictions (all ranks, all micro-batches), so K ranks
-    # or K micro-batches compute the gradient of the one big batch exactly.
-    mlm_den = all_reduce_sum(torch.tensor(float(batch["masked_weights"].sum()), device=device),
-                             world).clamp(min=1.0)
+    # or K micro-batches compute the gradient of the one big batch exactly. Summed on the
+    # device: no host sync (the loop reads device values only at log and checkpoint steps).
+    mlm_den = all_reduce_sum(batch["masked_weights"].sum().float(), world).clamp(min=1.0)
     nsp_den = float(cfg.batch_size)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else contextlib.nullcontext())
     totals: dict[str, torch.Tensor] = {}
     for i in range(cfg.grad_accum):
-        mb = to_device({k: v[i] for k, v in micro.items()}, device)
+        mb = {k: v[i] for k, v in micro.items()}
         # DDP averages gradients over ranks, but our per-rank losses are already parts of the
         # global mean: scale by world so the average becomes the sum. Sync only on the last
         # micro-batch.
@@ -192,7 +203,8 @@ def train(args) -> dict[str, Any]:
         extra = load_checkpoint(ckpt, model, optimizer)
         start, batch_state = int(extra["step"]), extra["batches"]
         run.note(f"resumed from {ckpt} at step {start}")
-    batches = run.batches(rank, world, batch_state)
+    # The next batches are drawn, pinned and copied on a background thread (bertcore.prefetch).
+    batches = Prefetch(run.batches(rank, world, batch_state), lambda b: to_device(b, device))
 
     net = model
     if args.compile:
@@ -238,6 +250,7 @@ def train(args) -> dict[str, Any]:
             if save_now:
                 run.guard(step, row["loss"])  # never checkpoint a diverged model
                 checkpoint(step)
+    batches.close()
     seconds = time.perf_counter() - t0
     summary = run.finish({"parameters": model.num_parameters(), "device": str(device),
                           "world_size": world, "train_seconds": seconds,
