@@ -172,3 +172,58 @@ def bad_input(twin: str, tmp: Path, capsys) -> None:
                  "--out", str(keep), *FAST)
     assert_one_line_error(p, "already holds files", "--overwrite")
     assert (keep / "precious.txt").read_text() == "x"
+
+
+def resume_is_exact(twin: str, tmp: Path, capsys) -> None:
+    """3 epochs straight == stopped mid-epoch at step 13 + --resume: the same metrics.jsonl
+    (dropout on) and the same best/ weights, bit for bit."""
+    cli = Cli(twin, capsys)
+    model = hf_dir(tmp / "hf")
+    train = write_jsonl(tmp / "train.jsonl", reviews(80, 0))
+    common = ("--init-from", str(model), "--data", str(train), "--epochs", "3", "--lr", "2e-3",
+              *FAST)
+    a, b = tmp / "straight", tmp / "resumed"
+    cli("train", *common, "--out", str(a))
+    cli("train", *common, "--out", str(b), "--stop-after", "13")   # 9 steps per epoch
+    assert [r["step"] for r in metrics(b)] == [9]
+    p = cli("train", *common, "--out", str(b), "--resume", "--lr", "1e-3", check=False)
+    assert_one_line_error(p, "changed settings (lr)")
+    cli("train", *common, "--out", str(b), "--resume")
+    assert [r["step"] for r in metrics(a)] == [9, 18, 27]
+    assert metrics(b) == metrics(a)
+    assert (b / "best" / "model.safetensors").read_bytes() == \
+        (a / "best" / "model.safetensors").read_bytes()
+    # the comparison has teeth: another seed gives other numbers
+    c = tmp / "other-seed"
+    cli("train", *common, "--out", str(c), "--seed", "1", "--stop-after", "9")
+    assert metrics(c)[0]["train_loss"] != metrics(a)[0]["train_loss"]
+
+
+def review_corpus(path: Path, n: int = 300) -> Path:
+    """A pretraining corpus of reviews (documents separated by blank lines)."""
+    rows = reviews(n, 7)
+    docs = [". ".join(r["text"] for r in rows[i:i + 3]) + "." for i in range(0, n, 3)]
+    path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    return path
+
+
+def learns_from_pretraining_run(twin: str, tmp: Path, capsys) -> None:
+    """--init-from a short pretraining RUNDIR of the same twin (its latest checkpoint, its
+    tokenizer): the fine-tune is well above chance; the run records where it started."""
+    pretrain = importlib.import_module(f"{twin}bert.train").main
+    rundir = tmp / "pretrained"
+    assert pretrain(["--preset", "tiny", "--corpus", str(review_corpus(tmp / "corpus.txt")),
+                     "--vocab-size", "200", "--seq-len", "32", "--batch-size", "8",
+                     "--max-predictions", "5", "--steps", "10", "--no-progress",
+                     "--out", str(rundir)]) == 0
+    cli = Cli(twin, capsys)
+    out = tmp / "run"
+    cli("train", "--init-from", str(rundir), "--data",
+        str(write_jsonl(tmp / "train.jsonl", reviews(240, 0))), "--out", str(out),
+        "--epochs", "3", "--lr", "1e-3", *FAST)
+    rows = metrics(out)
+    assert max(r["val_accuracy"] for r in rows) >= 0.85, rows
+    info = json.loads((out / "run.json").read_text())
+    assert info["init_from"] == {"path": str(rundir.resolve()), "kind": "rundir"}
+    assert (out / "tokenizer" / "vocab.txt").read_text() == \
+        (rundir / "tokenizer" / "vocab.txt").read_text()
