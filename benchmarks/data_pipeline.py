@@ -6,13 +6,29 @@ Prints one markdown table. The iterator figure is what a training loop sees: seq
 tokens (B x L positions) per second from `BatchIterator.__next__`, masking included, after the
 first epoch's instances are built (that build is reported separately). With `--consumption`
 (tokens/s of the fastest twin) it also prints the ratio of supply to demand.
+
+    python -m benchmarks.data_pipeline --scale [--sizes 10,100,300] [--workdir DIR]
+
+measures the pipeline at corpus scale. Per size (millions of tokens) it synthesises a folder of
+.txt files by reshuffling the built-in corpus's sentences into new documents (seeded), runs
+`python -m bertcore.data prepare` on it in a child process (MB/s of text; peak RSS of the
+process tree, sampled from /proc), then starts a fresh process that opens the shards, draws the
+first batch and 200 more: the time to the first batch, the peak anonymous memory it adds
+(`RssAnon` of /proc/self/status sampled by a thread every 2 ms; pages of memory-mapped files are
+page cache and do not count) and batches/s.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
+import shutil
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -42,10 +58,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-speed-json", metavar="FILE",
                    help="results of `python -m benchmarks.train_speed --json FILE`: takes the "
                         "fastest twin's tokens/s as --consumption")
+    p.add_argument("--scale", action="store_true",
+                   help="measure prepare and start-up at corpus scale (see above)")
+    p.add_argument("--sizes", default="10,100,300",
+                   help="with --scale: corpus sizes in millions of tokens (default: %(default)s)")
+    p.add_argument("--workdir", default=None,
+                   help="with --scale: where corpora and data go (default: a temporary folder "
+                        "under /tmp, removed at the end; give one to keep them)")
+    p.add_argument("--probe", metavar="DATADIR", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.probe:
+        return _probe(args)
+    if args.scale:
+        return _scale(args)
     if args.train_speed_json:
-        import json
-
         try:
             rows = json.loads(Path(args.train_speed_json).read_text())
         except (OSError, ValueError) as e:
@@ -93,6 +119,160 @@ def main(argv: list[str] | None = None) -> int:
     if args.consumption:
         print(f"| supply / demand of the fastest twin ({args.consumption:,.0f} tokens/s) | "
               f"{toks / args.consumption:,.0f}x |")
+    return 0
+
+
+# ---- --scale -----------------------------------------------------------------------------------
+
+def _status_kb(pid: int | str, field: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _tree(pid: int) -> list[int]:
+    """pid and all its descendants (prepare's worker processes)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+class _Peak:
+    """Samples a number in a thread until stopped; keeps the maximum."""
+
+    def __init__(self, sample, interval: float):
+        self.sample, self.interval, self.peak = sample, interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.sample())
+            self._stop.wait(self.interval)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.sample())
+        return self.peak
+
+
+def _probe(args: argparse.Namespace) -> int:
+    """A fresh process: open the shards, first batch, 200 more; print one JSON line."""
+    from bertcore.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(Path(args.probe) / "tokenizer")
+    cfg = TrainConfig(batch_size=args.batch_size, seq_len=args.seq_len,
+                      max_predictions=args.max_predictions)
+    base = _status_kb("self", "RssAnon")
+    peak = _Peak(lambda: _status_kb("self", "RssAnon"), 0.002)
+    t0 = time.perf_counter()
+    it = BatchIterator(Shards(args.probe, tok), tok, cfg)
+    next(it)
+    t_first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(200):
+        next(it)
+    t_200 = time.perf_counter() - t0
+    added = peak.stop() - base
+    print(json.dumps({"first_batch_s": t_first, "anon_added_mb": added / 1024,
+                      "batches_per_s": 200 / t_200, "instances": it.batches_per_epoch * args.batch_size}))
+    return 0
+
+
+def _synthesise(folder: Path, tokens: int, sentences: list[str], tokens_per_byte: float,
+                seed: int) -> None:
+    """About `tokens` tokens of documents (3-30 reshuffled sentences each), 64 MB per file."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    want, written, part = tokens / tokens_per_byte, 0, 0
+    while written < want:
+        with open(folder / f"part-{part:04d}.txt", "w", encoding="utf-8") as f:
+            size = 0
+            while size < 64e6 and written + size < want:
+                docs = []
+                for k in rng.integers(3, 31, size=1000):
+                    docs.append(" ".join(sentences[i] for i in rng.integers(0, len(sentences), k)))
+                text = "\n\n".join(docs) + "\n\n"
+                f.write(text)
+                size += len(text.encode("utf-8"))
+        written += size
+        part += 1
+
+
+def _scale(args: argparse.Namespace) -> int:
+    from bertcore.corpus import split_sentences
+
+    sizes = [int(float(x) * 1e6) for x in args.sizes.split(",")]
+    root = Path(args.workdir or tempfile.mkdtemp(prefix="twinbert-scale-", dir="/tmp"))
+    root.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    try:
+        tok_dir = root / "tokenizer"
+        if not (tok_dir / "tokenizer.json").is_file():
+            train_tokenizer(iter_documents("builtin"), args.vocab_size).save(tok_dir)
+        from bertcore.tokenizer import load_tokenizer
+
+        tok = load_tokenizer(tok_dir)
+        sentences = [s for d in iter_documents("builtin") for s in split_sentences(d)]
+        sample = " ".join(sentences[:20000])
+        tokens_per_byte = len(tok.encode(sample, add_special_tokens=False)) / len(sample.encode())
+        rows = []
+        for n in sizes:
+            corpus, data = root / f"corpus-{n // 10**6}M", root / f"data-{n // 10**6}M"
+            if not corpus.exists():
+                _synthesise(corpus, n, sentences, tokens_per_byte, seed=n)
+            shutil.rmtree(data, ignore_errors=True)
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "bertcore.data", "prepare", "--corpus", str(corpus),
+                 "--tokenizer", str(tok_dir), "--out", str(data), "--no-progress"],
+                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            rss = _Peak(lambda: sum(_status_kb(p, "VmRSS") for p in _tree(proc.pid)), 0.05)
+            out = proc.communicate()[0]
+            seconds, peak_rss = time.perf_counter() - t0, rss.stop()
+            if proc.returncode:
+                raise UserError(f"prepare failed:\n{out}")
+            meta = json.loads((data / "meta.json").read_text())
+            probe = subprocess.run(
+                [sys.executable, "-m", "benchmarks.data_pipeline", "--probe", str(data),
+                 "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
+                 "--max-predictions", str(args.max_predictions)],
+                env=env, capture_output=True, text=True)
+            if probe.returncode:
+                raise UserError(f"probe failed:\n{probe.stderr}")
+            r = json.loads(probe.stdout.strip().splitlines()[-1])
+            rows.append((meta, seconds, peak_rss / 1024, r))
+            print(f"{meta['tokens'] / 1e6:.1f}M tokens: prepare {seconds:.1f} s, {r}",
+                  file=sys.stderr, flush=True)
+    finally:
+        if not args.workdir:
+            shutil.rmtree(root, ignore_errors=True)
+    print(f"data pipeline at scale on {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores, vocab {args.vocab_size}, B={args.batch_size}, "
+          f"L={args.seq_len}, P={args.max_predictions}\n")
+    print("| tokens | text | prepare MB/s | prepare peak RSS | first batch | anon memory added "
+          "| per 1M tokens | batches/s |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for meta, seconds, rss_mb, r in rows:
+        m = meta["tokens"] / 1e6
+        print(f"| {m:,.1f}M | {meta['text_bytes'] / 1e6:,.0f} MB | "
+              f"{meta['text_bytes'] / 1e6 / seconds:.2f} | {rss_mb:,.0f} MB | "
+              f"{r['first_batch_s'] * 1e3:,.0f} ms | {r['anon_added_mb']:,.1f} MB | "
+              f"{r['anon_added_mb'] / m:.3f} MB | {r['batches_per_s']:,.0f} |")
     return 0
 
 

@@ -8,7 +8,7 @@ Determinism: the *global* batch of step s depends only on (seed, s). Rank r of W
 [r*B/W, (r+1)*B/W) of it, and the random numbers for masking are drawn for the whole global batch
 before slicing, so K ranks together see exactly the batch one process would: the property the
 data-parallel tests rely on. Each epoch rebuilds its instances and their order from
-(seed, epoch). `state()` is a small JSON-able dict; `BatchIterator(..., state=s)` continues with
+(seed, epoch), as one compact array of chunk starts (bertcore.instances). `state()` is a small JSON-able dict; `BatchIterator(..., state=s)` continues with
 the identical next batch, in either twin.
 """
 
@@ -20,7 +20,8 @@ import numpy as np
 
 from .config import TrainConfig
 from .errors import UserError
-from .masking import LABEL, assemble, create_instances, mask_tokens
+from .instances import LABEL, chunk_starts, instance_rows
+from .masking import assemble, mask_tokens
 from .shards import Shards
 from .tokenizer import WordPiece
 
@@ -80,7 +81,11 @@ def check_batch(batch: dict[str, Any], batch_size: int, seq_len: int, max_predic
                              f"{np.dtype(field.dtype)}")
 
 
-STATE_FORMAT = "twinbert-batches-v1"
+# v2: instances come from bertcore.instances (chunk starts hashed from (seed, epoch, sentence),
+# rows a window of batches at a time), so the batches of a seed differ from v1's and a v1
+# state cannot be resumed exactly.
+STATE_FORMAT = "twinbert-batches-v2"
+WINDOW = 64   # batches whose instance rows are made in one call (part of the v2 stream)
 # Distinct stream names, so instance building and masking never share random numbers.
 _INSTANCES, _MASKING, _DROPOUT = 0x1257, 0x3A5C, 0xD207
 
@@ -108,8 +113,9 @@ class BatchIterator(Iterator[dict]):
         self.epoch, self.index, self.step = 0, 0, 0
         if state is not None:
             self._load_state(state)
-        self._instances: np.ndarray | None = None
-        self._instances_epoch = -1
+        self._starts: np.ndarray | None = None
+        self._starts_epoch = self._window = -1
+        self._window_rows = np.zeros((0, 5), dtype=np.int64)
 
     # ---- position ---------------------------------------------------------------------------
 
@@ -130,7 +136,9 @@ class BatchIterator(Iterator[dict]):
     def _load_state(self, state: dict[str, Any]) -> None:
         if state.get("format") != STATE_FORMAT:
             raise UserError(f"batch-iterator state has format {state.get('format')!r}, expected "
-                            f"{STATE_FORMAT!r}; the checkpoint is from another version")
+                            f"{STATE_FORMAT!r}; the checkpoint is from another version of the "
+                            f"data pipeline, whose batches this one cannot reproduce: start a new "
+                            f"run, or resume it with the twinbert version that wrote it")
         sig = self._signature()
         diff = [k for k in sig if state.get(k) != sig[k]]
         if diff:
@@ -142,34 +150,56 @@ class BatchIterator(Iterator[dict]):
 
     # ---- epochs -----------------------------------------------------------------------------
 
-    def _epoch_instances(self) -> np.ndarray:
-        if self._instances_epoch != self.epoch:
-            rng = np.random.default_rng([self.cfg.seed, _INSTANCES, self.epoch])
-            inst = create_instances(self.shards.sent_offsets, self.shards.doc_offsets,
-                                    self.cfg.seq_len, rng, nsp=self.cfg.nsp,
-                                    short_seq_prob=self.cfg.short_seq_prob)
-            if len(inst) < self.global_batch:
+    def _epoch_starts(self) -> np.ndarray:
+        """The epoch's instances in shuffled order, as chunk-start sentences (4 bytes each)."""
+        if self._starts_epoch != self.epoch:
+            c = self.cfg
+            self._starts = None   # free the old epoch before building the next
+            starts = chunk_starts(self.shards.sent_offsets, self.shards.doc_offsets, c.seq_len,
+                                  self._instance_seed(), nsp=c.nsp,
+                                  short_seq_prob=c.short_seq_prob)
+            if len(starts) < self.global_batch:
                 raise UserError(
-                    f"the corpus in {self.shards.path} makes only {len(inst)} sequences of "
-                    f"seq-len {self.cfg.seq_len}, fewer than one batch of {self.global_batch}; "
+                    f"the corpus in {self.shards.path} makes only {len(starts)} sequences of "
+                    f"seq-len {c.seq_len}, fewer than one batch of {self.global_batch}; "
                     f"use a larger corpus or a smaller --batch-size")
-            self._instances = inst[rng.permutation(len(inst))]
-            self._instances_epoch = self.epoch
-        return self._instances
+            # In place: no second copy, no int64 permutation beside it.
+            np.random.default_rng([*self._instance_seed(), 0]).shuffle(starts)
+            self._starts, self._starts_epoch = starts, self.epoch
+            self._window = -1
+        return self._starts
+
+    def _instance_seed(self) -> list[int]:
+        return [self.cfg.seed, _INSTANCES, self.epoch]
+
+    def _rows(self, index: int) -> np.ndarray:
+        """Global batch `index` of this epoch as instance rows [G, 5]. Rows are made a window
+        of WINDOW batches at a time (one vectorised call), seeded by (seed, epoch, window), so
+        a rank, a resumed run and a fresh run all see the same rows."""
+        starts, G, c = self._epoch_starts(), self.global_batch, self.cfg
+        w = index // WINDOW
+        if self._window != w:
+            lo = w * WINDOW * G
+            hi = min((w + 1) * WINDOW, len(starts) // G) * G
+            rng = np.random.default_rng([*self._instance_seed(), 1, w])
+            self._window_rows = instance_rows(
+                starts[lo:hi], self.shards.sent_offsets, self.shards.doc_offsets, c.seq_len,
+                self._instance_seed(), rng, nsp=c.nsp, short_seq_prob=c.short_seq_prob)
+            self._window = w
+        k = (index - w * WINDOW) * G
+        return self._window_rows[k:k + G]
 
     @property
     def batches_per_epoch(self) -> int:
-        return len(self._epoch_instances()) // self.global_batch
+        return len(self._epoch_starts()) // self.global_batch
 
     # ---- batches ----------------------------------------------------------------------------
 
     def __next__(self) -> dict[str, np.ndarray]:
-        inst = self._epoch_instances()
-        if self.index >= len(inst) // self.global_batch:   # drop the last partial batch
+        if self.index >= self.batches_per_epoch:   # drop the last partial batch
             self.epoch, self.index = self.epoch + 1, 0
-            inst = self._epoch_instances()
-        lo = self.index * self.global_batch + self.rank * self.local_batch
-        rows = inst[lo:lo + self.local_batch]
+        rows = self._rows(self.index)
+        rows = rows[self.rank * self.local_batch:(self.rank + 1) * self.local_batch]
         batch = self.make_batch(rows, self.step)
         self.index += 1
         self.step += 1

@@ -8,7 +8,10 @@ A corpus is a stream of documents (str). `iter_documents(source)` understands:
                        the aclImdb folder or the one holding it (`download-imdb --out DIR`)
     FILE.txt           documents separated by blank lines (one sentence per line is fine)
     FILE.jsonl         one JSON object per line with a "text" field
-    DIR                every .txt / .jsonl file below it, sorted, recursive
+    FILE.parquet       the string column "text" (Hugging Face datasets' files), by row groups
+                       (.txt and .jsonl may be compressed: .gz, .zst; see bertcore.readers)
+    DIR                every such file below it, sorted, recursive
+    'GLOB'             every file matching a pattern, e.g. 'data/*.parquet', sorted
 
 Everything streams: files are read line by line or file by file, never the whole corpus at once.
 Mistakes (missing path, empty corpus, non-UTF-8 bytes, bad JSON) raise UserError. The IMDB
@@ -23,7 +26,6 @@ from __future__ import annotations
 import argparse
 import ast
 import functools
-import json
 import os
 import re
 import sysconfig
@@ -34,6 +36,11 @@ from typing import Iterator
 from .errors import UserError, cli_entry
 from .imdb import (IMDB_MD5, IMDB_SHA256, IMDB_SPLITS, IMDB_URL, default_cache_dir, download_imdb,
                    find_aclimdb, is_aclimdb)
+from .readers import (_lines, _read_text, corpus_files, glob_files, is_glob, iter_file,
+                      iter_files, total_bytes)
+
+__all__ = ["iter_documents", "split_sentences", "builtin_documents", "corpus_bytes", "main",
+           "_lines", "_read_text"]   # _lines, _read_text: for bertcore.classify_data
 
 # ---------------------------------------------------------------------------------------------
 # Sentences
@@ -53,65 +60,7 @@ def split_sentences(text: str, delimiters: str = ".?!") -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading files
-
-def _not_utf8(path: Path, offset: int, byte: int) -> UserError:
-    return UserError(
-        f"{path} is not UTF-8 text (byte 0x{byte:02x} at byte offset {offset}). Convert it, "
-        f"e.g. `iconv -f latin1 -t utf-8 {path} > {path.stem}.utf8{path.suffix}`")
-
-
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield (line number, line without its newline), decoding UTF-8 strictly, one line at a time."""
-    offset = 0
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise _not_utf8(path, offset + e.start, raw[e.start]) from None
-            if number == 1:
-                line = line.removeprefix("\ufeff")  # tolerate a byte-order mark
-            offset += len(raw)
-            yield number, line.rstrip("\r\n")
-
-
-def _read_text(path: Path) -> str:
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise _not_utf8(path, e.start, raw[e.start]) from None
-
-
-def _iter_txt(path: Path) -> Iterator[str]:
-    """Documents separated by blank lines; lines inside a document are kept (joined by newline)."""
-    doc: list[str] = []
-    for _, line in _lines(path):
-        if line.strip():
-            doc.append(line.strip())
-        elif doc:
-            yield "\n".join(doc)
-            doc = []
-    if doc:
-        yield "\n".join(doc)
-
-
-def _iter_jsonl(path: Path) -> Iterator[str]:
-    for number, line in _lines(path):
-        if not line.strip():
-            continue
-        try:
-            text = json.loads(line)["text"]
-            if not isinstance(text, str):
-                raise TypeError("text is not a string")
-        except (ValueError, KeyError, TypeError) as e:
-            raise UserError(
-                f"{path}:{number}: bad JSON line ({type(e).__name__}: {e}). Each line must be a "
-                'JSON object with a string "text" field, e.g. {"text": "A document."}') from None
-        if text.strip():
-            yield text.strip()
-
+# Reading files (the file formats are bertcore.readers; _lines and _read_text stay importable here)
 
 _BR = re.compile(r"\s*(?:<br\s*/?>\s*)+", re.IGNORECASE)
 
@@ -126,16 +75,6 @@ def _iter_aclimdb(root: Path) -> Iterator[str]:
             text = _BR.sub("\n", _read_text(folder / name)).strip()
             if text:
                 yield text
-
-
-def _iter_dir(root: Path) -> Iterator[str]:
-    for path in sorted(root.rglob("*")):
-        if path.name.startswith(".") or not path.is_file():
-            continue
-        if path.suffix == ".txt":
-            yield from _iter_txt(path)
-        elif path.suffix == ".jsonl":
-            yield from _iter_jsonl(path)
 
 
 def iter_documents(source: str) -> Iterator[str]:
@@ -157,21 +96,30 @@ def iter_documents(source: str) -> Iterator[str]:
     else:
         path = Path(source).expanduser()
         where = str(path)
-        if not path.exists():
+        if is_glob(source) and not path.exists():
+            docs = iter_files(glob_files(str(path)))
+        elif not path.exists():
             raise UserError(f"corpus path {path} does not exist. Pass --corpus builtin, imdb, "
-                            "or an existing .txt/.jsonl file or directory")
-        if path.is_dir():  # an aclImdb tree, the folder download-imdb --out filled, or any
+                            "or an existing file (.txt, .jsonl, .gz/.zst of those, .parquet), "
+                            "folder or glob pattern")
+        elif path.is_dir():  # an aclImdb tree, the folder download-imdb --out filled, or any
             root = find_aclimdb(path)
-            docs = _iter_aclimdb(root) if root else _iter_dir(path)
-        elif path.suffix == ".txt":
-            docs = _iter_txt(path)
-        elif path.suffix == ".jsonl":
-            docs = _iter_jsonl(path)
+            docs = _iter_aclimdb(root) if root else iter_files(corpus_files(path))
         else:
-            raise UserError(f"unsupported corpus file type {path.suffix or '(none)'!r} for {path}. "
-                            "Use a .txt file (blank line between documents), a .jsonl file "
-                            '({"text": ...} per line) or a directory of them')
+            docs = iter_file(path)
     return _nonempty(docs, where)
+
+
+def corpus_bytes(source: str) -> int | None:
+    """The text size of a file corpus when it is known before reading it (for an ETA)."""
+    path = Path(str(source)).expanduser()
+    if source in ("builtin", "imdb") or (path.is_dir() and find_aclimdb(path)):
+        return None
+    if path.is_dir():
+        return total_bytes(corpus_files(path))
+    if path.is_file():
+        return total_bytes([path])
+    return total_bytes(glob_files(str(path))) if is_glob(str(source)) else None
 
 
 def _nonempty(docs: Iterator[str], where: str) -> Iterator[str]:

@@ -16,17 +16,24 @@ from .tokenizer import load_tokenizer
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from .corpus import iter_documents
+    from .corpus import corpus_bytes, iter_documents
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise UserError(f"{out} already exists; pass --overwrite to replace it or pick another --out")
     tok = load_tokenizer(args.tokenizer)
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers {args.workers} must be at least 1")
     stats = prepare(iter_documents(args.corpus), tok, out, source=args.corpus,
-                    delimiters=args.delimiters, progress=not args.no_progress)
+                    delimiters=args.delimiters, progress=not args.no_progress,
+                    workers=args.workers, eval_fraction=args.eval_fraction,
+                    total_bytes=corpus_bytes(args.corpus))
     print(f"{stats.documents} documents, {stats.sentences} sentences, {stats.tokens} tokens from "
           f"{stats.text_bytes / 1e6:.1f} MB of text in {stats.seconds:.1f}s "
           f"({stats.mb_per_second:.2f} MB/s) -> {out}")
+    if args.eval_fraction:
+        print(f"held out {stats.eval_documents} documents, {stats.eval_tokens} tokens -> "
+              f"{out / 'eval'}")
     if args.seq_len:
         cfg = TrainConfig(seq_len=args.seq_len, max_predictions=min(20, args.seq_len))
         from .batches import BatchIterator
@@ -66,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     pr = sub.add_parser("prepare", help="tokenize a corpus once into DATADIR",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     pr.add_argument("--corpus", default="builtin",
-                    help="builtin | imdb | an aclImdb dir | a .txt/.jsonl file or folder")
+                    help="builtin | imdb | an aclImdb dir | a .txt/.jsonl file (or .gz/.zst), "
+                         "a .parquet file with a text column, a folder or a quoted glob")
     pr.add_argument("--tokenizer", required=True, metavar="TOKDIR",
                     help="tokenizer directory (python -m bertcore.tokenizer train)")
     pr.add_argument("--out", required=True, metavar="DATADIR")
@@ -74,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="optional: also report how many sequences of this length an epoch has "
                          "(the shards themselves work for any seq-len)")
     pr.add_argument("--delimiters", default=".?!", help="sentence-ending characters")
+    pr.add_argument("--workers", type=int, default=None,
+                    help="processes that split and tokenize (default: the machine's cores)")
+    pr.add_argument("--eval-fraction", type=float, default=0.0, metavar="F",
+                    help="hold out about this fraction of the documents (chosen by a hash of "
+                         "their text: deterministic) as a separate data dir, DATADIR/eval")
     pr.add_argument("--overwrite", action="store_true", help="replace an existing DATADIR")
     pr.add_argument("--no-progress", action="store_true")
     pr.set_defaults(fn=_prepare)

@@ -1,10 +1,7 @@
-"""Pretraining examples: sentence-pair instances (NSP) and dynamic MLM masking.
+"""Pretraining examples: instance layout and dynamic MLM masking.
 
-Instances follow google-research/bert's `create_instances_from_document`: fill a segment with
-consecutive sentences of one document up to the target length, split it into A and B at a random
-sentence boundary, and half of the time replace B by a random span of another document
-(`next_sentence_label` 1). An instance is only five integers (token ranges into the shards), so
-an epoch's instances are cheap to rebuild from (seed, epoch) when a run resumes.
+Instances (google-research/bert's sentence pairs, five integers each: token ranges into the
+shards) are made by bertcore.instances; `assemble` lays them out as rows.
 
 Masking happens per batch (dynamic, like RoBERTa), fully vectorised over [B, L]:
 15% of the real, non-special tokens (at most P = max_predictions), of which 80% become [MASK],
@@ -15,88 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-# Columns of the instance table.
-A_START, A_LEN, B_START, B_LEN, LABEL = range(5)
+# Instances live in bertcore.instances; re-exported for the callers that import them from here.
+from .instances import A_LEN, A_START, B_LEN, B_START, LABEL, create_instances
 
-
-def _truncate(a_len: int, b_len: int, max_tokens: int) -> tuple[int, int]:
-    """Lengths after google-research/bert's `truncate_seq_pair` (trim the longer side)."""
-    while a_len + b_len > max_tokens:
-        if a_len > b_len:
-            a_len -= 1
-        else:
-            b_len -= 1
-    return a_len, b_len
-
-
-def create_instances(sent_offsets: np.ndarray, doc_offsets: np.ndarray, seq_len: int,
-                     rng: np.random.Generator, nsp: bool = True,
-                     short_seq_prob: float = 0.1) -> np.ndarray:
-    """Build one epoch of instances: int64 [N, 5] rows (a_start, a_len, b_start, b_len, label).
-
-    With `nsp=False` every instance is a single segment (b_len 0, label 0).
-    """
-    max_tokens = seq_len - 3 if nsp else seq_len - 2   # room for [CLS] A [SEP] (B [SEP])
-    starts = sent_offsets[:-1].tolist()
-    lens = np.diff(sent_offsets).tolist()
-    docs = doc_offsets.tolist()
-    n_docs = len(docs) - 1
-    out: list[tuple[int, int, int, int, int]] = []
-    for d in range(n_docs):
-        s_end = docs[d + 1]
-        i = docs[d]
-        target = max_tokens
-        if rng.random() < short_seq_prob:
-            target = int(rng.integers(2, max_tokens + 1))
-        chunk_start, chunk_len = i, 0
-        while i < s_end:
-            chunk_len += lens[i]
-            i += 1
-            if i < s_end and chunk_len < target:
-                continue
-            # The chunk is sentences [chunk_start, i): contiguous tokens from starts[chunk_start].
-            n_chunk = i - chunk_start
-            a_start = starts[chunk_start]
-            if not nsp:
-                out.append((a_start, min(chunk_len, max_tokens), 0, 0, 0))
-            else:
-                is_random = rng.random() < 0.5
-                if n_chunk >= 2:
-                    a_end = chunk_start + int(rng.integers(1, n_chunk))
-                    a_len = starts[a_end] - a_start
-                elif chunk_len >= 2 and not is_random:
-                    # One long sentence: split it at a token so the pair still has an actual
-                    # next segment (google would force a random B here; this keeps NSP 50/50).
-                    a_end, a_len = i, int(rng.integers(1, chunk_len))
-                else:
-                    a_end, a_len, is_random = i, chunk_len, True
-                if is_random:
-                    # B: a random span of another document, about as long as B would have been.
-                    rd = d
-                    for _ in range(10):
-                        rd = int(rng.integers(0, n_docs))
-                        if rd != d:
-                            break
-                    j = int(rng.integers(docs[rd], docs[rd + 1]))
-                    b_start, b_len, want = starts[j], 0, max(target - a_len, 1)
-                    while j < docs[rd + 1] and b_len < want:
-                        b_len += lens[j]
-                        j += 1
-                    # The unused sentences of this chunk go back to the pool (as google does).
-                    i = a_end
-                else:
-                    b_start, b_len = a_start + a_len, chunk_len - a_len
-                ta, tb = _truncate(a_len, b_len, max_tokens)
-                # Trim the removed tokens from the front or the back at random, per side.
-                a_start += int(rng.binomial(a_len - ta, 0.5)) if a_len > ta else 0
-                b_start += int(rng.binomial(b_len - tb, 0.5)) if b_len > tb else 0
-                out.append((a_start, ta, b_start, tb, int(is_random)))
-            chunk_start, chunk_len = i, 0
-            if i < s_end and rng.random() < short_seq_prob:
-                target = int(rng.integers(2, max_tokens + 1))
-            else:
-                target = max_tokens
-    return np.asarray(out, dtype=np.int64).reshape(-1, 5)
+__all__ = ["A_START", "A_LEN", "B_START", "B_LEN", "LABEL", "create_instances", "assemble",
+           "mask_tokens"]
 
 
 def assemble(tokens: np.ndarray, instances: np.ndarray, seq_len: int, cls_id: int, sep_id: int,

@@ -1,107 +1,80 @@
-"""Pretokenized corpora: tokenize once, memory-map at train time (nanoGPT's uint16 memmap idea).
+"""Pretokenized corpora: tokenize once, memory-map at train time (nanoGPT's memmap idea).
 
-A data directory holds
-    tokens.bin      every sentence's token ids back to back (uint16 for vocabularies of at most 65536
-                    ids, else uint32)
-    sent_lens.bin   uint32, tokens per sentence
-    doc_sents.bin   uint32, sentences per document
-    meta.json       format, tokenizer fingerprint, vocab size, dtype, counts, source
-    tokenizer/      a copy of the tokenizer that made the ids (so the directory stands alone)
-Documents and sentences are contiguous in tokens.bin, so a run of consecutive sentences is one
-slice. `prepare` streams: it holds one chunk of documents at a time, so memory does not grow with
-the corpus. The directory is written under a temporary name and renamed when complete.
+A data directory (format twinbert-shards-v2) holds
+    tokens-00000.bin ...  every sentence's token ids back to back, split into shard files at
+                          document boundaries (uint16 for vocabularies of at most 65536 ids, else
+                          uint32); together they form one token space
+    sent_offsets.bin      int64 [sentences + 1]: sentence i is tokens [off[i], off[i+1])
+    doc_offsets.bin       int64 [documents + 1]: document d is sentences [off[d], off[d+1])
+    meta.json             format, tokenizer fingerprint, vocab size, dtype, counts, the shard
+                          files and their token counts, source, split
+    tokenizer/            a copy of the tokenizer that made the ids (so the directory stands alone)
+    eval/                 optional (prepare --eval-fraction): the held-out documents, a complete
+                          data directory of its own
+Offsets are int64 and computed once by `prepare` (bertcore.prepare), so opening the data is
+O(1) in memory: everything here is memory-mapped, shared through the page cache by every rank on
+a host, and nothing limits a corpus to 4 GiB or 2**32 tokens.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from .errors import UserError, atomic_path
+from .errors import UserError
 from .tokenizer import WordPiece, load_tokenizer
 
-FORMAT = "twinbert-shards-v1"
+FORMAT = "twinbert-shards-v2"
 
 
-@dataclass
-class PrepareStats:
-    documents: int
-    sentences: int
-    tokens: int
-    text_bytes: int
-    seconds: float
+def prepare(*args, **kwargs):
+    """bertcore.prepare.prepare (imported lazily: it pulls in multiprocessing)."""
+    from .prepare import prepare as _prepare
 
-    @property
-    def mb_per_second(self) -> float:
-        return self.text_bytes / 1e6 / max(self.seconds, 1e-9)
+    return _prepare(*args, **kwargs)
 
 
-def prepare(documents: Iterable[str], tokenizer: WordPiece, out_dir: str | Path, *,
-            source: str = "", delimiters: str = ".?!", chunk_documents: int = 1000,
-            progress: bool = True) -> PrepareStats:
-    """Split documents into sentences, tokenize them in batches and write a data directory."""
-    from .corpus import split_sentences
+class TokenStore:
+    """The shard files as one read-only token array: integer, slice or index-array access.
 
-    out_dir = Path(out_dir)
-    dtype = np.uint16 if tokenizer.vocab_size <= 65536 else np.uint32
-    n_docs = n_sents = n_tokens = n_bytes = 0
-    start = time.perf_counter()
-    bar = tqdm(desc="tokenizing", unit=" docs", disable=not progress, mininterval=0.5)
-    with atomic_path(out_dir, is_dir=True) as tmp:
-        with open(tmp / "tokens.bin", "wb") as f_tok, open(tmp / "sent_lens.bin", "wb") as f_len, \
-                open(tmp / "doc_sents.bin", "wb") as f_doc:
+    A sentence never crosses a shard, but an instance's B may come from another shard than its
+    A, so index arrays are gathered shard by shard."""
 
-            def flush(chunk: list[str]) -> None:
-                nonlocal n_docs, n_sents, n_tokens, n_bytes
-                sents, per_doc = [], []
-                for doc in chunk:
-                    n_bytes += len(doc.encode("utf-8"))
-                    s = split_sentences(doc, delimiters)
-                    sents.extend(s)
-                    per_doc.append(len(s))
-                ids = tokenizer.encode_batch(sents)
-                lens = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-                # Drop sentences that tokenized to nothing, then documents left empty.
-                doc_of = np.repeat(np.arange(len(per_doc)), per_doc)
-                keep = lens > 0
-                kept_per_doc = np.bincount(doc_of[keep], minlength=len(per_doc))
-                kept_per_doc = kept_per_doc[kept_per_doc > 0]
-                flat = np.fromiter((t for x in ids for t in x), dtype=dtype, count=int(lens.sum()))
-                f_tok.write(flat.tobytes())
-                f_len.write(lens[keep].astype(np.uint32).tobytes())
-                f_doc.write(kept_per_doc.astype(np.uint32).tobytes())
-                n_docs += len(kept_per_doc)
-                n_sents += int(keep.sum())
-                n_tokens += len(flat)
-                bar.update(len(chunk))
+    def __init__(self, arrays: list[np.ndarray]):
+        self.arrays = arrays
+        self.starts = np.concatenate([[0], np.cumsum([len(a) for a in arrays], dtype=np.int64)])
+        self.dtype = arrays[0].dtype if arrays else np.dtype(np.uint16)
 
-            chunk: list[str] = []
-            for doc in documents:
-                chunk.append(doc)
-                if len(chunk) >= chunk_documents:
-                    flush(chunk)
-                    chunk = []
-            if chunk:
-                flush(chunk)
-        bar.close()
-        if n_docs == 0:
-            raise UserError(f"corpus {source or '(given)'} produced no tokens; check that it "
-                            f"holds text")
-        tokenizer.save(tmp / "tokenizer")
-        meta = {
-            "format": FORMAT, "source": source, "tokenizer_fingerprint": tokenizer.fingerprint,
-            "vocab_size": tokenizer.vocab_size, "dtype": np.dtype(dtype).name,
-            "documents": n_docs, "sentences": n_sents, "tokens": n_tokens,
-            "text_bytes": n_bytes, "delimiters": delimiters,
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return PrepareStats(n_docs, n_sents, n_tokens, n_bytes, time.perf_counter() - start)
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = np.concatenate(self.arrays) if self.arrays else np.zeros(0, self.dtype)
+        return out if dtype is None else out.astype(dtype)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            if step == 1:
+                s = int(np.searchsorted(self.starts, start, side="right")) - 1
+                if s < len(self.arrays) and stop <= self.starts[s + 1]:
+                    return self.arrays[s][start - self.starts[s]:stop - self.starts[s]]
+            return self[np.arange(start, stop, step)]
+        idx = np.asarray(key, dtype=np.int64)
+        if idx.ndim == 0:
+            if not -len(self) <= idx < len(self):
+                raise IndexError(f"token {int(idx)} out of range for {len(self)} tokens")
+            return self[np.array([idx % len(self)])][0]
+        if len(self.arrays) == 1:
+            return self.arrays[0][idx]
+        shard = np.searchsorted(self.starts, idx, side="right") - 1
+        out = np.empty(idx.shape, dtype=self.dtype)
+        for s in np.unique(shard):
+            hit = shard == s
+            out[hit] = self.arrays[s][idx[hit] - self.starts[s]]
+        return out
 
 
 class Shards:
@@ -122,8 +95,10 @@ class Shards:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise UserError(f"{meta_file} is corrupt ({e}); prepare the data again")
         if meta.get("format") != FORMAT:
-            raise UserError(f"{path} has format {meta.get('format')!r}, expected {FORMAT!r}; "
-                            f"prepare the data again")
+            old = (" (v1 kept one tokens.bin and rebuilt the offsets in memory at every start)"
+                   if meta.get("format") == "twinbert-shards-v1" else "")
+            raise UserError(f"{path} has format {meta.get('format')!r}{old}, expected {FORMAT!r}; "
+                            f"prepare the data again with python -m bertcore.data prepare")
         if tokenizer is not None and tokenizer.fingerprint != meta["tokenizer_fingerprint"]:
             raise UserError(
                 f"{path} was built with another tokenizer (fingerprint "
@@ -131,19 +106,31 @@ class Shards:
                 f"data again with this tokenizer or pass the one in {path / 'tokenizer'}")
         self.vocab_size = int(meta["vocab_size"])
         dtype = np.dtype(meta["dtype"])
+        again = f"prepare it again with python -m bertcore.data prepare --out {path}"
+        arrays = []
+        for shard in meta["shards"]:
+            f = path / shard["file"]
+            if not f.is_file():
+                raise UserError(f"shard file {f} listed in {meta_file} is missing; {again}")
+            if f.stat().st_size != shard["tokens"] * dtype.itemsize:
+                raise UserError(f"shard file {f} has {f.stat().st_size} bytes, meta.json says "
+                                f"{shard['tokens']} tokens of {dtype.name} (truncated or edited); "
+                                f"{again}")
+            if shard["tokens"]:
+                arrays.append(np.memmap(f, dtype=dtype, mode="r"))
+        self.tokens = TokenStore(arrays)
         try:
-            self.tokens = np.memmap(path / "tokens.bin", dtype=dtype, mode="r")
-            sent_lens = np.fromfile(path / "sent_lens.bin", dtype=np.uint32)
-            doc_sents = np.fromfile(path / "doc_sents.bin", dtype=np.uint32)
+            self.sent_offsets = np.memmap(path / "sent_offsets.bin", dtype=np.int64, mode="r")
+            self.doc_offsets = np.memmap(path / "doc_offsets.bin", dtype=np.int64, mode="r")
         except (OSError, ValueError) as e:
-            raise UserError(f"cannot read the data in {path} ({e}); prepare it again")
-        if (len(self.tokens) != meta["tokens"] or len(sent_lens) != meta["sentences"]
-                or len(doc_sents) != meta["documents"] or int(sent_lens.sum()) != meta["tokens"]
-                or int(doc_sents.sum()) != meta["sentences"]):
+            raise UserError(f"cannot read the offsets in {path} ({e}); {again}")
+        # O(1) checks only: reading every offset would cost what memory-mapping saves.
+        if (len(self.tokens) != meta["tokens"] or len(self.sent_offsets) != meta["sentences"] + 1
+                or len(self.doc_offsets) != meta["documents"] + 1
+                or self.sent_offsets[0] != 0 or self.sent_offsets[-1] != meta["tokens"]
+                or self.doc_offsets[0] != 0 or self.doc_offsets[-1] != meta["sentences"]):
             raise UserError(f"the data in {path} does not match its meta.json (truncated or "
-                            f"edited files); prepare it again")
-        self.sent_offsets = np.concatenate([[0], np.cumsum(sent_lens, dtype=np.int64)])
-        self.doc_offsets = np.concatenate([[0], np.cumsum(doc_sents, dtype=np.int64)])
+                            f"edited files); {again}")
 
     @property
     def num_documents(self) -> int:
@@ -155,6 +142,11 @@ class Shards:
 
     def tokenizer(self) -> WordPiece:
         return load_tokenizer(self.path / "tokenizer")
+
+    @property
+    def eval_path(self) -> Path | None:
+        """The held-out split written by prepare --eval-fraction, if any (open it with Shards)."""
+        return self.path / self.meta["eval"] if self.meta.get("eval") else None
 
     def __repr__(self) -> str:
         m = self.meta

@@ -43,17 +43,25 @@ def test_other_tokenizer_refused(tmp_path, tok):
 
 def test_truncated_or_missing_data_refused(tmp_path, tok):
     prepare(synthetic_documents(20), tok, tmp_path / "d", progress=False)
-    with open(tmp_path / "d" / "tokens.bin", "r+b") as f:
+    with open(tmp_path / "d" / "tokens-00000.bin", "r+b") as f:
         f.truncate(10)
-    with pytest.raises(UserError, match="does not match its meta.json"):
+    with pytest.raises(UserError, match="tokens-00000.bin has 10 bytes.*truncated"):
         Shards(tmp_path / "d", tok)
+    (tmp_path / "d" / "tokens-00000.bin").unlink()
+    with pytest.raises(UserError, match="tokens-00000.bin listed in .* is missing"):
+        Shards(tmp_path / "d", tok)
+    prepare(synthetic_documents(20), tok, tmp_path / "e", progress=False)
+    with open(tmp_path / "e" / "sent_offsets.bin", "r+b") as f:
+        f.truncate(16)
+    with pytest.raises(UserError, match="does not match its meta.json"):
+        Shards(tmp_path / "e", tok)
     with pytest.raises(UserError, match="not a prepared data directory"):
         Shards(tmp_path / "nothing", tok)
 
 
 def test_failed_prepare_keeps_the_good_directory(tmp_path, tok):
     prepare(synthetic_documents(20), tok, tmp_path / "d", progress=False)
-    before = (tmp_path / "d" / "tokens.bin").read_bytes()
+    before = (tmp_path / "d" / "tokens-00000.bin").read_bytes()
 
     def broken():
         yield from synthetic_documents(5)
@@ -61,7 +69,7 @@ def test_failed_prepare_keeps_the_good_directory(tmp_path, tok):
 
     with pytest.raises(RuntimeError):
         prepare(broken(), tok, tmp_path / "d", progress=False, chunk_documents=2)
-    assert (tmp_path / "d" / "tokens.bin").read_bytes() == before
+    assert (tmp_path / "d" / "tokens-00000.bin").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["d"]  # no temp dir left behind
 
 
@@ -88,7 +96,9 @@ base = synthetic_documents(500, seed=2)
 def docs(n):
     for i in range(n):
         yield base[i % 500]
-prepare(docs(int(sys.argv[1])), tok, sys.argv[2], progress=False)
+# workers=1: the writer's own memory (worker processes hold one chunk each; the benchmark
+# measures the whole process tree at corpus scale)
+prepare(docs(int(sys.argv[1])), tok, sys.argv[2], progress=False, workers=1)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
     from helpers import ROOT

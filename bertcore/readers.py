@@ -1,0 +1,201 @@
+"""Corpus files as streams of documents: .txt, .jsonl (plain, .gz or .zst), Parquet, folders, globs.
+
+| file | documents |
+| --- | --- |
+| `.txt`, `.txt.gz`, `.txt.zst` | separated by blank lines; lines inside a document are kept |
+| `.jsonl`, `.jsonl.gz`, `.jsonl.zst` | one JSON object per line, its string `"text"` field |
+| `.parquet` | the string column `text`, read one row group at a time (Hugging Face datasets' files) |
+
+Everything streams: a line, a row group or a decompression buffer at a time, so memory does not
+grow with the file. A folder means every such file below it, sorted, recursive (names starting
+with `.` skipped); a glob pattern (`data/*.parquet`, `shards/**/*.jsonl.gz`) every matching file,
+sorted. Bad bytes, bad JSON, corrupt compression or a Parquet file without a string `text`
+column raise UserError naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import io
+import json
+import zlib
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from .errors import UserError
+
+TEXT_SUFFIXES = (".txt", ".jsonl")
+COMPRESSED = (".gz", ".zst")
+
+
+def kind(path: Path) -> tuple[str, str] | None:
+    """(format, compression) of a corpus file, e.g. ("jsonl", "gz"); None if unsupported."""
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        return "parquet", ""
+    for comp in ("", *COMPRESSED):
+        for suffix in TEXT_SUFFIXES:
+            if name.endswith(suffix + comp):
+                return suffix[1:], comp[1:]
+    return None
+
+
+def _not_utf8(path: Path, offset: int, byte: int) -> UserError:
+    return UserError(
+        f"{path} is not UTF-8 text (byte 0x{byte:02x} at byte offset {offset}). Convert it, "
+        f"e.g. `iconv -f latin1 -t utf-8 {path} > {path.stem}.utf8{path.suffix}`")
+
+
+def _open(path: Path) -> BinaryIO:
+    comp = (kind(path) or ("", ""))[1]
+    if comp == "gz":
+        return gzip.open(path, "rb")
+    if comp == "zst":
+        import zstandard
+
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"),
+                                                                            closefd=True))
+    return open(path, "rb")
+
+
+def _corrupt(path: Path, e: Exception) -> UserError:
+    return UserError(f"{path} is not a valid compressed file ({type(e).__name__}: {e}); it is "
+                     f"truncated or corrupt: download or compress it again")
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield (line number, line without its newline), decoding UTF-8 strictly, one line at a time."""
+    offset = 0
+    try:
+        import zstandard
+        zstd_error: type[Exception] = zstandard.ZstdError
+    except ImportError:   # only .zst files need it
+        zstd_error = OSError
+    try:
+        with _open(path) as f:
+            for number, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise _not_utf8(path, offset + e.start, raw[e.start]) from None
+                if number == 1:
+                    line = line.removeprefix("\ufeff")  # tolerate a byte-order mark
+                offset += len(raw)
+                yield number, line.rstrip("\r\n")
+    except (gzip.BadGzipFile, EOFError, zlib.error, zstd_error) as e:
+        raise _corrupt(path, e) from None
+
+
+def _read_text(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, e.start, raw[e.start]) from None
+
+
+def iter_txt(path: Path) -> Iterator[str]:
+    """Documents separated by blank lines; lines inside a document are kept (joined by newline)."""
+    doc: list[str] = []
+    for _, line in _lines(path):
+        if line.strip():
+            doc.append(line.strip())
+        elif doc:
+            yield "\n".join(doc)
+            doc = []
+    if doc:
+        yield "\n".join(doc)
+
+
+def iter_jsonl(path: Path) -> Iterator[str]:
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            text = json.loads(line)["text"]
+            if not isinstance(text, str):
+                raise TypeError("text is not a string")
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(
+                f"{path}:{number}: bad JSON line ({type(e).__name__}: {e}). Each line must be a "
+                'JSON object with a string "text" field, e.g. {"text": "A document."}') from None
+        if text.strip():
+            yield text.strip()
+
+
+def iter_parquet(path: Path) -> Iterator[str]:
+    """The `text` column, one row group at a time (a row group is the unit Parquet compresses)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise UserError(f"reading {path} needs pyarrow; pip install pyarrow") from None
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as e:
+        raise UserError(f"{path} is not a readable Parquet file ({e}); check the file") from None
+    names = pf.schema_arrow.names
+    if "text" not in names:
+        raise UserError(f"{path} has no 'text' column (columns: {', '.join(names) or 'none'}); "
+                        f"write the documents to a column named text")
+    field = pf.schema_arrow.field("text")
+    if not (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)):
+        raise UserError(f"{path}: column 'text' holds {field.type}, not strings; store the "
+                        f"documents as strings")
+    for group in range(pf.num_row_groups):
+        try:
+            column = pf.read_row_group(group, columns=["text"]).column("text")
+        except (pa.ArrowException, OSError) as e:
+            raise UserError(f"{path}: cannot read row group {group} ({e}); the file is "
+                            f"truncated or corrupt") from None
+        for text in column.to_pylist():
+            if text and text.strip():
+                yield text.strip()
+
+
+def iter_file(path: Path) -> Iterator[str]:
+    k = kind(path)
+    if k is None:
+        raise UserError(f"unsupported corpus file type {path.suffix or '(none)'!r} for {path}. "
+                        "Use a .txt file (blank line between documents), a .jsonl file "
+                        '({"text": ...} per line), either compressed as .gz or .zst, a .parquet '
+                        "file with a text column, or a folder or glob of them")
+    if k[0] == "parquet":
+        return iter_parquet(path)
+    return iter_txt(path) if k[0] == "txt" else iter_jsonl(path)
+
+
+def corpus_files(root: Path) -> list[Path]:
+    """The corpus files below a folder, sorted, recursive, hidden names skipped."""
+    return [p for p in sorted(root.rglob("*"))
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+            and kind(p) is not None]
+
+
+def glob_files(pattern: str) -> list[Path]:
+    """Corpus files matching a glob pattern (`**` recurses), sorted; folders expand."""
+    out: list[Path] = []
+    for name in sorted(glob.glob(pattern, recursive=True)):
+        p = Path(name)
+        out += corpus_files(p) if p.is_dir() else [p] if kind(p) is not None else []
+    if not out:
+        raise UserError(f"no corpus file matches {pattern!r}; check the pattern (files must end "
+                        f"in .txt, .jsonl, .gz/.zst of those, or .parquet)")
+    return out
+
+
+def is_glob(source: str) -> bool:
+    return any(c in source for c in "*?[")
+
+
+def iter_files(paths: list[Path]) -> Iterator[str]:
+    for p in paths:
+        yield from iter_file(p)
+
+
+def total_bytes(paths: list[Path]) -> int | None:
+    """Bytes of text the files hold when that is their size on disk (for a progress ETA)."""
+    if any((kind(p) or ("", "x"))[1] or kind(p)[0] == "parquet" for p in paths):
+        return None   # compressed: the text size is unknown until read
+    return sum(p.stat().st_size for p in paths)
