@@ -20,7 +20,8 @@ from bertcore.errors import UserError, atomic_path, cli_entry
 from bertcore.metrics import read_metrics
 from bertcore.run import FRAMEWORKS, RunFiles, read_run
 
-from .state import TrainingState, detect_source, read_hf, write_hf
+from .state import (TrainingState, detect_source, is_classifier_source, read_hf, write_hf,
+                    write_hf_classifier)
 
 
 def read_state(kind: str, root: Path, run: RunFiles | None, step: int | None) -> TrainingState:
@@ -67,6 +68,8 @@ def convert(src: str | Path, dst: str | Path, to: str, step: int | None = None,
     if to not in (*FRAMEWORKS, "hf"):
         raise UserError(f"--to {to!r}: choose torch, jax or hf")
     src, dst = Path(src), Path(dst)
+    if src.is_dir() and is_classifier_source(src):
+        return convert_classifier(src, dst, to, step, overwrite, log)
     kind, root, step = detect_source(src, step)
     if any(p.resolve().is_relative_to(dst.resolve()) for p in (src, root)):
         raise UserError(f"DST {dst} is (or holds) the source itself; write to another directory")
@@ -100,6 +103,25 @@ def convert(src: str | Path, dst: str | Path, to: str, step: int | None = None,
     return dst
 
 
+def convert_classifier(src: Path, dst: Path, to: str, step: int | None, overwrite: bool,
+                       log: Callable[[str], None]) -> Path:
+    """A fine-tuned classifier (classify RUNDIR: its best/ weights; or a HF classifier dir) ->
+    a Hugging Face directory. Its weights are framework-free already, so both twins read them
+    as they are: only --to hf makes sense."""
+    if to != "hf":
+        raise UserError(f"{src} is a sequence classifier; its weights are a Hugging Face "
+                        f"directory both twins read as they are: convert it with --to hf")
+    if step is not None:
+        raise UserError(f"--step does not apply to a classifier; {src} exports its best epoch")
+    if src.resolve().is_relative_to(dst.resolve()):
+        raise UserError(f"DST {dst} is (or holds) the source itself; write to another directory")
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())) and not overwrite:
+        raise UserError(f"{dst} already exists; pass --overwrite to replace it, or choose "
+                        f"another DST")
+    log(write_hf_classifier(src, dst))
+    return dst
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m parity.convert",
@@ -111,6 +133,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   one checkpoint of a RUNDIR        RUNDIR/checkpoints/step_00000100 (torch), RUNDIR/checkpoints/100 (jax)
   a Hugging Face BERT directory     config.json + model.safetensors (BertForPreTraining,
                                     BertForMaskedLM or BertModel save; missing heads start fresh)
+  a fine-tuned classifier           a `classify train` RUNDIR (its best/ weights), --to hf only:
+                                    transformers.BertForSequenceClassification loads DST
 
 DST is written according to --to:
   --to hf            config.json + model.safetensors + tokenizer files, loadable with

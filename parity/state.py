@@ -133,3 +133,32 @@ def write_hf(out: Path, state: TrainingState, tokenizer: Path | None) -> None:
         for f in TOKENIZER_FILES:
             if (tokenizer / f).is_file():
                 shutil.copy2(tokenizer / f, out / f)
+
+
+# ---- fine-tuned classifiers (bertcore.classify) ------------------------------------------------
+# A classify RUNDIR keeps its best weights as a Hugging Face BertForSequenceClassification
+# directory (RUNDIR/best/), framework-free whichever twin trained it, so exporting one is reading
+# and rewriting that directory (checked by bertcore's one table), never a twin's checkpoint.
+
+def is_classifier_source(src: Path) -> bool:
+    """A classify RUNDIR, or a Hugging Face directory whose config.json has id2label and whose
+    weights hold classifier.* (a BertForSequenceClassification save)."""
+    if (src / "classify_config.json").is_file():
+        return True
+    if not is_hf_dir(src):
+        return False
+    found = read_hf_safetensors(src)
+    return found is not None and "classifier.weight" in found[0]
+
+
+def write_hf_classifier(src: Path, dst: Path) -> str:
+    """DST: config.json (id2label, label2id, architectures) + model.safetensors + the tokenizer,
+    loadable with transformers.BertForSequenceClassification.from_pretrained. Returns a line."""
+    from bertcore.classify_data import open_classifier, write_classifier_dir
+
+    clf = open_classifier(src)          # checks names, shapes, labels and the vocabulary
+    tokenizer = src / "tokenizer" if (src / "tokenizer").is_dir() else clf.path
+    write_classifier_dir(dst, clf.config, clf.labels, clf.state, tokenizer)
+    return (f"wrote {dst}: a Hugging Face BertForSequenceClassification ({len(clf.labels)} "
+            f"labels: {', '.join(clf.labels.labels)}) from {src}; load it with transformers or "
+            f"either twin's classify evaluate/predict")
