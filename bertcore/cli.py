@@ -13,6 +13,20 @@ import argparse
 from .config import PRESETS, SCHEDULES, TrainConfig
 
 _D = TrainConfig()  # the defaults shown in --help
+DTYPES = {"auto": "auto", "fp32": "fp32", "float32": "fp32", "bf16": "bf16", "bfloat16": "bf16"}
+
+
+def _dtype(name: str) -> str:
+    if name not in DTYPES:
+        raise argparse.ArgumentTypeError(f"{name!r}: choose auto, fp32 or bf16")
+    return DTYPES[name]
+
+
+def resolve_dtype(name: str, accelerator: bool) -> str:
+    """'fp32' or 'bf16' for --dtype NAME: auto is bf16 on an accelerator, fp32 on a CPU (where
+    bf16 matmuls are emulated and slower, and fp32 keeps the parity bars)."""
+    name = DTYPES[name]
+    return ("bf16" if accelerator else "fp32") if name == "auto" else name
 
 
 def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -28,6 +42,18 @@ def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
                    help="a Hugging Face BERT config.json instead of --preset")
     m.add_argument("--layer-norm-position", choices=["post", "pre"], default=None,
                    help="post = original BERT (default); pre = pre-LN variant")
+    m.add_argument("--attention-dropout", type=float, metavar="P",
+                   help="attention_probs_dropout_prob (default: the preset's 0.1). 0 lets training "
+                        "use the fused attention kernels (MosaicBERT's and Cramming's choice); "
+                        "above 0, jaxbert computes the [B, N, L, L] probabilities explicitly")
+
+    c = p.add_argument_group("compute")
+    c.add_argument("--dtype", default="auto", type=_dtype,
+                   help="compute dtype: auto (bf16 on GPU/TPU, fp32 on CPU) | fp32 | bf16; "
+                        "parameters and optimizer state stay fp32")
+    c.add_argument("--remat", action="store_true",
+                   help="activation checkpointing: recompute each encoder layer in the backward "
+                        "pass instead of storing its activations (less memory, ~1/3 more compute)")
 
     d = p.add_argument_group("data")
     d.add_argument("--corpus", default="builtin",

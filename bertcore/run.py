@@ -64,6 +64,8 @@ def model_config_from_args(args: Any, vocab_size: int) -> BertConfig:
         cfg = BertConfig.from_preset(args.preset, vocab_size=vocab_size)
     if args.layer_norm_position:
         cfg = cfg.replace(layer_norm_position=args.layer_norm_position)
+    if getattr(args, "attention_dropout", None) is not None:
+        cfg = cfg.replace(attention_probs_dropout_prob=args.attention_dropout)
     return cfg
 
 

@@ -56,11 +56,13 @@ def _word_embedding_init(config: BertConfig):
 
 
 class _Module(nn.Module):
-    """What every module below shares: the config, the compute dtype (bfloat16 on accelerators)
-    and the parameter dtype (float32), plus HF-initialised Dense and LayerNorm factories."""
+    """What every module below shares: the config, the compute dtype (bfloat16 on accelerators),
+    the parameter dtype (float32) and `remat`, passed down to every child, plus HF-initialised
+    Dense and LayerNorm factories."""
     config: BertConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    remat: bool = False     # activation checkpointing of each encoder layer (see _LayerList)
 
     def _dense(self, features: int) -> nn.Dense:
         return nn.Dense(features, kernel_init=_normal(self.config), dtype=self.dtype,
@@ -152,8 +154,8 @@ class BertSelfOutput(_Module):
 
 class BertAttention(_Module):
     def setup(self):
-        self.self = BertSelfAttention(self.config, self.dtype, self.param_dtype)
-        self.output = BertSelfOutput(self.config, self.dtype, self.param_dtype)
+        self.self = BertSelfAttention(self.config, self.dtype, self.param_dtype, self.remat)
+        self.output = BertSelfOutput(self.config, self.dtype, self.param_dtype, self.remat)
 
     def __call__(self, x, mask, deterministic: bool = True):
         h = self.output.LayerNorm(x) if self.pre_ln else x     # pre-LN: normalise the input
@@ -180,9 +182,9 @@ class BertLayer(_Module):
     """One transformer block: self-attention sublayer, then feed-forward sublayer."""
 
     def setup(self):
-        self.attention = BertAttention(self.config, self.dtype, self.param_dtype)
-        self.intermediate = BertIntermediate(self.config, self.dtype, self.param_dtype)
-        self.output = BertOutput(self.config, self.dtype, self.param_dtype)
+        self.attention = BertAttention(self.config, self.dtype, self.param_dtype, self.remat)
+        self.intermediate = BertIntermediate(self.config, self.dtype, self.param_dtype, self.remat)
+        self.output = BertOutput(self.config, self.dtype, self.param_dtype, self.remat)
 
     def __call__(self, x, mask, deterministic: bool = True):
         a = self.attention(x, mask, deterministic)                               # (B, L, H)
@@ -197,15 +199,19 @@ class _LayerList(_Module):
 
     @nn.compact
     def __call__(self, x, mask, deterministic: bool = True):
+        # remat: keep only each layer's input and recompute its insides in the backward pass
+        # (torch twin: torch.utils.checkpoint per layer). `deterministic` (argument 3, counting
+        # self) is a Python bool, so it stays static. Param names are unchanged.
+        layer = nn.remat(BertLayer, static_argnums=(3,)) if self.remat else BertLayer
         for i in range(self.config.num_hidden_layers):
-            x = BertLayer(self.config, self.dtype, self.param_dtype, name=str(i))(
+            x = layer(self.config, self.dtype, self.param_dtype, self.remat, name=str(i))(
                 x, mask, deterministic)
         return x
 
 
 class BertEncoder(_Module):
     def setup(self):
-        self.layer = _LayerList(self.config, self.dtype, self.param_dtype)
+        self.layer = _LayerList(self.config, self.dtype, self.param_dtype, self.remat)
         if self.pre_ln:
             # Pre-LN leaves the residual stream unnormalised; one final LayerNorm closes it.
             self.LayerNorm = self._layer_norm()
@@ -229,9 +235,9 @@ class BertModel(_Module):
     """The encoder: returns (sequence_output (B, L, H), pooled_output (B, H))."""
 
     def setup(self):
-        self.embeddings = BertEmbeddings(self.config, self.dtype, self.param_dtype)
-        self.encoder = BertEncoder(self.config, self.dtype, self.param_dtype)
-        self.pooler = BertPooler(self.config, self.dtype, self.param_dtype)
+        self.embeddings = BertEmbeddings(self.config, self.dtype, self.param_dtype, self.remat)
+        self.encoder = BertEncoder(self.config, self.dtype, self.param_dtype, self.remat)
+        self.pooler = BertPooler(self.config, self.dtype, self.param_dtype, self.remat)
 
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
                  deterministic: bool = True, pool: bool = True):
@@ -287,7 +293,7 @@ class BertLMPredictionHead(_Module):
     has no weight of its own: `word_embeddings.attend(x)` is x @ embedding.T."""
 
     def setup(self):
-        self.transform = BertPredictionHeadTransform(self.config, self.dtype, self.param_dtype)
+        self.transform = BertPredictionHeadTransform(self.config, self.dtype, self.param_dtype, self.remat)
         self.bias = self.param("bias", nn.initializers.zeros, (self.config.vocab_size,),
                                self.param_dtype)
 
@@ -298,7 +304,7 @@ class BertLMPredictionHead(_Module):
 
 class BertPreTrainingHeads(_Module):
     def setup(self):
-        self.predictions = BertLMPredictionHead(self.config, self.dtype, self.param_dtype)
+        self.predictions = BertLMPredictionHead(self.config, self.dtype, self.param_dtype, self.remat)
         self.seq_relationship = self._dense(2)
 
     def __call__(self, sequence_output, pooled_output, word_embeddings):
@@ -314,8 +320,8 @@ class BertForPreTraining(_Module):
     `init`, get zero gradients)."""
 
     def setup(self):
-        self.bert = BertModel(self.config, self.dtype, self.param_dtype)
-        self.cls = BertPreTrainingHeads(self.config, self.dtype, self.param_dtype)
+        self.bert = BertModel(self.config, self.dtype, self.param_dtype, self.remat)
+        self.cls = BertPreTrainingHeads(self.config, self.dtype, self.param_dtype, self.remat)
 
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None, masked_positions=None,
                  deterministic: bool = True, nsp: bool = True):

@@ -32,7 +32,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bertcore.batches import split_micro_batches
-from bertcore.cli import train_parser
+from bertcore.cli import resolve_dtype, train_parser
 from bertcore.config import BertConfig, TrainConfig, weight_decay_applies
 from bertcore.errors import UserError, cli_entry
 from bertcore.prefetch import Prefetch
@@ -52,8 +52,6 @@ def parse_args(argv: list[str] | None = None):
     g = p.add_argument_group("jax")
     g.add_argument("--parallel", default="auto", choices=["auto", "single", "pmap", "sharded"],
                    help="auto = sharded when several devices exist, else single")
-    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
-                   help="compute dtype (auto: bfloat16 on GPU/TPU, float32 on CPU); params fp32")
     g.add_argument("--coordinator", metavar="HOST:PORT",
                    help="multi-host: address of process 0 (jax.distributed.initialize)")
     g.add_argument("--num-processes", type=int, help="multi-host: number of processes")
@@ -267,10 +265,18 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+def peak_device_memory_mb() -> float | None:
+    """The most memory any local device held (XLA's allocator statistics; None on a CPU, whose
+    client keeps none). torchbert reports torch.cuda.max_memory_allocated."""
+    peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in jax.local_devices()]
+    peaks = [p for p in peaks if p is not None]
+    return max(peaks) / 2**20 if peaks else None
+
+
 def compute_dtype(name: str):
-    if name == "auto":
-        return jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32
-    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+    """The Flax modules' `dtype` for --dtype NAME (bertcore.cli.resolve_dtype); params stay fp32."""
+    accelerator = jax.default_backend() in ("gpu", "tpu")
+    return {"fp32": jnp.float32, "bf16": jnp.bfloat16}[resolve_dtype(name, accelerator)]
 
 
 def train(args) -> dict[str, Any]:
@@ -290,7 +296,7 @@ def train(args) -> dict[str, Any]:
         run.note("note: --parallel pmap with a single device runs pmap over that one device")
     cfg.rows_per_part(world, "processes")
 
-    model = BertForPreTraining(mcfg, dtype=compute_dtype(args.dtype))
+    model = BertForPreTraining(mcfg, dtype=compute_dtype(args.dtype), remat=args.remat)
     tx = make_optimizer(cfg, mcfg.hidden_size)
     step_fn = functools.partial(train_step, model=model, tx=tx, cfg=cfg)
     layout = Layout(kind, cfg, step_fn)
@@ -347,6 +353,8 @@ def train(args) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     n_params = sum(x.size for x in jax.tree_util.tree_leaves(layout.host_state(state).params))
     summary = run.finish({"parameters": int(n_params), "parallel": kind,
+                          "dtype": resolve_dtype(args.dtype, jax.default_backend() != "cpu"),
+                          "remat": args.remat, "peak_device_memory_mb": peak_device_memory_mb(),
                           "devices": jax.device_count(), "backend": jax.default_backend(),
                           "processes": world, "train_seconds": seconds,
                           "first_step_seconds": compile_seconds, "jax_version": jax.__version__,

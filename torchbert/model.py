@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 from bertcore.config import BertConfig
 from bertcore.errors import UserError
@@ -150,13 +151,19 @@ class BertEncoder(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+        self.gradient_checkpointing = False   # BertForPreTraining.gradient_checkpointing_enable
         # pre-LN leaves the residual stream un-normalised, so one final LayerNorm closes it.
         self.LayerNorm = (nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
                           if config.layer_norm_position == "pre" else None)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         for layer in self.layer:
-            x = layer(x, mask)
+            if self.gradient_checkpointing and self.training:
+                # Keep only the layer's input; recompute its insides in the backward pass, with
+                # the same dropout masks (the RNG state is saved). JAX twin: nn.remat.
+                x = torch.utils.checkpoint.checkpoint(layer, x, mask, use_reentrant=False)
+            else:
+                x = layer(x, mask)
         return x if self.LayerNorm is None else self.LayerNorm(x)
 
 
@@ -281,6 +288,10 @@ class BertForPreTraining(nn.Module):
         return self.cls(seq, pooled)
 
     # ---- helpers -----------------------------------------------------------------------------
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Activation checkpointing of every encoder layer (`--remat`), HF's method name."""
+        self.bert.encoder.gradient_checkpointing = True
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         """Unique parameters (the tied decoder counted once); optionally without embeddings."""

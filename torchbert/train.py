@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from bertcore.batches import split_micro_batches, step_seed
-from bertcore.cli import train_parser
+from bertcore.cli import resolve_dtype, train_parser
 from bertcore.config import TrainConfig, weight_decay_applies
 from bertcore.errors import UserError, cli_entry
 from bertcore.prefetch import Prefetch
@@ -118,10 +118,11 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, torch.Te
 
 
 def train_step(model, optimizer, batch: dict[str, Any], lr: float, cfg: TrainConfig,
-               device: torch.device, world: int) -> dict[str, torch.Tensor]:
+               device: torch.device, world: int, dtype: str = "fp32") -> dict[str, torch.Tensor]:
     """One optimizer update on this rank's share of the global batch (numpy arrays, or tensors
     already on `device`); returns device tensors of metrics (this rank's share of the global
-    values, summed over micro-batches). Nothing in it waits for the device."""
+    values, summed over micro-batches). Nothing in it waits for the device. `dtype` is the
+    compute dtype, "fp32" or "bf16" (bertcore.cli.resolve_dtype)."""
     batch = to_device(batch, device)      # a no-op for the loop's prefetched device batches
     micro = split_micro_batches(batch, cfg.grad_accum)        # [grad_accum, rows, ...]
     # Normalise by the global number of predictions (all ranks, all micro-batches), so K ranks
@@ -129,8 +130,9 @@ def train_step(model, optimizer, batch: dict[str, Any], lr: float, cfg: TrainCon
     # device: no host sync (the loop reads device values only at log and checkpoint steps).
     mlm_den = all_reduce_sum(batch["masked_weights"].sum().float(), world).clamp(min=1.0)
     nsp_den = float(cfg.batch_size)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else contextlib.nullcontext())
+    # bf16 autocast (--dtype, on CPU too): matmuls in bf16, parameters, optimizer state and the
+    # loss (pretraining_loss upcasts the logits) in fp32. JAX twin: the modules' dtype.
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
     totals: dict[str, torch.Tensor] = {}
     for i in range(cfg.grad_accum):
         mb = {k: v[i] for k, v in micro.items()}
@@ -191,6 +193,9 @@ def train(args) -> dict[str, Any]:
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = BertForPreTraining(mcfg).to(device)
+    if args.remat:
+        model.gradient_checkpointing_enable()
+    dtype = resolve_dtype(args.dtype, accelerator=device.type == "cuda")
     optimizer = make_optimizer(model, cfg)
     lr_at = make_schedule(cfg, mcfg.hidden_size)
 
@@ -237,7 +242,7 @@ def train(args) -> dict[str, Any]:
         batch = next(batches)
         torch.manual_seed(step_seed(cfg.seed, step, rank))  # this step's dropout masks
         lr = float(lr_at(step - 1))
-        metrics = train_step(net, optimizer, batch, lr, cfg, device, world)
+        metrics = train_step(net, optimizer, batch, lr, cfg, device, world, dtype)
         log_now = step % cfg.log_every == 0 or step == last
         save_now = step % cfg.checkpoint_every == 0 or step == last
         if log_now or save_now:
@@ -252,7 +257,10 @@ def train(args) -> dict[str, Any]:
                 checkpoint(step)
     batches.close()
     seconds = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     summary = run.finish({"parameters": model.num_parameters(), "device": str(device),
+                          "dtype": dtype, "remat": args.remat,
+                          "peak_device_memory_mb": peak / 2**20 if peak is not None else None,
                           "world_size": world, "train_seconds": seconds,
                           "torch_version": torch.__version__})
     if rank == 0:
