@@ -1,0 +1,235 @@
+"""bertcore at corpus scale: vectorised instances against a per-sentence reference walk, sharded
+and parallel prepare, resume at several world sizes, the eval split, compressed and Parquet
+corpora, and the one-line errors for bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from bertcore.batches import WINDOW, BatchIterator
+from bertcore.config import TrainConfig
+from bertcore.corpus import iter_documents, split_sentences
+from bertcore.errors import UserError
+from bertcore.instances import _Draws, _truncate, chunk_starts, create_instances
+from bertcore.shards import Shards, prepare
+from bertcore.tokenizer import train_tokenizer
+from helpers import assert_one_line_error, run_cli, synthetic_documents
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return train_tokenizer(synthetic_documents(200), 150)
+
+
+@pytest.fixture(scope="module")
+def docs():
+    # Some long documents and one-sentence ones, so chunks of every kind occur.
+    return synthetic_documents(300, seed=4, max_sents=40) + ["Short one."] * 5
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, tok, docs):
+    out = tmp_path_factory.mktemp("scale") / "d"
+    prepare(docs, tok, out, progress=False, workers=1)
+    return Shards(out, tok)
+
+
+def reference_starts(so, do, seq_len, seed, nsp, short_seq_prob):
+    """google-research/bert's walk, one sentence at a time, with the same per-sentence draws."""
+    max_tokens = seq_len - 3 if nsp else seq_len - 2
+    draws = _Draws(seed, max_tokens, short_seq_prob)
+    out = []
+    for d in range(len(do) - 1):
+        i, end = int(do[d]), int(do[d + 1])
+        while i < end:
+            out.append(i)
+            target = int(draws.target(np.array([i]))[0])
+            j, length = i, 0
+            while True:   # fill the chunk until it reaches the target or the document ends
+                length += int(so[j + 1] - so[j])
+                j += 1
+                if j >= end or length >= target:
+                    break
+            if not nsp:
+                i = j
+                continue
+            is_random, a_sents = draws.nsp(np.array([i]), np.array([j - i]))
+            if j - i == 1:
+                i = j   # one sentence: A is all of it or a token prefix; the chunk is used
+            else:       # a random B returns the chunk's unused sentences to the pool
+                i = i + int(a_sents[0]) if is_random[0] else j
+    return np.array(out, dtype=np.int64)
+
+
+@pytest.mark.parametrize("nsp", [True, False])
+def test_chunk_starts_match_the_sequential_walk(data, nsp):
+    so, do = data.sent_offsets, data.doc_offsets
+    for seq_len in (16, 64, 128):
+        want = reference_starts(so, do, seq_len, [1, 2], nsp, 0.1)
+        for block in (5, 64, 1 << 15):   # blocks bound memory; they never change the result
+            got = chunk_starts(so, do, seq_len, [1, 2], nsp, 0.1, block_sentences=block)
+            assert got.dtype == np.uint32
+            np.testing.assert_array_equal(got, want)
+
+
+def test_truncate_matches_googles_loop():
+    for max_tokens in (5, 6, 61):
+        for a in range(0, 70, 3):
+            for b in range(0, 70, 2):
+                x, y = a, b
+                while x + y > max_tokens:
+                    if x > y:
+                        x -= 1
+                    else:
+                        y -= 1
+                ta, tb = _truncate(np.array([a]), np.array([b]), max_tokens)
+                assert (ta[0], tb[0]) == (x, y), (a, b, max_tokens)
+
+
+def test_instances_respect_documents_and_short_seq_prob(data):
+    so, do = data.sent_offsets, data.doc_offsets
+    inst = create_instances(so, do, 64, [7], short_seq_prob=0.0)
+    full = create_instances(so, do, 64, [7], short_seq_prob=1.0)
+    # Every target short (uniform in [2, 61]): more, shorter pairs than with none short (a chunk
+    # still ends on a sentence boundary past its target, so the means stay close).
+    assert len(full) > 1.2 * len(inst)
+    assert (full[:, 1] + full[:, 3]).mean() < 0.95 * (inst[:, 1] + inst[:, 3]).mean()
+    # A always lies inside one document.
+    doc_start = np.asarray(so)[np.asarray(do)]
+    a0, al = inst[:, 0], inst[:, 1]
+    doc = np.searchsorted(doc_start, a0, side="right")
+    assert (np.searchsorted(doc_start, a0 + al - 1, side="right") == doc).all()
+    # A random B comes from another document.
+    rand = inst[:, 4] == 1
+    b_doc = np.searchsorted(doc_start, inst[rand, 2], side="right")
+    assert (b_doc != doc[rand]).all() and 0.4 < rand.mean() < 0.6
+
+
+def test_sharded_and_parallel_prepare_give_the_same_batches(tmp_path, tok, docs, data):
+    # Small chunks and shards: several worker tasks and several shard files.
+    prepare(docs, tok, tmp_path / "p", progress=False, workers=2, chunk_documents=40,
+            shard_tokens=20_000)
+    sh = Shards(tmp_path / "p", tok)
+    assert len(sh.meta["shards"]) > 3 and sh.sent_offsets.dtype == np.int64
+    np.testing.assert_array_equal(np.asarray(sh.tokens), np.asarray(data.tokens))
+    np.testing.assert_array_equal(sh.sent_offsets, data.sent_offsets)
+    np.testing.assert_array_equal(sh.doc_offsets, data.doc_offsets)
+    cfg = TrainConfig(batch_size=8, seq_len=64, max_predictions=10)
+    a, b = BatchIterator(data, tok, cfg), BatchIterator(sh, tok, cfg)
+    for _ in range(WINDOW + 5):
+        x, y = next(a), next(b)
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k])
+
+
+@pytest.mark.parametrize("world", [1, 2, 4])
+def test_resume_mid_window_and_across_epochs_at_world_sizes(data, tok, world):
+    cfg = TrainConfig(batch_size=8, seq_len=64, max_predictions=10, seed=5)
+    whole = BatchIterator(data, tok, cfg)
+    per_epoch = whole.batches_per_epoch
+    steps = per_epoch + WINDOW // 2 + 3        # into the second epoch, mid-window
+    want = [next(whole) for _ in range(steps + 4)]
+    for r in range(world):
+        it = BatchIterator(data, tok, cfg, rank=r, world_size=world)
+        for _ in range(steps):
+            next(it)
+        resumed = BatchIterator(data, tok, cfg, rank=r, world_size=world,
+                                state=json.loads(json.dumps(it.state())))
+        rows = slice(r * 8 // world, (r + 1) * 8 // world)
+        for w in want[steps:]:
+            got = next(resumed)
+            for k in got:
+                np.testing.assert_array_equal(got[k], w[k][rows])
+
+
+def test_old_state_format_refused(data, tok):
+    cfg = TrainConfig(batch_size=8, seq_len=64, max_predictions=10)
+    state = {**BatchIterator(data, tok, cfg).state(), "format": "twinbert-batches-v1"}
+    with pytest.raises(UserError, match="twinbert-batches-v1.*start a new run"):
+        BatchIterator(data, tok, cfg, state=state)
+
+
+def test_old_shard_format_refused(data, tmp_path):
+    import shutil
+
+    shutil.copytree(data.path, tmp_path / "old")
+    meta = json.loads((tmp_path / "old" / "meta.json").read_text())
+    (tmp_path / "old" / "meta.json").write_text(json.dumps({**meta,
+                                                            "format": "twinbert-shards-v1"}))
+    with pytest.raises(UserError, match="twinbert-shards-v1.*prepare the data again"):
+        Shards(tmp_path / "old")
+
+
+def _doc_token_lists(sh):
+    so, do, toks = np.asarray(sh.sent_offsets), np.asarray(sh.doc_offsets), np.asarray(sh.tokens)
+    return {tuple(toks[so[do[d]]:so[do[d + 1]]]) for d in range(len(do) - 1)}
+
+
+def test_eval_split_is_disjoint_stable_and_standalone(tmp_path, tok):
+    corpus = synthetic_documents(400, seed=9)
+    prepare(corpus, tok, tmp_path / "a", progress=False, eval_fraction=0.2, workers=1)
+    # The same documents in another order: the same documents are held out.
+    order = np.random.default_rng(0).permutation(len(corpus))
+    prepare([corpus[i] for i in order], tok, tmp_path / "b", progress=False, eval_fraction=0.2,
+            workers=1)
+    train, held = Shards(tmp_path / "a", tok), Shards(tmp_path / "a" / "eval")
+    assert train.eval_path == tmp_path / "a" / "eval" and held.meta["split"] == "eval"
+    assert held.num_documents + train.num_documents == 400
+    assert 0.12 < held.num_documents / 400 < 0.28
+    assert not _doc_token_lists(train) & _doc_token_lists(held)
+    assert _doc_token_lists(held) == _doc_token_lists(Shards(tmp_path / "b" / "eval"))
+    cfg = TrainConfig(batch_size=4, seq_len=32, max_predictions=5)
+    assert next(BatchIterator(held, held.tokenizer(), cfg))["input_ids"].shape == (4, 32)
+    with pytest.raises(UserError, match="outside"):
+        prepare(corpus, tok, tmp_path / "c", progress=False, eval_fraction=1.5)
+
+
+def test_compressed_parquet_folder_and_glob_corpora(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
+
+    docs = synthetic_documents(30, seed=3)
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    with gzip.open(folder / "a.txt.gz", "wt", encoding="utf-8") as f:
+        f.write("\n\n".join(docs[:10]) + "\n")
+    lines = "".join(json.dumps({"text": d}) + "\n" for d in docs[10:20])
+    (folder / "b.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(lines.encode()))
+    pq.write_table(pa.table({"id": list(range(10)), "text": docs[20:]}), folder / "c.parquet",
+                   row_group_size=3)   # four row groups
+    (folder / "notes.md").write_text("not a corpus file")
+    assert list(iter_documents(str(folder))) == docs
+    assert list(iter_documents(str(folder / "c.parquet"))) == docs[20:]
+    assert list(iter_documents(str(folder / "*.gz"))) == docs[:10]
+    assert list(iter_documents(str(tmp_path / "**" / "*.parquet"))) == docs[20:]
+    with pytest.raises(UserError, match="no corpus file matches"):
+        iter_documents(str(folder / "*.csv"))
+    assert [s for d in iter_documents(str(folder / "a.txt.gz")) for s in split_sentences(d)]
+
+
+def test_bad_corpus_files_one_line_nothing_overwritten(tmp_path, tok):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tok.save(tmp_path / "tok")
+    good = tmp_path / "data"
+    prepare(synthetic_documents(20), tok, good, progress=False)
+    before = (good / "tokens-00000.bin").read_bytes()
+    pq.write_table(pa.table({"body": ["A document."]}), tmp_path / "x.parquet")
+    raw = gzip.compress(("\n\n".join(synthetic_documents(200)) + "\n").encode())
+    (tmp_path / "bad.txt.gz").write_bytes(raw[:len(raw) // 2])   # truncated
+    (tmp_path / "junk.jsonl.gz").write_bytes(b"not gzip at all")
+    for corpus, needle in (("x.parquet", "no 'text' column (columns: body)"),
+                           ("bad.txt.gz", "truncated or corrupt"),
+                           ("junk.jsonl.gz", "not a valid compressed file")):
+        proc = run_cli("-m", "bertcore.data", "prepare", "--corpus", str(tmp_path / corpus),
+                       "--tokenizer", str(tmp_path / "tok"), "--out", str(good), "--overwrite",
+                       "--no-progress", "--workers", "1")
+        assert_one_line_error(proc, needle)
+        assert (good / "tokens-00000.bin").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
