@@ -64,6 +64,13 @@ def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
     d.add_argument("--tokenizer", metavar="TOKDIR",
                    help="tokenizer directory (default: the one in DATADIR, or one trained on "
                         "--corpus and cached)")
+    d.add_argument("--eval-data", metavar="DATADIR",
+                   help="held-out data to evaluate on (default: the split `prepare "
+                        "--eval-fraction` wrote beside the training data, if any)")
+    d.add_argument("--eval-every", type=int, default=0, metavar="N",
+                   help="steps between evaluations (0: at every checkpoint and at the end)")
+    d.add_argument("--eval-batches", type=int, default=20, metavar="K",
+                   help="fixed held-out batches per evaluation")
     d.add_argument("--vocab-size", type=int, default=8192,
                    help="vocabulary size when a tokenizer has to be trained for --corpus")
 

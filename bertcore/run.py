@@ -29,6 +29,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from . import evaluation
 from .batches import BatchIterator
 from .config import BertConfig, TrainConfig
 from .errors import UserError, write_text_atomic
@@ -245,6 +246,31 @@ class Run:
                 self._bar.update(step - self._bar.n)
         return row
 
+    # ---- held-out evaluation (bertcore.evaluation) ---------------------------------------
+
+    def eval_batches(self, eval_data: str | None, n: int) -> list[dict] | None:
+        """The run's fixed eval batches, or None when it has no held-out data."""
+        shards = evaluation.eval_shards(eval_data, self.shards, self.tokenizer)
+        if shards is None:
+            return None
+        self.note(f"evaluating on {n} fixed batches of {shards.path}")
+        return evaluation.eval_batches(shards, self.tokenizer, self.train_config, n)
+
+    def eval_due(self, step: int, last: int, every: int) -> bool:
+        """Evaluate after this step? Every `every` steps (0: at each checkpoint) and at the end."""
+        every = every or self.train_config.checkpoint_every
+        return step % every == 0 or step == last
+
+    def log_eval(self, step: int, row: dict[str, Any]) -> None:
+        """Append an eval line (split "eval") to metrics.jsonl and show it above the bar."""
+        row = {"step": step, **row}
+        if self.is_main:
+            with open(self.metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+            self.history.append(row)
+            self.note(f"eval @ step {step}: mlm_loss {row['mlm_loss']:.3f}, perplexity "
+                      f"{row['perplexity']:.1f}, mlm_accuracy {row['mlm_accuracy']:.3f}")
+
     def guard(self, step: int, value: float, name: str = "loss") -> None:
         """Stop a diverged run (before it can write a checkpoint), keeping the last good one."""
         if not math.isfinite(value):
@@ -263,7 +289,7 @@ class Run:
             self._bar.close()
         if not self.is_main:
             return {}
-        hist = read_metrics(self.metrics_path)
+        hist = [m for m in read_metrics(self.metrics_path) if "split" not in m]   # train lines
         tail = hist[-5:]
         summary = {
             "framework": self.framework, "rundir": str(self.rundir),

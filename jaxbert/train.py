@@ -31,6 +31,7 @@ from flax import struct
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from bertcore import evaluation
 from bertcore.batches import split_micro_batches
 from bertcore.cli import resolve_dtype, train_parser
 from bertcore.config import BertConfig, TrainConfig, weight_decay_applies
@@ -153,6 +154,23 @@ def train_step(state: TrainState, batch: dict, dropout_key: jax.Array, *, model,
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def eval_step(params, batch: dict, mlm_den, nsp_den, *, model, cfg) -> dict:
+    """Metrics of one fixed eval batch (bertcore.evaluation), dropout off; the denominators
+    are the totals over all eval batches, so the batches' metrics add up. Pure: jit it."""
+    mlm_logits, nsp_logits = model.apply(
+        {"params": params}, batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
+        batch["masked_positions"], deterministic=True, nsp=cfg.nsp)
+    return pretraining_loss(mlm_logits, nsp_logits, batch, mlm_den, nsp_den, nsp=cfg.nsp)[1]
+
+
+def evaluate(eval_fn, params, batches: list[dict]) -> dict[str, Any]:
+    """The eval line over the fixed batches: every process evaluates all of them (the same
+    numbers everywhere), as each torchbert rank does."""
+    mlm_den, nsp_den = evaluation.denominators(batches)
+    rows = [eval_fn(params, b, mlm_den, nsp_den) for b in batches]
+    return evaluation.eval_row(evaluation.sum_metrics(jax.device_get(rows)))
 
 
 # ---- parallel layouts -----------------------------------------------------------------------
@@ -314,6 +332,9 @@ def train(args) -> dict[str, Any]:
         dropout_key = key_from_list(extra["rng"])
         run.note(f"resumed from {run.checkpoint_dir / str(start)} at step {start}")
     state, step_key = layout.put_state(state), layout.put_key(dropout_key)
+    eval_set = run.eval_batches(args.eval_data, args.eval_batches)
+    eval_fn = jax.jit(functools.partial(eval_step, model=model, cfg=cfg))
+    last_eval: dict[str, Any] | None = None
     # The next batches are drawn and put on the devices on a background thread
     # (bertcore.prefetch), so a step never waits for its data.
     batches = Prefetch(run.batches(rank, world, batch_state), layout.put_batch)
@@ -348,6 +369,9 @@ def train(args) -> dict[str, Any]:
             if save_now:
                 run.guard(step, row["loss"])  # never checkpoint a diverged model
                 checkpoint(step)
+        if eval_set and run.eval_due(step, last, args.eval_every):
+            last_eval = evaluate(eval_fn, layout.host_state(state).params, eval_set)
+            run.log_eval(step, last_eval)
     batches.close()
     ckpt.close()
     seconds = time.perf_counter() - t0
@@ -355,6 +379,7 @@ def train(args) -> dict[str, Any]:
     summary = run.finish({"parameters": int(n_params), "parallel": kind,
                           "dtype": resolve_dtype(args.dtype, jax.default_backend() != "cpu"),
                           "remat": args.remat, "peak_device_memory_mb": peak_device_memory_mb(),
+                          "eval": last_eval,
                           "devices": jax.device_count(), "backend": jax.default_backend(),
                           "processes": world, "train_seconds": seconds,
                           "first_step_seconds": compile_seconds, "jax_version": jax.__version__,

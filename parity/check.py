@@ -41,7 +41,7 @@ from bertcore.errors import cli_entry
 
 from .cases import PRESETS, make_case
 from .curve_rows import dropout_rows, training_rows
-from .model_rows import adamw_rows, forward_rows, loss_grad_rows
+from .model_rows import adamw_rows, eval_rows, forward_rows, loss_grad_rows
 from .report import Report, write_report
 
 
@@ -63,7 +63,7 @@ def run_check(preset: str = "tiny", steps: int = 100, positions=("post", "pre"),
             for ln in positions:
                 case = make_case(preset, ln, work, steps, seed)
                 curves: dict = {}
-                for part in (forward_rows, loss_grad_rows, adamw_rows,
+                for part in (forward_rows, loss_grad_rows, eval_rows, adamw_rows,
                              functools.partial(training_rows, curves=curves),
                              functools.partial(dropout_rows, curves=curves)):
                     t = time.perf_counter()

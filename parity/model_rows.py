@@ -145,6 +145,26 @@ def loss_grad_rows(case: Case) -> list[Row]:
     return rows
 
 
+@highest_precision
+def eval_rows(case: Case) -> list[Row]:
+    """Held-out evaluation (each twin's train.evaluate over fixed batches, dropout off) on the
+    same weights: every metric of the eval line within the loss bar."""
+    from jaxbert.model import BertForPreTraining
+    from jaxbert.train import eval_step, evaluate as jax_evaluate
+    from torchbert.train import evaluate as torch_evaluate
+    ln, cfg, batches = case.layer_norm_position, case.model_config, case.batches[:3]
+    t = torch_evaluate(torch_model(cfg, case.init), batches, case.train, CPU, "fp32")
+    fn = jax.jit(functools.partial(eval_step, model=BertForPreTraining(cfg), cfg=case.train))
+    j = jax_evaluate(fn, jax_params(cfg, case.init), batches)
+    keys = sorted(k for k in t if k != "split")
+    assert keys == sorted(k for k in j if k != "split"), (t, j)
+    rel = {k: abs(t[k] - j[k]) / max(abs(t[k]), 1e-30) for k in keys}
+    worst = max(rel, key=rel.get)
+    return [Row(ln, "eval metrics over 3 fixed batches: torch vs jax (train.evaluate)",
+                abs(t[worst] - j[worst]), rel[worst], f"rel <= {T.LOSS_REL:g} each",
+                rel[worst] <= T.LOSS_REL, note=f"worst: {worst}")]
+
+
 def grad_row(ln: str, g_t: dict[str, np.ndarray], g_j: dict[str, np.ndarray]) -> Row:
     """Worst per-tensor ||g_t - g_j|| / ||g_t||; tensors whose true gradient is zero (rounding
     noise in both twins, see thresholds.GRAD_ZERO_FLOOR) must be noise-sized in both."""

@@ -234,3 +234,8 @@ def test_every_layout_donates_prefetches_and_compiles_once(tmp_path):
         assert r["donated"] == [True] * 4, (kind, r)
         assert r["placed"] == [True] * 4, (kind, r)
         assert r["traces"] == 1, (kind, r)
+
+
+@pytest.mark.slow
+def test_eval_is_fixed_and_resumes_exactly(tmp_path, cache_env):
+    cases.eval_is_fixed_and_resumes_exactly(TWIN, tmp_path, cache_env)

@@ -160,3 +160,8 @@ def test_no_host_sync_except_at_log_and_checkpoint_steps(tmp_path, cache_env, mo
                            "--checkpoint-every", "6")
     assert tt.main(args) == 0
     assert len(calls) == len({4, 6, 8, 12}), calls   # log steps 4, 8, 12; checkpoint 6 and 12
+
+
+@pytest.mark.slow
+def test_eval_is_fixed_and_resumes_exactly(tmp_path, cache_env):
+    cases.eval_is_fixed_and_resumes_exactly(TWIN, tmp_path, cache_env)

@@ -143,3 +143,36 @@ def bad_inputs(twin: str, tmp: Path, cache_env: dict) -> None:
     p = run_cli("-m", f"{twin}bert.fill_mask", str(run_dir), "the movie was [MASK] .")
     assert p.returncode == 0, p.stderr
     assert "[MASK] #1" in p.stdout and "%" in p.stdout
+
+
+def eval_is_fixed_and_resumes_exactly(twin: str, tmp: Path, cache_env: dict) -> None:
+    """Held-out evaluation on `prepare --eval-fraction` data: eval lines at each checkpoint and
+    at the end, perplexity = exp(MLM loss), the same lines after a --resume as straight through,
+    and the last one in summary.json."""
+    import math
+
+    corpus = write_corpus(tmp)
+    tok, data = tmp / "tok", tmp / "data"
+    for args in (("bertcore.tokenizer", "train", "--corpus", str(corpus), "--vocab-size", "300",
+                  "--out", str(tok)),
+                 ("bertcore.data", "prepare", "--corpus", str(corpus), "--tokenizer", str(tok),
+                  "--eval-fraction", "0.2", "--workers", "1", "--no-progress", "--out",
+                  str(data))):
+        p = run_cli("-m", *args, env=cache_env)
+        assert p.returncode == 0, p.stderr[-2000:]
+    common = ["--preset", "tiny", "--data", str(data), "--seq-len", "32", "--batch-size", "8",
+              "--max-predictions", "5", "--no-progress", "--log-every", "2", "--steps", "6",
+              "--checkpoint-every", "3", "--eval-batches", "3"]
+    a, b = tmp / "straight", tmp / "resumed"
+    train(twin, *common, "--out", str(a), env=cache_env)
+    train(twin, *common, "--out", str(b), "--stop-after", "3", env=cache_env)
+    train(twin, *common, "--out", str(b), "--resume", env=cache_env)
+    evals = [m for m in metrics(a) if m.get("split") == "eval"]
+    assert [m["step"] for m in evals] == [3, 6]
+    assert evals == [m for m in metrics(b) if m.get("split") == "eval"]
+    for m in evals:
+        assert m["perplexity"] == math.exp(m["mlm_loss"]) and 0 <= m["mlm_accuracy"] <= 1
+        assert {"nsp_loss", "nsp_accuracy", "loss"} <= set(m)
+    summary = json.loads((a / "summary.json").read_text())
+    assert summary["eval"] == {k: v for k, v in evals[-1].items() if k != "step"}
+    assert summary["steps"] == 6      # eval lines are not training steps

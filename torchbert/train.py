@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from bertcore import evaluation
 from bertcore.batches import split_micro_batches, step_seed
 from bertcore.cli import resolve_dtype, train_parser
 from bertcore.config import TrainConfig, weight_decay_applies
@@ -163,6 +164,27 @@ def train_step(model, optimizer, batch: dict[str, Any], lr: float, cfg: TrainCon
     return totals
 
 
+def evaluate(model, batches: list[dict], cfg: TrainConfig, device: torch.device,
+             dtype: str) -> dict[str, Any]:
+    """MLM (and NSP) metrics over the fixed eval batches (bertcore.evaluation), dropout off.
+    Every rank evaluates all of them on its own copy of the model: the same numbers everywhere,
+    no collective (`model` is the plain module, not the DDP wrapper)."""
+    mlm_den, nsp_den = evaluation.denominators(batches)
+    rows = []
+    model.eval()
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                         enabled=dtype == "bf16"):
+        for b in batches:
+            t = to_device(b, device)
+            mlm_logits, nsp_logits = model(t["input_ids"], t["token_type_ids"],
+                                           t["attention_mask"], t["masked_positions"],
+                                           nsp=cfg.nsp)
+            rows.append(pretraining_loss(mlm_logits, nsp_logits, t, mlm_denominator=mlm_den,
+                                         nsp_denominator=nsp_den, nsp=cfg.nsp)[1])
+    model.train()
+    return evaluation.eval_row(evaluation.sum_metrics(rows))
+
+
 # ---- the run ---------------------------------------------------------------------------------
 
 def pick_device(name: str) -> torch.device:
@@ -208,6 +230,8 @@ def train(args) -> dict[str, Any]:
         extra = load_checkpoint(ckpt, model, optimizer)
         start, batch_state = int(extra["step"]), extra["batches"]
         run.note(f"resumed from {ckpt} at step {start}")
+    eval_set = run.eval_batches(args.eval_data, args.eval_batches)
+    last_eval: dict[str, Any] | None = None
     # The next batches are drawn, pinned and copied on a background thread (bertcore.prefetch).
     batches = Prefetch(run.batches(rank, world, batch_state), lambda b: to_device(b, device))
 
@@ -255,11 +279,14 @@ def train(args) -> dict[str, Any]:
             if save_now:
                 run.guard(step, row["loss"])  # never checkpoint a diverged model
                 checkpoint(step)
+        if eval_set and run.eval_due(step, last, args.eval_every):
+            last_eval = evaluate(model, eval_set, cfg, device, dtype)
+            run.log_eval(step, last_eval)
     batches.close()
     seconds = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     summary = run.finish({"parameters": model.num_parameters(), "device": str(device),
-                          "dtype": dtype, "remat": args.remat,
+                          "dtype": dtype, "remat": args.remat, "eval": last_eval,
                           "peak_device_memory_mb": peak / 2**20 if peak is not None else None,
                           "world_size": world, "train_seconds": seconds,
                           "torch_version": torch.__version__})

@@ -59,6 +59,14 @@ def test_loss_and_gradients(cases, ln):
 
 
 @pytest.mark.parametrize("ln", LNS)
+def test_eval_metrics(cases, ln):
+    """The twins' held-out evaluation (train.evaluate) on the same weights and fixed batches."""
+    rows = model_rows.eval_rows(cases(ln))
+    assert_rows_pass(rows, 1)
+    assert rows[0].rel <= T.LOSS_REL
+
+
+@pytest.mark.parametrize("ln", LNS)
 def test_one_adamw_step(cases, ln):
     rows = model_rows.adamw_rows(cases(ln))
     assert_rows_pass(rows, 3)
