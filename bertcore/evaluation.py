@@ -21,7 +21,7 @@ import numpy as np
 from .batches import BatchIterator
 from .config import TrainConfig
 from .errors import UserError
-from .shards import Shards, dir_is_prepared
+from .shards import Shards
 from .tokenizer import WordPiece
 
 
@@ -29,7 +29,7 @@ def eval_shards(eval_data: str | None, train: Shards, tok: WordPiece) -> Shards 
     """The held-out shards a run evaluates on, or None when it has none."""
     if eval_data:
         path = Path(eval_data)
-        if not dir_is_prepared(path):
+        if not (path / "meta.json").is_file():   # (an old format: Shards says so itself)
             raise UserError(f"--eval-data {path} is not a prepared data directory; make one "
                             f"with python -m bertcore.data prepare --out {path}, or pass "
                             f"--eval-fraction to prepare to hold out part of the corpus")

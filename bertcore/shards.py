@@ -155,7 +155,12 @@ class Shards:
 
 
 def dir_is_prepared(path: str | Path) -> bool:
-    return (Path(path) / "meta.json").is_file()
+    """A data directory in this version's format (an older one has to be prepared again)."""
+    try:
+        meta = json.loads((Path(path) / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
 
 
 def cache_root() -> Path:

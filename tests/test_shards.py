@@ -111,3 +111,20 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
         rss.append(int(out.stdout.split()[-1]))
     # 10x the corpus (~10 MB of text) may not add more than a few MB of peak memory
     assert rss[1] - rss[0] < 8 * 1024, rss
+
+
+def test_an_old_format_is_not_prepared(tmp_path):
+    """A cached data dir from an older version counts as not prepared, so a --corpus run
+    rebuilds it (prepare replaces it atomically) instead of failing on the old format."""
+    import json
+
+    from bertcore.shards import FORMAT, dir_is_prepared
+    d = tmp_path / "d"
+    d.mkdir()
+    assert not dir_is_prepared(d)
+    (d / "meta.json").write_text(json.dumps({"format": "twinbert-shards-v1"}))
+    assert not dir_is_prepared(d)
+    (d / "meta.json").write_text("{torn")
+    assert not dir_is_prepared(d)
+    (d / "meta.json").write_text(json.dumps({"format": FORMAT}))
+    assert dir_is_prepared(d)
