@@ -14,7 +14,7 @@ from bertcore.batches import WINDOW, BatchIterator
 from bertcore.config import TrainConfig
 from bertcore.corpus import iter_documents, split_sentences
 from bertcore.errors import UserError
-from bertcore.instances import _Draws, _truncate, chunk_starts, create_instances
+from bertcore.instances import _Draws, _truncate, chunk_starts, create_instances, instance_rows
 from bertcore.shards import Shards, prepare
 from bertcore.tokenizer import train_tokenizer
 from helpers import assert_one_line_error, run_cli, synthetic_documents
@@ -233,3 +233,78 @@ def test_bad_corpus_files_one_line_nothing_overwritten(tmp_path, tok):
         assert_one_line_error(proc, needle)
         assert (good / "tokens-00000.bin").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+# ---- epochs: the order must not change when the way an epoch is built or stored does ------------
+
+def synthetic_offsets(n_docs, seed):
+    rng = np.random.default_rng(seed)
+    sents = rng.integers(1, 40, n_docs)
+    sents[::17] = 1
+    lens = rng.integers(1, 60, sents.sum())
+    lens[::53] = 300   # some sentences longer than seq_len
+    do = np.concatenate([[0], np.cumsum(sents)]).astype(np.int64)
+    so = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    return so, do
+
+
+# Digests of the epoch order and its first rows, taken from the code of commit a90fdd3 (the
+# epoch built in memory by chunk_starts and shuffled in place): pinned so that caching or
+# speeding up the epoch can never change a batch.
+PINNED = [((128, [1, 0x1257, 0], True), 19633, "c0009c3a83dd579c"),
+          ((128, [1, 0x1257, 1], True), 19814, "87d8cf01c7d95e0d"),
+          ((64, [9, 0x1257, 3], False), 23352, "f1c484649d1c79d4"),
+          ((512, [2, 0x1257, 0], True), 8252, "bf2ff275c174d82e")]
+
+
+@pytest.mark.parametrize("case", PINNED, ids=lambda c: f"L{c[0][0]}-nsp{c[0][2]}")
+def test_epoch_order_is_pinned(case):
+    import hashlib
+
+    (seq_len, seed, nsp), n, digest = case
+    so, do = synthetic_offsets(3000, 0)
+    starts = chunk_starts(so, do, seq_len, seed, nsp, 0.1)
+    np.random.default_rng([*seed, 0]).shuffle(starts)
+    rows = instance_rows(starts[:500], so, do, seq_len, seed,
+                         np.random.default_rng([*seed, 1, 0]), nsp, 0.1)
+    assert (len(starts), hashlib.sha256(starts.tobytes() + rows.tobytes()).hexdigest()[:16]) \
+        == (n, digest)
+
+
+def reference_batches(data, tok, cfg, steps, rank=0, world=1):
+    """The batches as commit a90fdd3 made them: each epoch's chunk starts built in memory,
+    shuffled in place, rows a window of WINDOW batches at a time."""
+    it = BatchIterator(data, tok, cfg, rank=rank, world_size=world)   # for make_batch only
+    G, out, epoch, index, starts = cfg.batch_size, [], 0, 0, None
+    for step in range(steps):
+        if starts is None or index >= len(starts) // G:
+            epoch, index = (epoch + 1, 0) if starts is not None else (0, 0)
+            seed = [cfg.seed, 0x1257, epoch]
+            starts = chunk_starts(data.sent_offsets, data.doc_offsets, cfg.seq_len, seed,
+                                  cfg.nsp, cfg.short_seq_prob)
+            np.random.default_rng([*seed, 0]).shuffle(starts)
+        w = index // WINDOW
+        lo, hi = w * WINDOW * G, min((w + 1) * WINDOW, len(starts) // G) * G
+        rows = instance_rows(starts[lo:hi], data.sent_offsets, data.doc_offsets, cfg.seq_len,
+                             seed, np.random.default_rng([*seed, 1, w]), cfg.nsp,
+                             cfg.short_seq_prob)
+        k = (index - w * WINDOW) * G
+        rows = rows[k:k + G][rank * G // world:(rank + 1) * G // world]
+        out.append(it.make_batch(rows, step))
+        index += 1
+    return out
+
+
+@pytest.mark.parametrize("world,nsp", [(1, True), (2, True), (4, False)])
+def test_batches_equal_the_reference_path(data, tok, world, nsp):
+    cfg = TrainConfig(batch_size=8, seq_len=64, max_predictions=10, seed=3, nsp=nsp)
+    per_epoch = BatchIterator(data, tok, cfg).batches_per_epoch
+    steps = per_epoch + WINDOW + 2   # two epochs, past a window boundary
+    for r in range(world):
+        want = reference_batches(data, tok, cfg, steps, r, world)
+        it = BatchIterator(data, tok, cfg, rank=r, world_size=world)
+        for w in want:
+            got = next(it)
+            assert got.keys() == w.keys()
+            for k in got:
+                np.testing.assert_array_equal(got[k], w[k])
