@@ -8,21 +8,27 @@ Determinism: the *global* batch of step s depends only on (seed, s). Rank r of W
 [r*B/W, (r+1)*B/W) of it, and the random numbers for masking are drawn for the whole global batch
 before slicing, so K ranks together see exactly the batch one process would: the property the
 data-parallel tests rely on. Each epoch rebuilds its instances and their order from
-(seed, epoch), as one compact array of chunk starts (bertcore.instances). `state()` is a small JSON-able dict; `BatchIterator(..., state=s)` continues with
-the identical next batch, in either twin.
+(seed, epoch), as one compact array of chunk starts (bertcore.instances), kept memory-mapped in
+an epoch cache (`epoch_cache_dir`) so that ranks and resumes open it instead of rebuilding it.
+`state()` is a small JSON-able dict; `BatchIterator(..., state=s)` continues with the identical
+next batch, in either twin.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
 from .config import TrainConfig
 from .errors import UserError
-from .instances import LABEL, chunk_starts, instance_rows
+from .instances import LABEL, epoch_order, instance_rows
 from .masking import assemble, mask_tokens
-from .shards import Shards
+from .shards import Shards, cache_root
 from .tokenizer import WordPiece
 
 
@@ -100,9 +106,23 @@ def step_seed(seed: int, step: int, rank: int = 0) -> int:
                .generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
+def epoch_cache_dir(shards: Shards) -> Path:
+    """Where the epochs of a data directory are cached: DATADIR/epochs when DATADIR is writable
+    (prepare replaces the whole directory, cache included), else a folder of the cache root
+    named by the directory's path and its meta.json's identity."""
+    if os.access(shards.path, os.W_OK):
+        return shards.path / "epochs"
+    st = (shards.path / "meta.json").stat()
+    ident = f"{shards.path.resolve()}|{st.st_ino}|{st.st_mtime_ns}|{st.st_size}"
+    return cache_root() / "epochs" / hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
 class BatchIterator(Iterator[dict]):
     def __init__(self, shards: Shards, tokenizer: WordPiece, cfg: TrainConfig, *, rank: int = 0,
-                 world_size: int = 1, state: dict[str, Any] | None = None):
+                 world_size: int = 1, state: dict[str, Any] | None = None,
+                 epoch_cache: str | Path | None = "auto"):
+        """`epoch_cache`: "auto" (`epoch_cache_dir`), a folder, or None to build every epoch in
+        memory; the batches are the same either way."""
         cfg.rows_per_part(world_size, "ranks")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
@@ -111,6 +131,7 @@ class BatchIterator(Iterator[dict]):
         self.global_batch = cfg.batch_size
         self.local_batch = cfg.batch_size // world_size
         self.epoch, self.index, self.step = 0, 0, 0
+        self.epoch_cache = epoch_cache_dir(shards) if epoch_cache == "auto" else epoch_cache
         if state is not None:
             self._load_state(state)
         self._starts: np.ndarray | None = None
@@ -155,19 +176,31 @@ class BatchIterator(Iterator[dict]):
         if self._starts_epoch != self.epoch:
             c = self.cfg
             self._starts = None   # free the old epoch before building the next
-            starts = chunk_starts(self.shards.sent_offsets, self.shards.doc_offsets, c.seq_len,
-                                  self._instance_seed(), nsp=c.nsp,
-                                  short_seq_prob=c.short_seq_prob)
+            starts = epoch_order(self.shards.sent_offsets, self.shards.doc_offsets, c.seq_len,
+                                 self._instance_seed(), nsp=c.nsp,
+                                 short_seq_prob=c.short_seq_prob, path=self._epoch_file())
             if len(starts) < self.global_batch:
                 raise UserError(
                     f"the corpus in {self.shards.path} makes only {len(starts)} sequences of "
                     f"seq-len {c.seq_len}, fewer than one batch of {self.global_batch}; "
                     f"use a larger corpus or a smaller --batch-size")
-            # In place: no second copy, no int64 permutation beside it.
-            np.random.default_rng([*self._instance_seed(), 0]).shuffle(starts)
             self._starts, self._starts_epoch = starts, self.epoch
             self._window = -1
         return self._starts
+
+    def _epoch_file(self) -> Path | None:
+        """This epoch's file in the epoch cache, named by everything that shapes the epoch; the
+        files of this stream two or more epochs back are removed."""
+        if self.epoch_cache is None:
+            return None
+        c, folder = self.cfg, Path(self.epoch_cache)
+        key = json.dumps([STATE_FORMAT, self.shards.meta, c.seq_len, c.nsp, c.short_seq_prob,
+                          c.seed], sort_keys=True)
+        stem = hashlib.sha256(key.encode()).hexdigest()[:16]
+        for old in folder.glob(f"{stem}-epoch*"):   # .npy and .npy.lock
+            if int(old.name[len(stem) + 6:].split(".")[0]) < self.epoch - 1:
+                old.unlink(missing_ok=True)
+        return folder / f"{stem}-epoch{self.epoch}.npy"
 
     def _instance_seed(self) -> list[int]:
         return [self.cfg.seed, _INSTANCES, self.epoch]

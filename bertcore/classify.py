@@ -32,11 +32,11 @@ import numpy as np
 from .classify_data import Classifier, Example, LabelMap, encode, read_examples
 from .config import BertConfig
 from .errors import UserError
-from .hf import (HEAD_PREFIXES, check_classifier_state, classifier_param_table, is_hf_dir,
+from .hf import (HEAD_PREFIXES, check_classifier_state, classifier_param_table,
                  normalize_hf_names, read_hf_safetensors)
-from .run import read_run
+from . import init_from
+from .init_from import InitSource
 from .schedule import warmup_linear
-from .tokenizer import WordPiece, load_tokenizer
 
 
 @dataclass(frozen=True)
@@ -76,68 +76,20 @@ FIELDS = [f.name for f in dataclasses.fields(ClassifyConfig)]
 
 # ---- --init-from ------------------------------------------------------------------------------
 
-@dataclass
-class InitSource:
-    kind: str                  # "hf": a Hugging Face dir; "rundir": a pretraining run of this twin
-    path: Path                 # the HF dir or the RUNDIR
-    config: BertConfig         # as it will be fine-tuned (dropout as configured there)
-    tokenizer: WordPiece
-    label_map: LabelMap | None = None   # an HF classifier dir's id2label, if it has one
-    note: str = ""
+def resolve_init(path: str | Path, framework: str, tokenizer: str | None = None) -> InitSource:
+    """bertcore.init_from.resolve_init, plus the labels of a Hugging Face classifier directory
+    (its id2label), so fine-tuning can keep a classifier head with the same labels."""
+    src = init_from.resolve_init(path, framework, tokenizer)
+    if src.kind == "hf":
+        src.label_map = _hf_labels(src.path)
+    return src
 
 
 def _hf_labels(path: Path) -> LabelMap | None:
     cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    id2 = cfg.get("id2label") if "classifier.weight" in _weight_names(path) else None
-    return LabelMap([id2[str(i)] for i in range(len(id2))]) if isinstance(id2, dict) else None
-
-
-def _weight_names(path: Path) -> set[str]:
     found = read_hf_safetensors(path)
-    return set(found[0]) if found else set()
-
-
-def resolve_init(path: str | Path, framework: str, tokenizer: str | None = None) -> InitSource:
-    """What `--init-from PATH` names: a Hugging Face BERT directory, a pretraining RUNDIR of
-    this twin (its latest checkpoint), or one of the other twin that holds an exported
-    RUNDIR/hf/ (a twin cannot read the other's checkpoint format)."""
-    path = Path(path).expanduser()
-    if not path.is_dir():
-        raise UserError(f"--init-from {path} is not a directory; pass a pretraining RUNDIR or a "
-                        f"Hugging Face BERT directory (config.json + model.safetensors)")
-    note = ""
-    if (path / "run.json").is_file():
-        info = json.loads((path / "run.json").read_text(encoding="utf-8") or "{}")
-        if info.get("task") == "classify":     # a fine-tuned run: start from its best weights
-            path, note = path / "best", f"starting from the fine-tuned weights in {path}/best"
-        else:
-            run = read_run(path)
-            if run.framework == framework:
-                tok = load_tokenizer(tokenizer or path / "tokenizer")
-                return _checked(InitSource("rundir", path, run.config, tok))
-            if not is_hf_dir(path / "hf"):
-                raise UserError(f"--init-from {path} is a {run.framework}bert run, whose "
-                                f"checkpoints {framework}bert cannot read; export it with python "
-                                f"-m parity.convert {path} DIR --to hf and pass --init-from DIR")
-            path, note = path / "hf", f"{run.framework}bert run: reading its export {path}/hf"
-    if not is_hf_dir(path):
-        raise UserError(f"--init-from {path} is neither a pretraining RUNDIR (run.json) nor a "
-                        f"Hugging Face BERT directory (config.json + model.safetensors)")
-    tok_dir = tokenizer or (path if any((path / f).is_file() for f in
-                                        ("tokenizer.json", "vocab.txt")) else None)
-    if tok_dir is None:
-        raise UserError(f"--init-from {path} has no tokenizer (vocab.txt or tokenizer.json); "
-                        f"pass the one it was trained with as --tokenizer DIR")
-    return _checked(InitSource("hf", path, BertConfig.from_json_file(path / "config.json"),
-                               load_tokenizer(tok_dir), _hf_labels(path), note))
-
-
-def _checked(src: InitSource) -> InitSource:
-    if src.config.vocab_size != src.tokenizer.vocab_size:
-        raise UserError(f"--init-from {src.path} has vocab_size={src.config.vocab_size} but its "
-                        f"tokenizer has {src.tokenizer.vocab_size} entries; the vocabularies "
-                        f"differ: pass the tokenizer the model was trained with (--tokenizer)")
-    return src
+    id2 = cfg.get("id2label") if found and "classifier.weight" in found[0] else None
+    return LabelMap([id2[str(i)] for i in range(len(id2))]) if isinstance(id2, dict) else None
 
 
 def initial_state(weights: dict[str, np.ndarray], src: InitSource, config: BertConfig,

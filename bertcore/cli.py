@@ -33,15 +33,21 @@ def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog, description=description,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog="With no arguments: trains the 'mini' preset on the built-in corpus (tokenizer and "
-               "shards are built once and cached in $TWINBERT_CACHE or ~/.cache/twinbert).")
+        epilog="With no arguments: trains the 'tiny' preset for a few minutes on the built-in "
+               "corpus, to a loss below its word frequencies' (tokenizer and shards are built once "
+               "and cached in $TWINBERT_CACHE or ~/.cache/twinbert).")
     m = p.add_argument_group("model")
-    m.add_argument("--preset", default="mini", choices=list(PRESETS),
-                   help="model size (Google's BERT miniatures, base, large)")
+    m.add_argument("--preset", default="tiny", choices=list(PRESETS),
+                   help="model size (Google's BERT miniatures, base, large); tiny is the "
+                        "no-argument demo, mini and up want more steps than a few minutes' worth")
     m.add_argument("--config", metavar="CONFIG_JSON",
                    help="a Hugging Face BERT config.json instead of --preset")
     m.add_argument("--layer-norm-position", choices=["post", "pre"], default=None,
                    help="post = original BERT (default); pre = pre-LN variant")
+    m.add_argument("--init-from", metavar="RUNDIR|HF_DIR",
+                   help="start from these weights (not their optimizer, step or data position): "
+                        "a run of this twin, a run of the other twin (its RUNDIR/hf export), or a "
+                        "Hugging Face BERT directory; the model's own config and tokenizer apply")
     m.add_argument("--attention-dropout", type=float, metavar="P",
                    help="attention_probs_dropout_prob (default: the preset's 0.1). 0 lets training "
                         "use the fused attention kernels (MosaicBERT's and Cramming's choice); "

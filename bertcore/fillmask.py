@@ -18,7 +18,7 @@ import numpy as np
 
 from .config import BertConfig, TrainConfig
 from .errors import UserError
-from .run import read_run
+from .rundir import read_run
 from .tokenizer import WordPiece, load_tokenizer
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -397,3 +398,26 @@ def classifier_flax_to_hf(params: Mapping[str, Any], config: BertConfig, num_lab
         a = np.asarray(flat[path])
         out[p.hf_name] = np.ascontiguousarray(a.T) if p.transpose else a
     return out
+
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
+                   "special_tokens_map.json")
+
+
+def save_hf_files(out: Path, config: BertConfig, params: Mapping[str, Any],
+                  tokenizer: Path | None = None) -> None:
+    """Write a Hugging Face BERT directory's files into the existing directory `out` (callers
+    make it atomic with errors.atomic_path): config.json, model.safetensors (HF names in model
+    order, the tied decoder stored once, as HF saves it) and the tokenizer's files, so
+    `transformers.BertForPreTraining.from_pretrained(out)` and both twins load it."""
+    from safetensors.numpy import save_file
+
+    names = hf_names(config)
+    fail_names("missing parameters", set(names) - set(params), "the state is incomplete")
+    save_file({n: np.ascontiguousarray(params[n], dtype=np.float32) for n in names},
+              str(out / "model.safetensors"), metadata={"format": "pt"})
+    config.to_json_file(out / "config.json")
+    if tokenizer is not None:
+        for f in TOKENIZER_FILES:
+            if (tokenizer / f).is_file():
+                shutil.copy2(tokenizer / f, out / f)

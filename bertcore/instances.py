@@ -21,13 +21,26 @@ index (counter-based hashes of (seed, epoch, sentence)), so:
   front/back truncation) come from a Generator the caller seeds per window of batches.
 
 Block sizes only bound memory: the result does not depend on them.
+
+`epoch_order` is the epoch as training reads it: the chunk starts shuffled by a Generator (a
+Fisher-Yates pass over the whole array, so no batch is known before the whole epoch is). Given a
+file, it keeps the result there as a `.npy` and memory-maps it: built once per (data, settings,
+seed, epoch) under a file lock, written atomically, then opened in milliseconds by every rank and
+every resume, its pages shared through the page cache.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:   # not on Windows: concurrent builders then both build (same bytes)
+    fcntl = None
 
 # Columns of the instance table.
 A_START, A_LEN, B_START, B_LEN, LABEL = range(5)
@@ -135,6 +148,53 @@ def chunk_starts(sent_offsets: np.ndarray, doc_offsets: np.ndarray, seq_len: int
     if n_docs == 0:
         return np.zeros(0, dtype=dtype)
     return np.concatenate(out)
+
+
+def epoch_order(sent_offsets: np.ndarray, doc_offsets: np.ndarray, seq_len: int,
+                seed: Sequence[int], nsp: bool = True, short_seq_prob: float = 0.1,
+                path: str | Path | None = None) -> np.ndarray:
+    """`chunk_starts` shuffled in place by `default_rng([*seed, 0])`: the epoch in training order.
+
+    With `path`, a read-only memory map of `path` (a .npy), built there first if it is missing.
+    If `path` cannot be written, the epoch is built in memory: the same array either way."""
+    def build():
+        return chunk_starts(sent_offsets, doc_offsets, seq_len, seed, nsp, short_seq_prob)
+
+    if path is None:
+        starts = build()
+        np.random.default_rng([*seed, 0]).shuffle(starts)
+        return starts
+    path = Path(path)
+    try:
+        return np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        pass
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(path.name + ".lock"), "a") as lock:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)   # other ranks wait here, then open the file
+            try:
+                return np.load(path, mmap_mode="r")
+            except (OSError, ValueError):
+                pass
+            starts = build()
+            if len(starts) == 0:
+                return starts
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            try:
+                out = np.lib.format.open_memmap(tmp, "w+", starts.dtype, starts.shape)
+                out[:] = starts
+                del starts   # from here the epoch lives in file-backed pages only
+                np.random.default_rng([*seed, 0]).shuffle(out)
+                out.flush()
+                del out
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return np.load(path, mmap_mode="r")
+    except OSError:   # a read-only or full file system: build it in memory
+        return epoch_order(sent_offsets, doc_offsets, seq_len, seed, nsp, short_seq_prob)
 
 
 def _truncate(a_len: np.ndarray, b_len: np.ndarray, max_tokens: int):

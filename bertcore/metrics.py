@@ -37,8 +37,81 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def plot_metrics(metrics_path: Path, png: Path, title: str = "") -> Path | None:
-    """Loss (and MLM accuracy) against step; skipped quietly without matplotlib."""
+def ema(values: list[float], window: float) -> list[float]:
+    """Exponential moving average over about `window` points, bias-corrected (as Adam's moments
+    and TensorBoard's smoothing): the first points are not pulled towards 0."""
+    beta = 1.0 - 1.0 / max(window, 1.0)
+    out, avg = [], 0.0
+    for i, v in enumerate(values, 1):
+        avg = beta * avg + (1.0 - beta) * v
+        out.append(avg / (1.0 - beta ** i) if beta > 0 else v)
+    return out
+
+
+def split_rows(hist: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
+    """(train rows, eval rows) of metrics.jsonl: eval rows carry "split": "eval"."""
+    train = [m for m in hist if m.get("split", "train") == "train"]
+    evals = [m for m in hist if m.get("split") == "eval"]
+    return train, evals
+
+
+def learned(hist: list[dict[str, Any]], baseline: dict[str, Any] | None,
+            last: int = 5) -> dict[str, Any]:
+    """What a run learned, for summary.json: the final MLM loss and accuracy (mean of the last
+    `last` logged steps), the unigram baseline they are to beat, the last eval figures."""
+    train, evals = split_rows(hist)
+    tail = [m for m in train[-last:] if "mlm_loss" in m]
+    out: dict[str, Any] = {
+        "final_mlm_loss": sum(m["mlm_loss"] for m in tail) / len(tail) if tail else None,
+        "final_mlm_accuracy_mean": (sum(m.get("mlm_accuracy", 0.0) for m in tail) / len(tail)
+                                    if tail else None),
+        "unigram_entropy": baseline.get("entropy") if baseline else None,
+        "unigram_top_share": baseline.get("top_share") if baseline else None,
+        "unigram_top_token": baseline.get("top_token") if baseline else None,
+        "eval": None,
+    }
+    if evals:
+        out["eval"] = {k: evals[-1][k] for k in ("step", "mlm_loss", "mlm_accuracy",
+                                                 "perplexity", "nsp_loss", "nsp_accuracy")
+                       if k in evals[-1]}
+    return out
+
+
+# The fill-mask example of the end-of-run lines: the blank can only be filled from its context.
+FILL_MASK_EXAMPLE = "the function returns a [MASK] of the values ."
+
+
+def learned_lines(summary: dict[str, Any], framework: str, rundir: str | Path) -> list[str]:
+    """The lines a run prints when it ends: what it learned against the unigram baseline (a
+    model that ignores context), and the commands to try next."""
+    loss, acc = summary.get("final_mlm_loss"), summary.get("final_mlm_accuracy_mean")
+    if loss is None:
+        return []
+    h, share = summary.get("unigram_entropy"), summary.get("unigram_top_share")
+    text = f"learned: MLM loss {loss:.2f}"
+    if h is not None:
+        verdict = "below" if loss < h else "NOT below"
+        text += f", {verdict} the {h:.2f} of word frequencies alone (unigram entropy)"
+    text += f"; MLM accuracy {100 * acc:.1f}%"
+    if share is not None:
+        text += (f" vs {100 * share:.1f}% for always answering "
+                 f"{summary.get('unigram_top_token') or 'the commonest token'!r}")
+    ev = summary.get("eval")
+    if ev:
+        text += (f"; held-out (step {ev['step']}): MLM loss {ev['mlm_loss']:.2f}, accuracy "
+                 f"{100 * ev['mlm_accuracy']:.1f}%")
+    other = "torch" if framework == "jax" else "jax"
+    nxt = (f"next: python -m {framework}bert.fill_mask {rundir} \"{FILL_MASK_EXAMPLE}\"  |  "
+           f"python -m parity.convert {rundir} {rundir}-{other} --to {other}  |  "
+           f"python -m parity.check")
+    return [text, nxt]
+
+
+def plot_metrics(metrics_path: Path, png: Path, title: str = "",
+                 baseline: dict[str, Any] | None = None) -> Path | None:
+    """RUNDIR/loss.png, read at a glance: MLM loss and accuracy as smoothed curves over faint raw
+    values, the unigram baseline as dashed reference lines, held-out evaluations as points, the
+    learning rate in a narrow panel of its own. Skipped quietly without matplotlib."""
     try:
         import matplotlib
 
@@ -46,21 +119,77 @@ def plot_metrics(metrics_path: Path, png: Path, title: str = "") -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    hist = read_metrics(metrics_path)
-    if not hist:
+    train, evals = split_rows(read_metrics(metrics_path))
+    if not train:
         return None
-    steps = [m["step"] for m in hist]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    panels = (("loss", ("loss", "mlm_loss", "nsp_loss")),
-              ("accuracy", ("mlm_accuracy", "nsp_accuracy")))
-    for ax, (ylabel, keys) in zip(axes, panels):
-        for key in keys:
-            if key in hist[0]:
-                ax.plot(steps, [m[key] for m in hist], label=key)
+    steps = [m["step"] for m in train]
+    window = max(1.0, len(train) / 10)   # ~a tenth of the run
+
+    def curve(ax, key: str, color: str, label: str, scale: float = 1.0) -> None:
+        rows = [m for m in train if key in m]
+        if not rows:
+            return
+        xs, ys = [m["step"] for m in rows], [scale * m[key] for m in rows]
+        ax.plot(xs, ys, color=color, alpha=0.25, linewidth=0.8)
+        sm = ema(ys, window)
+        ax.plot(xs, sm, color=color, linewidth=2.0, label=f"{label} ({sm[-1]:.3g})")
+        ev = [m for m in evals if key in m]
+        if ev:
+            ax.plot([m["step"] for m in ev], [scale * m[key] for m in ev], "o", color=color,
+                    markeredgecolor="black", markersize=6, label=f"{label}, held-out "
+                    f"({scale * ev[-1][key]:.3g})", zorder=3)
+
+    fig, (ax_loss, ax_acc, ax_nsp, ax_lr) = plt.subplots(
+        1, 4, figsize=(15, 4), gridspec_kw={"width_ratios": [3, 3, 1.7, 1.7]})
+    loss_key = "mlm_loss" if any("mlm_loss" in m for m in train) else "loss"
+    curve(ax_loss, loss_key, "tab:blue", "MLM loss" if loss_key == "mlm_loss" else "loss")
+    h = baseline.get("entropy") if baseline else None
+    if h is not None:
+        ax_loss.axhline(h, color="tab:red", linestyle="--", linewidth=1.2,
+                        label=f"word frequencies alone ({h:.2f})")
+    # Scale the axis to the smoothed curve: the first steps' ln(vocab) would flatten the rest.
+    ys = ema([m[loss_key] for m in train if loss_key in m], window)
+    if ys:
+        ref = [h] if h is not None else []
+        lo = min(ys + ref + [m[loss_key] for m in evals if loss_key in m])
+        hi = max(ys[min(len(ys) - 1, 2):] + ref)
+        ax_loss.set_ylim(lo - 0.1 * (hi - lo) - 0.05, hi + 0.15 * (hi - lo) + 0.05)
+    ax_loss.set_ylabel("nats")
+    ax_loss.set_title("masked-word loss: lower is better", fontsize=10)
+
+    curve(ax_acc, "mlm_accuracy", "tab:blue", "MLM accuracy %", 100.0)
+    share = baseline.get("top_share") if baseline else None
+    if share is not None:
+        tok = baseline.get("top_token") or "commonest token"
+        ax_acc.axhline(100 * share, color="tab:red", linestyle="--", linewidth=1.2,
+                       label=f"always {tok!r} ({100 * share:.1f})")
+    accs = [100 * m["mlm_accuracy"] for m in train + evals if "mlm_accuracy" in m]
+    if accs:
+        top = max(ema(accs[:len(train)], window) + accs[len(train):] +
+                  ([100 * share] if share is not None else []))
+        ax_acc.set_ylim(0, min(100.0, 1.3 * top + 1))
+    ax_acc.set_ylabel("%")
+    ax_acc.set_title("masked-word accuracy: higher is better", fontsize=10)
+
+    if any("nsp_accuracy" in m for m in train):
+        curve(ax_nsp, "nsp_accuracy", "tab:green", "NSP %", 100.0)
+        ax_nsp.axhline(50, color="tab:red", linestyle="--", linewidth=1.0, label="chance (50)")
+        ax_nsp.set_ylim(0, 100)
+        ax_nsp.legend(fontsize=8, loc="lower right")
+    ax_nsp.set_title("next-sentence accuracy", fontsize=10)
+
+    lr = [m for m in train if "learning_rate" in m]
+    if lr:
+        ax_lr.plot([m["step"] for m in lr], [m["learning_rate"] for m in lr], color="tab:gray")
+        ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    ax_lr.set_title("learning rate", fontsize=10)
+
+    for ax in (ax_loss, ax_acc, ax_nsp, ax_lr):
         ax.set_xlabel("step")
-        ax.set_ylabel(ylabel)
-        ax.legend()
         ax.grid(alpha=0.3)
+        ax.set_xlim(0, 1.03 * max(steps[-1], 1))
+    for ax in (ax_loss, ax_acc):
+        ax.legend(fontsize=8, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
     tmp = png.with_name(f".{png.name}.tmp.png")

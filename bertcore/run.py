@@ -23,7 +23,6 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,10 @@ from tqdm.auto import tqdm
 from . import evaluation
 from .batches import BatchIterator
 from .config import BertConfig, TrainConfig
-from .errors import UserError, write_text_atomic
+from .errors import UserError, atomic_path, write_text_atomic
+from .hf import save_hf_files
+from .init_from import InitSource, resolve_init
+from .rundir import read_run
 from .metrics import median, peak_rss_mb, plot_metrics, read_metrics
 from .shards import Shards, cache_root, dir_is_prepared, prepare
 from .tokenizer import WordPiece, load_tokenizer, train_tokenizer
@@ -70,52 +72,21 @@ def model_config_from_args(args: Any, vocab_size: int) -> BertConfig:
     return cfg
 
 
-def trained_model_config(model: BertConfig, train: TrainConfig) -> BertConfig:
-    """The config the twins build their model with: `--no-dropout` zeroes the dropout rates
-    (so checkpoints record what was trained, and both twins compare equal)."""
-    if train.dropout:
-        return model
-    return model.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-
-
-# ---- an existing run directory ----------------------------------------------------------------
-
-FRAMEWORKS = ("torch", "jax")
-
-
-@dataclass
-class RunFiles:
-    """The framework-free files of an existing RUNDIR: run.json and the two configs."""
-    rundir: Path
-    info: dict[str, Any]
-    config: BertConfig        # RUNDIR/config.json, dropout as the user set it
-    train: TrainConfig
-
-    @property
-    def framework(self) -> str:
-        return self.info["framework"]
-
-    @property
-    def trained_config(self) -> BertConfig:
-        """The config the twins build the model with, which their checkpoints record."""
-        return trained_model_config(self.config, self.train)
-
-
-def read_run(rundir: str | Path) -> RunFiles:
-    """Open a RUNDIR that a twin wrote (the one reader of run.json and the configs there)."""
-    rundir = Path(rundir)
-    try:
-        info = json.loads((rundir / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UserError(f"{rundir}/run.json is unreadable ({e}); is {rundir} a training run?")
-    if not isinstance(info, dict) or info.get("framework") not in FRAMEWORKS:
-        raise UserError(f"{rundir}/run.json names no framework (torch or jax); it is not a "
-                        f"torchbert or jaxbert run directory")
-    for f in ("config.json", "train_config.json"):
-        if not (rundir / f).is_file():
-            raise UserError(f"{rundir} lacks {f}; it is not a complete run directory")
-    return RunFiles(rundir, info, BertConfig.from_json_file(rundir / "config.json"),
-                    TrainConfig.from_json_file(rundir / "train_config.json"))
+def init_model_config(init: InitSource, args: Any, tok: WordPiece) -> BertConfig:
+    """The model of a run that starts from --init-from's weights: their config (the preset and
+    --config do not apply), with --attention-dropout applied; refuses another vocabulary."""
+    if init.tokenizer.fingerprint != tok.fingerprint:
+        raise UserError(f"--init-from {init.path} has another vocabulary "
+                        f"({init.tokenizer.vocab_size} entries) than this run's tokenizer "
+                        f"({tok.vocab_size}); tokenize the data with the model's own: "
+                        f"--tokenizer {init.tokenizer_dir}")
+    cfg = init.config
+    if args.layer_norm_position and args.layer_norm_position != cfg.layer_norm_position:
+        raise UserError(f"--layer-norm-position {args.layer_norm_position}: the weights of "
+                        f"{init.path} are {cfg.layer_norm_position}-LN; drop the flag")
+    if getattr(args, "attention_dropout", None) is not None:
+        cfg = cfg.replace(attention_probs_dropout_prob=args.attention_dropout)
+    return cfg
 
 
 # ---- data: tokenizer + shards, cached for a corpus --------------------------------------------
@@ -186,6 +157,7 @@ class Run:
         self._t_last = self._t_start = time.perf_counter()
         self._step_last = 0
         self.history: list[dict[str, Any]] = []
+        self.init_source: InitSource | None = None   # --init-from, for a new run (not a resume)
 
     @property
     def metrics_path(self) -> Path:
@@ -246,6 +218,16 @@ class Run:
                 self._bar.update(step - self._bar.n)
         return row
 
+    def export_hf(self, params: dict[str, Any]) -> Path | None:
+        """RUNDIR/hf/: the model's final weights (HF names, numpy) as a Hugging Face directory
+        with the tokenizer, written atomically by the main process. Either twin's
+        --init-from and classify, transformers and fill-mask read it."""
+        if not self.is_main:
+            return None
+        with atomic_path(self.rundir / "hf", is_dir=True) as tmp:
+            save_hf_files(tmp, self.model_config, params, self.rundir / "tokenizer")
+        return self.rundir / "hf"
+
     # ---- held-out evaluation (bertcore.evaluation) ---------------------------------------
 
     def eval_batches(self, eval_data: str | None, n: int) -> list[dict] | None:
@@ -304,9 +286,17 @@ class Run:
             "train_config": self.train_config.to_dict(),
             **(extra or {}),
         }
+        # What the run learned against a model that ignores context (bertcore.baseline).
+        from .baseline import unigram_baseline
+        from .metrics import learned, learned_lines
+
+        baseline = unigram_baseline(self.shards, self.tokenizer)
+        summary["learned"] = learned(read_metrics(self.metrics_path), baseline)
         write_text_atomic(self.rundir / "summary.json", json.dumps(summary, indent=2) + "\n")
         plot_metrics(self.metrics_path, self.rundir / "loss.png",
-                     title=f"{self.framework}bert {self.rundir.name}")
+                     title=f"{self.framework}bert {self.rundir.name}", baseline=baseline)
+        for line in learned_lines(summary["learned"], self.framework, self.rundir):
+            print(line)
         return summary
 
 
@@ -369,11 +359,19 @@ def setup_run(args: Any, framework: str, is_main: bool = True) -> Run:
                 raise UserError(f"{rundir} already holds {what}; pass --resume to continue it, "
                                 f"--overwrite to start over, or choose another --out")
             shutil.rmtree(rundir)
+        init = (resolve_init(args.init_from, framework, fallback_tokenizer=args.tokenizer)
+                if getattr(args, "init_from", None) else None)
+        if init is not None and not args.data and not args.tokenizer:
+            args.tokenizer = str(init.tokenizer_dir)   # tokenize --corpus with the model's vocab
         tok, shards = resolve_data(args, progress)
-        model_config = model_config_from_args(args, tok.vocab_size)
+        if init is None:
+            model_config = model_config_from_args(args, tok.vocab_size)
+        else:
+            model_config = init_model_config(init, args, tok)
         train_config = train_config_from_args(args)
         info = {"framework": framework, "data": str(shards.path.resolve()),
                 "corpus": args.corpus if not args.data else None,
+                "init_from": str(init.path.resolve()) if init is not None else None,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if model_config.vocab_size != tok.vocab_size:
         raise UserError(f"the model's vocab_size={model_config.vocab_size} differs from the "
@@ -386,5 +384,11 @@ def setup_run(args: Any, framework: str, is_main: bool = True) -> Run:
     if not (rundir / "tokenizer").exists():
         tok.save(rundir / "tokenizer")
     write_text_atomic(info_file, json.dumps(info, indent=2) + "\n")
-    return Run(rundir, framework, model_config, train_config, tok, shards, args.resume,
-               progress=progress)
+    run = Run(rundir, framework, model_config, train_config, tok, shards, args.resume,
+              progress=progress)
+    if not args.resume:
+        run.init_source = init
+        if init is not None:
+            run.note(f"starting from the weights of {init.path} (not its optimizer, step or "
+                     f"data position){'; ' + init.note if init.note else ''}")
+    return run

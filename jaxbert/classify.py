@@ -23,32 +23,13 @@ from bertcore.classify import ClassifyConfig
 from bertcore.classify_data import Classifier, open_classifier
 from bertcore.classify_run import ClassifyRun, fit
 from bertcore.errors import UserError, cli_entry
-from bertcore.hf import (classifier_flax_to_hf, classifier_hf_to_flax, classifier_param_table,
-                         flax_to_hf, read_hf_safetensors)
-from bertcore.run import read_run
+from bertcore.hf import classifier_flax_to_hf, classifier_hf_to_flax, classifier_param_table
 
 from .checkpoint import Checkpointer, latest_step
 from .classifier import BertForSequenceClassification, classification_loss
-from .train import (TrainState, abstract_state, compute_dtype, create_state, decay_mask,
-                    enable_compilation_cache, seed_keys)
-
-
-def pretrained_weights(src: classify.InitSource) -> dict[str, np.ndarray]:
-    """HF-named numpy weights of --init-from: a Hugging Face directory (safetensors; a
-    pytorch_model.bin needs torch to unpickle) or this twin's latest pretraining checkpoint."""
-    if src.kind == "hf":
-        found = read_hf_safetensors(src.path)
-        if found is None:
-            raise UserError(f"{src.path} has no model.safetensors; convert its pytorch_model.bin "
-                            f"(e.g. load and re-save it with torchbert or transformers)")
-        return found[0]
-    if latest_step(src.path) is None:
-        raise UserError(f"--init-from {src.path} has no checkpoint yet; pretrain it first")
-    run = read_run(src.path)
-    cfg = run.trained_config
-    with Checkpointer(src.path, cfg) as ckpt:      # checks config, structure and shapes
-        state, _ = ckpt.restore(abstract_state(cfg, run.train))
-    return flax_to_hf(jax.tree_util.tree_map(np.asarray, state.params), cfg)
+from .pretrained import pretrained_weights
+from .train import (TrainState, compute_dtype, create_state, decay_mask, enable_compilation_cache,
+                    seed_keys)
 
 
 def make_optimizer(cfg: ClassifyConfig, total_steps: int) -> optax.GradientTransformation:

@@ -386,6 +386,20 @@ def init_params(config: BertConfig, rng, param_dtype: Dtype = jnp.float32) -> di
     return _jitted_init(config, param_dtype)(rng)
 
 
+def merge_hf_params(state: dict[str, Any], config: BertConfig, fresh) -> tuple[dict, list[str]]:
+    """Flax params of BertForPreTraining(config) from HF-named weights (checked by bertcore.hf's
+    table); the pooler and heads a save may lack come from `fresh()` (fresh init params, called
+    only when needed). Returns (params, the HF names taken from `fresh`). torch: the same through
+    BertForPreTraining.load_hf_state_dict."""
+    state = {k: np.asarray(v, np.float32) for k, v in state.items()}
+    loaded = flatten(hf_to_flax(state, config, missing_ok=HEAD_PREFIXES))
+    hf_name = {"/".join(p.flax_path): p.hf_name for p in param_table(config)}
+    missing = sorted(hf_name[p] for p in hf_name if p not in loaded)
+    new = flatten(fresh()) if missing else {}
+    params = unflatten({p: jnp.asarray(loaded[p]) if p in loaded else new[p] for p in hf_name})
+    return params, missing
+
+
 def from_pretrained(path: str | Path, output_loading_info: bool = False,
                     dtype: Dtype = jnp.float32, rng=None, **config_overrides: Any):
     """Load a Hugging Face BERT directory (config.json + model.safetensors, or a sharded
@@ -406,15 +420,10 @@ def from_pretrained(path: str | Path, output_loading_info: bool = False,
         hint = (" (it has pytorch_model.bin: convert it to safetensors, e.g. load and re-save "
                 "it with torchbert)" if (path / "pytorch_model.bin").is_file() else "")
         raise UserError(f"{path} has no model.safetensors{hint}")
-    state = {k: v.astype(np.float32) for k, v in found[0].items()}
-    loaded = flatten(hf_to_flax(state, config, missing_ok=HEAD_PREFIXES))
-    hf_name = {"/".join(p.flax_path): p.hf_name for p in param_table(config)}
-    missing = sorted(hf_name[p] for p in hf_name if p not in loaded)
-    fresh = {}
+    params, missing = merge_hf_params(
+        found[0], config, lambda: init_params(config, jax.random.PRNGKey(0) if rng is None else rng))
     if missing:
         log.warning("%s: %d tensor(s) not in the checkpoint, initialised: %s", path,
                     len(missing), ", ".join(missing))
-        fresh = flatten(init_params(config, jax.random.PRNGKey(0) if rng is None else rng))
-    params = unflatten({p: jnp.asarray(loaded[p]) if p in loaded else fresh[p] for p in hf_name})
     model = BertForPreTraining(config, dtype=dtype)
     return (model, params, {"missing_keys": missing}) if output_loading_info else (model, params)

@@ -36,13 +36,15 @@ from bertcore.batches import split_micro_batches
 from bertcore.cli import resolve_dtype, train_parser
 from bertcore.config import BertConfig, TrainConfig, weight_decay_applies
 from bertcore.errors import UserError, cli_entry
+from bertcore.hf import flax_to_hf
 from bertcore.prefetch import Prefetch
-from bertcore.run import Run, setup_run, trained_model_config
+from bertcore.run import Run, setup_run
+from bertcore.rundir import trained_model_config
 from bertcore.schedule import make_schedule
 from bertcore.shards import cache_root
 
 from .checkpoint import Checkpointer, key_from_list, key_to_list, latest_step
-from .model import BertForPreTraining, init_params, pretraining_loss
+from .model import BertForPreTraining, init_params, merge_hf_params, pretraining_loss
 
 AXIS = "data"
 
@@ -320,7 +322,16 @@ def train(args) -> dict[str, Any]:
     layout = Layout(kind, cfg, step_fn)
 
     init_key, dropout_key = seed_keys(cfg.seed)
-    state = create_state(init_params(mcfg, init_key), tx)
+    params = init_params(mcfg, init_key)
+    if run.init_source is not None:
+        # Imported here: only a run that starts from other weights needs the reader (which
+        # itself restores checkpoints through this module's abstract_state).
+        from .pretrained import pretrained_weights
+        params, fresh = merge_hf_params(pretrained_weights(run.init_source), mcfg,
+                                        lambda: params)
+        if fresh:
+            run.note(f"not in {run.init_source.path}, initialised fresh: {', '.join(fresh)}")
+    state = create_state(params, tx)
     ckpt = Checkpointer(run.rundir, mcfg, keep=cfg.keep_checkpoints)
     start, batch_state = 0, None
     if args.resume:
@@ -374,6 +385,7 @@ def train(args) -> dict[str, Any]:
             run.log_eval(step, last_eval)
     batches.close()
     ckpt.close()
+    run.export_hf(flax_to_hf(jax.device_get(layout.host_state(state).params), mcfg))
     seconds = time.perf_counter() - t0
     n_params = sum(x.size for x in jax.tree_util.tree_leaves(layout.host_state(state).params))
     summary = run.finish({"parameters": int(n_params), "parallel": kind,
@@ -387,7 +399,7 @@ def train(args) -> dict[str, Any]:
     if rank == 0:
         print(f"done: {step} steps in {seconds:.0f}s ({kind}, {jax.device_count()} "
               f"{jax.default_backend()} device(s)); run files in {run.rundir}/ (metrics.jsonl, "
-              f"summary.json, loss.png, checkpoints/)")
+              f"summary.json, loss.png, checkpoints/, hf/)")
     return summary
 
 

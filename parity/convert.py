@@ -18,7 +18,7 @@ from typing import Callable
 
 from bertcore.errors import UserError, atomic_path, cli_entry
 from bertcore.metrics import read_metrics
-from bertcore.run import FRAMEWORKS, RunFiles, read_run
+from bertcore.rundir import FRAMEWORKS, RunFiles, read_run
 
 from .state import (TrainingState, detect_source, is_classifier_source, read_hf, write_hf,
                     write_hf_classifier)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,12 +22,9 @@ import numpy as np
 
 from bertcore.config import BertConfig
 from bertcore.errors import UserError
-from bertcore.hf import (HEAD_PREFIXES, check_hf_state, fail_names, fresh_params, hf_names,
-                         is_hf_dir, normalize_hf_names, read_hf_safetensors)
-from bertcore.run import read_run
-
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
-                   "special_tokens_map.json")
+from bertcore.hf import (HEAD_PREFIXES, check_hf_state, fresh_params, hf_names, is_hf_dir,
+                         normalize_hf_names, read_hf_safetensors, save_hf_files)
+from bertcore.rundir import read_run
 
 
 @dataclass
@@ -120,19 +116,9 @@ def read_hf(path: Path) -> TrainingState:
 
 
 def write_hf(out: Path, state: TrainingState, tokenizer: Path | None) -> None:
-    """config.json + model.safetensors (HF names, tied decoder stored once, as HF saves it) +
-    the tokenizer files: a directory `transformers.BertForPreTraining.from_pretrained` loads."""
-    from safetensors.numpy import save_file
-
-    names = hf_names(state.config)
-    fail_names("missing parameters", set(names) - set(state.params), "the state is incomplete")
-    save_file({n: np.ascontiguousarray(state.params[n], dtype=np.float32) for n in names},
-              str(out / "model.safetensors"), metadata={"format": "pt"})
-    state.config.to_json_file(out / "config.json")
-    if tokenizer is not None:
-        for f in TOKENIZER_FILES:
-            if (tokenizer / f).is_file():
-                shutil.copy2(tokenizer / f, out / f)
+    """config.json + model.safetensors + the tokenizer files (bertcore.hf.save_hf_files): a
+    directory `transformers.BertForPreTraining.from_pretrained` loads."""
+    save_hf_files(out, state.config, state.params, tokenizer)
 
 
 # ---- fine-tuned classifiers (bertcore.classify) ------------------------------------------------

@@ -10,7 +10,7 @@ import torch
 
 from bertcore.errors import UserError
 from bertcore.hf import fail_names
-from bertcore.run import RunFiles
+from bertcore.rundir import RunFiles
 from bertcore.schedule import make_schedule
 from torchbert.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from torchbert.model import BertForPreTraining

@@ -165,3 +165,8 @@ def test_no_host_sync_except_at_log_and_checkpoint_steps(tmp_path, cache_env, mo
 @pytest.mark.slow
 def test_eval_is_fixed_and_resumes_exactly(tmp_path, cache_env):
     cases.eval_is_fixed_and_resumes_exactly(TWIN, tmp_path, cache_env)
+
+
+@pytest.mark.slow
+def test_init_from_a_run_of_either_twin(tmp_path, cache_env):
+    cases.init_from_both_ways(tmp_path, cache_env)

@@ -176,3 +176,41 @@ def eval_is_fixed_and_resumes_exactly(twin: str, tmp: Path, cache_env: dict) -> 
     summary = json.loads((a / "summary.json").read_text())
     assert summary["eval"] == {k: v for k, v in evals[-1].items() if k != "step"}
     assert summary["steps"] == 6      # eval lines are not training steps
+
+
+def init_from_both_ways(tmp: Path, cache_env: dict) -> None:
+    """--init-from: a torchbert run continues from a torchbert RUNDIR (its checkpoint), a
+    jaxbert run from the same RUNDIR (through the hf/ export every run writes at its end, which
+    is also a plain Hugging Face directory); both start from exactly those weights (an LR of
+    1e-12 leaves them where they started). A tokenizer with another vocabulary is refused."""
+    from safetensors.numpy import load_file
+
+    corpus = write_corpus(tmp)
+    src = tmp / "src"
+    train("torch", *base_args(corpus, src, "--steps", "3"), env=cache_env)
+    exported = load_file(str(src / "hf" / "model.safetensors"))
+    assert (src / "hf" / "config.json").is_file() and (src / "hf" / "vocab.txt").is_file()
+    still = ("--steps", "1", "--lr", "1e-12", "--no-dropout", "--warmup-steps", "0")
+    for twin in ("torch", "jax"):
+        out = tmp / f"from-{twin}"
+        p = train(twin, *base_args(corpus, out, *still, "--init-from", str(src),
+                                   "--preset", "mini"), env=cache_env)
+        assert "starting from the weights of" in p.stdout + p.stderr
+        info = json.loads((out / "run.json").read_text())
+        assert info["init_from"] == str(src.resolve()) if twin == "torch" else \
+            info["init_from"] == str((src / "hf").resolve())
+        # the model is the source's (tiny), not --preset mini
+        assert json.loads((out / "config.json").read_text())["hidden_size"] == 128
+        after = load_file(str(out / "hf" / "model.safetensors"))
+        assert after.keys() == exported.keys()
+        for k, a in exported.items():
+            assert abs(after[k] - a).max() <= 1e-6, (twin, k)
+    # another vocabulary: one line, nothing written
+    tok = tmp / "tok"
+    p = run_cli("-m", "bertcore.tokenizer", "train", "--corpus", str(corpus), "--vocab-size",
+                "200", "--out", str(tok), env=cache_env)
+    assert p.returncode == 0, p.stderr
+    bad = train("jax", *base_args(corpus, tmp / "bad", "--init-from", str(src), "--tokenizer",
+                                  str(tok), "--steps", "1"), env=cache_env, check=False)
+    assert_one_line_error(bad, "another vocabulary", "--tokenizer")
+    assert not (tmp / "bad").exists()

@@ -21,26 +21,11 @@ from bertcore.batches import step_seed
 from bertcore.classify_data import Classifier, open_classifier
 from bertcore.classify_run import ClassifyRun, fit
 from bertcore.errors import UserError, cli_entry
-from bertcore.run import read_run
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .classifier import BertForSequenceClassification, classification_loss
-from .model import BertForPreTraining, _as_numpy, read_hf_weights
+from .pretrained import pretrained_weights
 from .train import clip_grad_norm, make_optimizer, pick_device, to_device
-
-
-def pretrained_weights(src: classify.InitSource) -> dict[str, np.ndarray]:
-    """HF-named numpy weights of --init-from: a Hugging Face directory (safetensors or a
-    pytorch_model.bin, read with weights_only=True) or this twin's latest pretraining checkpoint."""
-    if src.kind == "hf":
-        state, _ = read_hf_weights(src.path)
-        return {k: _as_numpy(v) for k, v in state.items()}
-    ckpt = latest_checkpoint(src.path)
-    if ckpt is None:
-        raise UserError(f"--init-from {src.path} has no checkpoint yet; pretrain it first")
-    model = BertForPreTraining(read_run(src.path).trained_config)
-    load_checkpoint(ckpt, model)           # checks the files, config, names and shapes
-    return {k: v.detach().numpy() for k, v in model.hf_state_dict().items()}
 
 
 class TorchTwin:

@@ -24,7 +24,8 @@ from bertcore.cli import resolve_dtype, train_parser
 from bertcore.config import TrainConfig, weight_decay_applies
 from bertcore.errors import UserError, cli_entry
 from bertcore.prefetch import Prefetch
-from bertcore.run import Run, setup_run, trained_model_config
+from bertcore.run import Run, setup_run
+from bertcore.rundir import trained_model_config
 from bertcore.schedule import make_schedule
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -214,7 +215,15 @@ def train(args) -> dict[str, Any]:
     mcfg = trained_model_config(mcfg, cfg)
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    model = BertForPreTraining(mcfg).to(device)
+    model = BertForPreTraining(mcfg)
+    if run.init_source is not None:
+        # Imported here: only a run that starts from other weights needs the reader.
+        from .pretrained import pretrained_weights
+        fresh = model.load_hf_state_dict(pretrained_weights(run.init_source),
+                                         source=str(run.init_source.path))
+        if fresh:
+            run.note(f"not in {run.init_source.path}, initialised fresh: {', '.join(fresh)}")
+    model = model.to(device)
     if args.remat:
         model.gradient_checkpointing_enable()
     dtype = resolve_dtype(args.dtype, accelerator=device.type == "cuda")
@@ -284,6 +293,7 @@ def train(args) -> dict[str, Any]:
             run.log_eval(step, last_eval)
     batches.close()
     seconds = time.perf_counter() - t0
+    run.export_hf({k: v.detach().cpu().numpy() for k, v in model.hf_state_dict().items()})
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     summary = run.finish({"parameters": model.num_parameters(), "device": str(device),
                           "dtype": dtype, "remat": args.remat, "eval": last_eval,
@@ -292,7 +302,7 @@ def train(args) -> dict[str, Any]:
                           "torch_version": torch.__version__})
     if rank == 0:
         print(f"done: {step} steps in {seconds:.0f}s; run files in {run.rundir}/ "
-              f"(metrics.jsonl, summary.json, loss.png, checkpoints/)")
+              f"(metrics.jsonl, summary.json, loss.png, checkpoints/, hf/)")
     if world > 1:
         dist.destroy_process_group()
     return summary

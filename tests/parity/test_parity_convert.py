@@ -15,7 +15,7 @@ import torch
 import twin_train_cases as cases
 from helpers import assert_one_line_error, run_cli
 from bertcore.hf import flax_to_hf
-from bertcore.run import read_run
+from bertcore.rundir import read_run
 from jaxbert.checkpoint import key_to_list
 from jaxbert.train import seed_keys
 from parity import convert as C

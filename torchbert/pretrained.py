@@ -1,0 +1,29 @@
+"""`--init-from`: the weights a torchbert run (pretraining or fine-tuning) starts from, as
+HF-named numpy arrays. Which path is what is bertcore.init_from's (shared with jaxbert); reading
+the weights is the twin's: a Hugging Face directory, or this twin's own pretraining checkpoint.
+(The twin of jaxbert/pretrained.py.)"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bertcore.errors import UserError
+from bertcore.init_from import InitSource
+from bertcore.rundir import read_run
+
+from .checkpoint import latest_checkpoint, load_checkpoint
+from .model import BertForPreTraining, _as_numpy, read_hf_weights
+
+
+def pretrained_weights(src: InitSource) -> dict[str, np.ndarray]:
+    """HF-named numpy weights of --init-from: a Hugging Face directory (safetensors or a
+    pytorch_model.bin, read with weights_only=True) or this twin's latest pretraining checkpoint."""
+    if src.kind == "hf":
+        state, _ = read_hf_weights(src.path)
+        return {k: _as_numpy(v) for k, v in state.items()}
+    ckpt = latest_checkpoint(src.path)
+    if ckpt is None:
+        raise UserError(f"--init-from {src.path} has no checkpoint yet; pretrain it first")
+    model = BertForPreTraining(read_run(src.path).trained_config)
+    load_checkpoint(ckpt, model)           # checks the files, config, names and shapes
+    return {k: v.detach().numpy() for k, v in model.hf_state_dict().items()}
