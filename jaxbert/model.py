@@ -16,6 +16,9 @@ frameworks' conventions, all handled by the one table in `bertcore/hf.py`:
 
 Shapes: B = batch, L = sequence length, H = hidden size, N = heads, D = head size,
 I = intermediate size, P = masked positions per sequence, V = vocabulary.
+
+One file for the whole model (~430 lines, over the project's ~400), as nanoGPT's model.py: the
+twins read side by side class by class, and splitting one would split its mirror too.
 """
 
 from __future__ import annotations

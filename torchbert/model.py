@@ -4,6 +4,9 @@ Same classes in the same order as the JAX twin (docs/CONTRACTS.md), and Hugging 
 names, so `state_dict()` has exactly the keys of `transformers.BertForPreTraining` and a HF
 checkpoint loads with no renaming. Shapes: B = batch, L = sequence length, H = hidden size,
 N = heads, D = head size, P = masked positions per sequence, V = vocabulary.
+
+One file for the whole model (~450 lines, over the project's ~400), as nanoGPT's model.py: the
+twins read side by side class by class, and splitting one would split its mirror too.
 """
 
 from __future__ import annotations
