@@ -308,3 +308,51 @@ def test_batches_equal_the_reference_path(data, tok, world, nsp):
             assert got.keys() == w.keys()
             for k in got:
                 np.testing.assert_array_equal(got[k], w[k])
+
+
+def test_epoch_cache_is_built_once_shared_and_pruned(data, tok, tmp_path, monkeypatch):
+    cfg = TrainConfig(batch_size=8, seq_len=64, max_predictions=10, seed=11)
+    cache = tmp_path / "epochs"
+    plain = BatchIterator(data, tok, cfg, epoch_cache=None)
+    per_epoch = plain.batches_per_epoch
+    want = [next(plain) for _ in range(3 * per_epoch + 2)]
+    it = BatchIterator(data, tok, cfg, epoch_cache=cache)
+    for w in want[:per_epoch + 1]:
+        np.testing.assert_array_equal(next(it)["input_ids"], w["input_ids"])
+    files = sorted(p.name for p in cache.glob("*.npy"))
+    assert [f.split("-")[1] for f in files] == ["epoch0.npy", "epoch1.npy"]
+    assert not list(cache.glob(".*.tmp"))
+    # Another rank, or a resume, opens the file: memory-mapped, read-only, no rebuild.
+    import bertcore.instances as inst
+
+    monkeypatch.setattr(inst, "chunk_starts", lambda *a, **k: pytest.fail("rebuilt"))
+    again = BatchIterator(data, tok, cfg, epoch_cache=cache, state=it.state())
+    assert isinstance(again._epoch_starts(), np.memmap)
+    np.testing.assert_array_equal(next(again)["input_ids"], want[per_epoch + 1]["input_ids"])
+    monkeypatch.undo()
+    # A damaged file is rebuilt (replaced, not written in place: readers keep their mapping).
+    (cache / "x").write_bytes((cache / files[1]).read_bytes()[:200])
+    (cache / "x").replace(cache / files[1])
+    fresh = BatchIterator(data, tok, cfg, epoch_cache=cache, state=it.state())
+    for w in want[per_epoch + 1:]:
+        np.testing.assert_array_equal(next(fresh)["input_ids"], w["input_ids"])
+    # Files two epochs back are removed.
+    assert sorted(p.name.split("-")[1] for p in cache.glob("*.npy")) == ["epoch2.npy",
+                                                                        "epoch3.npy"]
+
+
+def test_read_only_data_dir_caches_under_the_cache_root(data, tok, tmp_path, monkeypatch):
+    import bertcore.batches as batches
+
+    monkeypatch.setenv("TWINBERT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(batches.os, "access", lambda path, mode: False)   # root writes anyway
+    folder = batches.epoch_cache_dir(data)
+    assert folder.parent == tmp_path / "cache" / "epochs"
+    cfg = TrainConfig(batch_size=8, seq_len=64, max_predictions=10)
+    want = next(BatchIterator(data, tok, cfg, epoch_cache=None))["input_ids"]
+    np.testing.assert_array_equal(next(BatchIterator(data, tok, cfg))["input_ids"], want)
+    assert list(folder.glob("*-epoch0.npy"))
+    # Nowhere to write at all (here: the folder would be under a file): built in memory.
+    (tmp_path / "file").write_text("")
+    it = BatchIterator(data, tok, cfg, epoch_cache=tmp_path / "file" / "epochs")
+    np.testing.assert_array_equal(next(it)["input_ids"], want)
