@@ -32,6 +32,7 @@ every resume, its pages shared through the page cache.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -49,6 +50,7 @@ _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _S30, _S27, _S31, _S63, _S40 = (np.uint64(s) for s in (30, 27, 31, 63, 40))
 BLOCK_SENTENCES = 1 << 15   # sentences per block while finding chunk starts (memory, not results)
+THREADS = min(os.cpu_count() or 1, 8)   # blocks computed at once (time and memory, not results)
 
 
 def _mix(z: np.ndarray) -> np.ndarray:
@@ -112,17 +114,26 @@ def chunk_starts(sent_offsets: np.ndarray, doc_offsets: np.ndarray, seq_len: int
                  seed: Sequence[int], nsp: bool = True, short_seq_prob: float = 0.1,
                  block_sentences: int = BLOCK_SENTENCES) -> np.ndarray:
     """The chunk-start sentence of every instance of one epoch, in document order."""
+    blocks, dtype = _start_blocks(sent_offsets, doc_offsets, seq_len, seed, nsp, short_seq_prob,
+                                  block_sentences)
+    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=dtype)
+
+
+def _start_blocks(sent_offsets, doc_offsets, seq_len, seed, nsp, short_seq_prob,
+                  block_sentences=BLOCK_SENTENCES):
+    """`chunk_starts` as a list of per-block arrays (and their dtype), blocks computed on
+    threads: numpy releases the GIL in the searches, hashes and gathers that dominate."""
     max_tokens = seq_len - 3 if nsp else seq_len - 2   # room for [CLS] A [SEP] (B [SEP])
     draws = _Draws(seed, max_tokens, short_seq_prob)
-    n_sents, n_docs = len(sent_offsets) - 1, len(doc_offsets) - 1
+    n_sents = len(sent_offsets) - 1
     dtype = np.uint32 if n_sents < 2**32 else np.int64
-    doc_firsts = doc_offsets[:-1]
-    bounds = np.searchsorted(doc_firsts, np.arange(0, n_sents + block_sentences,
-                                                   block_sentences), side="left")
-    out = []
-    for d0, d1 in zip(bounds[:-1], bounds[1:]):
-        if d0 >= d1:
-            continue   # a long document's middle: its block starts earlier
+    bounds = np.searchsorted(doc_offsets[:-1], np.arange(0, n_sents + block_sentences,
+                                                         block_sentences), side="left")
+    # An empty range is a long document's middle: its block starts earlier.
+    spans = [(int(d0), int(d1)) for d0, d1 in zip(bounds[:-1], bounds[1:]) if d0 < d1]
+
+    def block(span):
+        d0, d1 = span
         s0, s1 = int(doc_offsets[d0]), int(doc_offsets[d1])
         n = s1 - s0
         off = np.asarray(sent_offsets[s0:s1 + 1], dtype=np.int64)
@@ -144,10 +155,13 @@ def chunk_starts(sent_offsets: np.ndarray, doc_offsets: np.ndarray, seq_len: int
                 break
             marked[reached] = True
             jump = jump[jump]
-        out.append((np.flatnonzero(marked[:n]) + s0).astype(dtype))
-    if n_docs == 0:
-        return np.zeros(0, dtype=dtype)
-    return np.concatenate(out)
+        return (np.flatnonzero(marked[:n]) + s0).astype(dtype)
+
+    threads = min(THREADS, len(spans))
+    if threads <= 1:
+        return [block(s) for s in spans], dtype
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(block, spans)), dtype
 
 
 def epoch_order(sent_offsets: np.ndarray, doc_offsets: np.ndarray, seq_len: int,
@@ -157,11 +171,8 @@ def epoch_order(sent_offsets: np.ndarray, doc_offsets: np.ndarray, seq_len: int,
 
     With `path`, a read-only memory map of `path` (a .npy), built there first if it is missing.
     If `path` cannot be written, the epoch is built in memory: the same array either way."""
-    def build():
-        return chunk_starts(sent_offsets, doc_offsets, seq_len, seed, nsp, short_seq_prob)
-
     if path is None:
-        starts = build()
+        starts = chunk_starts(sent_offsets, doc_offsets, seq_len, seed, nsp, short_seq_prob)
         np.random.default_rng([*seed, 0]).shuffle(starts)
         return starts
     path = Path(path)
@@ -178,14 +189,19 @@ def epoch_order(sent_offsets: np.ndarray, doc_offsets: np.ndarray, seq_len: int,
                 return np.load(path, mmap_mode="r")
             except (OSError, ValueError):
                 pass
-            starts = build()
-            if len(starts) == 0:
-                return starts
+            blocks, dtype = _start_blocks(sent_offsets, doc_offsets, seq_len, seed, nsp,
+                                          short_seq_prob)
+            n = sum(len(b) for b in blocks)
+            if n == 0:
+                return np.zeros(0, dtype=dtype)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             try:
-                out = np.lib.format.open_memmap(tmp, "w+", starts.dtype, starts.shape)
-                out[:] = starts
-                del starts   # from here the epoch lives in file-backed pages only
+                out = np.lib.format.open_memmap(tmp, "w+", dtype, (n,))
+                at = 0
+                while blocks:   # no concatenated copy: each block goes to the file and is freed
+                    b = blocks.pop(0)
+                    out[at:at + len(b)] = b
+                    at += len(b)
                 np.random.default_rng([*seed, 0]).shuffle(out)
                 out.flush()
                 del out
