@@ -202,7 +202,9 @@ def epoch_order(sent_offsets: np.ndarray, doc_offsets: np.ndarray, seq_len: int,
                     b = blocks.pop(0)
                     out[at:at + len(b)] = b
                     at += len(b)
-                np.random.default_rng([*seed, 0]).shuffle(out)
+                # On the plain ndarray view: a memmap would take shuffle's slow generic path
+                # (the same permutation, one Python-level swap at a time).
+                np.random.default_rng([*seed, 0]).shuffle(out.view(np.ndarray))
                 out.flush()
                 del out
                 os.replace(tmp, path)
