@@ -15,7 +15,10 @@ measures the pipeline at corpus scale. Per size (millions of tokens) it synthesi
 process tree, sampled from /proc), then starts a fresh process that opens the shards, draws the
 first batch and 200 more: the time to the first batch, the peak anonymous memory it adds
 (`RssAnon` of /proc/self/status sampled by a thread every 2 ms; pages of memory-mapped files are
-page cache and do not count) and batches/s.
+page cache and do not count) and batches/s. That process runs twice: "cold" with the epoch cache
+(DATADIR/epochs) emptied first, so it builds epoch 0, and "warm", a second fresh process that
+opens the cached epoch, as another rank or a resumed run does. `--reuse-data` keeps a data
+directory already prepared in `--workdir` (no prepare figures then).
 """
 
 from __future__ import annotations
@@ -65,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", default=None,
                    help="with --scale: where corpora and data go (default: a temporary folder "
                         "under /tmp, removed at the end; give one to keep them)")
+    p.add_argument("--reuse-data", action="store_true",
+                   help="with --scale --workdir: probe data directories already prepared there "
+                        "instead of preparing them again")
     p.add_argument("--probe", metavar="DATADIR", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.probe:
@@ -236,28 +242,33 @@ def _scale(args: argparse.Namespace) -> int:
             corpus, data = root / f"corpus-{n // 10**6}M", root / f"data-{n // 10**6}M"
             if not corpus.exists():
                 _synthesise(corpus, n, sentences, tokens_per_byte, seed=n)
-            shutil.rmtree(data, ignore_errors=True)
-            t0 = time.perf_counter()
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "bertcore.data", "prepare", "--corpus", str(corpus),
-                 "--tokenizer", str(tok_dir), "--out", str(data), "--no-progress"],
-                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            rss = _Peak(lambda: sum(_status_kb(p, "VmRSS") for p in _tree(proc.pid)), 0.05)
-            out = proc.communicate()[0]
-            seconds, peak_rss = time.perf_counter() - t0, rss.stop()
-            if proc.returncode:
-                raise UserError(f"prepare failed:\n{out}")
+            seconds = peak_rss = None
+            if not (args.reuse_data and (data / "meta.json").is_file()):
+                shutil.rmtree(data, ignore_errors=True)
+                t0 = time.perf_counter()
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "bertcore.data", "prepare", "--corpus", str(corpus),
+                     "--tokenizer", str(tok_dir), "--out", str(data), "--no-progress"],
+                    env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                rss = _Peak(lambda: sum(_status_kb(p, "VmRSS") for p in _tree(proc.pid)), 0.05)
+                out = proc.communicate()[0]
+                seconds, peak_rss = time.perf_counter() - t0, rss.stop() / 1024
+                if proc.returncode:
+                    raise UserError(f"prepare failed:\n{out}")
             meta = json.loads((data / "meta.json").read_text())
-            probe = subprocess.run(
-                [sys.executable, "-m", "benchmarks.data_pipeline", "--probe", str(data),
-                 "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
-                 "--max-predictions", str(args.max_predictions)],
-                env=env, capture_output=True, text=True)
-            if probe.returncode:
-                raise UserError(f"probe failed:\n{probe.stderr}")
-            r = json.loads(probe.stdout.strip().splitlines()[-1])
-            rows.append((meta, seconds, peak_rss / 1024, r))
-            print(f"{meta['tokens'] / 1e6:.1f}M tokens: prepare {seconds:.1f} s, {r}",
+            shutil.rmtree(data / "epochs", ignore_errors=True)
+            r = {}
+            for run in ("cold", "warm"):
+                probe = subprocess.run(
+                    [sys.executable, "-m", "benchmarks.data_pipeline", "--probe", str(data),
+                     "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
+                     "--max-predictions", str(args.max_predictions)],
+                    env=env, capture_output=True, text=True)
+                if probe.returncode:
+                    raise UserError(f"probe failed:\n{probe.stderr}")
+                r[run] = json.loads(probe.stdout.strip().splitlines()[-1])
+            rows.append((meta, seconds, peak_rss, r))
+            print(f"{meta['tokens'] / 1e6:.1f}M tokens: prepare {seconds} s, {r}",
                   file=sys.stderr, flush=True)
     finally:
         if not args.workdir:
@@ -265,14 +276,17 @@ def _scale(args: argparse.Namespace) -> int:
     print(f"data pipeline at scale on {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, vocab {args.vocab_size}, B={args.batch_size}, "
           f"L={args.seq_len}, P={args.max_predictions}\n")
-    print("| tokens | text | prepare MB/s | prepare peak RSS | first batch | anon memory added "
-          "| per 1M tokens | batches/s |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| tokens | text | prepare MB/s | prepare peak RSS | first batch cold / warm "
+          "| anon memory added cold / warm | per 1M tokens (cold) | batches/s (warm) |\n"
+          "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for meta, seconds, rss_mb, r in rows:
-        m = meta["tokens"] / 1e6
-        print(f"| {m:,.1f}M | {meta['text_bytes'] / 1e6:,.0f} MB | "
-              f"{meta['text_bytes'] / 1e6 / seconds:.2f} | {rss_mb:,.0f} MB | "
-              f"{r['first_batch_s'] * 1e3:,.0f} ms | {r['anon_added_mb']:,.1f} MB | "
-              f"{r['anon_added_mb'] / m:.3f} MB | {r['batches_per_s']:,.0f} |")
+        m, c, w = meta["tokens"] / 1e6, r["cold"], r["warm"]
+        mbs = "reused" if seconds is None else f"{meta['text_bytes'] / 1e6 / seconds:.2f}"
+        rss = "reused" if rss_mb is None else f"{rss_mb:,.0f} MB"
+        print(f"| {m:,.1f}M | {meta['text_bytes'] / 1e6:,.0f} MB | {mbs} | {rss} | "
+              f"{c['first_batch_s'] * 1e3:,.0f} / {w['first_batch_s'] * 1e3:,.0f} ms | "
+              f"{c['anon_added_mb']:,.1f} / {w['anon_added_mb']:,.1f} MB | "
+              f"{c['anon_added_mb'] / m:.3f} MB | {w['batches_per_s']:,.0f} |")
     return 0
 
 
