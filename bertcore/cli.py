@@ -77,8 +77,9 @@ def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
                    help="steps between evaluations (0: at every checkpoint and at the end)")
     d.add_argument("--eval-batches", type=int, default=20, metavar="K",
                    help="fixed held-out batches per evaluation")
-    d.add_argument("--vocab-size", type=int, default=8192,
-                   help="vocabulary size when a tokenizer has to be trained for --corpus")
+    d.add_argument("--vocab-size", type=int, default=4096,
+                   help="vocabulary size when a tokenizer has to be trained for --corpus (4096 "
+                        "suits the small built-in corpus; BERT's is 30522)")
 
     t = p.add_argument_group("training (defaults from bertcore.config.TrainConfig)")
     t.add_argument("--steps", type=int, help=f"optimizer steps [{_D.steps}]")
