@@ -71,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse-data", action="store_true",
                    help="with --scale --workdir: probe data directories already prepared there "
                         "instead of preparing them again")
+    p.add_argument("--tile", type=int, default=1, metavar="K",
+                   help="with --scale: also probe each size's data repeated K times (tokens "
+                        "shared, offsets written): the start path at K times the corpus without "
+                        "preparing it (no prepare figures for those rows)")
     p.add_argument("--probe", metavar="DATADIR", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.probe:
@@ -220,6 +224,44 @@ def _synthesise(folder: Path, tokens: int, sentences: list[str], tokens_per_byte
         part += 1
 
 
+def _probe_twice(data: Path, args: argparse.Namespace, env: dict) -> dict:
+    """The probe, cold (the epoch cache emptied) then warm, each in a fresh process."""
+    shutil.rmtree(data / "epochs", ignore_errors=True)
+    r = {}
+    for run in ("cold", "warm"):
+        probe = subprocess.run(
+            [sys.executable, "-m", "benchmarks.data_pipeline", "--probe", str(data),
+             "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
+             "--max-predictions", str(args.max_predictions)],
+            env=env, capture_output=True, text=True)
+        if probe.returncode:
+            raise UserError(f"probe failed:\n{probe.stderr}")
+        r[run] = json.loads(probe.stdout.strip().splitlines()[-1])
+    return r
+
+
+def _tile(src: Path, k: int, out: Path) -> None:
+    """`src` repeated k times as a data directory: the same token shard files listed k times,
+    sentence and document offsets shifted per copy."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    meta = json.loads((src / "meta.json").read_text())
+    for shard in meta["shards"]:
+        os.link(src / shard["file"], out / shard["file"])
+    shutil.copytree(src / "tokenizer", out / "tokenizer")
+    for name, step in (("sent_offsets.bin", meta["tokens"]), ("doc_offsets.bin",
+                                                              meta["sentences"])):
+        off = np.fromfile(src / name, dtype=np.int64)
+        with open(out / name, "wb") as f:
+            off[:1].tofile(f)
+            for i in range(k):
+                (off[1:] + i * step).tofile(f)
+    meta.update({key: meta[key] * k for key in ("documents", "sentences", "tokens",
+                                                 "text_bytes")},
+                shards=meta["shards"] * k, source=f"{meta['source']} x{k}")
+    (out / "meta.json").write_text(json.dumps(meta))
+
+
 def _scale(args: argparse.Namespace) -> int:
     from bertcore.corpus import split_sentences
 
@@ -234,13 +276,14 @@ def _scale(args: argparse.Namespace) -> int:
         from bertcore.tokenizer import load_tokenizer
 
         tok = load_tokenizer(tok_dir)
-        sentences = [s for d in iter_documents("builtin") for s in split_sentences(d)]
-        sample = " ".join(sentences[:20000])
-        tokens_per_byte = len(tok.encode(sample, add_special_tokens=False)) / len(sample.encode())
         rows = []
         for n in sizes:
             corpus, data = root / f"corpus-{n // 10**6}M", root / f"data-{n // 10**6}M"
             if not corpus.exists():
+                sentences = [s for d in iter_documents("builtin") for s in split_sentences(d)]
+                sample = " ".join(sentences[:20000])
+                tokens_per_byte = (len(tok.encode(sample, add_special_tokens=False))
+                                   / len(sample.encode()))
                 _synthesise(corpus, n, sentences, tokens_per_byte, seed=n)
             seconds = peak_rss = None
             if not (args.reuse_data and (data / "meta.json").is_file()):
@@ -255,21 +298,15 @@ def _scale(args: argparse.Namespace) -> int:
                 seconds, peak_rss = time.perf_counter() - t0, rss.stop() / 1024
                 if proc.returncode:
                     raise UserError(f"prepare failed:\n{out}")
-            meta = json.loads((data / "meta.json").read_text())
-            shutil.rmtree(data / "epochs", ignore_errors=True)
-            r = {}
-            for run in ("cold", "warm"):
-                probe = subprocess.run(
-                    [sys.executable, "-m", "benchmarks.data_pipeline", "--probe", str(data),
-                     "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
-                     "--max-predictions", str(args.max_predictions)],
-                    env=env, capture_output=True, text=True)
-                if probe.returncode:
-                    raise UserError(f"probe failed:\n{probe.stderr}")
-                r[run] = json.loads(probe.stdout.strip().splitlines()[-1])
-            rows.append((meta, seconds, peak_rss, r))
-            print(f"{meta['tokens'] / 1e6:.1f}M tokens: prepare {seconds} s, {r}",
-                  file=sys.stderr, flush=True)
+            dirs = [(data, seconds, peak_rss)]
+            if args.tile > 1:
+                _tile(data, args.tile, root / f"{data.name}-x{args.tile}")
+                dirs.append((root / f"{data.name}-x{args.tile}", None, None))
+            for d, secs, rss_mb in dirs:
+                meta = json.loads((d / "meta.json").read_text())
+                rows.append((meta, secs, rss_mb, _probe_twice(d, args, env)))
+                print(f"{meta['tokens'] / 1e6:.1f}M tokens: prepare {secs} s, {rows[-1][3]}",
+                      file=sys.stderr, flush=True)
     finally:
         if not args.workdir:
             shutil.rmtree(root, ignore_errors=True)
@@ -281,8 +318,8 @@ def _scale(args: argparse.Namespace) -> int:
           "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for meta, seconds, rss_mb, r in rows:
         m, c, w = meta["tokens"] / 1e6, r["cold"], r["warm"]
-        mbs = "reused" if seconds is None else f"{meta['text_bytes'] / 1e6 / seconds:.2f}"
-        rss = "reused" if rss_mb is None else f"{rss_mb:,.0f} MB"
+        mbs = "-" if seconds is None else f"{meta['text_bytes'] / 1e6 / seconds:.2f}"
+        rss = "-" if rss_mb is None else f"{rss_mb:,.0f} MB"
         print(f"| {m:,.1f}M | {meta['text_bytes'] / 1e6:,.0f} MB | {mbs} | {rss} | "
               f"{c['first_batch_s'] * 1e3:,.0f} / {w['first_batch_s'] * 1e3:,.0f} ms | "
               f"{c['anon_added_mb']:,.1f} / {w['anon_added_mb']:,.1f} MB | "
