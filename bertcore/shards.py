@@ -71,7 +71,8 @@ class TokenStore:
             return self.arrays[0][idx]
         shard = np.searchsorted(self.starts, idx, side="right") - 1
         out = np.empty(idx.shape, dtype=self.dtype)
-        for s in np.unique(shard):
+        # bincount, not np.unique: unique imports numpy.ma (~0.1-0.3 s at the first batch).
+        for s in np.flatnonzero(np.bincount(shard.ravel(), minlength=len(self.arrays))):
             hit = shard == s
             out[hit] = self.arrays[s][idx[hit] - self.starts[s]]
         return out
