@@ -68,6 +68,8 @@ def learned(hist: list[dict[str, Any]], baseline: dict[str, Any] | None,
         "unigram_entropy": baseline.get("entropy") if baseline else None,
         "unigram_top_share": baseline.get("top_share") if baseline else None,
         "unigram_top_token": baseline.get("top_token") if baseline else None,
+        "context_free_loss": baseline.get("context_free_loss") if baseline else None,
+        "context_free_accuracy": baseline.get("context_free_accuracy") if baseline else None,
         "eval": None,
     }
     if evals:
@@ -88,14 +90,23 @@ def learned_lines(summary: dict[str, Any], framework: str, rundir: str | Path) -
     if loss is None:
         return []
     h, share = summary.get("unigram_entropy"), summary.get("unigram_top_share")
+    cf, cf_acc = summary.get("context_free_loss"), summary.get("context_free_accuracy")
     text = f"learned: MLM loss {loss:.2f}"
     if h is not None:
-        verdict = "below" if loss < h else "NOT below"
-        text += f", {verdict} the {h:.2f} of word frequencies alone (unigram entropy)"
-    text += f"; MLM accuracy {100 * acc:.1f}%"
+        text += f" (word frequencies alone: {h:.2f}"
+        text += f"; blind to context: {cf:.2f})" if cf is not None else ")"
+    text += f", accuracy {100 * acc:.1f}%"
     if share is not None:
-        text += (f" vs {100 * share:.1f}% for always answering "
-                 f"{summary.get('unigram_top_token') or 'the commonest token'!r}")
+        text += f" (always {summary.get('unigram_top_token') or 'the commonest token'!r}: " \
+                f"{100 * share:.1f}%"
+        text += f"; blind to context: {100 * cf_acc:.1f}%)" if cf_acc is not None else ")"
+    if cf is not None and loss < cf:
+        text += ": it uses context"
+    elif h is not None and loss < h:
+        text += (": below word frequencies, but no better yet than a model that copies the 20% of "
+                 "predicted slots BERT's masking leaves visible; train longer for context")
+    elif h is not None:
+        text += ": NOT below word frequencies yet; train longer"
     ev = summary.get("eval")
     if ev:
         text += (f"; held-out (step {ev['step']}): MLM loss {ev['mlm_loss']:.2f}, accuracy "
@@ -147,10 +158,14 @@ def plot_metrics(metrics_path: Path, png: Path, title: str = "",
     if h is not None:
         ax_loss.axhline(h, color="tab:red", linestyle="--", linewidth=1.2,
                         label=f"word frequencies alone ({h:.2f})")
+    cf = baseline.get("context_free_loss") if baseline else None
+    if cf is not None:
+        ax_loss.axhline(cf, color="tab:purple", linestyle=":", linewidth=1.4,
+                        label=f"blind to context ({cf:.2f}): beat this")
     # Scale the axis to the smoothed curve: the first steps' ln(vocab) would flatten the rest.
     ys = ema([m[loss_key] for m in train if loss_key in m], window)
     if ys:
-        ref = [h] if h is not None else []
+        ref = [v for v in (h, cf) if v is not None]
         lo = min(ys + ref + [m[loss_key] for m in evals if loss_key in m])
         hi = max(ys[min(len(ys) - 1, 2):] + ref)
         ax_loss.set_ylim(lo - 0.1 * (hi - lo) - 0.05, hi + 0.15 * (hi - lo) + 0.05)
@@ -163,10 +178,14 @@ def plot_metrics(metrics_path: Path, png: Path, title: str = "",
         tok = baseline.get("top_token") or "commonest token"
         ax_acc.axhline(100 * share, color="tab:red", linestyle="--", linewidth=1.2,
                        label=f"always {tok!r} ({100 * share:.1f})")
+    cf_acc = baseline.get("context_free_accuracy") if baseline else None
+    if cf_acc is not None:
+        ax_acc.axhline(100 * cf_acc, color="tab:purple", linestyle=":", linewidth=1.4,
+                       label=f"blind to context ({100 * cf_acc:.1f}): beat this")
     accs = [100 * m["mlm_accuracy"] for m in train + evals if "mlm_accuracy" in m]
     if accs:
         top = max(ema(accs[:len(train)], window) + accs[len(train):] +
-                  ([100 * share] if share is not None else []))
+                  [100 * v for v in (share, cf_acc) if v is not None])
         ax_acc.set_ylim(0, min(100.0, 1.3 * top + 1))
     ax_acc.set_ylabel("%")
     ax_acc.set_title("masked-word accuracy: higher is better", fontsize=10)

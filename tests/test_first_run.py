@@ -11,11 +11,17 @@ import pytest
 from bertcore.config import BertConfig, TrainConfig
 from helpers import run_cli
 
-# The full default is TrainConfig().steps; this many steps keep the suite's time down and still
-# end below the baseline (measured: README "What a first run shows").
-STEPS = 600
+# The full no-argument run: 600 steps were measured to end on the baseline (torchbert 6.19 vs
+# 6.29 - 0.1), too close for a test.
+STEPS = TrainConfig().steps
 
 
+# Not yet reliable (README "What a first run shows"): with these defaults the escape from the
+# unigram plateau comes at a different step in each twin (different dropout masks) and some runs
+# are still on it at step 1000; and one that escapes only reaches the loss of a model that copies
+# the visible 20% of the predicted slots, not context use (bertcore.baseline.context_free).
+@pytest.mark.xfail(strict=False, reason="issue 16 open: the defaults do not escape the unigram "
+                   "plateau in every twin within 1000 steps")
 @pytest.mark.slow
 @pytest.mark.parametrize("twin", ["torch", "jax"])
 def test_no_argument_run_beats_word_frequencies(twin, tmp_path, cache_env):
@@ -36,12 +42,13 @@ def test_no_argument_run_beats_word_frequencies(twin, tmp_path, cache_env):
     h, share = learned["unigram_entropy"], learned["unigram_top_share"]
     assert 5.0 < h < 8.0 and 0.0 < share < 0.2, learned      # the built-in corpus's baseline
     assert learned["final_mlm_loss"] < h - 0.1, learned
-    assert learned["final_mlm_accuracy_mean"] > 1.5 * share, learned
+    assert learned["final_mlm_accuracy_mean"] > 2 * share, learned
 
     # what the run prints at its end: the figures next to the baseline, and what to try next
     lines = p.stdout.splitlines()
     said = [ln for ln in lines if ln.startswith("learned: MLM loss")]
-    assert said and "below the" in said[0] and "NOT below" not in said[0], p.stdout[-2000:]
+    assert said and "word frequencies alone" in said[0] and "blind to context" in said[0]
+    assert "NOT below" not in said[0], p.stdout[-2000:]
     nxt = [ln for ln in lines if ln.startswith("next: ")]
     assert nxt and f"{twin}bert.fill_mask {out}" in nxt[0] and "parity.convert" in nxt[0]
     pytest.importorskip("matplotlib")

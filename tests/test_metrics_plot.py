@@ -68,6 +68,33 @@ def test_baseline_of_a_read_only_or_empty_dir(tmp_path):
     assert baseline_from_counts(np.zeros(6, np.int64))["entropy"] is None
 
 
+def test_context_free_baseline_equals_brute_force():
+    """The closed form equals the best slot-only predictor computed over every (shown, target)
+    pair: 80% [MASK] (predict p), 10% a uniform random replaceable token, 10% the token."""
+    from bertcore.baseline import context_free
+
+    rng = np.random.default_rng(1)
+    p = rng.dirichlet(np.ones(7) * 0.5)
+    p[2] = 0.0                                   # a token that never occurs
+    p /= p.sum()
+    repl = np.ones(7, dtype=bool)
+    V = 7
+    joint = np.zeros((V, V))                     # joint[x, y] = P(shows x, target y), not [MASK]
+    for y in range(V):
+        joint[y, y] += 0.1 * p[y]
+        joint[:, y] += 0.1 * p[y] / V
+    nz = p > 0
+    h = float(-(p[nz] * np.log(p[nz])).sum())
+    post = joint / np.maximum(joint.sum(1, keepdims=True), 1e-300)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        loss = 0.8 * h + float(np.where(joint > 0, -joint * np.log(post), 0).sum())
+    acc = 0.8 * p.max() + float(joint.max(1).sum())
+    got = context_free(p, repl, h)
+    assert got["context_free_loss"] == pytest.approx(loss, rel=1e-9)
+    assert got["context_free_accuracy"] == pytest.approx(acc, rel=1e-9)
+    assert got["context_free_loss"] < h and got["context_free_accuracy"] > p.max()
+
+
 def test_ema_is_bias_corrected():
     assert ema([3.0] * 20, 5) == pytest.approx([3.0] * 20)     # no pull towards 0
     assert ema([1.0, 2.0, 3.0], 1) == [1.0, 2.0, 3.0]          # window 1: the raw values
@@ -89,7 +116,8 @@ def _rows(with_eval: bool = True) -> list[dict]:
     return rows
 
 
-BASELINE = {"entropy": 6.28, "top_share": 0.054, "top_token": "."}
+BASELINE = {"entropy": 6.28, "top_share": 0.054, "top_token": ".", "context_free_loss": 5.4,
+            "context_free_accuracy": 0.14}
 
 
 def test_learned_separates_eval_rows_and_names_the_baseline():
@@ -103,8 +131,12 @@ def test_learned_separates_eval_rows_and_names_the_baseline():
     assert got["unigram_entropy"] == 6.28 and got["eval"]["step"] == 200
     assert got["eval"]["mlm_loss"] == pytest.approx(5.5)
     text, nxt = learned_lines(got, "jax", "runs/x")
-    assert "MLM loss 5.50" in text and "below the 6.28" in text and "NOT" not in text
-    assert "18.0%" in text and "5.4%" in text and "'.'" in text
+    assert "MLM loss 5.50 (word frequencies alone: 6.28; blind to context: 5.40)" in text
+    assert "accuracy 18.0% (always '.': 5.4%; blind to context: 14.0%)" in text
+    assert "below word frequencies, but no better yet" in text and "NOT" not in text
+    assert "it uses context" in learned_lines({**got, "final_mlm_loss": 5.3}, "jax", "r")[0]
+    assert "NOT below word frequencies" in learned_lines({**got, "final_mlm_loss": 6.5}, "jax",
+                                                         "r")[0]
     assert "held-out (step 200): MLM loss 5.50, accuracy 16.7%" in text
     assert f'python -m jaxbert.fill_mask runs/x "{FILL_MASK_EXAMPLE}"' in nxt
     assert "parity.convert runs/x runs/x-torch --to torch" in nxt and "parity.check" in nxt
