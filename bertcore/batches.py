@@ -194,12 +194,18 @@ class BatchIterator(Iterator[dict]):
         if self.epoch_cache is None:
             return None
         c, folder = self.cfg, Path(self.epoch_cache)
+        # STATE_FORMAT changes whenever the batches of a seed do (tests pin them), so a file
+        # from another version of the pipeline is never read as this one's.
         key = json.dumps([STATE_FORMAT, self.shards.meta, c.seq_len, c.nsp, c.short_seq_prob,
                           c.seed], sort_keys=True)
         stem = hashlib.sha256(key.encode()).hexdigest()[:16]
-        for old in folder.glob(f"{stem}-epoch*"):   # .npy and .npy.lock
-            if int(old.name[len(stem) + 6:].split(".")[0]) < self.epoch - 1:
-                old.unlink(missing_ok=True)
+        try:
+            for old in folder.glob(f"{stem}-epoch*"):   # .npy and .npy.lock
+                e = old.name[len(stem) + 6:].split(".")[0]
+                if e.isdigit() and int(e) < self.epoch - 1:
+                    old.unlink(missing_ok=True)
+        except OSError:
+            pass   # pruning is housekeeping; epoch_order reports nothing either
         return folder / f"{stem}-epoch{self.epoch}.npy"
 
     def _instance_seed(self) -> list[int]:
