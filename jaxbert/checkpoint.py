@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,14 @@ class Checkpointer:
             self._mgr.close()
             self._mgr = None
 
+    def abandon(self) -> None:
+        """Drop the manager after a failed save (closing it may fail the same way)."""
+        try:
+            self.close()
+        except Exception:
+            pass
+        self._mgr = None
+
     def __enter__(self) -> "Checkpointer":
         return self
 
@@ -170,6 +179,18 @@ class Checkpointer:
 def _short(e: BaseException, limit: int = 300) -> str:
     text = " ".join(f"{type(e).__name__}: {e}".split())
     return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def remove_temp_dirs(rundir: str | Path) -> list[Path]:
+    """Delete the temporary directories of saves that did not finish (orbax names them
+    `<step>.orbax-checkpoint-tmp-<n>`, in RUNDIR/checkpoints and inside a step); returns them."""
+    d = checkpoint_dir(rundir)
+    if not d.is_dir():
+        return []
+    gone = sorted(p for p in d.rglob("*.orbax-checkpoint-tmp*") if p.is_dir())
+    for p in gone:
+        shutil.rmtree(p, ignore_errors=True)
+    return gone
 
 
 def latest_step(rundir: str | Path) -> int | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -39,11 +40,13 @@ from bertcore.errors import UserError, cli_entry
 from bertcore.hf import flax_to_hf
 from bertcore.prefetch import Prefetch
 from bertcore.run import Run, setup_run
+from bertcore.stopping import CheckpointWriteError, Stopper, os_error_in, resume_command, \
+    warn_if_low_space, write_failure
 from bertcore.rundir import trained_model_config
 from bertcore.schedule import make_schedule
 from bertcore.shards import cache_root
 
-from .checkpoint import Checkpointer, key_from_list, key_to_list, latest_step
+from .checkpoint import Checkpointer, key_from_list, key_to_list, latest_step, remove_temp_dirs
 from .model import BertForPreTraining, init_params, merge_hf_params, pretraining_loss
 
 AXIS = "data"
@@ -351,10 +354,38 @@ def train(args) -> dict[str, Any]:
     batches = Prefetch(run.batches(rank, world, batch_state), layout.put_batch)
     lr_at = make_schedule(cfg, mcfg.hidden_size)
 
-    def checkpoint(step: int) -> None:
-        ckpt.save(step, layout.host_state(state),
-                  {"step": step, "batches": batches.state(), "rng": key_to_list(dropout_key)})
+    ckpt_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(state))
+    if kind == "pmap":
+        ckpt_bytes //= jax.local_device_count()
 
+    def checkpoint(step: int) -> None:
+        if rank == 0:
+            warn_if_low_space(run.checkpoint_dir, ckpt_bytes, run.note)
+        good = latest_step(run.rundir)
+        try:
+            stopper.timed_checkpoint(lambda: ckpt.save(
+                step, layout.host_state(state),
+                {"step": step, "batches": batches.state(), "rng": key_to_list(dropout_key)}))
+        except Exception as e:   # orbax wraps I/O errors (tensorstore, asyncio) in many types
+            err = os_error_in(e)
+            if err is None:
+                raise                  # not a failed write: a bug, keep the traceback
+            ckpt.abandon()             # orbax's manager may be half-way through this step
+            remove_temp_dirs(run.rundir)
+            raise write_failure(err, run.checkpoint_dir / str(step), ckpt_bytes,
+                                run.checkpoint_dir / str(good) if good is not None else None
+                                ) from None
+
+    # SIGTERM/SIGINT/SIGUSR1 and --time-budget end the run after a step, with a checkpoint.
+    stopper = args.stopper = Stopper.from_args(args)
+    # Multi-process: SIGTERM is JAX's preemption notice (jax.distributed's preemption sync
+    # manager catches it and agrees on a step with every process); the other signals and the
+    # budget are combined by an allgather at log and checkpoint steps.
+    preemption_sync = (world > 1 and signal.SIGTERM in stopper.signals and
+                       jax.config.jax_enable_preemption_service)
+    if preemption_sync:
+        stopper.signals.remove(signal.SIGTERM)
+    stopper.install()
     run.start(start)
     t0 = time.perf_counter()
     step, compile_seconds = start, None
@@ -369,20 +400,36 @@ def train(args) -> dict[str, Any]:
             compile_seconds = time.perf_counter() - t_step   # first step: compile + one run
             run.note(f"first step (compile + run) took {compile_seconds:.1f}s")
             run.reset_clock(step)  # throughput excludes compilation
-        log_now = step % cfg.log_every == 0 or step == last
-        save_now = step % cfg.checkpoint_every == 0 or step == last
+        # One process decides alone, every step; several processes combine their flags at
+        # log and checkpoint steps (an allgather of one int beside the metrics read, no extra
+        # sync per step), so they all stop at the same step.
+        want_stop = stopper.poll()
+        stop = want_stop and world == 1
+        if preemption_sync and multihost_utils.reached_preemption_sync_point(step):
+            stopper.preempted()   # the same step on every process
+            stop = True
+        log_now = step % cfg.log_every == 0 or step == last or stop
+        save_now = step % cfg.checkpoint_every == 0 or step == last or stop
         if log_now or save_now:
             # The metrics are global (psum, or replicated outputs of the sharded step), so every
             # process reads the same numbers and a diverged run stops everywhere at one step.
             row = layout.metrics(metrics)
-            if log_now:
+            if world > 1:
+                stop = stop or bool(np.max(multihost_utils.process_allgather(
+                    np.int32(want_stop))))
+                stopper.agreed(stop)
+            if log_now or stop:
                 run.log(step, {**row, "learning_rate": float(lr_at(step - 1))})
-            if save_now:
+            if save_now or stop:
                 run.guard(step, row["loss"])  # never checkpoint a diverged model
                 checkpoint(step)
         if eval_set and run.eval_due(step, last, args.eval_every):
             last_eval = evaluate(eval_fn, layout.host_state(state).params, eval_set)
             run.log_eval(step, last_eval)
+        if stop:
+            break
+    if step == last:
+        stopper.clear()     # a stop asked for at the very last step: the run is done anyway
     batches.close()
     ckpt.close()
     run.export_hf(flax_to_hf(jax.device_get(layout.host_state(state).params), mcfg))
@@ -394,19 +441,36 @@ def train(args) -> dict[str, Any]:
                           "eval": last_eval,
                           "devices": jax.device_count(), "backend": jax.default_backend(),
                           "processes": world, "train_seconds": seconds,
+                          "stopped": stopper.reason,
                           "first_step_seconds": compile_seconds, "jax_version": jax.__version__,
                           "step_compilations": layout.traces})
-    if rank == 0:
+    if rank == 0 and stopper.stopped:
+        print(stopper.line(step, run.checkpoint_dir / str(latest_step(run.rundir)),
+                           resume_command("python -m jaxbert.train", args.argv, run.rundir)),
+              flush=True)
+    elif rank == 0:
         print(f"done: {step} steps in {seconds:.0f}s ({kind}, {jax.device_count()} "
               f"{jax.default_backend()} device(s)); run files in {run.rundir}/ (metrics.jsonl, "
               f"summary.json, loss.png, checkpoints/, hf/)")
+    args.exit_code = stopper.exit_code
     return summary
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    train(parse_args(argv))
-    return 0
+    """Exit 0 (done, or --time-budget reached), 75 (stopped by a signal, with a checkpoint),
+    74 (a checkpoint could not be written), 130 (a second Ctrl-C), 2 (a usage error)."""
+    args = parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        train(args)
+    except CheckpointWriteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    finally:
+        if getattr(args, "stopper", None) is not None:
+            args.stopper.uninstall()
+    return args.exit_code
 
 
 if __name__ == "__main__":

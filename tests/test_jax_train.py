@@ -239,3 +239,55 @@ def test_every_layout_donates_prefetches_and_compiles_once(tmp_path):
 @pytest.mark.slow
 def test_eval_is_fixed_and_resumes_exactly(tmp_path, cache_env):
     cases.eval_is_fixed_and_resumes_exactly(TWIN, tmp_path, cache_env)
+
+
+@pytest.mark.slow
+def test_sigterm_mid_run_checkpoints_then_resume_is_exact(tmp_path, cache_env):
+    cases.sigterm_then_resume(TWIN, tmp_path, cache_env)
+
+
+@pytest.mark.slow
+def test_time_budget_stops_with_a_checkpoint_in_time(tmp_path, cache_env):
+    # jit compiles the first step for up to a minute on a loaded 2-core machine, and a
+    # compilation cannot be interrupted: a budget with room for it
+    cases.time_budget_stops_in_time(TWIN, tmp_path, cache_env, budget=100)
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_step_then_resume(tmp_path, cache_env):
+    """jax.distributed, 2 CPU processes; SIGTERM to process 1 only: JAX's preemption sync
+    point makes both stop at the same step and write one checkpoint; both exit 75."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **cache_env}
+
+    def start(corpus, out, *args):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        return [subprocess.Popen(
+            [sys.executable, "-m", "jaxbert.train", *cases.base_args(corpus, out, *args),
+             "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+             "--process-id", str(i)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for i in range(2)]
+
+    def launch(corpus, out, *args):
+        procs = start(corpus, out, *args)
+        return procs, lambda: procs[1].pid
+
+    def resume(corpus, out, *args):
+        procs = start(corpus, out, *args)
+        try:
+            outs = [p.communicate(timeout=500)[0] for p in procs]
+        finally:
+            for p in procs:
+                p.kill()
+        assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][-2000:]
+
+    cases.sigterm_one_of_two_processes(TWIN, tmp_path, cache_env, launch, resume)

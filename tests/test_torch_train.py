@@ -170,3 +170,45 @@ def test_eval_is_fixed_and_resumes_exactly(tmp_path, cache_env):
 @pytest.mark.slow
 def test_init_from_a_run_of_either_twin(tmp_path, cache_env):
     cases.init_from_both_ways(tmp_path, cache_env)
+
+
+@pytest.mark.slow
+def test_sigterm_mid_run_checkpoints_then_resume_is_exact(tmp_path, cache_env):
+    cases.sigterm_then_resume(TWIN, tmp_path, cache_env)
+
+
+@pytest.mark.slow
+def test_time_budget_stops_with_a_checkpoint_in_time(tmp_path, cache_env):
+    cases.time_budget_stops_in_time(TWIN, tmp_path, cache_env)
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_ddp_rank_stops_both_at_one_step_then_resume(tmp_path, cache_env):
+    """torchrun, 2 gloo ranks; SIGTERM to rank 1 only: its flag rides the metrics all-reduce,
+    so rank 0 stops at the same step and writes the checkpoint; both exit 75."""
+    import psutil
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **cache_env, "OMP_NUM_THREADS": "1"}
+
+    def cmd(corpus, out, *args):
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc-per-node", "2", "-m", "torchbert.train",
+                *cases.base_args(corpus, out, *args)]
+
+    def launch(corpus, out, *args):
+        agent = subprocess.Popen(cmd(corpus, out, *args), cwd=ROOT, env=env, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+        def rank1():
+            for c in psutil.Process(agent.pid).children(recursive=True):
+                if c.environ().get("RANK") == "1" and "torchbert.train" in c.cmdline():
+                    return c.pid
+            raise AssertionError("rank 1 not found")
+        return [agent], rank1
+
+    def resume(corpus, out, *args):
+        p = subprocess.run(cmd(corpus, out, *args), cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=600)
+        assert p.returncode == 0, p.stderr[-3000:]
+
+    cases.sigterm_one_of_two_processes(TWIN, tmp_path, cache_env, launch, resume)

@@ -214,3 +214,143 @@ def init_from_both_ways(tmp: Path, cache_env: dict) -> None:
                                   str(tok), "--steps", "1"), env=cache_env, check=False)
     assert_one_line_error(bad, "another vocabulary", "--tokenizer")
     assert not (tmp / "bad").exists()
+
+
+# ---- stopping cleanly (bertcore.stopping) ------------------------------------------------------
+
+def checkpoint_steps(twin: str, rundir: Path) -> list[int]:
+    """Complete checkpoints of a run (torch: step_00000010/, orbax: 10/), and no temp dirs."""
+    root = rundir / "checkpoints"
+    if not root.is_dir():
+        return []
+    names = [p.name for p in root.iterdir()]
+    steps = sorted(int(n[5:]) if twin == "torch" else int(n) for n in names
+                   if (n.startswith("step_") if twin == "torch" else n.isdigit()))
+    return steps
+
+
+def temp_dirs(rundir: Path) -> list[str]:
+    root = rundir / "checkpoints"
+    return [str(p) for p in root.rglob("*") if p.is_dir() and
+            (p.name.startswith(".") or "orbax-checkpoint-tmp" in p.name)] if root.is_dir() else []
+
+
+def sigterm_then_resume(twin: str, tmp: Path, cache_env: dict) -> None:
+    """SIGTERM mid-run: the step in progress ends, a checkpoint of it is written, exit 75 with
+    the resume command; --resume to the end == a straight run, bit for bit."""
+    corpus = write_corpus(tmp)
+    common = ("--schedule", "constant", "--warmup-steps", "5", "--checkpoint-every", "1000")
+    stopped = tmp / "stopped"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **cache_env}
+    proc = subprocess.Popen([sys.executable, "-m", f"{twin}bert.train",
+                             *base_args(corpus, stopped, "--steps", "100000", *common)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError("the run ended before it got SIGTERM: "
+                                     + proc.stderr.read()[-2000:])
+            path = stopped / "metrics.jsonl"
+            if path.is_file() and len(path.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 75, out[-2000:] + err[-3000:]
+    assert "Traceback" not in err, err
+    steps = checkpoint_steps(twin, stopped)
+    assert len(steps) == 1, steps          # no checkpoint was due: this one is the stop's
+    stop = steps[0]
+    assert 3 <= stop < 100000
+    assert metrics(stopped)[-1]["step"] == stop
+    lines = [ln for ln in out.splitlines() if ln.startswith("stopped by SIGTERM")]
+    assert len(lines) == 1 and f"after step {stop}" in lines[0] and "--resume" in lines[0], out
+    summary = json.loads((stopped / "summary.json").read_text())
+    assert summary["stopped"] == "SIGTERM" and summary["steps"] == stop
+    assert (stopped / "loss.png").is_file() and (stopped / "hf" / "model.safetensors").is_file()
+    end = str(stop + 4)
+    train(twin, *base_args(corpus, stopped, "--steps", end, "--resume", *common), env=cache_env)
+    straight = tmp / "straight"
+    train(twin, *base_args(corpus, straight, "--steps", end, *common), env=cache_env)
+    assert len(curve(straight)) == stop + 4
+    assert curve(stopped) == curve(straight)
+
+
+def time_budget_stops_in_time(twin: str, tmp: Path, cache_env: dict, budget: int = 40) -> None:
+    """--time-budget: the run stops, checkpointed and summarised, before the budget elapses
+    (counted from the process start), and exits 0."""
+    corpus = write_corpus(tmp)
+    out = tmp / "budget"
+    t = time.time()
+    p = train(twin, *base_args(corpus, out, "--steps", "100000", "--checkpoint-every", "100000",
+                               "--schedule", "constant", "--time-budget", f"{budget}s"),
+              env=cache_env)
+    # Checkpoint, summary, plot and hf/ were written before the budget ran out (the
+    # interpreter's own exit, seconds on a loaded machine, comes after them).
+    for f in ("summary.json", "loss.png", "hf/model.safetensors"):
+        assert (out / f).stat().st_mtime < t + budget, (f, (out / f).stat().st_mtime - t)
+    steps = checkpoint_steps(twin, out)
+    assert len(steps) == 1 and steps[0] == metrics(out)[-1]["step"] >= 1, steps
+    ckpt = out / "checkpoints" / (f"step_{steps[0]:08d}" if twin == "torch" else str(steps[0]))
+    assert ckpt.stat().st_mtime < t + budget
+    assert "stopped by --time-budget" in p.stdout and "--resume" in p.stdout, p.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"].startswith("--time-budget")
+    assert temp_dirs(out) == []
+
+
+def sigterm_one_of_two_processes(twin: str, tmp: Path, cache_env: dict, launch, resume) -> None:
+    """Two processes (torchrun ranks, or jax.distributed processes); SIGTERM reaches one of
+    them: both stop at the same step with one checkpoint of it and exit 75; both resume to the
+    end, and the curve matches one process's straight run (dropout off, float tolerance).
+
+    `launch(out, *args)` -> (procs to wait for, the pid of the worker to signal, or a
+    function returning it); `resume(out, *args)` runs the two processes to the end."""
+    corpus = write_corpus(tmp)
+    common = ("--schedule", "constant", "--warmup-steps", "5", "--checkpoint-every", "1000",
+              "--no-dropout")
+    out = tmp / "two"
+    procs, victim = launch(corpus, out, "--steps", "100000", *common)
+    deadline = time.time() + 400
+    try:
+        while time.time() < deadline:
+            if any(p.poll() is not None for p in procs):
+                raise AssertionError("a process ended before SIGTERM: " +
+                                     "".join((p.communicate()[0] or "")[-2000:] for p in procs))
+            path = out / "metrics.jsonl"
+            if path.is_file() and len(path.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.05)
+        os.kill(victim(), signal.SIGTERM)
+        outs = [p.communicate(timeout=300)[0] or "" for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    text = "".join(o[-3000:] for o in outs)
+    if twin == "jax":
+        assert [p.returncode for p in procs] == [75, 75], text
+    else:   # torchrun reports its workers' exit codes
+        assert "exitcode  : 75" in text or procs[0].returncode == 75, text
+    steps = checkpoint_steps(twin, out)
+    assert len(steps) == 1, (steps, text)
+    stop = steps[0]
+    assert metrics(out)[-1]["step"] == stop, text
+    assert "stopped by" in text and f"after step {stop}" in text, text
+    assert json.loads((out / "summary.json").read_text())["stopped"], text
+    end = str(stop + 3)
+    resume(corpus, out, "--steps", end, "--resume", *common)
+    one = tmp / "one"
+    train(twin, *base_args(corpus, one, "--steps", end, *common), env=cache_env)
+    a, b = metrics(one), metrics(out)
+    assert [m["step"] for m in a] == [m["step"] for m in b] == list(range(1, stop + 4))
+    for x, y in zip(a, b):
+        for k in ("loss", "mlm_loss", "nsp_loss", "grad_norm"):
+            assert abs(x[k] - y[k]) <= 1e-5 * max(1.0, abs(x[k])), (k, x["step"], x[k], y[k])

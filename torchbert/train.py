@@ -25,6 +25,8 @@ from bertcore.config import TrainConfig, weight_decay_applies
 from bertcore.errors import UserError, cli_entry
 from bertcore.prefetch import Prefetch
 from bertcore.run import Run, setup_run
+from bertcore.stopping import CheckpointWriteError, Stopper, os_error_in, resume_command, \
+    warn_if_low_space, write_failure
 from bertcore.rundir import trained_model_config
 from bertcore.schedule import make_schedule
 
@@ -260,12 +262,27 @@ def train(args) -> dict[str, Any]:
         net = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
     net.train()
 
+    ckpt_bytes = None
+
     def checkpoint(step: int) -> None:
         # No RNG state to save: dropout is reseeded from (seed, step, rank) every step.
-        if rank == 0:
-            save_checkpoint(run.rundir, step, model, optimizer,
-                            {"step": step, "batches": batches.state()}, keep=cfg.keep_checkpoints)
+        nonlocal ckpt_bytes
+        if rank != 0:
+            return
+        if ckpt_bytes is None:   # model + AdamW's two moments, fp32
+            ckpt_bytes = 3 * sum(p.numel() * p.element_size() for p in model.parameters())
+        warn_if_low_space(run.checkpoint_dir, ckpt_bytes, run.note)
+        good = latest_checkpoint(run.rundir)
+        try:
+            stopper.timed_checkpoint(lambda: save_checkpoint(
+                run.rundir, step, model, optimizer, {"step": step, "batches": batches.state()},
+                keep=cfg.keep_checkpoints))
+        except OSError as e:     # no space, permissions, I/O: the temp dir is already gone
+            raise write_failure(os_error_in(e) or e, run.checkpoint_dir / f"step_{step:08d}",
+                                ckpt_bytes, good) from None
 
+    # SIGTERM/SIGINT/SIGUSR1 and --time-budget end the run after a step, with a checkpoint.
+    stopper = args.stopper = Stopper.from_args(args).install()
     run.start(start)
     t0 = time.perf_counter()
     step = start
@@ -276,21 +293,36 @@ def train(args) -> dict[str, Any]:
         torch.manual_seed(step_seed(cfg.seed, step, rank))  # this step's dropout masks
         lr = float(lr_at(step - 1))
         metrics = train_step(net, optimizer, batch, lr, cfg, device, world, dtype)
-        log_now = step % cfg.log_every == 0 or step == last
-        save_now = step % cfg.checkpoint_every == 0 or step == last
+        # One process decides alone, every step; several ranks combine their flags in the
+        # metrics all-reduce below (log and checkpoint steps only: no extra sync per step),
+        # so they all stop at the same step.
+        want_stop = stopper.poll()
+        stop = want_stop and world == 1
+        log_now = step % cfg.log_every == 0 or step == last or stop
+        save_now = step % cfg.checkpoint_every == 0 or step == last or stop
         if log_now or save_now:
             # The only host sync of the loop: the metrics, summed over ranks, so every rank
             # reads the same numbers and a diverged run stops on all ranks at the same step
             # (run.log and run.guard raise on each), never one rank alone.
+            if world > 1:
+                # Each rank's stop flag rides in the same all-reduce: the sum counts the ranks
+                # that want to stop, and every rank reads it (no collective of its own).
+                metrics["stop_requests"] = torch.tensor(float(want_stop), device=device)
             row = global_metrics(metrics, world)
-            if log_now:
+            stop = row.pop("stop_requests") > 0 if world > 1 else want_stop
+            stopper.agreed(stop)
+            if log_now or stop:
                 run.log(step, {**row, "learning_rate": lr})
-            if save_now:
+            if save_now or stop:
                 run.guard(step, row["loss"])  # never checkpoint a diverged model
                 checkpoint(step)
         if eval_set and run.eval_due(step, last, args.eval_every):
             last_eval = evaluate(model, eval_set, cfg, device, dtype)
             run.log_eval(step, last_eval)
+        if stop:
+            break
+    if step == last:
+        stopper.clear()     # a stop asked for at the very last step: the run is done anyway
     batches.close()
     seconds = time.perf_counter() - t0
     run.export_hf({k: v.detach().cpu().numpy() for k, v in model.hf_state_dict().items()})
@@ -299,10 +331,17 @@ def train(args) -> dict[str, Any]:
                           "dtype": dtype, "remat": args.remat, "eval": last_eval,
                           "peak_device_memory_mb": peak / 2**20 if peak is not None else None,
                           "world_size": world, "train_seconds": seconds,
+                          "stopped": stopper.reason,
                           "torch_version": torch.__version__})
-    if rank == 0:
+    if rank == 0 and stopper.stopped:
+        prog = (f"torchrun --nproc-per-node {world} -m torchbert.train" if world > 1
+                else "python -m torchbert.train")
+        print(stopper.line(step, latest_checkpoint(run.rundir),
+                           resume_command(prog, args.argv, run.rundir)), flush=True)
+    elif rank == 0:
         print(f"done: {step} steps in {seconds:.0f}s; run files in {run.rundir}/ "
               f"(metrics.jsonl, summary.json, loss.png, checkpoints/, hf/)")
+    args.exit_code = stopper.exit_code
     if world > 1:
         dist.destroy_process_group()
     return summary
@@ -310,8 +349,19 @@ def train(args) -> dict[str, Any]:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    train(parse_args(argv))
-    return 0
+    """Exit 0 (done, or --time-budget reached), 75 (stopped by a signal, with a checkpoint),
+    74 (a checkpoint could not be written), 130 (a second Ctrl-C), 2 (a usage error)."""
+    args = parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        train(args)
+    except CheckpointWriteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    finally:
+        if getattr(args, "stopper", None) is not None:
+            args.stopper.uninstall()
+    return args.exit_code
 
 
 if __name__ == "__main__":

@@ -1,0 +1,319 @@
+"""Stopping a training run cleanly: signals, time budgets and failed checkpoint writes.
+
+Both twins' loops use one `Stopper`:
+
+    stopper = Stopper.from_args(args)      # --stop-signals, --time-budget
+    stopper.install()                      # handlers set a flag; nothing else happens in them
+    for step in ...:
+        ...one optimizer step...
+        if stopper.poll():                 # a signal came, or the budget is nearly spent
+            ...checkpoint this step, write summary.json and the plot, print stopper.line(...)
+    return stopper.exit_code
+
+A signal only sets a flag: the loop finishes the step it is in, checkpoints it and ends the run
+as usual. A second SIGINT (Ctrl-C) raises KeyboardInterrupt at once (exit 130, no checkpoint).
+Several ranks or processes must stop at the same step: each twin folds the local flag into a
+collective it already runs (torch: the metrics all-reduce at log and checkpoint steps; jax
+multi-process: an allgather at the same steps), so every rank reads the same decision.
+
+Exit codes (README "Stopping and resuming", `--help`):
+    0    finished, or stopped by --time-budget with a checkpoint
+    75   stopped by a signal (EX_TEMPFAIL: "try again"), with a checkpoint: --resume continues
+    74   a checkpoint could not be written (EX_IOERR); the last good one is kept and named
+    130  a second Ctrl-C: aborted at once, nothing written
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shlex
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import UserError
+
+EXIT_SIGNAL = 75       # EX_TEMPFAIL
+EXIT_WRITE_FAILED = 74  # EX_IOERR
+EXIT_BUDGET = 0
+DEFAULT_SIGNALS = "TERM,INT,USR1"
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'2h', '90m', '1h30m', '45s', '3600' (seconds) -> seconds."""
+    t = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", t):
+        seconds = float(t)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", t)
+        if not parts or "".join(n + u for n, u in parts) != t:
+            raise ValueError(f"{text!r} is not a duration; write e.g. 2h, 90m, 1h30m or 45s")
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise ValueError(f"{text!r}: a time budget must be positive")
+    return seconds
+
+
+def parse_signals(text: str) -> list[signal.Signals]:
+    """'TERM,INT,USR1' (or SIGTERM, ...; 'none' for no handlers) -> signals."""
+    if text.strip().lower() in ("", "none"):
+        return []
+    out = []
+    for name in text.split(","):
+        name = name.strip().upper()
+        name = name if name.startswith("SIG") else "SIG" + name
+        if not hasattr(signal, name) or name in ("SIGKILL", "SIGSTOP"):
+            raise ValueError(f"{name}: not a signal a run can catch; choose from TERM, INT, "
+                             f"USR1, USR2, HUP")
+        out.append(getattr(signal, name))
+    return out
+
+
+def process_start_time() -> float:
+    """Wall-clock time (time.time()) this process started: a time budget counts from there,
+    imports and compilation included."""
+    try:
+        import psutil
+        return psutil.Process().create_time()
+    except Exception:  # no psutil or no /proc: count from the first call instead
+        return _IMPORTED
+
+
+_IMPORTED = time.time()
+
+
+class Stopper:
+    """Decides when a run stops early: a caught signal or a nearly spent time budget."""
+
+    def __init__(self, signals: list[signal.Signals] | None = None,
+                 time_budget: float | None = None, start: float | None = None,
+                 reserve: float | None = None):
+        self.signals = list(signals or [])
+        self.budget = time_budget
+        self.start = process_start_time() if start is None else start
+        # Seconds kept back at the end of a budget for writing summary.json, the plot and hf/.
+        self.reserve = (reserve if reserve is not None else
+                        min(120.0, max(10.0, 0.05 * time_budget)) if time_budget else 0.0)
+        self.signum: int | None = None
+        self.budget_reached = False
+        self._old: dict[int, Any] = {}
+        self._t_poll: float | None = None
+        self.max_step_seconds = 0.0      # the longest step seen (the first, compiling one
+        self._steps = 0                  # only until another is measured)
+        self.checkpoint_seconds = 0.0    # the longest checkpoint write seen
+
+    @classmethod
+    def from_args(cls, args: Any) -> "Stopper":
+        try:
+            sigs = parse_signals(getattr(args, "stop_signals", None) or DEFAULT_SIGNALS)
+            budget = getattr(args, "time_budget", None)
+            budget = parse_duration(budget) if budget else None
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        return cls(sigs, budget)
+
+    # ---- signals ------------------------------------------------------------------------
+
+    def install(self) -> "Stopper":
+        """Catch the chosen signals (main thread only; elsewhere Python forbids it)."""
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for s in self.signals:
+            self._old[s] = signal.signal(s, self._handle)
+        self._t_poll = time.time()
+        return self
+
+    def uninstall(self) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.signum is not None:
+            raise KeyboardInterrupt   # a second Ctrl-C: abort now
+        if self.signum is None:
+            self.signum = signum
+            # os.write, not print: a handler may interrupt a print to the same stream.
+            os.write(2, f"\n{signal.Signals(signum).name} received: finishing this step, then "
+                        f"writing a checkpoint (Ctrl-C again aborts without one)\n".encode())
+
+    # ---- the decision, after each step --------------------------------------------------
+
+    def poll(self) -> bool:
+        """True if this process wants to stop after the step just done (the local decision;
+        ranks combine theirs in a collective). Also measures the step's duration."""
+        now = time.time()
+        if self._t_poll is not None:
+            took = now - self._t_poll
+            # The first step (compilation) counts until a second one is measured; after that
+            # the budget keeps room for the longest ordinary step.
+            self._steps += 1
+            self.max_step_seconds = (took if self._steps == 2 else
+                                     max(self.max_step_seconds, took))
+        self._t_poll = now
+        if self.signum is not None:
+            return True
+        if self.budget is not None:
+            # Stop if one more step, a checkpoint and the end of the run might not fit.
+            left = self.start + self.budget - now
+            if left <= self.max_step_seconds + self.checkpoint_seconds + self.reserve:
+                self.budget_reached = True
+                return True
+        return False
+
+    def timed_checkpoint(self, save: Callable[[], Any]) -> Any:
+        """Run `save()` and remember how long checkpoints take (the budget keeps room for one)."""
+        t = time.time()
+        try:
+            return save()
+        finally:
+            self.checkpoint_seconds = max(self.checkpoint_seconds, time.time() - t)
+            self._t_poll = time.time()   # a checkpoint is not part of the next step's time
+
+    def agreed(self, stop: bool) -> None:
+        """Record a stop the ranks agreed on that this rank did not see itself."""
+        if stop and self.signum is None and not self.budget_reached:
+            self.budget_reached = self.budget is not None
+            if not self.budget_reached:
+                self.signum = -1       # another rank was signalled
+
+    def preempted(self) -> None:
+        """A SIGTERM seen by another mechanism (JAX's preemption sync point)."""
+        if self.signum is None:
+            self.signum = signal.SIGTERM
+
+    def clear(self) -> None:
+        """Forget a stop request (the run reached its last step anyway)."""
+        self.signum, self.budget_reached = None, False
+
+    @property
+    def stopped(self) -> bool:
+        return self.signum is not None or self.budget_reached
+
+    @property
+    def reason(self) -> str | None:
+        if self.signum is not None:
+            return ("a signal on another rank" if self.signum < 0
+                    else signal.Signals(self.signum).name)
+        if self.budget_reached:
+            return f"--time-budget ({format_seconds(self.budget)})"
+        return None
+
+    @property
+    def exit_code(self) -> int:
+        if self.signum is not None:
+            return EXIT_SIGNAL
+        return EXIT_BUDGET
+
+    def line(self, step: int, checkpoint: str | os.PathLike, command: str) -> str:
+        """The one line a stopped run ends with."""
+        return (f"stopped by {self.reason} after step {step}: checkpoint {checkpoint}; "
+                f"resume with: {command}")
+
+
+def format_seconds(s: float | None) -> str:
+    if s is None:
+        return "none"
+    h, rem = divmod(int(round(s)), 3600)
+    m, sec = divmod(rem, 60)
+    return (f"{h}h" if h else "") + (f"{m}m" if m else "") + (f"{sec}s" if sec or not (h or m)
+                                                               else "")
+
+
+def resume_command(prog: str, argv: list[str], rundir: str | os.PathLike) -> str:
+    """The command line that continues this run: its own flags, --resume, no --overwrite."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--overwrite", "--resume"):
+            continue
+        if a in ("--init-from",):      # a resumed run continues from its checkpoint
+            skip = True
+            continue
+        if a.startswith("--init-from="):
+            continue
+        out.append(a)
+    if not any(a == "--out" or a.startswith("--out=") for a in out):
+        out += ["--out", str(rundir)]
+    return f"{prog} {shlex.join(out + ['--resume'])}"
+
+
+# ---- checkpoint writes that fail ----------------------------------------------------------
+
+class CheckpointWriteError(UserError):
+    """A checkpoint could not be written (disk full, permissions, I/O error)."""
+
+    exit_code = EXIT_WRITE_FAILED
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def free_bytes(path: str | os.PathLike) -> int | None:
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def warn_if_low_space(path: str | os.PathLike, needed: int, note: Callable[[str], None],
+                      _warned: set = set()) -> None:
+    """Before a save: warn (once per directory) when the disk holds fewer than two more
+    checkpoints of this size, so a user can free space before one fails."""
+    free = free_bytes(path)
+    key = str(path)
+    if free is not None and free < 2 * needed and key not in _warned:
+        _warned.add(key)
+        note(f"warning: {_fmt_bytes(free)} free on the disk of {path}, about "
+             f"{_fmt_bytes(needed)} needed per checkpoint; free space before a save fails")
+
+
+def os_error_in(e: BaseException) -> OSError | None:
+    """The OSError behind `e` (itself, or a cause/context), or one recognised in the text of a
+    wrapped error (tensorstore reports 'No space left on device' inside a ValueError)."""
+    seen = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno is not None:
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    text = str(e)
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EIO, errno.EPERM):
+        if os.strerror(code) in text:
+            return OSError(code, os.strerror(code))
+    return None
+
+
+def write_failure(e: OSError, path: str | os.PathLike, needed: int | None,
+                  last_good: str | os.PathLike | None) -> CheckpointWriteError:
+    """The one-line error for a checkpoint that could not be written to `path`."""
+    what = e.strerror or str(e)
+    msg = f"could not write checkpoint {path}: {what}"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = free_bytes(path)
+        msg += (f" (about {_fmt_bytes(needed or 0)} needed, "
+                f"{_fmt_bytes(free) if free is not None else 'unknown'} free)")
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        msg += " (check the permissions of the run directory)"
+    msg += (f"; the last good checkpoint is kept: {last_good}" if last_good else
+            "; there is no earlier checkpoint")
+    msg += "; free space or fix the directory, then --resume"
+    return CheckpointWriteError(msg)
