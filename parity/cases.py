@@ -145,11 +145,12 @@ def torch_batch(batch) -> dict[str, torch.Tensor]:
 
 
 @functools.lru_cache(maxsize=8)
-def jax_layout(config: BertConfig, train: TrainConfig):
-    """jaxbert.train's own optimizer and jitted train_step (cached per config: compiled once)."""
+def jax_layout(config: BertConfig, train: TrainConfig, dtype: str = "fp32"):
+    """jaxbert.train's own optimizer and jitted train_step (cached per config: compiled once);
+    `dtype` "bf16" computes in bfloat16 as `--dtype bf16` does."""
     from jaxbert.model import BertForPreTraining
     from jaxbert.train import Layout, make_optimizer, train_step
-    model = BertForPreTraining(config, dtype=jnp.float32)
+    model = BertForPreTraining(config, dtype=jnp.bfloat16 if dtype == "bf16" else jnp.float32)
     tx = make_optimizer(train, config.hidden_size)
     return tx, Layout("single", train, functools.partial(train_step, model=model, tx=tx,
                                                          cfg=train))
@@ -164,7 +165,7 @@ def torch_setup(case: Case, train: TrainConfig, config: BertConfig, weights=None
 
 
 def torch_steps(case: Case, model, optimizer, train: TrainConfig, start: int, stop: int,
-                hook=None) -> list[float]:
+                hook=None, dtype: str = "fp32") -> list[float]:
     """Steps start+1..stop, exactly as torchbert.train's loop does them."""
     from torchbert.train import train_step
     lr_at = make_schedule(train, model.config.hidden_size)
@@ -172,16 +173,16 @@ def torch_steps(case: Case, model, optimizer, train: TrainConfig, start: int, st
     for step in range(start + 1, stop + 1):
         torch.manual_seed(step_seed(train.seed, step, 0))    # this step's dropout masks
         m = train_step(model, optimizer, case.batches[step - 1], float(lr_at(step - 1)), train,
-                       CPU, 1)
+                       CPU, 1, dtype)
         losses.append(float(m["loss"]))
         if hook:
             hook(step)
     return losses
 
 
-def jax_setup(case: Case, train: TrainConfig, config: BertConfig):
+def jax_setup(case: Case, train: TrainConfig, config: BertConfig, dtype: str = "fp32"):
     from jaxbert.train import create_state, seed_keys
-    tx, layout = jax_layout(config, train)
+    tx, layout = jax_layout(config, train, dtype)
     key = seed_keys(train.seed)[1]
     return layout.put_state(create_state(jax_params(config, case.init), tx)), layout, key
 

@@ -40,7 +40,7 @@ import torch
 from bertcore.errors import cli_entry
 
 from .cases import PRESETS, make_case
-from .curve_rows import dropout_rows, training_rows
+from .curve_rows import bf16_rows, dropout_rows, training_rows
 from .model_rows import adamw_rows, eval_rows, forward_rows, loss_grad_rows
 from .report import Report, write_report
 
@@ -65,7 +65,7 @@ def run_check(preset: str = "tiny", steps: int = 100, positions=("post", "pre"),
                 curves: dict = {}
                 for part in (forward_rows, loss_grad_rows, eval_rows, adamw_rows,
                              functools.partial(training_rows, curves=curves),
-                             functools.partial(dropout_rows, curves=curves)):
+                             functools.partial(dropout_rows, curves=curves), bf16_rows):
                     t = time.perf_counter()
                     rows = part(case)
                     report.rows += rows

@@ -122,6 +122,18 @@ def _with_data_check(row: Row, same: bool) -> Row:
 
 
 @highest_precision
+@highest_precision
+def bf16_rows(case: Case, steps: int | None = None) -> list[Row]:
+    """Both twins computing in bfloat16 (`--dtype bf16`), same init and batches: N steps."""
+    ln, cfg, train = case.layer_norm_position, case.model_config, case.train
+    n = steps or train.steps
+    model, opt = torch_setup(case, train, cfg)
+    lt = torch_steps(case, model, opt, train, 0, n, dtype="bf16")
+    state, layout, key = jax_setup(case, train, cfg, dtype="bf16")
+    _, lj = jax_steps(case, state, layout, key, 0, n)
+    return [_curve_row(ln, f"bf16 curve ({n} steps): torch vs jax", lt, lj, T.BF16_CURVE_REL)]
+
+
 def dropout_rows(case: Case, curves: dict, steps: int | None = None) -> list[Row]:
     """Dropout on: the twins' RNGs differ, so compare mean losses (parity/thresholds.py).
     Needs `curves` from training_rows (the dropout-off curves) of at least as many steps."""

@@ -59,6 +59,21 @@ def test_loss_and_gradients(cases, ln):
 
 
 @pytest.mark.parametrize("ln", LNS)
+def test_bf16_curves(cases, ln):
+    """Both twins in bf16 (--dtype bf16) from the same init: 8 steps within BF16_CURVE_REL, and
+    really in bf16 (the curve differs from the fp32 one by more than fp32 rounding)."""
+    from parity.cases import torch_setup, torch_steps
+    case = cases(ln)
+    rows = curve_rows.bf16_rows(case, steps=8)
+    assert_rows_pass(rows, 1)
+    model, opt = torch_setup(case, case.train, case.model_config)
+    fp32 = torch_steps(case, model, opt, case.train, 0, 2)
+    model, opt = torch_setup(case, case.train, case.model_config)
+    bf16 = torch_steps(case, model, opt, case.train, 0, 2, dtype="bf16")
+    assert max(abs(a - b) / a for a, b in zip(fp32, bf16)) > 10 * T.LOSS_REL, (fp32, bf16)
+
+
+@pytest.mark.parametrize("ln", LNS)
 def test_eval_metrics(cases, ln):
     """The twins' held-out evaluation (train.evaluate) on the same weights and fixed batches."""
     rows = model_rows.eval_rows(cases(ln))
