@@ -341,7 +341,9 @@ def train(args) -> dict[str, Any]:
         if latest_step(run.rundir) is None:
             raise UserError(f"--resume: {run.checkpoint_dir} has no checkpoint; drop --resume "
                             f"(with --overwrite) to start the run again")
-        state, extra = ckpt.restore(state)
+        # Several processes: restore into host (numpy) arrays, which put_state then lays out
+        # over the global devices (a restored single-device array would have to cross hosts).
+        state, extra = ckpt.restore(jax.device_get(state) if world > 1 else state)
         start, batch_state = int(extra["step"]), extra["batches"]
         dropout_key = key_from_list(extra["rng"])
         run.note(f"resumed from {run.checkpoint_dir / str(start)} at step {start}")
