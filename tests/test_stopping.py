@@ -79,6 +79,18 @@ def test_write_failure_is_one_line_with_needed_and_free_bytes(tmp_path):
     assert os_error_in(ValueError("a bug")) is None
 
 
+def test_low_disk_is_warned_about_once_before_a_save(tmp_path):
+    from bertcore.stopping import free_bytes, warn_if_low_space
+
+    notes = []
+    warn_if_low_space(tmp_path, 10**6, notes.append)           # plenty of space: quiet
+    assert notes == []
+    huge = free_bytes(tmp_path)
+    warn_if_low_space(tmp_path, huge, notes.append)
+    warn_if_low_space(tmp_path, huge, notes.append)
+    assert len(notes) == 1 and "free" in notes[0] and str(tmp_path) in notes[0]
+
+
 def _no_space(*a, **k):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -109,7 +121,10 @@ def test_torch_checkpoint_write_without_space(tmp_path, cache_env, monkeypatch, 
     def save_file(*a, **k):
         calls.append(1)
         if len(calls) > 2:                 # two files per checkpoint: fail in the second one
-            _no_space()
+            # what safetensors raises on a full disk (not an OSError)
+            from safetensors import SafetensorError
+            raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: '
+                                  'StorageFull, message: "No space left on device" })')
         return real(*a, **k)
     monkeypatch.setattr(tc, "save_file", save_file)
     rc = tt.main(cases.base_args(corpus, out, "--steps", "4", "--checkpoint-every", "2"))

@@ -277,9 +277,13 @@ def train(args) -> dict[str, Any]:
             stopper.timed_checkpoint(lambda: save_checkpoint(
                 run.rundir, step, model, optimizer, {"step": step, "batches": batches.state()},
                 keep=cfg.keep_checkpoints))
-        except OSError as e:     # no space, permissions, I/O: the temp dir is already gone
-            raise write_failure(os_error_in(e) or e, run.checkpoint_dir / f"step_{step:08d}",
-                                ckpt_bytes, good) from None
+        except Exception as e:   # OSError, or safetensors' SafetensorError naming one
+            err = os_error_in(e)
+            if err is None:
+                raise                # not a failed write: a bug, keep the traceback
+            # no space, permissions, I/O: atomic_path has already removed the temp dir
+            raise write_failure(err, run.checkpoint_dir / f"step_{step:08d}", ckpt_bytes,
+                                good) from None
 
     # SIGTERM/SIGINT/SIGUSR1 and --time-budget end the run after a step, with a checkpoint.
     stopper = args.stopper = Stopper.from_args(args).install()
