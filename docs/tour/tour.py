@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+HERE = Path(__file__).resolve().parent
+
 WORDS = ("the movie was great and the actors were wonderful but the plot felt slow "
          "unbelievably cinematography soundtrack director screenplay ending character "
          "performance audience review story scene music comedy drama").split()
@@ -26,29 +28,32 @@ def corpus(n_docs: int = 200, seed: int = 0) -> list[str]:
     return docs
 
 
-def tokenizer(vocab_size: int = 120, out: str | Path = "tour-tokenizer"):
-    """A WordPiece tokenizer trained on `corpus()`, with its vocabulary sorted.
+def train(vocab_size: int = 120):
+    """A WordPiece tokenizer freshly trained on `corpus()` (page 1)."""
+    from bertcore.tokenizer import train_tokenizer
 
-    The `tokenizers` trainer returns the same set of entries every time but orders tied ones
-    (the "##" letters) differently from run to run; sorting them (specials first) makes the ids
-    the tour prints the same on every machine. WordPiece only looks words up, so the order of
-    the vocabulary changes the ids, never the pieces.
+    return train_tokenizer(corpus(), vocab_size)
+
+
+def tokenizer(out: str | Path = "tour-tokenizer"):
+    """The tour's tokenizer: vocab.txt next to this file, written into `out` and loaded.
+
+    It was trained by `train()` once and committed, because the `tokenizers` trainer is not
+    deterministic: the same documents can give a slightly different vocabulary from run to run
+    (ties between equally frequent merges), hence other ids. A written vocabulary fixes them.
     """
-    from bertcore.tokenizer import SPECIALS, load_tokenizer, train_tokenizer
+    from bertcore.tokenizer import load_tokenizer
 
-    trained = train_tokenizer(corpus(), vocab_size)
-    vocab = [trained.id_to_token(i) for i in range(vocab_size)]
-    rest = sorted(set(vocab) - set(SPECIALS), key=lambda t: (t.startswith("##"), len(t), t))
     Path(out).mkdir(exist_ok=True)
-    (Path(out) / "vocab.txt").write_text("\n".join([*SPECIALS, *rest]) + "\n")
+    (Path(out) / "vocab.txt").write_text((HERE / "vocab.txt").read_text())
     return load_tokenizer(out)
 
 
-def shards(out: str | Path = "tour-data", vocab_size: int = 120):
+def shards(out: str | Path = "tour-data"):
     """(Shards, tokenizer): the corpus tokenized into a data directory `out`."""
     from bertcore.shards import Shards, prepare
 
-    tok = tokenizer(vocab_size)
+    tok = tokenizer()
     prepare(corpus(), tok, out, source="tour", progress=False, workers=1)
     return Shards(out, tok), tok
 
