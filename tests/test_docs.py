@@ -134,18 +134,36 @@ def _run_blocks(spec: str, page: str) -> None:
 EXCERPTS = [(p, b) for p in PAGES for b in blocks(p) if "excerpt" in b["opts"]]
 
 
+def excerpt_missing(block: dict) -> list[str]:
+    """The excerpt's code lines that none of its files contains any more."""
+    sources = []
+    for f in (ROOT / f for f in block["opts"]["excerpt"].split(",")):
+        assert f.is_file(), f"excerpt names a missing file {f}"
+        sources.append(" ".join(" ".join(_code_lines(f.read_text(encoding="utf-8"))).split()))
+    code = " ".join(sources)
+    return [s for s in _code_lines(block["text"]) if s not in code]
+
+
 @pytest.mark.parametrize("page,block", EXCERPTS,
                          ids=[f"{p.relative_to(ROOT)}:{b['line']}" for p, b in EXCERPTS])
 def test_excerpt_still_in_the_code(page: Path, block: dict):
-    files = [ROOT / f for f in block["opts"]["excerpt"].split(",")]
-    sources = []
-    for f in files:
-        assert f.is_file(), f"{page.relative_to(ROOT)}:{block['line']}: no file {f}"
-        sources.append(" ".join(" ".join(_code_lines(f.read_text(encoding="utf-8"))).split()))
-    code = " ".join(sources)
-    missing = [s for s in _code_lines(block["text"]) if s not in code]
+    missing = excerpt_missing(block)
     assert not missing, (f"{page.relative_to(ROOT)}:{block['line']}: lines no longer in "
                          f"{block['opts']['excerpt']}: {missing}")
+
+
+def test_the_checks_have_teeth(tmp_path: Path):
+    """The parser pairs outputs with their blocks, and an edited excerpt is caught."""
+    page = tmp_path / "page.md"
+    page.write_text("text\n\n```python\nprint(1)\n```\n\n```text output\n1\n```\n\n"
+                    "```python\nx = 2\n```\n\nprose\n\n```text output\n2\n```\n\n"
+                    "```python excerpt=torchbert/model.py\nmask = attention_mask.bool()[:, None, None, :]"
+                    "  # a comment\n...\nmask = attention_mask.float()\n```\n")
+    run = runnable(page)
+    assert [r["expect"] for r in run] == ["1", None]     # prose between: not its output
+    (excerpt,) = [b for b in blocks(page) if "excerpt" in b["opts"]]
+    assert excerpt_missing(excerpt) == ["mask = attention_mask.float()"]
+    assert _norm("a  \nb\n\n") == _norm("a\nb")
 
 
 def test_every_python_block_is_run_or_an_excerpt():

@@ -75,17 +75,21 @@ def masking(batch, tok, out: Path) -> None:
 def attention_mask(batch, out: Path) -> None:
     am = batch["attention_mask"]
     B, L = am.shape
-    fig, axes = plt.subplots(1, B, figsize=(3 * B, 3.3))
+    fig, axes = plt.subplots(1, B, figsize=(3 * B, 3.5))
+    cmap = matplotlib.colors.ListedColormap(["#ffffff", "#c7e9c0", "#238b45"])
     for b, ax in enumerate(axes):
         key_mask = am[b].astype(bool)[None, None, :]          # (1, 1, L) as in the twins
-        full = np.broadcast_to(key_mask, (1, L, L))[0]
-        ax.imshow(full, cmap="Greens", vmin=-0.3, vmax=1.2, interpolation="nearest")
-        ax.set_title(f"row {b}: {int(am[b].sum())} real tokens", fontsize=9)
+        allowed = np.broadcast_to(key_mask, (1, L, L))[0]      # (L, L): the same for every query
+        real_query = am[b].astype(bool)[:, None]
+        ax.imshow(np.where(allowed, np.where(real_query, 2, 1), 0), cmap=cmap, vmin=0, vmax=2,
+                  interpolation="nearest")
+        ax.set_title(f"row {b}: {int(am[b].sum())} real tokens of {L}", fontsize=9)
         ax.set_xlabel("key position")
         if b == 0:
             ax.set_ylabel("query position")
-    fig.suptitle("attention_mask.bool()[:, None, None, :] broadcast over queries: "
-                 "green = may attend, white = padded key", fontsize=10)
+    fig.suptitle("attention_mask.bool()[:, None, None, :], broadcast over queries: dark = attends, "
+                 "white = padded key (weight exactly 0), light = a padded query's row (unused)",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "attention_mask.png", dpi=100)
     plt.close(fig)
@@ -191,10 +195,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             it, tok, _ = tour.batches(batch_size=4, seq_len=32, max_predictions=5)
             batch = next(it)
+            # short sequences (google-research/bert draws them with short_seq_prob) show padding
+            padded = next(tour.batches(batch_size=8, seq_len=64, max_predictions=5,
+                                       short_seq_prob=1.0)[0])
+            padded = {k: v[:4] for k, v in padded.items()}
         finally:
             os.chdir(cwd)
     masking(batch, tok, out)
-    attention_mask(batch, out)
+    attention_mask(padded, out)
     lr_schedules(out)
     data_parallel(out)
     for f in sorted(out.glob("*.png")):
