@@ -147,16 +147,19 @@ def test_full_check_tiny(tmp_path, capsys):
     assert check.main(["--preset", "tiny", "--out", str(out), "--threads", "1",
                        "--layer-norm-position", "post"]) == 0
     table = capsys.readouterr().out
-    assert "FAIL" not in table and "27/27 rows pass" in table
+    assert "FAIL" not in table
+    assert "29/29 rows pass" in table
     report = json.loads((out / "report.json").read_text())
-    assert report["passed"] and len(report["rows"]) == 27
+    assert report["passed"] and len(report["rows"]) == 29
     quantities = {r["quantity"] for r in report["rows"]}
     for q in ("100-step loss curve: torch vs jax",
               "resume: torch 50 -> convert -> jax 50 vs torch 100",
               "resume: jax 50 -> convert -> torch 50 vs jax 100",
-              "dropout on: mean loss over 100 steps, torch vs jax"):
+              "dropout on: mean loss over 100 steps, torch vs jax",
+              "bf16 curve (100 steps): torch vs jax",
+              "eval metrics over 3 fixed batches: torch vs jax (train.evaluate)"):
         assert q in quantities
-    assert (out / "report.md").read_text().count("| pass |") == 27
+    assert (out / "report.md").read_text().count("| pass |") == 29
     assert (out / "loss_curves.png").stat().st_size > 10_000
 
 
