@@ -85,16 +85,20 @@ def _env(tmp: Path) -> dict:
             "TWINBERT_CACHE": str(tmp / "cache"), "MPLBACKEND": "Agg", "TQDM_DISABLE": "1"}
 
 
-def _ids(paths):
-    return [str(p.relative_to(ROOT)) for p in paths]
-
-
 # ---- runnable blocks ---------------------------------------------------------------------------
 
 RUN_PAGES = [p for p in PAGES if runnable(p)]
 
 
-@pytest.mark.parametrize("page", RUN_PAGES, ids=_ids(RUN_PAGES))
+def _page_param(page: Path):
+    """Pages that run the command lines (tour.run) or compile a JAX train step are `slow`."""
+    text = page.read_text(encoding="utf-8")
+    slow = "tour.run(" in text or "jax.jit(" in text
+    return pytest.param(page, id=str(page.relative_to(ROOT)),
+                        marks=[pytest.mark.slow] if slow else [])
+
+
+@pytest.mark.parametrize("page", [_page_param(p) for p in RUN_PAGES])
 def test_page_runs_and_prints_what_it_shows(page: Path, tmp_path: Path):
     spec = tmp_path / "blocks.json"
     spec.write_text(json.dumps(runnable(page)))
@@ -213,6 +217,7 @@ print(json.dumps(bad))
 """
 
 
+@pytest.mark.slow
 def test_command_modules_answer_help():
     """One process imports every module the commands name and asks its CLI for --help (as
     `python -m MOD --help` would, without paying a fresh interpreter per module)."""
@@ -225,6 +230,7 @@ def test_command_modules_answer_help():
 
 # ---- figures -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_figures_script_writes_every_png_the_tour_shows(tmp_path: Path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg",
            "TWINBERT_CACHE": str(tmp_path / "cache")}
