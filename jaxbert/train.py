@@ -13,6 +13,9 @@ jitted one of three ways (`--parallel`):
 Multi-host: `--coordinator HOST:PORT --num-processes N --process-id I` calls
 jax.distributed.initialize; each process reads its own rows of every global batch.
 Everything that is not JAX (configs, data, RUNDIR, metrics, plots) is bertcore's.
+
+(~480 lines, over the project's ~400: the pure step, the three device layouts and the loop
+with its eval and stop handling. `Layout` is the part to move into a module of its own next.)
 """
 
 from __future__ import annotations
