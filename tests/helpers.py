@@ -57,3 +57,20 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
     assert len(errors) == 1, proc.stderr
     for n in needles:
         assert n in errors[0], (n, errors[0])
+
+
+def padded_batch(shards, tok, batch_size: int, seq_len: int, max_predictions: int) -> dict:
+    """The first batch, over seeds 0, 1, ..., that has a padded row, unused prediction slots and
+    both NSP labels: the cases a real-batch comparison must cover (which seed gives them depends
+    on the instance-building code, so it is searched, deterministically, not hard-coded)."""
+    from bertcore.batches import BatchIterator
+    from bertcore.config import TrainConfig
+
+    for seed in range(200):
+        b = next(BatchIterator(shards, tok, TrainConfig(batch_size=batch_size, seq_len=seq_len,
+                                                        max_predictions=max_predictions,
+                                                        seed=seed)))
+        if ((b["attention_mask"] == 0).any() and (b["masked_weights"] == 0).any()
+                and len(set(b["next_sentence_label"].tolist())) == 2):
+            return b
+    raise AssertionError("no seed below 200 gives a padded batch with unused prediction slots")

@@ -16,11 +16,11 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from bertcore.batches import BatchIterator, check_batch  # noqa: E402
-from bertcore.config import BertConfig, TrainConfig  # noqa: E402
+from bertcore.batches import check_batch  # noqa: E402
+from bertcore.config import BertConfig  # noqa: E402
 from bertcore.errors import UserError  # noqa: E402
 from bertcore.hf import flatten, flax_to_hf, hf_to_flax  # noqa: E402
-from helpers import build_shards  # noqa: E402
+from helpers import build_shards, padded_batch  # noqa: E402
 from jaxbert.model import (BertForPreTraining, BertModel, add_bias,  # noqa: E402
                            attention_probs, from_pretrained, init_params, pretraining_loss)
 from parity import thresholds as T  # noqa: E402
@@ -91,9 +91,8 @@ def bertcore_batch(tmp_path_factory):
     """A real batch from bertcore's iterator, of make_batch's shapes (no second compilation)."""
     shards, tok = build_shards(tmp_path_factory.mktemp("jax-model"), n_docs=40)
     assert tok.vocab_size <= CFG.vocab_size
-    # seed 2: a padded row with unused prediction slots, and both NSP labels
-    batch = next(BatchIterator(shards, tok, TrainConfig(batch_size=B, seq_len=L,
-                                                        max_predictions=P, seed=2)))
+    # a padded row with unused prediction slots, and both NSP labels
+    batch = padded_batch(shards, tok, B, L, P)
     assert (batch["attention_mask"] == 0).any() and (batch["masked_weights"] == 0).any()
     return batch
 

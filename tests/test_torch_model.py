@@ -15,10 +15,10 @@ import torch
 import transformers
 from safetensors.torch import save_file
 
-from bertcore.batches import BatchIterator, check_batch
-from bertcore.config import BertConfig, TrainConfig
+from bertcore.batches import check_batch
+from bertcore.config import BertConfig
 from bertcore.errors import UserError
-from helpers import build_shards
+from helpers import build_shards, padded_batch
 from parity.thresholds import FORWARD_MAX_ABS, LOSS_REL
 from torchbert.model import BertForPreTraining, pretraining_loss
 
@@ -152,9 +152,8 @@ def test_bertcore_batch_matches_hf(pair, tmp_path):
     hf, ours = pair
     shards, tok = build_shards(tmp_path, n_docs=40)
     assert tok.vocab_size <= CFG.vocab_size
-    # seed 2: a padded row with unused prediction slots, and both NSP labels
-    batch = next(BatchIterator(shards, tok, TrainConfig(batch_size=B, seq_len=L,
-                                                        max_predictions=P, seed=2)))
+    # a padded row with unused prediction slots, and both NSP labels
+    batch = padded_batch(shards, tok, B, L, P)
     check_batch(batch, B, L, P, nsp=True)
     assert (batch["attention_mask"] == 0).any() and (batch["masked_weights"] == 0).any()
     b = {k: torch.from_numpy(v) for k, v in batch.items()}
