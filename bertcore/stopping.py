@@ -31,6 +31,7 @@ import re
 import shlex
 import shutil
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -317,3 +318,19 @@ def write_failure(e: OSError, path: str | os.PathLike, needed: int | None,
             "; there is no earlier checkpoint")
     msg += "; free space or fix the directory, then --resume"
     return CheckpointWriteError(msg)
+
+
+def run_train(train: Callable[[Any], Any], args: Any, argv: list[str] | None) -> int:
+    """Both twins' `main`: run `train(args)` and turn its outcome into the exit code: 0 (done, or
+    --time-budget reached), 75 (stopped by a signal, with a checkpoint), 74 (a checkpoint could
+    not be written), 130 (a second Ctrl-C); the signal handlers are removed whatever happens."""
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        train(args)
+    except CheckpointWriteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    finally:
+        if getattr(args, "stopper", None) is not None:
+            args.stopper.uninstall()
+    return args.exit_code

@@ -25,7 +25,7 @@ from bertcore.config import TrainConfig, weight_decay_applies
 from bertcore.errors import UserError, cli_entry
 from bertcore.prefetch import Prefetch
 from bertcore.run import Run, setup_run
-from bertcore.stopping import CheckpointWriteError, Stopper, os_error_in, resume_command, \
+from bertcore.stopping import Stopper, os_error_in, resume_command, run_train, \
     warn_if_low_space, write_failure
 from bertcore.rundir import trained_model_config
 from bertcore.schedule import make_schedule
@@ -355,17 +355,7 @@ def train(args) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 (done, or --time-budget reached), 75 (stopped by a signal, with a checkpoint),
     74 (a checkpoint could not be written), 130 (a second Ctrl-C), 2 (a usage error)."""
-    args = parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        train(args)
-    except CheckpointWriteError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    finally:
-        if getattr(args, "stopper", None) is not None:
-            args.stopper.uninstall()
-    return args.exit_code
+    return run_train(train, parse_args(argv), argv)
 
 
 if __name__ == "__main__":
