@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from .config import PRESETS, SCHEDULES, TrainConfig
+from .errors import UserError
 
 _D = TrainConfig()  # the defaults shown in --help
 DTYPES = {"auto": "auto", "fp32": "fp32", "float32": "fp32", "bf16": "bf16", "bfloat16": "bf16"}
@@ -29,10 +30,32 @@ def resolve_dtype(name: str, accelerator: bool) -> str:
     return ("bf16" if accelerator else "fp32") if name == "auto" else name
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" only where X tells the reader something: not for switches, not for
+    flags whose default is None (they fall back to TrainConfig and show it as [X] themselves),
+    and not where the help text already says "(default ...)"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None or action.default is False or "(default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+def resolve_pad_vocab(multiple: int | None, accelerator: bool) -> int:
+    """--pad-vocab M: M as given (at least 1), else 64 on an accelerator and 1 (off) on a CPU,
+    where an odd-sized matmul costs nothing extra and padding would only add a copy."""
+    if multiple is None:
+        return 64 if accelerator else 1
+    if multiple < 1:
+        raise UserError(f"--pad-vocab {multiple}: use a positive multiple (1 turns padding off)")
+    return multiple
+
+
 def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog, description=description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         epilog="With no arguments: trains the 'tiny' preset for a few minutes on the built-in "
                "corpus, to a loss below its word frequencies' (tokenizer and shards are built once "
                "and cached in $TWINBERT_CACHE or ~/.cache/twinbert).")
@@ -60,6 +83,11 @@ def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
     c.add_argument("--remat", action="store_true",
                    help="activation checkpointing: recompute each encoder layer in the backward "
                         "pass instead of storing its activations (less memory, ~1/3 more compute)")
+    c.add_argument("--pad-vocab", type=int, metavar="M",
+                   help="run the MLM decoder matmul on the vocabulary padded with zero rows to a "
+                        "multiple of M (aligned tensor-core tiles); weights, checkpoints and "
+                        "exports keep the true vocabulary and the loss is unchanged (default: 64 "
+                        "on GPU/TPU, 1 = off on CPU)")
 
     d = p.add_argument_group("data")
     d.add_argument("--corpus", default="builtin",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .cli import HelpFormatter
 from .config import TrainConfig
 from .errors import UserError, cli_entry
 from .shards import Shards, prepare
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                                 description="Pretokenize corpora into memory-mapped shards.")
     sub = p.add_subparsers(dest="cmd", required=True)
     pr = sub.add_parser("prepare", help="tokenize a corpus once into DATADIR",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=HelpFormatter)
     pr.add_argument("--corpus", default="builtin",
                     help="builtin | imdb | an aclImdb dir | a .txt/.jsonl file (or .gz/.zst), "
                          "a .parquet file with a text column, a folder or a quoted glob")
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--no-progress", action="store_true")
     pr.set_defaults(fn=_prepare)
     sh = sub.add_parser("show", help="print the first batch of DATADIR as tokens",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=HelpFormatter)
     sh.add_argument("datadir")
     sh.add_argument("--batch-size", type=int, default=2)
     sh.add_argument("--seq-len", type=int, default=64)

@@ -66,6 +66,7 @@ class _Module(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     remat: bool = False     # activation checkpointing of each encoder layer (see _LayerList)
+    pad_vocab_to: int = 1   # decoder matmul on a table padded to this multiple (the LM head)
 
     def _dense(self, features: int) -> nn.Dense:
         return nn.Dense(features, kernel_init=_normal(self.config), dtype=self.dtype,
@@ -293,7 +294,11 @@ add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
 
 class BertLMPredictionHead(_Module):
     """Transform, then the decoder tied to the word embeddings, plus an output bias. The decoder
-    has no weight of its own: `word_embeddings.attend(x)` is x @ embedding.T."""
+    has no weight of its own: `word_embeddings.attend(x)` is x @ embedding.T.
+
+    pad_vocab_to=M > 1 runs that matmul on the table padded with zero rows to a multiple of M
+    (aligned tiles on GPU/TPU) and drops the padded logits: parameters, gradients, checkpoints
+    and exports keep the true vocabulary, and the loss is unchanged."""
 
     def setup(self):
         self.transform = BertPredictionHeadTransform(self.config, self.dtype, self.param_dtype, self.remat)
@@ -301,13 +306,21 @@ class BertLMPredictionHead(_Module):
                                self.param_dtype)
 
     def __call__(self, x, word_embeddings: nn.Embed):
-        logits = word_embeddings.attend(self.transform(x))                       # (B, *, V)
+        h = self.transform(x)
+        V = self.config.vocab_size
+        pad = -V % self.pad_vocab_to
+        if not pad:
+            logits = word_embeddings.attend(h)                                   # (B, *, V)
+        else:
+            table = jnp.pad(word_embeddings.embedding, ((0, pad), (0, 0)))      # (V + pad, H)
+            logits = jnp.dot(h, table.astype(h.dtype).T)[..., :V]                # (B, *, V)
         return add_bias(logits, self.bias.astype(logits.dtype))
 
 
 class BertPreTrainingHeads(_Module):
     def setup(self):
-        self.predictions = BertLMPredictionHead(self.config, self.dtype, self.param_dtype, self.remat)
+        self.predictions = BertLMPredictionHead(self.config, self.dtype, self.param_dtype, self.remat,
+                                                self.pad_vocab_to)
         self.seq_relationship = self._dense(2)
 
     def __call__(self, sequence_output, pooled_output, word_embeddings):
@@ -324,7 +337,8 @@ class BertForPreTraining(_Module):
 
     def setup(self):
         self.bert = BertModel(self.config, self.dtype, self.param_dtype, self.remat)
-        self.cls = BertPreTrainingHeads(self.config, self.dtype, self.param_dtype, self.remat)
+        self.cls = BertPreTrainingHeads(self.config, self.dtype, self.param_dtype, self.remat,
+                                        self.pad_vocab_to)
 
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None, masked_positions=None,
                  deterministic: bool = True, nsp: bool = True):

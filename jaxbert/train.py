@@ -37,7 +37,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bertcore import evaluation
 from bertcore.batches import split_micro_batches
-from bertcore.cli import resolve_dtype, train_parser
+from bertcore.cli import resolve_dtype, resolve_pad_vocab, train_parser
 from bertcore.config import BertConfig, TrainConfig, weight_decay_applies
 from bertcore.errors import UserError, cli_entry
 from bertcore.hf import flax_to_hf
@@ -322,7 +322,9 @@ def train(args) -> dict[str, Any]:
         run.note("note: --parallel pmap with a single device runs pmap over that one device")
     cfg.rows_per_part(world, "processes")
 
-    model = BertForPreTraining(mcfg, dtype=compute_dtype(args.dtype), remat=args.remat)
+    pad_vocab = resolve_pad_vocab(args.pad_vocab, jax.default_backend() != "cpu")
+    model = BertForPreTraining(mcfg, dtype=compute_dtype(args.dtype), remat=args.remat,
+                               pad_vocab_to=pad_vocab)
     tx = make_optimizer(cfg, mcfg.hidden_size)
     step_fn = functools.partial(train_step, model=model, tx=tx, cfg=cfg)
     layout = Layout(kind, cfg, step_fn)
@@ -442,7 +444,8 @@ def train(args) -> dict[str, Any]:
     n_params = sum(x.size for x in jax.tree_util.tree_leaves(layout.host_state(state).params))
     summary = run.finish({"parameters": int(n_params), "parallel": kind,
                           "dtype": resolve_dtype(args.dtype, jax.default_backend() != "cpu"),
-                          "remat": args.remat, "peak_device_memory_mb": peak_device_memory_mb(),
+                          "remat": args.remat, "pad_vocab": pad_vocab,
+                          "peak_device_memory_mb": peak_device_memory_mb(),
                           "eval": last_eval,
                           "devices": jax.device_count(), "backend": jax.default_backend(),
                           "processes": world, "train_seconds": seconds,

@@ -1,4 +1,4 @@
-"""The compute options both twins share: --remat, --dtype bf16, --attention-dropout, and the
+"""The compute options both twins share: --remat, --dtype bf16, --attention-dropout, --pad-vocab and the
 MLM-only forward that skips the pooler and NSP head. Each checked in both twins against the
 plain computation on the same weights and batch."""
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from bertcore.batches import BatchIterator
-from bertcore.cli import resolve_dtype, train_parser
+from bertcore.cli import resolve_dtype, resolve_pad_vocab, train_parser
 from bertcore.config import BertConfig, TrainConfig
 from bertcore.hf import hf_to_flax
 from helpers import build_shards
@@ -93,6 +93,43 @@ def test_remat_computes_the_same_loss_and_gradients(weights, batch, CFG):
         assert np.allclose(a, b, rtol=1e-5, atol=1e-7)
     # the twins agree on it too (the usual loss bar)
     assert abs(float(rl) - loss) <= T.LOSS_REL * abs(loss)
+
+
+def test_pad_vocab_keeps_the_loss_gradients_and_weights(weights, batch, CFG):
+    assert CFG.vocab_size % 64, "the test needs a vocabulary that is not a multiple of 64"
+    model, params = weights
+    model.train()
+    loss, grads = torch_loss_and_grads(model, batch)
+    padded = tm.BertForPreTraining(CFG, pad_vocab_to=64)
+    padded.load_state_dict(model.state_dict())
+    padded.train()
+    loss_p, grads_p = torch_loss_and_grads(padded, batch)
+    # the weights keep the true vocabulary (nothing to strip on export, nothing to pad on load)
+    assert {k: v.shape for k, v in padded.state_dict().items()} == \
+        {k: v.shape for k, v in model.state_dict().items()}
+    assert abs(loss_p - loss) <= 1e-6 * abs(loss) and grads_p.keys() == grads.keys()
+    for n in grads:
+        assert torch.allclose(grads[n], grads_p[n], rtol=1e-5, atol=1e-7), n
+
+    jl, jg = jax_loss_and_grads(jm.BertForPreTraining(CFG), params, batch)
+    pl, pg = jax_loss_and_grads(jm.BertForPreTraining(CFG, pad_vocab_to=64), params, batch)
+    assert abs(float(pl) - float(jl)) <= 1e-6 * abs(float(jl))
+    for a, b in zip(jax.tree_util.tree_leaves(jg), jax.tree_util.tree_leaves(pg)):
+        assert a.shape == b.shape and np.allclose(a, b, rtol=1e-5, atol=1e-7)
+    # `init` of the padded module makes the same (unpadded) parameter shapes
+    shapes = jax.eval_shape(lambda: jm.BertForPreTraining(CFG, pad_vocab_to=64).init(
+        jax.random.PRNGKey(0), batch["input_ids"], batch["token_type_ids"],
+        batch["attention_mask"], batch["masked_positions"]))["params"]
+    assert jax.tree_util.tree_map(lambda x: x.shape, shapes) == \
+        jax.tree_util.tree_map(lambda x: x.shape, params)
+
+
+def test_pad_vocab_default_is_64_on_accelerators_only():
+    assert resolve_pad_vocab(None, accelerator=True) == 64
+    assert resolve_pad_vocab(None, accelerator=False) == 1
+    assert resolve_pad_vocab(8, accelerator=False) == 8
+    with pytest.raises(Exception, match="--pad-vocab 0"):
+        resolve_pad_vocab(0, accelerator=True)
 
 
 def test_mlm_only_forward_never_runs_the_pooler(weights, batch, CFG):

@@ -239,23 +239,33 @@ class BertPredictionHeadTransform(nn.Module):
 
 
 class BertLMPredictionHead(nn.Module):
-    """transform, then logits = h @ word_embeddings^T + bias (tied by BertForPreTraining)."""
+    """transform, then logits = h @ word_embeddings^T + bias (tied by BertForPreTraining).
 
-    def __init__(self, config: BertConfig):
+    pad_vocab_to=M > 1 runs the decoder matmul on the table padded with zero rows to a multiple
+    of M (aligned tensor-core tiles on GPUs) and drops the padded logits: the weights, their
+    gradients, checkpoints and exports keep the true vocabulary, and the loss is unchanged."""
+
+    def __init__(self, config: BertConfig, pad_vocab_to: int = 1):
         super().__init__()
         self.transform = BertPredictionHeadTransform(config)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
         self.decoder.bias = self.bias  # one Parameter under two names, exactly as HF
+        self.pad_vocab_to = pad_vocab_to
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.transform(x))                           # (B, P or L, V)
+        h = self.transform(x)
+        pad = -self.bias.shape[0] % self.pad_vocab_to
+        if not pad:
+            return self.decoder(h)                                       # (B, P or L, V)
+        table = F.pad(self.decoder.weight, (0, 0, 0, pad))               # (V + pad, H)
+        return F.linear(h, table)[..., :self.bias.shape[0]] + self.bias  # (B, P or L, V)
 
 
 class BertPreTrainingHeads(nn.Module):
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, pad_vocab_to: int = 1):
         super().__init__()
-        self.predictions = BertLMPredictionHead(config)
+        self.predictions = BertLMPredictionHead(config, pad_vocab_to)
         self.seq_relationship = nn.Linear(config.hidden_size, 2)
 
     def forward(self, sequence_output: torch.Tensor, pooled_output: torch.Tensor | None):
@@ -268,11 +278,11 @@ class BertForPreTraining(nn.Module):
     masked_positions [B, P], else [B, L, V] (fill-mask, HF parity); nsp_logits [B, 2], or None
     with `nsp=False` (MLM-only: the pooler and NSP head are not run)."""
 
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, pad_vocab_to: int = 1):
         super().__init__()
         self.config = config
         self.bert = BertModel(config)
-        self.cls = BertPreTrainingHeads(config)
+        self.cls = BertPreTrainingHeads(config, pad_vocab_to)
         self.cls.apply(lambda m: _init_weights(m, config.initializer_range))
         # Tie after initialising, as HF does, so the decoder's init does not overwrite the
         # embedding (and its zero [PAD] row). Module.to()/.cuda() keep the tie (in-place moves).

@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from bertcore import evaluation
 from bertcore.batches import split_micro_batches, step_seed
-from bertcore.cli import resolve_dtype, train_parser
+from bertcore.cli import resolve_dtype, resolve_pad_vocab, train_parser
 from bertcore.config import TrainConfig, weight_decay_applies
 from bertcore.errors import UserError, cli_entry
 from bertcore.prefetch import Prefetch
@@ -217,7 +217,8 @@ def train(args) -> dict[str, Any]:
     mcfg = trained_model_config(mcfg, cfg)
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    model = BertForPreTraining(mcfg)
+    pad_vocab = resolve_pad_vocab(args.pad_vocab, accelerator=device.type == "cuda")
+    model = BertForPreTraining(mcfg, pad_vocab_to=pad_vocab)
     if run.init_source is not None:
         # Imported here: only a run that starts from other weights needs the reader.
         from .pretrained import pretrained_weights
@@ -332,7 +333,8 @@ def train(args) -> dict[str, Any]:
     run.export_hf({k: v.detach().cpu().numpy() for k, v in model.hf_state_dict().items()})
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     summary = run.finish({"parameters": model.num_parameters(), "device": str(device),
-                          "dtype": dtype, "remat": args.remat, "eval": last_eval,
+                          "dtype": dtype, "remat": args.remat, "pad_vocab": pad_vocab,
+                          "eval": last_eval,
                           "peak_device_memory_mb": peak / 2**20 if peak is not None else None,
                           "world_size": world, "train_seconds": seconds,
                           "stopped": stopper.reason,
