@@ -30,10 +30,11 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .config import BertConfig
-from .corpus import _BR, _lines, _read_text
+from .corpus import BR_TAGS
 from .errors import UserError, atomic_path
 from .hf import check_classifier_state, is_hf_dir, normalize_hf_names, read_hf_safetensors
 from .imdb import find_aclimdb
+from .readers import numbered_lines, read_text_file
 from .tokenizer import WordPiece, load_tokenizer
 
 IMDB_LABELS = ("neg", "pos")
@@ -61,7 +62,7 @@ def _read_aclimdb(root: Path, split: str) -> list[Example]:
     for lab in IMDB_LABELS:   # fixed order, files sorted by name: the same list on every machine
         folder = root / split / lab
         for name in sorted(n for n in os.listdir(folder) if n.endswith(".txt")):
-            text = _BR.sub("\n", _read_text(folder / name)).strip()
+            text = BR_TAGS.sub("\n", read_text_file(folder / name)).strip()
             if text:
                 out.append(Example(text, None, lab))
     return out
@@ -77,7 +78,7 @@ def _label(value, where: str) -> str | None:
 
 def _read_jsonl(path: Path, need_label: bool) -> list[Example]:
     out = []
-    for number, line in _lines(path):
+    for number, line in numbered_lines(path):
         if not line.strip():
             continue
         where = f"{path}:{number}"
@@ -102,7 +103,7 @@ def _read_csv(path: Path, need_label: bool) -> list[Example]:
     delimiter = "\t" if path.suffix == ".tsv" else ","
     # The whole file through the strict UTF-8 reader (a quoted field may span lines); GLUE's
     # .tsv files quote nothing, so a '"' inside a sentence stays text there.
-    text = _read_text(path).removeprefix("\ufeff")
+    text = read_text_file(path).removeprefix("\ufeff")
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter,
                             quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
     columns = reader.fieldnames or []

@@ -36,11 +36,11 @@ from typing import Iterator
 from .errors import UserError, cli_entry
 from .imdb import (IMDB_MD5, IMDB_SHA256, IMDB_SPLITS, IMDB_URL, default_cache_dir, download_imdb,
                    find_aclimdb, is_aclimdb)
-from .readers import (_lines, _read_text, corpus_files, glob_files, is_glob, iter_file,
-                      iter_files, total_bytes)
+from .readers import (corpus_files, glob_files, is_glob, iter_file, iter_files, read_text_file,
+                      total_bytes)
 
 __all__ = ["iter_documents", "split_sentences", "builtin_documents", "corpus_bytes", "main",
-           "_lines", "_read_text"]   # _lines, _read_text: for bertcore.classify_data
+           "BR_TAGS"]
 
 # ---------------------------------------------------------------------------------------------
 # Sentences
@@ -60,9 +60,9 @@ def split_sentences(text: str, delimiters: str = ".?!") -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading files (the file formats are bertcore.readers; _lines and _read_text stay importable here)
+# Reading files (the file formats are bertcore.readers)
 
-_BR = re.compile(r"\s*(?:<br\s*/?>\s*)+", re.IGNORECASE)
+BR_TAGS = re.compile(r"\s*(?:<br\s*/?>\s*)+", re.IGNORECASE)   # IMDB reviews' line breaks
 
 
 def _iter_aclimdb(root: Path) -> Iterator[str]:
@@ -72,7 +72,7 @@ def _iter_aclimdb(root: Path) -> Iterator[str]:
         if not folder.is_dir():
             continue
         for name in sorted(n for n in os.listdir(folder) if n.endswith(".txt")):
-            text = _BR.sub("\n", _read_text(folder / name)).strip()
+            text = BR_TAGS.sub("\n", read_text_file(folder / name)).strip()
             if text:
                 yield text
 

@@ -64,7 +64,7 @@ def _corrupt(path: Path, e: Exception) -> UserError:
                      f"truncated or corrupt: download or compress it again")
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
+def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
     """Yield (line number, line without its newline), decoding UTF-8 strictly, one line at a time."""
     offset = 0
     try:
@@ -87,7 +87,7 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
         raise _corrupt(path, e) from None
 
 
-def _read_text(path: Path) -> str:
+def read_text_file(path: Path) -> str:
     raw = path.read_bytes()
     try:
         return raw.decode("utf-8")
@@ -98,7 +98,7 @@ def _read_text(path: Path) -> str:
 def iter_txt(path: Path) -> Iterator[str]:
     """Documents separated by blank lines; lines inside a document are kept (joined by newline)."""
     doc: list[str] = []
-    for _, line in _lines(path):
+    for _, line in numbered_lines(path):
         if line.strip():
             doc.append(line.strip())
         elif doc:
@@ -109,7 +109,7 @@ def iter_txt(path: Path) -> Iterator[str]:
 
 
 def iter_jsonl(path: Path) -> Iterator[str]:
-    for number, line in _lines(path):
+    for number, line in numbered_lines(path):
         if not line.strip():
             continue
         try:

@@ -146,8 +146,8 @@ DST is written according to --to:
                      directory (both twins' from_pretrained load it).
 
 examples:
-  python -m parity.convert runs/torchbert-mini runs/jaxbert-mini --to jax
-  python -m parity.convert runs/jaxbert-mini --step 200 export/bert-mini --to hf""")
+  python -m parity.convert runs/torchbert-tiny runs/jaxbert-tiny --to jax
+  python -m parity.convert runs/jaxbert-tiny --step 200 export/bert-tiny --to hf""")
     p.add_argument("src", metavar="SRC", help="run directory, checkpoint or Hugging Face dir")
     p.add_argument("dst", metavar="DST", help="output directory (must not exist, see --overwrite)")
     p.add_argument("--to", required=True, choices=["torch", "jax", "hf"], help="target format")
