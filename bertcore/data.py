@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 from .cli import HelpFormatter
@@ -40,8 +41,10 @@ def _prepare(args: argparse.Namespace) -> int:
         from .batches import BatchIterator
 
         it = BatchIterator(Shards(out, tok), tok, cfg.replace(batch_size=1))
-        print(f"at seq-len {args.seq_len}: {it.batches_per_epoch} sequences per epoch "
-              f"(seed {cfg.seed})")
+        t0 = time.perf_counter()
+        n = it.batches_per_epoch   # builds DATADIR/epochs/<key>-epoch0.npy (bertcore.instances)
+        print(f"at seq-len {args.seq_len}: {n} sequences per epoch (seed {cfg.seed}); epoch 0's "
+              f"order built in {time.perf_counter() - t0:.1f}s -> {it.epoch_cache}")
     return 0
 
 
@@ -80,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="tokenizer directory (python -m bertcore.tokenizer train)")
     pr.add_argument("--out", required=True, metavar="DATADIR")
     pr.add_argument("--seq-len", type=int, default=None,
-                    help="optional: also report how many sequences of this length an epoch has "
-                         "(the shards themselves work for any seq-len)")
+                    help="optional: also build the first epoch's order for this seq-len (seed "
+                         "0, MLM+NSP: the training defaults) in DATADIR/epochs, so the first run "
+                         "starts at once instead of building it, and report its size (the shards "
+                         "themselves work for any seq-len)")
     pr.add_argument("--delimiters", default=".?!", help="sentence-ending characters")
     pr.add_argument("--workers", type=int, default=None,
                     help="processes that split and tokenize (default: the machine's cores)")

@@ -35,6 +35,18 @@ def test_train_tokenizer_then_prepare_then_show(corpus):
                 "--no-progress")
     assert p.returncode == 0, p.stderr
     assert "MB/s" in p.stdout and "sequences per epoch" in p.stdout
+    # --seq-len built epoch 0's order where a default training run at that length opens it
+    built = sorted((corpus / "data" / "epochs").glob("*-epoch0.npy"))
+    assert len(built) == 1
+    from bertcore.batches import BatchIterator
+    from bertcore.config import TrainConfig
+    from bertcore.shards import Shards
+    shards = Shards(corpus / "data")
+    it = BatchIterator(shards, shards.tokenizer(), TrainConfig(batch_size=4, seq_len=64))
+    assert it._epoch_file() == built[0]
+    mtime = built[0].stat().st_mtime_ns
+    next(it)
+    assert built[0].stat().st_mtime_ns == mtime   # opened, not rebuilt
     p = run_cli("-m", "bertcore.data", "show", str(corpus / "data"), "--seq-len", "32")
     assert p.returncode == 0, p.stderr
     assert "[CLS]" in p.stdout and "predict:" in p.stdout
