@@ -42,6 +42,15 @@ Dtype = Any
 log = logging.getLogger(__name__)
 
 
+def gelu(x):
+    """Exact (erf) GELU, as original BERT, HF "gelu" and torch's `F.gelu` (jax's default is the
+    tanh form). Written with `lax.erf` rather than `jax.nn.gelu(x, approximate=False)`, which goes
+    through erfc: XLA's CPU backend computes that with two branches, ~1.7x slower on its own
+    (4.4 -> 2.6 ms on a [4096, 1024] array here) and ~2-5% of a mini training step. The two
+    differ by float rounding (< 1e-6). Python-float constants keep a bf16 input in bf16."""
+    return x * (0.5 + 0.5 * jax.lax.erf(x * 0.7071067811865476))
+
+
 def _normal(config: BertConfig):
     # HF's _init_weights: every Linear and Embedding ~ N(0, initializer_range), biases 0,
     # LayerNorm 1/0. (HF's own Flax port uses lecun_normal in the MLM transform; we follow torch.)
@@ -173,8 +182,7 @@ class BertIntermediate(_Module):
         self.dense = self._dense(self.config.intermediate_size)
 
     def __call__(self, x):
-        # Exact (erf) GELU, as original BERT and HF "gelu"; jax's default is the tanh form.
-        return jax.nn.gelu(self.dense(x), approximate=False)                     # (B, L, I)
+        return gelu(self.dense(x))                                               # (B, L, I)
 
 
 class BertOutput(BertSelfOutput):
@@ -266,7 +274,7 @@ class BertPredictionHeadTransform(_Module):
         self.LayerNorm = self._layer_norm()
 
     def __call__(self, x):
-        return self.LayerNorm(jax.nn.gelu(self.dense(x), approximate=False))
+        return self.LayerNorm(gelu(self.dense(x)))
 
 
 @jax.custom_vjp
