@@ -10,14 +10,13 @@ import pytest
 from bertcore.config import BertConfig, TrainConfig
 from helpers import run_cli
 
-# Shortened in --steps only, to keep the suite's time: this checks that the no-argument settings
-# run in both twins and report what they learned against the corpus's baselines. Whether the full
-# run ends below word frequencies in both twins is issue 16, still open (README "What a first run
-# shows": jaxbert's run stayed on the unigram plateau at step 1000 when measured), so that claim
-# is not asserted here.
-STEPS = 60
-
-
+# Shortened in --steps only, to keep the suite's time: the no-argument run is 1500 steps (~4-5
+# minutes a twin on 2 cores; README "What a first run shows" has its figures). At 500 steps the
+# same settings already end well below the corpus's word-frequency entropy (measured: torchbert
+# 6.00 nats and jaxbert 5.99 against 6.29, accuracy 11.2% and 11.6% against the most frequent
+# token's 5.1%, in 78 s and ~100 s), which is what this asserts in both twins; beating the
+# blind-to-context line takes the full run.
+STEPS = 500
 @pytest.mark.slow
 @pytest.mark.parametrize("twin", ["torch", "jax"])
 def test_no_argument_run_reports_what_it_learned(twin, tmp_path, cache_env):
@@ -37,7 +36,10 @@ def test_no_argument_run_reports_what_it_learned(twin, tmp_path, cache_env):
     learned = json.loads((out / "summary.json").read_text())["learned"]
     h, share = learned["unigram_entropy"], learned["unigram_top_share"]
     assert 5.0 < h < 8.0 and 0.0 < share < 0.2, learned      # the built-in corpus's baseline
-    assert learned["final_mlm_loss"] > 0 and 0 <= learned["final_mlm_accuracy_mean"] <= 1
+    # it learned more than word frequencies: clearly below their entropy, and more often right
+    # than always answering the most frequent token
+    assert learned["final_mlm_loss"] < h - 0.1, learned
+    assert learned["final_mlm_accuracy_mean"] > share, learned
 
     # what the run prints at its end: the figures next to the baseline, and what to try next
     lines = p.stdout.splitlines()
