@@ -259,7 +259,8 @@ class BertLMPredictionHead(nn.Module):
         if not pad:
             return self.decoder(h)                                       # (B, P or L, V)
         table = F.pad(self.decoder.weight, (0, 0, 0, pad))               # (V + pad, H)
-        return F.linear(h, table)[..., :self.bias.shape[0]] + self.bias  # (B, P or L, V)
+        logits = F.linear(h, table)[..., :self.bias.shape[0]]            # (B, P or L, V)
+        return logits + self.bias.to(logits.dtype)   # bf16 under autocast, as nn.Linear's
 
 
 class BertPreTrainingHeads(nn.Module):
