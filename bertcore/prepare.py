@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from .errors import UserError, atomic_path
 from .shards import FORMAT
-from .tokenizer import WordPiece
+from .tokenizer import BatchIds, WordPiece
 
 SHARD_TOKENS = 1 << 28      # start a new shard file after ~268M tokens (512 MB at uint16)
 CHUNK_CHARS = 1 << 20       # text handed to a worker at a time
@@ -62,8 +62,8 @@ def _init_worker(tokenizer_json: str, delimiters: str, dtype: str, eval_fraction
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     from tokenizers import Tokenizer
 
-    _WORKER.update(tokenizer=Tokenizer.from_str(tokenizer_json), delimiters=delimiters,
-                   dtype=np.dtype(dtype), eval_fraction=eval_fraction)
+    _WORKER.update(ids=BatchIds(Tokenizer.from_str(tokenizer_json), dtype), delimiters=delimiters,
+                   eval_fraction=eval_fraction)
 
 
 def is_eval(text_bytes: bytes, eval_fraction: float) -> bool:
@@ -74,15 +74,14 @@ def is_eval(text_bytes: bytes, eval_fraction: float) -> bool:
     return h < eval_fraction * 2**64
 
 
-def _encode_chunk(docs: list[str], tokenizer=None, delimiters: str | None = None,
-                  dtype=None, eval_fraction: float | None = None):
+def _encode_chunk(docs: list[str], batch_ids: BatchIds | None = None,
+                  delimiters: str | None = None, eval_fraction: float | None = None):
     """Per split (train, eval): (tokens, tokens per sentence, sentences per document, bytes)."""
     from .corpus import split_sentences
 
     w = _WORKER
-    tokenizer = tokenizer or w["tokenizer"]
+    batch_ids = batch_ids or w["ids"]
     delimiters = w["delimiters"] if delimiters is None else delimiters
-    dtype = w["dtype"] if dtype is None else dtype
     eval_fraction = w["eval_fraction"] if eval_fraction is None else eval_fraction
     out = []
     groups: tuple[list[str], list[str]] = ([], [])
@@ -98,14 +97,11 @@ def _encode_chunk(docs: list[str], tokenizer=None, delimiters: str | None = None
             s = split_sentences(doc, delimiters)
             sents.extend(s)
             per_doc.append(len(s))
-        encs = tokenizer.encode_batch(sents, add_special_tokens=False) if sents else []
-        ids = [e.ids for e in encs]
-        lens = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        flat, lens = batch_ids(sents)
         # Drop sentences that tokenized to nothing, then documents left empty.
         doc_of = np.repeat(np.arange(len(per_doc)), per_doc)
         keep = lens > 0
         per_doc = np.bincount(doc_of[keep], minlength=len(per_doc))
-        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=int(lens.sum()))
         out.append((flat, lens[keep], per_doc[per_doc > 0], nbytes[split]))
     return out
 
@@ -177,9 +173,11 @@ def _results(chunks: Iterator[list[str]], tokenizer: WordPiece, workers: int, ar
     corpus is one chunk: starting processes would cost more than it saves)."""
     first = list(itertools.islice(chunks, 2))
     chunks = itertools.chain(first, chunks)
+    delimiters, dtype, eval_fraction = args
     if workers <= 1 or len(first) < 2:
+        batch_ids = BatchIds(tokenizer.tokenizer, dtype)
         for chunk in chunks:
-            yield _encode_chunk(chunk, tokenizer.tokenizer, *args)
+            yield _encode_chunk(chunk, batch_ids, delimiters, eval_fraction)
         return
     # spawn, not fork: the parent may hold threads (tokenizers', tqdm's, a framework's).
     ctx = multiprocessing.get_context("spawn")

@@ -1,3 +1,7 @@
+import random
+import string
+
+import numpy as np
 import pytest
 
 from bertcore.errors import UserError
@@ -112,3 +116,73 @@ def test_padding_and_truncation_in_tokenizer_json_are_turned_off(tmp_path):
     assert loaded.encode_batch([short, long]) == [expected_short, expected_long]
     # the file's own path loads the same way
     assert load_tokenizer(tmp_path / "tok" / "tokenizer.json").encode(long) == loaded.encode(long)
+
+
+MIXED = TEXTS + [
+    "Plain ASCII with MiXeD CaSe, digits 12345 and [mask] in lower case.",
+    "form\x0cfeed and vertical\x0btab and DEL\x7f and NUL\x00 inside words",
+    "bell\x07and escape\x1b[0m codes",
+    "tab\tseparated\tcolumns\r\nand CRLF",
+    "", " ", "[MASK]", "x" * 120,
+    "Curly \u201cquotes\u201d and an em\u2014dash",
+    "ALL CAPS SHOUTING ABOUT THE MOVIE!!!",
+]
+
+
+def split_ids(batch_ids, texts):
+    flat, lens = batch_ids(texts)
+    assert flat.dtype == batch_ids.dtype and len(lens) == len(texts)
+    return [list(map(int, x)) for x in np.split(flat, np.cumsum(lens)[:-1])] if texts else []
+
+
+def own_ids(tok, texts):
+    return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+
+
+def random_ascii_texts(n, seed=0):
+    """Random ASCII mixing words, digits, every punctuation mark, brackets around special-token
+    names, runs of whitespace and over-long words."""
+    rng = random.Random(seed)
+    parts = ["the", "Movie", "WAS", "good", "un", "##", "123", "4th", "x" * 120, "[", "]", "mask",
+             "MASK", "[mask]", "[MASK", "SEP]", "\t", "\n", "\r\n", " ", "  "]
+    parts += list(string.punctuation) + list(string.ascii_letters) + list(string.digits)
+    return ["".join(rng.choice(parts) + rng.choice(["", " "]) for _ in range(rng.randint(0, 40)))
+            for _ in range(n)]
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_batch_ids_shortcut_gives_the_tokenizers_own_ids(tmp_path, lowercase):
+    from tokenizers import AddedToken, normalizers
+
+    from bertcore.tokenizer import _ASCII_WORDS, BatchIds
+
+    docs = synthetic_documents(200) + TEXTS + [t.upper() for t in TEXTS]
+    tok = train_tokenizer(docs, 400, lowercase=lowercase).tokenizer
+    batch_ids = BatchIds(tok, np.uint16)
+    assert batch_ids.lowercase is lowercase  # the shortcut is on for BERT's pipeline
+    assert split_ids(batch_ids, MIXED) == own_ids(tok, MIXED)
+    assert split_ids(batch_ids, MIXED) == own_ids(tok, MIXED)  # again, from the cache
+    assert split_ids(batch_ids, []) == []
+    fuzz = random_ascii_texts(2000)
+    assert split_ids(batch_ids, fuzz) == own_ids(tok, fuzz)
+    # a full cache starts again; the ids do not change
+    small = BatchIds(tok, np.uint32, cache_words=50)
+    for i in range(0, 400, 100):
+        batch = fuzz[i:i + 100]
+        assert split_ids(small, batch) == own_ids(tok, batch)
+        words = {w for t in batch for w in _ASCII_WORDS[lowercase].findall(
+            t.lower() if lowercase else t)}
+        assert 0 < len(small._cache) <= max(50, len(words))
+    # a published vocab.txt goes through our BERT pipeline too
+    bert_style_vocab(tmp_path / "vocab.txt")
+    hf_style = load_tokenizer(tmp_path).tokenizer
+    assert split_ids(BatchIds(hf_style), MIXED + fuzz) == own_ids(hf_style, MIXED + fuzz)
+    # an added token matched in the normalised text ("[Movie]" finds "[MOVIE]" when lowercasing)
+    tok.add_tokens([AddedToken("[Movie]", normalized=True)])
+    added = ["a [movie] [MOVIE] [Movie]", "[MoViE]!"]
+    assert split_ids(BatchIds(tok), added) == own_ids(tok, added)
+    # any other normaliser: no shortcut, the tokenizer itself
+    tok.normalizer = normalizers.NFKC()
+    other = BatchIds(tok)
+    assert other.lowercase is None
+    assert split_ids(other, MIXED) == own_ids(tok, MIXED)
