@@ -16,6 +16,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+try:
+    import fcntl
+except ImportError:   # not on Windows: concurrent builders then both build
+    fcntl = None
+
 
 class UserError(Exception):
     """A problem in the user's input, with a message that names it and the fix."""
@@ -81,3 +86,22 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike, waiting: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if missing) for the `with` block: a process that
+    builds something shared (a cache entry, an epoch file) takes it, and any other process that
+    wants the same thing waits, then finds it built. `waiting()` runs once if another process
+    holds the lock. The lock ends with the process, so a killed builder never blocks the next."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        if fcntl is not None:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if waiting is not None:
+                    waiting()
+                fcntl.flock(f, fcntl.LOCK_EX)
+        yield

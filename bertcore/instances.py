@@ -38,10 +38,7 @@ from typing import Sequence
 
 import numpy as np
 
-try:
-    import fcntl
-except ImportError:   # not on Windows: concurrent builders then both build (same bytes)
-    fcntl = None
+from .errors import file_lock
 
 # Columns of the instance table.
 A_START, A_LEN, B_START, B_LEN, LABEL = range(5)
@@ -182,9 +179,9 @@ def epoch_order(sent_offsets: np.ndarray, doc_offsets: np.ndarray, seq_len: int,
         pass
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_name(path.name + ".lock"), "a") as lock:
-            if fcntl is not None:
-                fcntl.flock(lock, fcntl.LOCK_EX)   # other ranks wait here, then open the file
+        # Other ranks wait here, then open the file (on Windows, without fcntl, they all build
+        # it: the same bytes).
+        with file_lock(path.with_name(path.name + ".lock")):
             try:
                 return np.load(path, mmap_mode="r")
             except (OSError, ValueError):

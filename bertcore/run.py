@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from . import evaluation
 from .batches import BatchIterator
 from .config import BertConfig, TrainConfig
-from .errors import UserError, atomic_path, write_text_atomic
+from .errors import UserError, atomic_path, file_lock, write_text_atomic
 from .hf import save_hf_files
 from .init_from import InitSource, resolve_init
 from .rundir import read_run
@@ -121,22 +121,28 @@ def resolve_data(args: Any, progress: bool = True,
     from .corpus import iter_documents
 
     key = _corpus_key(args.corpus)
-    if args.tokenizer:
-        tok = load_tokenizer(args.tokenizer)
-    else:
-        tok_dir = cache_root() / "tokenizers" / f"{key}-v{args.vocab_size}"
-        if not (tok_dir / "tokenizer.json").is_file():
-            log(f"training a {args.vocab_size}-entry WordPiece tokenizer on {args.corpus} "
-                f"(once; cached in {tok_dir})")
-            train_tokenizer(iter_documents(args.corpus), args.vocab_size).save(tok_dir)
-        tok = load_tokenizer(tok_dir)
-    data = cache_root() / "shards" / f"{key}-{tok.fingerprint}"
-    if not dir_is_prepared(data):
-        log(f"tokenizing {args.corpus} into {data} (once)")
-        stats = prepare(iter_documents(args.corpus), tok, data, source=args.corpus,
-                        progress=progress)
-        log(f"  {stats.documents} documents, {stats.sentences} sentences, {stats.tokens} tokens "
-            f"in {stats.seconds:.1f}s ({stats.mb_per_second:.1f} MB/s)")
+    # One process builds a corpus's cache entries; another run started on the same corpus at the
+    # same time (the other twin, say) waits for them instead of training a second tokenizer
+    # (training is not bit-reproducible, docs/data.md) and tokenizing the corpus again.
+    lock = cache_root() / "locks" / f"{key}-v{args.vocab_size}.lock"
+    with file_lock(lock, lambda: log(f"waiting for another process that is building the cache "
+                                     f"for {args.corpus} (lock {lock})")):
+        if args.tokenizer:
+            tok = load_tokenizer(args.tokenizer)
+        else:
+            tok_dir = cache_root() / "tokenizers" / f"{key}-v{args.vocab_size}"
+            if not (tok_dir / "tokenizer.json").is_file():
+                log(f"training a {args.vocab_size}-entry WordPiece tokenizer on {args.corpus} "
+                    f"(once; cached in {tok_dir})")
+                train_tokenizer(iter_documents(args.corpus), args.vocab_size).save(tok_dir)
+            tok = load_tokenizer(tok_dir)
+        data = cache_root() / "shards" / f"{key}-{tok.fingerprint}"
+        if not dir_is_prepared(data):
+            log(f"tokenizing {args.corpus} into {data} (once)")
+            stats = prepare(iter_documents(args.corpus), tok, data, source=args.corpus,
+                            progress=progress)
+            log(f"  {stats.documents} documents, {stats.sentences} sentences, {stats.tokens} "
+                f"tokens in {stats.seconds:.1f}s ({stats.mb_per_second:.1f} MB/s)")
     return tok, Shards(data, tok)
 
 
@@ -339,10 +345,10 @@ def setup_run(args: Any, framework: str, is_main: bool = True) -> Run:
         if train_config.steps != saved.steps and saved.schedule in ("linear", "cosine"):
             # The schedule's total is --steps: another total would change every later rate.
             raise UserError(f"--resume with --steps {train_config.steps}: the run's "
-                            f"{saved.schedule} learning-rate schedule decays to 0 at its --steps {saved.steps}, so "
-                            f"another total would change the rate of every step from here; resume "
-                            f"with --steps {saved.steps} (--stop-after N stops a job early), or "
-                            f"start a new run")
+                            f"{saved.schedule} learning-rate schedule decays to 0 at its --steps "
+                            f"{saved.steps}, so another total would change the rate of every "
+                            f"step from here; resume with --steps {saved.steps} (--stop-after N "
+                            f"stops a job early), or start a new run")
         tok = load_tokenizer(rundir / "tokenizer")
         data = Path(info["data"])
         if not dir_is_prepared(data):

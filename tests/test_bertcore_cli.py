@@ -1,7 +1,9 @@
 """bertcore's command lines end to end, and their one-line errors."""
 
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -91,3 +93,45 @@ def test_cli_errors_are_one_line(corpus, tmp_path):
             f"load_tokenizer({str(other)!r})))())")
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert_one_line_error(p, "another tokenizer")
+
+
+RESOLVE = ("import sys, types\n"
+           "from bertcore.run import resolve_data\n"
+           "a = types.SimpleNamespace(data=None, tokenizer=None, corpus=sys.argv[1],\n"
+           "                          vocab_size=300)\n"
+           "tok, shards = resolve_data(a, progress=False, log=lambda m: print(m, flush=True))\n"
+           "print('built', tok.fingerprint, shards.path, flush=True)\n")
+
+
+def test_runs_started_together_build_the_corpus_cache_once(tmp_path):
+    """A second run on the same corpus (the other twin, say) waits for the first to build the
+    cached tokenizer and shards, then uses them: one tokenizer, trained once."""
+    from bertcore.errors import file_lock
+    from bertcore.run import _corpus_key
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(synthetic_documents(300)), encoding="utf-8")
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TWINBERT_CACHE": str(cache)}
+
+    def start():
+        return subprocess.Popen([sys.executable, "-c", RESOLVE, str(corpus)], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    # While another process holds the corpus's lock, a run waits and builds nothing.
+    lock = cache / "locks" / f"{_corpus_key(str(corpus))}-v300.lock"
+    with file_lock(lock):
+        first = start()
+        assert "waiting for another process" in first.stdout.readline()
+        time.sleep(1.0)
+        assert first.poll() is None and not (cache / "tokenizers").exists()
+    # Two more at once, after it: all three use the one tokenizer and data directory.
+    others = [start(), start()]
+    outs = [p.communicate(timeout=300) for p in [first, *others]]
+    assert all(p.returncode == 0 for p in [first, *others]), [e for _, e in outs]
+    built = {ln for out, _ in outs for ln in out.splitlines() if ln.startswith("built ")}
+    assert len(built) == 1, built
+    said = "".join(out for out, _ in outs)
+    assert said.count("training a 300-entry WordPiece tokenizer") == 1, said
+    assert said.count("tokenizing ") == 1, said
+    assert len(list((cache / "tokenizers").iterdir())) == 1

@@ -41,19 +41,13 @@ def test_bad_inputs_one_line_errors(tmp_path, cache_env):
 
 
 @pytest.mark.slow
-def test_pmap_note_with_one_device(tmp_path, cache_env):
-    corpus = cases.write_corpus(tmp_path)
-    p = cases.train(TWIN, *cases.base_args(corpus, tmp_path / "r", "--steps", "2", "--parallel",
-                                           "pmap"), env=cache_env)
-    assert "pmap with a single device" in p.stdout + p.stderr
-
-
-@pytest.mark.slow
 def test_run_files_summary_and_no_recompilation(tmp_path, cache_env):
+    """Also `--parallel pmap` on this one-device machine: a note, and the run goes on."""
     corpus = cases.write_corpus(tmp_path)
     out = tmp_path / "run"
-    cases.train(TWIN, *cases.base_args(corpus, out, "--steps", "6", "--log-every", "2"),
-                env=cache_env)
+    p = cases.train(TWIN, *cases.base_args(corpus, out, "--steps", "6", "--log-every", "2",
+                                           "--parallel", "pmap"), env=cache_env)
+    assert "pmap with a single device" in p.stdout + p.stderr
     for f in ("config.json", "train_config.json", "run.json", "metrics.jsonl", "summary.json",
               "loss.png", "tokenizer/vocab.txt"):
         assert (out / f).exists(), f
