@@ -14,6 +14,15 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # tests import helpers.py and friends
 
 
+def pytest_collection_modifyitems(items):
+    """Slow tests first, the rest in their usual order: with `pytest -n 2` and xdist's worksteal
+    (pyproject.toml) the minutes-long tests start at once and the short ones fill the gaps,
+    instead of one worker ending the session alone on a long test that came late. (With xdist's
+    default `load`, whose first batches are long runs of consecutive tests, this order would put
+    most slow tests on one worker: measured 20:43 against 16:14 with worksteal.)"""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def jax_compilation_cache(tmp_path_factory) -> str:
     """One persistent XLA cache for every jaxbert subprocess of the session: each distinct
