@@ -205,10 +205,10 @@ _ASCII_WORDS = {True: re.compile(r"[0-9a-z]+|[!-/:-@\[-`{-~]"),
                 False: re.compile(r"[0-9A-Za-z]+|[!-/:-@\[-`{-~]")}
 
 
-def _bert_pipeline_lowercase(tokenizer: Tokenizer) -> bool | None:
-    """BertNormalizer's lowercase flag when `tokenizer` is BERT's normaliser + pre-tokenizer +
-    WordPiece (the shortcut below is exact for that pipeline only); None for anything else."""
-    state = json.loads(tokenizer.to_str())
+def _bert_pipeline_lowercase(state: dict) -> bool | None:
+    """BertNormalizer's lowercase flag when a tokenizer (`state`: its tokenizer.json) is BERT's
+    normaliser + pre-tokenizer + WordPiece (the shortcut below is exact for that pipeline only);
+    None for anything else."""
     norm, pre = state.get("normalizer") or {}, state.get("pre_tokenizer") or {}
     if (norm.get("type"), pre.get("type"), state["model"].get("type")) != (
             "BertNormalizer", "BertPreTokenizer", "WordPiece"):
@@ -236,8 +236,9 @@ class BatchIds:
 
     def __init__(self, tokenizer: Tokenizer, dtype=np.uint32, cache_words: int = 1 << 16):
         self.tokenizer, self.dtype, self.cache_words = tokenizer, np.dtype(dtype), cache_words
-        self.lowercase = _bert_pipeline_lowercase(tokenizer)
-        added = [t["content"] for t in json.loads(tokenizer.to_str()).get("added_tokens", [])]
+        state = json.loads(tokenizer.to_str())
+        self.lowercase = _bert_pipeline_lowercase(state)
+        added = [t["content"] for t in state.get("added_tokens", [])]
         # Added tokens are matched in the raw (or normalised) text before the pre-tokenizer: a
         # text that may hold one, in any case, takes the slow path.
         self._added = (re.compile("|".join(map(re.escape, added)), re.IGNORECASE)
