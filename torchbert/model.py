@@ -260,7 +260,9 @@ class BertLMPredictionHead(nn.Module):
             return self.decoder(h)                                       # (B, P or L, V)
         table = F.pad(self.decoder.weight, (0, 0, 0, pad))               # (V + pad, H)
         logits = F.linear(h, table)[..., :self.bias.shape[0]]            # (B, P or L, V)
-        return logits + self.bias.to(logits.dtype)   # bf16 under autocast, as nn.Linear's
+        # The bias in the logits' dtype (bf16 under autocast, as nn.Linear's output); jaxbert's
+        # twin line is add_bias(logits, self.bias.astype(logits.dtype)).
+        return logits + self.bias.to(logits.dtype)
 
 
 class BertPreTrainingHeads(nn.Module):
