@@ -74,7 +74,8 @@ def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
     m.add_argument("--attention-dropout", type=float, metavar="P",
                    help="attention_probs_dropout_prob (default: the preset's 0.1). 0 lets training "
                         "use the fused attention kernels (MosaicBERT's and Cramming's choice); "
-                        "above 0, jaxbert computes the [B, N, L, L] probabilities explicitly")
+                        "above 0, jaxbert (and torchbert on a CPU) computes the [B, N, L, L] "
+                        "probabilities explicitly")
 
     c = p.add_argument_group("compute")
     c.add_argument("--dtype", default="auto", type=_dtype,

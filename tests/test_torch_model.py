@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 import transformers
 from safetensors.torch import save_file
 
@@ -20,7 +22,7 @@ from bertcore.config import BertConfig
 from bertcore.errors import UserError
 from helpers import build_shards, padded_batch
 from parity.thresholds import FORWARD_MAX_ABS, LOSS_REL
-from torchbert.model import BertForPreTraining, pretraining_loss
+from torchbert.model import BertForPreTraining, attention_probs, pretraining_loss
 
 transformers.logging.set_verbosity_error()
 
@@ -179,6 +181,36 @@ def test_padding_invariance(pair):
     real = b["attention_mask"].bool()
     assert (seq2[:, :L] - seq)[real].abs().max() <= ATOL
     assert (pooled2 - pooled).abs().max() <= ATOL
+
+
+def test_explicit_attention_equals_fused():
+    # The CPU dropout path's math (attention_probs @ v) is SDPA's (the JAX twin's test, mirrored).
+    g = torch.Generator().manual_seed(0)
+    q, k, v = torch.randn(3, 2, 4, 10, 8, generator=g)                 # (B, N, L, D) each
+    mask = (torch.arange(10)[None, :] < torch.tensor([10, 6])[:, None])[:, None, None, :]
+    fused = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert (fused - attention_probs(q, k, mask) @ v).abs().max() <= 1e-6
+
+
+def test_dropout_seeds_and_bf16_compute():
+    # Training mode on CPU takes the explicit attention path with Dropout's masks; under bf16
+    # autocast too (the JAX twin's test_dropout_keys_and_bf16_compute, mirrored).
+    torch.manual_seed(0)
+    m = BertForPreTraining(CFG.replace(num_hidden_layers=1)).train()
+    b = make_batch()
+
+    def run(seed):
+        torch.manual_seed(seed)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return m(b["input_ids"], b["token_type_ids"], b["attention_mask"],
+                     b["masked_positions"])
+
+    (a, nsp), (a2, _), (c, _) = run(1), run(1), run(2)
+    assert a.dtype == torch.bfloat16 and torch.isfinite(a.float()).all()
+    assert torch.equal(a, a2)
+    assert (a.float() - c.float()).abs().max() > 1e-2
+    loss, _ = pretraining_loss(a, nsp, b)
+    assert loss.dtype == torch.float32 and abs(loss.item() - math.log(CFG.vocab_size * 2)) < 1
 
 
 def test_init_statistics():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -25,11 +26,44 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 
 from bertcore.config import BertConfig
+from bertcore.dropout import dropout_threshold
 from bertcore.errors import UserError
 from bertcore.hf import (HEAD_PREFIXES, TIED, check_hf_state, normalize_hf_names,
                          read_hf_safetensors)
 
 logger = logging.getLogger(__name__)
+
+
+class Dropout(nn.Module):
+    """nn.Dropout's job, with bertcore/dropout.py's rule on a CPU: 16 random bits per element
+    from torch's CPU generator (one 64-bit draw makes four), kept iff >= t. `bernoulli_`, which
+    nn.Dropout uses, took 11% of a CPU training step. On CUDA it is F.dropout, one fused Philox
+    kernel. (JAX twin: the same class, bits from the `dropout` key.)"""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+        self.threshold, self.scale = dropout_threshold(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, training=True)
+        n = x.numel()
+        # random_(-2**63, None): all 64 bits uniform (plain random_() leaves the sign bit 0).
+        words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2**63, None)
+        # torch has no uint16 compare on CPU: as int16 the bits are uniform on [-32768, 32767],
+        # so P(bits >= t - 32768) = (65536 - t) / 65536, the rule's keep probability.
+        keep = words.view(torch.int16)[:n].view(x.shape) >= self.threshold - 32768
+        if x.dtype == torch.float32:
+            # x * float mask: one kernel forward and one backward, the fastest measured here (it
+            # keeps 4 bytes an element for the backward where nn.Dropout keeps 1).
+            return x * (keep * self.scale)
+        return torch.where(keep, x * self.scale, 0.0)       # bf16 (autocast): stays bf16
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 class BertEmbeddings(nn.Module):
@@ -45,7 +79,7 @@ class BertEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
         L = input_ids.shape[1]
@@ -54,6 +88,17 @@ class BertEmbeddings(nn.Module):
         x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
         x = x + self.position_embeddings(positions)                              # (B, L, H)
         return self.dropout(self.LayerNorm(x))
+
+
+def attention_probs(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D)) with masked keys excluded: (B, N, L, D) x2 -> (B, N, L, L).
+
+    What F.scaled_dot_product_attention's math backend computes, spelled out for the CPU dropout
+    path; masked keys get 0.7 * finfo.min, as the JAX twin's function of the same name.
+    """
+    logits = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
+    logits = logits.masked_fill(~mask, 0.7 * torch.finfo(logits.dtype).min)
+    return torch.softmax(logits, dim=-1, dtype=torch.float32)
 
 
 class BertSelfAttention(nn.Module):
@@ -67,7 +112,7 @@ class BertSelfAttention(nn.Module):
         self.query = nn.Linear(H, H)
         self.key = nn.Linear(H, H)
         self.value = nn.Linear(H, H)
-        self.dropout_p = config.attention_probs_dropout_prob
+        self.dropout = Dropout(config.attention_probs_dropout_prob)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         B, L, H = x.shape
@@ -76,12 +121,18 @@ class BertSelfAttention(nn.Module):
             return t.view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
 
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-        # The fused kernel computes softmax(q k^T / sqrt(D) + mask) v, with dropout on the
-        # attention probabilities, without materialising them where a fused backend exists.
-        # `mask` is boolean (B, 1, 1, L): True = attend to this key. (JAX twin:
-        # jax.nn.dot_product_attention with the same mask, heads on axis 2 instead of 1.)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0)
+        # `mask` is boolean (B, 1, 1, L): True = attend to this key.
+        if not self.training or self.dropout.p == 0.0 or q.device.type != "cpu":
+            # The fused kernel computes softmax(q k^T / sqrt(D) + mask) v, with dropout on the
+            # probabilities (on CUDA), without materialising them where a fused backend exists.
+            # (JAX twin: jax.nn.dot_product_attention, heads on axis 2 instead of 1.)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.dropout.p if self.training else 0.0)
+        else:
+            # CPU training with attention dropout: what SDPA's math backend (its one CPU backend
+            # with dropout) computes, with Dropout's cheaper masks: 59 -> 41 ms a layer forward +
+            # backward at mini, B=32 (docs/twins.md). The JAX twin takes the same branch.
+            y = self.dropout(attention_probs(q, k, mask)).to(v.dtype) @ v        # (B, N, L, D)
         return y.transpose(1, 2).reshape(B, L, H)                     # (B, L, H)
 
 
@@ -94,7 +145,7 @@ class BertSelfOutput(nn.Module):
         # post-LN: normalises (attention output + residual). pre-LN: the same parameter normalises
         # the attention *input* instead (applied by BertAttention), so names stay HF's.
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
         self.pre_ln = config.layer_norm_position == "pre"
 
     def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
