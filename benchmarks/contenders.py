@@ -68,6 +68,9 @@ def train_config(args):
 # and `args.dtype` ("float32" unless set: the jax compute dtype) default to the CPU benchmarks.
 
 def setup_torchbert(args, vocab) -> Callable:
+    from bertcore.malloc import keep_freed_memory
+
+    keep_freed_memory()     # as torchbert.train does first (the peers run as their users run them)
     import torch
 
     from torchbert.model import BertForPreTraining
@@ -83,6 +86,10 @@ def setup_torchbert(args, vocab) -> Callable:
 
 
 def setup_hf_torch(args, vocab) -> Callable:
+    if getattr(args, "malloc_for_peers", False):
+        from bertcore.malloc import keep_freed_memory
+
+        keep_freed_memory()
     import torch
     import transformers
 
@@ -116,6 +123,9 @@ def setup_hf_torch(args, vocab) -> Callable:
 
 
 def setup_jaxbert(args, vocab) -> Callable:
+    from bertcore.malloc import keep_freed_memory
+
+    keep_freed_memory()     # as jaxbert.train does first (the peers run as their users run them)
     import functools
 
     import jax
@@ -142,6 +152,10 @@ def setup_jaxbert(args, vocab) -> Callable:
 
 
 def setup_hf_flax(args, vocab) -> Callable:
+    if getattr(args, "malloc_for_peers", False):
+        from bertcore.malloc import keep_freed_memory
+
+        keep_freed_memory()
     import jax
     import jax.numpy as jnp
     import optax

@@ -19,6 +19,11 @@ Peers:
             L positions, labels -100 elsewhere), torch.optim.AdamW, clip_grad_norm_(1.0): what
             the HF Trainer runs.
   hf-flax   transformers.FlaxBertForPreTraining with an optax.adamw jitted train step.
+
+The twins' processes apply bertcore.malloc's allocator settings first, as their train CLIs do
+(freed memory kept for reuse: no page faults on each step's fresh buffers); the peers run with
+the system's malloc, as their users run them. `--malloc-for-peers` gives the peers the same
+settings, to show how much of each ratio is the allocator and how much the model code.
 """
 
 from __future__ import annotations
@@ -56,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--corpus", default="builtin")
     p.add_argument("--only", default=",".join(CONTENDERS),
                    help=f"comma-separated subset of {', '.join(CONTENDERS)}")
+    p.add_argument("--malloc-for-peers", action="store_true",
+                   help="give the HF peers bertcore.malloc's settings too (the twins always "
+                        "have them, as their CLIs apply them)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -89,7 +97,8 @@ def report(args, results: list[dict]) -> None:
     by = {r["contender"]: r for r in results}
     print(f"\n### train_speed: {args.preset}, V={args.vocab_size}, B={args.batch_size}, "
           f"L={args.seq_len}, P={args.max_predictions}, fp32, dropout on, CPU threads "
-          f"{args.threads or os.environ.get('OMP_NUM_THREADS') or os.cpu_count()}\n")
+          f"{args.threads or os.environ.get('OMP_NUM_THREADS') or os.cpu_count()}"
+          f"{', peers with bertcore.malloc too' if args.malloc_for_peers else ''}\n")
     print(f"{time.strftime('%Y-%m-%d')}, {platform.machine()} {os.cpu_count()} cores, "
           f"{versions()}\n")
     peers = [p for p in PEERS if "tokens_per_second" in by.get(p, {})]

@@ -23,6 +23,7 @@ from bertcore.classify import ClassifyConfig
 from bertcore.classify_data import Classifier, open_classifier
 from bertcore.classify_run import ClassifyRun, fit
 from bertcore.errors import UserError, cli_entry
+from bertcore.malloc import keep_freed_memory
 from bertcore.hf import classifier_flax_to_hf, classifier_hf_to_flax, classifier_param_table
 
 from .checkpoint import Checkpointer, latest_step
@@ -128,6 +129,7 @@ def load_classifier(clf: Classifier):
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = classify.parser("python -m jaxbert.classify").parse_args(argv)
+    keep_freed_memory()     # before XLA's threads start: bertcore/malloc.py
     enable_compilation_cache()
     if args.cmd == "train":
         run = ClassifyRun(args, "jax")

@@ -40,6 +40,7 @@ from bertcore.batches import split_micro_batches
 from bertcore.cli import resolve_dtype, resolve_pad_vocab, train_parser
 from bertcore.config import BertConfig, TrainConfig, weight_decay_applies
 from bertcore.errors import UserError, cli_entry
+from bertcore.malloc import keep_freed_memory
 from bertcore.hf import flax_to_hf
 from bertcore.prefetch import Prefetch
 from bertcore.run import Run, setup_run
@@ -306,6 +307,7 @@ def compute_dtype(name: str):
 
 
 def train(args) -> dict[str, Any]:
+    keep_freed_memory()     # before XLA's threads start: bertcore/malloc.py
     enable_compilation_cache()
     init_distributed(args)
     rank, world = jax.process_index(), jax.process_count()

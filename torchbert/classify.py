@@ -21,6 +21,7 @@ from bertcore.batches import step_seed
 from bertcore.classify_data import Classifier, open_classifier
 from bertcore.classify_run import ClassifyRun, fit
 from bertcore.errors import UserError, cli_entry
+from bertcore.malloc import keep_freed_memory
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .classifier import BertForSequenceClassification, classification_loss
@@ -97,6 +98,7 @@ def load_classifier(clf: Classifier, device: torch.device) -> BertForSequenceCla
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = classify.parser("python -m torchbert.classify").parse_args(argv)
+    keep_freed_memory()     # before torch's threads start: bertcore/malloc.py
     device = pick_device("auto")
     if args.cmd == "train":
         run = ClassifyRun(args, "torch")

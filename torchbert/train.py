@@ -23,6 +23,7 @@ from bertcore.batches import split_micro_batches, step_seed
 from bertcore.cli import resolve_dtype, resolve_pad_vocab, train_parser
 from bertcore.config import TrainConfig, weight_decay_applies
 from bertcore.errors import UserError, cli_entry
+from bertcore.malloc import keep_freed_memory
 from bertcore.prefetch import Prefetch
 from bertcore.run import Run, setup_run
 from bertcore.stopping import Stopper, os_error_in, resume_command, run_train, \
@@ -199,6 +200,7 @@ def pick_device(name: str) -> torch.device:
 
 
 def train(args) -> dict[str, Any]:
+    keep_freed_memory()     # before torch's threads start: bertcore/malloc.py
     device = pick_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
