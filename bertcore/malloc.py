@@ -23,7 +23,7 @@ The settings (`mallopt`, glibc's documented knobs; `man mallopt`):
 
 The cost: memory once used is kept for reuse, so peak RSS is the heap's high-water mark
 (torchbert: unchanged at mini; jaxbert: 1.6 -> 2.3 GB, fragmentation of the one heap).
-`BERT_MALLOC=system` (or a GLIBC_TUNABLES that sets any malloc tunable) leaves malloc as it was.
+`TWINBERT_MALLOC=system` (or a GLIBC_TUNABLES that sets any malloc tunable) leaves malloc as it was.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ SETTINGS = ((M_MMAP_THRESHOLD, 1 << 30), (M_TRIM_THRESHOLD, 2**31 - 1), (M_ARENA
 def keep_freed_memory() -> bool:
     """Apply SETTINGS where malloc is glibc's and the user has not chosen otherwise.
     Returns whether all of them took effect."""
-    if os.environ.get("BERT_MALLOC", "") == "system" or \
+    if os.environ.get("TWINBERT_MALLOC", "") == "system" or \
             "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
         return False
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":

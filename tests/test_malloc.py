@@ -42,8 +42,8 @@ def child(**env) -> dict:
 @glibc
 def test_freed_memory_is_reused_without_page_faults():
     pages = 25_000_000 * 8 // 4096                     # 48,828 pages of 4 KiB a round
-    kept = child(BERT_MALLOC="", GLIBC_TUNABLES="")
-    system = child(BERT_MALLOC="system", GLIBC_TUNABLES="")
+    kept = child(TWINBERT_MALLOC="", GLIBC_TUNABLES="")
+    system = child(TWINBERT_MALLOC="system", GLIBC_TUNABLES="")
     assert kept["applied"] and not system["applied"]
     assert system["faults"] > 3 * pages                 # every round faults its pages in again
     assert kept["faults"] < pages / 10                  # the heap hands the same pages back
@@ -51,11 +51,11 @@ def test_freed_memory_is_reused_without_page_faults():
 
 @glibc
 def test_a_users_own_malloc_tunables_are_left_alone():
-    assert not child(BERT_MALLOC="", GLIBC_TUNABLES="glibc.malloc.hugetlb=1")["applied"]
+    assert not child(TWINBERT_MALLOC="", GLIBC_TUNABLES="glibc.malloc.hugetlb=1")["applied"]
 
 
 def test_no_op_where_malloc_is_not_glibc(monkeypatch):
     monkeypatch.setattr(platform, "libc_ver", lambda: ("", ""))
-    monkeypatch.delenv("BERT_MALLOC", raising=False)
+    monkeypatch.delenv("TWINBERT_MALLOC", raising=False)
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     assert malloc.keep_freed_memory() is False
