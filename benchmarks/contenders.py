@@ -132,8 +132,9 @@ def setup_jaxbert(args, vocab) -> Callable:
 
     from jaxbert.model import BertForPreTraining, init_params
     from jaxbert.train import Layout, compute_dtype, create_state, enable_compilation_cache, \
-        make_optimizer, train_step
+        make_optimizer, train_step, use_eigen_for_cpu_dots
 
+    use_eigen_for_cpu_dots()        # as jaxbert.train does, before the backend starts
     enable_compilation_cache()
     cfg, mcfg = train_config(args), model_config(args, vocab)
     tx = make_optimizer(cfg, mcfg.hidden_size)
@@ -206,6 +207,12 @@ SETUPS = {"torchbert": setup_torchbert, "jaxbert": setup_jaxbert, "hf-torch": se
 
 def prepare(args) -> tuple[list, Callable, dict[str, Any]]:
     """A contender's batches and step function, after the untimed warm-up steps."""
+    if args.worker in ("torchbert", "jaxbert") or getattr(args, "malloc_for_peers", False):
+        # First, as the twins' CLIs do: threads started before it (the tokenizer's, drawing
+        # the batches) keep arenas of their own that XLA's threads could be handed.
+        from bertcore.malloc import keep_freed_memory
+
+        keep_freed_memory()
     batches, vocab = make_batches(args)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     step = SETUPS[args.worker](args, vocab)

@@ -22,7 +22,8 @@ The settings (`mallopt`, glibc's documented knobs; `man mallopt`):
   that have not allocated yet, so the twins call this first thing, before the framework starts.
 
 The cost: memory once used is kept for reuse, so peak RSS is the heap's high-water mark
-(torchbert: unchanged at mini; jaxbert: 1.6 -> 2.3 GB, fragmentation of the one heap).
+(torchbert: unchanged at mini; jaxbert: 1.6 GB before, 1.4-2.3 GB after, varying from run
+to run with how the one heap fragments).
 `TWINBERT_MALLOC=system` (or a GLIBC_TUNABLES that sets any malloc tunable) leaves malloc as it was.
 """
 

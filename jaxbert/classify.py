@@ -30,7 +30,7 @@ from .checkpoint import Checkpointer, latest_step
 from .classifier import BertForSequenceClassification, classification_loss
 from .pretrained import pretrained_weights
 from .train import (TrainState, compute_dtype, create_state, decay_mask, enable_compilation_cache,
-                    seed_keys)
+                    seed_keys, use_eigen_for_cpu_dots)
 
 
 def make_optimizer(cfg: ClassifyConfig, total_steps: int) -> optax.GradientTransformation:
@@ -130,6 +130,7 @@ def load_classifier(clf: Classifier):
 def main(argv: list[str] | None = None) -> int:
     args = classify.parser("python -m jaxbert.classify").parse_args(argv)
     keep_freed_memory()     # before XLA's threads start: bertcore/malloc.py
+    use_eigen_for_cpu_dots()
     enable_compilation_cache()
     if args.cmd == "train":
         run = ClassifyRun(args, "jax")

@@ -1,6 +1,9 @@
 """jaxbert.train end to end: resume, SIGKILL, pmap/sharded == single, learning, bad input."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -285,3 +288,33 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_step_then_resume(tmp_
         assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][-2000:]
 
     cases.sigterm_one_of_two_processes(TWIN, tmp_path, cache_env, launch, resume)
+
+
+CPU_DOTS = """
+import json, os, jax, jax.numpy as jnp
+from jaxbert.train import use_eigen_for_cpu_dots
+added = use_eigen_for_cpu_dots()
+x = jnp.ones((256, 256))
+hlo = jax.jit(lambda a, b: a @ b).lower(x, x).compile().as_text()
+print(json.dumps({"added": added, "ynn_dot": "__ynn_fusion" in hlo,
+                  "flags": os.environ.get("XLA_FLAGS", "")}))
+"""
+
+
+def test_cpu_dots_leave_ynnpack_unless_the_user_chose():
+    # jaxlib 0.10 only (the flag is experimental; XLA aborts on an unknown one): the dot
+    # compiles outside YNNPACK with it, and a user's own YNN setting is kept as given.
+    import jaxlib
+
+    def run(xla_flags):
+        out = subprocess.run([sys.executable, "-c", CPU_DOTS], capture_output=True, text=True,
+                             check=True, env={**os.environ, "XLA_FLAGS": xla_flags})
+        return json.loads(out.stdout)
+
+    ours, users = run(""), run("--xla_cpu_experimental_ynn_fusion_type=-reduce")
+    if not jaxlib.__version__.startswith("0.10."):
+        assert not ours["added"] and ours["flags"] == ""
+        return
+    assert ours["added"] and not ours["ynn_dot"]
+    assert not users["added"] and users["ynn_dot"]
+    assert users["flags"] == "--xla_cpu_experimental_ynn_fusion_type=-reduce"
