@@ -68,9 +68,6 @@ def train_config(args):
 # and `args.dtype` ("float32" unless set: the jax compute dtype) default to the CPU benchmarks.
 
 def setup_torchbert(args, vocab) -> Callable:
-    from bertcore.malloc import keep_freed_memory
-
-    keep_freed_memory()     # as torchbert.train does first (the peers run as their users run them)
     import torch
 
     from torchbert.model import BertForPreTraining
@@ -86,10 +83,6 @@ def setup_torchbert(args, vocab) -> Callable:
 
 
 def setup_hf_torch(args, vocab) -> Callable:
-    if getattr(args, "malloc_for_peers", False):
-        from bertcore.malloc import keep_freed_memory
-
-        keep_freed_memory()
     import torch
     import transformers
 
@@ -123,9 +116,6 @@ def setup_hf_torch(args, vocab) -> Callable:
 
 
 def setup_jaxbert(args, vocab) -> Callable:
-    from bertcore.malloc import keep_freed_memory
-
-    keep_freed_memory()     # as jaxbert.train does first (the peers run as their users run them)
     import functools
 
     import jax
@@ -153,10 +143,6 @@ def setup_jaxbert(args, vocab) -> Callable:
 
 
 def setup_hf_flax(args, vocab) -> Callable:
-    if getattr(args, "malloc_for_peers", False):
-        from bertcore.malloc import keep_freed_memory
-
-        keep_freed_memory()
     import jax
     import jax.numpy as jnp
     import optax
@@ -208,8 +194,9 @@ SETUPS = {"torchbert": setup_torchbert, "jaxbert": setup_jaxbert, "hf-torch": se
 def prepare(args) -> tuple[list, Callable, dict[str, Any]]:
     """A contender's batches and step function, after the untimed warm-up steps."""
     if args.worker in ("torchbert", "jaxbert") or getattr(args, "malloc_for_peers", False):
-        # First, as the twins' CLIs do: threads started before it (the tokenizer's, drawing
-        # the batches) keep arenas of their own that XLA's threads could be handed.
+        # The twins' allocator settings (the peers only with --malloc-for-peers), first, as the
+        # twins' CLIs apply them: threads started before (the tokenizer's, drawing the batches)
+        # keep arenas of their own that XLA's threads could be handed. Every setup runs here.
         from bertcore.malloc import keep_freed_memory
 
         keep_freed_memory()
