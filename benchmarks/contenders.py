@@ -121,10 +121,11 @@ def setup_jaxbert(args, vocab) -> Callable:
     import jax
 
     from jaxbert.model import BertForPreTraining, init_params
+    from jaxbert.cpu import apply_cpu_settings
     from jaxbert.train import Layout, compute_dtype, create_state, enable_compilation_cache, \
-        make_optimizer, train_step, use_eigen_for_cpu_dots
+        make_optimizer, train_step
 
-    use_eigen_for_cpu_dots()        # as jaxbert.train does, before the backend starts
+    apply_cpu_settings()            # as jaxbert.train does, before the backend starts
     enable_compilation_cache()
     cfg, mcfg = train_config(args), model_config(args, vocab)
     tx = make_optimizer(cfg, mcfg.hidden_size)

@@ -28,9 +28,10 @@ from bertcore.hf import classifier_flax_to_hf, classifier_hf_to_flax, classifier
 
 from .checkpoint import Checkpointer, latest_step
 from .classifier import BertForSequenceClassification, classification_loss
+from .cpu import apply_cpu_settings
 from .pretrained import pretrained_weights
 from .train import (TrainState, compute_dtype, create_state, decay_mask, enable_compilation_cache,
-                    seed_keys, use_eigen_for_cpu_dots)
+                    seed_keys)
 
 
 def make_optimizer(cfg: ClassifyConfig, total_steps: int) -> optax.GradientTransformation:
@@ -130,7 +131,7 @@ def load_classifier(clf: Classifier):
 def main(argv: list[str] | None = None) -> int:
     args = classify.parser("python -m jaxbert.classify").parse_args(argv)
     keep_freed_memory()     # before XLA's threads start: bertcore/malloc.py
-    use_eigen_for_cpu_dots()
+    apply_cpu_settings()    # jaxbert/cpu.py
     enable_compilation_cache()
     if args.cmd == "train":
         run = ClassifyRun(args, "jax")

@@ -51,6 +51,7 @@ from bertcore.schedule import make_schedule
 from bertcore.shards import cache_root
 
 from .checkpoint import Checkpointer, key_from_list, key_to_list, latest_step, remove_temp_dirs
+from .cpu import apply_cpu_settings
 from .model import BertForPreTraining, init_params, merge_hf_params, pretraining_loss
 
 AXIS = "data"
@@ -292,27 +293,6 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-# jaxlib 0.10's CPU backend runs each standalone dot as a YNNPACK fusion; this flag runs them on
-# Eigen, XLA's older CPU dot library. Measured (mini, B=32, L=128, three alternating process
-# pairs): 1,663 / 1,592 / 1,634 ms a step by default, 1,556 / 1,532 / 1,551 ms with it. Why Eigen
-# is faster here is not established: the transposed copies XLA makes before the weight
-# gradients' dots stay in the profile either way. It is an "experimental" flag, and XLA aborts on
-# a flag it does not know, hence only on jaxlib 0.10.
-CPU_DOT_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_dot"
-
-
-def use_eigen_for_cpu_dots() -> bool:
-    """Add CPU_DOT_FLAG to XLA_FLAGS (read when the backend starts, so call this first) unless
-    the user chose a YNN fusion type or jaxlib is not 0.10.x. Returns whether it was added."""
-    import jaxlib
-
-    flags = os.environ.get("XLA_FLAGS", "")
-    if not jaxlib.__version__.startswith("0.10.") or "ynn_fusion_type" in flags:
-        return False
-    os.environ["XLA_FLAGS"] = f"{flags} {CPU_DOT_FLAG}".strip()
-    return True
-
-
 def peak_device_memory_mb() -> float | None:
     """The most memory any local device held (XLA's allocator statistics; None on a CPU, whose
     client keeps none). torchbert reports torch.cuda.max_memory_allocated."""
@@ -329,7 +309,7 @@ def compute_dtype(name: str):
 
 def train(args) -> dict[str, Any]:
     keep_freed_memory()     # before XLA's threads start: bertcore/malloc.py
-    use_eigen_for_cpu_dots()
+    apply_cpu_settings()    # jaxbert/cpu.py
     enable_compilation_cache()
     init_distributed(args)
     rank, world = jax.process_index(), jax.process_count()

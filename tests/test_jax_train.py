@@ -292,7 +292,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_step_then_resume(tmp_
 
 CPU_DOTS = """
 import json, os, jax, jax.numpy as jnp
-from jaxbert.train import use_eigen_for_cpu_dots
+from jaxbert.cpu import use_eigen_for_cpu_dots
 added = use_eigen_for_cpu_dots()
 x = jnp.ones((256, 256))
 hlo = jax.jit(lambda a, b: a @ b).lower(x, x).compile().as_text()
@@ -318,3 +318,30 @@ def test_cpu_dots_leave_ynnpack_unless_the_user_chose():
     assert ours["added"] and not ours["ynn_dot"]
     assert not users["added"] and users["ynn_dot"]
     assert users["flags"] == "--xla_cpu_experimental_ynn_fusion_type=-reduce"
+
+
+THREEFRY = """
+import json, jax, jax.numpy as jnp
+from jaxbert.cpu import unroll_threefry_on_cpu
+
+def bits():
+    f = jax.jit(lambda k: jax.random.bits(k, (3, 1000), jnp.uint32))   # a new program each call
+    key = jax.random.fold_in(jax.random.PRNGKey(7), 3)
+    return f(key).tolist(), " while(" in f.lower(key).compile().as_text()
+
+before, loop_before = bits()
+done = unroll_threefry_on_cpu()
+after, loop_after = bits()
+print(json.dumps({"done": done, "same": before == after, "loops": [loop_before, loop_after]}))
+"""
+
+
+def test_threefry_unrolled_on_cpu_gives_the_same_bits():
+    # jaxbert.cpu swaps jax's CPU lowering of threefry (a 5-iteration loop, a pass over the
+    # array each) for its unrolled one: the compiled program loses its loop, the bits stay.
+    out = subprocess.run([sys.executable, "-c", THREEFRY], capture_output=True, text=True,
+                         check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    got = json.loads(out.stdout)
+    assert got["done"] and got["same"]
+    assert got["loops"] == [True, False]
+
