@@ -120,8 +120,8 @@ def setup_jaxbert(args, vocab) -> Callable:
 
     import jax
 
-    from jaxbert.model import BertForPreTraining, init_params
     from jaxbert.cpu import apply_cpu_settings
+    from jaxbert.model import BertForPreTraining, init_params
     from jaxbert.train import Layout, compute_dtype, create_state, enable_compilation_cache, \
         make_optimizer, train_step
 

@@ -17,7 +17,7 @@ frameworks' conventions, all handled by the one table in `bertcore/hf.py`:
 Shapes: B = batch, L = sequence length, H = hidden size, N = heads, D = head size,
 I = intermediate size, P = masked positions per sequence, V = vocabulary.
 
-One file for the whole model (~430 lines, over the project's ~400), as nanoGPT's model.py: the
+One file for the whole model (~490 lines, over the project's ~400), as nanoGPT's model.py: the
 twins read side by side class by class, and splitting one would split its mirror too.
 """
 
@@ -98,7 +98,7 @@ class _Module(nn.Module):
 
     def _dense(self, features: int) -> nn.Dense:
         return _Dense(features, kernel_init=_normal(self.config), dtype=self.dtype,
-                        param_dtype=self.param_dtype)  # bias: zeros (Flax's default)
+                      param_dtype=self.param_dtype)  # bias: zeros (Flax's default)
 
     def _layer_norm(self) -> nn.LayerNorm:
         return nn.LayerNorm(epsilon=self.config.layer_norm_eps, dtype=self.dtype,
@@ -338,7 +338,8 @@ add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
 
 class BertLMPredictionHead(_Module):
     """Transform, then the decoder tied to the word embeddings, plus an output bias. The decoder
-    has no weight of its own: `word_embeddings.attend(x)` is x @ embedding.T.
+    has no weight of its own: `word_embeddings.attend` is x @ embedding.T, applied to the rows
+    of x (`_rows`).
 
     pad_vocab_to=M > 1 runs that matmul on the table padded with zero rows to a multiple of M
     (aligned tiles on GPU/TPU) and drops the padded logits: parameters, gradients, checkpoints

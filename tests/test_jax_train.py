@@ -342,6 +342,8 @@ def test_threefry_unrolled_on_cpu_gives_the_same_bits():
     out = subprocess.run([sys.executable, "-c", THREEFRY], capture_output=True, text=True,
                          check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     got = json.loads(out.stdout)
-    assert got["done"] and got["same"]
+    if not got["done"]:
+        pytest.skip("this jax has no jax._src.random.threefry2x32 rule to register (nothing done)")
+    assert got["same"]
     assert got["loops"] == [True, False]
 
