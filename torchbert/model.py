@@ -5,7 +5,7 @@ names, so `state_dict()` has exactly the keys of `transformers.BertForPreTrainin
 checkpoint loads with no renaming. Shapes: B = batch, L = sequence length, H = hidden size,
 N = heads, D = head size, P = masked positions per sequence, V = vocabulary.
 
-One file for the whole model (~450 lines, over the project's ~400), as nanoGPT's model.py: the
+One file for the whole model (~520 lines, over the project's ~400), as nanoGPT's model.py: the
 twins read side by side class by class, and splitting one would split its mirror too.
 """
 
