@@ -38,10 +38,10 @@ def unroll_threefry_on_cpu() -> bool:
     compile times down), and each iteration is a pass over the whole array in memory: dropout's
     bits for mini's [32, 4, 128, 128] attention probabilities took 7.3 ms that way and 2.3 ms
     unrolled, for [16, 4, 512, 512] 165 -> 30 ms; XLA's first compile of the mini step takes
-    ~2.5 s longer (the persistent cache serves later runs). The same bits either way (the same function,
-    jax's own unrolled lowering; tests/test_jax_train.py compares them). Programs compiled
-    afterwards use it. Returns False, changing nothing, where jax has moved the rule. (A jax
-    lowering rule, not an XLA flag: it is jax that chooses the loop.)"""
+    ~2.5 s longer (the persistent cache serves later runs). The same bits either way (the same
+    function, jax's own unrolled lowering; tests/test_jax_train.py compares them). Programs
+    compiled afterwards use it. Returns False, changing nothing, where jax has moved the rule.
+    (A jax lowering rule, not an XLA flag: it is jax that chooses the loop.)"""
     try:
         from jax._src.random.threefry2x32 import _threefry2x32_lowering_rule as unrolled
         from jax.extend.random import threefry2x32_p

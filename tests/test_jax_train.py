@@ -346,4 +346,3 @@ def test_threefry_unrolled_on_cpu_gives_the_same_bits():
         pytest.skip("this jax has no jax._src.random.threefry2x32 rule to register (nothing done)")
     assert got["same"]
     assert got["loops"] == [True, False]
-
