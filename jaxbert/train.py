@@ -309,7 +309,7 @@ def compute_dtype(name: str):
 
 def train(args) -> dict[str, Any]:
     keep_freed_memory()     # before XLA's threads start: bertcore/malloc.py
-    apply_cpu_settings()    # jaxbert/cpu.py
+    apply_cpu_settings()    # jaxbert/cpu.py: XLA CPU settings; torchbert has none to make
     enable_compilation_cache()
     init_distributed(args)
     rank, world = jax.process_index(), jax.process_count()
