@@ -96,6 +96,12 @@ class _Module(nn.Module):
     remat: bool = False     # activation checkpointing of each encoder layer (see _LayerList)
     pad_vocab_to: int = 1   # decoder matmul on a table padded to this multiple (the LM head)
 
+    def _shared(self) -> dict[str, Any]:
+        """The fields every child takes from its parent, as keywords: `BertLayer(**self._shared())`
+        is BertLayer(config=self.config, dtype=self.dtype, param_dtype=..., remat=...)."""
+        return dict(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype,
+                    remat=self.remat)
+
     def _dense(self, features: int) -> nn.Dense:
         return _Dense(features, kernel_init=_normal(self.config), dtype=self.dtype,
                       param_dtype=self.param_dtype)  # bias: zeros (Flax's default)
@@ -203,8 +209,8 @@ class BertSelfOutput(_Module):
 
 class BertAttention(_Module):
     def setup(self):
-        self.self = BertSelfAttention(self.config, self.dtype, self.param_dtype, self.remat)
-        self.output = BertSelfOutput(self.config, self.dtype, self.param_dtype, self.remat)
+        self.self = BertSelfAttention(**self._shared())
+        self.output = BertSelfOutput(**self._shared())
 
     def __call__(self, x, mask, deterministic: bool = True):
         h = self.output.LayerNorm(x) if self.pre_ln else x     # pre-LN: normalise the input
@@ -230,9 +236,9 @@ class BertLayer(_Module):
     """One transformer block: self-attention sublayer, then feed-forward sublayer."""
 
     def setup(self):
-        self.attention = BertAttention(self.config, self.dtype, self.param_dtype, self.remat)
-        self.intermediate = BertIntermediate(self.config, self.dtype, self.param_dtype, self.remat)
-        self.output = BertOutput(self.config, self.dtype, self.param_dtype, self.remat)
+        self.attention = BertAttention(**self._shared())
+        self.intermediate = BertIntermediate(**self._shared())
+        self.output = BertOutput(**self._shared())
 
     def __call__(self, x, mask, deterministic: bool = True):
         a = self.attention(x, mask, deterministic)                               # (B, L, H)
@@ -252,14 +258,13 @@ class _LayerList(_Module):
         # self) is a Python bool, so it stays static. Param names are unchanged.
         layer = nn.remat(BertLayer, static_argnums=(3,)) if self.remat else BertLayer
         for i in range(self.config.num_hidden_layers):
-            x = layer(self.config, self.dtype, self.param_dtype, self.remat, name=str(i))(
-                x, mask, deterministic)
+            x = layer(**self._shared(), name=str(i))(x, mask, deterministic)
         return x
 
 
 class BertEncoder(_Module):
     def setup(self):
-        self.layer = _LayerList(self.config, self.dtype, self.param_dtype, self.remat)
+        self.layer = _LayerList(**self._shared())
         if self.pre_ln:
             # Pre-LN leaves the residual stream unnormalised; one final LayerNorm closes it.
             self.LayerNorm = self._layer_norm()
@@ -283,9 +288,9 @@ class BertModel(_Module):
     """The encoder: returns (sequence_output (B, L, H), pooled_output (B, H))."""
 
     def setup(self):
-        self.embeddings = BertEmbeddings(self.config, self.dtype, self.param_dtype, self.remat)
-        self.encoder = BertEncoder(self.config, self.dtype, self.param_dtype, self.remat)
-        self.pooler = BertPooler(self.config, self.dtype, self.param_dtype, self.remat)
+        self.embeddings = BertEmbeddings(**self._shared())
+        self.encoder = BertEncoder(**self._shared())
+        self.pooler = BertPooler(**self._shared())
 
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
                  deterministic: bool = True, pool: bool = True):
@@ -346,7 +351,7 @@ class BertLMPredictionHead(_Module):
     and exports keep the true vocabulary, and the loss is unchanged."""
 
     def setup(self):
-        self.transform = BertPredictionHeadTransform(self.config, self.dtype, self.param_dtype, self.remat)
+        self.transform = BertPredictionHeadTransform(**self._shared())
         self.bias = self.param("bias", nn.initializers.zeros, (self.config.vocab_size,),
                                self.param_dtype)
 
@@ -364,8 +369,7 @@ class BertLMPredictionHead(_Module):
 
 class BertPreTrainingHeads(_Module):
     def setup(self):
-        self.predictions = BertLMPredictionHead(self.config, self.dtype, self.param_dtype, self.remat,
-                                                self.pad_vocab_to)
+        self.predictions = BertLMPredictionHead(**self._shared(), pad_vocab_to=self.pad_vocab_to)
         self.seq_relationship = self._dense(2)
 
     def __call__(self, sequence_output, pooled_output, word_embeddings):
@@ -381,9 +385,8 @@ class BertForPreTraining(_Module):
     `init`, get zero gradients)."""
 
     def setup(self):
-        self.bert = BertModel(self.config, self.dtype, self.param_dtype, self.remat)
-        self.cls = BertPreTrainingHeads(self.config, self.dtype, self.param_dtype, self.remat,
-                                        self.pad_vocab_to)
+        self.bert = BertModel(**self._shared())
+        self.cls = BertPreTrainingHeads(**self._shared(), pad_vocab_to=self.pad_vocab_to)
 
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None, masked_positions=None,
                  deterministic: bool = True, nsp: bool = True):
