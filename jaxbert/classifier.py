@@ -4,28 +4,30 @@ Hugging Face's `BertForSequenceClassification`: the encoder with its pooler (`be
 from model.py's BertModel), dropout on the pooled [CLS] vector, and `classifier`, a Dense
 H -> num_labels. The Flax paths are the HF names split at the dots (`classifier/kernel` is
 `classifier.weight` transposed); bertcore.hf's `classifier_hf_to_flax` / `classifier_flax_to_hf`
-convert, from the one table both twins use.
+convert, from the one table both twins use. The head's dropout is model.py's `Dropout` (the
+shared 16-bit rule, as in the encoder), and `remat=True` recomputes each encoder layer in the
+backward pass, as for BertForPreTraining.
 """
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from .model import BertModel, _Module
+from .model import BertModel, Dropout, _Module
 
 
 class BertForSequenceClassification(_Module):
     """`model.apply({'params': p}, input_ids, token_type_ids, attention_mask, deterministic=True,
-    rngs={'dropout': key})` -> logits (B, num_labels)."""
+    rngs={'dropout': key})` -> logits (B, num_labels). `remat=True`: activation checkpointing of
+    each encoder layer."""
     num_labels: int = 2
 
     def setup(self):
-        self.bert = BertModel(self.config, self.dtype, self.param_dtype)
+        self.bert = BertModel(**self._shared())
         # HF uses config.classifier_dropout when set, else hidden_dropout_prob; we write
         # classifier_dropout=None into config.json, so it is always the latter.
-        self.dropout = nn.Dropout(rate=self.config.hidden_dropout_prob)
+        self.dropout = Dropout(rate=self.config.hidden_dropout_prob)
         self.classifier = self._dense(self.num_labels)
 
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None,

@@ -12,8 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from bertcore.config import BertConfig
 from bertcore.dropout import LEVELS, dropout_threshold
+from jaxbert.classifier import BertForSequenceClassification as JaxClassifier
 from jaxbert.model import Dropout as JaxDropout
+from torchbert.classifier import BertForSequenceClassification as TorchClassifier
 from torchbert.model import Dropout as TorchDropout
 
 SHAPE = (999, 1001)     # an odd count: the last 64-bit (torch) / 32-bit (jax) word is cut short
@@ -102,3 +105,14 @@ def test_twin_dropout_gradient_is_the_mask():
     y, grad = f(jnp.asarray(x)), jax.grad(lambda x: (f(x) * w).sum())(jnp.asarray(x))
     mask_j = (np.asarray(y) != 0) * np.float32(scale)
     np.testing.assert_allclose(np.asarray(grad), w * mask_j, rtol=1e-6)
+
+
+def test_classifier_head_drops_with_the_rule():
+    # The head's dropout on the pooled [CLS] vector is the encoder's Dropout in both twins.
+    cfg = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=16, hidden_dropout_prob=0.2)
+    torch_head = TorchClassifier(cfg, num_labels=2)
+    assert isinstance(torch_head.dropout, TorchDropout) and torch_head.dropout.p == 0.2
+    assert not [m for m in torch_head.modules() if isinstance(m, torch.nn.Dropout)]
+    jax_head = JaxClassifier(cfg, num_labels=2).bind({})    # runs setup, makes no params
+    assert isinstance(jax_head.dropout, JaxDropout) and jax_head.dropout.rate == 0.2

@@ -23,6 +23,7 @@ from bertcore.config import BertConfig  # noqa: E402
 from bertcore.errors import UserError  # noqa: E402
 from bertcore.hf import flatten, flax_to_hf, hf_to_flax  # noqa: E402
 from helpers import build_shards, padded_batch  # noqa: E402
+from jaxbert.classifier import BertForSequenceClassification, classification_loss  # noqa: E402
 from jaxbert.model import (BertForPreTraining, BertModel, _Dense, add_bias,  # noqa: E402
                            attention_probs, from_pretrained, init_params, pretraining_loss)
 from parity import thresholds as T  # noqa: E402
@@ -378,3 +379,30 @@ def test_dropout_keys_and_bf16_compute(params):
     assert maxdiff(a, b) > 1e-2
     loss, _ = jax.jit(pretraining_loss)(a, nsp, batch)
     assert loss.dtype == jnp.float32 and abs(float(loss) - np.log(CFG.vocab_size) - np.log(2)) < 1
+
+
+def test_classifier_remat_recomputes_the_layers():
+    # As BertForPreTraining's (tests/test_compute_options.py): remat reaches the encoder, and the
+    # loss and gradients are the same, dropout on. Torch twin:
+    # BertForSequenceClassification.gradient_checkpointing_enable (tests/test_torch_model.py).
+    cfg, b = CFG.replace(num_hidden_layers=1), make_batch()
+    args = (b["input_ids"], b["token_type_ids"], b["attention_mask"])
+    labels = jnp.array([0, 1, 2])
+
+    def loss_fn(module):
+        def f(p):
+            logits = module.apply({"params": p}, *args, deterministic=False,
+                                  rngs={"dropout": jax.random.PRNGKey(1)})
+            return classification_loss(logits, labels)[0]
+        return f
+
+    plain = BertForSequenceClassification(cfg, num_labels=3)
+    remat = BertForSequenceClassification(cfg, remat=True, num_labels=3)
+    params = jax.jit(plain.init)(jax.random.PRNGKey(0), *args)["params"]
+    assert "remat" in str(jax.make_jaxpr(jax.grad(loss_fn(remat)))(params))
+    assert "remat" not in str(jax.make_jaxpr(jax.grad(loss_fn(plain)))(params))
+    loss, grads = jax.jit(jax.value_and_grad(loss_fn(plain)))(params)
+    loss_r, grads_r = jax.jit(jax.value_and_grad(loss_fn(remat)))(params)
+    assert abs(float(loss_r) - float(loss)) <= 1e-6 * abs(float(loss))
+    for a, r in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(grads_r)):
+        assert np.allclose(a, r, rtol=1e-5, atol=1e-7)

@@ -22,6 +22,7 @@ from bertcore.config import BertConfig
 from bertcore.errors import UserError
 from helpers import build_shards, padded_batch
 from parity.thresholds import FORWARD_MAX_ABS, LOSS_REL
+from torchbert.classifier import BertForSequenceClassification, classification_loss
 from torchbert.model import BertForPreTraining, attention_probs, pretraining_loss
 
 transformers.logging.set_verbosity_error()
@@ -332,3 +333,33 @@ def test_from_pretrained_refuses_bad_weights(pair, tmp_path):
         BertForPreTraining.from_pretrained(tmp_path / "m")
     with pytest.raises(UserError, match="not a directory"):
         BertForPreTraining.from_pretrained(tmp_path / "nowhere")
+
+
+def test_classifier_gradient_checkpointing_recomputes_the_layers():
+    # As BertForPreTraining's (tests/test_compute_options.py): same loss and gradients, dropout
+    # on, each layer run again in the backward pass. JAX twin: BertForSequenceClassification's
+    # remat=True (tests/test_jax_model.py).
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(CFG.replace(num_hidden_layers=1), num_labels=3).train()
+    b, labels = make_batch(), torch.tensor([0, 1, 2])
+    calls = []
+    # a module inside the layer: the recomputation stops once it has what the backward needs,
+    # before the layer's own forward hook would fire
+    model.bert.encoder.layer[0].intermediate.register_forward_hook(lambda *_: calls.append(1))
+
+    def loss_and_grads():
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(1)
+        loss, _ = classification_loss(
+            model(b["input_ids"], b["token_type_ids"], b["attention_mask"]), labels)
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    loss, grads = loss_and_grads()
+    assert len(calls) == 1
+    model.gradient_checkpointing_enable()
+    loss_r, grads_r = loss_and_grads()
+    assert len(calls) == 3            # forward, then again in the backward pass
+    assert loss_r == loss and grads_r.keys() == grads.keys()
+    for n in grads:
+        assert torch.equal(grads[n], grads_r[n]), n

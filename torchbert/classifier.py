@@ -4,6 +4,9 @@ Hugging Face's `BertForSequenceClassification`: the encoder with its pooler (`be
 from model.py's BertModel), dropout on the pooled [CLS] vector, and `classifier`, a Linear
 H -> num_labels. `state_dict()` has exactly transformers' keys, so a Hugging Face classifier
 loads and saves with no renaming; the name table is bertcore.hf's `classifier_param_table`.
+The head's dropout is model.py's `Dropout` (the shared 16-bit rule, as in the encoder), and
+`gradient_checkpointing_enable()` recomputes each encoder layer in the backward pass, as for
+BertForPreTraining.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch.nn.functional as F
 from bertcore.config import BertConfig
 from bertcore.hf import check_classifier_state
 
-from .model import BertModel, _as_numpy, _init_weights
+from .model import BertModel, Dropout, _as_numpy, _init_weights
 
 
 class BertForSequenceClassification(nn.Module):
@@ -30,7 +33,7 @@ class BertForSequenceClassification(nn.Module):
         self.bert = BertModel(config)
         # HF uses config.classifier_dropout when set, else hidden_dropout_prob; we write
         # classifier_dropout=None into config.json, so it is always the latter.
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, num_labels)
         _init_weights(self.classifier, config.initializer_range)
 
@@ -38,6 +41,10 @@ class BertForSequenceClassification(nn.Module):
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         _, pooled = self.bert(input_ids, token_type_ids, attention_mask)     # (B, H)
         return self.classifier(self.dropout(pooled))                          # (B, num_labels)
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Activation checkpointing of every encoder layer, as BertForPreTraining's (HF's name)."""
+        self.bert.encoder.gradient_checkpointing = True
 
     def hf_state_dict(self) -> dict[str, torch.Tensor]:
         """Every tensor once under its HF name (no tied aliases here: no MLM decoder)."""
