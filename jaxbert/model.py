@@ -426,6 +426,9 @@ def pretraining_loss(mlm_logits, nsp_logits, batch, mlm_denominator=None, nsp_de
     metrics = {"mlm_loss": mlm_loss, "mlm_accuracy": (w * hit).sum() / mlm_denominator}
     loss = mlm_loss
     if nsp:
+        if "next_sentence_label" not in batch:
+            raise ValueError("pretraining_loss(nsp=True) needs batch['next_sentence_label']: the "
+                             "NSP loss reads it (pass nsp=False for MLM-only)")
         labels = batch["next_sentence_label"]
         if nsp_denominator is None:
             nsp_denominator = labels.shape[0]

@@ -167,6 +167,16 @@ def test_loss_denominators(params):
     assert float(sum(halves)) == pytest.approx(float(out["loss"]), rel=SAME_MODEL_TOL)
 
 
+def test_nsp_loss_refuses_a_batch_without_its_label():
+    # The same error in both twins (tests/test_torch_model.py, the same test).
+    b = {k: v for k, v in make_batch().items() if k != "next_sentence_label"}
+    mlm, nsp = jnp.zeros((B, P, CFG.vocab_size)), jnp.zeros((B, 2))
+    with pytest.raises(ValueError, match=r"nsp=True\) needs batch\['next_sentence_label'\]"):
+        pretraining_loss(mlm, nsp, b)
+    assert set(pretraining_loss(mlm, nsp, b, nsp=False)[1]) == {"loss", "mlm_loss",
+                                                                "mlm_accuracy"}
+
+
 def test_padding_invariance(params):
     batch, extra = make_batch(), 8
     longer = {k: np.pad(v, ((0, 0), (0, extra))) if k in ("input_ids", "token_type_ids",

@@ -133,6 +133,16 @@ def test_loss_matches_hf(pair):
     assert off["loss"] == metrics["mlm_loss"]
 
 
+def test_nsp_loss_refuses_a_batch_without_its_label():
+    # The same error in both twins (tests/test_jax_model.py, the same test).
+    b = {k: v for k, v in make_batch().items() if k != "next_sentence_label"}
+    mlm, nsp = torch.zeros(B, P, CFG.vocab_size), torch.zeros(B, 2)
+    with pytest.raises(ValueError, match=r"nsp=True\) needs batch\['next_sentence_label'\]"):
+        pretraining_loss(mlm, nsp, b)
+    assert set(pretraining_loss(mlm, nsp, b, nsp=False)[1]) == {"loss", "mlm_loss",
+                                                                "mlm_accuracy"}
+
+
 def test_sparse_logits_equal_gathered_dense(pair):
     _, ours = pair
     b = make_batch()

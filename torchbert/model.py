@@ -502,7 +502,8 @@ def pretraining_loss(mlm_logits: torch.Tensor, nsp_logits: torch.Tensor, batch: 
     loss = mlm_loss
     if nsp:
         if "next_sentence_label" not in batch:
-            raise ValueError("pretraining_loss(nsp=True) needs batch['next_sentence_label']")
+            raise ValueError("pretraining_loss(nsp=True) needs batch['next_sentence_label']: the "
+                             "NSP loss reads it (pass nsp=False for MLM-only)")
         labels = torch.as_tensor(batch["next_sentence_label"], device=dev).long()   # (B,)
         nsp_logits = nsp_logits.float()
         if nsp_denominator is None:
