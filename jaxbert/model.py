@@ -40,7 +40,7 @@ from bertcore.hf import (HEAD_PREFIXES, flatten, hf_to_flax, param_table,
                          read_hf_safetensors, unflatten)
 
 Dtype = Any
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def gelu(x):
@@ -491,7 +491,7 @@ def from_pretrained(path: str | Path, output_loading_info: bool = False,
     params, missing = merge_hf_params(
         found[0], config, lambda: init_params(config, jax.random.PRNGKey(0) if rng is None else rng))
     if missing:
-        log.warning("%s: %d tensor(s) not in the checkpoint, initialised: %s", path,
+        logger.warning("%s: %d tensor(s) not in the checkpoint, initialised: %s", path,
                     len(missing), ", ".join(missing))
     model = BertForPreTraining(config, dtype=dtype)
     return (model, params, {"missing_keys": missing}) if output_loading_info else (model, params)
