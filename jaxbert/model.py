@@ -17,8 +17,8 @@ frameworks' conventions, all handled by the one table in `bertcore/hf.py`:
 Shapes: B = batch, L = sequence length, H = hidden size, N = heads, D = head size,
 I = intermediate size, P = masked positions per sequence, V = vocabulary.
 
-One file for the whole model (~490 lines, over the project's ~400), as nanoGPT's model.py: the
-twins read side by side class by class, and splitting one would split its mirror too.
+One file for the whole model, as nanoGPT's model.py: the twins read side by side class by
+class, and splitting one would split its mirror too.
 """
 
 from __future__ import annotations
@@ -46,9 +46,8 @@ logger = logging.getLogger(__name__)
 def gelu(x):
     """Exact (erf) GELU, as original BERT, HF "gelu" and torch's `F.gelu` (jax's default is the
     tanh form). Written with `lax.erf` rather than `jax.nn.gelu(x, approximate=False)`, which goes
-    through erfc: XLA's CPU backend computes that with two branches, ~1.7x slower on its own
-    (4.4 -> 2.6 ms on a [4096, 1024] array here) and ~2-5% of a mini training step. The two
-    differ by float rounding (< 1e-6). Python-float constants keep a bf16 input in bf16."""
+    through erfc: XLA's CPU backend computes that with two branches, slower than one erf. The
+    two differ by float rounding (< 1e-6). Python-float constants keep a bf16 input in bf16."""
     return x * (0.5 + 0.5 * jax.lax.erf(x * 0.7071067811865476))
 
 
@@ -72,9 +71,9 @@ def _rows(fn, x):
     """fn applied to x's rows, [..., H] flattened to [rows, H] and back. Same numbers as fn(x);
     the point is the gradient: autodiff of a matmul on a 3-D [B, L, H] input contracts the weight
     gradient over two axes, and XLA's CPU backend then writes transposed copies of both operands
-    first ([1024, 4096] and [256, 4096] for mini's feed-forward, [640, 30522] for the decoder).
-    On 2-D rows it is one plain dot, no copies: a dense H -> I -> H block's fwd+bwd took 240 ->
-    120 ms on this CPU. (Torch twin: nothing to do, nn.Linear flattens the rows itself.)"""
+    first (the feed-forward's activations, the decoder's [rows, V] logits gradient). On 2-D rows
+    it is one plain dot, no copies. (Torch twin: nothing to do, nn.Linear flattens the rows
+    itself.)"""
     y = fn(x.reshape(-1, x.shape[-1]))
     return y.reshape(*x.shape[:-1], y.shape[-1])
 
@@ -117,10 +116,10 @@ class _Module(nn.Module):
 
 class Dropout(nn.Module):
     """nn.Dropout's job, with bertcore/dropout.py's rule: 16 random bits per element from the
-    `dropout` key (each 32-bit word split in two), kept iff >= t. flax's nn.Dropout draws a float
-    per element: 7.1 -> 3.8 ms on a [4096, 256] array, 20 -> 5.7 ms on mini's [32, 4, 128, 128]
-    attention probabilities, jitted on this CPU. (Torch twin: the same class; there only on a
-    CPU, as CUDA's F.dropout is a fused kernel.)"""
+    `dropout` key (each 32-bit word split in two), kept iff >= t. flax's nn.Dropout draws a 32-bit
+    float per element, twice the random bits and a conversion, which on a CPU is a large share of
+    a step. (Torch twin: the same class; there only on a CPU, as CUDA's F.dropout is a fused
+    kernel.)"""
     rate: float
 
     def __call__(self, x, deterministic: bool = True):
@@ -321,10 +320,10 @@ class BertPredictionHeadTransform(_Module):
 @jax.custom_vjp
 def add_bias(x, bias):
     """x + bias over the last axis, with the bias gradient computed as ones @ g (a
-    matrix-vector product) instead of XLA's reduction over the rows. Same math; on a CPU the
-    reduction of the MLM logits' [B*P, V] gradient took ~65 ms a step for mini at V=30522,
-    about 5% of the step, the product a few ms (`python -m benchmarks.profile`). The torch twin
-    needs nothing like it: its decoder is one nn.Linear (addmm), whose bias gradient is fast."""
+    matrix-vector product) instead of XLA's reduction over the rows. Same math; on a CPU, XLA's
+    reduction of the MLM logits' [B*P, V] gradient is slow and the product one fast dot
+    (`python -m benchmarks.profile` shows both). The torch twin needs nothing like it: its
+    decoder is one nn.Linear (addmm), whose bias gradient is fast."""
     return x + bias
 
 
@@ -442,8 +441,8 @@ def pretraining_loss(mlm_logits, nsp_logits, batch, mlm_denominator=None, nsp_de
 
 @functools.lru_cache(maxsize=8)
 def _jitted_init(config: BertConfig, param_dtype: Dtype):
-    # One compiled program instead of ~100 eager ops, cached per config: XLA's compile of the
-    # random initialisers is most of the cost on CPU (seconds), paid once per process.
+    # One compiled program instead of one eager op per parameter, cached per config: XLA's
+    # compile of the random initialisers is most of the cost on CPU, paid once per process.
     model = BertForPreTraining(config, param_dtype=param_dtype)
     ids = jnp.zeros((1, min(8, config.max_position_embeddings)), jnp.int32)
     return jax.jit(lambda rng: model.init(rng, ids, ids, jnp.ones_like(ids))["params"])

@@ -5,8 +5,8 @@ names, so `state_dict()` has exactly the keys of `transformers.BertForPreTrainin
 checkpoint loads with no renaming. Shapes: B = batch, L = sequence length, H = hidden size,
 N = heads, D = head size, P = masked positions per sequence, V = vocabulary.
 
-One file for the whole model (~520 lines, over the project's ~400), as nanoGPT's model.py: the
-twins read side by side class by class, and splitting one would split its mirror too.
+One file for the whole model, as nanoGPT's model.py: the twins read side by side class by
+class, and splitting one would split its mirror too.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ logger = logging.getLogger(__name__)
 class Dropout(nn.Module):
     """nn.Dropout's job, with bertcore/dropout.py's rule on a CPU: 16 random bits per element
     from torch's CPU generator (one 64-bit draw makes four), kept iff >= t. `bernoulli_`, which
-    nn.Dropout uses, took 11% of a CPU training step. On CUDA it is F.dropout, one fused Philox
-    kernel. (JAX twin: the same class, bits from the `dropout` key.)"""
+    nn.Dropout uses, draws a float per element, a large share of a CPU training step. On CUDA it
+    is F.dropout, one fused Philox kernel. (JAX twin: the same class, bits from the `dropout`
+    key.)"""
 
     def __init__(self, p: float):
         super().__init__()
@@ -57,7 +58,7 @@ class Dropout(nn.Module):
         # so P(bits >= t - 32768) = (65536 - t) / 65536, the rule's keep probability.
         keep = words.view(torch.int16)[:n].view(x.shape) >= self.threshold - 32768
         if x.dtype == torch.float32:
-            # x * float mask: one kernel forward and one backward, the fastest measured here (it
+            # x * float mask: one kernel forward and one backward, the fastest form on a CPU (it
             # keeps 4 bytes an element for the backward where nn.Dropout keeps 1).
             return x * (keep * self.scale)
         return torch.where(keep, x * self.scale, 0.0)       # bf16 (autocast): stays bf16
@@ -130,8 +131,8 @@ class BertSelfAttention(nn.Module):
                 q, k, v, attn_mask=mask, dropout_p=self.dropout.p if self.training else 0.0)
         else:
             # CPU training with attention dropout: what SDPA's math backend (its one CPU backend
-            # with dropout) computes, with Dropout's cheaper masks: 59 -> 41 ms a layer forward +
-            # backward at mini, B=32 (docs/twins.md). The JAX twin takes the same branch.
+            # with dropout) computes, with Dropout's cheaper masks (docs/twins.md). The JAX twin
+            # takes the same branch.
             y = self.dropout(attention_probs(q, k, mask)).to(v.dtype) @ v        # (B, N, L, D)
         return y.transpose(1, 2).reshape(B, L, H)                     # (B, L, H)
 
