@@ -31,7 +31,8 @@ import numpy as np
 
 from .config import BertConfig
 from .corpus import BR_TAGS
-from .errors import UserError, atomic_path
+from .errors import UserError
+from .files import atomic_path
 from .hf import check_classifier_state, is_hf_dir, normalize_hf_names, read_hf_safetensors
 from .imdb import find_aclimdb
 from .readers import numbered_lines, read_text_file

@@ -22,7 +22,8 @@ from .classify_data import (Encoded, LabelMap, encode, eval_batches, hf_config, 
                             is_aclimdb_path, read_examples, scores, steps_per_epoch,
                             train_batches, write_classifier_dir)
 from .config import BertConfig
-from .errors import UserError, write_text_atomic
+from .errors import UserError
+from .files import write_text_atomic
 from .metrics import read_metrics
 from .tokenizer import load_tokenizer
 

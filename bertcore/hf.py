@@ -410,7 +410,7 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
 def save_hf_files(out: Path, config: BertConfig, params: Mapping[str, Any],
                   tokenizer: Path | None = None) -> None:
     """Write a Hugging Face BERT directory's files into the existing directory `out` (callers
-    make it atomic with errors.atomic_path): config.json, model.safetensors (HF names in model
+    make it atomic with files.atomic_path): config.json, model.safetensors (HF names in model
     order, the tied decoder stored once, as HF saves it) and the tokenizer's files, so
     `transformers.BertForPreTraining.from_pretrained(out)` and both twins load it."""
     from safetensors.numpy import save_file

@@ -163,10 +163,3 @@ def dir_is_prepared(path: str | Path) -> bool:
         return False
     return isinstance(meta, dict) and meta.get("format") == FORMAT
 
-
-def cache_root() -> Path:
-    """Where built tokenizers, shards and downloads are cached: $TWINBERT_CACHE, else
-    $XDG_CACHE_HOME/twinbert, else ~/.cache/twinbert (one root for everything)."""
-    from .corpus import default_cache_dir
-
-    return default_cache_dir()
