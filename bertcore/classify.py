@@ -1,8 +1,8 @@
 """The framework-free half of `python -m torchbert.classify` / `python -m jaxbert.classify`.
 
 Both twins parse the same flags (`parser`), resolve `--init-from` the same way (`resolve_init`),
-start from the same numpy weights (`initial_state`), read the same numpy batches
-(bertcore.classify_data), run the same epoch loop (bertcore.classify_run: `fit`, `evaluate`) and
+start from the same numpy weights (`initial_state`), read and score the same numpy batches
+(bertcore.classify_data: `evaluate`), run the same epoch loop (bertcore.classify_run: `fit`) and
 print the same reports (`run_evaluate`, `run_predict`). Only "one AdamW step" and "logits of a
 batch" (plus their own checkpoints, for --resume) are the twins' (classify_run's `Twin`).
 
@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .classify_data import Classifier, Example, LabelMap, encode, read_examples
+from .classify_data import Classifier, Example, LabelMap, encode, evaluate, read_examples
 from .config import BertConfig
 from .errors import UserError
 from .hf import (HEAD_PREFIXES, check_classifier_state, classifier_param_table,
@@ -185,8 +185,6 @@ Logits = Callable[[dict], np.ndarray]
 
 def run_evaluate(args: argparse.Namespace, clf: Classifier, logits: Logits) -> dict[str, Any]:
     """`evaluate MODEL --data PATH`: accuracy (and F1) on labelled data; prints and returns it."""
-    from .classify_run import evaluate
-
     examples = read_examples(args.data, args.split)
     clf.labels.check(examples, f"{args.data}", f"the model ({clf.path})")
     data = encode(clf.tokenizer, examples, clf.labels, clf.max_len)
@@ -203,8 +201,6 @@ def run_evaluate(args: argparse.Namespace, clf: Classifier, logits: Logits) -> d
 
 def run_predict(args: argparse.Namespace, clf: Classifier, logits: Logits) -> list[dict]:
     """`predict MODEL TEXT... | --file F`: the most likely label of each text and its probability."""
-    from .classify_run import evaluate
-
     if args.file:
         path = Path(args.file)
         examples = ([Example(line) for line in path.read_text(encoding="utf-8").splitlines()

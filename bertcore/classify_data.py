@@ -6,6 +6,7 @@
     hold_out(examples, ...)      a validation split taken from train, seeded
     train_batches / eval_batches the exact numpy batches both twins consume
     scores(labels, predictions)  accuracy, and F1 of label id 1 when there are two labels
+    evaluate(logits, data, ...)  a twin's logits over a split -> loss, scores, predictions
     write_classifier_dir / open_classifier
                                  a fine-tuned model as a Hugging Face BertForSequenceClassification
                                  directory (config.json with id2label + model.safetensors)
@@ -25,9 +26,10 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .config import BertConfig
 from .corpus import BR_TAGS
@@ -306,6 +308,23 @@ def scores(labels: np.ndarray, predictions: np.ndarray, num_labels: int) -> dict
         fn = int(((p != 1) & (y == 1)).sum())
         out["f1"] = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
     return out
+
+
+def evaluate(logits: Callable[[dict], np.ndarray], data: Encoded, batch_size: int,
+             num_labels: int, progress: bool = False) -> dict[str, Any]:
+    """Loss (mean cross-entropy, float64 from the twin's logits), accuracy, F1, predictions."""
+    out, n = [], len(data)
+    for batch, real in tqdm(eval_batches(data, batch_size), total=-(-n // batch_size),
+                            disable=not progress, desc="evaluate", leave=False):
+        out.append(np.asarray(logits(batch), np.float64)[:real])
+    z = np.concatenate(out)
+    z = z - z.max(-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    pred = logp.argmax(-1)
+    labelled = data.labels >= 0
+    loss = float(-logp[labelled, data.labels[labelled]].mean()) if labelled.any() else math.nan
+    return {"loss": loss, **scores(data.labels, pred, num_labels), "predictions": pred,
+            "probabilities": np.exp(logp)}
 
 
 # ---- Hugging Face classifier directories -------------------------------------------------------
