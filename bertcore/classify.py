@@ -32,8 +32,7 @@ import numpy as np
 from .classify_data import Classifier, Example, LabelMap, encode, evaluate, read_examples
 from .config import BertConfig
 from .errors import UserError
-from .hf import (HEAD_PREFIXES, check_classifier_state, classifier_param_table,
-                 normalize_hf_names, read_hf_safetensors)
+from .hf import HEAD_PREFIXES, check_classifier_state, classifier_param_table, normalize_hf_names
 from . import init_from
 from .init_from import InitSource
 from .schedule import warmup_linear
@@ -77,19 +76,9 @@ FIELDS = [f.name for f in dataclasses.fields(ClassifyConfig)]
 # ---- --init-from ------------------------------------------------------------------------------
 
 def resolve_init(path: str | Path, framework: str, tokenizer: str | None = None) -> InitSource:
-    """bertcore.init_from.resolve_init, plus the labels of a Hugging Face classifier directory
-    (its id2label), so fine-tuning can keep a classifier head with the same labels."""
-    src = init_from.resolve_init(path, framework, tokenizer)
-    if src.kind == "hf":
-        src.label_map = _hf_labels(src.path)
-    return src
-
-
-def _hf_labels(path: Path) -> LabelMap | None:
-    cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    found = read_hf_safetensors(path)
-    id2 = cfg.get("id2label") if found and "classifier.weight" in found[0] else None
-    return LabelMap([id2[str(i)] for i in range(len(id2))]) if isinstance(id2, dict) else None
+    """bertcore.init_from.resolve_init, keeping the classifier head (and its labels) of a
+    classifier's weights, so fine-tuning can go on with the same labels."""
+    return init_from.resolve_init(path, framework, tokenizer, keep_classifier=True)
 
 
 def initial_state(weights: dict[str, np.ndarray], src: InitSource, config: BertConfig,
@@ -108,7 +97,7 @@ def initial_state(weights: dict[str, np.ndarray], src: InitSource, config: BertC
     notes = [src.note] if src.note else []
     fresh = [p for p in table if p.hf_name not in named and
              (p.hf_name.startswith(HEAD_PREFIXES) or p.hf_name.startswith("classifier."))]
-    if head and (src.label_map is None or src.label_map.labels != labels.labels):
+    if head and src.labels != labels.labels:
         notes.append(f"{src.path}'s classifier has other labels; a fresh one is trained")
     elif head:
         named.update(head)

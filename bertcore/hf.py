@@ -340,13 +340,6 @@ def read_hf_safetensors(path: Path) -> tuple[dict[str, np.ndarray], Path] | None
                                      else path / "model.safetensors.index.json")
 
 
-def is_hf_dir(path: Path) -> bool:
-    """A Hugging Face BERT directory: config.json beside weights in any format HF writes."""
-    return (path / "config.json").is_file() and any(
-        (path / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json",
-                                       "pytorch_model.bin"))
-
-
 # ---- the sequence-classification head (BertForSequenceClassification) --------------------------
 # Added for `classify.py` in both twins; the functions above keep BertForPreTraining's table.
 # BertForSequenceClassification holds `bert.*` (embeddings, encoder, pooler: no `cls.*` heads)
