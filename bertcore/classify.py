@@ -114,12 +114,14 @@ def initial_state(weights: dict[str, np.ndarray], src: InitSource, config: BertC
 
 # ---- the command line -------------------------------------------------------------------------
 
-def parser(prog: str) -> argparse.ArgumentParser:
+def parser(framework: str) -> argparse.ArgumentParser:
+    """`python -m {framework}bert.classify`'s flags (framework: "torch" or "jax")."""
+    prog = f"python -m {framework}bert.classify"
     p = argparse.ArgumentParser(
         prog=prog, description="Fine-tune BERT for sequence classification (a classifier on the "
         "pooled [CLS], Hugging Face's BertForSequenceClassification), evaluate it, predict.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=f"""examples:
-  {prog} train --init-from runs/{prog[10:13]}-mini --data ~/.cache/twinbert/aclImdb --out runs/imdb
+  {prog} train --init-from runs/{framework}bert-mini --data ~/.cache/twinbert/aclImdb --out runs/imdb
   {prog} evaluate runs/imdb --data ~/.cache/twinbert/aclImdb      (its test/ split)
   {prog} predict runs/imdb "a wonderful film" "a dull, slow mess"
 data: an aclImdb tree (train|test x pos|neg), or .jsonl ({{"text", "label"}}, optional
@@ -145,7 +147,8 @@ data: an aclImdb tree (train|test x pos|neg), or .jsonl ({{"text", "label"}}, op
         t.add_argument(f"--{name}", type=kind, help=f"{text} [{default}]".lstrip())
     t.add_argument("--no-dropout", dest="dropout", action="store_false", default=None,
                    help="turn dropout off (exact comparisons)")
-    t.add_argument("--out", metavar="RUNDIR", help="run directory [runs/<twin>bert-classify]")
+    t.add_argument("--out", metavar="RUNDIR",
+                   help=f"run directory [runs/{framework}bert-classify]")
     t.add_argument("--resume", action="store_true", help="continue RUNDIR from its checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace an existing RUNDIR")
     t.add_argument("--stop-after", type=int, metavar="N",
