@@ -41,7 +41,8 @@ from bertcore.batches import BatchIterator
 from bertcore.config import TrainConfig
 from bertcore.corpus import iter_documents
 from bertcore.errors import UserError, cli_entry
-from bertcore.shards import Shards, prepare
+from bertcore.prepare import prepare
+from bertcore.shards import Shards
 from bertcore.tokenizer import train_tokenizer
 
 

@@ -28,7 +28,8 @@ from .config import TrainConfig
 from .errors import UserError
 from .instances import LABEL, epoch_order, instance_rows
 from .masking import assemble, mask_tokens
-from .shards import Shards, cache_root
+from .files import cache_root
+from .shards import Shards
 from .tokenizer import WordPiece
 
 

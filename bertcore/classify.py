@@ -1,8 +1,8 @@
 """The framework-free half of `python -m torchbert.classify` / `python -m jaxbert.classify`.
 
 Both twins parse the same flags (`parser`), resolve `--init-from` the same way (`resolve_init`),
-start from the same numpy weights (`initial_state`), read the same numpy batches
-(bertcore.classify_data), run the same epoch loop (bertcore.classify_run: `fit`, `evaluate`) and
+start from the same numpy weights (`initial_state`), read and score the same numpy batches
+(bertcore.classify_data: `evaluate`), run the same epoch loop (bertcore.classify_run: `fit`) and
 print the same reports (`run_evaluate`, `run_predict`). Only "one AdamW step" and "logits of a
 batch" (plus their own checkpoints, for --resume) are the twins' (classify_run's `Twin`).
 
@@ -29,11 +29,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .classify_data import Classifier, Example, LabelMap, encode, read_examples
+from .classify_data import Classifier, Example, LabelMap, encode, evaluate, read_examples
 from .config import BertConfig
 from .errors import UserError
-from .hf import (HEAD_PREFIXES, check_classifier_state, classifier_param_table,
-                 normalize_hf_names, read_hf_safetensors)
+from .hf import HEAD_PREFIXES, check_classifier_state, classifier_param_table, normalize_hf_names
 from . import init_from
 from .init_from import InitSource
 from .schedule import warmup_linear
@@ -77,19 +76,9 @@ FIELDS = [f.name for f in dataclasses.fields(ClassifyConfig)]
 # ---- --init-from ------------------------------------------------------------------------------
 
 def resolve_init(path: str | Path, framework: str, tokenizer: str | None = None) -> InitSource:
-    """bertcore.init_from.resolve_init, plus the labels of a Hugging Face classifier directory
-    (its id2label), so fine-tuning can keep a classifier head with the same labels."""
-    src = init_from.resolve_init(path, framework, tokenizer)
-    if src.kind == "hf":
-        src.label_map = _hf_labels(src.path)
-    return src
-
-
-def _hf_labels(path: Path) -> LabelMap | None:
-    cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    found = read_hf_safetensors(path)
-    id2 = cfg.get("id2label") if found and "classifier.weight" in found[0] else None
-    return LabelMap([id2[str(i)] for i in range(len(id2))]) if isinstance(id2, dict) else None
+    """bertcore.init_from.resolve_init, keeping the classifier head (and its labels) of a
+    classifier's weights, so fine-tuning can go on with the same labels."""
+    return init_from.resolve_init(path, framework, tokenizer, keep_classifier=True)
 
 
 def initial_state(weights: dict[str, np.ndarray], src: InitSource, config: BertConfig,
@@ -108,7 +97,7 @@ def initial_state(weights: dict[str, np.ndarray], src: InitSource, config: BertC
     notes = [src.note] if src.note else []
     fresh = [p for p in table if p.hf_name not in named and
              (p.hf_name.startswith(HEAD_PREFIXES) or p.hf_name.startswith("classifier."))]
-    if head and (src.label_map is None or src.label_map.labels != labels.labels):
+    if head and src.labels != labels.labels:
         notes.append(f"{src.path}'s classifier has other labels; a fresh one is trained")
     elif head:
         named.update(head)
@@ -125,12 +114,14 @@ def initial_state(weights: dict[str, np.ndarray], src: InitSource, config: BertC
 
 # ---- the command line -------------------------------------------------------------------------
 
-def parser(prog: str) -> argparse.ArgumentParser:
+def parser(framework: str) -> argparse.ArgumentParser:
+    """`python -m {framework}bert.classify`'s flags (framework: "torch" or "jax")."""
+    prog = f"python -m {framework}bert.classify"
     p = argparse.ArgumentParser(
         prog=prog, description="Fine-tune BERT for sequence classification (a classifier on the "
         "pooled [CLS], Hugging Face's BertForSequenceClassification), evaluate it, predict.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=f"""examples:
-  {prog} train --init-from runs/{prog[10:13]}-mini --data ~/.cache/twinbert/aclImdb --out runs/imdb
+  {prog} train --init-from runs/{framework}bert-mini --data ~/.cache/twinbert/aclImdb --out runs/imdb
   {prog} evaluate runs/imdb --data ~/.cache/twinbert/aclImdb      (its test/ split)
   {prog} predict runs/imdb "a wonderful film" "a dull, slow mess"
 data: an aclImdb tree (train|test x pos|neg), or .jsonl ({{"text", "label"}}, optional
@@ -156,7 +147,8 @@ data: an aclImdb tree (train|test x pos|neg), or .jsonl ({{"text", "label"}}, op
         t.add_argument(f"--{name}", type=kind, help=f"{text} [{default}]".lstrip())
     t.add_argument("--no-dropout", dest="dropout", action="store_false", default=None,
                    help="turn dropout off (exact comparisons)")
-    t.add_argument("--out", metavar="RUNDIR", help="run directory [runs/<twin>bert-classify]")
+    t.add_argument("--out", metavar="RUNDIR",
+                   help=f"run directory [runs/{framework}bert-classify]")
     t.add_argument("--resume", action="store_true", help="continue RUNDIR from its checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace an existing RUNDIR")
     t.add_argument("--stop-after", type=int, metavar="N",
@@ -185,8 +177,6 @@ Logits = Callable[[dict], np.ndarray]
 
 def run_evaluate(args: argparse.Namespace, clf: Classifier, logits: Logits) -> dict[str, Any]:
     """`evaluate MODEL --data PATH`: accuracy (and F1) on labelled data; prints and returns it."""
-    from .classify_run import evaluate
-
     examples = read_examples(args.data, args.split)
     clf.labels.check(examples, f"{args.data}", f"the model ({clf.path})")
     data = encode(clf.tokenizer, examples, clf.labels, clf.max_len)
@@ -203,8 +193,6 @@ def run_evaluate(args: argparse.Namespace, clf: Classifier, logits: Logits) -> d
 
 def run_predict(args: argparse.Namespace, clf: Classifier, logits: Logits) -> list[dict]:
     """`predict MODEL TEXT... | --file F`: the most likely label of each text and its probability."""
-    from .classify_run import evaluate
-
     if args.file:
         path = Path(args.file)
         examples = ([Example(line) for line in path.read_text(encoding="utf-8").splitlines()

@@ -6,6 +6,7 @@
     hold_out(examples, ...)      a validation split taken from train, seeded
     train_batches / eval_batches the exact numpy batches both twins consume
     scores(labels, predictions)  accuracy, and F1 of label id 1 when there are two labels
+    evaluate(logits, data, ...)  a twin's logits over a split -> loss, scores, predictions
     write_classifier_dir / open_classifier
                                  a fine-tuned model as a Hugging Face BertForSequenceClassification
                                  directory (config.json with id2label + model.safetensors)
@@ -25,15 +26,19 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .config import BertConfig
 from .corpus import BR_TAGS
-from .errors import UserError, atomic_path
-from .hf import check_classifier_state, is_hf_dir, normalize_hf_names, read_hf_safetensors
+from .errors import UserError
+from .files import atomic_path
+from .hf import (check_classifier_state, normalize_hf_names, read_hf_safetensors,
+                 safetensors_files)
 from .imdb import find_aclimdb
+from .modeldir import CLASSIFY_FILE, open_model_dir
 from .readers import numbered_lines, read_text_file
 from .tokenizer import WordPiece, load_tokenizer
 
@@ -307,6 +312,23 @@ def scores(labels: np.ndarray, predictions: np.ndarray, num_labels: int) -> dict
     return out
 
 
+def evaluate(logits: Callable[[dict], np.ndarray], data: Encoded, batch_size: int,
+             num_labels: int, progress: bool = False) -> dict[str, Any]:
+    """Loss (mean cross-entropy, float64 from the twin's logits), accuracy, F1, predictions."""
+    out, n = [], len(data)
+    for batch, real in tqdm(eval_batches(data, batch_size), total=-(-n // batch_size),
+                            disable=not progress, desc="evaluate", leave=False):
+        out.append(np.asarray(logits(batch), np.float64)[:real])
+    z = np.concatenate(out)
+    z = z - z.max(-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    pred = logp.argmax(-1)
+    labelled = data.labels >= 0
+    loss = float(-logp[labelled, data.labels[labelled]].mean()) if labelled.any() else math.nan
+    return {"loss": loss, **scores(data.labels, pred, num_labels), "predictions": pred,
+            "probabilities": np.exp(logp)}
+
+
 # ---- Hugging Face classifier directories -------------------------------------------------------
 
 def hf_config(config: BertConfig, labels: LabelMap) -> dict[str, Any]:
@@ -350,36 +372,40 @@ class Classifier:
 
 
 def open_classifier(path: str | Path) -> Classifier:
-    """A classify RUNDIR (its best/ weights) or a Hugging Face BertForSequenceClassification dir."""
-    path = Path(path).expanduser()
-    rundir = path if (path / "classify_config.json").is_file() else None
-    hf = path / "best" if rundir else path
-    if rundir and not is_hf_dir(hf):
-        raise UserError(f"{path} has no best/ weights yet; fine-tune it first (train --out {path})")
-    if not is_hf_dir(hf):
-        raise UserError(f"{path} is neither a classify RUNDIR nor a Hugging Face classifier "
-                        f"directory (config.json + model.safetensors)")
-    raw = json.loads((hf / "config.json").read_text(encoding="utf-8"))
-    id2 = raw.get("id2label")
-    if not isinstance(id2, dict) or not id2:
-        raise UserError(f"{hf}/config.json has no id2label; is it a sequence classifier?")
-    labels = LabelMap([id2[str(i)] for i in range(len(id2))])
-    config = BertConfig.from_dict(raw)
+    """A classify RUNDIR (its best/ weights) or a Hugging Face BertForSequenceClassification dir
+    (bertcore.modeldir's "classify-run" and "hf-classifier")."""
+    md = named = open_model_dir(path)
+    rundir = md if md.layout == "classify-run" else None
+    if rundir is not None:
+        if md.weights_dir is None:
+            raise UserError(f"{md.path} has no best/ weights yet; fine-tune it first (train --out "
+                            f"{md.path})")
+        md = open_model_dir(md.weights_dir)
+    if md.layout == "pretraining-run":
+        raise UserError(f"{md.path} is a pretraining run, not a classifier; fine-tune it first: "
+                        f"classify train --init-from {md.path} --data DATA")
+    if md.layout == "hf" and safetensors_files(md.path) is None:
+        raise UserError(f"{md.path} has no model.safetensors (a pytorch_model.bin: load and "
+                        f"re-save it with transformers' save_pretrained(..., "
+                        f"safe_serialization=True))")
+    if md.layout == "hf" or md.labels is None:
+        raise UserError(f"{md.path} is a Hugging Face BERT directory but not a sequence "
+                        f"classifier (no id2label in its config.json, or no classifier.* "
+                        f"weights); fine-tune it first: classify train --init-from {md.path} "
+                        f"--data DATA")
+    hf, labels, config = md.path, LabelMap(md.labels), md.config
     found = read_hf_safetensors(hf)
-    if found is None:
-        raise UserError(f"{hf} has no model.safetensors (a pytorch_model.bin: load and re-save "
-                        f"it with transformers' save_pretrained(..., safe_serialization=True))")
     head = {k: v for k, v in found[0].items() if k.startswith("classifier.")}
     state = {**normalize_hf_names({k: v for k, v in found[0].items() if k not in head}), **head}
     check_classifier_state(state, config, len(labels), source=str(found[1]))
-    max_len = (int(_json(rundir / "classify_config.json")["max_len"]) if rundir
+    max_len = (int(_json(rundir.path / CLASSIFY_FILE)["max_len"]) if rundir
                else min(config.max_position_embeddings, 512))
-    tok = load_tokenizer(rundir / "tokenizer" if rundir else hf)
+    tok = load_tokenizer(rundir.tokenizer_dir if rundir else hf)
     if tok.vocab_size != config.vocab_size:
-        raise UserError(f"{path}: the tokenizer has {tok.vocab_size} entries, the model "
+        raise UserError(f"{named.path}: the tokenizer has {tok.vocab_size} entries, the model "
                         f"vocab_size={config.vocab_size}; the vocabularies differ")
-    return Classifier(path, config, labels, {k: np.asarray(v, np.float32) for k, v in
-                                             state.items()}, tok, max_len)
+    return Classifier(named.path, config, labels, {k: np.asarray(v, np.float32) for k, v in
+                                                   state.items()}, tok, max_len)
 
 
 def _json(path: Path) -> dict:

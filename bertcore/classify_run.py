@@ -12,17 +12,18 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from .classify import FIELDS, ClassifyConfig, InitSource, initial_state, resolve_init
-from .classify_data import (Encoded, LabelMap, encode, eval_batches, hf_config, hold_out,
-                            is_aclimdb_path, read_examples, scores, steps_per_epoch,
-                            train_batches, write_classifier_dir)
+from .classify_data import (Encoded, LabelMap, encode, evaluate, hf_config, hold_out,
+                            is_aclimdb_path, read_examples, steps_per_epoch, train_batches,
+                            write_classifier_dir)
 from .config import BertConfig
-from .errors import UserError, write_text_atomic
+from .errors import UserError
+from .files import write_text_atomic
 from .metrics import read_metrics
 from .tokenizer import load_tokenizer
 
@@ -154,23 +155,6 @@ class Twin(Protocol):
     def state(self) -> dict[str, np.ndarray]: ...
     def save(self, step: int, extra: dict[str, Any]) -> None: ...
     def restore(self) -> dict[str, Any]: ...
-
-
-def evaluate(logits: Callable[[dict], np.ndarray], data: Encoded, batch_size: int,
-             num_labels: int, progress: bool = False) -> dict[str, Any]:
-    """Loss (mean cross-entropy, float64 from the twin's logits), accuracy, F1, predictions."""
-    out, n = [], len(data)
-    for batch, real in tqdm(eval_batches(data, batch_size), total=-(-n // batch_size),
-                            disable=not progress, desc="evaluate", leave=False):
-        out.append(np.asarray(logits(batch), np.float64)[:real])
-    z = np.concatenate(out)
-    z = z - z.max(-1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
-    pred = logp.argmax(-1)
-    labelled = data.labels >= 0
-    loss = float(-logp[labelled, data.labels[labelled]].mean()) if labelled.any() else math.nan
-    return {"loss": loss, **scores(data.labels, pred, num_labels), "predictions": pred,
-            "probabilities": np.exp(logp)}
 
 
 def fit(run: ClassifyRun, twin: Twin) -> dict[str, Any]:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError, write_text_atomic
+from .errors import UserError
+from .files import write_text_atomic
 
 # Google's BERT miniatures (Turc et al. 2019) plus base and large. FFN width is 4 * hidden.
 PRESETS: dict[str, tuple[int, int, int]] = {

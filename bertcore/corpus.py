@@ -34,8 +34,9 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import UserError, cli_entry
-from .imdb import (IMDB_MD5, IMDB_SHA256, IMDB_SPLITS, IMDB_URL, default_cache_dir, download_imdb,
-                   find_aclimdb, is_aclimdb)
+from .files import cache_root
+from .imdb import (IMDB_MD5, IMDB_SHA256, IMDB_SPLITS, IMDB_URL, download_imdb, find_aclimdb,
+                   is_aclimdb)
 from .readers import (corpus_files, glob_files, is_glob, iter_file, iter_files, read_text_file,
                       total_bytes)
 
@@ -86,7 +87,7 @@ def iter_documents(source: str) -> Iterator[str]:
     if source == "builtin":
         docs, where = builtin_documents(), "the built-in corpus"
     elif source == "imdb":
-        root = default_cache_dir() / "aclImdb"
+        root = cache_root() / "aclImdb"
         if not is_aclimdb(root):
             raise UserError(
                 f"IMDB corpus not found at {root}. Download it with `python -m bertcore.corpus "
@@ -293,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "stats":
         _stats(args.corpus, args.delimiters)
     else:
-        download_imdb(args.out or default_cache_dir(), args.url, sha256=args.sha256, md5=args.md5,
+        download_imdb(args.out or cache_root(), args.url, sha256=args.sha256, md5=args.md5,
                       progress=not args.no_progress)
     return 0
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from .cli import HelpFormatter
 from .config import TrainConfig
 from .errors import UserError, cli_entry
-from .shards import Shards, prepare
+from .prepare import prepare
+from .shards import Shards
 from .tokenizer import load_tokenizer
 
 

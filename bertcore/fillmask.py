@@ -3,33 +3,23 @@
 Both twins parse the same flags, find the model directory the same way, tokenize the text, and
 print the same table; only "weights -> logits at the [MASK] positions" is theirs.
 
-A model directory is either a RUNDIR (run.json, config.json, tokenizer/, checkpoints/) or a
-Hugging Face BERT directory (config.json, model.safetensors, vocab.txt or tokenizer.json).
+The model is a pretraining RUNDIR (its latest checkpoint) or a Hugging Face BERT directory
+(bertcore.modeldir's layouts "pretraining-run" and "hf"); a fine-tuned classifier has no
+masked-language-model head, and is refused with the command that uses it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .config import BertConfig, TrainConfig
 from .errors import UserError
-from .rundir import read_run
-from .tokenizer import WordPiece, load_tokenizer
-
-
-@dataclass
-class ModelDir:
-    path: Path
-    kind: str                 # "rundir" or "hf"
-    framework: str | None     # the twin that wrote a RUNDIR
-    config: BertConfig        # for a RUNDIR: as trained (dropout off if it was)
-    tokenizer: WordPiece
-    train_config: TrainConfig | None = None
+from .modeldir import ModelDir
+from .modeldir import open_model_dir as _open
+from .tokenizer import WordPiece
 
 
 def parser(prog: str) -> argparse.ArgumentParser:
@@ -43,19 +33,18 @@ def parser(prog: str) -> argparse.ArgumentParser:
     return p
 
 
-def open_model_dir(path: str | Path) -> ModelDir:
-    path = Path(path)
-    if not path.is_dir():
-        raise UserError(f"{path} is not a directory; pass a RUNDIR or a Hugging Face BERT dir")
-    if (path / "run.json").is_file():
-        run = read_run(path)
-        return ModelDir(path, "rundir", run.framework, run.trained_config,
-                        load_tokenizer(path / "tokenizer"), run.train)
-    if (path / "config.json").is_file():
-        return ModelDir(path, "hf", None, BertConfig.from_json_file(path / "config.json"),
-                        load_tokenizer(path))
-    raise UserError(f"{path} is neither a RUNDIR (no run.json) nor a Hugging Face BERT directory "
-                    f"(no config.json)")
+def open_model_dir(path: str | Path, framework: str) -> ModelDir:
+    """The model `python -m {framework}bert.fill_mask PATH` runs: a pretraining RUNDIR or a
+    Hugging Face BERT directory (bertcore.modeldir.open_model_dir, which names anything else)."""
+    md = _open(path)
+    if md.is_classifier:
+        what = ("a fine-tuned classifier (a classify RUNDIR)" if md.layout == "classify-run" else
+                "a Hugging Face sequence classifier (BertForSequenceClassification)")
+        raise UserError(f"{md.path} is {what}, which has no masked-language-model head to fill "
+                        f"[MASK] with; classify texts with python -m {framework}bert.classify "
+                        f"predict {md.path} \"TEXT\", or fill masks with the pretraining RUNDIR "
+                        f"or BERT directory it was fine-tuned from")
+    return md
 
 
 def encode(tok: WordPiece, text: str, max_len: int) -> tuple[dict[str, np.ndarray], np.ndarray]:

@@ -340,13 +340,6 @@ def read_hf_safetensors(path: Path) -> tuple[dict[str, np.ndarray], Path] | None
                                      else path / "model.safetensors.index.json")
 
 
-def is_hf_dir(path: Path) -> bool:
-    """A Hugging Face BERT directory: config.json beside weights in any format HF writes."""
-    return (path / "config.json").is_file() and any(
-        (path / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json",
-                                       "pytorch_model.bin"))
-
-
 # ---- the sequence-classification head (BertForSequenceClassification) --------------------------
 # Added for `classify.py` in both twins; the functions above keep BertForPreTraining's table.
 # BertForSequenceClassification holds `bert.*` (embeddings, encoder, pooler: no `cls.*` heads)
@@ -410,7 +403,7 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
 def save_hf_files(out: Path, config: BertConfig, params: Mapping[str, Any],
                   tokenizer: Path | None = None) -> None:
     """Write a Hugging Face BERT directory's files into the existing directory `out` (callers
-    make it atomic with errors.atomic_path): config.json, model.safetensors (HF names in model
+    make it atomic with files.atomic_path): config.json, model.safetensors (HF names in model
     order, the tied decoder stored once, as HF saves it) and the tokenizer's files, so
     `transformers.BertForPreTraining.from_pretrained(out)` and both twins load it."""
     from safetensors.numpy import save_file

@@ -27,6 +27,7 @@ import zlib
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from .errors import UserError
+from .files import cache_root
 
 
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
@@ -38,13 +39,6 @@ IMDB_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
 IMDB_SPLITS = ("train/pos", "train/neg", "train/unsup", "test/pos", "test/neg")
 COMPLETE_MARKER = ".twinbert-complete"  # written last into aclImdb/: its presence = complete
 _CHUNK = 1 << 20
-
-
-def default_cache_dir() -> Path:
-    """$TWINBERT_CACHE, else $XDG_CACHE_HOME/twinbert, else ~/.cache/twinbert."""
-    if os.environ.get("TWINBERT_CACHE"):
-        return Path(os.environ["TWINBERT_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "twinbert"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,7 +62,7 @@ def find_aclimdb(path: str | os.PathLike) -> Path | None:
 def corpus_flag(out_dir: str | os.PathLike) -> str:
     """The `--corpus` argument that reads what `download_imdb(out_dir)` wrote."""
     flag = f"--corpus {shlex.quote(str(out_dir))}"
-    if Path(out_dir).expanduser().resolve() == default_cache_dir().resolve():
+    if Path(out_dir).expanduser().resolve() == cache_root().resolve():
         flag += " (or --corpus imdb)"
     return flag
 

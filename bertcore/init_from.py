@@ -5,21 +5,22 @@ weights with its own `pretrained_weights` (torchbert/pretrained.py, jaxbert/pret
 PATH is a Hugging Face BERT directory, a pretraining RUNDIR of this twin (its latest
 checkpoint), a RUNDIR of the other twin that holds its export RUNDIR/hf/ (a twin cannot read the
 other's checkpoint format; every pretraining run writes hf/ when it ends), or a fine-tuned
-classify RUNDIR (its best/ weights).
+classifier (a classify RUNDIR's best/ weights, or a Hugging Face classifier directory); which is
+which is bertcore.modeldir's to say.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Mapping, TypeVar
 
 from .config import BertConfig
 from .errors import UserError
-from .hf import is_hf_dir
-from .rundir import read_run
+from .modeldir import open_model_dir
 from .tokenizer import WordPiece, load_tokenizer
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -29,54 +30,59 @@ class InitSource:
     config: BertConfig         # as it will be fine-tuned (dropout as configured there)
     tokenizer: WordPiece
     note: str = ""
-    label_map: Any = None      # bertcore.classify: an HF classifier dir's labels, if any
+    labels: list[str] | None = None     # the labels of the classifier head its weights hold
     tokenizer_dir: Path | None = None   # where `tokenizer` was loaded from
+    unused: tuple[str, ...] = ()        # prefixes of its weight names the run leaves out
+
+    def used(self, weights: Mapping[str, T]) -> dict[str, T]:
+        """`weights` without the ones this run leaves out (a pretraining run: a classifier)."""
+        return {k: v for k, v in weights.items() if not k.startswith(self.unused)}
 
 
 def resolve_init(path: str | Path, framework: str, tokenizer: str | None = None,
-                 fallback_tokenizer: str | None = None) -> InitSource:
-    """What `--init-from PATH` names: a Hugging Face BERT directory, a pretraining RUNDIR of
-    this twin (its latest checkpoint), or one of the other twin that holds an exported
-    RUNDIR/hf/ (a twin cannot read the other's checkpoint format).
+                 fallback_tokenizer: str | None = None, keep_classifier: bool = False
+                 ) -> InitSource:
+    """What `--init-from PATH` names (bertcore.modeldir's layouts): a Hugging Face BERT
+    directory, a pretraining RUNDIR of this twin (its latest checkpoint), one of the other twin
+    that holds an exported RUNDIR/hf/ (a twin cannot read the other's checkpoint format), or a
+    classifier (a classify RUNDIR's best/ weights, or a Hugging Face classifier directory).
+
+    A classifier's head is the fine-tuning's to keep (`keep_classifier`, with its labels); a
+    pretraining run starts from its encoder and leaves the head out (`InitSource.unused`).
 
     The model's tokenizer is `tokenizer` if given (classify's --tokenizer), else its own, else
     `fallback_tokenizer` (pretraining: a HF directory without tokenizer files takes the run's
     --tokenizer; with its own files, those are the model's vocabulary and the run must match)."""
-    path = Path(path).expanduser()
-    if not path.is_dir():
-        raise UserError(f"--init-from {path} is not a directory; pass a pretraining RUNDIR or a "
-                        f"Hugging Face BERT directory (config.json + model.safetensors)")
+    md = open_model_dir(path, flag="--init-from")
     note = ""
-    if (path / "run.json").is_file():
-        try:
-            info = json.loads((path / "run.json").read_text(encoding="utf-8") or "{}")
-        except (OSError, ValueError) as e:
-            raise UserError(f"--init-from {path}/run.json is unreadable ({e}); pass a complete "
-                            f"RUNDIR or a Hugging Face BERT directory")
-        if info.get("task") == "classify":     # a fine-tuned run: start from its best weights
-            path, note = path / "best", f"starting from the fine-tuned weights in {path}/best"
-        else:
-            run = read_run(path)
-            if run.framework == framework:
-                tok_dir = Path(tokenizer or path / "tokenizer")
-                return _checked(InitSource("rundir", path, run.config, load_tokenizer(tok_dir),
-                                           tokenizer_dir=tok_dir))
-            if not is_hf_dir(path / "hf"):
-                raise UserError(f"--init-from {path} is a {run.framework}bert run, whose "
-                                f"checkpoints {framework}bert cannot read; export it with python "
-                                f"-m parity.convert {path} DIR --to hf and pass --init-from DIR")
-            path, note = path / "hf", f"{run.framework}bert run: reading its export {path}/hf"
-    if not is_hf_dir(path):
-        raise UserError(f"--init-from {path} is neither a pretraining RUNDIR (run.json) nor a "
-                        f"Hugging Face BERT directory (config.json + model.safetensors)")
-    tok_dir = tokenizer or (path if any((path / f).is_file() for f in
-                                        ("tokenizer.json", "vocab.txt")) else None) \
-        or fallback_tokenizer
+    if md.layout == "classify-run":     # a fine-tuned run: start from its best weights
+        if md.weights_dir is None:
+            raise UserError(f"--init-from {md.path} is a classify run with no best/ weights yet; "
+                            f"let it finish an epoch, or pass the model it was fine-tuned from")
+        note = f"starting from the fine-tuned weights in {md.path}/best"
+        md = open_model_dir(md.weights_dir, flag="--init-from")
+    elif md.layout == "pretraining-run":
+        if md.framework == framework:
+            tok_dir = Path(tokenizer or md.tokenizer_dir)
+            return _checked(InitSource("rundir", md.path, md.config, load_tokenizer(tok_dir),
+                                       tokenizer_dir=tok_dir))
+        if md.weights_dir is None:
+            raise UserError(f"--init-from {md.path} is a {md.framework}bert run, whose "
+                            f"checkpoints {framework}bert cannot read; export it with python "
+                            f"-m parity.convert {md.path} DIR --to hf and pass --init-from DIR")
+        note = f"{md.framework}bert run: reading its export {md.path}/hf"
+        md = open_model_dir(md.weights_dir, flag="--init-from")
+    unused: tuple[str, ...] = ()
+    if md.labels is not None and not keep_classifier:
+        unused = ("classifier.",)
+        note = "; ".join(filter(None, [note, f"its classifier head ({', '.join(md.labels)}) is "
+                                             f"left out: pretraining continues the encoder"]))
+    tok_dir = tokenizer or md.tokenizer_dir or fallback_tokenizer
     if tok_dir is None:
-        raise UserError(f"--init-from {path} has no tokenizer (vocab.txt or tokenizer.json); "
+        raise UserError(f"--init-from {md.path} has no tokenizer (vocab.txt or tokenizer.json); "
                         f"pass the one it was trained with as --tokenizer DIR")
-    return _checked(InitSource("hf", path, BertConfig.from_json_file(path / "config.json"),
-                               load_tokenizer(tok_dir), note, tokenizer_dir=Path(tok_dir)))
+    return _checked(InitSource("hf", md.path, md.config, load_tokenizer(tok_dir), note,
+                               md.labels if keep_classifier else None, Path(tok_dir), unused))
 
 
 def _checked(src: InitSource) -> InitSource:

@@ -29,8 +29,10 @@ from typing import Iterable, Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
-from .errors import UserError, atomic_path
-from .shards import FORMAT
+from .errors import UserError
+from .files import atomic_path
+from .shards import (DOC_OFFSETS, EVAL_DIR, FORMAT, META, OFFSET_DTYPE, SENT_OFFSETS,
+                     TOKENIZER_DIR, shard_file, token_dtype)
 from .tokenizer import BatchIds, WordPiece
 
 SHARD_TOKENS = 1 << 28      # start a new shard file after ~268M tokens (512 MB at uint16)
@@ -116,9 +118,9 @@ class _Writer:
         folder.mkdir(parents=True, exist_ok=True)
         self.shards: list[dict] = []
         self.docs = self.sents = self.tokens = self.nbytes = 0
-        self.f_sent = open(folder / "sent_offsets.bin", "wb")
-        self.f_doc = open(folder / "doc_offsets.bin", "wb")
-        zero = np.zeros(1, np.int64).tobytes()
+        self.f_sent = open(folder / SENT_OFFSETS, "wb")
+        self.f_doc = open(folder / DOC_OFFSETS, "wb")
+        zero = np.zeros(1, OFFSET_DTYPE).tobytes()
         self.f_sent.write(zero)
         self.f_doc.write(zero)
         self.f_tok = None
@@ -131,8 +133,8 @@ class _Writer:
             self._next_shard()
         self.f_tok.write(flat.tobytes())
         self.shards[-1]["tokens"] += len(flat)
-        self.f_sent.write((self.tokens + np.cumsum(lens, dtype=np.int64)).tobytes())
-        self.f_doc.write((self.sents + np.cumsum(per_doc, dtype=np.int64)).tobytes())
+        self.f_sent.write((self.tokens + np.cumsum(lens, dtype=OFFSET_DTYPE)).tobytes())
+        self.f_doc.write((self.sents + np.cumsum(per_doc, dtype=OFFSET_DTYPE)).tobytes())
         self.docs += len(per_doc)
         self.sents += len(lens)
         self.tokens += len(flat)
@@ -140,7 +142,7 @@ class _Writer:
     def _next_shard(self) -> None:
         if self.f_tok is not None:
             self.f_tok.close()
-        name = f"tokens-{len(self.shards):05d}.bin"
+        name = shard_file(len(self.shards))
         self.f_tok = open(self.folder / name, "wb")
         self.shards.append({"file": name, "tokens": 0})
 
@@ -148,12 +150,12 @@ class _Writer:
         for f in (self.f_tok, self.f_sent, self.f_doc):
             if f is not None:
                 f.close()
-        tokenizer.save(self.folder / "tokenizer")
+        tokenizer.save(self.folder / TOKENIZER_DIR)
         meta = {"format": FORMAT, **meta, "tokenizer_fingerprint": tokenizer.fingerprint,
                 "vocab_size": tokenizer.vocab_size, "dtype": self.dtype.name,
                 "documents": self.docs, "sentences": self.sents, "tokens": self.tokens,
                 "text_bytes": self.nbytes, "shards": self.shards}
-        (self.folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        (self.folder / META).write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def _chunks(documents: Iterable[str], max_docs: int) -> Iterator[list[str]]:
@@ -203,13 +205,13 @@ def prepare(documents: Iterable[str], tokenizer: WordPiece, out_dir: str | Path,
         raise UserError(f"--eval-fraction {eval_fraction} is outside [0, 1); use e.g. 0.01")
     workers = workers or os.cpu_count() or 1
     out_dir = Path(out_dir)
-    dtype = np.dtype(np.uint16 if tokenizer.vocab_size <= 65536 else np.uint32)
+    dtype = token_dtype(tokenizer.vocab_size)
     start = time.perf_counter()
     bar = tqdm(desc="tokenizing", total=total_bytes, unit="B", unit_scale=True,
                disable=not progress, mininterval=0.5)
     with atomic_path(out_dir, is_dir=True) as tmp:
         train = _Writer(tmp, dtype, shard_tokens)
-        held = _Writer(tmp / "eval", dtype, shard_tokens) if eval_fraction > 0 else None
+        held = _Writer(tmp / EVAL_DIR, dtype, shard_tokens) if eval_fraction > 0 else None
         args = (delimiters, dtype.name, eval_fraction)
         for parts in _results(_chunks(documents, chunk_documents), tokenizer, workers, args):
             train.add(*parts[0])
@@ -227,7 +229,7 @@ def prepare(documents: Iterable[str], tokenizer: WordPiece, out_dir: str | Path,
                 raise UserError(f"--eval-fraction {eval_fraction} held out none of the "
                                 f"{train.docs} documents of {source or 'the corpus'}; raise it")
             held.close(tokenizer, {**meta, "split": "eval"})
-            meta["eval"] = "eval"
+            meta["eval"] = EVAL_DIR
         train.close(tokenizer, meta)
     stats = PrepareStats(train.docs, train.sents, train.tokens, train.nbytes,
                          time.perf_counter() - start)

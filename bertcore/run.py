@@ -31,12 +31,14 @@ from tqdm.auto import tqdm
 from . import evaluation
 from .batches import BatchIterator
 from .config import BertConfig, TrainConfig
-from .errors import UserError, atomic_path, file_lock, write_text_atomic
+from .errors import UserError
+from .files import atomic_path, cache_root, file_lock, write_text_atomic
 from .hf import save_hf_files
 from .init_from import InitSource, resolve_init
 from .rundir import read_run
 from .metrics import median, peak_rss_mb, plot_metrics, read_metrics
-from .shards import Shards, cache_root, dir_is_prepared, prepare
+from .prepare import prepare
+from .shards import Shards, dir_is_prepared
 from .tokenizer import WordPiece, load_tokenizer, train_tokenizer
 
 TRAIN_FIELDS = [f for f in TrainConfig.__dataclass_fields__]

@@ -11,9 +11,10 @@ A data directory (format twinbert-shards-v2) holds
     tokenizer/            a copy of the tokenizer that made the ids (so the directory stands alone)
     eval/                 optional (prepare --eval-fraction): the held-out documents, a complete
                           data directory of its own
-Offsets are int64 and computed once by `prepare` (bertcore.prepare), so opening the data is
-O(1) in memory: everything here is memory-mapped, shared through the page cache by every rank on
-a host, and nothing limits a corpus to 4 GiB or 2**32 tokens.
+Offsets are int64 and computed once by `prepare` (bertcore.prepare, the writer, which takes the
+names and types below from here), so opening the data is O(1) in memory: everything here is
+memory-mapped, shared through the page cache by every rank on a host, and nothing limits a
+corpus to 4 GiB or 2**32 tokens.
 """
 
 from __future__ import annotations
@@ -26,14 +27,24 @@ import numpy as np
 from .errors import UserError
 from .tokenizer import WordPiece, load_tokenizer
 
+# ---- the format: what prepare writes and Shards reads -------------------------------------------
 FORMAT = "twinbert-shards-v2"
+META = "meta.json"
+SENT_OFFSETS = "sent_offsets.bin"
+DOC_OFFSETS = "doc_offsets.bin"
+OFFSET_DTYPE = np.dtype(np.int64)
+TOKENIZER_DIR = "tokenizer"
+EVAL_DIR = "eval"
 
 
-def prepare(*args, **kwargs):
-    """bertcore.prepare.prepare (imported lazily: it pulls in multiprocessing)."""
-    from .prepare import prepare as _prepare
+def shard_file(index: int) -> str:
+    """The name of the `index`-th token file."""
+    return f"tokens-{index:05d}.bin"
 
-    return _prepare(*args, **kwargs)
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The narrowest unsigned type that holds every id: uint16 up to 65536 ids, else uint32."""
+    return np.dtype(np.uint16 if vocab_size <= 65536 else np.uint32)
 
 
 class TokenStore:
@@ -87,7 +98,7 @@ class Shards:
 
     def __init__(self, path: str | Path, tokenizer: WordPiece | None = None):
         self.path = path = Path(path)
-        meta_file = path / "meta.json"
+        meta_file = path / META
         if not meta_file.is_file():
             raise UserError(f"{path} is not a prepared data directory (no meta.json); build one "
                             f"with python -m bertcore.data prepare --out {path}")
@@ -121,8 +132,8 @@ class Shards:
                 arrays.append(np.memmap(f, dtype=dtype, mode="r"))
         self.tokens = TokenStore(arrays)
         try:
-            self.sent_offsets = np.memmap(path / "sent_offsets.bin", dtype=np.int64, mode="r")
-            self.doc_offsets = np.memmap(path / "doc_offsets.bin", dtype=np.int64, mode="r")
+            self.sent_offsets = np.memmap(path / SENT_OFFSETS, dtype=OFFSET_DTYPE, mode="r")
+            self.doc_offsets = np.memmap(path / DOC_OFFSETS, dtype=OFFSET_DTYPE, mode="r")
         except (OSError, ValueError) as e:
             raise UserError(f"cannot read the offsets in {path} ({e}); {again}")
         # O(1) checks only: reading every offset would cost what memory-mapping saves.
@@ -142,7 +153,7 @@ class Shards:
         return len(self.sent_offsets) - 1
 
     def tokenizer(self) -> WordPiece:
-        return load_tokenizer(self.path / "tokenizer")
+        return load_tokenizer(self.path / TOKENIZER_DIR)
 
     @property
     def eval_path(self) -> Path | None:
@@ -158,15 +169,8 @@ class Shards:
 def dir_is_prepared(path: str | Path) -> bool:
     """A data directory in this version's format (an older one has to be prepared again)."""
     try:
-        meta = json.loads((Path(path) / "meta.json").read_text(encoding="utf-8"))
+        meta = json.loads((Path(path) / META).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return isinstance(meta, dict) and meta.get("format") == FORMAT
 
-
-def cache_root() -> Path:
-    """Where built tokenizers, shards and downloads are cached: $TWINBERT_CACHE, else
-    $XDG_CACHE_HOME/twinbert, else ~/.cache/twinbert (one root for everything)."""
-    from .corpus import default_cache_dir
-
-    return default_cache_dir()

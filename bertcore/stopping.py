@@ -1,4 +1,4 @@
-"""Stopping a training run cleanly: signals, time budgets and failed checkpoint writes.
+"""Stopping a training run cleanly: signals, time budgets, the resume command and the exit codes.
 
 Both twins' loops use one `Stopper`:
 
@@ -20,27 +20,26 @@ Exit codes (README "Stopping and resuming", `--help`):
     0    finished, or stopped by --time-budget with a checkpoint
     75   stopped by a signal (EX_TEMPFAIL: "try again"), with a checkpoint: --resume continues
     74   a checkpoint could not be written (EX_IOERR); the last good one is kept and named
+         (bertcore.files: CheckpointWriteError, write_failure)
     130  a second Ctrl-C: aborted at once, nothing written
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import shlex
-import shutil
 import signal
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 from .errors import UserError
+from .files import CheckpointWriteError
 
 EXIT_SIGNAL = 75       # EX_TEMPFAIL
-EXIT_WRITE_FAILED = 74  # EX_IOERR
+EXIT_WRITE_FAILED = CheckpointWriteError.exit_code  # EX_IOERR
 EXIT_BUDGET = 0
 DEFAULT_SIGNALS = "TERM,INT,USR1"
 
@@ -246,78 +245,6 @@ def resume_command(prog: str, argv: list[str], rundir: str | os.PathLike) -> str
     if not any(a == "--out" or a.startswith("--out=") for a in out):
         out += ["--out", str(rundir)]
     return f"{prog} {shlex.join(out + ['--resume'])}"
-
-
-# ---- checkpoint writes that fail ----------------------------------------------------------
-
-class CheckpointWriteError(UserError):
-    """A checkpoint could not be written (disk full, permissions, I/O error)."""
-
-    exit_code = EXIT_WRITE_FAILED
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
-
-
-def free_bytes(path: str | os.PathLike) -> int | None:
-    p = Path(path)
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    try:
-        return shutil.disk_usage(p).free
-    except OSError:
-        return None
-
-
-def warn_if_low_space(path: str | os.PathLike, needed: int, note: Callable[[str], None],
-                      _warned: set = set()) -> None:
-    """Before a save: warn (once per directory) when the disk holds fewer than two more
-    checkpoints of this size, so a user can free space before one fails."""
-    free = free_bytes(path)
-    key = str(path)
-    if free is not None and free < 2 * needed and key not in _warned:
-        _warned.add(key)
-        note(f"warning: {_fmt_bytes(free)} free on the disk of {path}, about "
-             f"{_fmt_bytes(needed)} needed per checkpoint; free space before a save fails")
-
-
-def os_error_in(e: BaseException) -> OSError | None:
-    """The OSError behind `e` (itself, or a cause/context), or one recognised in the text of a
-    wrapped error (tensorstore reports 'No space left on device' inside a ValueError)."""
-    seen = set()
-    cur: BaseException | None = e
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, OSError) and cur.errno is not None:
-            return cur
-        cur = cur.__cause__ or cur.__context__
-    text = str(e)
-    for code in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EIO, errno.EPERM):
-        if os.strerror(code) in text:
-            return OSError(code, os.strerror(code))
-    return None
-
-
-def write_failure(e: OSError, path: str | os.PathLike, needed: int | None,
-                  last_good: str | os.PathLike | None) -> CheckpointWriteError:
-    """The one-line error for a checkpoint that could not be written to `path`."""
-    what = e.strerror or str(e)
-    msg = f"could not write checkpoint {path}: {what}"
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        free = free_bytes(path)
-        msg += (f" (about {_fmt_bytes(needed or 0)} needed, "
-                f"{_fmt_bytes(free) if free is not None else 'unknown'} free)")
-    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        msg += " (check the permissions of the run directory)"
-    msg += (f"; the last good checkpoint is kept: {last_good}" if last_good else
-            "; there is no earlier checkpoint")
-    msg += "; free space or fix the directory, then --resume"
-    return CheckpointWriteError(msg)
 
 
 def run_train(train: Callable[[Any], Any], args: Any, argv: list[str] | None) -> int:

@@ -129,7 +129,7 @@ def load_classifier(clf: Classifier):
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    args = classify.parser("python -m jaxbert.classify").parse_args(argv)
+    args = classify.parser("jax").parse_args(argv)
     keep_freed_memory()     # before XLA's threads start: bertcore/malloc.py
     apply_cpu_settings()    # jaxbert/cpu.py: XLA CPU settings; torchbert has none to make
     enable_compilation_cache()

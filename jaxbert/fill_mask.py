@@ -13,15 +13,16 @@ import numpy as np
 
 from bertcore import fillmask
 from bertcore.errors import UserError, cli_entry
+from bertcore.modeldir import ModelDir
 
 from .checkpoint import Checkpointer, latest_step
 from .model import BertForPreTraining, from_pretrained
 from .train import abstract_state
 
 
-def load_model(md: fillmask.ModelDir):
+def load_model(md: ModelDir):
     """(model, params) from a Hugging Face directory or a jaxbert RUNDIR's latest checkpoint."""
-    if md.kind == "hf":
+    if md.layout == "hf":
         return from_pretrained(md.path)
     if md.framework != "jax":
         raise UserError(f"{md.path} is a {md.framework}bert run; use python -m "
@@ -29,9 +30,10 @@ def load_model(md: fillmask.ModelDir):
     if latest_step(md.path) is None:
         raise UserError(f"{md.path} has no checkpoint yet; train it first (python -m "
                         f"jaxbert.train --out {md.path})")
-    with Checkpointer(md.path, md.config) as ckpt:
-        state, _ = ckpt.restore(abstract_state(md.config, md.train_config))
-    return BertForPreTraining(md.config), state.params
+    config = md.trained_config
+    with Checkpointer(md.path, config) as ckpt:
+        state, _ = ckpt.restore(abstract_state(config, md.run.train))
+    return BertForPreTraining(config), state.params
 
 
 def predict(model, params, batch: dict) -> np.ndarray:
@@ -44,12 +46,13 @@ def predict(model, params, batch: dict) -> np.ndarray:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = fillmask.parser("python -m jaxbert.fill_mask").parse_args(argv)
-    md = fillmask.open_model_dir(args.model)
+    md = fillmask.open_model_dir(args.model, "jax")
+    tok = md.load_tokenizer()
     text = " ".join(args.text)
-    batch, _ = fillmask.encode(md.tokenizer, text, md.config.max_position_embeddings)
+    batch, _ = fillmask.encode(tok, text, md.config.max_position_embeddings)
     model, params = load_model(md)
     logits = predict(model, params, batch)
-    print(fillmask.report(text, fillmask.top_k(logits, md.tokenizer, args.top_k), args.json))
+    print(fillmask.report(text, fillmask.top_k(logits, tok, args.top_k), args.json))
     return 0
 
 

@@ -44,11 +44,10 @@ from bertcore.malloc import keep_freed_memory
 from bertcore.hf import flax_to_hf
 from bertcore.prefetch import Prefetch
 from bertcore.run import Run, setup_run
-from bertcore.stopping import Stopper, os_error_in, resume_command, run_train, \
-    warn_if_low_space, write_failure
+from bertcore.files import cache_root, os_error_in, warn_if_low_space, write_failure
+from bertcore.stopping import Stopper, resume_command, run_train
 from bertcore.rundir import trained_model_config
 from bertcore.schedule import make_schedule
-from bertcore.shards import cache_root
 
 from .checkpoint import Checkpointer, key_from_list, key_to_list, latest_step, remove_temp_dirs
 from .cpu import apply_cpu_settings

@@ -22,9 +22,10 @@ from bertcore.batches import BatchIterator, step_seed
 from bertcore.config import BertConfig, TrainConfig
 from bertcore.errors import UserError
 from bertcore.hf import hf_to_flax
+from bertcore.prepare import prepare
 from bertcore.rundir import trained_model_config
 from bertcore.schedule import make_schedule
-from bertcore.shards import Shards, prepare
+from bertcore.shards import Shards
 from bertcore.tokenizer import train_tokenizer
 
 CPU = torch.device("cpu")

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from bertcore.errors import UserError, atomic_path, cli_entry
+from bertcore.errors import UserError, cli_entry
+from bertcore.files import atomic_path
 from bertcore.metrics import read_metrics
 from bertcore.rundir import FRAMEWORKS, RunFiles, read_run
 

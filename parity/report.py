@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import torch
 
-from bertcore.errors import write_text_atomic
+from bertcore.files import write_text_atomic
 
 from . import thresholds as T
 

@@ -22,9 +22,9 @@ import numpy as np
 
 from bertcore.config import BertConfig
 from bertcore.errors import UserError
-from bertcore.hf import (HEAD_PREFIXES, check_hf_state, fresh_params, hf_names, is_hf_dir,
+from bertcore.hf import (HEAD_PREFIXES, check_hf_state, fresh_params, hf_names,
                          normalize_hf_names, read_hf_safetensors, save_hf_files)
-from bertcore.rundir import read_run
+from bertcore.modeldir import layout_of, open_model_dir
 
 
 @dataclass
@@ -65,7 +65,7 @@ def detect_source(src: Path, step: int | None) -> tuple[str, Path, int | None]:
                         f"directory or a Hugging Face BERT directory (config.json + "
                         f"model.safetensors)")
     ckpt_step = None
-    if src.parent.name == "checkpoints" and (src.parent.parent / "run.json").is_file():
+    if src.parent.name == "checkpoints" and layout_of(src.parent.parent) == "pretraining-run":
         m = re.fullmatch(r"step_(\d{8})|(\d+)", src.name)
         if m is None:
             raise UserError(f"{src} is not a checkpoint directory (step_XXXXXXXX or a step "
@@ -74,9 +74,10 @@ def detect_source(src: Path, step: int | None) -> tuple[str, Path, int | None]:
         if step is not None and step != ckpt_step:
             raise UserError(f"--step {step} contradicts the checkpoint {src} (step {ckpt_step})")
         src, step = src.parent.parent, ckpt_step
-    if (src / "run.json").is_file():
-        return read_run(src).framework, src, step
-    if is_hf_dir(src):
+    layout = layout_of(src)
+    if layout == "pretraining-run":
+        return open_model_dir(src).framework, src, step
+    if layout in ("hf", "hf-classifier"):
         if step is not None:
             raise UserError(f"--step applies to run directories; {src} is a Hugging Face BERT "
                             f"directory with a single set of weights")
@@ -129,12 +130,7 @@ def write_hf(out: Path, state: TrainingState, tokenizer: Path | None) -> None:
 def is_classifier_source(src: Path) -> bool:
     """A classify RUNDIR, or a Hugging Face directory whose config.json has id2label and whose
     weights hold classifier.* (a BertForSequenceClassification save)."""
-    if (src / "classify_config.json").is_file():
-        return True
-    if not is_hf_dir(src):
-        return False
-    found = read_hf_safetensors(src)
-    return found is not None and "classifier.weight" in found[0]
+    return layout_of(src) in ("classify-run", "hf-classifier")
 
 
 def write_hf_classifier(src: Path, dst: Path) -> str:

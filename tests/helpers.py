@@ -32,7 +32,8 @@ def synthetic_documents(n_docs: int, seed: int = 0, max_sents: int = 12) -> list
 
 def build_shards(tmp: Path, n_docs: int = 400, vocab_size: int = 120, seed: int = 0):
     """Train a tokenizer on synthetic documents and prepare shards; return (shards, tok)."""
-    from bertcore.shards import Shards, prepare
+    from bertcore.prepare import prepare
+    from bertcore.shards import Shards
     from bertcore.tokenizer import train_tokenizer
 
     docs = synthetic_documents(n_docs, seed)

@@ -106,7 +106,7 @@ RESOLVE = ("import sys, types\n"
 def test_runs_started_together_build_the_corpus_cache_once(tmp_path):
     """A second run on the same corpus (the other twin, say) waits for the first to build the
     cached tokenizer and shards, then uses them: one tokenizer, trained once."""
-    from bertcore.errors import file_lock
+    from bertcore.files import file_lock
     from bertcore.run import _corpus_key
 
     corpus = tmp_path / "corpus.txt"

@@ -15,7 +15,8 @@ from bertcore.config import TrainConfig
 from bertcore.corpus import iter_documents, split_sentences
 from bertcore.errors import UserError
 from bertcore.instances import _Draws, _truncate, chunk_starts, create_instances, instance_rows
-from bertcore.shards import Shards, prepare
+from bertcore.prepare import prepare
+from bertcore.shards import Shards
 from bertcore.tokenizer import train_tokenizer
 from helpers import assert_one_line_error, run_cli, synthetic_documents
 

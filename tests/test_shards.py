@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from bertcore.errors import UserError
-from bertcore.shards import Shards, prepare
+from bertcore.prepare import prepare
+from bertcore.shards import Shards
 from bertcore.tokenizer import train_tokenizer
 from helpers import synthetic_documents
 
@@ -89,7 +90,7 @@ def test_prepare_streams_in_bounded_memory(tmp_path, tok):
 import resource, sys
 sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
 from bertcore.tokenizer import load_tokenizer
-from bertcore.shards import prepare
+from bertcore.prepare import prepare
 from helpers import synthetic_documents
 tok = load_tokenizer({tokdir!r})
 base = synthetic_documents(500, seed=2)

@@ -1,4 +1,5 @@
-"""bertcore.stopping and the twins' handling of a checkpoint write that fails (disk full).
+"""bertcore.stopping, and a checkpoint write that fails (disk full): bertcore.files' one-line
+error and the twins' handling of it.
 
 The subprocess tests (SIGTERM mid-run then --resume, --time-budget) are in twin_train_cases.py,
 run by test_torch_train.py and test_jax_train.py."""
@@ -11,9 +12,10 @@ import time
 import pytest
 
 import twin_train_cases as cases
-from bertcore.stopping import (EXIT_SIGNAL, EXIT_WRITE_FAILED, Stopper, os_error_in,
-                               parse_duration, parse_signals, resume_command, write_failure)
 from bertcore.errors import UserError
+from bertcore.files import os_error_in, write_failure
+from bertcore.stopping import (EXIT_SIGNAL, EXIT_WRITE_FAILED, Stopper, parse_duration,
+                               parse_signals, resume_command)
 
 
 def test_parse_duration_and_signals():
@@ -81,7 +83,7 @@ def test_write_failure_is_one_line_with_needed_and_free_bytes(tmp_path):
 
 
 def test_low_disk_is_warned_about_once_before_a_save(tmp_path):
-    from bertcore.stopping import free_bytes, warn_if_low_space
+    from bertcore.files import free_bytes, warn_if_low_space
 
     notes = []
     warn_if_low_space(tmp_path, 10**6, notes.append)           # plenty of space: quiet

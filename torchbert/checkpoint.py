@@ -30,7 +30,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bertcore.config import BertConfig
-from bertcore.errors import UserError, atomic_path
+from bertcore.errors import UserError
+from bertcore.files import atomic_path
 
 FORMAT = "twinbert-torch-checkpoint/1"
 STEP_DIR = re.compile(r"^step_(\d{8})$")         # complete checkpoints; temp dirs start with "."

@@ -97,7 +97,7 @@ def load_classifier(clf: Classifier, device: torch.device) -> BertForSequenceCla
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    args = classify.parser("python -m torchbert.classify").parse_args(argv)
+    args = classify.parser("torch").parse_args(argv)
     keep_freed_memory()     # before torch's threads start: bertcore/malloc.py
     device = pick_device("auto")
     if args.cmd == "train":

@@ -13,13 +13,14 @@ import torch
 
 from bertcore import fillmask
 from bertcore.errors import UserError, cli_entry
+from bertcore.modeldir import ModelDir
 
 from .checkpoint import latest_checkpoint, load_checkpoint
 from .model import BertForPreTraining
 
 
-def load_model(md: fillmask.ModelDir) -> BertForPreTraining:
-    if md.kind == "hf":
+def load_model(md: ModelDir) -> BertForPreTraining:
+    if md.layout == "hf":
         return BertForPreTraining.from_pretrained(md.path)
     if md.framework != "torch":
         raise UserError(f"{md.path} is a {md.framework}bert run; use python -m "
@@ -28,7 +29,7 @@ def load_model(md: fillmask.ModelDir) -> BertForPreTraining:
     if ckpt is None:
         raise UserError(f"{md.path} has no checkpoint yet; train it first (python -m "
                         f"torchbert.train --out {md.path})")
-    model = BertForPreTraining(md.config)
+    model = BertForPreTraining(md.trained_config)
     load_checkpoint(ckpt, model)
     return model
 
@@ -46,12 +47,13 @@ def predict(model: BertForPreTraining, batch: dict) -> torch.Tensor:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = fillmask.parser("python -m torchbert.fill_mask").parse_args(argv)
-    md = fillmask.open_model_dir(args.model)
+    md = fillmask.open_model_dir(args.model, "torch")
+    tok = md.load_tokenizer()
     text = " ".join(args.text)
-    batch, _ = fillmask.encode(md.tokenizer, text, md.config.max_position_embeddings)
+    batch, _ = fillmask.encode(tok, text, md.config.max_position_embeddings)
     model = load_model(md)
     logits = predict(model, batch).float().numpy()
-    print(fillmask.report(text, fillmask.top_k(logits, md.tokenizer, args.top_k), args.json))
+    print(fillmask.report(text, fillmask.top_k(logits, tok, args.top_k), args.json))
     return 0
 
 

@@ -26,8 +26,8 @@ from bertcore.errors import UserError, cli_entry
 from bertcore.malloc import keep_freed_memory
 from bertcore.prefetch import Prefetch
 from bertcore.run import Run, setup_run
-from bertcore.stopping import Stopper, os_error_in, resume_command, run_train, \
-    warn_if_low_space, write_failure
+from bertcore.files import os_error_in, warn_if_low_space, write_failure
+from bertcore.stopping import Stopper, resume_command, run_train
 from bertcore.rundir import trained_model_config
 from bertcore.schedule import make_schedule
 

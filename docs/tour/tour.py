@@ -51,7 +51,8 @@ def tokenizer(out: str | Path = "tour-tokenizer"):
 
 def shards(out: str | Path = "tour-data"):
     """(Shards, tokenizer): the corpus tokenized into a data directory `out`."""
-    from bertcore.shards import Shards, prepare
+    from bertcore.prepare import prepare
+    from bertcore.shards import Shards
 
     tok = tokenizer()
     prepare(corpus(), tok, out, source="tour", progress=False, workers=1)

@@ -1,0 +1,190 @@
+"""Files, framework-free: atomic writes, file locks, the cache root, disk space, and the one-line
+error of a checkpoint that could not be written.
+
+    atomic_path(path) / write_text_atomic   a file or directory appears complete or not at all
+    file_lock(path)                         one process builds a shared thing, the others wait
+    cache_root()                            where tokenizers, shards, downloads and caches live
+    format_bytes / free_bytes / warn_if_low_space
+    CheckpointWriteError / write_failure / os_error_in
+                                            a save that failed (disk full, permissions, I/O),
+                                            reported in one line with its exit code
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .errors import UserError
+
+try:
+    import fcntl
+except ImportError:   # not on Windows: concurrent builders then both build
+    fcntl = None
+
+
+# ---- atomic writes and locks --------------------------------------------------------------------
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of `path`; on success rename it onto `path`, on failure delete it.
+
+    Whatever stood at `path` before stays untouched until the new file or directory is complete,
+    so an interrupted write never leaves a half-written file where a good one was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if is_dir:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if is_dir:
+            if path.exists():
+                old = path.with_name(f".{path.name}.old-{os.getpid()}")
+                path.rename(old)
+                tmp.rename(path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmp.rename(path)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike, waiting: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if missing) for the `with` block: a process that
+    builds something shared (a cache entry, an epoch file) takes it, and any other process that
+    wants the same thing waits, then finds it built. `waiting()` runs once if another process
+    holds the lock. The lock ends with the process, so a killed builder never blocks the next."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        if fcntl is not None:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if waiting is not None:
+                    waiting()
+                fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+# ---- the cache root ------------------------------------------------------------------------------
+
+def cache_root() -> Path:
+    """Where built tokenizers, shards, epochs, the IMDB download and the jax compilation cache
+    live: $TWINBERT_CACHE, else $XDG_CACHE_HOME/twinbert, else ~/.cache/twinbert (one root for
+    everything)."""
+    if os.environ.get("TWINBERT_CACHE"):
+        return Path(os.environ["TWINBERT_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "twinbert"
+
+
+# ---- disk space ----------------------------------------------------------------------------------
+
+def format_bytes(n: float) -> str:
+    """1536 -> '1.5 KB' (powers of 1024; whole bytes below a kilobyte)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def free_bytes(path: str | os.PathLike) -> int | None:
+    """Free bytes on the disk that holds `path` (or its nearest existing parent); None if unknown."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def warn_if_low_space(path: str | os.PathLike, needed: int, note: Callable[[str], None],
+                      _warned: set = set()) -> None:
+    """Before a save: warn (once per directory) when the disk holds fewer than two more
+    checkpoints of this size, so a user can free space before one fails."""
+    free = free_bytes(path)
+    key = str(path)
+    if free is not None and free < 2 * needed and key not in _warned:
+        _warned.add(key)
+        note(f"warning: {format_bytes(free)} free on the disk of {path}, about "
+             f"{format_bytes(needed)} needed per checkpoint; free space before a save fails")
+
+
+# ---- checkpoint writes that fail -----------------------------------------------------------------
+
+class CheckpointWriteError(UserError):
+    """A checkpoint could not be written (disk full, permissions, I/O error)."""
+
+    exit_code = 74   # EX_IOERR; bertcore.stopping lists every exit code of a run
+
+
+# The errors a failed write reports that `write_failure` gives advice for.
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EIO, errno.EPERM)
+
+
+def os_error_in(e: BaseException) -> OSError | None:
+    """The OSError behind a failed write `e`: `e` itself, one in its chain of causes and contexts,
+    or else the one `os_error_from_message` recognises in its text; None when there is none (a
+    bug, which keeps its traceback)."""
+    seen = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno is not None:
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    return os_error_from_message(str(e))
+
+
+def os_error_from_message(text: str) -> OSError | None:
+    """The OSError whose strerror ('No space left on device', ...) appears in `text`, or None.
+
+    The one place that reads an error's text: tensorstore, which writes jaxbert's checkpoints,
+    reports a failed write as a ValueError whose message quotes the operating system's strerror
+    and carries no errno and no OSError cause, so the text is all there is. Only the errnos a
+    write reports are looked for (`_WRITE_ERRNOS`)."""
+    for code in _WRITE_ERRNOS:
+        if os.strerror(code) in text:
+            return OSError(code, os.strerror(code))
+    return None
+
+
+def write_failure(e: OSError, path: str | os.PathLike, needed: int | None,
+                  last_good: str | os.PathLike | None) -> CheckpointWriteError:
+    """The one-line error for a checkpoint that could not be written to `path`."""
+    what = e.strerror or str(e)
+    msg = f"could not write checkpoint {path}: {what}"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = free_bytes(path)
+        msg += (f" (about {format_bytes(needed or 0)} needed, "
+                f"{format_bytes(free) if free is not None else 'unknown'} free)")
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        msg += " (check the permissions of the run directory)"
+    msg += (f"; the last good checkpoint is kept: {last_good}" if last_good else
+            "; there is no earlier checkpoint")
+    msg += "; free space or fix the directory, then --resume"
+    return CheckpointWriteError(msg)

@@ -1,0 +1,168 @@
+"""What a model directory is, framework-free: the one resolver behind every command that takes a
+model path (both twins' fill_mask, `--init-from` in train and classify, classify evaluate and
+predict, parity.convert). Its four layouts:
+
+    pretraining-run  a torchbert or jaxbert RUNDIR (bertcore.run): run.json, config.json,
+                     train_config.json, tokenizer/, checkpoints/ in the twin's own format, and
+                     hf/ (its weights as a Hugging Face directory) once the run has ended
+    classify-run     a `classify train` RUNDIR (bertcore.classify): classify_config.json,
+                     config.json with id2label, tokenizer/, run.json, and best/ (an
+                     hf-classifier directory) once an epoch has ended
+    hf               a Hugging Face BERT directory: config.json beside model.safetensors (or the
+                     shards of model.safetensors.index.json, or a pytorch_model.bin); tokenizer
+                     files (vocab.txt, tokenizer.json) optional
+    hf-classifier    an hf directory of a BertForSequenceClassification: id2label in config.json
+                     and classifier.* among its safetensors weights
+
+`layout_of(path)` only looks (it reads no weights, at most a safetensors header);
+`open_model_dir(path)` also reads the configs, and is what the commands call. Which layouts a
+command accepts, and what it says about the others, stays with the command.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import BertConfig
+from .errors import UserError
+from .hf import safetensors_files
+from .rundir import RunFiles, read_run
+from .tokenizer import WordPiece, load_tokenizer
+
+LAYOUTS = ("pretraining-run", "classify-run", "hf", "hf-classifier")
+# What a pretraining RUNDIR and a classify RUNDIR hold that nothing else does.
+RUN_FILE, CLASSIFY_FILE = "run.json", "classify_config.json"
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+
+
+@dataclass
+class ModelDir:
+    """A model directory, read: its layout, config, tokenizer and where its weights are."""
+    path: Path
+    layout: str                       # one of LAYOUTS
+    config: BertConfig                # its config.json (a run's: dropout as the user set it)
+    tokenizer_dir: Path | None        # its tokenizer; None: an hf directory without one
+    weights_dir: Path | None          # its weights as a Hugging Face directory: itself (hf,
+    #                                   hf-classifier), best/ (classify-run), hf/ (a pretraining
+    #                                   run that ended); None where there are none yet
+    framework: str | None = None      # the twin that wrote a run ("torch" or "jax")
+    labels: list[str] | None = None   # a classifier's labels, in id order (its id2label)
+    run: RunFiles | None = None       # a pretraining run's run.json and configs
+
+    @property
+    def trained_config(self) -> BertConfig:
+        """The config a pretraining run's checkpoints record (dropout off after --no-dropout);
+        any other layout's config.json."""
+        return self.run.trained_config if self.run is not None else self.config
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.layout in ("classify-run", "hf-classifier")
+
+    def load_tokenizer(self) -> WordPiece:
+        return load_tokenizer(self.tokenizer_dir or self.path)
+
+
+def layout_of(path: str | Path) -> str | None:
+    """Which of LAYOUTS the directory `path` is, from the files it holds; None if none."""
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    if (path / CLASSIFY_FILE).is_file():
+        return "classify-run"
+    if (path / RUN_FILE).is_file():
+        return "pretraining-run"
+    if is_hf_dir(path):
+        return "hf-classifier" if _labels(path) is not None else "hf"
+    return None
+
+
+def open_model_dir(path: str | Path, flag: str = "") -> ModelDir:
+    """The model directory at `path`, its configs read; one UserError (prefixed with `flag`,
+    e.g. "--init-from") when it is none of LAYOUTS."""
+    path = Path(path).expanduser()
+    named = f"{flag} {path}" if flag else str(path)
+    if not path.exists():
+        raise UserError(f"{named} does not exist; pass a RUNDIR or a Hugging Face BERT directory")
+    if not path.is_dir():
+        raise UserError(f"{named} is a file, not a directory; pass a RUNDIR or a Hugging Face "
+                        f"BERT directory (config.json + model.safetensors)")
+    layout = layout_of(path)
+    if layout == "pretraining-run":
+        run = read_run(path)
+        return ModelDir(path, layout, run.config, path / "tokenizer", _hf_or_none(path / "hf"),
+                        run.framework, run=run)
+    if layout == "classify-run":
+        config = BertConfig.from_json_file(path / "config.json")
+        return ModelDir(path, layout, config, path / "tokenizer", _hf_or_none(path / "best"),
+                        _framework(path), _id2label(path / "config.json"))
+    if layout in ("hf", "hf-classifier"):
+        tok = path if any((path / f).is_file() for f in TOKENIZER_FILES) else None
+        return ModelDir(path, layout, BertConfig.from_json_file(path / "config.json"), tok, path,
+                        labels=_labels(path))
+    raise UserError(f"{named} is neither a pretraining RUNDIR (run.json), a classify RUNDIR "
+                    f"({CLASSIFY_FILE}) nor a Hugging Face BERT directory (config.json + "
+                    f"model.safetensors)")
+
+
+def is_hf_dir(path: Path) -> bool:
+    """A Hugging Face BERT directory: config.json beside weights in any format HF writes."""
+    return (path / "config.json").is_file() and any(
+        (path / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json",
+                                       "pytorch_model.bin"))
+
+
+def _hf_or_none(path: Path) -> Path | None:
+    return path if is_hf_dir(path) else None
+
+
+def _framework(rundir: Path) -> str | None:
+    """The twin named in a classify RUNDIR's run.json (None if it cannot be read: the weights in
+    best/ are framework-free, so nothing depends on it)."""
+    try:
+        info = json.loads((rundir / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return info.get("framework") if isinstance(info, dict) else None
+
+
+def _id2label(config_file: Path) -> list[str] | None:
+    """config.json's id2label as a list in id order, or None when it has none."""
+    try:
+        raw = json.loads(config_file.read_text(encoding="utf-8"))
+        id2 = raw.get("id2label") if isinstance(raw, dict) else None
+        return [str(id2[str(i)]) for i in range(len(id2))] if isinstance(id2, dict) and id2 \
+            else None
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _labels(hf_dir: Path) -> list[str] | None:
+    """A Hugging Face directory's classifier labels: its id2label when its weights hold a
+    classifier head (transformers writes an id2label into every BERT config, so the weights
+    decide). A pytorch_model.bin cannot be looked into without torch: no labels."""
+    labels = _id2label(hf_dir / "config.json")
+    return labels if labels is not None and "classifier.weight" in _tensor_names(hf_dir) else None
+
+
+def _tensor_names(hf_dir: Path) -> set[str]:
+    """The names in a Hugging Face directory's safetensors files, from their headers only."""
+    index = hf_dir / "model.safetensors.index.json"
+    if not (hf_dir / "model.safetensors").is_file() and index.is_file():
+        try:
+            return set(json.loads(index.read_text(encoding="utf-8"))["weight_map"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return set()
+    files = safetensors_files(hf_dir) or []
+    names: set[str] = set()
+    for f in files:
+        try:
+            with open(f, "rb") as fh:   # an 8-byte little-endian header size, then JSON
+                size = int.from_bytes(fh.read(8), "little")
+                if size < 1 << 27:
+                    names |= set(json.loads(fh.read(size))) - {"__metadata__"}
+        except (OSError, ValueError, TypeError):
+            pass    # a corrupt file: its reader reports it when the weights are loaded
+    return names
