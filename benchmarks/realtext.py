@@ -139,7 +139,7 @@ def fetch(name: str, archives: Path | None = None, pip_args: Sequence[str] = ())
     return target
 
 
-# ---- normalising: documents of prose --------------------------------------------------------------
+# ---- normalising: documents of prose ------------------------------------------------------------
 
 def _squash(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
