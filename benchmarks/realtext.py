@@ -44,7 +44,7 @@ import numpy as np
 
 from bertcore.errors import UserError, cli_entry
 # The project's atomic writers; the only place this package imports them from.
-from bertcore.errors import atomic_path, write_text_atomic  # noqa: F401  (budget.py uses both)
+from bertcore.files import atomic_path, write_text_atomic  # noqa: F401  (budget.py uses both)
 
 FORMAT = "twinbert-realtext-v1"
 SEED = 0
