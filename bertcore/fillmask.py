@@ -18,7 +18,7 @@ import numpy as np
 
 from .config import BertConfig, TrainConfig
 from .errors import UserError
-from .rundir import read_run
+from .rundir import RunDir
 from .tokenizer import WordPiece, load_tokenizer
 
 
@@ -47,8 +47,8 @@ def open_model_dir(path: str | Path) -> ModelDir:
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"{path} is not a directory; pass a RUNDIR or a Hugging Face BERT dir")
-    if (path / "run.json").is_file():
-        run = read_run(path)
+    if RunDir(path).is_run():
+        run = RunDir(path).read()
         return ModelDir(path, "rundir", run.framework, run.trained_config,
                         load_tokenizer(path / "tokenizer"), run.train)
     if (path / "config.json").is_file():

@@ -10,7 +10,6 @@ classify RUNDIR (its best/ weights).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 from .config import BertConfig
 from .errors import UserError
 from .hf import is_hf_dir
-from .rundir import read_run
+from .rundir import RunDir
 from .tokenizer import WordPiece, load_tokenizer
 
 
@@ -47,16 +46,16 @@ def resolve_init(path: str | Path, framework: str, tokenizer: str | None = None,
         raise UserError(f"--init-from {path} is not a directory; pass a pretraining RUNDIR or a "
                         f"Hugging Face BERT directory (config.json + model.safetensors)")
     note = ""
-    if (path / "run.json").is_file():
+    run_dir = RunDir(path)
+    if run_dir.is_run():
         try:
-            info = json.loads((path / "run.json").read_text(encoding="utf-8") or "{}")
-        except (OSError, ValueError) as e:
-            raise UserError(f"--init-from {path}/run.json is unreadable ({e}); pass a complete "
-                            f"RUNDIR or a Hugging Face BERT directory")
+            info = run_dir.info()
+        except UserError as e:
+            raise UserError(f"--init-from {e}") from None
         if info.get("task") == "classify":     # a fine-tuned run: start from its best weights
             path, note = path / "best", f"starting from the fine-tuned weights in {path}/best"
         else:
-            run = read_run(path)
+            run = run_dir.read()
             if run.framework == framework:
                 tok_dir = Path(tokenizer or path / "tokenizer")
                 return _checked(InitSource("rundir", path, run.config, load_tokenizer(tok_dir),

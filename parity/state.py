@@ -24,7 +24,7 @@ from bertcore.config import BertConfig
 from bertcore.errors import UserError
 from bertcore.hf import (HEAD_PREFIXES, check_hf_state, fresh_params, hf_names, is_hf_dir,
                          normalize_hf_names, read_hf_safetensors, save_hf_files)
-from bertcore.rundir import read_run
+from bertcore.rundir import RunDir
 
 
 @dataclass
@@ -65,7 +65,7 @@ def detect_source(src: Path, step: int | None) -> tuple[str, Path, int | None]:
                         f"directory or a Hugging Face BERT directory (config.json + "
                         f"model.safetensors)")
     ckpt_step = None
-    if src.parent.name == "checkpoints" and (src.parent.parent / "run.json").is_file():
+    if src.parent.name == "checkpoints" and RunDir(src.parent.parent).is_run():
         m = re.fullmatch(r"step_(\d{8})|(\d+)", src.name)
         if m is None:
             raise UserError(f"{src} is not a checkpoint directory (step_XXXXXXXX or a step "
@@ -74,8 +74,8 @@ def detect_source(src: Path, step: int | None) -> tuple[str, Path, int | None]:
         if step is not None and step != ckpt_step:
             raise UserError(f"--step {step} contradicts the checkpoint {src} (step {ckpt_step})")
         src, step = src.parent.parent, ckpt_step
-    if (src / "run.json").is_file():
-        return read_run(src).framework, src, step
+    if RunDir(src).is_run():
+        return RunDir(src).read().framework, src, step
     if is_hf_dir(src):
         if step is not None:
             raise UserError(f"--step applies to run directories; {src} is a Hugging Face BERT "
