@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from . import evaluation
 from .batches import BatchIterator
 from .cli import DEFAULT_PRESET, check_train_args
-from .config import BertConfig, TrainConfig
+from .config import PRESETS, BertConfig, TrainConfig
 from .errors import UserError, atomic_path, check_apart, file_lock
 from .hf import save_hf_files
 from .init_from import InitSource, resolve_init
@@ -320,16 +320,20 @@ RESUMABLE_CHANGES = ("steps", "log_every", "checkpoint_every", "keep_checkpoints
 
 def model_changes(args: Any, run: RunFiles) -> list[str]:
     """The model flags given to --resume that would build another model than the run's (a run
-    started --init-from took its model from those weights: --preset and --config never applied)."""
+    started --init-from took its model from those weights: --preset and --config never applied).
+    A preset names a depth, width and head count; a --config file, every field."""
     saved, changed = run.config, []
-    if not run.info.get("init_from") and (args.config or args.preset):
-        given = (BertConfig.from_json_file(args.config) if args.config else
-                 BertConfig.from_preset(args.preset, vocab_size=saved.vocab_size))
-        # what --layer-norm-position and --attention-dropout set is compared on its own
-        keep = dict(layer_norm_position=saved.layer_norm_position,
-                    attention_probs_dropout_prob=saved.attention_probs_dropout_prob)
-        if given.replace(**keep) != saved:
-            changed.append("config" if args.config else "preset")
+    if not run.info.get("init_from"):
+        if args.config:
+            given = BertConfig.from_json_file(args.config)
+            # what --layer-norm-position and --attention-dropout set is compared on its own
+            if given.replace(layer_norm_position=saved.layer_norm_position,
+                             attention_probs_dropout_prob=saved.attention_probs_dropout_prob
+                             ) != saved:
+                changed.append("config")
+        elif args.preset and PRESETS[args.preset] != (saved.num_hidden_layers, saved.hidden_size,
+                                                      saved.num_attention_heads):
+            changed.append("preset")
     if args.layer_norm_position and args.layer_norm_position != saved.layer_norm_position:
         changed.append("layer_norm_position")
     dropout = getattr(args, "attention_dropout", None)
