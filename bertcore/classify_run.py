@@ -9,7 +9,6 @@ import argparse
 import dataclasses
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,8 +22,9 @@ from .classify_data import (Encoded, LabelMap, encode, evaluate, hf_config, hold
                             write_classifier_dir)
 from .config import BertConfig
 from .errors import UserError
-from .files import write_text_atomic
+from .files import check_apart
 from .metrics import read_metrics
+from .rundir import RunDir
 from .tokenizer import load_tokenizer
 
 
@@ -32,12 +32,19 @@ from .tokenizer import load_tokenizer
 
 class ClassifyRun:
     """RUNDIR, configs, labels and the encoded splits of one fine-tuning run, for either twin.
-    Everything is read and checked before anything in RUNDIR is written or replaced."""
+    Everything is read and checked before anything in RUNDIR is written or replaced; `fit`
+    locks RUNDIR (bertcore.rundir) before it writes."""
 
     def __init__(self, args: argparse.Namespace, framework: str):
         self.framework = framework
         self.rundir = Path(args.out or f"runs/{framework}bert-classify")
+        self.files = RunDir(self.rundir)
         self.resume, self.stop_after = args.resume, args.stop_after
+        self.overwrite = args.overwrite
+        if args.stop_after is not None and args.stop_after < 1:
+            raise UserError(f"--stop-after {args.stop_after} must be at least 1")
+        check_apart(self.rundir, {"--init-from": args.init_from, "--data": args.data,
+                                  "--validation": args.validation, "--tokenizer": args.tokenizer})
         self.progress = not args.no_progress
         self.notes: list[str] = []
         self.src: InitSource | None = None
@@ -55,9 +62,6 @@ class ClassifyRun:
             self.labels = LabelMap([raw["id2label"][str(i)] for i in range(len(raw["id2label"]))])
             self.tokenizer = load_tokenizer(self.rundir / "tokenizer")
         else:
-            if self.rundir.exists() and any(self.rundir.iterdir()) and not args.overwrite:
-                raise UserError(f"{self.rundir} already holds files; pass --resume to continue "
-                                f"it, --overwrite to start over, or choose another --out")
             if not args.init_from or not args.data:
                 raise UserError("train needs --init-from DIR (a pretraining RUNDIR or a Hugging "
                                 "Face BERT directory) and --data (an aclImdb tree or a file)")
@@ -75,12 +79,14 @@ class ClassifyRun:
                             f"max_position_embeddings={self.config.max_position_embeddings}")
         self.data, self.validation = data, validation
         self.train, self.val = self._data(data, validation)
+        if not args.resume:
+            self.files.check_target(args.overwrite)   # last, so a bad flag is named first
 
     def _read_existing(self, framework: str) -> dict[str, Any]:
         if not (self.rundir / "classify_config.json").is_file():
             raise UserError(f"--resume: {self.rundir} holds no fine-tuning run (no "
                             f"classify_config.json); drop --resume to start one there")
-        info = _json(self.rundir / "run.json")
+        info = self.files.info()
         if info.get("framework") != framework:
             raise UserError(f"{self.rundir} is a {info.get('framework')}bert run; resume it with "
                             f"python -m {info.get('framework')}bert.classify train --resume")
@@ -110,22 +116,23 @@ class ClassifyRun:
         return out[0], out[1]
 
     def create(self) -> None:
-        """Write the new RUNDIR (`fit` calls it once the twin holds its initial weights, so a
-        failure before then leaves an existing RUNDIR untouched, even with --overwrite)."""
+        """Write the new RUNDIR, locked (`fit` calls it once the twin holds its initial weights,
+        so a failure before then leaves an existing RUNDIR untouched, even with --overwrite)."""
         data, validation = self.data, self.validation
-        if self.rundir.exists():
-            shutil.rmtree(self.rundir)      # --overwrite, now that everything checked out
-        self.rundir.mkdir(parents=True)
         info = {"framework": self.framework, "task": "classify", "data": data,
                 "validation": validation, "aclimdb": is_aclimdb_path(data),
                 "init_from": {"path": str(self.src.path.resolve()), "kind": self.src.kind},
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        self.tokenizer.save(self.rundir / "tokenizer")
-        write_text_atomic(self.rundir / "config.json", json.dumps(
-            hf_config(self.config, self.labels), indent=2, sort_keys=True) + "\n")
-        write_text_atomic(self.rundir / "classify_config.json",
-                          json.dumps(dataclasses.asdict(self.cfg), indent=2) + "\n")
-        write_text_atomic(self.rundir / "run.json", json.dumps(info, indent=2) + "\n")
+        try:
+            self.files.check_target(self.overwrite)   # again, now that RUNDIR is ours
+            self.files.create(info, {
+                "tokenizer": self.tokenizer.save,
+                "config.json": json.dumps(hf_config(self.config, self.labels), indent=2,
+                                          sort_keys=True) + "\n",
+                "classify_config.json": json.dumps(dataclasses.asdict(self.cfg), indent=2) + "\n"})
+        except BaseException:
+            self.files.discard()
+            raise
 
     @property
     def total_steps(self) -> int:
@@ -160,11 +167,21 @@ class Twin(Protocol):
 def fit(run: ClassifyRun, twin: Twin) -> dict[str, Any]:
     """Epochs of shuffled full batches, validation after each, best/ kept, checkpoint per epoch
     (and at --stop-after), metrics.jsonl one line per epoch. Returns the summary."""
-    cfg, say = run.cfg, print
+    cfg = run.cfg
     spe = steps_per_epoch(len(run.train), cfg.batch_size)
     if spe == 0:
         raise UserError(f"{len(run.train)} training examples are fewer than --batch-size "
                         f"{cfg.batch_size}; lower --batch-size")
+    # RUNDIR is this process's alone from here to the end of the command (bertcore.rundir).
+    run.files.lock()
+    try:
+        return _fit(run, twin, spe)
+    finally:
+        run.files.unlock()
+
+
+def _fit(run: ClassifyRun, twin: Twin, spe: int) -> dict[str, Any]:
+    cfg, say = run.cfg, print
     total = run.total_steps
     lr_at = cfg.lr_at(total)
     extra: dict[str, Any] = {"step": 0, "best": None, "loss_sum": 0.0, "loss_n": 0}
@@ -173,9 +190,8 @@ def fit(run: ClassifyRun, twin: Twin) -> dict[str, Any]:
         say(f"resumed {run.rundir} at step {extra['step']}")
     else:
         run.create()
-    metrics_path = run.rundir / "metrics.jsonl"
-    kept = [m for m in read_metrics(metrics_path) if m["step"] <= extra["step"]]
-    write_text_atomic(metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
+    metrics_path = run.files.metrics_path
+    run.files.truncate_metrics(extra["step"])
     for note in run.notes:
         say(note)
     step, t0 = extra["step"], time.perf_counter()
@@ -201,8 +217,7 @@ def fit(run: ClassifyRun, twin: Twin) -> dict[str, Any]:
                "train_loss": extra["loss_sum"] / max(extra["loss_n"], 1),
                **{f"val_{k}": val[k] for k in ("loss", "accuracy", "f1") if k in val},
                "learning_rate": float(lr_at(step - 1)), "elapsed": time.perf_counter() - t0}
-        with open(metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        run.files.append_metrics(row)
         bar.write(" ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "elapsed"))
         if extra["best"] is None or row["val_accuracy"] > extra["best"]["val_accuracy"]:
             extra["best"] = row
@@ -219,7 +234,7 @@ def fit(run: ClassifyRun, twin: Twin) -> dict[str, Any]:
                "epochs": cfg.epochs, "labels": run.labels.labels, "best": extra["best"],
                "final": read_metrics(metrics_path)[-1], "train_examples": len(run.train),
                "validation_examples": len(run.val), "train_seconds": time.perf_counter() - t0}
-    write_text_atomic(run.rundir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    run.files.write_file("summary.json", json.dumps(summary, indent=2) + "\n")
     best = extra["best"]
     say(f"done: {step} steps; best epoch {best['epoch']} val accuracy {best['val_accuracy']:.4f}; "
         f"weights in {run.rundir}/best (evaluate: evaluate {run.rundir} --data DATA)")

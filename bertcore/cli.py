@@ -12,8 +12,10 @@ import argparse
 
 from .config import PRESETS, SCHEDULES, TrainConfig
 from .errors import UserError
+from .stopping import Stopper
 
 _D = TrainConfig()  # the defaults shown in --help
+DEFAULT_PRESET = "tiny"
 DTYPES = {"auto": "auto", "fp32": "fp32", "float32": "fp32", "bf16": "bf16", "bfloat16": "bf16"}
 
 
@@ -52,6 +54,24 @@ def resolve_pad_vocab(multiple: int | None, accelerator: bool) -> int:
     return multiple
 
 
+def check_train_args(args: argparse.Namespace) -> None:
+    """The checks on the flags that are not TrainConfig's (which `TrainConfig.validate` makes),
+    for both twins: `setup_run` calls it before it writes or deletes anything, so a usage error
+    never leaves a half-made run directory behind."""
+    def at_least(name: str, low: int, optional: bool = False) -> None:
+        v = getattr(args, name, None)
+        if v is None and optional:
+            return
+        if not isinstance(v, int) or v < low:
+            raise UserError(f"--{name.replace('_', '-')} {v} must be at least {low}")
+
+    at_least("eval_every", 0)
+    at_least("eval_batches", 1)
+    at_least("stop_after", 1, optional=True)
+    resolve_pad_vocab(getattr(args, "pad_vocab", None), accelerator=False)
+    Stopper.from_args(args)
+
+
 def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog, description=description,
@@ -60,9 +80,11 @@ def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
                "corpus, to a loss below its word frequencies' (tokenizer and shards are built once "
                "and cached in $TWINBERT_CACHE or ~/.cache/twinbert).")
     m = p.add_argument_group("model")
-    m.add_argument("--preset", default="tiny", choices=list(PRESETS),
-                   help="model size (Google's BERT miniatures, base, large); tiny is the "
-                        "no-argument demo, mini and up want more steps than a few minutes' worth")
+    # No default here (DEFAULT_PRESET applies): --resume must tell a given --preset from none.
+    m.add_argument("--preset", default=None, choices=list(PRESETS),
+                   help=f"model size (Google's BERT miniatures, base, large) [{DEFAULT_PRESET}]; "
+                        f"tiny is the no-argument demo, mini and up want more steps than a few "
+                        f"minutes' worth")
     m.add_argument("--config", metavar="CONFIG_JSON",
                    help="a Hugging Face BERT config.json instead of --preset")
     m.add_argument("--layer-norm-position", choices=["post", "pre"], default=None,

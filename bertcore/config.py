@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,11 @@ PRESETS: dict[str, tuple[int, int, int]] = {
 }
 
 LAYER_NORM_POSITIONS = ("post", "pre")
+
+
+def is_number(v: Any) -> bool:
+    """An int or float that is not a bool (what JSON numbers and number flags give)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 HIDDEN_ACTS = ("gelu",)  # exact (erf) GELU, as original BERT and HF "gelu"
 
 
@@ -69,8 +75,14 @@ class BertConfig:
                 f"num_attention_heads={self.num_attention_heads}; pick a head count that divides it")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             v = getattr(self, name)
-            if not 0.0 <= v < 1.0:
-                raise UserError(f"config {name}={v} must be in [0, 1)")
+            if not is_number(v) or not 0.0 <= v < 1.0:
+                raise UserError(f"config {name}={v!r} must be a number in [0, 1)")
+        for name in ("initializer_range", "layer_norm_eps"):
+            v = getattr(self, name)
+            if not is_number(v) or not 0.0 < v < math.inf:
+                raise UserError(f"config {name}={v!r} must be a positive number")
+        if not isinstance(self.pad_token_id, int) or isinstance(self.pad_token_id, bool):
+            raise UserError(f"config pad_token_id={self.pad_token_id!r} must be an integer")
         if self.hidden_act not in HIDDEN_ACTS:
             raise UserError(f"config hidden_act={self.hidden_act!r} is not supported; use one of "
                             f"{', '.join(HIDDEN_ACTS)}")
@@ -119,7 +131,10 @@ class BertConfig:
             raise UserError(f"config file {path} is not valid JSON ({e}); fix or replace it")
         if not isinstance(d, dict):
             raise UserError(f"config file {path} must hold a JSON object")
-        return cls.from_dict(d)
+        try:
+            return cls.from_dict(d)
+        except UserError as e:
+            raise UserError(f"config file {path}: {e}") from None
 
     def to_json_file(self, path: str | Path) -> None:
         write_text_atomic(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
@@ -180,28 +195,52 @@ class TrainConfig:
         return self.batch_size // (parts * self.grad_accum)
 
     def validate(self, model: BertConfig | None = None) -> None:
-        def positive(name: str) -> None:
+        """Every check on these settings, for both twins: each flag's range and type (a hand-edited
+        train_config.json too), so a bad value is refused before a run writes anything."""
+        def flag(name: str) -> str:
+            return name.replace("_", "-")
+
+        def integer(name: str, low: int) -> None:
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise UserError(f"{name.replace('_', '-')}={v!r} must be a positive integer")
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                what = "a positive integer" if low == 1 else f"an integer >= {low}"
+                raise UserError(f"{flag(name)}={v!r} must be {what}")
+
+        def number(name: str, low: float, high: float = math.inf, low_open: bool = False,
+                   high_open: bool = True) -> None:
+            v = getattr(self, name)
+            ok = is_number(v) and math.isfinite(v) and (low < v if low_open else low <= v) and \
+                (v < high if high_open else v <= high)
+            if not ok:
+                span = (f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+                        if high < math.inf else f"{'> ' if low_open else '>= '}{low:g}")
+                raise UserError(f"{flag(name)}={v!r} must be a finite number "
+                                f"{'in ' if high < math.inf else ''}{span}")
 
         for name in ("batch_size", "max_predictions", "steps", "grad_accum", "log_every",
                      "checkpoint_every", "keep_checkpoints"):
-            positive(name)
+            integer(name, 1)
+        for name in ("seq_len", "warmup_steps", "seed"):
+            integer(name, 0)
+        for name in ("whole_word_mask", "nsp", "dropout"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"{name}={getattr(self, name)!r} must be true or false")
         if self.seq_len < 8:
             raise UserError(f"seq-len={self.seq_len} is too short; use at least 8")
         if self.max_predictions > self.seq_len:
             raise UserError(f"max-predictions={self.max_predictions} exceeds seq-len="
                             f"{self.seq_len}; lower --max-predictions")
-        if not 0.0 < self.mask_prob < 1.0:
-            raise UserError(f"mask-prob={self.mask_prob} must be in (0, 1)")
+        number("mask_prob", 0.0, 1.0, low_open=True)
+        number("short_seq_prob", 0.0, 1.0, high_open=False)
         if self.schedule not in SCHEDULES:
             raise UserError(f"unknown schedule {self.schedule!r}; choose one of "
                             f"{', '.join(SCHEDULES)}")
-        if self.warmup_steps < 0:
-            raise UserError(f"warmup-steps={self.warmup_steps} must be >= 0")
-        if self.lr <= 0:
-            raise UserError(f"lr={self.lr} must be > 0")
+        number("lr", 0.0, low_open=True)
+        number("weight_decay", 0.0)
+        number("beta1", 0.0, 1.0)
+        number("beta2", 0.0, 1.0)
+        number("eps", 0.0, low_open=True)
+        number("grad_clip", 0.0)
         self.rows_per_part(1, "process")
         if model is not None and self.seq_len > model.max_position_embeddings:
             raise UserError(f"seq-len={self.seq_len} exceeds the model's max_position_embeddings="
@@ -222,9 +261,15 @@ class TrainConfig:
     def from_json_file(cls, path: str | Path) -> "TrainConfig":
         path = Path(path)
         try:
-            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError) as e:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:    # ValueError: not JSON, or not UTF-8 text
             raise UserError(f"cannot read train config {path} ({e}); fix or remove it")
+        if not isinstance(d, dict):
+            raise UserError(f"train config {path} must hold a JSON object; fix or remove it")
+        try:
+            return cls.from_dict(d)
+        except UserError as e:
+            raise UserError(f"train config {path}: {e}") from None
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

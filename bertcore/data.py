@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from .cli import HelpFormatter
 from .config import TrainConfig
 from .errors import UserError, cli_entry
+from .files import check_apart
 from .prepare import prepare
 from .shards import Shards
 from .tokenizer import load_tokenizer
@@ -21,7 +21,8 @@ from .tokenizer import load_tokenizer
 def _prepare(args: argparse.Namespace) -> int:
     from .corpus import corpus_bytes, iter_documents
 
-    out = Path(args.out)
+    corpus = None if args.corpus in ("builtin", "imdb") else args.corpus
+    out = check_apart(args.out, {"--corpus": corpus, "--tokenizer": args.tokenizer})
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise UserError(f"{out} already exists; pass --overwrite to replace it or pick another --out")
     tok = load_tokenizer(args.tokenizer)

@@ -35,6 +35,22 @@ def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+        finally:
+            # The command is over: what it held (a run directory's lock) is free again, also
+            # when `main` is called in a process that goes on (tests, notebooks).
+            for release in list(_AT_COMMAND_END):
+                release()
         return 0 if rc is None else int(rc)
 
     return wrapper
+
+
+# What a command holds until it ends: bertcore.files.hold_lock registers the release of the
+# locks it took here, so every command line lets them go when it returns.
+_AT_COMMAND_END: list[Callable[[], None]] = []
+
+
+def at_command_end(release: Callable[[], None]) -> None:
+    """Run `release()` whenever a `cli_entry` command ends (once per distinct function)."""
+    if release not in _AT_COMMAND_END:
+        _AT_COMMAND_END.append(release)

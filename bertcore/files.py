@@ -3,6 +3,9 @@ error of a checkpoint that could not be written.
 
     atomic_path(path) / write_text_atomic   a file or directory appears complete or not at all
     file_lock(path)                         one process builds a shared thing, the others wait
+    hold_lock(path) / release_lock(s)       a command's exclusive hold (a run directory), never
+                                            waited for: a second writer is refused
+    check_apart(out, inputs)                an output is never an input, nor inside one
     cache_root()                            where tokenizers, shards, downloads and caches live
     format_bytes / free_bytes / warn_if_low_space
     CheckpointWriteError / write_failure / os_error_in
@@ -18,9 +21,9 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
-from .errors import UserError
+from .errors import UserError, at_command_end
 
 try:
     import fcntl
@@ -70,6 +73,11 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def _open_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "a+")
+
+
 @contextmanager
 def file_lock(path: str | os.PathLike, waiting: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold an exclusive lock on `path` (created if missing) for the `with` block: a process that
@@ -77,8 +85,7 @@ def file_lock(path: str | os.PathLike, waiting: Callable[[], None] | None = None
     wants the same thing waits, then finds it built. `waiting()` runs once if another process
     holds the lock. The lock ends with the process, so a killed builder never blocks the next."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
+    with _open_lock(path) as f:
         if fcntl is not None:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -89,7 +96,106 @@ def file_lock(path: str | os.PathLike, waiting: Callable[[], None] | None = None
         yield
 
 
-# ---- the cache root ------------------------------------------------------------------------------
+class Locked(UserError):
+    """Another process holds a lock that `hold_lock` would not wait for."""
+
+
+# The locks `hold_lock` took in this process, by path: `release_locks` (cli_entry, at the end of
+# a command) frees them; the process's exit frees them anyway.
+_HELD: dict[Path, Any] = {}
+
+
+def hold_lock(path: str | os.PathLike, what: str) -> Path:
+    """Take an exclusive lock on `path` (created if missing, our pid written into it) and keep it
+    until `release_lock(path)`, `release_locks()` or the end of the process; never wait: if
+    another process holds it, raise `Locked` naming `what` and the holder's pid. Taking a lock
+    this process already holds first lets go of the old one (a command run again in-process).
+    The file exists only while the lock is held (or after its holder was killed)."""
+    path = Path(path).absolute()
+    release_lock(path)
+    for _ in range(10):
+        f = _open_lock(path)
+        if fcntl is not None:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                pid = f.read().strip() or "unknown"
+                f.close()
+                raise Locked(f"{what} is in use by another process (pid {pid}); wait for it to "
+                             f"end or stop it, or choose another directory") from None
+            try:
+                same = os.path.samestat(os.fstat(f.fileno()), os.stat(path))
+            except FileNotFoundError:
+                same = False
+            if not same:   # removed or replaced between our open and our lock: take the new one
+                f.close()
+                continue
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        _HELD[path] = f
+        at_command_end(release_locks)
+        return path
+    raise Locked(f"{what}: its lock file {path} keeps being replaced; is another process "
+                 f"deleting it?")
+
+
+def release_lock(path: str | os.PathLike) -> None:
+    """Let go of a lock `hold_lock` took, removing its file first (while still held, so a
+    process that opened the file meanwhile finds it replaced and takes the new one)."""
+    path = Path(path).absolute()
+    f = _HELD.pop(path, None)
+    if f is None:
+        return
+    try:
+        if os.path.samestat(os.fstat(f.fileno()), os.stat(path)):
+            path.unlink()
+    except FileNotFoundError:
+        pass
+    f.close()
+
+
+def release_locks() -> None:
+    for path in list(_HELD):
+        release_lock(path)
+
+
+def check_apart(out: str | os.PathLike, inputs: dict[str, "str | os.PathLike | None"],
+                out_flag: str = "--out") -> Path:
+    """Refuse an output that is a regular file, or that is, holds or lies inside one of the
+    `inputs` ({flag: path or glob pattern}; None skipped, as callers skip names that are not
+    paths, such as the corpus "builtin"): replacing or filling it would destroy or change what
+    the command reads. Every command that writes a directory calls this before it reads or
+    writes anything (train, classify train, prepare, tokenizer train, convert). Returns `out`."""
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out_flag} {out} is a file; {out_flag} names a directory to write: "
+                        f"choose another path")
+    o = out.resolve()
+    for flag, given in inputs.items():
+        if given is None or str(given) == "":
+            continue
+        p = _glob_root(Path(given).expanduser())
+        if not p.exists():
+            continue
+        p = p.resolve()
+        if o == p or p.is_relative_to(o) or o.is_relative_to(p):
+            where = ("is" if o == p else "holds" if p.is_relative_to(o) else "lies inside")
+            raise UserError(f"{out_flag} {out} {where} the input {flag} {given}: writing there "
+                            f"would change the source itself; choose another {out_flag}")
+    return out
+
+
+def _glob_root(p: Path) -> Path:
+    """The directory a glob pattern (data/*.parquet, shards/**/*.jsonl) searches; else `p`."""
+    parts = p.parts
+    for i, part in enumerate(parts):
+        if any(c in part for c in "*?["):
+            return Path(*parts[:i]) if i else Path(".")
+    return p
+
 
 def cache_root() -> Path:
     """Where built tokenizers, shards, epochs, the IMDB download and the jax compilation cache

@@ -1,7 +1,8 @@
 """Everything about a training run that is not the framework: shared by both train.py files.
 
-`setup_run(args, framework)` resolves the model and train configs, the tokenizer and the
-pretokenized data (building and caching them for a corpus), and prepares RUNDIR:
+`setup_run(args, framework)` checks every flag, resolves the model and train configs, the
+tokenizer and the pretokenized data (building and caching them for a corpus), then locks and
+prepares RUNDIR through bertcore.rundir's `RunDir`:
 
     RUNDIR/run.json            which twin owns the run, the data it reads
     RUNDIR/config.json         the model (Hugging Face config.json fields)
@@ -20,22 +21,23 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from . import evaluation
 from .batches import BatchIterator
-from .config import BertConfig, TrainConfig
+from .cli import DEFAULT_PRESET, check_train_args
+from .config import PRESETS, BertConfig, TrainConfig
 from .errors import UserError
-from .files import atomic_path, cache_root, file_lock, write_text_atomic
+from .files import atomic_path, cache_root, check_apart, file_lock
 from .hf import save_hf_files
 from .init_from import InitSource, resolve_init
-from .rundir import read_run
+from .rundir import RunDir, RunFiles
 from .metrics import median, peak_rss_mb, plot_metrics, read_metrics
 from .prepare import prepare
 from .shards import Shards, dir_is_prepared
@@ -66,7 +68,7 @@ def model_config_from_args(args: Any, vocab_size: int) -> BertConfig:
                             f"tokenizer has {vocab_size} entries; use a matching --tokenizer or "
                             f"set vocab_size to {vocab_size}")
     else:
-        cfg = BertConfig.from_preset(args.preset, vocab_size=vocab_size)
+        cfg = BertConfig.from_preset(args.preset or DEFAULT_PRESET, vocab_size=vocab_size)
     if args.layer_norm_position:
         cfg = cfg.replace(layer_norm_position=args.layer_norm_position)
     if getattr(args, "attention_dropout", None) is not None:
@@ -155,8 +157,9 @@ class Run:
 
     def __init__(self, rundir: Path, framework: str, model_config: BertConfig,
                  train_config: TrainConfig, tokenizer: WordPiece, shards: Shards, resume: bool,
-                 is_main: bool = True, progress: bool = True):
+                 is_main: bool = True, progress: bool = True, files: RunDir | None = None):
         self.rundir, self.framework = rundir, framework
+        self.files = files or RunDir(rundir)    # locked by setup_run on the main process
         self.model_config, self.train_config = model_config, train_config
         self.tokenizer, self.shards = tokenizer, shards
         self.resume, self.is_main = resume, is_main
@@ -169,11 +172,11 @@ class Run:
 
     @property
     def metrics_path(self) -> Path:
-        return self.rundir / "metrics.jsonl"
+        return self.files.metrics_path
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.rundir / "checkpoints"
+        return self.files.checkpoint_dir
 
     def batches(self, rank: int = 0, world_size: int = 1,
                 state: dict | None = None) -> BatchIterator:
@@ -189,9 +192,7 @@ class Run:
         if not self.is_main:
             return
         # Lines logged after the checkpoint we resume from will be logged again.
-        kept = [m for m in read_metrics(self.metrics_path) if m["step"] <= step]
-        write_text_atomic(self.metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
-        self.history = kept
+        self.history = self.files.truncate_metrics(step)
         if self.show_progress:
             self._bar = tqdm(total=self.train_config.steps, initial=step, unit="step",
                              desc=f"{self.framework}bert", dynamic_ncols=True)
@@ -217,8 +218,7 @@ class Run:
             if k in row:
                 self.guard(step, row[k], k)
         if self.is_main:
-            with open(self.metrics_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
+            self.files.append_metrics(row)
             self.history.append(row)
             if self._bar is not None:
                 self._bar.set_postfix(loss=f"{row['loss']:.3f}",
@@ -255,8 +255,7 @@ class Run:
         """Append an eval line (split "eval") to metrics.jsonl and show it above the bar."""
         row = {"step": step, **row}
         if self.is_main:
-            with open(self.metrics_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
+            self.files.append_metrics(row)
             self.history.append(row)
             self.note(f"eval @ step {step}: mlm_loss {row['mlm_loss']:.3f}, perplexity "
                       f"{row['perplexity']:.1f}, mlm_accuracy {row['mlm_accuracy']:.3f}")
@@ -274,11 +273,18 @@ class Run:
             (self._bar.write if self._bar is not None else print)(text)
 
     def finish(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Write summary.json and loss.png; return the summary."""
+        """Write summary.json and loss.png, the run's last files, and let go of RUNDIR's lock;
+        return the summary."""
         if self._bar is not None:
             self._bar.close()
         if not self.is_main:
             return {}
+        try:
+            return self._finish(extra)
+        finally:
+            self.files.unlock()
+
+    def _finish(self, extra: dict[str, Any] | None) -> dict[str, Any]:
         hist = [m for m in read_metrics(self.metrics_path) if "split" not in m]   # train lines
         tail = hist[-5:]
         summary = {
@@ -300,7 +306,7 @@ class Run:
 
         baseline = unigram_baseline(self.shards, self.tokenizer)
         summary["learned"] = learned(read_metrics(self.metrics_path), baseline)
-        write_text_atomic(self.rundir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        self.files.write_file("summary.json", json.dumps(summary, indent=2) + "\n")
         plot_metrics(self.metrics_path, self.rundir / "loss.png",
                      title=f"{self.framework}bert {self.rundir.name}", baseline=baseline)
         for line in learned_lines(summary["learned"], self.framework, self.rundir):
@@ -310,68 +316,109 @@ class Run:
 
 # ---- set-up ---------------------------------------------------------------------------------
 
+# The flags that may change on --resume: the rest decide what the next batch and update are.
+RESUMABLE_CHANGES = ("steps", "log_every", "checkpoint_every", "keep_checkpoints")
+
+
+def model_changes(args: Any, run: RunFiles) -> list[str]:
+    """The model flags given to --resume that would build another model than the run's (a run
+    started --init-from took its model from those weights: --preset and --config never applied).
+    A preset names a depth, width and head count; a --config file, every field."""
+    saved, changed = run.config, []
+    if not run.info.get("init_from"):
+        if args.config:
+            given = BertConfig.from_json_file(args.config)
+            # what --layer-norm-position and --attention-dropout set is compared on its own
+            if given.replace(layer_norm_position=saved.layer_norm_position,
+                             attention_probs_dropout_prob=saved.attention_probs_dropout_prob
+                             ) != saved:
+                changed.append("config")
+        elif args.preset and PRESETS[args.preset] != (saved.num_hidden_layers, saved.hidden_size,
+                                                      saved.num_attention_heads):
+            changed.append("preset")
+    if args.layer_norm_position and args.layer_norm_position != saved.layer_norm_position:
+        changed.append("layer_norm_position")
+    dropout = getattr(args, "attention_dropout", None)
+    if dropout is not None and dropout != saved.attention_probs_dropout_prob:
+        changed.append("attention_dropout")
+    return changed
+
+
+def _inputs(args: Any) -> dict[str, Any]:
+    """The paths a run reads, by flag (for bertcore.errors.check_apart)."""
+    corpus = getattr(args, "corpus", None)
+    return {"--corpus": None if corpus in (None, "builtin", "imdb") else corpus,
+            "--data": args.data, "--tokenizer": args.tokenizer,
+            "--eval-data": getattr(args, "eval_data", None),
+            "--init-from": getattr(args, "init_from", None), "--config": args.config}
+
+
 def setup_run(args: Any, framework: str, is_main: bool = True) -> Run:
-    """Resolve configs and data and prepare RUNDIR. Data-parallel jobs call it on the main
-    process first and on the others after a barrier (they only read what it wrote)."""
-    rundir = Path(args.out or f"runs/{framework}bert-{args.preset}")
-    info_file = rundir / "run.json"
+    """Check every flag, resolve configs and data, then lock and prepare RUNDIR (nothing is
+    written there before all checks pass). Data-parallel jobs call it on the main process first
+    and on the others after a barrier (they only read what it wrote)."""
+    rundir = Path(args.out or f"runs/{framework}bert-{args.preset or DEFAULT_PRESET}")
+    files = RunDir(rundir)
     progress = not getattr(args, "no_progress", False)
 
     if not is_main:
         # Another data-parallel process: the main one has already set RUNDIR up (it runs
         # first, behind a barrier), so read what it wrote instead of checking again.
-        files = read_run(rundir)
+        saved = files.read()
         tok = load_tokenizer(rundir / "tokenizer")
-        return Run(rundir, framework, files.config, files.train, tok,
-                   Shards(files.info["data"], tok), args.resume, is_main=False,
-                   progress=progress)
+        return Run(rundir, framework, saved.config, saved.train, tok,
+                   Shards(saved.info["data"], tok), args.resume, is_main=False,
+                   progress=progress, files=files)
+    check_train_args(args)
+    check_apart(rundir, _inputs(args))
+    # data flags resolved here (a cleared cache rebuilt) stay out of the caller's namespace
+    data_args = SimpleNamespace(**vars(args))
+    init = None
     if args.resume:
-        if not info_file.is_file():
+        if not files.is_run():
             raise UserError(f"--resume: {rundir} holds no run to resume (no run.json); drop "
                             f"--resume to start a new run there")
-        files = read_run(rundir)
-        if files.framework != framework:
+        saved = files.read()
+        if saved.framework != framework:
             raise UserError(
-                f"{rundir} is a {files.framework}bert run; resume it with python -m "
-                f"{files.framework}bert.train, or convert it with python -m parity.convert "
+                f"{rundir} is a {saved.framework}bert run; resume it with python -m "
+                f"{saved.framework}bert.train, or convert it with python -m parity.convert "
                 f"{rundir} NEW_RUNDIR --to {framework}")
-        info, model_config, saved = files.info, files.config, files.train
-        train_config = train_config_from_args(args, saved)
-        # Only --steps (and logging/checkpoint cadence) may change on resume: the rest decides
-        # what the next batch and update are. And --steps only where no schedule depends on it.
-        changed = [k for k in TRAIN_FIELDS if getattr(train_config, k) != getattr(saved, k)
-                   and k not in ("steps", "log_every", "checkpoint_every", "keep_checkpoints")]
+        if not files.has_checkpoint():
+            raise UserError(f"--resume: {files.checkpoint_dir} has no checkpoint yet; drop "
+                            f"--resume to start the run again")
+        info, model_config = saved.info, saved.config
+        train_config = train_config_from_args(args, saved.train)
+        changed = [k for k in TRAIN_FIELDS if getattr(train_config, k) != getattr(saved.train, k)
+                   and k not in RESUMABLE_CHANGES] + model_changes(args, saved)
         if changed:
             raise UserError(f"--resume with changed settings ({', '.join(changed)}); resume "
                             f"with the run's own settings or start a new run with --out")
-        if train_config.steps != saved.steps and saved.schedule in ("linear", "cosine"):
+        if train_config.steps != saved.train.steps and saved.train.schedule in ("linear",
+                                                                                 "cosine"):
             # The schedule's total is --steps: another total would change every later rate.
             raise UserError(f"--resume with --steps {train_config.steps}: the run's "
-                            f"{saved.schedule} learning-rate schedule decays to 0 at its --steps "
-                            f"{saved.steps}, so another total would change the rate of every "
-                            f"step from here; resume with --steps {saved.steps} (--stop-after N "
-                            f"stops a job early), or start a new run")
+                            f"{saved.train.schedule} learning-rate schedule decays to 0 at its "
+                            f"--steps {saved.train.steps}, so another total would change the "
+                            f"rate of every step from here; resume with --steps "
+                            f"{saved.train.steps} (--stop-after N stops a job early), or start "
+                            f"a new run")
         tok = load_tokenizer(rundir / "tokenizer")
         data = Path(info["data"])
         if not dir_is_prepared(data):
             # The cached shards were cleared: rebuild them from the run's corpus.
-            args.data, args.tokenizer, args.corpus = None, str(rundir / "tokenizer"), \
-                info.get("corpus", "builtin")
-            tok, shards = resolve_data(args, progress)
+            data_args.data, data_args.tokenizer = None, str(rundir / "tokenizer")
+            data_args.corpus = info.get("corpus", "builtin")
+            tok, shards = resolve_data(data_args, progress)
         else:
             shards = Shards(data, tok)
     else:
-        if rundir.exists() and any(rundir.iterdir()):
-            if not args.overwrite:
-                what = "another run" if info_file.is_file() else "files"
-                raise UserError(f"{rundir} already holds {what}; pass --resume to continue it, "
-                                f"--overwrite to start over, or choose another --out")
-            shutil.rmtree(rundir)
+        files.check_target(args.overwrite)   # before the data work: refuse early
         init = (resolve_init(args.init_from, framework, fallback_tokenizer=args.tokenizer)
                 if getattr(args, "init_from", None) else None)
         if init is not None and not args.data and not args.tokenizer:
-            args.tokenizer = str(init.tokenizer_dir)   # tokenize --corpus with the model's vocab
-        tok, shards = resolve_data(args, progress)
+            data_args.tokenizer = str(init.tokenizer_dir)   # tokenize --corpus with its vocab
+        tok, shards = resolve_data(data_args, progress)
         if init is None:
             model_config = model_config_from_args(args, tok.vocab_size)
         else:
@@ -385,15 +432,25 @@ def setup_run(args: Any, framework: str, is_main: bool = True) -> Run:
         raise UserError(f"the model's vocab_size={model_config.vocab_size} differs from the "
                         f"tokenizer's {tok.vocab_size}; use the tokenizer the model was made for")
     train_config.validate(model_config)
+    evaluation.eval_shards(getattr(args, "eval_data", None), shards, tok)   # refused here, too
 
-    rundir.mkdir(parents=True, exist_ok=True)
-    model_config.to_json_file(rundir / "config.json")
-    train_config.to_json_file(rundir / "train_config.json")
-    if not (rundir / "tokenizer").exists():
-        tok.save(rundir / "tokenizer")
-    write_text_atomic(info_file, json.dumps(info, indent=2) + "\n")
+    # Every check has passed: from here on RUNDIR is ours alone, and written.
+    files.lock()
+    try:
+        if args.resume:
+            files.write_file("train_config.json", json.dumps(
+                train_config.to_dict(), indent=2, sort_keys=True) + "\n")
+        else:
+            files.check_target(args.overwrite)   # again: another process may have been quicker
+            files.create(info, {
+                "config.json": lambda p: model_config.to_json_file(p),
+                "train_config.json": lambda p: train_config.to_json_file(p),
+                "tokenizer": tok.save})
+    except BaseException:
+        files.discard()
+        raise
     run = Run(rundir, framework, model_config, train_config, tok, shards, args.resume,
-              progress=progress)
+              progress=progress, files=files)
     if not args.resume:
         run.init_source = init
         if init is not None:

@@ -1,16 +1,35 @@
-"""An existing run directory, framework-free: the one reader of RUNDIR/run.json and its two
-configs (bertcore.run writes them; fill-mask, --init-from, classify and parity.convert read
-them here), and the model config the twins build from them."""
+"""A run directory, framework-free: `RunDir` is its one owner. Every command that writes a
+RUNDIR (both twins' train and classify train, parity.convert, parity's curves) creates it here,
+and every reader of run.json and the configs (the twins, fill-mask, --init-from, classify,
+parity) reads them here.
+
+    RUNDIR/.lock               held by the process that writes the run (its pid inside)
+    RUNDIR/run.json            which twin owns the run, its data (written last: a directory
+                               without it is no run yet)
+    RUNDIR/config.json         the model; RUNDIR/train_config.json or classify_config.json
+    RUNDIR/tokenizer/          the tokenizer
+    RUNDIR/metrics.jsonl       one JSON object per logged step (or epoch)
+    RUNDIR/checkpoints/        the twin's checkpoints: a run with none is not yet worth keeping
+
+The rules it keeps: a run's files appear together or not at all (`create` builds them beside
+the old ones and swaps them in), one process writes a run at a time (`lock`), a run with a
+checkpoint is replaced only when asked (`check_target`), and files that are not a run's own are
+never deleted.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .config import BertConfig, TrainConfig
-from .errors import UserError
+from .errors import UserError, hold_lock, release_lock, write_text_atomic
+from .metrics import read_metrics
 
 
 def trained_model_config(model: BertConfig, train: TrainConfig) -> BertConfig:
@@ -22,6 +41,18 @@ def trained_model_config(model: BertConfig, train: TrainConfig) -> BertConfig:
 
 
 FRAMEWORKS = ("torch", "jax")
+RUN_FILE = "run.json"
+LOCK_FILE = ".lock"
+# What a pretraining, classify or converted run writes in its directory; anything else there is
+# the user's, and no command deletes it.
+OWN_ENTRIES = frozenset({RUN_FILE, LOCK_FILE, "config.json", "train_config.json",
+                         "classify_config.json", "tokenizer", "metrics.jsonl", "summary.json",
+                         "loss.png", "hf", "best", "checkpoints"})
+# Temporary entries of an interrupted write: atomic_path's `.NAME.tmp-*` / `.NAME.old-PID` and
+# `create`'s `.new-PID` / `.old-PID`.
+_TEMP = re.compile(r"\.((new|old)-\d+|.+\.tmp-.+|.+\.old-\d+)")
+# A complete checkpoint: torchbert's step_00000100/, orbax's 100/.
+_CHECKPOINT = re.compile(r"step_\d{8}|\d+")
 
 
 @dataclass
@@ -42,18 +73,205 @@ class RunFiles:
         return trained_model_config(self.config, self.train)
 
 
+# A file of a new run: its text, or a function that writes it at the path it is given.
+Writer = str | Callable[[Path], Any]
+
+
+class RunDir:
+    """One run directory, existing or to be made."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._made = False      # `lock` created the directory (so a failed set-up removes it)
+        self._locked = False
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # ---- what it holds -----------------------------------------------------------------------
+
+    @property
+    def info_path(self) -> Path:
+        return self.path / RUN_FILE
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    def is_run(self) -> bool:
+        """Does it hold run.json (a pretraining, classify or converted run)?"""
+        return self.info_path.is_file()
+
+    def has_checkpoint(self) -> bool:
+        """Does it hold a complete checkpoint (so it is a run worth keeping)?"""
+        d = self.checkpoint_dir
+        return d.is_dir() and any(p.is_dir() and _CHECKPOINT.fullmatch(p.name)
+                                  for p in d.iterdir())
+
+    def foreign(self) -> list[str]:
+        """The entries that are not a run's own (the user's files), sorted."""
+        if not self.path.is_dir():
+            return []
+        return sorted(p.name for p in self.path.iterdir()
+                      if p.name not in OWN_ENTRIES and not _TEMP.fullmatch(p.name))
+
+    def info(self) -> dict[str, Any]:
+        """run.json as a dict (any task)."""
+        try:
+            info = json.loads(self.info_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise UserError(f"{self.path}/run.json is unreadable ({e}); is {self.path} a "
+                            f"training run?")
+        if not isinstance(info, dict):
+            raise UserError(f"{self.path}/run.json must hold a JSON object; it is not a run "
+                            f"directory this project wrote")
+        return info
+
+    def read(self) -> RunFiles:
+        """A pretraining RUNDIR that a twin wrote: run.json and the two configs."""
+        info = self.info()
+        if info.get("framework") not in FRAMEWORKS:
+            raise UserError(f"{self.path}/run.json names no framework (torch or jax); it is not "
+                            f"a torchbert or jaxbert run directory")
+        for f in ("config.json", "train_config.json"):
+            if not (self.path / f).is_file():
+                raise UserError(f"{self.path} lacks {f}; it is not a complete run directory")
+        return RunFiles(self.path, info, BertConfig.from_json_file(self.path / "config.json"),
+                        TrainConfig.from_json_file(self.path / "train_config.json"))
+
+    # ---- making a new run --------------------------------------------------------------------
+
+    def check_target(self, overwrite: bool, resume_hint: str = "pass --resume to continue it, ",
+                     flag: str = "--out") -> None:
+        """May a new run be made here? Refuses a file, a folder with files that are not a run's
+        own (even with --overwrite: no command deletes them), and a run with a checkpoint unless
+        `overwrite`. A run without a checkpoint (set up by a command that then failed) is no run
+        to protect: the corrected command replaces it. Reads only."""
+        p = self.path
+        if p.exists() and not p.is_dir():
+            raise UserError(f"{flag} {p} is a file; {flag} names a run directory: choose "
+                            f"another {flag}")
+        foreign = self.foreign()
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise UserError(f"{p} already holds files that are not a run's ({shown}); "
+                            f"--overwrite replaces only a run, so choose another {flag} (or "
+                            f"move those files away)")
+        if self.has_checkpoint() and not overwrite:    # run.json or not: checkpoints are work
+            raise UserError(f"{p} already holds another run; {resume_hint}--overwrite to "
+                            f"start over, or choose another {flag}")
+
+    def lock(self) -> None:
+        """Hold RUNDIR's lock until `unlock` or the end of the command (bertcore.errors'
+        cli_entry) or process: another process that wants to write this run (either twin's
+        train, --resume, --overwrite, classify train, convert) is refused, naming our pid.
+        Creates the directory if needed: call it once every flag has been checked."""
+        if self._locked:
+            return
+        self._made = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            hold_lock(self.path / LOCK_FILE, f"run directory {self.path}")
+        except UserError:
+            if self._made:
+                shutil.rmtree(self.path, ignore_errors=True)
+            raise
+        self._locked = True
+
+    def unlock(self) -> None:
+        if self._locked:
+            release_lock(self.path / LOCK_FILE)
+            self._locked = False
+
+    def discard(self) -> None:
+        """Undo `lock` after a failed set-up: remove the directory if `lock` made it, unlock."""
+        if self._locked and self._made:
+            shutil.rmtree(self.path, ignore_errors=True)
+        self.unlock()
+
+    def create(self, info: dict[str, Any], files: dict[str, Writer]) -> None:
+        """Write a new run: `files` ({name: text or writer}, the tokenizer among them) and then
+        run.json, into a staging folder beside the old run's files, then swap them in (the old
+        run's own files moved aside, deleted only once the new ones are in place, put back if
+        anything fails). The user's files, if any, are left alone."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        pid = os.getpid()
+        stage, aside = self.path / f".new-{pid}", self.path / f".old-{pid}"
+        for d in (stage, aside):
+            shutil.rmtree(d, ignore_errors=True)
+        stage.mkdir()
+        try:
+            for name, write in {**files, RUN_FILE: json.dumps(info, indent=2) + "\n"}.items():
+                if isinstance(write, str):
+                    (stage / name).write_text(write, encoding="utf-8")
+                else:
+                    write(stage / name)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        # run.json goes first and comes last, so the directory never looks like a half run
+        old = sorted((p for p in self.path.iterdir()
+                      if p.name in OWN_ENTRIES and p.name != LOCK_FILE),
+                     key=lambda p: p.name != RUN_FILE)
+        new = sorted(stage.iterdir(), key=lambda p: p.name == RUN_FILE)
+        moved: list[Path] = []
+        placed: list[Path] = []
+        try:
+            aside.mkdir()
+            for p in old:
+                p.rename(aside / p.name)
+                moved.append(p)
+            for p in new:
+                p.rename(self.path / p.name)
+                placed.append(self.path / p.name)
+        except BaseException:
+            for p in placed:
+                if p.is_dir():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+            for p in reversed(moved):
+                (aside / p.name).rename(p)
+            shutil.rmtree(stage, ignore_errors=True)
+            shutil.rmtree(aside, ignore_errors=True)
+            raise
+        shutil.rmtree(stage, ignore_errors=True)
+        shutil.rmtree(aside, ignore_errors=True)
+
+    def write_file(self, name: str, text: str) -> None:
+        """Replace one file of the run atomically (a resumed run's train config)."""
+        write_text_atomic(self.path / name, text)
+
+    # ---- metrics -----------------------------------------------------------------------------
+
+    def metrics_until(self, step: int) -> list[dict[str, Any]]:
+        """The metrics lines of steps <= `step`."""
+        return [m for m in read_metrics(self.metrics_path) if m["step"] <= step]
+
+    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        write_text_atomic(self.metrics_path, "".join(json.dumps(m) + "\n" for m in rows))
+
+    def truncate_metrics(self, step: int) -> list[dict[str, Any]]:
+        """Keep the lines of steps <= `step` (a resumed run logs the later ones again)."""
+        kept = self.metrics_until(step)
+        self.write_metrics(kept)
+        return kept
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+
 def read_run(rundir: str | Path) -> RunFiles:
-    """Open a RUNDIR that a twin wrote (the one reader of run.json and the configs there)."""
-    rundir = Path(rundir)
-    try:
-        info = json.loads((rundir / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UserError(f"{rundir}/run.json is unreadable ({e}); is {rundir} a training run?")
-    if not isinstance(info, dict) or info.get("framework") not in FRAMEWORKS:
-        raise UserError(f"{rundir}/run.json names no framework (torch or jax); it is not a "
-                        f"torchbert or jaxbert run directory")
-    for f in ("config.json", "train_config.json"):
-        if not (rundir / f).is_file():
-            raise UserError(f"{rundir} lacks {f}; it is not a complete run directory")
-    return RunFiles(rundir, info, BertConfig.from_json_file(rundir / "config.json"),
-                    TrainConfig.from_json_file(rundir / "train_config.json"))
+    """Open a RUNDIR that a twin wrote (`RunDir(rundir).read()`)."""
+    return RunDir(rundir).read()
+
+
+def copy_tree(src: Path) -> Callable[[Path], None]:
+    """A `create` writer that copies the directory `src` (another run's tokenizer)."""
+    return lambda dst: shutil.copytree(src, dst)
+

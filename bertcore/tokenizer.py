@@ -22,7 +22,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from .errors import UserError, cli_entry
-from .files import atomic_path
+from .files import atomic_path, check_apart
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIALS = [PAD, UNK, CLS, SEP, MASK]
@@ -310,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = p.parse_args(argv)
 
-    out = Path(args.out)
+    out = check_apart(args.out, {"--corpus": None if args.corpus in ("builtin", "imdb")
+                                 else args.corpus})
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise UserError(f"{out} already exists; pass --overwrite to replace it or pick another --out")
     start = time.perf_counter()

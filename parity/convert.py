@@ -10,16 +10,13 @@ framework a direction needs is imported only when it is used.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Callable
 
 from bertcore.errors import UserError, cli_entry
-from bertcore.files import atomic_path
-from bertcore.metrics import read_metrics
-from bertcore.rundir import FRAMEWORKS, RunFiles, read_run
+from bertcore.files import atomic_path, check_apart
+from bertcore.rundir import FRAMEWORKS, RunDir, RunFiles, copy_tree
 
 from .state import (TrainingState, detect_source, is_classifier_source, read_hf, write_hf,
                     write_hf_classifier)
@@ -43,14 +40,12 @@ def write_rundir(out: Path, to: str, state: TrainingState, run: RunFiles, src: P
     info = {**run.info, "framework": to,
             "converted_from": {"path": str(src.resolve()), "framework": run.framework,
                                "step": state.step}}
-    (out / "run.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    run.config.to_json_file(out / "config.json")
-    run.train.to_json_file(out / "train_config.json")
-    shutil.copytree(run.rundir / "tokenizer", out / "tokenizer")
+    files = RunDir(out)
+    files.create(info, {"config.json": run.config.to_json_file,
+                        "train_config.json": run.train.to_json_file,
+                        "tokenizer": copy_tree(run.rundir / "tokenizer")})
     # the curve continues: the metrics lines up to the converted step
-    rows = [m for m in read_metrics(run.rundir / "metrics.jsonl") if m["step"] <= state.step]
-    (out / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in rows),
-                                       encoding="utf-8")
+    files.write_metrics(RunDir(run.rundir).metrics_until(state.step))
     if to == "torch":
         from .torch_state import write_torch_checkpoint as write
     else:
@@ -72,21 +67,26 @@ def convert(src: str | Path, dst: str | Path, to: str, step: int | None = None,
     if src.is_dir() and is_classifier_source(src):
         return convert_classifier(src, dst, to, step, overwrite, log)
     kind, root, step = detect_source(src, step)
-    if any(p.resolve().is_relative_to(dst.resolve()) for p in (src, root)):
-        raise UserError(f"DST {dst} is (or holds) the source itself; write to another directory")
+    check_apart(dst, {"SRC": src, "its run": root}, out_flag="DST")
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())) and not overwrite:
         raise UserError(f"{dst} already exists; pass --overwrite to replace it, or choose "
                         f"another DST")
-    run = read_run(root) if kind in FRAMEWORKS else None
+    run = RunDir(root).read() if kind in FRAMEWORKS else None
     state = read_state(kind, root, run, step)
     for note in state.notes:
         log(note)
     whole_state = kind in FRAMEWORKS and to in FRAMEWORKS
-    with atomic_path(dst, is_dir=True) as tmp:
-        if whole_state:
-            write_rundir(tmp, to, state, run, root)
-        else:
-            write_hf(tmp, state, root / "tokenizer" if run else root)
+    target = RunDir(dst)
+    if target.is_run():
+        target.lock()    # --overwrite of a run: never while a process is writing it
+    try:
+        with atomic_path(dst, is_dir=True) as tmp:
+            if whole_state:
+                write_rundir(tmp, to, state, run, root)
+            else:
+                write_hf(tmp, state, root / "tokenizer" if run else root)
+    finally:
+        target.unlock()
     if whole_state:
         log(f"wrote {dst}: a {to}bert run at step {state.step} (weights, AdamW moments, step "
             f"counts, data position{', dropout key' if to == 'jax' else ''}); continue it with "
@@ -114,8 +114,7 @@ def convert_classifier(src: Path, dst: Path, to: str, step: int | None, overwrit
                         f"directory both twins read as they are: convert it with --to hf")
     if step is not None:
         raise UserError(f"--step does not apply to a classifier; {src} exports its best epoch")
-    if src.resolve().is_relative_to(dst.resolve()):
-        raise UserError(f"DST {dst} is (or holds) the source itself; write to another directory")
+    check_apart(dst, {"SRC": src}, out_flag="DST")
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())) and not overwrite:
         raise UserError(f"{dst} already exists; pass --overwrite to replace it, or choose "
                         f"another DST")

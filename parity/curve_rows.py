@@ -6,7 +6,6 @@ comes from parity/thresholds.py.
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 
 from bertcore.batches import BatchIterator
 from bertcore.config import TrainConfig
+from bertcore.rundir import RunDir
 
 from . import thresholds as T
 from .cases import (Case, highest_precision, jax_layout, jax_params, jax_setup, jax_steps,
@@ -25,13 +25,11 @@ from .report import Row
 
 
 def _write_rundir(path: Path, framework: str, case: Case, train: TrainConfig) -> Path:
-    """The framework-free files of a RUNDIR (bertcore/run.py) so parity.convert can read it."""
-    path.mkdir(parents=True, exist_ok=True)
+    """The framework-free files of a RUNDIR (bertcore.rundir) so parity.convert can read it."""
     info = {"framework": framework, "data": str(case.shards.path.resolve()), "corpus": None}
-    (path / "run.json").write_text(json.dumps(info), encoding="utf-8")
-    case.config.to_json_file(path / "config.json")
-    train.to_json_file(path / "train_config.json")
-    case.tokenizer.save(path / "tokenizer")
+    RunDir(path).create(info, {"config.json": case.config.to_json_file,
+                               "train_config.json": train.to_json_file,
+                               "tokenizer": case.tokenizer.save})
     return path
 
 
