@@ -345,7 +345,7 @@ def model_changes(args: Any, run: RunFiles) -> list[str]:
 
 
 def _inputs(args: Any) -> dict[str, Any]:
-    """The paths a run reads, by flag (for bertcore.errors.check_apart)."""
+    """The paths a run reads, by flag (for bertcore.files.check_apart)."""
     corpus = getattr(args, "corpus", None)
     return {"--corpus": None if corpus in (None, "builtin", "imdb") else corpus,
             "--data": args.data, "--tokenizer": args.tokenizer,
