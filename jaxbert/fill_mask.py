@@ -13,10 +13,10 @@ import numpy as np
 
 from bertcore import fillmask
 from bertcore.errors import UserError, cli_entry
+from bertcore.hf import hf_to_flax
 
-from .checkpoint import Checkpointer, latest_step
+from .checkpoint import latest_step, restore_params
 from .model import BertForPreTraining, from_pretrained
-from .train import abstract_state
 
 
 def load_model(md: fillmask.ModelDir):
@@ -29,9 +29,7 @@ def load_model(md: fillmask.ModelDir):
     if latest_step(md.path) is None:
         raise UserError(f"{md.path} has no checkpoint yet; train it first (python -m "
                         f"jaxbert.train --out {md.path})")
-    with Checkpointer(md.path, md.config) as ckpt:
-        state, _ = ckpt.restore(abstract_state(md.config, md.train_config))
-    return BertForPreTraining(md.config), state.params
+    return BertForPreTraining(md.config), hf_to_flax(restore_params(md.path), md.config)
 
 
 def predict(model, params, batch: dict) -> np.ndarray:

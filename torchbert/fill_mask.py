@@ -14,7 +14,7 @@ import torch
 from bertcore import fillmask
 from bertcore.errors import UserError, cli_entry
 
-from .checkpoint import latest_checkpoint, load_checkpoint
+from .checkpoint import latest_step, restore_params
 from .model import BertForPreTraining
 
 
@@ -24,12 +24,11 @@ def load_model(md: fillmask.ModelDir) -> BertForPreTraining:
     if md.framework != "torch":
         raise UserError(f"{md.path} is a {md.framework}bert run; use python -m "
                         f"{md.framework}bert.fill_mask, or convert it with python -m parity.convert")
-    ckpt = latest_checkpoint(md.path)
-    if ckpt is None:
+    if latest_step(md.path) is None:
         raise UserError(f"{md.path} has no checkpoint yet; train it first (python -m "
                         f"torchbert.train --out {md.path})")
     model = BertForPreTraining(md.config)
-    load_checkpoint(ckpt, model)
+    model.load_hf_state_dict(restore_params(md.path), source=str(md.path))
     return model
 
 
