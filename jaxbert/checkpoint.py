@@ -92,6 +92,9 @@ class Checkpointer:
         """The complete checkpoints' steps, oldest first."""
         return _steps(self.dir.parent)
 
+    def latest_step(self) -> int | None:
+        return latest_step(self.dir.parent)
+
     def _manager(self, create: bool) -> ocp.CheckpointManager:
         # Made lazily, so that merely looking for checkpoints never creates RUNDIR/checkpoints.
         if self._mgr is None:
@@ -122,9 +125,6 @@ class Checkpointer:
                                                     extra=ocp.args.JsonSave(extra)))
         log.debug("saved checkpoint %d in %.2fs", step, time.perf_counter() - t)
         return self.path(step)
-
-    def latest_step(self) -> int | None:
-        return latest_step(self.dir.parent)
 
     def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
         """Restore (state, extra_state) of `step` (default: the latest) into `target`'s structure.
@@ -171,11 +171,6 @@ class Checkpointer:
         log.debug("restored checkpoint %d in %.2fs", step, time.perf_counter() - t)
         return state, extra
 
-    def close(self) -> None:
-        if self._mgr is not None:
-            self._mgr.close()
-            self._mgr = None
-
     def abandon(self) -> None:
         """After a failed save: drop orbax's manager, which may be half-way through it, and the
         save's temporary directories."""
@@ -189,6 +184,11 @@ class Checkpointer:
         finally:
             self._mgr = None
             remove_temp_dirs(self.dir.parent)
+
+    def close(self) -> None:
+        if self._mgr is not None:
+            self._mgr.close()
+            self._mgr = None
 
     def __enter__(self) -> "Checkpointer":
         return self
