@@ -71,7 +71,8 @@ def setup_torchbert(args, vocab) -> Callable:
     import torch
 
     from torchbert.model import BertForPreTraining
-    from torchbert.train import make_optimizer, train_step
+    from torchbert.optim import make_optimizer
+    from torchbert.step import train_step
 
     cfg = train_config(args)
     device = torch.device(getattr(args, "device", "cpu"))  # train_step autocasts bf16 on cuda
@@ -122,10 +123,12 @@ def setup_jaxbert(args, vocab) -> Callable:
 
     from jaxbert.cpu import apply_cpu_settings
     from jaxbert.model import BertForPreTraining, init_params
-    from jaxbert.train import Layout, compute_dtype, create_state, enable_compilation_cache, \
-        make_optimizer, train_step
+    from jaxbert.optim import make_optimizer
+    from jaxbert.parallel import Layout
+    from jaxbert.runtime import compute_dtype, enable_compilation_cache
+    from jaxbert.step import create_state, train_step
 
-    apply_cpu_settings()            # as jaxbert.train does, before the backend starts
+    apply_cpu_settings()            # as jaxbert's entry points do, before the backend starts
     enable_compilation_cache()
     cfg, mcfg = train_config(args), model_config(args, vocab)
     tx = make_optimizer(cfg, mcfg.hidden_size)
@@ -149,7 +152,7 @@ def setup_hf_flax(args, vocab) -> Callable:
     import optax
     import transformers
 
-    from jaxbert.train import compute_dtype
+    from jaxbert.runtime import compute_dtype
 
     c = model_config(args, vocab)
     model = transformers.FlaxBertForPreTraining(transformers.BertConfig(**{

@@ -12,6 +12,10 @@ The twin of `torchbert/checkpoint.py` (safetensors + JSON there). Each checkpoin
 
 Orbax writes each step into a temporary directory and renames it when complete, so a crash never
 leaves a half-written checkpoint where `latest_step` would find it; it keeps the last K steps.
+
+The API is torchbert/checkpoint.py's, by int step: a `Checkpointer` per run (`save`, `restore`,
+`latest_step`, `path`), the module's `latest_step(rundir)`, and `restore_params(rundir)`, the
+weights alone as HF-named numpy arrays.
 """
 
 from __future__ import annotations
@@ -30,6 +34,11 @@ import orbax.checkpoint as ocp
 
 from bertcore.config import BertConfig
 from bertcore.errors import UserError
+from bertcore.hf import flax_to_hf
+from bertcore.rundir import read_run
+from bertcore.stopping import os_error_in
+
+from .step import abstract_state
 
 log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
@@ -52,12 +61,6 @@ def key_from_list(data: list[int], typed: bool = False):
     return jax.random.wrap_key_data(raw) if typed else raw
 
 
-def _quiet_orbax() -> None:
-    # Orbax logs every save/restore step at INFO through absl; a training log at INFO would drown
-    # in them. Warnings and errors still show.
-    logging.getLogger("absl").setLevel(logging.WARNING)
-
-
 def _config_diff(stored: dict[str, Any], config: BertConfig) -> list[str]:
     now = config.to_dict()
     names = [f for f in now if f in BertConfig.__dataclass_fields__]
@@ -66,17 +69,31 @@ def _config_diff(stored: dict[str, Any], config: BertConfig) -> list[str]:
 
 
 class Checkpointer:
-    """Save and restore the training state of one run (a thin layer over ocp.CheckpointManager).
+    """Save and restore the training state of one run, RUNDIR/checkpoints/<step>/, by int step (a
+    thin layer over ocp.CheckpointManager): the same methods as torchbert.checkpoint.Checkpointer.
+    The state is a value here, so `restore` returns it with the extra state (torchbert's loads
+    into the model and optimizer in place).
 
     `save` is synchronous: when it returns, the checkpoint is committed on disk (what a
     crash-safe resume needs). `close()` (or a `with` block) releases orbax's manager at the end.
     """
 
     def __init__(self, rundir: str | Path, config: BertConfig, keep: int = 3):
-        _quiet_orbax()
         self.dir, self.config = checkpoint_dir(rundir), config
+        self.root = Path(rundir) / CHECKPOINTS     # as the user named it, for messages
         self._keep = keep
         self._mgr: ocp.CheckpointManager | None = None
+
+    def path(self, step: int) -> Path:
+        """The directory of checkpoint `step` (whether or not it exists)."""
+        return self.root / str(int(step))
+
+    def steps(self) -> list[int]:
+        """The complete checkpoints' steps, oldest first."""
+        return _steps(self.dir.parent)
+
+    def latest_step(self) -> int | None:
+        return latest_step(self.dir.parent)
 
     def _manager(self, create: bool) -> ocp.CheckpointManager:
         # Made lazily, so that merely looking for checkpoints never creates RUNDIR/checkpoints.
@@ -90,8 +107,9 @@ class Checkpointer:
                                               item_names=("state", "extra"))
         return self._mgr
 
-    def save(self, step: int, state: Any, extra_state: dict[str, Any]) -> bool:
-        """Write checkpoint `step`; False (and nothing written) if that step already exists.
+    def save(self, step: int, state: Any, extra_state: dict[str, Any]) -> Path | None:
+        """Write checkpoint `step`, then keep only the newest `keep`; returns its directory, or
+        None (and nothing written) if that step already exists.
 
         `state` must be a host-local or globally sharded pytree (unreplicate a pmap state first);
         `extra_state` must be JSON-able (plain ints, floats, strings, lists, dicts).
@@ -101,15 +119,12 @@ class Checkpointer:
         mgr = self._manager(create=True)
         if step in mgr.all_steps():
             log.info("checkpoint %d already exists in %s; not overwriting it", step, self.dir)
-            return False
+            return None
         t = time.perf_counter()
         mgr.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                     extra=ocp.args.JsonSave(extra)))
         log.debug("saved checkpoint %d in %.2fs", step, time.perf_counter() - t)
-        return True
-
-    def latest_step(self) -> int | None:
-        return latest_step(self.dir.parent)
+        return self.path(step)
 
     def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
         """Restore (state, extra_state) of `step` (default: the latest) into `target`'s structure.
@@ -156,18 +171,24 @@ class Checkpointer:
         log.debug("restored checkpoint %d in %.2fs", step, time.perf_counter() - t)
         return state, extra
 
+    def abandon(self) -> None:
+        """After a failed save: drop orbax's manager, which may be half-way through it, and the
+        save's temporary directories."""
+        try:
+            self.close()
+        except Exception as e:   # orbax wraps I/O errors (tensorstore, asyncio) in many types
+            # Closing waits for the failed save and may raise its I/O error again: that one is
+            # already being reported. Anything else is a bug: keep its traceback.
+            if os_error_in(e) is None:
+                raise
+        finally:
+            self._mgr = None
+            remove_temp_dirs(self.dir.parent)
+
     def close(self) -> None:
         if self._mgr is not None:
             self._mgr.close()
             self._mgr = None
-
-    def abandon(self) -> None:
-        """Drop the manager after a failed save (closing it may fail the same way)."""
-        try:
-            self.close()
-        except Exception:
-            pass
-        self._mgr = None
 
     def __enter__(self) -> "Checkpointer":
         return self
@@ -193,10 +214,24 @@ def remove_temp_dirs(rundir: str | Path) -> list[Path]:
     return gone
 
 
-def latest_step(rundir: str | Path) -> int | None:
-    """The newest complete checkpoint step in RUNDIR/checkpoints, or None."""
+def _steps(rundir: str | Path) -> list[int]:
     d = checkpoint_dir(rundir)
     if not d.is_dir():
-        return None
-    steps = ocp.utils.checkpoint_steps(d)  # finalised steps only, not orbax's tmp directories
-    return max(steps) if steps else None
+        return []
+    return sorted(ocp.utils.checkpoint_steps(d))  # finalised steps, not orbax's tmp directories
+
+
+def latest_step(rundir: str | Path) -> int | None:
+    """The newest complete checkpoint step in RUNDIR/checkpoints, or None."""
+    steps = _steps(rundir)
+    return steps[-1] if steps else None
+
+
+def restore_params(rundir: str | Path, step: int | None = None) -> dict[str, np.ndarray]:
+    """The weights of a pretraining RUNDIR's checkpoint `step` (default: the latest), HF-named
+    numpy arrays, after every check `Checkpointer.restore` makes (fill-mask, --init-from)."""
+    run = read_run(rundir)
+    config = run.trained_config
+    with Checkpointer(rundir, config) as ckpt:      # checks config, structure and shapes
+        state, _ = ckpt.restore(abstract_state(config, run.train), step)
+    return flax_to_hf(jax.tree_util.tree_map(np.asarray, state.params), config)

@@ -19,29 +19,17 @@ import numpy as np
 import optax
 
 from bertcore import classify
-from bertcore.classify import ClassifyConfig
 from bertcore.classify_data import Classifier, open_classifier
 from bertcore.classify_run import ClassifyRun, fit
 from bertcore.errors import UserError, cli_entry
-from bertcore.malloc import keep_freed_memory
 from bertcore.hf import classifier_flax_to_hf, classifier_hf_to_flax, classifier_param_table
 
-from .checkpoint import Checkpointer, latest_step
+from .checkpoint import Checkpointer
 from .classifier import BertForSequenceClassification, classification_loss
-from .cpu import apply_cpu_settings
+from .optim import adamw
 from .pretrained import pretrained_weights
-from .train import (TrainState, compute_dtype, create_state, decay_mask, enable_compilation_cache,
-                    seed_keys)
-
-
-def make_optimizer(cfg: ClassifyConfig, total_steps: int) -> optax.GradientTransformation:
-    """AdamW with bertcore's weight-decay rule and schedule, after global-norm clipping (torch:
-    torchbert.train.make_optimizer + clip_grad_norm, the rate set by the loop each step)."""
-    lr_at = cfg.lr_at(total_steps)
-    adamw = optax.adamw(lambda count: lr_at(count, xp=jnp), b1=cfg.beta1, b2=cfg.beta2,
-                        eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask)
-    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adamw) if cfg.grad_clip > 0 \
-        else adamw
+from .runtime import compute_dtype, configure_process
+from .step import TrainState, create_state, seed_keys
 
 
 def train_step(state: TrainState, batch: dict, dropout_key: jax.Array, *, model, tx
@@ -76,7 +64,10 @@ class JaxTwin:
         self.run, n = run, len(run.labels)
         self.model = BertForSequenceClassification(run.config, compute_dtype("auto"),
                                                    num_labels=n)
-        self.tx = make_optimizer(run.cfg, run.total_steps)
+        # AdamW with bertcore's weight-decay rule and the fine-tuning schedule, after global-norm
+        # clipping, as in pretraining (torch: torchbert.optim's make_optimizer + clip_grad_norm,
+        # the rate set by the loop each step).
+        self.tx = adamw(run.cfg, run.cfg.lr_at(run.total_steps))
         if state is not None:
             params = jax.tree_util.tree_map(jnp.asarray, classifier_hf_to_flax(state,
                                                                                run.config, n))
@@ -108,7 +99,7 @@ class JaxTwin:
         self.ckpt.save(step, self.train_state, extra)
 
     def restore(self) -> dict[str, Any]:
-        if latest_step(self.run.rundir) is None:
+        if self.ckpt.latest_step() is None:
             raise UserError(f"--resume: {self.run.rundir}/checkpoints has no checkpoint; start "
                             f"again with --overwrite")
         state, extra = self.ckpt.restore(self.train_state)
@@ -130,9 +121,7 @@ def load_classifier(clf: Classifier):
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = classify.parser("jax").parse_args(argv)
-    keep_freed_memory()     # before XLA's threads start: bertcore/malloc.py
-    apply_cpu_settings()    # jaxbert/cpu.py: XLA CPU settings; torchbert has none to make
-    enable_compilation_cache()
+    configure_process()     # before JAX starts its backend
     if args.cmd == "train":
         run = ClassifyRun(args, "jax")
         state = None if run.resume else run.initial_state(pretrained_weights(run.src))

@@ -13,11 +13,11 @@ import numpy as np
 
 from bertcore import fillmask
 from bertcore.errors import UserError, cli_entry
+from bertcore.hf import hf_to_flax
 from bertcore.modeldir import ModelDir
 
-from .checkpoint import Checkpointer, latest_step
+from .checkpoint import latest_step, restore_params
 from .model import BertForPreTraining, from_pretrained
-from .train import abstract_state
 
 
 def load_model(md: ModelDir):
@@ -31,9 +31,7 @@ def load_model(md: ModelDir):
         raise UserError(f"{md.path} has no checkpoint yet; train it first (python -m "
                         f"jaxbert.train --out {md.path})")
     config = md.trained_config
-    with Checkpointer(md.path, config) as ckpt:
-        state, _ = ckpt.restore(abstract_state(config, md.run.train))
-    return BertForPreTraining(config), state.params
+    return BertForPreTraining(config), hf_to_flax(restore_params(md.path), config)
 
 
 def predict(model, params, batch: dict) -> np.ndarray:

@@ -5,16 +5,13 @@ the weights is the twin's: a Hugging Face directory, or this twin's own pretrain
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 
 from bertcore.errors import UserError
-from bertcore.hf import flax_to_hf, read_hf_safetensors
+from bertcore.hf import read_hf_safetensors
 from bertcore.init_from import InitSource
-from bertcore.rundir import read_run
 
-from .checkpoint import Checkpointer, latest_step
-from .train import abstract_state
+from .checkpoint import latest_step, restore_params
 
 
 def pretrained_weights(src: InitSource) -> dict[str, np.ndarray]:
@@ -28,8 +25,4 @@ def pretrained_weights(src: InitSource) -> dict[str, np.ndarray]:
         return found[0]
     if latest_step(src.path) is None:
         raise UserError(f"--init-from {src.path} has no checkpoint yet; pretrain it first")
-    run = read_run(src.path)
-    cfg = run.trained_config
-    with Checkpointer(src.path, cfg) as ckpt:      # checks config, structure and shapes
-        state, _ = ckpt.restore(abstract_state(cfg, run.train))
-    return flax_to_hf(jax.tree_util.tree_map(np.asarray, state.params), cfg)
+    return restore_params(src.path)     # checks config, structure and shapes

@@ -1,46 +1,31 @@
 """Pretrain BERT with JAX/Flax: `python -m jaxbert.train`, on CPU, GPU or TPU.
 
-The twin of torchbert/train.py. The heart is a pure function
+The twin of torchbert/train.py: the command line and the loop; nothing imports this module.
+The heart is step.py's pure function
 
     train_step(state, batch, dropout_key) -> (state, metrics)
 
-jitted one of three ways (`--parallel`):
-    single   jax.jit on one device
-    pmap     jax.pmap over the local devices; the batch is reshaped to [devices, B/devices, ...]
-             and gradients are summed with lax.psum over the named axis "data"
-    sharded  jax.jit with the batch laid out over a 1-D Mesh("data") by a NamedSharding, the
-             modern path: XLA inserts the gradient all-reduce itself
+compiled by parallel.py's `Layout` one of three ways (`--parallel`: single, pmap, sharded).
 Multi-host: `--coordinator HOST:PORT --num-processes N --process-id I` calls
 jax.distributed.initialize; each process reads its own rows of every global batch.
-Everything that is not JAX (configs, data, RUNDIR, metrics, plots) is bertcore's.
-
-(~480 lines, over the project's ~400: the pure step, the three device layouts and the loop
-with its eval and stop handling. `Layout` is the part to move into a module of its own next.)
+The optimizer is optim.py's, the process settings runtime.py's, the checkpoints
+checkpoint.py's. Everything that is not JAX (configs, data, RUNDIR, metrics, plots) is bertcore's.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import signal
 import sys
 import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
-from flax import struct
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from bertcore import evaluation
-from bertcore.batches import split_micro_batches
 from bertcore.cli import resolve_dtype, resolve_pad_vocab, train_parser
-from bertcore.config import BertConfig, TrainConfig, weight_decay_applies
 from bertcore.errors import UserError, cli_entry
-from bertcore.malloc import keep_freed_memory
 from bertcore.hf import flax_to_hf
 from bertcore.prefetch import Prefetch
 from bertcore.run import Run, setup_run
@@ -49,11 +34,13 @@ from bertcore.stopping import Stopper, resume_command, run_train
 from bertcore.rundir import trained_model_config
 from bertcore.schedule import make_schedule
 
-from .checkpoint import Checkpointer, key_from_list, key_to_list, latest_step, remove_temp_dirs
-from .cpu import apply_cpu_settings
-from .model import BertForPreTraining, init_params, merge_hf_params, pretraining_loss
-
-AXIS = "data"
+from .checkpoint import Checkpointer, key_from_list, key_to_list
+from .model import BertForPreTraining, init_params, merge_hf_params
+from .optim import make_optimizer
+from .parallel import Layout, init_distributed, pick_parallel
+from .pretrained import pretrained_weights
+from .runtime import compute_dtype, configure_process, peak_device_memory_mb
+from .step import create_state, eval_step, evaluate, seed_keys, train_step
 
 
 def parse_args(argv: list[str] | None = None):
@@ -69,249 +56,8 @@ def parse_args(argv: list[str] | None = None):
     return p.parse_args(argv)
 
 
-# ---- state and optimizer --------------------------------------------------------------------
-
-class TrainState(struct.PyTreeNode):
-    """Everything that changes during training, as one pytree (checkpointed by orbax).
-    torch keeps the same three things in `model`, `optimizer` and the loop's `step`."""
-    step: jax.Array
-    params: Any
-    opt_state: Any
-
-
-def decay_mask(params) -> Any:
-    """True where AdamW decays: the same bertcore rule as torch, on '/'-joined Flax paths."""
-    return jax.tree_util.tree_map_with_path(
-        lambda path, _: weight_decay_applies("/".join(str(getattr(k, "key", k)) for k in path)),
-        params)
-
-
-def make_optimizer(cfg: TrainConfig, hidden_size: int) -> optax.GradientTransformation:
-    lr_at = make_schedule(cfg, hidden_size)
-    # optax calls the schedule with the update count (0 for the first update): the same step
-    # index torch passes to lr_at, but traced, hence xp=jnp.
-    adamw = optax.adamw(lambda count: lr_at(count, xp=jnp), b1=cfg.beta1, b2=cfg.beta2,
-                        eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask)
-    if cfg.grad_clip > 0:
-        return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adamw)
-    return adamw
-
-
-def create_state(params, tx: optax.GradientTransformation) -> TrainState:
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-
-
-def seed_keys(seed: int) -> tuple[jax.Array, jax.Array]:
-    """(init key, dropout key) of a run: the only place a jaxbert run's keys come from its seed
-    (torch has no key: it reseeds per step from bertcore.batches.step_seed)."""
-    init_key, dropout_key = jax.random.split(jax.random.PRNGKey(seed))
-    return init_key, dropout_key
-
-
-def abstract_state(config: BertConfig, cfg: TrainConfig) -> TrainState:
-    """The TrainState `train` builds, shapes and dtypes only (eval_shape runs no initialiser):
-    the target a checkpoint is restored into (fill-mask, parity.convert)."""
-    tx = make_optimizer(cfg, config.hidden_size)
-    return jax.eval_shape(lambda: create_state(init_params(config, jax.random.PRNGKey(0)), tx))
-
-
-# ---- one optimizer step ---------------------------------------------------------------------
-
-def train_step(state: TrainState, batch: dict, dropout_key: jax.Array, *, model, tx, cfg,
-               axis_name: str | None = None) -> tuple[TrainState, dict]:
-    """One AdamW update on a batch laid out as [grad_accum, rows, ...].
-
-    Pure: jit/pmap it. Under pmap (`axis_name`), each device holds its rows and gradients and
-    metrics are summed over devices; losses are normalised by the global number of predictions
-    either way, so every layout computes the gradient of the one global batch.
-    """
-    mlm_den = jnp.maximum(batch["masked_weights"].sum(), 1.0)
-    if axis_name:
-        mlm_den = jnp.maximum(jax.lax.psum(batch["masked_weights"].sum(), axis_name), 1.0)
-    nsp_den = float(cfg.batch_size)
-    # Dropout masks depend only on (seed, step, device): torch mirrors this by reseeding
-    # its generator from (seed, step, rank) every step.
-    key = jax.random.fold_in(dropout_key, state.step)
-    if axis_name:
-        key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
-
-    def micro_step(carry, inputs):
-        grads_sum, metrics_sum = carry
-        mb, i = inputs
-
-        def loss_fn(params):
-            mlm_logits, nsp_logits = model.apply(
-                {"params": params}, mb["input_ids"], mb["token_type_ids"], mb["attention_mask"],
-                mb["masked_positions"], deterministic=not cfg.dropout, nsp=cfg.nsp,
-                rngs={"dropout": jax.random.fold_in(key, i)})
-            return pretraining_loss(mlm_logits, nsp_logits, mb, mlm_den, nsp_den, nsp=cfg.nsp)
-
-        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        add = functools.partial(jax.tree_util.tree_map, jnp.add)
-        return (add(grads_sum, grads), add(metrics_sum, metrics)), None
-
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
-    metric_zeros = {k: jnp.zeros((), jnp.float32) for k in
-                    (["mlm_loss", "mlm_accuracy", "loss"] +
-                     (["nsp_loss", "nsp_accuracy"] if cfg.nsp else []))}
-    steps = jnp.arange(batch["input_ids"].shape[0])
-    (grads, metrics), _ = jax.lax.scan(micro_step, (zeros, metric_zeros), (batch, steps))
-    if axis_name:
-        grads = jax.lax.psum(grads, axis_name)
-        metrics = jax.lax.psum(metrics, axis_name)
-    metrics["grad_norm"] = optax.tree.norm(grads)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
-
-
-def eval_step(params, batch: dict, mlm_den, nsp_den, *, model, cfg) -> dict:
-    """Metrics of one fixed eval batch (bertcore.evaluation), dropout off; the denominators
-    are the totals over all eval batches, so the batches' metrics add up. Pure: jit it."""
-    mlm_logits, nsp_logits = model.apply(
-        {"params": params}, batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
-        batch["masked_positions"], deterministic=True, nsp=cfg.nsp)
-    return pretraining_loss(mlm_logits, nsp_logits, batch, mlm_den, nsp_den, nsp=cfg.nsp)[1]
-
-
-def evaluate(eval_fn, params, batches: list[dict]) -> dict[str, Any]:
-    """The eval line over the fixed batches: every process evaluates all of them (the same
-    numbers everywhere), as each torchbert rank does."""
-    mlm_den, nsp_den = evaluation.denominators(batches)
-    rows = [eval_fn(params, b, mlm_den, nsp_den) for b in batches]
-    return evaluation.eval_row(evaluation.sum_metrics(jax.device_get(rows)))
-
-
-# ---- parallel layouts -----------------------------------------------------------------------
-
-def pick_parallel(name: str) -> str:
-    n = jax.device_count()
-    if name == "auto":
-        return "sharded" if n > 1 else "single"
-    return name
-
-
-class Layout:
-    """How the step is compiled and how a host numpy batch is placed on devices."""
-
-    def __init__(self, kind: str, cfg: TrainConfig, step_fn):
-        self.kind, self.cfg = kind, cfg
-        self.local_devices = jax.local_devices()
-        cfg.rows_per_part(jax.device_count() if kind != "single" else 1, "devices")
-        # Python runs the step's body only while jit/pmap trace it, i.e. once per compiled
-        # program: `traces` counts compilations in every layout (pmap has no _cache_size).
-        self.traces = 0
-        traced = step_fn
-
-        def step_fn(*args, **kwargs):
-            self.traces += 1
-            return traced(*args, **kwargs)
-        if kind == "pmap":
-            # pmap takes arrays whose leading axis is laid out one slice per local device
-            # (jax.device_put_replicated/_sharded are deprecated since JAX 0.8).
-            local_mesh = Mesh(np.array(self.local_devices), (AXIS,))
-            self.stacked = NamedSharding(local_mesh, PartitionSpec(AXIS))
-            self.fn = jax.pmap(functools.partial(step_fn, axis_name=AXIS), axis_name=AXIS,
-                               in_axes=(0, 0, None), donate_argnums=(0,))
-        elif kind == "sharded":
-            mesh = Mesh(np.array(jax.devices()), (AXIS,))
-            self.replicated = NamedSharding(mesh, PartitionSpec())
-            # Batch arrays are [grad_accum, rows, ...]: shard the rows.
-            self.rows = NamedSharding(mesh, PartitionSpec(None, AXIS))
-            # Explicit shardings: state and dropout key replicated, batch split by rows, and
-            # the outputs (new state, metrics) replicated, so XLA inserts exactly one gradient
-            # all-reduce and the donated state buffers are reused for the new state in place.
-            self.fn = jax.jit(step_fn, donate_argnums=(0,),
-                              in_shardings=(self.replicated, self.rows, self.replicated),
-                              out_shardings=(self.replicated, self.replicated))
-        else:
-            self.fn = jax.jit(step_fn, donate_argnums=(0,))
-
-    def put_state(self, state: TrainState) -> TrainState:
-        if self.kind == "pmap":
-            D = len(self.local_devices)
-            copies = jax.tree_util.tree_map(
-                lambda x: np.broadcast_to(np.asarray(x)[None], (D, *np.shape(x))), state)
-            return jax.device_put(copies, self.stacked)
-        if self.kind == "sharded":
-            return jax.device_put(state, self.replicated)
-        return jax.device_put(state)
-
-    def put_key(self, key: jax.Array) -> jax.Array:
-        """The dropout key where the compiled step expects it (replicated when sharded)."""
-        return jax.device_put(key, self.replicated) if self.kind == "sharded" else key
-
-    def host_state(self, state: TrainState) -> TrainState:
-        """A single-copy state for checkpoints and conversion."""
-        if self.kind == "pmap":
-            return jax.tree_util.tree_map(lambda x: x[0], state)
-        return state
-
-    def put_batch(self, batch: dict[str, np.ndarray]) -> dict:
-        """This process's rows [rows, ...] -> [grad_accum, rows/grad_accum, ...] on devices."""
-        A = self.cfg.grad_accum
-        split = split_micro_batches(batch, A)
-        if self.kind == "pmap":
-            D = len(self.local_devices)
-            # [A, rows, ...] -> [D, A, rows/D, ...]: device d gets a contiguous block of rows
-            # of every micro-batch.
-            split = {k: np.moveaxis(v.reshape(A, D, v.shape[1] // D, *v.shape[2:]), 1, 0)
-                     for k, v in split.items()}
-            return jax.device_put(split, self.stacked)
-        if self.kind == "sharded":
-            return {k: jax.make_array_from_process_local_data(self.rows, v)
-                    for k, v in split.items()}
-        return jax.device_put(split)
-
-    def metrics(self, metrics: dict) -> dict[str, float]:
-        """Device metrics -> host floats (the loop's only device->host sync, at log steps)."""
-        m = jax.device_get(metrics)
-        if self.kind == "pmap":
-            m = {k: v[0] for k, v in m.items()}   # psum made them equal on every device
-        return {k: float(v) for k, v in m.items()}
-
-
-# ---- the run --------------------------------------------------------------------------------
-
-def init_distributed(args) -> None:
-    if args.coordinator or args.num_processes:
-        if not (args.coordinator and args.num_processes and args.process_id is not None):
-            raise UserError("multi-host needs all of --coordinator, --num-processes and "
-                            "--process-id")
-        # CPU processes need a collectives backend of their own (GPU/TPU ignore this flag),
-        # so the multi-host path runs, and is tested, on plain CPUs too.
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-
-
-def enable_compilation_cache() -> None:
-    """Keep compiled XLA programs on disk: the second run of a config starts in seconds, not
-    tens of seconds. $JAX_COMPILATION_CACHE_DIR wins; else the twinbert cache directory."""
-    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        jax.config.update("jax_compilation_cache_dir", str(cache_root() / "jax-compilation"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-
-
-def peak_device_memory_mb() -> float | None:
-    """The most memory any local device held (XLA's allocator statistics; None on a CPU, whose
-    client keeps none). torchbert reports torch.cuda.max_memory_allocated."""
-    peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in jax.local_devices()]
-    peaks = [p for p in peaks if p is not None]
-    return max(peaks) / 2**20 if peaks else None
-
-
-def compute_dtype(name: str):
-    """The Flax modules' `dtype` for --dtype NAME (bertcore.cli.resolve_dtype); params stay fp32."""
-    accelerator = jax.default_backend() in ("gpu", "tpu")
-    return {"fp32": jnp.float32, "bf16": jnp.bfloat16}[resolve_dtype(name, accelerator)]
-
-
 def train(args) -> dict[str, Any]:
-    keep_freed_memory()     # before XLA's threads start: bertcore/malloc.py
-    apply_cpu_settings()    # jaxbert/cpu.py: XLA CPU settings; torchbert has none to make
-    enable_compilation_cache()
-    init_distributed(args)
-    rank, world = jax.process_index(), jax.process_count()
+    rank, world = init_distributed(args.coordinator, args.num_processes, args.process_id)
     # Process 0 builds the tokenizer, the shards and RUNDIR first; the others then find them.
     if rank != 0:
         multihost_utils.sync_global_devices("twinbert: data ready")
@@ -335,9 +81,6 @@ def train(args) -> dict[str, Any]:
     init_key, dropout_key = seed_keys(cfg.seed)
     params = init_params(mcfg, init_key)
     if run.init_source is not None:
-        # Imported here: only a run that starts from other weights needs the reader (which
-        # itself restores checkpoints through this module's abstract_state).
-        from .pretrained import pretrained_weights
         params, fresh = merge_hf_params(pretrained_weights(run.init_source), mcfg,
                                         lambda: params)
         if fresh:
@@ -346,7 +89,7 @@ def train(args) -> dict[str, Any]:
     ckpt = Checkpointer(run.rundir, mcfg, keep=cfg.keep_checkpoints)
     start, batch_state = 0, None
     if args.resume:
-        if latest_step(run.rundir) is None:
+        if ckpt.latest_step() is None:
             raise UserError(f"--resume: {run.checkpoint_dir} has no checkpoint; drop --resume "
                             f"(with --overwrite) to start the run again")
         # Several processes: restore into host (numpy) arrays, which put_state then lays out
@@ -354,7 +97,7 @@ def train(args) -> dict[str, Any]:
         state, extra = ckpt.restore(jax.device_get(state) if world > 1 else state)
         start, batch_state = int(extra["step"]), extra["batches"]
         dropout_key = key_from_list(extra["rng"])
-        run.note(f"resumed from {run.checkpoint_dir / str(start)} at step {start}")
+        run.note(f"resumed from {ckpt.path(start)} at step {start}")
     state, step_key = layout.put_state(state), layout.put_key(dropout_key)
     eval_set = run.eval_batches(args.eval_data, args.eval_batches)
     eval_fn = jax.jit(functools.partial(eval_step, model=model, cfg=cfg))
@@ -371,7 +114,7 @@ def train(args) -> dict[str, Any]:
     def checkpoint(step: int) -> None:
         if rank == 0:
             warn_if_low_space(run.checkpoint_dir, ckpt_bytes, run.note)
-        good = latest_step(run.rundir)
+        good = ckpt.latest_step()
         try:
             stopper.timed_checkpoint(lambda: ckpt.save(
                 step, layout.host_state(state),
@@ -381,10 +124,8 @@ def train(args) -> dict[str, Any]:
             if err is None:
                 raise                  # not a failed write: a bug, keep the traceback
             ckpt.abandon()             # orbax's manager may be half-way through this step
-            remove_temp_dirs(run.rundir)
-            raise write_failure(err, run.checkpoint_dir / str(step), ckpt_bytes,
-                                run.checkpoint_dir / str(good) if good is not None else None
-                                ) from None
+            raise write_failure(err, ckpt.path(step), ckpt_bytes,
+                                ckpt.path(good) if good is not None else None) from None
 
     # SIGTERM/SIGINT/SIGUSR1 and --time-budget end the run after a step, with a checkpoint.
     stopper = args.stopper = Stopper.from_args(args)
@@ -456,7 +197,7 @@ def train(args) -> dict[str, Any]:
                           "first_step_seconds": compile_seconds, "jax_version": jax.__version__,
                           "step_compilations": layout.traces})
     if rank == 0 and stopper.stopped:
-        print(stopper.line(step, run.checkpoint_dir / str(latest_step(run.rundir)),
+        print(stopper.line(step, ckpt.path(ckpt.latest_step()),
                            resume_command("python -m jaxbert.train", args.argv, run.rundir)),
               flush=True)
     elif rank == 0:
@@ -471,7 +212,9 @@ def train(args) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 (done, or --time-budget reached), 75 (stopped by a signal, with a checkpoint),
     74 (a checkpoint could not be written), 130 (a second Ctrl-C), 2 (a usage error)."""
-    return run_train(train, parse_args(argv), argv)
+    args = parse_args(argv)
+    configure_process()     # before JAX starts its backend
+    return run_train(train, args, argv)
 
 
 if __name__ == "__main__":

@@ -147,10 +147,12 @@ def torch_batch(batch) -> dict[str, torch.Tensor]:
 
 @functools.lru_cache(maxsize=8)
 def jax_layout(config: BertConfig, train: TrainConfig, dtype: str = "fp32"):
-    """jaxbert.train's own optimizer and jitted train_step (cached per config: compiled once);
+    """jaxbert's own optimizer and jitted train_step (cached per config: compiled once);
     `dtype` "bf16" computes in bfloat16 as `--dtype bf16` does."""
     from jaxbert.model import BertForPreTraining
-    from jaxbert.train import Layout, make_optimizer, train_step
+    from jaxbert.optim import make_optimizer
+    from jaxbert.parallel import Layout
+    from jaxbert.step import train_step
     model = BertForPreTraining(config, dtype=jnp.bfloat16 if dtype == "bf16" else jnp.float32)
     tx = make_optimizer(train, config.hidden_size)
     return tx, Layout("single", train, functools.partial(train_step, model=model, tx=tx,
@@ -160,7 +162,7 @@ def jax_layout(config: BertConfig, train: TrainConfig, dtype: str = "fp32"):
 # ---- optimizer and training, through each twin's own train_step ------------------------------------
 
 def torch_setup(case: Case, train: TrainConfig, config: BertConfig, weights=None):
-    from torchbert.train import make_optimizer
+    from torchbert.optim import make_optimizer
     model = torch_model(config, case.init if weights is None else weights).train()
     return model, make_optimizer(model, train)
 
@@ -168,7 +170,7 @@ def torch_setup(case: Case, train: TrainConfig, config: BertConfig, weights=None
 def torch_steps(case: Case, model, optimizer, train: TrainConfig, start: int, stop: int,
                 hook=None, dtype: str = "fp32") -> list[float]:
     """Steps start+1..stop, exactly as torchbert.train's loop does them."""
-    from torchbert.train import train_step
+    from torchbert.step import train_step
     lr_at = make_schedule(train, model.config.hidden_size)
     losses = []
     for step in range(start + 1, stop + 1):
@@ -182,7 +184,7 @@ def torch_steps(case: Case, model, optimizer, train: TrainConfig, start: int, st
 
 
 def jax_setup(case: Case, train: TrainConfig, config: BertConfig, dtype: str = "fp32"):
-    from jaxbert.train import create_state, seed_keys
+    from jaxbert.step import create_state, seed_keys
     tx, layout = jax_layout(config, train, dtype)
     key = seed_keys(train.seed)[1]
     return layout.put_state(create_state(jax_params(config, case.init), tx)), layout, key

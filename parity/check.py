@@ -104,7 +104,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 @cli_entry
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from jaxbert.train import enable_compilation_cache
+    from jaxbert.runtime import enable_compilation_cache
     enable_compilation_cache()   # the twins' XLA programs compile once per machine, not per run
     positions = ("post", "pre") if args.layer_norm_position == "both" else \
         (args.layer_norm_position,)

@@ -47,21 +47,21 @@ def training_rows(case: Case, curves: dict, steps: int | None = None) -> list[Ro
     """N-step curves of both twins, plus resume across frameworks through files on disk.
     N = `steps` (default: the whole schedule, case.train.steps)."""
     from jaxbert.checkpoint import Checkpointer, key_from_list, key_to_list
-    from torchbert.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from torchbert.checkpoint import Checkpointer as TorchCheckpointer
     ln, cfg, train = case.layer_norm_position, case.model_config, case.train
     n = steps or train.steps
     half = n // 2
     work = Path(tempfile.mkdtemp(prefix=f"resume-{ln}-", dir=case.workdir))
     quiet = lambda *_: None
 
-    # torch: N steps straight, checkpoint at N/2 (torchbert's own save_checkpoint)
+    # torch: N steps straight, checkpoint at N/2 (torchbert's own Checkpointer)
     model, opt = torch_setup(case, train, cfg)
     t_dir = _write_rundir(work / "torch", "torch", case, train)
 
     def t_save(step):
         if step == half:
-            save_checkpoint(t_dir, step, model, opt, {"step": step,
-                                                      "batches": case.batch_states[step]}, keep=1)
+            TorchCheckpointer(t_dir, cfg, keep=1).save(
+                step, model, opt, {"step": step, "batches": case.batch_states[step]})
     lt = torch_steps(case, model, opt, train, 0, n, t_save)
 
     # jax: N steps straight, checkpoint at N/2 (jaxbert's own Checkpointer)
@@ -78,7 +78,7 @@ def training_rows(case: Case, curves: dict, steps: int | None = None) -> list[Ro
 
     # torch N/2 -> convert -> jax N/2, against torch N
     convert(t_dir, work / "torch-to-jax", "jax", log=quiet)
-    from jaxbert.train import create_state
+    from jaxbert.step import create_state
     tx, layout = jax_layout(cfg, train)
     with Checkpointer(work / "torch-to-jax", cfg) as c:
         st, extra = c.restore(create_state(jax_params(cfg, case.init), tx))
@@ -93,10 +93,10 @@ def training_rows(case: Case, curves: dict, steps: int | None = None) -> list[Ro
     # jax N/2 -> convert -> torch N/2, against jax N
     convert(j_dir, work / "jax-to-torch", "torch", log=quiet)
     from torchbert.model import BertForPreTraining
-    from torchbert.train import make_optimizer
+    from torchbert.optim import make_optimizer
     m2 = BertForPreTraining(cfg).train()
     o2 = make_optimizer(m2, train)
-    extra = load_checkpoint(latest_checkpoint(work / "jax-to-torch"), m2, o2)
+    extra = TorchCheckpointer(work / "jax-to-torch", cfg).restore(m2, o2)
     same_data = _next_batch_equal(case, extra["batches"], half)
     l_jt = torch_steps(case, m2, o2, train, half, n)
     row = _curve_row(ln, f"resume: jax {half} -> convert -> torch {n - half} vs jax {n}",

@@ -14,7 +14,8 @@ import numpy as np
 from bertcore.hf import fail_names, flatten, flax_to_hf, hf_to_flax, unflatten
 from bertcore.rundir import RunFiles
 from jaxbert.checkpoint import Checkpointer, key_to_list
-from jaxbert.train import TrainState, abstract_state, make_optimizer, seed_keys
+from jaxbert.optim import make_optimizer
+from jaxbert.step import TrainState, abstract_state, seed_keys
 
 from .state import TrainingState
 
@@ -63,7 +64,7 @@ def read_jax(run: RunFiles, step: int | None = None) -> TrainingState:
 
 
 def write_jax_checkpoint(rundir: Path, state: TrainingState, run: RunFiles) -> None:
-    """RUNDIR/checkpoints/<step> as jaxbert.train saves it: TrainState(step, params, opt_state)
+    """RUNDIR/checkpoints/<step> as jaxbert's loop saves it: TrainState(step, params, opt_state)
     with optax's Adam mu/nu/count and the schedule count, plus extra {step, batches, rng}."""
     cfg = run.trained_config
     to_tree = lambda named: jax.tree_util.tree_map(jnp.asarray, hf_to_flax(named, cfg))

@@ -150,8 +150,8 @@ def eval_rows(case: Case) -> list[Row]:
     """Held-out evaluation (each twin's train.evaluate over fixed batches, dropout off) on the
     same weights: every metric of the eval line within the loss bar."""
     from jaxbert.model import BertForPreTraining
-    from jaxbert.train import eval_step, evaluate as jax_evaluate
-    from torchbert.train import evaluate as torch_evaluate
+    from jaxbert.step import eval_step, evaluate as jax_evaluate
+    from torchbert.step import evaluate as torch_evaluate
     ln, cfg, batches = case.layer_norm_position, case.model_config, case.batches[:3]
     t = torch_evaluate(torch_model(cfg, case.init), batches, case.train, CPU, "fp32")
     fn = jax.jit(functools.partial(eval_step, model=BertForPreTraining(cfg), cfg=case.train))
@@ -198,14 +198,14 @@ def adamw_rows(case: Case) -> list[Row]:
     decayed_t = {n for g in opt.param_groups if g["weight_decay"] > 0
                  for n, p in model.named_parameters() if any(p is q for q in g["params"])}
     state, layout, key = jax_setup(case, train, cfg)
-    from jaxbert.train import decay_mask
+    from jaxbert.optim import decay_mask
     mask = flax_to_hf(decay_mask(jax.device_get(state.params)), cfg)
     decayed_j = {n for n, v in mask.items() if bool(v)}
     bad = sorted(decayed_t ^ decayed_j)
     rows = [Row(ln, "AdamW decay mask: tensors decayed differently", float(len(bad)), 0.0,
                 "0 tensors", not bad, note=", ".join(bad[:4]) or
                 f"{len(decayed_t)} decayed, {len(mask) - len(decayed_t)} not (biases, LayerNorm)")]
-    from torchbert.train import train_step
+    from torchbert.step import train_step
     lr = float(make_schedule(train, cfg.hidden_size)(0))
     m_t = train_step(model, opt, case.batches[0], lr, train, CPU, 1)
     state, m_j = layout.fn(state, layout.put_batch(case.batches[0]), key)

@@ -12,26 +12,27 @@ from bertcore.errors import UserError
 from bertcore.hf import fail_names
 from bertcore.rundir import RunFiles
 from bertcore.schedule import make_schedule
-from torchbert.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from torchbert.checkpoint import Checkpointer
 from torchbert.model import BertForPreTraining
-from torchbert.train import make_optimizer
+from torchbert.optim import make_optimizer
 
 from .state import TrainingState
 
 
 def read_torch(run: RunFiles, step: int | None = None) -> TrainingState:
     """Everything a torchbert checkpoint holds, loaded and validated by torchbert's own code."""
-    found = {int(p.name[len("step_"):]): p for p in list_checkpoints(run.rundir)}
+    ckpt = Checkpointer(run.rundir, run.trained_config)
+    found = ckpt.steps()
     if not found:
         raise UserError(f"{run.rundir} (a torchbert run) has no checkpoint in "
                         f"{run.rundir / 'checkpoints'}")
     if step is not None and step not in found:
         raise UserError(f"{run.rundir} has no checkpoint for step {step}; available: "
-                        f"{', '.join(map(str, sorted(found)))}")
-    path = found[max(found) if step is None else step]
+                        f"{', '.join(map(str, found))}")
+    path = ckpt.path(found[-1] if step is None else step)
     model = BertForPreTraining(run.trained_config)
     optimizer = make_optimizer(model, run.train)
-    extra = load_checkpoint(path, model, optimizer)   # checks files, config, names, shapes
+    extra = ckpt.restore(model, optimizer, step)   # checks files, config, names, shapes
     step = int(extra["step"])
     params = {k: v.detach().numpy() for k, v in model.hf_state_dict().items()}
     exp_avg, exp_avg_sq, off = {}, {}, []
@@ -49,7 +50,7 @@ def read_torch(run: RunFiles, step: int | None = None) -> TrainingState:
 
 
 def write_torch_checkpoint(rundir: Path, state: TrainingState, run: RunFiles) -> Path:
-    """RUNDIR/checkpoints/step_XXXXXXXX written by torchbert's own save_checkpoint, from a model
+    """RUNDIR/checkpoints/step_XXXXXXXX written by torchbert's own Checkpointer, from a model
     and an AdamW built by torchbert (so groups, hyper-parameters and format are the twin's)."""
     model = BertForPreTraining(run.trained_config)
     missing = model.load_hf_state_dict({k: torch.from_numpy(np.array(v)) for k, v in
@@ -65,6 +66,5 @@ def write_torch_checkpoint(rundir: Path, state: TrainingState, run: RunFiles) ->
     lr_at = make_schedule(run.train, run.config.hidden_size)
     for group in optimizer.param_groups:    # what the loop last set (it sets it every step)
         group["lr"] = float(lr_at(state.step - 1)) if state.step > 0 else run.train.lr
-    return save_checkpoint(rundir, state.step, model, optimizer,
-                           {"step": state.step, "batches": state.batches},
-                           keep=run.train.keep_checkpoints)
+    ckpt = Checkpointer(rundir, run.trained_config, keep=run.train.keep_checkpoints)
+    return ckpt.save(state.step, model, optimizer, {"step": state.step, "batches": state.batches})

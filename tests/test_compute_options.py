@@ -18,7 +18,7 @@ from bertcore.config import BertConfig, TrainConfig
 from bertcore.hf import hf_to_flax
 from helpers import build_shards
 from jaxbert import model as jm
-from jaxbert.train import compute_dtype
+from jaxbert.runtime import compute_dtype
 from parity import thresholds as T
 from torchbert import model as tm
 

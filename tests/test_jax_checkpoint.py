@@ -1,6 +1,7 @@
 """jaxbert.checkpoint: orbax save/restore of the train state, resume exactness, bad checkpoints."""
 
 import json
+import logging
 import time
 
 import jax
@@ -59,9 +60,9 @@ def test_round_trip_and_resume_exact(tmp_path, trained):
     extra = {"batches": {"epoch": 0, "position": 64, "seed": 0}, "rng": key_to_list(key)}
     ck = Checkpointer(tmp_path, CFG, keep=3)
     t = time.perf_counter()
-    assert ck.save(2, trained, extra)
+    assert ck.save(2, trained, extra) == ck.path(2) == tmp_path / "checkpoints" / "2"
     save_s = time.perf_counter() - t
-    assert not ck.save(2, trained, extra)  # an existing step is never overwritten
+    assert ck.save(2, trained, extra) is None  # an existing step is never overwritten
     assert latest_step(tmp_path) == ck.latest_step() == 2
 
     target = fresh_state(1)  # other values, the same structure
@@ -88,7 +89,7 @@ def test_keep_last_k(tmp_path, trained):
     for s in (1, 2, 3, 4):
         ck.save(s, trained, {"s": s})
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["3", "4"]
-    assert latest_step(tmp_path) == 4
+    assert latest_step(tmp_path) == 4 and ck.steps() == [3, 4]
     _, extra = Checkpointer(tmp_path, CFG).restore(fresh_state(1), step=3)
     assert extra["s"] == 3
     with pytest.raises(UserError, match="step 1 .*available: 3, 4"):
@@ -136,3 +137,12 @@ def test_extra_state_must_be_json(tmp_path, trained):
     with pytest.raises(TypeError):
         Checkpointer(tmp_path, CFG).save(1, trained, {"rng": jax.random.PRNGKey(0)})
     json.dumps({"rng": key_to_list(jax.random.PRNGKey(0))})
+
+
+def test_making_a_checkpointer_leaves_logging_alone(tmp_path):
+    # Process-wide settings (absl's log level among them) are the entry points' to make
+    # (jaxbert.runtime.configure_process), not a library object's.
+    absl = logging.getLogger("absl")
+    before = absl.level
+    Checkpointer(tmp_path, CFG).close()
+    assert absl.level == before

@@ -131,7 +131,9 @@ def test_learns_and_memorises_one_batch(tmp_path):
     from bertcore.batches import BatchIterator
     from bertcore.config import BertConfig, TrainConfig
     from jaxbert.model import BertForPreTraining, init_params
-    from jaxbert.train import Layout, create_state, make_optimizer, train_step
+    from jaxbert.optim import make_optimizer
+    from jaxbert.parallel import Layout
+    from jaxbert.step import create_state, train_step
 
     shards, tok = build_shards(tmp_path, n_docs=300, vocab_size=300)
 
@@ -177,7 +179,9 @@ from bertcore.prefetch import Prefetch
 from bertcore.shards import Shards
 from bertcore.tokenizer import load_tokenizer
 from jaxbert.model import BertForPreTraining, init_params
-from jaxbert.train import Layout, create_state, make_optimizer, train_step
+from jaxbert.optim import make_optimizer
+from jaxbert.parallel import Layout
+from jaxbert.step import create_state, train_step
 
 data = sys.argv[1]
 tok = load_tokenizer(data + "/tokenizer")

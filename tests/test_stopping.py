@@ -113,7 +113,7 @@ def test_torch_checkpoint_write_without_space(tmp_path, cache_env, monkeypatch, 
     """The 2nd checkpoint's writer raises ENOSPC: one line naming the path, the bytes needed
     and free and the kept checkpoint; exit 74; step 2 untouched, no temp directory."""
     import torchbert.checkpoint as tc
-    import torchbert.train as tt
+    from torchbert.train import main     # the CLI, in this process
 
     for k, v in cache_env.items():
         monkeypatch.setenv(k, v)
@@ -130,7 +130,7 @@ def test_torch_checkpoint_write_without_space(tmp_path, cache_env, monkeypatch, 
                                   'StorageFull, message: "No space left on device" })')
         return real(*a, **k)
     monkeypatch.setattr(tc, "save_file", save_file)
-    rc = tt.main(cases.base_args(corpus, out, "--steps", "4", "--checkpoint-every", "2"))
+    rc = main(cases.base_args(corpus, out, "--steps", "4", "--checkpoint-every", "2"))
     _one_line_no_traceback(capsys, rc, "No space left on device", "needed", "free",
                            str(out / "checkpoints" / "step_00000004"),
                            str(out / "checkpoints" / "step_00000002"))
@@ -145,7 +145,7 @@ def test_jax_checkpoint_write_without_space(tmp_path, cache_env, monkeypatch, ca
     behind as a full disk does; the twin removes it and keeps step 2."""
     import orbax.checkpoint as ocp
 
-    import jaxbert.train as jt
+    from jaxbert.train import main       # the CLI, in this process
 
     for k, v in cache_env.items():
         monkeypatch.setenv(k, v)
@@ -164,7 +164,7 @@ def test_jax_checkpoint_write_without_space(tmp_path, cache_env, monkeypatch, ca
         except OSError as e:   # as orbax reports it: wrapped, the OSError as the cause
             raise ValueError("Failed to write checkpoint") from e
     monkeypatch.setattr(ocp.CheckpointManager, "save", save)
-    rc = jt.main(cases.base_args(corpus, out, "--steps", "4", "--checkpoint-every", "2"))
+    rc = main(cases.base_args(corpus, out, "--steps", "4", "--checkpoint-every", "2"))
     _one_line_no_traceback(capsys, rc, "No space left on device", "needed", "free",
                            str(out.absolute() / "checkpoints" / "4"),
                            str(out.absolute() / "checkpoints" / "2"))

@@ -12,8 +12,7 @@ import torchbert.checkpoint as ckpt
 from bertcore.batches import step_seed
 from bertcore.config import BertConfig
 from bertcore.errors import UserError
-from torchbert.checkpoint import (latest_checkpoint, list_checkpoints, load_checkpoint,
-                                  save_checkpoint)
+from torchbert.checkpoint import Checkpointer, latest_step
 from torchbert.model import BertForPreTraining, pretraining_loss
 
 CFG = BertConfig(vocab_size=200, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -42,7 +41,7 @@ def batch(step: int) -> dict[str, torch.Tensor]:
 
 
 def train(model, opt, steps: range) -> None:
-    model.train()   # dropout on, reseeded per step as torchbert.train does: no RNG state to save
+    model.train()   # dropout on, reseeded per step as torchbert's loop does: no RNG state to save
     for s in steps:
         torch.manual_seed(step_seed(0, s))
         b = batch(s)
@@ -67,12 +66,14 @@ def assert_same(a: torch.nn.Module, b: torch.nn.Module) -> None:
 def test_round_trip_continues_bit_exactly(tmp_path):
     model, opt = make(0)
     train(model, opt, range(2))
-    path = save_checkpoint(tmp_path, 2, model, opt, extra(2), keep=3)
-    assert path == tmp_path / "checkpoints" / "step_00000002"
+    ck = Checkpointer(tmp_path, CFG, keep=3)
+    path = ck.save(2, model, opt, extra(2))
+    assert path == ck.path(2) == tmp_path / "checkpoints" / "step_00000002"
+    assert latest_step(tmp_path) == ck.latest_step() == 2
     train(model, opt, range(2, 5))                        # the original goes on
 
     copy, copy_opt = make(1)                              # other weights until loaded
-    state = load_checkpoint(path, copy, copy_opt)
+    state = Checkpointer(tmp_path, CFG).restore(copy, copy_opt)
     assert state == extra(2)
     train(copy, copy_opt, range(2, 5))
     assert_same(model, copy)
@@ -88,7 +89,7 @@ def test_round_trip_continues_bit_exactly(tmp_path):
 def test_files_use_hf_and_parameter_names(tmp_path):
     model, opt = make()
     train(model, opt, range(1))
-    path = save_checkpoint(tmp_path, 1, model, opt, {}, keep=1)
+    path = Checkpointer(tmp_path, CFG, keep=1).save(1, model, opt, {})
     assert sorted(p.name for p in path.iterdir()) == ["model.safetensors",
                                                       "optimizer.safetensors", "state.json"]
     with safe_open(path / "model.safetensors", "pt") as f:
@@ -107,26 +108,30 @@ def test_files_use_hf_and_parameter_names(tmp_path):
 
 def test_keeps_the_newest_k(tmp_path):
     model, opt = make()
+    ck = Checkpointer(tmp_path, CFG, keep=2)
     for step in (10, 20, 30, 40, 50):
-        save_checkpoint(tmp_path, step, model, opt, {}, keep=2)
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000040", "step_00000050"]
-    assert latest_checkpoint(tmp_path).name == "step_00000050"
-    assert latest_checkpoint(tmp_path / "elsewhere") is None
+        ck.save(step, model, opt, {})
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_00000040",
+                                                                            "step_00000050"]
+    assert ck.steps() == [40, 50]
+    assert latest_step(tmp_path) == 50
+    assert latest_step(tmp_path / "elsewhere") is None
 
 
 def test_latest_ignores_temp_and_incomplete_dirs(tmp_path):
     model, opt = make()
-    save_checkpoint(tmp_path, 5, model, opt, {}, keep=3)
+    Checkpointer(tmp_path, CFG).save(5, model, opt, {})
     root = tmp_path / "checkpoints"
     (root / ".step_00000009.tmp-abc123").mkdir()               # a save killed midway
     (root / ".step_00000009.tmp-abc123" / "model.safetensors").write_bytes(b"half")
     (root / "step_00000007").mkdir()                           # no state.json: not complete
-    assert latest_checkpoint(tmp_path).name == "step_00000005"
+    assert latest_step(tmp_path) == 5
 
 
 def test_exception_during_write_keeps_previous(tmp_path, monkeypatch):
     model, opt = make()
-    good = save_checkpoint(tmp_path, 1, model, opt, {"n": 1}, keep=3)
+    ck = Checkpointer(tmp_path, CFG, keep=3)
+    good = ck.save(1, model, opt, {"n": 1})
     real_save = ckpt.save_file
 
     def failing(tensors, filename, metadata=None):
@@ -137,61 +142,67 @@ def test_exception_during_write_keeps_previous(tmp_path, monkeypatch):
     monkeypatch.setattr(ckpt, "save_file", failing)
     for step in (2, 1):                        # a new step, and overwriting the existing one
         with pytest.raises(OSError, match="disk full"):
-            save_checkpoint(tmp_path, step, model, opt, {"n": 2}, keep=3)
-    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_00000001"]
-    assert latest_checkpoint(tmp_path) == good
-    assert load_checkpoint(good, *make(1)) == {"n": 1}
+            ck.save(step, model, opt, {"n": 2})
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == [good.name]
+    assert latest_step(tmp_path) == 1
+    assert ck.restore(*make(1)) == {"n": 1}
 
 
 def test_missing_and_corrupt_files_name_the_file(tmp_path):
     model, opt = make()
-    path = save_checkpoint(tmp_path, 3, model, opt, extra(3), keep=3)
+    ck = Checkpointer(tmp_path, CFG)
+    path = ck.save(3, model, opt, extra(3))
     before = {k: v.clone() for k, v in model.state_dict().items()}
 
     data = bytearray((path / "model.safetensors").read_bytes())
     data[-10:] = b"\xff" * 10                                  # flipped bytes in a tensor
     (path / "model.safetensors").write_bytes(bytes(data))
     with pytest.raises(UserError, match="model.safetensors is corrupt"):
-        load_checkpoint(path, model, opt)
+        ck.restore(model, opt)
     (path / "model.safetensors").write_bytes(b"\x00\x01")      # not safetensors at all
     with pytest.raises(UserError, match="model.safetensors"):
-        load_checkpoint(path, model, opt)
+        ck.restore(model, opt, step=3)
     for k, v in model.state_dict().items():                     # nothing was changed
         assert torch.equal(v, before[k]), k
 
     (path / "optimizer.safetensors").unlink()
     with pytest.raises(UserError, match="optimizer.safetensors is missing"):
-        load_checkpoint(path, model, opt)
+        ck.restore(model, opt)
     (path / "state.json").write_text('{"format": "twinbert-torch-checkpoint/1", "step": ')
     with pytest.raises(UserError, match="state.json is corrupt"):
-        load_checkpoint(path, model, opt)
-    with pytest.raises(UserError, match="does not exist"):
-        load_checkpoint(tmp_path / "checkpoints" / "step_00000099", model, opt)
+        ck.restore(model, opt, step=3)
+    with pytest.raises(UserError, match="step_00000099 does not exist"):
+        ck.restore(model, opt, step=99)
+    with pytest.raises(UserError, match=f"no checkpoint in {tmp_path / 'elsewhere'}"):
+        Checkpointer(tmp_path / "elsewhere", CFG).restore(model, opt)
 
 
 def test_config_mismatch_names_the_fields(tmp_path):
     model, opt = make()
-    path = save_checkpoint(tmp_path, 1, model, opt, {}, keep=3)
+    Checkpointer(tmp_path, CFG).save(1, model, opt, {})
     other = BertForPreTraining(CFG.replace(hidden_size=64, layer_norm_position="pre"))
     with pytest.raises(UserError, match=r"hidden_size: checkpoint 32 vs model 64.*"
                                         r"layer_norm_position"):
-        load_checkpoint(path, other, None)
+        Checkpointer(tmp_path, other.config).restore(other)
+    with pytest.raises(ValueError, match="another config"):     # a Checkpointer of another model
+        Checkpointer(tmp_path, CFG).restore(other)
 
 
 def test_optimizer_layout_mismatch(tmp_path):
     model, opt = make()
-    path = save_checkpoint(tmp_path, 1, model, opt, {}, keep=3)
+    ck = Checkpointer(tmp_path, CFG)
+    ck.save(1, model, opt, {})
     one_group = torch.optim.AdamW(model.parameters(), lr=1e-3)
     with pytest.raises(UserError, match="parameter groups differ"):
-        load_checkpoint(path, model, one_group)
-    load_checkpoint(path, model, None)                         # model only: fine
+        ck.restore(model, one_group)
+    ck.restore(model)                                          # model only: fine
 
 
 def test_extra_state_must_be_json(tmp_path):
     model, opt = make()
     with pytest.raises(TypeError, match="Tensor"):
-        save_checkpoint(tmp_path, 1, model, opt, {"rng": torch.get_rng_state()}, keep=3)
-    assert latest_checkpoint(tmp_path) is None                  # nothing was written
+        Checkpointer(tmp_path, CFG).save(1, model, opt, {"rng": torch.get_rng_state()})
+    assert latest_step(tmp_path) is None                        # nothing was written
 
 
 def test_older_checkpoint_with_rng_file_loads(tmp_path):
@@ -199,13 +210,14 @@ def test_older_checkpoint_with_rng_file_loads(tmp_path):
     # no tensors in it) and its checksum; loading ignores the file, whatever is in it.
     model, opt = make()
     train(model, opt, range(1))
-    path = save_checkpoint(tmp_path, 1, model, opt, extra(1), keep=3)
+    ck = Checkpointer(tmp_path, CFG)
+    path = ck.save(1, model, opt, extra(1))
     ckpt.save_file({}, str(path / "rng.safetensors"), metadata={"format": "pt"})
     state = json.loads((path / "state.json").read_text())
     state["sha256"]["rng.safetensors"] = ckpt._sha256(path / "rng.safetensors")
     (path / "state.json").write_text(json.dumps(state, indent=1) + "\n")
     copy, copy_opt = make(1)
-    assert load_checkpoint(path, copy, copy_opt) == extra(1)
+    assert ck.restore(copy, copy_opt) == extra(1)
     assert_same(model, copy)
     (path / "rng.safetensors").write_bytes(b"anything")
-    assert load_checkpoint(path, copy, copy_opt) == extra(1)
+    assert ck.restore(copy, copy_opt) == extra(1)

@@ -86,7 +86,7 @@ def _direct_setup(tmp_path, **cfg):
     from bertcore.batches import BatchIterator
     from bertcore.config import BertConfig, TrainConfig
     from torchbert.model import BertForPreTraining
-    from torchbert.train import make_optimizer
+    from torchbert.optim import make_optimizer
 
     shards, tok = build_shards(tmp_path, n_docs=300, vocab_size=300)
     tcfg = TrainConfig(batch_size=16, seq_len=32, max_predictions=5, lr=1e-3, warmup_steps=10,
@@ -102,7 +102,7 @@ def _direct_setup(tmp_path, **cfg):
 @pytest.mark.slow
 def test_learns_and_memorises_one_batch(tmp_path):
     from bertcore.schedule import make_schedule
-    from torchbert.train import train_step
+    from torchbert.step import train_step
 
     model, opt, it, cfg = _direct_setup(tmp_path)
     lr_at = make_schedule(cfg, 128)
@@ -130,35 +130,39 @@ def test_no_host_sync_except_at_log_and_checkpoint_steps(tmp_path, cache_env, mo
     """On a GPU every read of a device value (.item(), float(), .tolist(), bool(), .numpy(),
     .cpu()) waits for the queued work. train_step makes none; the loop reads the metrics once,
     through global_metrics, at log and checkpoint steps only."""
-    import torchbert.train as tt
+    import torchbert.parallel as tp
     from bertcore.batches import BatchIterator
     from bertcore.config import BertConfig, TrainConfig
+    from torchbert.model import BertForPreTraining
+    from torchbert.optim import make_optimizer
+    from torchbert.step import to_device, train_step
+    from torchbert.train import main
 
     for k, v in cache_env.items():
         monkeypatch.setenv(k, v)
     shards, tok = build_shards(tmp_path, n_docs=100, vocab_size=300)
     cfg = TrainConfig(batch_size=8, seq_len=32, max_predictions=5, grad_accum=2)
-    model = tt.BertForPreTraining(BertConfig.from_preset("tiny", vocab_size=tok.vocab_size))
-    opt, it, cpu = tt.make_optimizer(model, cfg), BatchIterator(shards, tok, cfg), torch.device("cpu")
+    model = BertForPreTraining(BertConfig.from_preset("tiny", vocab_size=tok.vocab_size))
+    opt, it, cpu = make_optimizer(model, cfg), BatchIterator(shards, tok, cfg), torch.device("cpu")
     reads = []
     for name in ("item", "tolist", "__float__", "__int__", "__bool__", "__index__", "numpy", "cpu"):
         real = getattr(torch.Tensor, name)
         monkeypatch.setattr(torch.Tensor, name,
                             lambda self, *a, _r=real, _n=name, **k: reads.append(_n) or _r(self, *a, **k))
     for _ in range(3):     # the first step creates AdamW's state, the next ones reuse it
-        tt.train_step(model, opt, tt.to_device(next(it), cpu), 1e-3, cfg, cpu, 1)
+        train_step(model, opt, to_device(next(it), cpu), 1e-3, cfg, cpu, 1)
     assert reads == [], reads
     monkeypatch.undo()
 
     for k, v in cache_env.items():
         monkeypatch.setenv(k, v)
     calls = []
-    real_global = tt.global_metrics
-    monkeypatch.setattr(tt, "global_metrics", lambda m, w: calls.append(1) or real_global(m, w))
+    real_global = tp.global_metrics
+    monkeypatch.setattr(tp, "global_metrics", lambda m, w: calls.append(1) or real_global(m, w))
     corpus = cases.write_corpus(tmp_path)
     args = cases.base_args(corpus, tmp_path / "run", "--steps", "12", "--log-every", "4",
                            "--checkpoint-every", "6")
-    assert tt.main(args) == 0
+    assert main(args) == 0       # the CLI, in this process
     assert len(calls) == len({4, 6, 8, 12}), calls   # log steps 4, 8, 12; checkpoint 6 and 12
 
 

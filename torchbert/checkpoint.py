@@ -13,6 +13,10 @@ leaves either the old set of checkpoints or the new one, never a half-written st
 there is no RNG state to save, since the loop reseeds dropout from (seed, step, rank) every step.
 Checkpoints written before that change also hold an `rng.safetensors` (never anything real in it);
 loading ignores it.
+
+The API is jaxbert/checkpoint.py's, by int step: a `Checkpointer` per run (`save`, `restore`,
+`latest_step`, `path`), the module's `latest_step(rundir)`, and `restore_params(rundir)`, the
+weights alone as HF-named numpy arrays.
 """
 
 from __future__ import annotations
@@ -26,14 +30,19 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
 from bertcore.config import BertConfig
 from bertcore.errors import UserError
 from bertcore.files import atomic_path
+from bertcore.rundir import read_run
+
+from .model import BertForPreTraining
 
 FORMAT = "twinbert-torch-checkpoint/1"
+CHECKPOINTS = "checkpoints"
 STEP_DIR = re.compile(r"^step_(\d{8})$")         # complete checkpoints; temp dirs start with "."
 TENSOR_FILES = ("model.safetensors", "optimizer.safetensors")
 
@@ -103,35 +112,27 @@ def _optimizer_tensors(model, optimizer) -> tuple[dict[str, torch.Tensor], dict,
     return tensors, scalars, layout
 
 
-# ---- save --------------------------------------------------------------------------------
+# ---- save ----------------------------------------------------------------------------------
 
-def list_checkpoints(rundir: str | os.PathLike) -> list[Path]:
-    """Complete checkpoints of a run, oldest first (temp and half-written dirs are skipped)."""
-    root = Path(rundir) / "checkpoints"
+def _steps(rundir: str | os.PathLike) -> list[int]:
+    """Steps of the complete checkpoints of a run, oldest first (temp and half-written dirs are
+    skipped)."""
+    root = Path(rundir) / CHECKPOINTS
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), d) for d in root.iterdir()
-             if (m := STEP_DIR.match(d.name)) and (d / "state.json").is_file()]
-    return [d for _, d in sorted(found)]
+    return sorted(int(m.group(1)) for d in root.iterdir()
+                  if (m := STEP_DIR.match(d.name)) and (d / "state.json").is_file())
 
 
-def latest_checkpoint(rundir: str | os.PathLike) -> Path | None:
-    found = list_checkpoints(rundir)
+def latest_step(rundir: str | os.PathLike) -> int | None:
+    """The newest complete checkpoint step in RUNDIR/checkpoints, or None."""
+    found = _steps(rundir)
     return found[-1] if found else None
 
 
-def save_checkpoint(rundir: str | os.PathLike, step: int, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer, extra_state: dict[str, Any],
-                    keep: int) -> Path:
-    """Write RUNDIR/checkpoints/step_{step:08d}/ atomically, then keep only the newest `keep`.
-
-    `extra_state` must be JSON-able (dicts with string keys, lists, numbers, strings); anything
-    else raises TypeError before a file is written."""
-    if keep < 1:
-        raise ValueError(f"keep={keep} must be >= 1")
-    model = _unwrap(model)
-    root = Path(rundir) / "checkpoints"
-    final = root / f"step_{step:08d}"
+def _save(final: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+          config: BertConfig, extra_state: dict[str, Any]) -> None:
+    """Write checkpoint directory `final` atomically (a temporary sibling, renamed)."""
     json.dumps(extra_state)   # fail here, naming the offending type, before anything is written
     opt_tensors, opt_scalars, layout = _optimizer_tensors(model, optimizer)
     model_tensors = {k: v.detach().cpu().contiguous() for k, v in model.hf_state_dict().items()}
@@ -139,30 +140,27 @@ def save_checkpoint(rundir: str | os.PathLike, step: int, model: torch.nn.Module
         meta = {"format": "pt"}
         save_file(model_tensors, str(tmp / "model.safetensors"), metadata=meta)
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"), metadata=meta)
-        state = {"format": FORMAT, "step": int(step), "config": model.config.to_dict(),
+        state = {"format": FORMAT, "step": int(step), "config": config.to_dict(),
                  "optimizer": {**layout, "state_scalars": opt_scalars},
                  "extra_state": extra_state,
                  "sha256": {f: _sha256(tmp / f) for f in TENSOR_FILES}}
         (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
         for f in (*TENSOR_FILES, "state.json"):   # on disk before the rename makes them visible
             _fsync(tmp / f)
-    _fsync(root)
-    _prune(root, keep)
-    return final
+    _fsync(final.parent)
 
 
 def _prune(root: Path, keep: int) -> None:
-    for old in list_checkpoints(root.parent)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    for old in _steps(root.parent)[:-keep]:
+        shutil.rmtree(root / f"step_{old:08d}", ignore_errors=True)
     for leftover in root.glob(".step_*"):   # temp dirs of saves that were killed midway
         shutil.rmtree(leftover, ignore_errors=True)
 
 
 # ---- load --------------------------------------------------------------------------------
 
-def read_checkpoint_state(path: str | os.PathLike) -> dict[str, Any]:
+def _read_state(path: Path) -> dict[str, Any]:
     """The parsed state.json of a checkpoint directory (step, config, ...), validated."""
-    path = Path(path)
     if not path.is_dir():
         raise UserError(f"checkpoint {path} does not exist")
     f = path / "state.json"
@@ -196,16 +194,16 @@ def _read_tensors(path: Path, state: dict[str, Any]) -> dict[str, dict[str, torc
     return out
 
 
-def _check_config(state: dict[str, Any], model: torch.nn.Module, path: Path) -> None:
+def _check_config(state: dict[str, Any], config: BertConfig, path: Path) -> None:
     try:
         saved = BertConfig.from_dict(state["config"])
     except (KeyError, TypeError, UserError) as e:
         raise UserError(f"checkpoint {path}/state.json has no valid model config ({e})")
     diff = [f.name for f in dataclasses.fields(BertConfig)
-            if getattr(saved, f.name) != getattr(model.config, f.name)]
+            if getattr(saved, f.name) != getattr(config, f.name)]
     if diff:
         detail = ", ".join(f"{k}: checkpoint {getattr(saved, k)!r} vs model "
-                           f"{getattr(model.config, k)!r}" for k in diff)
+                           f"{getattr(config, k)!r}" for k in diff)
         raise UserError(f"checkpoint {path} was saved from a different model config ({detail}); "
                         f"use the run's config.json or start a new run")
 
@@ -251,16 +249,12 @@ def _optimizer_state_dict(state, tensors, model, optimizer, path: Path) -> dict[
     return {"state": {index[n]: s for n, s in per_param.items()}, "param_groups": groups}
 
 
-def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
-    """Restore model (and optimizer, if given) from a checkpoint dir; return its extra_state.
-
-    Everything is validated before anything is changed: a missing or corrupt file, a different
-    model config or an optimizer with another parameter layout raises UserError."""
-    path = Path(path)
-    model = _unwrap(model)
-    state = read_checkpoint_state(path)
-    _check_config(state, model, path)
+def _load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+          config: BertConfig) -> dict[str, Any]:
+    """Restore model (and optimizer, if given) from checkpoint directory `path`; its extra_state.
+    Everything is validated before anything is changed."""
+    state = _read_state(path)
+    _check_config(state, config, path)
     tensors = _read_tensors(path, state)
     weights = tensors["model.safetensors"]
     expected = set(model.hf_state_dict())
@@ -278,3 +272,87 @@ def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
     if opt_state is not None:
         optimizer.load_state_dict(opt_state)   # moves moments to each parameter's device
     return extra
+
+
+# ---- the checkpoints of a run ------------------------------------------------------------
+
+class Checkpointer:
+    """Save and restore the training state of one run, RUNDIR/checkpoints/step_XXXXXXXX/, by
+    int step: the same methods as jaxbert.checkpoint.Checkpointer. torch's state lives in the
+    model and the optimizer, so `restore` loads into them in place and returns the extra state
+    (jaxbert's returns a new state with it).
+
+    `save` is synchronous: when it returns, the checkpoint is on disk, fsynced (what a crash-safe
+    resume needs). `config` is the model's; restore refuses a checkpoint of another config.
+    """
+
+    def __init__(self, rundir: str | os.PathLike, config: BertConfig, keep: int = 3):
+        if keep < 1:
+            raise ValueError(f"keep={keep} must be >= 1")
+        self.root, self.config, self.keep = Path(rundir) / CHECKPOINTS, config, keep
+
+    def path(self, step: int) -> Path:
+        """The directory of checkpoint `step` (whether or not it exists)."""
+        return self.root / f"step_{int(step):08d}"
+
+    def steps(self) -> list[int]:
+        """The complete checkpoints' steps, oldest first."""
+        return _steps(self.root.parent)
+
+    def latest_step(self) -> int | None:
+        return latest_step(self.root.parent)
+
+    def _model(self, model: torch.nn.Module) -> torch.nn.Module:
+        model = _unwrap(model)
+        if model.config != self.config:
+            raise ValueError("the model was built from another config than this Checkpointer's")
+        return model
+
+    def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             extra_state: dict[str, Any]) -> Path:
+        """Write checkpoint `step` atomically (replacing one of that step), then keep only the
+        newest `keep`; returns its directory.
+
+        `extra_state` must be JSON-able (dicts with string keys, lists, numbers, strings);
+        anything else raises TypeError before a file is written."""
+        final = self.path(step)
+        _save(final, step, self._model(model), optimizer, self.config, extra_state)
+        _prune(self.root, self.keep)
+        return final
+
+    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                step: int | None = None) -> dict[str, Any]:
+        """Load checkpoint `step` (default: the latest) into `model` (and `optimizer`, if given);
+        returns its extra_state.
+
+        UserError, naming the path, if there is no checkpoint, if a file is missing or corrupt,
+        if it was saved from another model config (the differing fields listed) or if the
+        optimizer has another parameter layout; nothing is changed then."""
+        model = self._model(model)
+        if step is None:
+            step = self.latest_step()
+            if step is None:
+                raise UserError(f"no checkpoint in {self.root}; start without --resume or "
+                                f"point to the right run directory")
+        return _load(self.path(step), model, optimizer, self.config)
+
+    def abandon(self) -> None:
+        """After a failed save: nothing to undo (the save's temporary directory is gone)."""
+
+    def close(self) -> None:
+        """Nothing to release (jaxbert's closes orbax's manager)."""
+
+    def __enter__(self) -> "Checkpointer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def restore_params(rundir: str | os.PathLike, step: int | None = None) -> dict[str, np.ndarray]:
+    """The weights of a pretraining RUNDIR's checkpoint `step` (default: the latest), HF-named
+    numpy arrays, after every check `Checkpointer.restore` makes (fill-mask, --init-from)."""
+    config = read_run(rundir).trained_config
+    model = BertForPreTraining(config)
+    Checkpointer(rundir, config).restore(model, step=step)
+    return {k: v.detach().numpy() for k, v in model.hf_state_dict().items()}

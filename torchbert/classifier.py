@@ -53,7 +53,7 @@ class BertForSequenceClassification(nn.Module):
     def load_hf_state_dict(self, state: dict[str, Any], source: str = "checkpoint") -> list[str]:
         """Copy a complete classifier state (HF names; torch tensors or numpy) into the model.
         Names and shapes are checked by bertcore.hf (the table jaxbert uses too); returns the
-        missing names, always none (torchbert.checkpoint's load_checkpoint calls this)."""
+        missing names, always none (torchbert.checkpoint's Checkpointer.restore calls this)."""
         named = {k: _as_numpy(v) for k, v in state.items()}
         check_classifier_state(named, self.config, self.num_labels, source=source)
         own = self.state_dict()

@@ -21,12 +21,13 @@ from bertcore.batches import step_seed
 from bertcore.classify_data import Classifier, open_classifier
 from bertcore.classify_run import ClassifyRun, fit
 from bertcore.errors import UserError, cli_entry
-from bertcore.malloc import keep_freed_memory
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpointer
 from .classifier import BertForSequenceClassification, classification_loss
+from .optim import clip_grad_norm, make_optimizer
 from .pretrained import pretrained_weights
-from .train import clip_grad_norm, make_optimizer, pick_device, to_device
+from .runtime import configure_process, pick_device
+from .step import to_device
 
 
 class TorchTwin:
@@ -40,11 +41,12 @@ class TorchTwin:
             self.model.load_hf_state_dict(state, source="initial weights")
         self.model.to(device)
         # AdamW with bertcore's weight-decay rule, as in pretraining (ClassifyConfig has the
-        # fields make_optimizer reads: lr, betas, eps, weight_decay).
+        # fields make_optimizer reads: lr, betas, eps, weight_decay), clipped by clip_grad_norm.
         self.optimizer = make_optimizer(self.model, run.cfg)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                          else contextlib.nullcontext())
+        self.ckpt = Checkpointer(run.rundir, run.config, keep=1)
 
     def train_step(self, batch: dict[str, np.ndarray], lr: float, step: int) -> float:
         # This step's dropout masks come from (seed, step): a resumed run draws the same ones.
@@ -70,14 +72,16 @@ class TorchTwin:
         return {k: v.detach().cpu().float().numpy() for k, v in self.model.hf_state_dict().items()}
 
     def save(self, step: int, extra: dict[str, Any]) -> None:
-        save_checkpoint(self.run.rundir, step, self.model, self.optimizer, extra, keep=1)
+        self.ckpt.save(step, self.model, self.optimizer, extra)
 
     def restore(self) -> dict[str, Any]:
-        ckpt = latest_checkpoint(self.run.rundir)
-        if ckpt is None:
+        if self.ckpt.latest_step() is None:
             raise UserError(f"--resume: {self.run.rundir}/checkpoints has no checkpoint; start "
                             f"again with --overwrite")
-        return load_checkpoint(ckpt, self.model, self.optimizer)
+        return self.ckpt.restore(self.model, self.optimizer)
+
+    def close(self) -> None:
+        self.ckpt.close()
 
 
 def predict_logits(model: BertForSequenceClassification, batch: dict[str, np.ndarray],
@@ -98,13 +102,17 @@ def load_classifier(clf: Classifier, device: torch.device) -> BertForSequenceCla
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = classify.parser("torch").parse_args(argv)
-    keep_freed_memory()     # before torch's threads start: bertcore/malloc.py
+    configure_process()     # before torch starts its threads
     device = pick_device("auto")
     if args.cmd == "train":
         run = ClassifyRun(args, "torch")
         state = None if run.resume else run.initial_state(pretrained_weights(run.src))
         torch.manual_seed(run.cfg.seed)
-        fit(run, TorchTwin(run, state, device))
+        twin = TorchTwin(run, state, device)
+        try:
+            fit(run, twin)
+        finally:
+            twin.close()
         return 0
     clf = open_classifier(args.model)
     model = load_classifier(clf, device)

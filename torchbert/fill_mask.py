@@ -15,7 +15,7 @@ from bertcore import fillmask
 from bertcore.errors import UserError, cli_entry
 from bertcore.modeldir import ModelDir
 
-from .checkpoint import latest_checkpoint, load_checkpoint
+from .checkpoint import latest_step, restore_params
 from .model import BertForPreTraining
 
 
@@ -25,12 +25,11 @@ def load_model(md: ModelDir) -> BertForPreTraining:
     if md.framework != "torch":
         raise UserError(f"{md.path} is a {md.framework}bert run; use python -m "
                         f"{md.framework}bert.fill_mask, or convert it with python -m parity.convert")
-    ckpt = latest_checkpoint(md.path)
-    if ckpt is None:
+    if latest_step(md.path) is None:
         raise UserError(f"{md.path} has no checkpoint yet; train it first (python -m "
                         f"torchbert.train --out {md.path})")
     model = BertForPreTraining(md.trained_config)
-    load_checkpoint(ckpt, model)
+    model.load_hf_state_dict(restore_params(md.path), source=str(md.path))
     return model
 
 

@@ -9,10 +9,9 @@ import numpy as np
 
 from bertcore.errors import UserError
 from bertcore.init_from import InitSource
-from bertcore.rundir import read_run
 
-from .checkpoint import latest_checkpoint, load_checkpoint
-from .model import BertForPreTraining, _as_numpy, read_hf_weights
+from .checkpoint import latest_step, restore_params
+from .model import _as_numpy, read_hf_weights
 
 
 def pretrained_weights(src: InitSource) -> dict[str, np.ndarray]:
@@ -21,9 +20,6 @@ def pretrained_weights(src: InitSource) -> dict[str, np.ndarray]:
     if src.kind == "hf":
         state, _ = read_hf_weights(src.path)
         return {k: _as_numpy(v) for k, v in state.items()}
-    ckpt = latest_checkpoint(src.path)
-    if ckpt is None:
+    if latest_step(src.path) is None:
         raise UserError(f"--init-from {src.path} has no checkpoint yet; pretrain it first")
-    model = BertForPreTraining(read_run(src.path).trained_config)
-    load_checkpoint(ckpt, model)           # checks the files, config, names and shapes
-    return {k: v.detach().numpy() for k, v in model.hf_state_dict().items()}
+    return restore_params(src.path)     # checks the files, config, names and shapes

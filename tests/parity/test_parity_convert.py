@@ -17,7 +17,7 @@ from helpers import assert_one_line_error, run_cli
 from bertcore.hf import flax_to_hf
 from bertcore.rundir import read_run
 from jaxbert.checkpoint import key_to_list
-from jaxbert.train import seed_keys
+from jaxbert.step import seed_keys
 from parity import convert as C
 from parity import thresholds as T
 from parity.jax_state import adam_state, opt_nodes, read_jax
@@ -51,7 +51,7 @@ def quiet(*_):
 def restore_jax(rundir: Path):
     run = read_run(rundir)
     from jaxbert.checkpoint import Checkpointer
-    from jaxbert.train import abstract_state
+    from jaxbert.step import abstract_state
     with Checkpointer(rundir, run.trained_config) as ckpt:
         return ckpt.restore(abstract_state(run.trained_config, run.train))
 
