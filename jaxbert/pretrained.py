@@ -22,7 +22,7 @@ def pretrained_weights(src: InitSource) -> dict[str, np.ndarray]:
         if found is None:
             raise UserError(f"{src.path} has no model.safetensors; convert its pytorch_model.bin "
                             f"(e.g. load and re-save it with torchbert or transformers)")
-        return found[0]
+        return src.used(found[0])
     if latest_step(src.path) is None:
         raise UserError(f"--init-from {src.path} has no checkpoint yet; pretrain it first")
     return restore_params(src.path)     # checks config, structure and shapes

@@ -19,7 +19,7 @@ def pretrained_weights(src: InitSource) -> dict[str, np.ndarray]:
     pytorch_model.bin, read with weights_only=True) or this twin's latest pretraining checkpoint."""
     if src.kind == "hf":
         state, _ = read_hf_weights(src.path)
-        return {k: _as_numpy(v) for k, v in state.items()}
+        return src.used({k: _as_numpy(v) for k, v in state.items()})
     if latest_step(src.path) is None:
         raise UserError(f"--init-from {src.path} has no checkpoint yet; pretrain it first")
     return restore_params(src.path)     # checks the files, config, names and shapes
