@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import BertConfig, TrainConfig
-from .errors import UserError, hold_lock, release_lock, write_text_atomic
+from .errors import UserError
+from .files import hold_lock, release_lock, write_text_atomic
 from .metrics import read_metrics
 
 

@@ -36,7 +36,7 @@ from bertcore.config import BertConfig
 from bertcore.errors import UserError
 from bertcore.hf import flax_to_hf
 from bertcore.rundir import read_run
-from bertcore.stopping import os_error_in
+from bertcore.files import os_error_in
 
 from .step import abstract_state
 

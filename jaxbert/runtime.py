@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from bertcore.cli import resolve_dtype
 from bertcore.malloc import keep_freed_memory
-from bertcore.shards import cache_root
+from bertcore.files import cache_root
 
 from .cpu import apply_cpu_settings
 
