@@ -95,8 +95,11 @@ class Result:
 def pretrain(run: Run, twin: Twin, stopper: Stopper, *, start: int,
              batch_state: dict | None, eval_set: list[dict] | None, eval_every: int,
              stop_after: int | None, argv: list[str]) -> Result:
-    """Train from optimizer step `start` to the run's last step (or until a stop), writing logs,
-    checkpoints and evaluations on the run's cadence; then export, summarise and say so."""
+    """Train from optimizer step `start` (0, or the resumed checkpoint's) to the run's last step
+    or until a stop, writing logs, checkpoints and evaluations on the run's cadence; then export,
+    summarise and say so. `stopper` is already catching signals (bertcore.stopping.run_train
+    installs it before the set-up writes anything); `argv` is the command's own flags, for the
+    resume command a stopped run prints."""
     cfg = run.train_config
     lr_at = make_schedule(cfg, run.model_config.hidden_size)
     # The next batches are drawn and placed on the devices on a background thread
@@ -121,9 +124,9 @@ def pretrain(run: Run, twin: Twin, stopper: Stopper, *, start: int,
                                 twin.checkpoint_path(good) if good is not None else None
                                 ) from None
 
-    stopper.install()
     try:
         run.start(start)
+        stopper.begin()
         t0 = time.perf_counter()
         step = start
         last = min(cfg.steps, stop_after or cfg.steps)
@@ -183,5 +186,4 @@ def pretrain(run: Run, twin: Twin, stopper: Stopper, *, start: int,
                   f"{run.rundir}/ (metrics.jsonl, summary.json, loss.png, checkpoints/, hf/)")
         return Result(summary, step, stopper.exit_code, stopper.reason)
     finally:
-        batches.close()
-        stopper.uninstall()
+        batches.close()   # also when a step raised: the prefetch thread ends with the loop

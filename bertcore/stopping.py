@@ -4,6 +4,8 @@ Both twins' loops use one `Stopper`:
 
     stopper = Stopper.from_args(args)      # --stop-signals, --time-budget
     stopper.install()                      # handlers set a flag; nothing else happens in them
+    ...set-up: configs, data, RUNDIR...    # a signal here stops the run after its first step
+    stopper.begin()                        # steps are timed from here
     for step in ...:
         ...one optimizer step...
         if stopper.poll():                 # a signal came, or the budget is nearly spent
@@ -127,13 +129,26 @@ class Stopper:
             return self
         for s in self.signals:
             self._old[s] = signal.signal(s, self._handle)
-        self._t_poll = time.time()
         return self
 
     def uninstall(self) -> None:
-        for s, old in self._old.items():
-            signal.signal(s, old)
-        self._old.clear()
+        for s in list(self._old):
+            self.release(s)
+
+    def release(self, signum: signal.Signals) -> None:
+        """Stop catching `signum` and put back the handler it replaced (jaxbert hands SIGTERM to
+        JAX's preemption service: released before jax.distributed starts, which then installs
+        its own handler at the C level, where Python's `signal` cannot see it)."""
+        old = self._old.pop(signum, None)
+        if old is not None:
+            signal.signal(signum, old)
+        if signum in self.signals:
+            self.signals.remove(signum)
+
+    def begin(self) -> None:
+        """The first step starts now: the budget's step timing counts from here, not from the
+        set-up before it."""
+        self._t_poll = time.time()
 
     def _handle(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGINT and self.signum is not None:
@@ -247,17 +262,18 @@ def resume_command(prog: str, argv: list[str], rundir: str | os.PathLike) -> str
     return f"{prog} {shlex.join(out + ['--resume'])}"
 
 
-def run_train(train: Callable[[Any], Any], args: Any, argv: list[str] | None) -> int:
-    """Both twins' `main`: run `train(args)` and turn its outcome into the exit code: 0 (done, or
-    --time-budget reached), 75 (stopped by a signal, with a checkpoint), 74 (a checkpoint could
-    not be written), 130 (a second Ctrl-C); the signal handlers are removed whatever happens."""
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+def run_train(train: Callable[[Any, list[str], Stopper], Any], args: Any,
+              argv: list[str] | None) -> int:
+    """Both twins' `main`: catch the stop signals before anything is written, run
+    `train(args, argv, stopper)` (which returns bertcore.loop's Result) and turn its outcome into
+    the exit code: 0 (done, or --time-budget reached), 75 (stopped by a signal, with a
+    checkpoint), 74 (a checkpoint could not be written), 130 (a second Ctrl-C); the signal
+    handlers are removed whatever happens."""
+    stopper = Stopper.from_args(args).install()
     try:
-        train(args)
+        return train(args, list(sys.argv[1:] if argv is None else argv), stopper).exit_code
     except CheckpointWriteError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     finally:
-        if getattr(args, "stopper", None) is not None:
-            args.stopper.uninstall()
-    return args.exit_code
+        stopper.uninstall()

@@ -1,18 +1,18 @@
 """Pretrain BERT with PyTorch: `python -m torchbert.train` (single process, CPU or GPU) or
 `torchrun --nproc-per-node K -m torchbert.train ...` (DistributedDataParallel).
 
-The command line and the loop; nothing imports this module. The loop is deliberately plain:
-    next batch -> train_step (step.py: forward, loss, backward, clip, AdamW) -> log / checkpoint.
-The optimizer is optim.py's, the ranks parallel.py's, the device and process settings
-runtime.py's, the checkpoints checkpoint.py's. Everything that is not PyTorch (configs, data,
-RUNDIR, metrics, plots) is bertcore's.
+The command line and the run's set-up; nothing imports this module. The loop is bertcore.loop's
+`pretrain`, shared with jaxbert: this file fills its hooks (`TorchTwin`): one step
+(step.py: forward, loss, backward, clip, AdamW), the metrics all-reduce, evaluation and
+checkpoints. The optimizer is optim.py's, the ranks parallel.py's, the device and process
+settings runtime.py's, the checkpoints checkpoint.py's. Everything that is not PyTorch
+(configs, data, RUNDIR, metrics, plots, the loop) is bertcore's.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import time
 from typing import Any
 
 import torch
@@ -21,12 +21,10 @@ import torch.distributed as dist
 from bertcore.batches import step_seed
 from bertcore.cli import resolve_dtype, resolve_pad_vocab, train_parser
 from bertcore.errors import UserError, cli_entry
-from bertcore.prefetch import Prefetch
+from bertcore.loop import Result, Twin, pretrain
 from bertcore.run import Run, setup_run
-from bertcore.files import os_error_in, warn_if_low_space, write_failure
-from bertcore.stopping import Stopper, resume_command, run_train
 from bertcore.rundir import trained_model_config
-from bertcore.schedule import make_schedule
+from bertcore.stopping import Stopper, run_train
 
 from . import parallel       # parallel.global_metrics: the loop's one host sync, counted by tests
 from .checkpoint import Checkpointer
@@ -49,7 +47,64 @@ def parse_args(argv: list[str] | None = None):
     return p.parse_args(argv)
 
 
-def train(args) -> dict[str, Any]:
+class TorchTwin(Twin):
+    """What bertcore.loop.pretrain asks of PyTorch: the step, the metrics all-reduce, eval and
+    checkpoints. The loop itself (cadence, stopping, logging, the end of a run) is bertcore's."""
+
+    def __init__(self, net, model, optimizer, ckpt: Checkpointer, cfg, device, dtype: str,
+                 rank: int, world: int, extra: dict[str, Any]):
+        self.net, self.model, self.optimizer, self.ckpt = net, model, optimizer, ckpt
+        self.cfg, self.device, self.dtype, self.extra = cfg, device, dtype, extra
+        self.rank, self.world = rank, world
+        self.prog = (f"torchrun --nproc-per-node {world} -m torchbert.train" if world > 1
+                     else "python -m torchbert.train")
+        # model + AdamW's two moments, fp32
+        self.checkpoint_bytes = 3 * sum(p.numel() * p.element_size() for p in model.parameters())
+
+    def put_batch(self, batch):
+        return to_device(batch, self.device)   # pinned memory, a non-blocking copy on a GPU
+
+    def step(self, step, batch, lr):
+        # torch keeps no dropout key: its generator is reseeded from (seed, step, rank) every
+        # step, the mirror of jaxbert's fold_in of the step into its dropout key.
+        torch.manual_seed(step_seed(self.cfg.seed, step, self.rank))
+        return train_step(self.net, self.optimizer, batch, lr, self.cfg, self.device, self.world,
+                          self.dtype)
+
+    def host_metrics(self, metrics, want_stop):
+        if self.world > 1:
+            # Each rank's stop flag rides in the metrics all-reduce: the sum counts the ranks
+            # that want to stop, and every rank reads it (no collective of its own).
+            metrics["stop_requests"] = torch.tensor(float(want_stop), device=self.device)
+        row = parallel.global_metrics(metrics, self.world)
+        return row, (row.pop("stop_requests") > 0 if self.world > 1 else want_stop)
+
+    def evaluate(self, batches):
+        return evaluate(self.model, batches, self.cfg, self.device, self.dtype)
+
+    def latest_step(self):
+        return self.ckpt.latest_step()
+
+    def checkpoint_path(self, step):
+        return self.ckpt.path(step)
+
+    def save(self, step, extra):
+        # No RNG state to save: dropout is reseeded from (seed, step, rank) every step.
+        if self.rank == 0:
+            self.ckpt.save(step, self.model, self.optimizer, extra)
+
+    def abandon_save(self):
+        self.ckpt.abandon()   # no space, permissions, I/O: the temp dir is already gone
+
+    def finish(self):
+        self.ckpt.close()
+        params = {k: v.detach().cpu().numpy() for k, v in self.model.hf_state_dict().items()}
+        return params, {"parameters": self.model.num_parameters(), **self.extra,
+                        "peak_device_memory_mb": peak_device_memory_mb(self.device),
+                        "torch_version": torch.__version__}
+
+
+def train(args, argv: list[str], stopper: Stopper) -> Result:
     device = pick_device(args.device)
     rank, world = init_distributed(device)
     if device.type == "cuda" and world > 1:
@@ -78,115 +133,33 @@ def train(args) -> dict[str, Any]:
         model.gradient_checkpointing_enable()
     dtype = resolve_dtype(args.dtype, accelerator=device.type == "cuda")
     optimizer = make_optimizer(model, cfg)
-    lr_at = make_schedule(cfg, mcfg.hidden_size)
 
     ckpt = Checkpointer(run.rundir, mcfg, keep=cfg.keep_checkpoints)
     start, batch_state = 0, None
     if args.resume:
         if ckpt.latest_step() is None:
             raise UserError(f"--resume: {run.checkpoint_dir} has no checkpoint; drop --resume "
-                            f"(with --overwrite) to start the run again")
+                            f"to start the run again")
         extra = ckpt.restore(model, optimizer)
         start, batch_state = int(extra["step"]), extra["batches"]
         run.note(f"resumed from {ckpt.path(start)} at step {start}")
     eval_set = run.eval_batches(args.eval_data, args.eval_batches)
-    last_eval: dict[str, Any] | None = None
-    # The next batches are drawn, pinned and copied on a background thread (bertcore.prefetch).
-    batches = Prefetch(run.batches(rank, world, batch_state), lambda b: to_device(b, device))
 
     net = model
     if args.compile:
         net = torch.compile(net)
     net = wrap_ddp(net, cfg, device, world)
     net.train()
-
-    ckpt_bytes = None
-
-    def checkpoint(step: int) -> None:
-        # No RNG state to save: dropout is reseeded from (seed, step, rank) every step.
-        nonlocal ckpt_bytes
-        if rank != 0:
-            return
-        if ckpt_bytes is None:   # model + AdamW's two moments, fp32
-            ckpt_bytes = 3 * sum(p.numel() * p.element_size() for p in model.parameters())
-        warn_if_low_space(run.checkpoint_dir, ckpt_bytes, run.note)
-        good = ckpt.latest_step()
-        try:
-            stopper.timed_checkpoint(lambda: ckpt.save(
-                step, model, optimizer, {"step": step, "batches": batches.state()}))
-        except Exception as e:   # OSError, or safetensors' SafetensorError naming one
-            err = os_error_in(e)
-            if err is None:
-                raise                # not a failed write: a bug, keep the traceback
-            ckpt.abandon()           # no space, permissions, I/O: the temp dir is already gone
-            raise write_failure(err, ckpt.path(step), ckpt_bytes,
-                                ckpt.path(good) if good is not None else None) from None
-
-    # SIGTERM/SIGINT/SIGUSR1 and --time-budget end the run after a step, with a checkpoint.
-    stopper = args.stopper = Stopper.from_args(args).install()
-    run.start(start)
-    t0 = time.perf_counter()
-    step = start
-    metrics: dict[str, torch.Tensor] = {}
-    last = min(cfg.steps, args.stop_after or cfg.steps)
-    for step in range(start + 1, last + 1):
-        batch = next(batches)
-        torch.manual_seed(step_seed(cfg.seed, step, rank))  # this step's dropout masks
-        lr = float(lr_at(step - 1))
-        metrics = train_step(net, optimizer, batch, lr, cfg, device, world, dtype)
-        # One process decides alone, every step; several ranks combine their flags in the
-        # metrics all-reduce below (log and checkpoint steps only: no extra sync per step),
-        # so they all stop at the same step.
-        want_stop = stopper.poll()
-        stop = want_stop and world == 1
-        log_now = step % cfg.log_every == 0 or step == last or stop
-        save_now = step % cfg.checkpoint_every == 0 or step == last or stop
-        if log_now or save_now:
-            # The only host sync of the loop: the metrics, summed over ranks, so every rank
-            # reads the same numbers and a diverged run stops on all ranks at the same step
-            # (run.log and run.guard raise on each), never one rank alone.
-            if world > 1:
-                # Each rank's stop flag rides in the same all-reduce: the sum counts the ranks
-                # that want to stop, and every rank reads it (no collective of its own).
-                metrics["stop_requests"] = torch.tensor(float(want_stop), device=device)
-            row = parallel.global_metrics(metrics, world)
-            stop = row.pop("stop_requests") > 0 if world > 1 else want_stop
-            stopper.agreed(stop)
-            if log_now or stop:
-                run.log(step, {**row, "learning_rate": lr})
-            if save_now or stop:
-                run.guard(step, row["loss"])  # never checkpoint a diverged model
-                checkpoint(step)
-        if eval_set and run.eval_due(step, last, args.eval_every):
-            last_eval = evaluate(model, eval_set, cfg, device, dtype)
-            run.log_eval(step, last_eval)
-        if stop:
-            break
-    if step == last:
-        stopper.clear()     # a stop asked for at the very last step: the run is done anyway
-    batches.close()
-    ckpt.close()
-    seconds = time.perf_counter() - t0
-    run.export_hf({k: v.detach().cpu().numpy() for k, v in model.hf_state_dict().items()})
-    summary = run.finish({"parameters": model.num_parameters(), "device": str(device),
-                          "dtype": dtype, "remat": args.remat, "pad_vocab": pad_vocab,
-                          "eval": last_eval,
-                          "peak_device_memory_mb": peak_device_memory_mb(device),
-                          "world_size": world, "train_seconds": seconds,
-                          "stopped": stopper.reason,
-                          "torch_version": torch.__version__})
-    if rank == 0 and stopper.stopped:
-        prog = (f"torchrun --nproc-per-node {world} -m torchbert.train" if world > 1
-                else "python -m torchbert.train")
-        print(stopper.line(step, ckpt.path(ckpt.latest_step()),
-                           resume_command(prog, args.argv, run.rundir)), flush=True)
-    elif rank == 0:
-        print(f"done: {step} steps in {seconds:.0f}s; run files in {run.rundir}/ "
-              f"(metrics.jsonl, summary.json, loss.png, checkpoints/, hf/)")
-    args.exit_code = stopper.exit_code
-    if world > 1:
-        dist.destroy_process_group()
-    return summary
+    twin = TorchTwin(net, model, optimizer, ckpt, cfg, device, dtype, rank, world,
+                     {"device": str(device), "dtype": dtype, "remat": args.remat,
+                      "pad_vocab": pad_vocab, "world_size": world})
+    try:
+        return pretrain(run, twin, stopper, start=start, batch_state=batch_state,
+                        eval_set=eval_set, eval_every=args.eval_every,
+                        stop_after=args.stop_after, argv=argv)
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
 
 
 @cli_entry
