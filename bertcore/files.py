@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import UserError, at_command_end
+from bertcore.errors import UserError, at_command_end
 
 try:
     import fcntl
@@ -245,7 +245,7 @@ def warn_if_low_space(path: str | os.PathLike, needed: int, note: Callable[[str]
 class CheckpointWriteError(UserError):
     """A checkpoint could not be written (disk full, permissions, I/O error)."""
 
-    exit_code = 74   # EX_IOERR; bertcore.stopping lists every exit code of a run
+    exit_code = 74   # EX_IOERR; bertcore.train.stopping lists every exit code of a run
 
 
 # The errors a failed write reports that `write_failure` gives advice for.

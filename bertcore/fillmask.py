@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
-from .modeldir import ModelDir
-from .modeldir import open_model_dir as _open
-from .tokenizer import WordPiece
+from bertcore.errors import UserError
+from bertcore.modeldir import ModelDir
+from bertcore.modeldir import open_model_dir as _open
+from bertcore.data.tokenizer import WordPiece
 
 
 def parser(prog: str) -> argparse.ArgumentParser:

@@ -36,8 +36,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from .config import BertConfig
-from .errors import UserError
+from bertcore.config import BertConfig
+from bertcore.errors import UserError
 
 # ---- the table -------------------------------------------------------------------------------
 # (module name in Hugging Face's BertForPreTraining, kind). "{i}" is a layer index. The Flax path

@@ -2,10 +2,10 @@
 model path (both twins' fill_mask, `--init-from` in train and classify, classify evaluate and
 predict, parity.convert). Its four layouts:
 
-    pretraining-run  a torchbert or jaxbert RUNDIR (bertcore.run): run.json, config.json,
+    pretraining-run  a torchbert or jaxbert RUNDIR (bertcore.train.run): run.json, config.json,
                      train_config.json, tokenizer/, checkpoints/ in the twin's own format, and
                      hf/ (its weights as a Hugging Face directory) once the run has ended
-    classify-run     a `classify train` RUNDIR (bertcore.classify): classify_config.json,
+    classify-run     a `classify train` RUNDIR (bertcore.classify.cli): classify_config.json,
                      config.json with id2label, tokenizer/, run.json, and best/ (an
                      hf-classifier directory) once an epoch has ended
     hf               a Hugging Face BERT directory: config.json beside model.safetensors (or the
@@ -25,11 +25,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import BertConfig
-from .errors import UserError
-from .hf import safetensors_files
-from .rundir import RunFiles, read_run
-from .tokenizer import WordPiece, load_tokenizer
+from bertcore.config import BertConfig
+from bertcore.errors import UserError
+from bertcore.hf import safetensors_files
+from bertcore.train.rundir import RunFiles, read_run
+from bertcore.data.tokenizer import WordPiece, load_tokenizer
 
 LAYOUTS = ("pretraining-run", "classify-run", "hf", "hf-classifier")
 # What a pretraining RUNDIR and a classify RUNDIR hold that nothing else does.

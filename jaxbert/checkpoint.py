@@ -35,7 +35,7 @@ import orbax.checkpoint as ocp
 from bertcore.config import BertConfig
 from bertcore.errors import UserError
 from bertcore.hf import flax_to_hf
-from bertcore.rundir import read_run
+from bertcore.train.rundir import read_run
 from bertcore.files import os_error_in
 
 from .step import abstract_state

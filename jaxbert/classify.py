@@ -2,7 +2,7 @@
 classification with JAX/Flax (the twin of torchbert/classify.py).
 
 Flags, data, batches, the epoch loop, metrics, best/ and the RUNDIR are bertcore's
-(bertcore.classify, classify_data, classify_run), shared with torchbert; this file holds what is
+(bertcore.classify.cli, classify_data, classify_run), shared with torchbert; this file holds what is
 JAX: reading the pretrained weights, one jitted AdamW step (optax), jitted logits, and jaxbert's
 orbax checkpoints for --resume. The model is jaxbert/classifier.py.
 """
@@ -18,9 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bertcore import classify
-from bertcore.classify_data import Classifier, open_classifier
-from bertcore.classify_run import ClassifyRun, fit
+from bertcore.classify import cli as classify
+from bertcore.classify.data import Classifier, open_classifier
+from bertcore.classify.run import ClassifyRun, fit
 from bertcore.errors import UserError, cli_entry
 from bertcore.hf import classifier_flax_to_hf, classifier_hf_to_flax, classifier_param_table
 
@@ -58,7 +58,7 @@ def logits_fn(model):
 
 
 class JaxTwin:
-    """The JAX half of bertcore.classify_run.fit (its `Twin` protocol)."""
+    """The JAX half of bertcore.classify.run.fit (its `Twin` protocol)."""
 
     def __init__(self, run: ClassifyRun, state: dict[str, np.ndarray] | None):
         self.run, n = run, len(run.labels)

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from bertcore.config import TrainConfig, weight_decay_applies
-from bertcore.schedule import make_schedule
+from bertcore.train.schedule import make_schedule
 
 
 def decay_mask(params) -> Any:

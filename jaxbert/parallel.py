@@ -7,7 +7,7 @@
     sharded  jax.jit with the batch laid out over a 1-D Mesh("data") by a NamedSharding, the
              modern path: XLA inserts the gradient all-reduce itself
 
-Each process reads its own rows of every global batch (bertcore.batches). (The twin of
+Each process reads its own rows of every global batch (bertcore.data.batches). (The twin of
 torchbert/parallel.py, one process per rank under torchrun.)
 """
 
@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from bertcore.batches import split_micro_batches
+from bertcore.data.batches import split_micro_batches
 from bertcore.config import TrainConfig
 from bertcore.errors import UserError
 

@@ -1,5 +1,5 @@
 """`--init-from`: the weights a jaxbert run (pretraining or fine-tuning) starts from, as
-HF-named numpy arrays. Which path is what is bertcore.init_from's (shared with torchbert); reading
+HF-named numpy arrays. Which path is what is bertcore.train.init_from's (shared with torchbert); reading
 the weights is the twin's: a Hugging Face directory, or this twin's own pretraining checkpoint.
 (The twin of torchbert/pretrained.py.)"""
 
@@ -9,7 +9,7 @@ import numpy as np
 
 from bertcore.errors import UserError
 from bertcore.hf import read_hf_safetensors
-from bertcore.init_from import InitSource
+from bertcore.train.init_from import InitSource
 
 from .checkpoint import latest_step, restore_params
 

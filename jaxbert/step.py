@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from bertcore import evaluation
+from bertcore.train import evaluation
 from bertcore.config import BertConfig, TrainConfig
 
 from .model import init_params, pretraining_loss
@@ -38,7 +38,7 @@ def create_state(params, tx: optax.GradientTransformation) -> TrainState:
 
 def seed_keys(seed: int) -> tuple[jax.Array, jax.Array]:
     """(init key, dropout key) of a run: the only place a jaxbert run's keys come from its seed
-    (torch has no key: it reseeds per step from bertcore.batches.step_seed)."""
+    (torch has no key: it reseeds per step from bertcore.data.batches.step_seed)."""
     init_key, dropout_key = jax.random.split(jax.random.PRNGKey(seed))
     return init_key, dropout_key
 
@@ -99,7 +99,7 @@ def train_step(state: TrainState, batch: dict, dropout_key: jax.Array, *, model,
 
 
 def eval_step(params, batch: dict, mlm_den, nsp_den, *, model, cfg) -> dict:
-    """Metrics of one fixed eval batch (bertcore.evaluation), dropout off; the denominators
+    """Metrics of one fixed eval batch (bertcore.train.evaluation), dropout off; the denominators
     are the totals over all eval batches, so the batches' metrics add up. Pure: jit it."""
     mlm_logits, nsp_logits = model.apply(
         {"params": params}, batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],

@@ -1,7 +1,7 @@
 """Pretrain BERT with JAX/Flax: `python -m jaxbert.train`, on CPU, GPU or TPU.
 
 The twin of torchbert/train.py: the command line and the run's set-up; nothing imports this
-module. The loop is bertcore.loop's `pretrain`, shared with torchbert: this file fills its hooks
+module. The loop is bertcore.train.loop's `pretrain`, shared with torchbert: this file fills its hooks
 (`JaxTwin`). The heart is step.py's pure function
 
     train_step(state, batch, dropout_key) -> (state, metrics)
@@ -25,13 +25,13 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from bertcore.cli import resolve_dtype, resolve_pad_vocab, train_parser
+from bertcore.train.cli import resolve_dtype, resolve_pad_vocab, train_parser
 from bertcore.errors import UserError, cli_entry
 from bertcore.hf import flax_to_hf
-from bertcore.loop import Result, Twin, pretrain
-from bertcore.run import Run, setup_run
-from bertcore.rundir import trained_model_config
-from bertcore.stopping import Stopper, run_train
+from bertcore.train.loop import Result, Twin, pretrain
+from bertcore.train.run import Run, setup_run
+from bertcore.train.rundir import trained_model_config
+from bertcore.train.stopping import Stopper, run_train
 
 from .checkpoint import Checkpointer, key_from_list, key_to_list
 from .model import BertForPreTraining, init_params, merge_hf_params
@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None):
 
 
 class JaxTwin(Twin):
-    """What bertcore.loop.pretrain asks of JAX: the compiled step on its layout, the global
+    """What bertcore.train.loop.pretrain asks of JAX: the compiled step on its layout, the global
     metrics (already summed over devices), eval and checkpoints. The loop itself (cadence,
     stopping, logging, the end of a run) is bertcore's."""
 

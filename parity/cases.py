@@ -18,15 +18,15 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from bertcore.batches import BatchIterator, step_seed
+from bertcore.data.batches import BatchIterator, step_seed
 from bertcore.config import BertConfig, TrainConfig
 from bertcore.errors import UserError
 from bertcore.hf import hf_to_flax
-from bertcore.prepare import prepare
-from bertcore.rundir import trained_model_config
-from bertcore.schedule import make_schedule
-from bertcore.shards import Shards
-from bertcore.tokenizer import train_tokenizer
+from bertcore.data.prepare import prepare
+from bertcore.train.rundir import trained_model_config
+from bertcore.train.schedule import make_schedule
+from bertcore.data.shards import Shards
+from bertcore.data.tokenizer import train_tokenizer
 
 CPU = torch.device("cpu")
 PRESETS = {  # batch shapes per preset: quick on a 2-core CPU, big enough to mean something

@@ -16,7 +16,7 @@ from typing import Callable
 
 from bertcore.errors import UserError, cli_entry
 from bertcore.files import atomic_path, check_apart
-from bertcore.rundir import FRAMEWORKS, RunDir, RunFiles, copy_tree
+from bertcore.train.rundir import FRAMEWORKS, RunDir, RunFiles, copy_tree
 
 from .state import (TrainingState, detect_source, is_classifier_source, read_hf, write_hf,
                     write_hf_classifier)

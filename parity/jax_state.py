@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bertcore.hf import fail_names, flatten, flax_to_hf, hf_to_flax, unflatten
-from bertcore.rundir import RunFiles
+from bertcore.train.rundir import RunFiles
 from jaxbert.checkpoint import Checkpointer, key_to_list
 from jaxbert.optim import make_optimizer
 from jaxbert.step import TrainState, abstract_state, seed_keys

@@ -16,7 +16,7 @@ import torch
 
 from bertcore.config import BertConfig
 from bertcore.hf import flax_to_hf
-from bertcore.schedule import make_schedule
+from bertcore.train.schedule import make_schedule
 
 from . import thresholds as T
 from .cases import (CPU, Case, highest_precision, jax_params, jax_setup, torch_batch, torch_model,

@@ -122,7 +122,7 @@ def write_hf(out: Path, state: TrainingState, tokenizer: Path | None) -> None:
     save_hf_files(out, state.config, state.params, tokenizer)
 
 
-# ---- fine-tuned classifiers (bertcore.classify) ------------------------------------------------
+# ---- fine-tuned classifiers (bertcore.classify.cli) ------------------------------------------------
 # A classify RUNDIR keeps its best weights as a Hugging Face BertForSequenceClassification
 # directory (RUNDIR/best/), framework-free whichever twin trained it, so exporting one is reading
 # and rewriting that directory (checked by bertcore's one table), never a twin's checkpoint.
@@ -136,7 +136,7 @@ def is_classifier_source(src: Path) -> bool:
 def write_hf_classifier(src: Path, dst: Path) -> str:
     """DST: config.json (id2label, label2id, architectures) + model.safetensors + the tokenizer,
     loadable with transformers.BertForSequenceClassification.from_pretrained. Returns a line."""
-    from bertcore.classify_data import open_classifier, write_classifier_dir
+    from bertcore.classify.data import open_classifier, write_classifier_dir
 
     clf = open_classifier(src)          # checks names, shapes, labels and the vocabulary
     tokenizer = src / "tokenizer" if (src / "tokenizer").is_dir() else clf.path

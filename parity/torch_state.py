@@ -10,8 +10,8 @@ import torch
 
 from bertcore.errors import UserError
 from bertcore.hf import fail_names
-from bertcore.rundir import RunFiles
-from bertcore.schedule import make_schedule
+from bertcore.train.rundir import RunFiles
+from bertcore.train.schedule import make_schedule
 from torchbert.checkpoint import Checkpointer
 from torchbert.model import BertForPreTraining
 from torchbert.optim import make_optimizer

@@ -41,7 +41,7 @@ def cache_env(tmp_path, jax_compilation_cache) -> dict[str, str]:
 def shared_cache(tmp_path_factory) -> str:
     """One data cache (TWINBERT_CACHE) for tests that train on the same corpus with the same
     settings, shared by pytest-xdist's workers: the first run builds the tokenizer and shards,
-    the others wait for it (bertcore.run's cache lock) and reuse them."""
+    the others wait for it (bertcore.train.run's cache lock) and reuse them."""
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent   # this session's folder, above each worker's own

@@ -32,9 +32,9 @@ def synthetic_documents(n_docs: int, seed: int = 0, max_sents: int = 12) -> list
 
 def build_shards(tmp: Path, n_docs: int = 400, vocab_size: int = 120, seed: int = 0):
     """Train a tokenizer on synthetic documents and prepare shards; return (shards, tok)."""
-    from bertcore.prepare import prepare
-    from bertcore.shards import Shards
-    from bertcore.tokenizer import train_tokenizer
+    from bertcore.data.prepare import prepare
+    from bertcore.data.shards import Shards
+    from bertcore.data.tokenizer import train_tokenizer
 
     docs = synthetic_documents(n_docs, seed)
     tok = train_tokenizer(docs, vocab_size)
@@ -64,7 +64,7 @@ def padded_batch(shards, tok, batch_size: int, seq_len: int, max_predictions: in
     """The first batch, over seeds 0, 1, ..., that has a padded row, unused prediction slots and
     both NSP labels: the cases a real-batch comparison must cover (which seed gives them depends
     on the instance-building code, so it is searched, deterministically, not hard-coded)."""
-    from bertcore.batches import BatchIterator
+    from bertcore.data.batches import BatchIterator
     from bertcore.config import TrainConfig
 
     for seed in range(200):

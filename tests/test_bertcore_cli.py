@@ -18,9 +18,9 @@ def corpus(tmp_path_factory):
 
 
 def test_importing_bertcore_pulls_in_no_framework():
-    code = ("import sys, bertcore, bertcore.config, bertcore.tokenizer, bertcore.corpus, "
-            "bertcore.shards, bertcore.masking, bertcore.batches, bertcore.schedule, bertcore.run, "
-            "bertcore.cli, bertcore.data, bertcore.imdb; bad = [m for m in ('torch', 'jax', "
+    code = ("import sys, bertcore, bertcore.config, bertcore.data.tokenizer, bertcore.data.corpus, "
+            "bertcore.data.shards, bertcore.data.masking, bertcore.data.batches, bertcore.train.schedule, bertcore.train.run, "
+            "bertcore.train.cli, bertcore.data, bertcore.data.imdb; bad = [m for m in ('torch', 'jax', "
             "'flax', 'tensorflow') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -40,9 +40,9 @@ def test_train_tokenizer_then_prepare_then_show(corpus):
     # --seq-len built epoch 0's order where a default training run at that length opens it
     built = sorted((corpus / "data" / "epochs").glob("*-epoch0.npy"))
     assert len(built) == 1
-    from bertcore.batches import BatchIterator
+    from bertcore.data.batches import BatchIterator
     from bertcore.config import TrainConfig
-    from bertcore.shards import Shards
+    from bertcore.data.shards import Shards
     shards = Shards(corpus / "data")
     it = BatchIterator(shards, shards.tokenizer(), TrainConfig(batch_size=4, seq_len=64))
     assert it._epoch_file() == built[0]
@@ -88,7 +88,7 @@ def test_cli_errors_are_one_line(corpus, tmp_path):
     p = run_cli("-m", "bertcore.data", "show", str(tmp_path / "data"))
     assert p.returncode == 0, p.stderr
     code = ("import sys\nfrom bertcore.errors import cli_entry\n"
-            "from bertcore.shards import Shards\nfrom bertcore.tokenizer import load_tokenizer\n"
+            "from bertcore.data.shards import Shards\nfrom bertcore.data.tokenizer import load_tokenizer\n"
             f"sys.exit(cli_entry(lambda: Shards({str(tmp_path / 'data')!r}, "
             f"load_tokenizer({str(other)!r})))())")
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
@@ -96,7 +96,7 @@ def test_cli_errors_are_one_line(corpus, tmp_path):
 
 
 RESOLVE = ("import sys, types\n"
-           "from bertcore.run import resolve_data\n"
+           "from bertcore.train.run import resolve_data\n"
            "a = types.SimpleNamespace(data=None, tokenizer=None, corpus=sys.argv[1],\n"
            "                          vocab_size=300)\n"
            "tok, shards = resolve_data(a, progress=False, log=lambda m: print(m, flush=True))\n"
@@ -107,7 +107,7 @@ def test_runs_started_together_build_the_corpus_cache_once(tmp_path):
     """A second run on the same corpus (the other twin, say) waits for the first to build the
     cached tokenizer and shards, then uses them: one tokenizer, trained once."""
     from bertcore.files import file_lock
-    from bertcore.run import _corpus_key
+    from bertcore.train.run import _corpus_key
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(synthetic_documents(300)), encoding="utf-8")

@@ -1,4 +1,4 @@
-"""bertcore.classify_data / bertcore.classify: labelled readers, label map, truncation, hold-out,
+"""bertcore.classify.data / bertcore.classify.cli: labelled readers, label map, truncation, hold-out,
 batches, metrics, --init-from resolution and the classifier's starting weights. No framework."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import twin_classify_cases as cases
-from bertcore.classify import InitSource, initial_state, resolve_init
-from bertcore.classify_data import (Example, LabelMap, encode, epoch_order, eval_batches,
+from bertcore.classify.cli import InitSource, initial_state, resolve_init
+from bertcore.classify.data import (Example, LabelMap, encode, epoch_order, eval_batches,
                                     hold_out, read_examples, scores, train_batches)
 from bertcore.config import BertConfig
 from bertcore.errors import UserError

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from bertcore.batches import BatchIterator
-from bertcore.cli import resolve_dtype, resolve_pad_vocab, train_parser
+from bertcore.data.batches import BatchIterator
+from bertcore.train.cli import resolve_dtype, resolve_pad_vocab, train_parser
 from bertcore.config import BertConfig, TrainConfig
 from bertcore.hf import hf_to_flax
 from helpers import build_shards
@@ -202,7 +202,7 @@ def test_dtype_and_attention_dropout_flags():
     assert resolve_dtype("bf16", accelerator=False) == "bf16"
     assert compute_dtype("auto") == jnp.float32 and compute_dtype("bf16") == jnp.bfloat16
 
-    from bertcore.run import model_config_from_args
+    from bertcore.train.run import model_config_from_args
     args = argparse.Namespace(config=None, preset="tiny", layer_norm_position=None,
                               attention_dropout=0.0)
     assert model_config_from_args(args, 300).attention_probs_dropout_prob == 0.0

@@ -1,4 +1,4 @@
-"""Tests for bertcore.corpus (readers, sentences, the built-in corpus, the CLI) and bertcore.imdb
+"""Tests for bertcore.data.corpus (readers, sentences, the built-in corpus, the CLI) and bertcore.data.imdb
 (the IMDB download and safe extraction, and finding the reviews a --corpus path names).
 
 Nothing here touches the network: downloads go to an HTTP server on 127.0.0.1 in a thread.
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from bertcore import imdb
-from bertcore.corpus import builtin_documents, iter_documents, split_sentences
-from bertcore.imdb import download_imdb
+from bertcore.data import imdb
+from bertcore.data.corpus import builtin_documents, iter_documents, split_sentences
+from bertcore.data.imdb import download_imdb
 from bertcore.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,8 +163,8 @@ def test_cli_stats(tmp_path):
 
 
 def test_import_does_not_pull_in_torch_or_jax():
-    code = ("import sys, bertcore.imdb; assert 'bertcore.corpus' not in sys.modules; "
-            "import bertcore.corpus; bad = [m for m in ('torch', 'jax', 'flax') "
+    code = ("import sys, bertcore.data.imdb; assert 'bertcore.data.corpus' not in sys.modules; "
+            "import bertcore.data.corpus; bad = [m for m in ('torch', 'jax', 'flax') "
             "if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
 

@@ -10,14 +10,14 @@ import json
 import numpy as np
 import pytest
 
-from bertcore.batches import WINDOW, BatchIterator
+from bertcore.data.batches import WINDOW, BatchIterator
 from bertcore.config import TrainConfig
-from bertcore.corpus import iter_documents, split_sentences
+from bertcore.data.corpus import iter_documents, split_sentences
 from bertcore.errors import UserError
-from bertcore.instances import _Draws, _truncate, chunk_starts, create_instances, instance_rows
-from bertcore.prepare import prepare
-from bertcore.shards import Shards
-from bertcore.tokenizer import train_tokenizer
+from bertcore.data.instances import _Draws, _truncate, chunk_starts, create_instances, instance_rows
+from bertcore.data.prepare import prepare
+from bertcore.data.shards import Shards
+from bertcore.data.tokenizer import train_tokenizer
 from helpers import assert_one_line_error, run_cli, synthetic_documents
 
 
@@ -324,7 +324,7 @@ def test_epoch_cache_is_built_once_shared_and_pruned(data, tok, tmp_path, monkey
     assert [f.split("-")[1] for f in files] == ["epoch0.npy", "epoch1.npy"]
     assert not list(cache.glob(".*.tmp"))
     # Another rank, or a resume, opens the file: memory-mapped, read-only, no rebuild.
-    import bertcore.instances as inst
+    import bertcore.data.instances as inst
 
     monkeypatch.setattr(inst, "chunk_starts", lambda *a, **k: pytest.fail("rebuilt"))
     again = BatchIterator(data, tok, cfg, epoch_cache=cache, state=it.state())
@@ -343,7 +343,7 @@ def test_epoch_cache_is_built_once_shared_and_pruned(data, tok, tmp_path, monkey
 
 
 def test_read_only_data_dir_caches_under_the_cache_root(data, tok, tmp_path, monkeypatch):
-    import bertcore.batches as batches
+    import bertcore.data.batches as batches
 
     monkeypatch.setenv("TWINBERT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(batches.os, "access", lambda path, mode: False)   # root writes anyway

@@ -128,7 +128,7 @@ def test_learns_and_memorises_one_batch(tmp_path):
 
     import jax
 
-    from bertcore.batches import BatchIterator
+    from bertcore.data.batches import BatchIterator
     from bertcore.config import BertConfig, TrainConfig
     from jaxbert.model import BertForPreTraining, init_params
     from jaxbert.optim import make_optimizer
@@ -173,11 +173,11 @@ def test_learns_and_memorises_one_batch(tmp_path):
 _LAYOUT_PROBE = r"""
 import functools, json, sys
 import jax, numpy as np
-from bertcore.batches import BatchIterator
+from bertcore.data.batches import BatchIterator
 from bertcore.config import BertConfig, TrainConfig
-from bertcore.prefetch import Prefetch
-from bertcore.shards import Shards
-from bertcore.tokenizer import load_tokenizer
+from bertcore.data.prefetch import Prefetch
+from bertcore.data.shards import Shards
+from bertcore.data.tokenizer import load_tokenizer
 from jaxbert.model import BertForPreTraining, init_params
 from jaxbert.optim import make_optimizer
 from jaxbert.parallel import Layout

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from bertcore.batches import BatchIterator
+from bertcore.data.batches import BatchIterator
 from bertcore.config import TrainConfig
-from bertcore.masking import assemble, create_instances
+from bertcore.data.masking import assemble, create_instances
 from helpers import build_shards
 
 

@@ -1,4 +1,4 @@
-"""bertcore.baseline (the unigram baseline a run must beat) and bertcore.metrics' end-of-run
+"""bertcore.train.baseline (the unigram baseline a run must beat) and bertcore.train.metrics' end-of-run
 summary and loss.png: smoothed curves, baseline lines, eval rows as points."""
 
 import json
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertcore.baseline import CACHE_NAME, baseline_from_counts, unigram_baseline, unigram_counts
-from bertcore.metrics import (FILL_MASK_EXAMPLE, ema, learned, learned_lines, plot_metrics,
+from bertcore.train.baseline import CACHE_NAME, baseline_from_counts, unigram_baseline, unigram_counts
+from bertcore.train.metrics import (FILL_MASK_EXAMPLE, ema, learned, learned_lines, plot_metrics,
                               split_rows)
 
 
@@ -22,7 +22,7 @@ class FakeTokenizer:
 
 
 class FakeShards:
-    """What unigram_baseline reads of a bertcore.shards.Shards."""
+    """What unigram_baseline reads of a bertcore.data.shards.Shards."""
 
     def __init__(self, path: Path, tokens: np.ndarray, fingerprint: str = "f1"):
         self.path, self.tokens, self.vocab_size = path, tokens, 6
@@ -71,7 +71,7 @@ def test_baseline_of_a_read_only_or_empty_dir(tmp_path):
 def test_context_free_baseline_equals_brute_force():
     """The closed form equals the best slot-only predictor computed over every (shown, target)
     pair: 80% [MASK] (predict p), 10% a uniform random replaceable token, 10% the token."""
-    from bertcore.baseline import context_free
+    from bertcore.train.baseline import context_free
 
     rng = np.random.default_rng(1)
     p = rng.dirichlet(np.ones(7) * 0.5)

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 import twin_classify_cases as cases
-from bertcore.classify import resolve_init as classify_init
-from bertcore.classify_data import LabelMap, open_classifier, write_classifier_dir
+from bertcore.classify.cli import resolve_init as classify_init
+from bertcore.classify.data import LabelMap, open_classifier, write_classifier_dir
 from bertcore.config import BertConfig, TrainConfig
 from bertcore.errors import UserError
 from bertcore.fillmask import open_model_dir as fill_mask_model
 from bertcore.hf import classifier_param_table, fresh_params, hf_names, save_hf_files
-from bertcore.init_from import resolve_init
+from bertcore.train.init_from import resolve_init
 from bertcore.modeldir import LAYOUTS, layout_of, open_model_dir
 
 
@@ -37,13 +37,13 @@ def dirs(tmp_path_factory) -> dict[str, Path]:
     state = {p.hf_name: np.zeros(p.hf_shape, np.float32)
              for p in classifier_param_table(cfg, len(labels))}
     write_classifier_dir(root / "hf-classifier", cfg, labels, state, root / "tok")
-    run = root / "pretraining-run"                    # what bertcore.run writes, no checkpoint
+    run = root / "pretraining-run"                    # what bertcore.train.run writes, no checkpoint
     run.mkdir()
     (run / "run.json").write_text(json.dumps({"framework": "torch"}))
     cfg.to_json_file(run / "config.json")
     TrainConfig(dropout=False).to_json_file(run / "train_config.json")
     tok.save(run / "tokenizer")
-    cls = root / "classify-run"                       # what bertcore.classify_run writes
+    cls = root / "classify-run"                       # what bertcore.classify.run writes
     cls.mkdir()
     (cls / "run.json").write_text(json.dumps({"framework": "jax", "task": "classify"}))
     (cls / "classify_config.json").write_text(json.dumps({"max_len": 24}))

@@ -1,4 +1,4 @@
-"""RUNDIR's one owner (bertcore.rundir.RunDir) and what it guarantees at the command lines:
+"""RUNDIR's one owner (bertcore.train.rundir.RunDir) and what it guarantees at the command lines:
 nothing of the user's is deleted, a failed command leaves nothing that blocks the corrected one,
 one process writes a run at a time, no output is written over or into an input, and --resume
 refuses another model. The training cases run torchbert in-process (the twins share set-up)."""
@@ -17,7 +17,7 @@ import twin_train_cases as cases
 from bertcore.config import TrainConfig
 from bertcore.errors import UserError
 from bertcore.files import check_apart
-from bertcore.rundir import RunDir
+from bertcore.train.rundir import RunDir
 from helpers import ROOT, assert_one_line_error, run_cli
 
 TWIN = "torch"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from bertcore.config import TrainConfig
-from bertcore.schedule import make_schedule
+from bertcore.train.schedule import make_schedule
 
 
 def test_linear_warmup_and_decay():

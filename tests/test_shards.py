@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from bertcore.errors import UserError
-from bertcore.prepare import prepare
-from bertcore.shards import Shards
-from bertcore.tokenizer import train_tokenizer
+from bertcore.data.prepare import prepare
+from bertcore.data.shards import Shards
+from bertcore.data.tokenizer import train_tokenizer
 from helpers import synthetic_documents
 
 
@@ -18,7 +18,7 @@ def tok():
 
 
 def test_prepare_round_trips_sentences(tmp_path, tok):
-    from bertcore.corpus import split_sentences
+    from bertcore.data.corpus import split_sentences
 
     docs = synthetic_documents(50, seed=1) + ["   ", "Only one sentence here."]
     stats = prepare(docs, tok, tmp_path / "d", progress=False, chunk_documents=7)
@@ -89,8 +89,8 @@ def test_prepare_streams_in_bounded_memory(tmp_path, tok):
     code = r"""
 import resource, sys
 sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
-from bertcore.tokenizer import load_tokenizer
-from bertcore.prepare import prepare
+from bertcore.data.tokenizer import load_tokenizer
+from bertcore.data.prepare import prepare
 from helpers import synthetic_documents
 tok = load_tokenizer({tokdir!r})
 base = synthetic_documents(500, seed=2)
@@ -119,7 +119,7 @@ def test_an_old_format_is_not_prepared(tmp_path):
     rebuilds it (prepare replaces it atomically) instead of failing on the old format."""
     import json
 
-    from bertcore.shards import FORMAT, dir_is_prepared
+    from bertcore.data.shards import FORMAT, dir_is_prepared
     d = tmp_path / "d"
     d.mkdir()
     assert not dir_is_prepared(d)

@@ -1,4 +1,4 @@
-"""bertcore.stopping, and a checkpoint write that fails (disk full): bertcore.files' one-line
+"""bertcore.train.stopping, and a checkpoint write that fails (disk full): bertcore.files' one-line
 error and the twins' handling of it.
 
 The subprocess tests (SIGTERM mid-run then --resume, --time-budget) are in twin_train_cases.py,
@@ -14,7 +14,7 @@ import pytest
 import twin_train_cases as cases
 from bertcore.errors import UserError
 from bertcore.files import os_error_in, write_failure
-from bertcore.stopping import (EXIT_SIGNAL, EXIT_WRITE_FAILED, Stopper, parse_duration,
+from bertcore.train.stopping import (EXIT_SIGNAL, EXIT_WRITE_FAILED, Stopper, parse_duration,
                                parse_signals, resume_command)
 
 

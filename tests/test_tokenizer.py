@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bertcore.errors import UserError
-from bertcore.tokenizer import SPECIALS, load_tokenizer, train_tokenizer
+from bertcore.data.tokenizer import SPECIALS, load_tokenizer, train_tokenizer
 from helpers import synthetic_documents
 
 TEXTS = [
@@ -154,7 +154,7 @@ def random_ascii_texts(n, seed=0):
 def test_batch_ids_shortcut_gives_the_tokenizers_own_ids(tmp_path, lowercase):
     from tokenizers import AddedToken, normalizers
 
-    from bertcore.tokenizer import _ASCII_WORDS, BatchIds
+    from bertcore.data.tokenizer import _ASCII_WORDS, BatchIds
 
     docs = synthetic_documents(200) + TEXTS + [t.upper() for t in TEXTS]
     tok = train_tokenizer(docs, 400, lowercase=lowercase).tokenizer

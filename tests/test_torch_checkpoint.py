@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 
 import torchbert.checkpoint as ckpt
-from bertcore.batches import step_seed
+from bertcore.data.batches import step_seed
 from bertcore.config import BertConfig
 from bertcore.errors import UserError
 from torchbert.checkpoint import Checkpointer, latest_step

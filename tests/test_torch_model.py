@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import transformers
 from safetensors.torch import save_file
 
-from bertcore.batches import check_batch
+from bertcore.data.batches import check_batch
 from bertcore.config import BertConfig
 from bertcore.errors import UserError
 from helpers import build_shards, padded_batch

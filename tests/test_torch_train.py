@@ -83,7 +83,7 @@ def test_ddp_two_processes_equal_one_process(tmp_path, cache_env, nsp):
 
 
 def _direct_setup(tmp_path, **cfg):
-    from bertcore.batches import BatchIterator
+    from bertcore.data.batches import BatchIterator
     from bertcore.config import BertConfig, TrainConfig
     from torchbert.model import BertForPreTraining
     from torchbert.optim import make_optimizer
@@ -101,7 +101,7 @@ def _direct_setup(tmp_path, **cfg):
 
 @pytest.mark.slow
 def test_learns_and_memorises_one_batch(tmp_path):
-    from bertcore.schedule import make_schedule
+    from bertcore.train.schedule import make_schedule
     from torchbert.step import train_step
 
     model, opt, it, cfg = _direct_setup(tmp_path)
@@ -131,7 +131,7 @@ def test_no_host_sync_except_at_log_and_checkpoint_steps(tmp_path, cache_env, mo
     .cpu()) waits for the queued work. train_step makes none; the loop reads the metrics once,
     through global_metrics, at log and checkpoint steps only."""
     import torchbert.parallel as tp
-    from bertcore.batches import BatchIterator
+    from bertcore.data.batches import BatchIterator
     from bertcore.config import BertConfig, TrainConfig
     from torchbert.model import BertForPreTraining
     from torchbert.optim import make_optimizer

@@ -48,7 +48,7 @@ def write_aclimdb(root: Path, n_train: int = 40, n_test: int = 20) -> Path:
 
 
 def tokenizer(vocab_size: int = 200):
-    from bertcore.tokenizer import train_tokenizer
+    from bertcore.data.tokenizer import train_tokenizer
 
     docs = [r["text"] for r in reviews(400, 5)] * 2
     return train_tokenizer(docs, vocab_size)

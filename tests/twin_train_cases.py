@@ -247,7 +247,7 @@ def init_from_both_ways(tmp: Path, cache_env: dict) -> None:
     assert not (tmp / "bad").exists()
 
 
-# ---- stopping cleanly (bertcore.stopping) ------------------------------------------------------
+# ---- stopping cleanly (bertcore.train.stopping) ------------------------------------------------------
 
 def checkpoint_steps(twin: str, rundir: Path) -> list[int]:
     """Complete checkpoints of a run (torch: step_00000010/, orbax: 10/), and no temp dirs."""

@@ -37,7 +37,7 @@ from safetensors.torch import load_file, save_file
 from bertcore.config import BertConfig
 from bertcore.errors import UserError
 from bertcore.files import atomic_path
-from bertcore.rundir import read_run
+from bertcore.train.rundir import read_run
 
 from .model import BertForPreTraining
 

@@ -2,7 +2,7 @@
 classification with PyTorch (the twin of jaxbert/classify.py).
 
 Flags, data, batches, the epoch loop, metrics, best/ and the RUNDIR are bertcore's
-(bertcore.classify, classify_data, classify_run), shared with jaxbert; this file holds what is
+(bertcore.classify.cli, classify_data, classify_run), shared with jaxbert; this file holds what is
 PyTorch: reading the pretrained weights, one AdamW step, logits, and torchbert's checkpoints for
 --resume. The model is torchbert/classifier.py.
 """
@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from bertcore import classify
-from bertcore.batches import step_seed
-from bertcore.classify_data import Classifier, open_classifier
-from bertcore.classify_run import ClassifyRun, fit
+from bertcore.classify import cli as classify
+from bertcore.data.batches import step_seed
+from bertcore.classify.data import Classifier, open_classifier
+from bertcore.classify.run import ClassifyRun, fit
 from bertcore.errors import UserError, cli_entry
 
 from .checkpoint import Checkpointer
@@ -31,7 +31,7 @@ from .step import to_device
 
 
 class TorchTwin:
-    """The PyTorch half of bertcore.classify_run.fit (its `Twin` protocol)."""
+    """The PyTorch half of bertcore.classify.run.fit (its `Twin` protocol)."""
 
     def __init__(self, run: ClassifyRun, state: dict[str, np.ndarray] | None,
                  device: torch.device):

@@ -1,5 +1,5 @@
 """`--init-from`: the weights a torchbert run (pretraining or fine-tuning) starts from, as
-HF-named numpy arrays. Which path is what is bertcore.init_from's (shared with jaxbert); reading
+HF-named numpy arrays. Which path is what is bertcore.train.init_from's (shared with jaxbert); reading
 the weights is the twin's: a Hugging Face directory, or this twin's own pretraining checkpoint.
 (The twin of jaxbert/pretrained.py.)"""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from bertcore.errors import UserError
-from bertcore.init_from import InitSource
+from bertcore.train.init_from import InitSource
 
 from .checkpoint import latest_step, restore_params
 from .model import _as_numpy, read_hf_weights

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from bertcore import evaluation
-from bertcore.batches import split_micro_batches
+from bertcore.train import evaluation
+from bertcore.data.batches import split_micro_batches
 from bertcore.config import TrainConfig
 
 from .model import pretraining_loss
@@ -41,7 +41,7 @@ def train_step(model, optimizer, batch: dict[str, Any], lr: float, cfg: TrainCon
     """One optimizer update on this rank's share of the global batch (numpy arrays, or tensors
     already on `device`); returns device tensors of metrics (this rank's share of the global
     values, summed over micro-batches). Nothing in it waits for the device. `dtype` is the
-    compute dtype, "fp32" or "bf16" (bertcore.cli.resolve_dtype)."""
+    compute dtype, "fp32" or "bf16" (bertcore.train.cli.resolve_dtype)."""
     batch = to_device(batch, device)      # a no-op for the loop's prefetched device batches
     micro = split_micro_batches(batch, cfg.grad_accum)        # [grad_accum, rows, ...]
     # Normalise by the global number of predictions (all ranks, all micro-batches), so K ranks
@@ -84,7 +84,7 @@ def train_step(model, optimizer, batch: dict[str, Any], lr: float, cfg: TrainCon
 
 def evaluate(model, batches: list[dict], cfg: TrainConfig, device: torch.device,
              dtype: str) -> dict[str, Any]:
-    """MLM (and NSP) metrics over the fixed eval batches (bertcore.evaluation), dropout off.
+    """MLM (and NSP) metrics over the fixed eval batches (bertcore.train.evaluation), dropout off.
     Every rank evaluates all of them on its own copy of the model: the same numbers everywhere,
     no collective (`model` is the plain module, not the DDP wrapper)."""
     mlm_den, nsp_den = evaluation.denominators(batches)

@@ -1,7 +1,7 @@
 """Pretrain BERT with PyTorch: `python -m torchbert.train` (single process, CPU or GPU) or
 `torchrun --nproc-per-node K -m torchbert.train ...` (DistributedDataParallel).
 
-The command line and the run's set-up; nothing imports this module. The loop is bertcore.loop's
+The command line and the run's set-up; nothing imports this module. The loop is bertcore.train.loop's
 `pretrain`, shared with jaxbert: this file fills its hooks (`TorchTwin`): one step
 (step.py: forward, loss, backward, clip, AdamW), the metrics all-reduce, evaluation and
 checkpoints. The optimizer is optim.py's, the ranks parallel.py's, the device and process
@@ -18,13 +18,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from bertcore.batches import step_seed
-from bertcore.cli import resolve_dtype, resolve_pad_vocab, train_parser
+from bertcore.data.batches import step_seed
+from bertcore.train.cli import resolve_dtype, resolve_pad_vocab, train_parser
 from bertcore.errors import UserError, cli_entry
-from bertcore.loop import Result, Twin, pretrain
-from bertcore.run import Run, setup_run
-from bertcore.rundir import trained_model_config
-from bertcore.stopping import Stopper, run_train
+from bertcore.train.loop import Result, Twin, pretrain
+from bertcore.train.run import Run, setup_run
+from bertcore.train.rundir import trained_model_config
+from bertcore.train.stopping import Stopper, run_train
 
 from . import parallel       # parallel.global_metrics: the loop's one host sync, counted by tests
 from .checkpoint import Checkpointer
@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None):
 
 
 class TorchTwin(Twin):
-    """What bertcore.loop.pretrain asks of PyTorch: the step, the metrics all-reduce, eval and
+    """What bertcore.train.loop.pretrain asks of PyTorch: the step, the metrics all-reduce, eval and
     checkpoints. The loop itself (cadence, stopping, logging, the end of a run) is bertcore's."""
 
     def __init__(self, net, model, optimizer, ckpt: Checkpointer, cfg, device, dtype: str,

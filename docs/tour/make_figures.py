@@ -2,9 +2,9 @@
 
     python docs/tour/make_figures.py [--out docs/tour/img]
 
-masking.png         one drawn example before and after masking (bertcore.batches)
+masking.png         one drawn example before and after masking (bertcore.data.batches)
 attention_mask.png  the boolean key mask of one batch, broadcast to (L, L) per row
-lr_schedules.png    the four schedules of bertcore.schedule
+lr_schedules.png    the four schedules of bertcore.train.schedule
 data_parallel.png   where gradients are reduced: torch DDP, jax pmap, jax sharded jit
 """
 
@@ -28,7 +28,7 @@ sys.path[:0] = [str(HERE), str(HERE.parents[1])]
 
 import tour  # noqa: E402
 from bertcore.config import TrainConfig  # noqa: E402
-from bertcore.schedule import make_schedule  # noqa: E402
+from bertcore.train.schedule import make_schedule  # noqa: E402
 
 COLORS = {"mask": "#d62728", "random": "#ff7f0e", "same": "#2ca02c", "plain": "#f0f0f0",
           "special": "#c6dbef", "pad": "#ffffff"}
@@ -110,7 +110,7 @@ def lr_schedules(out: Path) -> None:
     ax.text(105, 1.02e-3, "end of warmup", fontsize=8, color="grey")
     ax.set_xlabel("update (0-based)")
     ax.set_ylabel("learning rate")
-    ax.set_title("bertcore.schedule: --lr 1e-3 --warmup-steps 100 --steps 1000", fontsize=10)
+    ax.set_title("bertcore.train.schedule: --lr 1e-3 --warmup-steps 100 --steps 1000", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "lr_schedules.png", dpi=100)

@@ -30,7 +30,7 @@ def corpus(n_docs: int = 200, seed: int = 0) -> list[str]:
 
 def train(vocab_size: int = 120):
     """A WordPiece tokenizer freshly trained on `corpus()` (page 1)."""
-    from bertcore.tokenizer import train_tokenizer
+    from bertcore.data.tokenizer import train_tokenizer
 
     return train_tokenizer(corpus(), vocab_size)
 
@@ -42,7 +42,7 @@ def tokenizer(out: str | Path = "tour-tokenizer"):
     deterministic: the same documents can give a slightly different vocabulary from run to run
     (ties between equally frequent merges), hence other ids. A written vocabulary fixes them.
     """
-    from bertcore.tokenizer import load_tokenizer
+    from bertcore.data.tokenizer import load_tokenizer
 
     Path(out).mkdir(exist_ok=True)
     (Path(out) / "vocab.txt").write_text((HERE / "vocab.txt").read_text())
@@ -51,8 +51,8 @@ def tokenizer(out: str | Path = "tour-tokenizer"):
 
 def shards(out: str | Path = "tour-data"):
     """(Shards, tokenizer): the corpus tokenized into a data directory `out`."""
-    from bertcore.prepare import prepare
-    from bertcore.shards import Shards
+    from bertcore.data.prepare import prepare
+    from bertcore.data.shards import Shards
 
     tok = tokenizer()
     prepare(corpus(), tok, out, source="tour", progress=False, workers=1)
@@ -61,7 +61,7 @@ def shards(out: str | Path = "tour-data"):
 
 def batches(batch_size: int = 4, seq_len: int = 32, max_predictions: int = 5, **cfg):
     """A BatchIterator over the tour's shards, with TrainConfig fields overridden by `cfg`."""
-    from bertcore.batches import BatchIterator
+    from bertcore.data.batches import BatchIterator
     from bertcore.config import TrainConfig
 
     data, tok = shards()

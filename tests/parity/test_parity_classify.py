@@ -16,8 +16,8 @@ import torch
 import transformers
 
 import twin_classify_cases as cases
-from bertcore.classify import ClassifyConfig
-from bertcore.classify_data import (Example, encode, open_classifier,
+from bertcore.classify.cli import ClassifyConfig
+from bertcore.classify.data import (Example, encode, open_classifier,
                                     train_batches)
 from bertcore.hf import classifier_flax_to_hf
 from helpers import assert_one_line_error

@@ -15,7 +15,7 @@ import torch
 import twin_train_cases as cases
 from helpers import assert_one_line_error, run_cli
 from bertcore.hf import flax_to_hf
-from bertcore.rundir import read_run
+from bertcore.train.rundir import read_run
 from jaxbert.checkpoint import key_to_list
 from jaxbert.step import seed_keys
 from parity import convert as C
@@ -155,7 +155,7 @@ def test_hf_export_loads_in_transformers(runs, tmp_path, twin):
     hf, info = transformers.BertForPreTraining.from_pretrained(dst, output_loading_info=True)
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
     tok = transformers.BertTokenizerFast.from_pretrained(dst)
-    from bertcore.tokenizer import load_tokenizer
+    from bertcore.data.tokenizer import load_tokenizer
     text = "the movie was wonderful but the plot felt slow"
     assert tok(text)["input_ids"] == load_tokenizer(runs[twin] / "tokenizer").encode(text)
     # the same weights as the checkpoint, and the same outputs as the twin

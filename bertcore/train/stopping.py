@@ -37,8 +37,8 @@ import threading
 import time
 from typing import Any, Callable
 
-from .errors import UserError
-from .files import CheckpointWriteError
+from bertcore.errors import UserError
+from bertcore.files import CheckpointWriteError
 
 EXIT_SIGNAL = 75       # EX_TEMPFAIL
 EXIT_WRITE_FAILED = CheckpointWriteError.exit_code  # EX_IOERR
@@ -265,7 +265,7 @@ def resume_command(prog: str, argv: list[str], rundir: str | os.PathLike) -> str
 def run_train(train: Callable[[Any, list[str], Stopper], Any], args: Any,
               argv: list[str] | None) -> int:
     """Both twins' `main`: catch the stop signals before anything is written, run
-    `train(args, argv, stopper)` (which returns bertcore.loop's Result) and turn its outcome into
+    `train(args, argv, stopper)` (which returns bertcore.train.loop's Result) and turn its outcome into
     the exit code: 0 (done, or --time-budget reached), 75 (stopped by a signal, with a
     checkpoint), 74 (a checkpoint could not be written), 130 (a second Ctrl-C); the signal
     handlers are removed whatever happens."""

@@ -38,7 +38,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .files import file_lock
+from bertcore.files import file_lock
 
 # Columns of the instance table.
 A_START, A_LEN, B_START, B_LEN, LABEL = range(5)

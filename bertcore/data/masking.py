@@ -1,7 +1,7 @@
 """Pretraining examples: instance layout and dynamic MLM masking.
 
 Instances (google-research/bert's sentence pairs, five integers each: token ranges into the
-shards) are made by bertcore.instances; `assemble` lays them out as rows.
+shards) are made by bertcore.data.instances; `assemble` lays them out as rows.
 
 Masking happens per batch (dynamic, like RoBERTa), fully vectorised over [B, L]:
 15% of the real, non-special tokens (at most P = max_predictions), of which 80% become [MASK],
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-# Instances live in bertcore.instances; re-exported for the callers that import them from here.
-from .instances import A_LEN, A_START, B_LEN, B_START, LABEL, create_instances
+# Instances live in bertcore.data.instances; re-exported for the callers that import them from here.
+from bertcore.data.instances import A_LEN, A_START, B_LEN, B_START, LABEL, create_instances
 
 __all__ = ["A_START", "A_LEN", "B_START", "B_LEN", "LABEL", "create_instances", "assemble",
            "mask_tokens"]

@@ -3,16 +3,16 @@
 One parser for both twins, so their flags cannot drift apart; each twin adds its own few
 (`--device`/`--compile` in torch, `--parallel` and multi-host flags in jax).
 Training flags default to None here and fall back to `TrainConfig`'s defaults in
-`bertcore.run.train_config_from_args`, so `--resume` can tell which flags the user really gave.
+`bertcore.train.run.train_config_from_args`, so `--resume` can tell which flags the user really gave.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from .config import PRESETS, SCHEDULES, TrainConfig
-from .errors import UserError
-from .stopping import Stopper
+from bertcore.config import PRESETS, SCHEDULES, TrainConfig
+from bertcore.errors import UserError
+from bertcore.train.stopping import Stopper
 
 _D = TrainConfig()  # the defaults shown in --help
 DEFAULT_PRESET = "tiny"

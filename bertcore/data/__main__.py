@@ -9,17 +9,17 @@ from __future__ import annotations
 import argparse
 import time
 
-from .cli import HelpFormatter
-from .config import TrainConfig
-from .errors import UserError, cli_entry
-from .files import check_apart
-from .prepare import prepare
-from .shards import Shards
-from .tokenizer import load_tokenizer
+from bertcore.train.cli import HelpFormatter
+from bertcore.config import TrainConfig
+from bertcore.errors import UserError, cli_entry
+from bertcore.files import check_apart
+from bertcore.data.prepare import prepare
+from bertcore.data.shards import Shards
+from bertcore.data.tokenizer import load_tokenizer
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from .corpus import corpus_bytes, iter_documents
+    from bertcore.data.corpus import corpus_bytes, iter_documents
 
     corpus = None if args.corpus in ("builtin", "imdb") else args.corpus
     out = check_apart(args.out, {"--corpus": corpus, "--tokenizer": args.tokenizer})
@@ -40,18 +40,18 @@ def _prepare(args: argparse.Namespace) -> int:
               f"{out / 'eval'}")
     if args.seq_len:
         cfg = TrainConfig(seq_len=args.seq_len, max_predictions=min(20, args.seq_len))
-        from .batches import BatchIterator
+        from bertcore.data.batches import BatchIterator
 
         it = BatchIterator(Shards(out, tok), tok, cfg.replace(batch_size=1))
         t0 = time.perf_counter()
-        n = it.batches_per_epoch   # builds DATADIR/epochs/<key>-epoch0.npy (bertcore.instances)
+        n = it.batches_per_epoch   # builds DATADIR/epochs/<key>-epoch0.npy (bertcore.data.instances)
         print(f"at seq-len {args.seq_len}: {n} sequences per epoch (seed {cfg.seed}); epoch 0's "
               f"order built in {time.perf_counter() - t0:.1f}s -> {it.epoch_cache}")
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
-    from .batches import BatchIterator
+    from bertcore.data.batches import BatchIterator
 
     shards = Shards(args.datadir)
     tok = shards.tokenizer()

@@ -2,7 +2,7 @@
 
 `setup_run(args, framework)` checks every flag, resolves the model and train configs, the
 tokenizer and the pretokenized data (building and caching them for a corpus), then locks and
-prepares RUNDIR through bertcore.rundir's `RunDir`:
+prepares RUNDIR through bertcore.train.rundir's `RunDir`:
 
     RUNDIR/run.json            which twin owns the run, the data it reads
     RUNDIR/config.json         the model (Hugging Face config.json fields)
@@ -29,19 +29,19 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from . import evaluation
-from .batches import BatchIterator
-from .cli import DEFAULT_PRESET, check_train_args
-from .config import PRESETS, BertConfig, TrainConfig
-from .errors import UserError
-from .files import atomic_path, cache_root, check_apart, file_lock
-from .hf import save_hf_files
-from .init_from import InitSource, resolve_init
-from .rundir import RunDir, RunFiles
-from .metrics import median, peak_rss_mb, plot_metrics, read_metrics
-from .prepare import prepare
-from .shards import Shards, dir_is_prepared
-from .tokenizer import WordPiece, load_tokenizer, train_tokenizer
+from bertcore.train import evaluation
+from bertcore.data.batches import BatchIterator
+from bertcore.train.cli import DEFAULT_PRESET, check_train_args
+from bertcore.config import PRESETS, BertConfig, TrainConfig
+from bertcore.errors import UserError
+from bertcore.files import atomic_path, cache_root, check_apart, file_lock
+from bertcore.hf import save_hf_files
+from bertcore.train.init_from import InitSource, resolve_init
+from bertcore.train.rundir import RunDir, RunFiles
+from bertcore.train.metrics import median, peak_rss_mb, plot_metrics, read_metrics
+from bertcore.data.prepare import prepare
+from bertcore.data.shards import Shards, dir_is_prepared
+from bertcore.data.tokenizer import WordPiece, load_tokenizer, train_tokenizer
 
 TRAIN_FIELDS = [f for f in TrainConfig.__dataclass_fields__]
 
@@ -122,7 +122,7 @@ def resolve_data(args: Any, progress: bool = True,
                             f"python -m bertcore.data prepare --out {data}")
         tok = load_tokenizer(args.tokenizer or data / "tokenizer")
         return tok, Shards(data, tok)
-    from .corpus import iter_documents
+    from bertcore.data.corpus import iter_documents
 
     key = _corpus_key(args.corpus)
     # One process builds a corpus's cache entries; another run started on the same corpus at the
@@ -236,7 +236,7 @@ class Run:
             save_hf_files(tmp, self.model_config, params, self.rundir / "tokenizer")
         return self.rundir / "hf"
 
-    # ---- held-out evaluation (bertcore.evaluation) ---------------------------------------
+    # ---- held-out evaluation (bertcore.train.evaluation) ---------------------------------------
 
     def eval_batches(self, eval_data: str | None, n: int) -> list[dict] | None:
         """The run's fixed eval batches, or None when it has no held-out data."""
@@ -300,9 +300,9 @@ class Run:
             "train_config": self.train_config.to_dict(),
             **(extra or {}),
         }
-        # What the run learned against a model that ignores context (bertcore.baseline).
-        from .baseline import unigram_baseline
-        from .metrics import learned, learned_lines
+        # What the run learned against a model that ignores context (bertcore.train.baseline).
+        from bertcore.train.baseline import unigram_baseline
+        from bertcore.train.metrics import learned, learned_lines
 
         baseline = unigram_baseline(self.shards, self.tokenizer)
         summary["learned"] = learned(read_metrics(self.metrics_path), baseline)

@@ -8,7 +8,7 @@ Determinism: the *global* batch of step s depends only on (seed, s). Rank r of W
 [r*B/W, (r+1)*B/W) of it, and the random numbers for masking are drawn for the whole global batch
 before slicing, so K ranks together see exactly the batch one process would: the property the
 data-parallel tests rely on. Each epoch rebuilds its instances and their order from
-(seed, epoch), as one compact array of chunk starts (bertcore.instances), kept memory-mapped in
+(seed, epoch), as one compact array of chunk starts (bertcore.data.instances), kept memory-mapped in
 an epoch cache (`epoch_cache_dir`) so that ranks and resumes open it instead of rebuilding it.
 `state()` is a small JSON-able dict; `BatchIterator(..., state=s)` continues with the identical
 next batch, in either twin.
@@ -24,13 +24,13 @@ from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
-from .config import TrainConfig
-from .errors import UserError
-from .instances import LABEL, epoch_order, instance_rows
-from .masking import assemble, mask_tokens
-from .files import cache_root
-from .shards import Shards
-from .tokenizer import WordPiece
+from bertcore.config import TrainConfig
+from bertcore.errors import UserError
+from bertcore.data.instances import LABEL, epoch_order, instance_rows
+from bertcore.data.masking import assemble, mask_tokens
+from bertcore.files import cache_root
+from bertcore.data.shards import Shards
+from bertcore.data.tokenizer import WordPiece
 
 
 class BatchField(NamedTuple):
@@ -88,7 +88,7 @@ def check_batch(batch: dict[str, Any], batch_size: int, seq_len: int, max_predic
                              f"{np.dtype(field.dtype)}")
 
 
-# v2: instances come from bertcore.instances (chunk starts hashed from (seed, epoch, sentence),
+# v2: instances come from bertcore.data.instances (chunk starts hashed from (seed, epoch, sentence),
 # rows a window of batches at a time), so the batches of a seed differ from v1's and a v1
 # state cannot be resumed exactly.
 STATE_FORMAT = "twinbert-batches-v2"

@@ -4,7 +4,7 @@ A model that ignores context and always predicts the corpus's token frequencies 
 equal to the entropy of the token distribution, and a model that always answers the most frequent
 token has an accuracy equal to that token's share. But BERT's masking shows
 the model 20% of its targets: 10% of the predicted slots keep their token and 10% hold a random
-one (bertcore.masking). A model that looks only at its own slot, never at the context, copies
+one (bertcore.data.masking). A model that looks only at its own slot, never at the context, copies
 what it sees there and falls back on frequencies behind [MASK]: its loss and accuracy are the
 `context_free_*` figures below (on the built-in corpus about 5.7 nats and 14%, well past the
 unigram ones). Only a run that beats those has shown that it uses context.
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .files import write_text_atomic
+from bertcore.files import write_text_atomic
 
 CACHE_NAME = "unigram.json"
 FORMAT = "twinbert-unigram-v2"
@@ -90,7 +90,7 @@ def context_free(p: np.ndarray, replaceable: np.ndarray, entropy: float,
 
 
 def unigram_baseline(shards, tokenizer=None) -> dict[str, Any] | None:
-    """The unigram baseline of a `bertcore.shards.Shards`, cached in its directory.
+    """The unigram baseline of a `bertcore.data.shards.Shards`, cached in its directory.
 
     Returns {"entropy": nats, "perplexity", "top_share", "top_token", "tokens", ...}, or None
     when it cannot be computed (an empty or unreadable data directory): a missing baseline

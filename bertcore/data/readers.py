@@ -23,7 +23,7 @@ import zlib
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from .errors import UserError
+from bertcore.errors import UserError
 
 TEXT_SUFFIXES = (".txt", ".jsonl")
 COMPRESSED = (".gz", ".zst")

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .prefetch import Prefetch
-from .run import Run
-from .schedule import make_schedule
-from .files import os_error_in, warn_if_low_space, write_failure
-from .stopping import Stopper, resume_command
+from bertcore.data.prefetch import Prefetch
+from bertcore.train.run import Run
+from bertcore.train.schedule import make_schedule
+from bertcore.files import os_error_in, warn_if_low_space, write_failure
+from bertcore.train.stopping import Stopper, resume_command
 
 
 class Twin:
@@ -97,13 +97,13 @@ def pretrain(run: Run, twin: Twin, stopper: Stopper, *, start: int,
              stop_after: int | None, argv: list[str]) -> Result:
     """Train from optimizer step `start` (0, or the resumed checkpoint's) to the run's last step
     or until a stop, writing logs, checkpoints and evaluations on the run's cadence; then export,
-    summarise and say so. `stopper` is already catching signals (bertcore.stopping.run_train
+    summarise and say so. `stopper` is already catching signals (bertcore.train.stopping.run_train
     installs it before the set-up writes anything); `argv` is the command's own flags, for the
     resume command a stopped run prints."""
     cfg = run.train_config
     lr_at = make_schedule(cfg, run.model_config.hidden_size)
     # The next batches are drawn and placed on the devices on a background thread
-    # (bertcore.prefetch), so a step never waits for its data.
+    # (bertcore.data.prefetch), so a step never waits for its data.
     batches = Prefetch(run.batches(twin.rank, twin.world, batch_state), twin.put_batch)
     last_eval: dict[str, Any] | None = None
     first_step_seconds: float | None = None

@@ -1,6 +1,6 @@
 """A fine-tuning run, framework-free: its RUNDIR (`ClassifyRun`) and the epoch loop (`fit`) both
 twins' `classify.py train` run; the twin supplies only the `Twin` methods (an AdamW step, logits,
-its weights, its checkpoints). The RUNDIR layout is described in bertcore/classify.py.
+its weights, its checkpoints). The RUNDIR layout is described in bertcore/classify/cli.py.
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from .classify import FIELDS, ClassifyConfig, InitSource, initial_state, resolve_init
-from .classify_data import (Encoded, LabelMap, encode, evaluate, hf_config, hold_out,
+from bertcore.classify.cli import FIELDS, ClassifyConfig, InitSource, initial_state, resolve_init
+from bertcore.classify.data import (Encoded, LabelMap, encode, evaluate, hf_config, hold_out,
                             is_aclimdb_path, read_examples, steps_per_epoch, train_batches,
                             write_classifier_dir)
-from .config import BertConfig
-from .errors import UserError
-from .files import check_apart
-from .metrics import read_metrics
-from .rundir import RunDir
-from .tokenizer import load_tokenizer
+from bertcore.config import BertConfig
+from bertcore.errors import UserError
+from bertcore.files import check_apart
+from bertcore.train.metrics import read_metrics
+from bertcore.train.rundir import RunDir
+from bertcore.data.tokenizer import load_tokenizer
 
 
 # ---- the run directory --------------------------------------------------------------------------
@@ -33,7 +33,7 @@ from .tokenizer import load_tokenizer
 class ClassifyRun:
     """RUNDIR, configs, labels and the encoded splits of one fine-tuning run, for either twin.
     Everything is read and checked before anything in RUNDIR is written or replaced; `fit`
-    locks RUNDIR (bertcore.rundir) before it writes."""
+    locks RUNDIR (bertcore.train.rundir) before it writes."""
 
     def __init__(self, args: argparse.Namespace, framework: str):
         self.framework = framework
@@ -172,7 +172,7 @@ def fit(run: ClassifyRun, twin: Twin) -> dict[str, Any]:
     if spe == 0:
         raise UserError(f"{len(run.train)} training examples are fewer than --batch-size "
                         f"{cfg.batch_size}; lower --batch-size")
-    # RUNDIR is this process's alone from here to the end of the command (bertcore.rundir).
+    # RUNDIR is this process's alone from here to the end of the command (bertcore.train.rundir).
     run.files.lock()
     try:
         return _fit(run, twin, spe)

@@ -1,6 +1,6 @@
-"""`prepare`: split, tokenize and write a corpus as a data directory (format in bertcore.shards).
+"""`prepare`: split, tokenize and write a corpus as a data directory (format in bertcore.data.shards).
 
-The parent process reads documents (any reader of bertcore.corpus) and hands chunks of about a
+The parent process reads documents (any reader of bertcore.data.corpus) and hands chunks of about a
 megabyte of text to `workers` processes, which split sentences and tokenize; results come back in
 order and are appended to the shard files and the int64 offset files. At most two chunks per
 worker are in flight, so memory stays flat however large the corpus is. Everything is written
@@ -29,11 +29,11 @@ from typing import Iterable, Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
-from .errors import UserError
-from .files import atomic_path
-from .shards import (DOC_OFFSETS, EVAL_DIR, FORMAT, META, OFFSET_DTYPE, SENT_OFFSETS,
+from bertcore.errors import UserError
+from bertcore.files import atomic_path
+from bertcore.data.shards import (DOC_OFFSETS, EVAL_DIR, FORMAT, META, OFFSET_DTYPE, SENT_OFFSETS,
                      TOKENIZER_DIR, shard_file, token_dtype)
-from .tokenizer import BatchIds, WordPiece
+from bertcore.data.tokenizer import BatchIds, WordPiece
 
 SHARD_TOKENS = 1 << 28      # start a new shard file after ~268M tokens (512 MB at uint16)
 CHUNK_CHARS = 1 << 20       # text handed to a worker at a time
@@ -79,7 +79,7 @@ def is_eval(text_bytes: bytes, eval_fraction: float) -> bool:
 def _encode_chunk(docs: list[str], batch_ids: BatchIds | None = None,
                   delimiters: str | None = None, eval_fraction: float | None = None):
     """Per split (train, eval): (tokens, tokens per sentence, sentences per document, bytes)."""
-    from .corpus import split_sentences
+    from bertcore.data.corpus import split_sentences
 
     w = _WORKER
     batch_ids = batch_ids or w["ids"]

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import BertConfig, TrainConfig
-from .errors import UserError
-from .files import hold_lock, release_lock, write_text_atomic
-from .metrics import read_metrics
+from bertcore.config import BertConfig, TrainConfig
+from bertcore.errors import UserError
+from bertcore.files import hold_lock, release_lock, write_text_atomic
+from bertcore.train.metrics import read_metrics
 
 
 def trained_model_config(model: BertConfig, train: TrainConfig) -> BertConfig:

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, TypeVar
 
-from .config import BertConfig
-from .errors import UserError
-from .modeldir import open_model_dir
-from .tokenizer import WordPiece, load_tokenizer
+from bertcore.config import BertConfig
+from bertcore.errors import UserError
+from bertcore.modeldir import open_model_dir
+from bertcore.data.tokenizer import WordPiece, load_tokenizer
 
 T = TypeVar("T")
 

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from .batches import BatchIterator
-from .config import TrainConfig
-from .errors import UserError
-from .shards import Shards
-from .tokenizer import WordPiece
+from bertcore.data.batches import BatchIterator
+from bertcore.config import TrainConfig
+from bertcore.errors import UserError
+from bertcore.data.shards import Shards
+from bertcore.data.tokenizer import WordPiece
 
 
 def eval_shards(eval_data: str | None, train: Shards, tok: WordPiece) -> Shards | None:

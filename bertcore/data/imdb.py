@@ -4,7 +4,7 @@
 (nothing may land outside the target) and renames the complete tree to `out_dir/aclImdb`;
 a failure leaves nothing behind. `find_aclimdb(path)` finds the tree a `--corpus` path names:
 the aclImdb folder itself or the folder that `download-imdb --out` filled.
-Reading the reviews is bertcore.corpus's job; so is the command line:
+Reading the reviews is bertcore.data.corpus's job; so is the command line:
 
     python -m bertcore.corpus download-imdb --out DIR      then: --corpus DIR
 """
@@ -26,8 +26,8 @@ import urllib.request
 import zlib
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from .errors import UserError
-from .files import cache_root
+from bertcore.errors import UserError
+from bertcore.files import cache_root
 
 
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"

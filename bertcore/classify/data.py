@@ -31,16 +31,16 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .config import BertConfig
-from .corpus import BR_TAGS
-from .errors import UserError
-from .files import atomic_path
-from .hf import (check_classifier_state, normalize_hf_names, read_hf_safetensors,
+from bertcore.config import BertConfig
+from bertcore.data.corpus import BR_TAGS
+from bertcore.errors import UserError
+from bertcore.files import atomic_path
+from bertcore.hf import (check_classifier_state, normalize_hf_names, read_hf_safetensors,
                  safetensors_files)
-from .imdb import find_aclimdb
-from .modeldir import CLASSIFY_FILE, open_model_dir
-from .readers import numbered_lines, read_text_file
-from .tokenizer import WordPiece, load_tokenizer
+from bertcore.data.imdb import find_aclimdb
+from bertcore.modeldir import CLASSIFY_FILE, open_model_dir
+from bertcore.data.readers import numbered_lines, read_text_file
+from bertcore.data.tokenizer import WordPiece, load_tokenizer
 
 IMDB_LABELS = ("neg", "pos")
 SUFFIXES = (".jsonl", ".csv", ".tsv")

@@ -2,7 +2,7 @@
 
 Both twins parse the same flags (`parser`), resolve `--init-from` the same way (`resolve_init`),
 start from the same numpy weights (`initial_state`), read and score the same numpy batches
-(bertcore.classify_data: `evaluate`), run the same epoch loop (bertcore.classify_run: `fit`) and
+(bertcore.classify.data: `evaluate`), run the same epoch loop (bertcore.classify.run: `fit`) and
 print the same reports (`run_evaluate`, `run_predict`). Only "one AdamW step" and "logits of a
 batch" (plus their own checkpoints, for --resume) are the twins' (classify_run's `Twin`).
 
@@ -29,13 +29,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .classify_data import Classifier, Example, LabelMap, encode, evaluate, read_examples
-from .config import BertConfig
-from .errors import UserError
-from .hf import HEAD_PREFIXES, check_classifier_state, classifier_param_table, normalize_hf_names
-from . import init_from
-from .init_from import InitSource
-from .schedule import warmup_linear
+from bertcore.classify.data import Classifier, Example, LabelMap, encode, evaluate, read_examples
+from bertcore.config import BertConfig
+from bertcore.errors import UserError
+from bertcore.hf import HEAD_PREFIXES, check_classifier_state, classifier_param_table, normalize_hf_names
+from bertcore.train import init_from
+from bertcore.train.init_from import InitSource
+from bertcore.train.schedule import warmup_linear
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class ClassifyConfig:
     val_fraction: float = 0.1
 
     def lr_at(self, total_steps: int):
-        """lr(step, xp) for update `step` (0-based): bertcore.schedule's warmup + linear decay."""
+        """lr(step, xp) for update `step` (0-based): bertcore.train.schedule's warmup + linear decay."""
         warmup = math.ceil(self.warmup_ratio * total_steps)
         return lambda step, xp=np: warmup_linear(step, peak=self.lr, warmup=warmup,
                                                  total=total_steps, xp=xp)
@@ -76,7 +76,7 @@ FIELDS = [f.name for f in dataclasses.fields(ClassifyConfig)]
 # ---- --init-from ------------------------------------------------------------------------------
 
 def resolve_init(path: str | Path, framework: str, tokenizer: str | None = None) -> InitSource:
-    """bertcore.init_from.resolve_init, keeping the classifier head (and its labels) of a
+    """bertcore.train.init_from.resolve_init, keeping the classifier head (and its labels) of a
     classifier's weights, so fine-tuning can go on with the same labels."""
     return init_from.resolve_init(path, framework, tokenizer, keep_classifier=True)
 

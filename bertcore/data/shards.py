@@ -11,7 +11,7 @@ A data directory (format twinbert-shards-v2) holds
     tokenizer/            a copy of the tokenizer that made the ids (so the directory stands alone)
     eval/                 optional (prepare --eval-fraction): the held-out documents, a complete
                           data directory of its own
-Offsets are int64 and computed once by `prepare` (bertcore.prepare, the writer, which takes the
+Offsets are int64 and computed once by `prepare` (bertcore.data.prepare, the writer, which takes the
 names and types below from here), so opening the data is O(1) in memory: everything here is
 memory-mapped, shared through the page cache by every rank on a host, and nothing limits a
 corpus to 4 GiB or 2**32 tokens.
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
-from .tokenizer import WordPiece, load_tokenizer
+from bertcore.errors import UserError
+from bertcore.data.tokenizer import WordPiece, load_tokenizer
 
 # ---- the format: what prepare writes and Shards reads -------------------------------------------
 FORMAT = "twinbert-shards-v2"

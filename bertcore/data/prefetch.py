@@ -17,7 +17,7 @@ import queue
 import threading
 from typing import Any, Callable, Iterator
 
-from .batches import BatchIterator
+from bertcore.data.batches import BatchIterator
 
 
 class Prefetch(Iterator[Any]):
