@@ -186,6 +186,14 @@ def write_aclimdb(root: Path, n_train: int = 40, n_test: int = 20) -> Path:
     return root
 
 
+def review_corpus(path: Path, n: int = 300) -> Path:
+    """A pretraining corpus of reviews (documents separated by blank lines)."""
+    rows = reviews(n, 7)
+    docs = [". ".join(r["text"] for r in rows[i:i + 3]) + "." for i in range(0, n, 3)]
+    path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    return path
+
+
 def review_tokenizer(vocab_size: int = 200):
     """A WordPiece tokenizer trained on the reviews."""
     from bertcore.tokenizer import train_tokenizer
