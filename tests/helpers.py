@@ -107,6 +107,14 @@ def metrics(rundir: Path) -> list[dict]:
     return [json.loads(l) for l in (rundir / "metrics.jsonl").read_text().splitlines() if l]
 
 
+def train_cli(twin: str, *args: str, env: dict | None = None, check: bool = True):
+    """The twin's training command line in a subprocess (`python -m TWINbert.train ARGS`)."""
+    p = run_cli("-m", f"{twin}bert.train", *args, env=env)
+    if check:
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return p
+
+
 def train_in_process(twin: str, *args: str, env: dict) -> subprocess.CompletedProcess:
     """The training CLI's `main` called in this process, as `python -m` calls it, with its
     output captured: what a subprocess shows for a run refused at its start, without ~3 s of
