@@ -14,11 +14,6 @@ from helpers import (CLASSIFY_FAST, ClassifyCli, assert_one_line_error, hf_dir, 
                      review_tokenizer, reviews, run_cli, write_jsonl)
 
 
-@pytest.fixture(params=["torch", "jax"])
-def twin(request) -> str:
-    return request.param
-
-
 @pytest.fixture
 def cache_in_env(cache_env, monkeypatch) -> None:
     """In-process runs use the test's data cache and the session's XLA cache."""
