@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,8 @@ from bertcore.config import TrainConfig
 from bertcore.errors import UserError
 from bertcore.files import check_apart
 from bertcore.rundir import RunDir
-from helpers import (ROOT, assert_one_line_error, base_args, metrics, run_cli, train_in_process,
-                     write_corpus)
+from helpers import (ROOT, assert_one_line_error, base_args, metrics, program, run_cli,
+                     train_in_process, write_corpus)
 
 TWIN = "torch"
 
@@ -100,13 +99,9 @@ def test_truncate_metrics(tmp_path):
     assert [json.loads(x)["step"] for x in d.metrics_path.read_text().splitlines()] == [1, 2]
 
 
-HOLD = ("import sys, time\nfrom bertcore.files import hold_lock\n"
-        "hold_lock(sys.argv[1] + '/.lock', 'x')\nprint('held', flush=True)\ntime.sleep(120)\n")
-
-
 def hold(rundir: Path) -> subprocess.Popen:
     """Another process that holds RUNDIR's lock (as a live run does)."""
-    p = subprocess.Popen([sys.executable, "-c", HOLD, str(rundir)], cwd=ROOT,
+    p = subprocess.Popen(program("hold_lock", str(rundir)), cwd=ROOT,
                          env={"PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "held"
     return p
