@@ -2,7 +2,6 @@
 
 import os
 import subprocess
-import sys
 import time
 
 import pytest
@@ -15,15 +14,6 @@ def corpus(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
     (d / "corpus.txt").write_text("\n\n".join(synthetic_documents(300)), encoding="utf-8")
     return d
-
-
-def test_importing_bertcore_pulls_in_no_framework():
-    code = ("import sys, bertcore, bertcore.config, bertcore.tokenizer, bertcore.corpus, "
-            "bertcore.shards, bertcore.masking, bertcore.batches, bertcore.schedule, bertcore.run, "
-            "bertcore.cli, bertcore.data, bertcore.imdb; bad = [m for m in ('torch', 'jax', "
-            "'flax', 'tensorflow') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_train_tokenizer_then_prepare_then_show(corpus):

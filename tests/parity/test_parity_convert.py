@@ -289,11 +289,3 @@ def test_unknown_missing_and_misshaped_names_are_listed(tmp_path, capsys):
     fails(capsys, str(src2), str(tmp_path / "out"), "--to", "hf", "--step", "3",
           needles=("--step",))
     assert not (tmp_path / "out").exists()
-
-
-def test_module_imports_neither_torch_nor_jax():
-    """The CLI and the framework-free state import no framework: `--to hf` from a HF directory
-    or a conversion's help never pays for (or needs) both."""
-    p = run_cli("-c", "import sys, parity.convert, parity.state, bertcore.hf; "
-                      "print(sorted({'torch', 'jax', 'flax'} & set(sys.modules)))")
-    assert p.returncode == 0 and p.stdout.strip() == "[]", p.stdout + p.stderr
