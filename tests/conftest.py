@@ -11,7 +11,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests import helpers.py and friends
+sys.path.insert(0, str(Path(__file__).parent))  # tests import helpers.py
 
 
 def pytest_collection_modifyitems(items):
@@ -21,6 +21,12 @@ def pytest_collection_modifyitems(items):
     default `load`, whose first batches are long runs of consecutive tests, this order would put
     most slow tests on one worker: measured 20:43 against 16:14 with worksteal.)"""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.fixture(params=["torch", "jax"])
+def twin(request) -> str:
+    """A test that takes `twin` runs once per twin: `test_x[torch]`, `test_x[jax]`."""
+    return request.param
 
 
 @pytest.fixture(scope="session")

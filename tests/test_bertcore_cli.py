@@ -2,12 +2,11 @@
 
 import os
 import subprocess
-import sys
 import time
 
 import pytest
 
-from helpers import ROOT, assert_one_line_error, run_cli, synthetic_documents
+from helpers import ROOT, assert_one_line_error, program, run_cli, synthetic_documents
 
 
 @pytest.fixture(scope="module")
@@ -15,15 +14,6 @@ def corpus(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
     (d / "corpus.txt").write_text("\n\n".join(synthetic_documents(300)), encoding="utf-8")
     return d
-
-
-def test_importing_bertcore_pulls_in_no_framework():
-    code = ("import sys, bertcore, bertcore.config, bertcore.data.tokenizer, bertcore.data.corpus, "
-            "bertcore.data.shards, bertcore.data.masking, bertcore.data.batches, bertcore.train.schedule, bertcore.train.run, "
-            "bertcore.train.cli, bertcore.data, bertcore.data.imdb; bad = [m for m in ('torch', 'jax', "
-            "'flax', 'tensorflow') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_train_tokenizer_then_prepare_then_show(corpus):
@@ -87,20 +77,10 @@ def test_cli_errors_are_one_line(corpus, tmp_path):
                    "--vocab-size", "150", "--out", str(other)).returncode == 0
     p = run_cli("-m", "bertcore.data", "show", str(tmp_path / "data"))
     assert p.returncode == 0, p.stderr
-    code = ("import sys\nfrom bertcore.errors import cli_entry\n"
-            "from bertcore.data.shards import Shards\nfrom bertcore.data.tokenizer import load_tokenizer\n"
-            f"sys.exit(cli_entry(lambda: Shards({str(tmp_path / 'data')!r}, "
-            f"load_tokenizer({str(other)!r})))())")
-    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    p = subprocess.run(program("open_shards", str(tmp_path / "data"), str(other)), cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                       text=True)
     assert_one_line_error(p, "another tokenizer")
-
-
-RESOLVE = ("import sys, types\n"
-           "from bertcore.train.run import resolve_data\n"
-           "a = types.SimpleNamespace(data=None, tokenizer=None, corpus=sys.argv[1],\n"
-           "                          vocab_size=300)\n"
-           "tok, shards = resolve_data(a, progress=False, log=lambda m: print(m, flush=True))\n"
-           "print('built', tok.fingerprint, shards.path, flush=True)\n")
 
 
 def test_runs_started_together_build_the_corpus_cache_once(tmp_path):
@@ -115,7 +95,7 @@ def test_runs_started_together_build_the_corpus_cache_once(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TWINBERT_CACHE": str(cache)}
 
     def start():
-        return subprocess.Popen([sys.executable, "-c", RESOLVE, str(corpus)], cwd=ROOT, env=env,
+        return subprocess.Popen(program("resolve_data", str(corpus)), cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     # While another process holds the corpus's lock, a run waits and builds nothing.

@@ -4,27 +4,28 @@ batches, metrics, --init-from resolution and the classifier's starting weights. 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-import twin_classify_cases as cases
 from bertcore.classify.cli import InitSource, initial_state, resolve_init
 from bertcore.classify.data import (Example, LabelMap, encode, epoch_order, eval_batches,
                                     hold_out, read_examples, scores, train_batches)
 from bertcore.config import BertConfig
 from bertcore.errors import UserError
 from bertcore.hf import classifier_flax_to_hf, classifier_hf_to_flax, classifier_param_table
+from helpers import hf_dir, review_tokenizer, reviews, write_aclimdb, write_jsonl
 
 
 @pytest.fixture(scope="module")
 def tok():
-    return cases.tokenizer()
+    return review_tokenizer()
 
 
 def test_formats_agree(tmp_path):
-    rows = cases.reviews(10)
-    cases.write_jsonl(tmp_path / "a.jsonl", rows)
+    rows = reviews(10)
+    write_jsonl(tmp_path / "a.jsonl", rows)
     (tmp_path / "a.csv").write_text("label,text\n" + "".join(
         f'{r["label"]},"{r["text"]}, ""quoted"""\n' for r in rows), encoding="utf-8")
     (tmp_path / "a.tsv").write_text("text\ttext_pair\tlabel\n" + "".join(
@@ -39,7 +40,7 @@ def test_formats_agree(tmp_path):
 
 
 def test_aclimdb_keeps_labels(tmp_path):
-    root = cases.write_aclimdb(tmp_path / "aclImdb", n_train=6, n_test=4)
+    root = write_aclimdb(tmp_path / "aclImdb", n_train=6, n_test=4)
     train = read_examples(tmp_path)               # the folder download-imdb --out filled
     test = read_examples(root, "test")
     assert [e.label for e in train] == ["neg"] * 3 + ["pos"] * 3
@@ -64,7 +65,7 @@ def test_bad_data(tmp_path, setup, needles):
 
 
 def test_aclimdb_without_test_split(tmp_path):
-    cases.write_aclimdb(tmp_path, n_train=4, n_test=2)
+    write_aclimdb(tmp_path, n_train=4, n_test=2)
     for lab in ("pos", "neg"):
         for f in (tmp_path / "test" / lab).iterdir():
             f.unlink()
@@ -129,7 +130,7 @@ def test_scores():
 
 
 def test_resolve_init(tmp_path):
-    hf = cases.hf_dir(tmp_path / "hf")
+    hf = hf_dir(tmp_path / "hf")
     src = resolve_init(hf, "torch")
     assert src.kind == "hf" and src.config.vocab_size == src.tokenizer.vocab_size
     # a pretraining run of the other twin: only through its hf/ export
@@ -144,7 +145,7 @@ def test_resolve_init(tmp_path):
     shutil.copytree(hf, run / "hf")
     assert resolve_init(run, "torch").path == run / "hf"
     other = tmp_path / "tok150"
-    cases.tokenizer(150).save(other)
+    review_tokenizer(150).save(other)
     with pytest.raises(UserError, match="vocabularies differ"):
         resolve_init(hf, "torch", str(other))
     with pytest.raises(UserError, match="neither a pretraining RUNDIR"):
@@ -160,7 +161,7 @@ def test_initial_state_and_flax_round_trip():
     weights = {p.hf_name: rng.normal(size=p.hf_shape).astype(np.float32) for p in table
                if not p.hf_name.startswith(("classifier", "bert.pooler"))}
     weights["cls.predictions.bias"] = np.zeros(50, np.float32)      # a pretraining head: dropped
-    src = InitSource("hf", cases.Path("x"), cfg, None)
+    src = InitSource("hf", Path("x"), cfg, None)
     state, notes = initial_state(weights, src, cfg, labels, seed=1)
     assert list(state) == [p.hf_name for p in table]
     assert state["classifier.weight"].shape == (3, 16) and not state["classifier.bias"].any()

@@ -162,10 +162,8 @@ def test_cli_stats(tmp_path):
     assert "documents   2" in proc.stdout and "sentences   4" in proc.stdout
 
 
-def test_import_does_not_pull_in_torch_or_jax():
-    code = ("import sys, bertcore.data.imdb; assert 'bertcore.data.corpus' not in sys.modules; "
-            "import bertcore.data.corpus; bad = [m for m in ('torch', 'jax', 'flax') "
-            "if m in sys.modules]; assert not bad, bad")
+def test_imdb_does_not_import_corpus():
+    code = "import sys, bertcore.data.imdb; assert 'bertcore.data.corpus' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
 
 

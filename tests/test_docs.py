@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import program
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.rglob("*.md"))
@@ -201,28 +203,12 @@ def test_commands_are_found():
     assert {"torchbert.train", "jaxbert.train", "parity.check"} <= set(MODULES)
 
 
-HELP = """
-import contextlib, importlib, io, json, sys
-bad = {}
-for name in sys.argv[1:]:
-    out = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(out):
-            importlib.import_module(name).main(["--help"])
-        bad[name] = "main(['--help']) returned instead of exiting"
-    except SystemExit as e:
-        if e.code not in (0, None) or "usage" not in out.getvalue().lower():
-            bad[name] = f"exit {e.code}: {out.getvalue()[-500:]}"
-print(json.dumps(bad))
-"""
-
-
 @pytest.mark.slow
 def test_command_modules_answer_help():
     """One process imports every module the commands name and asks its CLI for --help (as
     `python -m MOD --help` would, without paying a fresh interpreter per module)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", HELP, *MODULES], cwd=ROOT, env=env,
+    proc = subprocess.run(program("answer_help", *MODULES), cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.splitlines()[-1]) == {}

@@ -6,36 +6,25 @@ import json
 import os
 import platform
 import subprocess
-import sys
 
 import pytest
 
 from bertcore import malloc
-
-# A child process allocates, fills and frees a 200 MB array five times (a training step's
-# pattern), then reports its minor page faults for the last four rounds. numpy's own
-# transparent-huge-page advice is off there (NUMPY_MADVISE_HUGEPAGE=0): torch and XLA give none,
-# and with it a round faults 2 MiB pages, 100 of them, which would hide what is measured.
-CHILD = """
-import json, resource, sys
-from bertcore.malloc import keep_freed_memory
-applied = keep_freed_memory()
-import numpy as np
-np.ones(25_000_000).sum()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(4):
-    np.ones(25_000_000).sum()
-print(json.dumps({"applied": applied,
-                  "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
-"""
+from helpers import ROOT, program
 
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc",
                            reason="mallopt is glibc's; elsewhere keep_freed_memory is a no-op")
 
 
 def child(**env) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True,
-                         check=True, env={**os.environ, "NUMPY_MADVISE_HUGEPAGE": "0", **env})
+    """A child process allocates, fills and frees a 200 MB array five times (a training step's
+    pattern), then reports its minor page faults for the last four rounds. numpy's own
+    transparent-huge-page advice is off there (NUMPY_MADVISE_HUGEPAGE=0): torch and XLA give
+    none, and with it a round faults 2 MiB pages, 100 of them, which would hide what is
+    measured."""
+    out = subprocess.run(program("malloc_faults"), capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "NUMPY_MADVISE_HUGEPAGE": "0",
+                              **env})
     return json.loads(out.stdout)
 
 

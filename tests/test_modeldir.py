@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import twin_classify_cases as cases
 from bertcore.classify.cli import resolve_init as classify_init
 from bertcore.classify.data import LabelMap, open_classifier, write_classifier_dir
 from bertcore.config import BertConfig, TrainConfig
@@ -19,13 +18,14 @@ from bertcore.fillmask import open_model_dir as fill_mask_model
 from bertcore.hf import classifier_param_table, fresh_params, hf_names, save_hf_files
 from bertcore.train.init_from import resolve_init
 from bertcore.modeldir import LAYOUTS, layout_of, open_model_dir
+from helpers import review_tokenizer
 
 
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory) -> dict[str, Path]:
     """One directory of each layout, with the same tiny model and tokenizer."""
     root = tmp_path_factory.mktemp("modeldirs")
-    tok = cases.tokenizer()
+    tok = review_tokenizer()
     cfg = BertConfig.from_preset("tiny", vocab_size=tok.vocab_size, hidden_size=16,
                                  num_attention_heads=2, intermediate_size=32,
                                  max_position_embeddings=64)

@@ -8,23 +8,22 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-import twin_train_cases as cases
 from bertcore.config import TrainConfig
 from bertcore.errors import UserError
 from bertcore.files import check_apart
 from bertcore.train.rundir import RunDir
-from helpers import ROOT, assert_one_line_error, run_cli
+from helpers import (ROOT, assert_one_line_error, base_args, metrics, program, run_cli,
+                     train_in_process, write_corpus)
 
 TWIN = "torch"
 
 
 def train(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return cases.train_in_process(TWIN, *args, env=env)
+    return train_in_process(TWIN, *args, env=env)
 
 
 def ok(p: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -42,9 +41,9 @@ def made(tmp_path_factory):
     """A corpus, a data cache and one finished 2-step run (copied by each test that alters it)."""
     tmp = tmp_path_factory.mktemp("rundir")
     env = {"TWINBERT_CACHE": str(tmp / "cache")}
-    corpus = cases.write_corpus(tmp)
+    corpus = write_corpus(tmp)
     run = tmp / "run"
-    ok(train(*cases.base_args(corpus, run, "--steps", "2", "--checkpoint-every", "2"), env=env))
+    ok(train(*base_args(corpus, run, "--steps", "2", "--checkpoint-every", "2"), env=env))
     return corpus, run, env
 
 
@@ -100,13 +99,9 @@ def test_truncate_metrics(tmp_path):
     assert [json.loads(x)["step"] for x in d.metrics_path.read_text().splitlines()] == [1, 2]
 
 
-HOLD = ("import sys, time\nfrom bertcore.files import hold_lock\n"
-        "hold_lock(sys.argv[1] + '/.lock', 'x')\nprint('held', flush=True)\ntime.sleep(120)\n")
-
-
 def hold(rundir: Path) -> subprocess.Popen:
     """Another process that holds RUNDIR's lock (as a live run does)."""
-    p = subprocess.Popen([sys.executable, "-c", HOLD, str(rundir)], cwd=ROOT,
+    p = subprocess.Popen(program("hold_lock", str(rundir)), cwd=ROOT,
                          env={"PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "held"
     return p
@@ -153,11 +148,11 @@ def test_overwrite_with_a_bad_flag_keeps_the_old_run(made, tmp_path, flag, value
     run = copy_run(made, tmp_path)
     before = snapshot(run)
     bad = (flag, value)
-    assert_one_line_error(train(*cases.base_args(corpus, run, "--overwrite", *bad), env=env),
+    assert_one_line_error(train(*base_args(corpus, run, "--overwrite", *bad), env=env),
                           needle)
     assert snapshot(run) == before
     fresh = tmp_path / "fresh"
-    assert_one_line_error(train(*cases.base_args(corpus, fresh, *bad), env=env))
+    assert_one_line_error(train(*base_args(corpus, fresh, *bad), env=env))
     assert not fresh.exists()            # nothing written for a refused command
 
 
@@ -166,7 +161,7 @@ def test_overwrite_never_deletes_a_folder_of_user_files(made, tmp_path):
     d = tmp_path / "d"
     d.mkdir()
     (d / "notes.txt").write_text("x")
-    assert_one_line_error(train(*cases.base_args(corpus, d, "--overwrite", "--steps", "1"),
+    assert_one_line_error(train(*base_args(corpus, d, "--overwrite", "--steps", "1"),
                                 env=env), "notes.txt", "--overwrite")
     assert [p.name for p in d.iterdir()] == ["notes.txt"]
 
@@ -174,9 +169,9 @@ def test_overwrite_never_deletes_a_folder_of_user_files(made, tmp_path):
 def test_overwrite_replaces_a_run(made, tmp_path):
     corpus, _, env = made
     run = copy_run(made, tmp_path)
-    ok(train(*cases.base_args(corpus, run, "--overwrite", "--steps", "1",
+    ok(train(*base_args(corpus, run, "--overwrite", "--steps", "1",
                               "--checkpoint-every", "1"), env=env))
-    assert [m["step"] for m in cases.metrics(run)] == [1]
+    assert [m["step"] for m in metrics(run)] == [1]
     assert json.loads((run / "train_config.json").read_text())["steps"] == 1
     assert not [p for p in run.iterdir() if p.name.startswith(".") and p.name != ".lock"]
 
@@ -193,13 +188,13 @@ def test_a_failure_after_set_up_does_not_block_the_corrected_command(made, tmp_p
     def refuse(*a, **k):
         raise UserError("the optimizer refuses")
     monkeypatch.setattr(tt, "make_optimizer", refuse)
-    assert_one_line_error(train(*cases.base_args(corpus, out, "--steps", "1"), env=env),
+    assert_one_line_error(train(*base_args(corpus, out, "--steps", "1"), env=env),
                           "optimizer refuses")
     assert (out / "run.json").is_file()
     monkeypatch.undo()
-    p = train(*cases.base_args(corpus, out, "--steps", "1", "--resume"), env=env)
+    p = train(*base_args(corpus, out, "--steps", "1", "--resume"), env=env)
     assert_one_line_error(p, "no checkpoint", "drop --resume")
-    ok(train(*cases.base_args(corpus, out, "--steps", "1"), env=env))
+    ok(train(*base_args(corpus, out, "--steps", "1"), env=env))
 
 
 def test_an_input_is_never_an_output(made, tmp_path):
@@ -207,9 +202,9 @@ def test_an_input_is_never_an_output(made, tmp_path):
     d = tmp_path / "corpus"
     d.mkdir()
     shutil.copy(corpus, d / "c.txt")
-    assert_one_line_error(train(*cases.base_args(d / "c.txt", d, "--steps", "1"), env=env),
+    assert_one_line_error(train(*base_args(d / "c.txt", d, "--steps", "1"), env=env),
                           "holds the input --corpus")
-    assert_one_line_error(train(*cases.base_args(corpus, run / "sub", "--init-from", str(run),
+    assert_one_line_error(train(*base_args(corpus, run / "sub", "--init-from", str(run),
                                                  "--steps", "1"), env=env),
                           "lies inside the input --init-from")
     tok = tmp_path / "tok"
@@ -240,7 +235,7 @@ def test_a_live_run_refuses_a_second_writer(made, tmp_path):
     holder = hold(run)
     try:
         for extra in (("--resume",), ("--overwrite",)):
-            p = train(*cases.base_args(corpus, run, "--steps", "2", "--checkpoint-every", "2",
+            p = train(*base_args(corpus, run, "--steps", "2", "--checkpoint-every", "2",
                                        *extra), env=env)
             assert_one_line_error(p, "in use by another process", f"pid {holder.pid}")
         assert snapshot(run) == before
@@ -248,7 +243,7 @@ def test_a_live_run_refuses_a_second_writer(made, tmp_path):
         holder.kill()
         holder.wait()
     # and a run that ended (or died) holds nothing: a second command is not refused
-    ok(train(*cases.base_args(corpus, run, "--steps", "2", "--checkpoint-every", "2",
+    ok(train(*base_args(corpus, run, "--steps", "2", "--checkpoint-every", "2",
                               "--overwrite"), env=env))
 
 
@@ -262,7 +257,7 @@ def test_resume_refuses_other_model_flags(made, tmp_path, flags, name):
     corpus, _, env = made
     run = copy_run(made, tmp_path)
     before = snapshot(run)
-    p = train(*cases.base_args(corpus, run, "--steps", "2", "--checkpoint-every", "2",
+    p = train(*base_args(corpus, run, "--steps", "2", "--checkpoint-every", "2",
                                "--resume", *flags), env=env)
     assert_one_line_error(p, f"changed settings ({name})")
     assert snapshot(run) == before
@@ -271,7 +266,7 @@ def test_resume_refuses_other_model_flags(made, tmp_path, flags, name):
 def test_resume_of_a_hand_edited_run_is_one_line(made, tmp_path):
     corpus, _, env = made
     run = copy_run(made, tmp_path)
-    args = cases.base_args(corpus, run, "--steps", "2", "--checkpoint-every", "2", "--resume")
+    args = base_args(corpus, run, "--steps", "2", "--checkpoint-every", "2", "--resume")
     saved = json.loads((run / "train_config.json").read_text())
     for text, needle in ((json.dumps({**saved, "beta1": 1.5}), "beta1=1.5"),
                          ("[1, 2]", "JSON object"), ("\udcff", "cannot read")):

@@ -9,7 +9,7 @@ from bertcore.errors import UserError
 from bertcore.data.prepare import prepare
 from bertcore.data.shards import Shards
 from bertcore.data.tokenizer import train_tokenizer
-from helpers import synthetic_documents
+from helpers import ROOT, program, synthetic_documents
 
 
 @pytest.fixture(scope="module")
@@ -83,32 +83,17 @@ def test_empty_corpus(tmp_path, tok):
 @pytest.mark.slow
 def test_prepare_streams_in_bounded_memory(tmp_path, tok):
     """Peak memory of prepare does not grow with the corpus (run in fresh subprocesses)."""
+    import os
     import subprocess
-    import sys
 
-    code = r"""
-import resource, sys
-sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
-from bertcore.data.tokenizer import load_tokenizer
-from bertcore.data.prepare import prepare
-from helpers import synthetic_documents
-tok = load_tokenizer({tokdir!r})
-base = synthetic_documents(500, seed=2)
-def docs(n):
-    for i in range(n):
-        yield base[i % 500]
-# workers=1: the writer's own memory (worker processes hold one chunk each; the benchmark
-# measures the whole process tree at corpus scale)
-prepare(docs(int(sys.argv[1])), tok, sys.argv[2], progress=False, workers=1)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-"""
-    from helpers import ROOT
     tok.save(tmp_path / "tok")
-    code = code.format(root=str(ROOT), tests=str(ROOT / "tests"), tokdir=str(tmp_path / "tok"))
+    # the program imports the project and helpers.py
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
     rss = []
     for n in (2000, 20000):
-        out = subprocess.run([sys.executable, "-c", code, str(n), str(tmp_path / f"d{n}")],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(program("prepare_rss", str(n), str(tmp_path / f"d{n}"),
+                                     str(tmp_path / "tok")),
+                             capture_output=True, text=True, check=True, env=env)
         rss.append(int(out.stdout.split()[-1]))
     # 10x the corpus (~10 MB of text) may not add more than a few MB of peak memory
     assert rss[1] - rss[0] < 8 * 1024, rss

@@ -1,8 +1,8 @@
 """bertcore.train.stopping, and a checkpoint write that fails (disk full): bertcore.files' one-line
 error and the twins' handling of it.
 
-The subprocess tests (SIGTERM mid-run then --resume, --time-budget) are in twin_train_cases.py,
-run by test_torch_train.py and test_jax_train.py."""
+The subprocess tests (SIGTERM mid-run then --resume, --time-budget) are in test_train.py, run
+for both twins."""
 
 import errno
 import os
@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-import twin_train_cases as cases
 from bertcore.errors import UserError
 from bertcore.files import os_error_in, write_failure
 from bertcore.train.stopping import (EXIT_SIGNAL, EXIT_WRITE_FAILED, Stopper, parse_duration,
                                parse_signals, resume_command)
+from helpers import base_args, checkpoint_steps, temp_dirs, write_corpus
 
 
 def test_parse_duration_and_signals():
@@ -117,7 +117,7 @@ def test_torch_checkpoint_write_without_space(tmp_path, cache_env, monkeypatch, 
 
     for k, v in cache_env.items():
         monkeypatch.setenv(k, v)
-    corpus = cases.write_corpus(tmp_path)
+    corpus = write_corpus(tmp_path)
     out = tmp_path / "run"
     real, calls = tc.save_file, []
 
@@ -130,12 +130,12 @@ def test_torch_checkpoint_write_without_space(tmp_path, cache_env, monkeypatch, 
                                   'StorageFull, message: "No space left on device" })')
         return real(*a, **k)
     monkeypatch.setattr(tc, "save_file", save_file)
-    rc = main(cases.base_args(corpus, out, "--steps", "4", "--checkpoint-every", "2"))
+    rc = main(base_args(corpus, out, "--steps", "4", "--checkpoint-every", "2"))
     _one_line_no_traceback(capsys, rc, "No space left on device", "needed", "free",
                            str(out / "checkpoints" / "step_00000004"),
                            str(out / "checkpoints" / "step_00000002"))
-    assert cases.checkpoint_steps("torch", out) == [2]
-    assert cases.temp_dirs(out) == []
+    assert checkpoint_steps("torch", out) == [2]
+    assert temp_dirs(out) == []
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL    # handlers given back
 
 
@@ -149,7 +149,7 @@ def test_jax_checkpoint_write_without_space(tmp_path, cache_env, monkeypatch, ca
 
     for k, v in cache_env.items():
         monkeypatch.setenv(k, v)
-    corpus = cases.write_corpus(tmp_path)
+    corpus = write_corpus(tmp_path)
     out = tmp_path / "run"
     real = ocp.CheckpointManager.save
 
@@ -164,9 +164,9 @@ def test_jax_checkpoint_write_without_space(tmp_path, cache_env, monkeypatch, ca
         except OSError as e:   # as orbax reports it: wrapped, the OSError as the cause
             raise ValueError("Failed to write checkpoint") from e
     monkeypatch.setattr(ocp.CheckpointManager, "save", save)
-    rc = main(cases.base_args(corpus, out, "--steps", "4", "--checkpoint-every", "2"))
+    rc = main(base_args(corpus, out, "--steps", "4", "--checkpoint-every", "2"))
     _one_line_no_traceback(capsys, rc, "No space left on device", "needed", "free",
                            str(out.absolute() / "checkpoints" / "4"),
                            str(out.absolute() / "checkpoints" / "2"))
-    assert cases.checkpoint_steps("jax", out) == [2]
-    assert cases.temp_dirs(out) == []
+    assert checkpoint_steps("jax", out) == [2]
+    assert temp_dirs(out) == []

@@ -1,6 +1,7 @@
-"""torchbert.train end to end: resume, SIGKILL, DDP, learning, bad input, fill-mask."""
+"""What only torchbert's training has: DDP under torchrun equals one process, the step function
+learns and memorises, and no host sync outside log and checkpoint steps. The command line's
+behaviour shared with jaxbert is tested in test_train.py."""
 
-import json
 import os
 import subprocess
 import sys
@@ -9,47 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-import twin_train_cases as cases
-from helpers import ROOT, build_shards
-
-TWIN = "torch"
-
-
-@pytest.mark.slow
-def test_resume_is_bit_exact(tmp_path, cache_env):
-    cases.resume_is_exact(TWIN, tmp_path, cache_env)
-
-
-@pytest.mark.slow
-def test_sigkill_right_after_checkpoint_then_resume(tmp_path, cache_env):
-    cases.sigkill_then_resume(TWIN, tmp_path, cache_env)
-
-
-@pytest.mark.slow
-def test_bad_inputs_one_line_errors(tmp_path, cache_env):
-    cases.bad_inputs(TWIN, tmp_path, cache_env)
-
-
-@pytest.mark.slow
-def test_run_files_and_summary(tmp_path, cache_env):
-    corpus = cases.write_corpus(tmp_path)
-    out = tmp_path / "run"
-    p = cases.train(TWIN, *cases.base_args(corpus, out, "--steps", "6", "--log-every", "2"),
-                    env=cache_env)
-    assert str(out) in p.stdout
-    for f in ("config.json", "train_config.json", "run.json", "metrics.jsonl", "summary.json",
-              "loss.png", "tokenizer/vocab.txt"):
-        assert (out / f).exists(), f
-    rows = cases.metrics(out)
-    assert [r["step"] for r in rows] == [2, 4, 6]
-    for key in ("loss", "mlm_loss", "nsp_loss", "mlm_accuracy", "nsp_accuracy", "learning_rate",
-                "grad_norm", "tokens_per_second"):
-        assert key in rows[0], key
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["steps"] == 6 and summary["peak_rss_mb"] > 0
-    # --overwrite starts over
-    cases.train(TWIN, *cases.base_args(corpus, out, "--steps", "2", "--overwrite"), env=cache_env)
-    assert [r["step"] for r in cases.metrics(out)] == [1, 2]
+from helpers import ROOT, base_args, build_shards, metrics, train_cli, write_corpus
 
 
 @pytest.mark.slow
@@ -57,17 +18,17 @@ def test_run_files_and_summary(tmp_path, cache_env):
 def test_ddp_two_processes_equal_one_process(tmp_path, cache_env, nsp):
     """torchrun with 2 gloo ranks of B/2 rows == 1 process with B rows (dropout off), also
     MLM-only, where the pooler and NSP head are not run (DDP must not wait for them)."""
-    corpus = cases.write_corpus(tmp_path)
+    corpus = write_corpus(tmp_path)
     common = ("--steps", "6", "--no-dropout", "--batch-size", "8", *([] if nsp else ["--no-nsp"]))
     one, two = tmp_path / "one", tmp_path / "two"
-    cases.train(TWIN, *cases.base_args(corpus, one, *common), env=cache_env)
+    train_cli("torch", *base_args(corpus, one, *common), env=cache_env)
     env = {**os.environ, "PYTHONPATH": str(ROOT), **cache_env, "OMP_NUM_THREADS": "1"}
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                         "--nproc-per-node", "2", "-m", "torchbert.train",
-                        *cases.base_args(corpus, two, *common)],
+                        *base_args(corpus, two, *common)],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
-    a, b = cases.metrics(one), cases.metrics(two)
+    a, b = metrics(one), metrics(two)
     assert len(a) == len(b) == 6
     keys = ("loss", "mlm_loss", "grad_norm") + (("nsp_loss",) if nsp else ())
     assert all(("nsp_loss" in m) == nsp for m in a + b)
@@ -159,60 +120,9 @@ def test_no_host_sync_except_at_log_and_checkpoint_steps(tmp_path, cache_env, mo
     calls = []
     real_global = tp.global_metrics
     monkeypatch.setattr(tp, "global_metrics", lambda m, w: calls.append(1) or real_global(m, w))
-    corpus = cases.write_corpus(tmp_path)
-    args = cases.base_args(corpus, tmp_path / "run", "--steps", "12", "--log-every", "4",
+    corpus = write_corpus(tmp_path)
+    args = base_args(corpus, tmp_path / "run", "--steps", "12", "--log-every", "4",
                            "--checkpoint-every", "6")
     assert main(args) == 0       # the CLI, in this process
     assert len(calls) == len({4, 6, 8, 12}), calls   # log steps 4, 8, 12; checkpoint 6 and 12
 
-
-@pytest.mark.slow
-def test_eval_is_fixed_and_resumes_exactly(tmp_path, cache_env):
-    cases.eval_is_fixed_and_resumes_exactly(TWIN, tmp_path, cache_env)
-
-
-@pytest.mark.slow
-def test_init_from_a_run_of_either_twin(tmp_path, cache_env):
-    cases.init_from_both_ways(tmp_path, cache_env)
-
-
-@pytest.mark.slow
-def test_sigterm_mid_run_checkpoints_then_resume_is_exact(tmp_path, cache_env):
-    cases.sigterm_then_resume(TWIN, tmp_path, cache_env)
-
-
-@pytest.mark.slow
-def test_time_budget_stops_with_a_checkpoint_in_time(tmp_path, cache_env):
-    cases.time_budget_stops_in_time(TWIN, tmp_path, cache_env)
-
-
-@pytest.mark.slow
-def test_sigterm_to_one_ddp_rank_stops_both_at_one_step_then_resume(tmp_path, cache_env):
-    """torchrun, 2 gloo ranks; SIGTERM to rank 1 only: its flag rides the metrics all-reduce,
-    so rank 0 stops at the same step and writes the checkpoint; both exit 75."""
-    import psutil
-
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **cache_env, "OMP_NUM_THREADS": "1"}
-
-    def cmd(corpus, out, *args):
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                "--nproc-per-node", "2", "-m", "torchbert.train",
-                *cases.base_args(corpus, out, *args)]
-
-    def launch(corpus, out, *args):
-        agent = subprocess.Popen(cmd(corpus, out, *args), cwd=ROOT, env=env, text=True,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-        def rank1():
-            for c in psutil.Process(agent.pid).children(recursive=True):
-                if c.environ().get("RANK") == "1" and "torchbert.train" in c.cmdline():
-                    return c.pid
-            raise AssertionError("rank 1 not found")
-        return [agent], rank1
-
-    def resume(corpus, out, *args):
-        p = subprocess.run(cmd(corpus, out, *args), cwd=ROOT, env=env, capture_output=True,
-                           text=True, timeout=600)
-        assert p.returncode == 0, p.stderr[-3000:]
-
-    cases.sigterm_one_of_two_processes(TWIN, tmp_path, cache_env, launch, resume)

@@ -15,12 +15,12 @@ import pytest
 import torch
 import transformers
 
-import twin_classify_cases as cases
 from bertcore.classify.cli import ClassifyConfig
 from bertcore.classify.data import (Example, encode, open_classifier,
                                     train_batches)
 from bertcore.hf import classifier_flax_to_hf
-from helpers import assert_one_line_error
+from helpers import (CLASSIFY_FAST, ClassifyCli, assert_one_line_error, hf_dir, review_tokenizer,
+                     reviews, write_jsonl)
 from jaxbert import classify as jc
 from parity import convert as C
 from parity import thresholds as T
@@ -33,7 +33,7 @@ LABELS = ("contradiction", "entailment", "neutral")   # three labels, sentence p
 def hf_classifier(tmp_path_factory) -> Path:
     """A random tiny transformers.BertForSequenceClassification, dropout off, with our tokenizer."""
     d = tmp_path_factory.mktemp("hf-classifier")
-    tok = cases.tokenizer()
+    tok = review_tokenizer()
     tok.save(d)
     torch.manual_seed(0)
     cfg = transformers.BertConfig(
@@ -49,8 +49,8 @@ def hf_classifier(tmp_path_factory) -> Path:
 
 
 def batch(clf, n: int = 6) -> dict[str, np.ndarray]:
-    ex = [Example(r["text"], cases.reviews(n, 3)[i]["text"], LABELS[i % 3])
-          for i, r in enumerate(cases.reviews(n, 2))]
+    ex = [Example(r["text"], reviews(n, 3)[i]["text"], LABELS[i % 3])
+          for i, r in enumerate(reviews(n, 2))]
     enc = encode(clf.tokenizer, ex, clf.labels, 40)
     return enc.rows(np.arange(n))
 
@@ -112,15 +112,15 @@ def test_export_loads_in_transformers(tmp_path, capsys):
     """A torchbert classify RUNDIR -> parity.convert --to hf -> transformers, no missing or
     unexpected keys, the labels and the twin's logits kept; and a HF classifier dir evaluates in
     both twins."""
-    model = cases.hf_dir(tmp_path / "hf")
-    train = cases.write_jsonl(tmp_path / "train.jsonl", cases.reviews(48, 0))
+    model = hf_dir(tmp_path / "hf")
+    train = write_jsonl(tmp_path / "train.jsonl", reviews(48, 0))
     out = tmp_path / "run"
-    cases.Cli("torch", capsys)("train", "--init-from", str(model), "--data", str(train),
-                               "--out", str(out), "--epochs", "1", *cases.FAST)
+    ClassifyCli("torch", capsys)("train", "--init-from", str(model), "--data", str(train),
+                               "--out", str(out), "--epochs", "1", *CLASSIFY_FAST)
     dst = tmp_path / "export"
     C.convert(out, dst, "hf", log=lambda *_: None)
     clf = open_classifier(out)
-    examples = [Example(r["text"], None, r["label"]) for r in cases.reviews(8, 1)]
+    examples = [Example(r["text"], None, r["label"]) for r in reviews(8, 1)]
     b = next(train_batches(encode(clf.tokenizer, examples, clf.labels, 24), 8, 0, 0))
     h, info = hf_logits(dst, b)
     assert info["missing_keys"] == [] and info["unexpected_keys"] == []
@@ -131,8 +131,8 @@ def test_export_loads_in_transformers(tmp_path, capsys):
     assert transformers.BertTokenizerFast.from_pretrained(dst)("a great film")["input_ids"] == \
         clf.tokenizer.encode("a great film")
     # the export is a Hugging Face classifier directory: both twins evaluate it
-    test = cases.write_jsonl(tmp_path / "test.jsonl", cases.reviews(16, 1))
-    res = [json.loads(cases.Cli(twin, capsys)("evaluate", str(dst), "--data", str(test),
+    test = write_jsonl(tmp_path / "test.jsonl", reviews(16, 1))
+    res = [json.loads(ClassifyCli(twin, capsys)("evaluate", str(dst), "--data", str(test),
                                               "--json").stdout) for twin in ("torch", "jax")]
     assert res[0]["examples"] == res[1]["examples"] == 16
     assert abs(res[0]["loss"] - res[1]["loss"]) < 1e-5

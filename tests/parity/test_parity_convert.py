@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-import twin_train_cases as cases
-from helpers import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, base_args, metrics, run_cli, write_corpus
 from bertcore.hf import flax_to_hf
 from bertcore.train.rundir import read_run
 from jaxbert.checkpoint import key_to_list
@@ -35,12 +34,12 @@ def train(twin: str, *args: str) -> None:
 def runs(tmp_path_factory):
     """A 6-step torchbert run and a 6-step jaxbert run (checkpoints at 3 and 6), dropout off."""
     d = tmp_path_factory.mktemp("runs")
-    corpus = cases.write_corpus(d)
+    corpus = write_corpus(d)
     out = {}
     for twin in ("torch", "jax"):
         out[twin] = d / twin
-        train(twin, *cases.base_args(corpus, out[twin], *STEPS))
-    out["args"] = lambda rundir, *extra: cases.base_args(corpus, rundir, *STEPS, *extra)
+        train(twin, *base_args(corpus, out[twin], *STEPS))
+    out["args"] = lambda rundir, *extra: base_args(corpus, rundir, *STEPS, *extra)
     return out
 
 
@@ -135,7 +134,7 @@ def test_resume_across_frameworks_with_the_clis(runs, tmp_path):
             assert p.returncode == 0, p.stderr[-3000:]
         else:
             train(second, *args)
-        ref, got = cases.metrics(runs[first]), cases.metrics(dst)
+        ref, got = metrics(runs[first]), metrics(dst)
         assert [m["step"] for m in got] == list(range(1, 7))
         assert got[:3] == ref[:3]                       # the curve so far, carried over
         for r, g in zip(ref[3:], got[3:]):
@@ -290,11 +289,3 @@ def test_unknown_missing_and_misshaped_names_are_listed(tmp_path, capsys):
     fails(capsys, str(src2), str(tmp_path / "out"), "--to", "hf", "--step", "3",
           needles=("--step",))
     assert not (tmp_path / "out").exists()
-
-
-def test_module_imports_neither_torch_nor_jax():
-    """The CLI and the framework-free state import no framework: `--to hf` from a HF directory
-    or a conversion's help never pays for (or needs) both."""
-    p = run_cli("-c", "import sys, parity.convert, parity.state, bertcore.hf; "
-                      "print(sorted({'torch', 'jax', 'flax'} & set(sys.modules)))")
-    assert p.returncode == 0 and p.stdout.strip() == "[]", p.stdout + p.stderr
