@@ -39,7 +39,7 @@ def make_batches(args) -> tuple[list[dict[str, np.ndarray]], int]:
     from bertcore.train.run import resolve_data
 
     ns = train_parser("bench", "").parse_args(["--corpus", args.corpus])
-    tok, shards = resolve_data(ns, progress=False, log=lambda *a, **k: None)
+    tok, shards = resolve_data(ns, progress=False)
     cfg = TrainConfig(batch_size=args.batch_size, seq_len=args.seq_len,
                       max_predictions=args.max_predictions, seed=0)
     it = BatchIterator(shards, tok, cfg)

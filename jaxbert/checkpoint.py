@@ -40,7 +40,7 @@ from bertcore.files import os_error_in
 
 from .step import abstract_state
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 
 
@@ -118,12 +118,12 @@ class Checkpointer:
         json.dumps(extra)  # fail here, with the offending value named, not inside orbax
         mgr = self._manager(create=True)
         if step in mgr.all_steps():
-            log.info("checkpoint %d already exists in %s; not overwriting it", step, self.dir)
+            logger.info("checkpoint %d already exists in %s; not overwriting it", step, self.dir)
             return None
         t = time.perf_counter()
         mgr.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                     extra=ocp.args.JsonSave(extra)))
-        log.debug("saved checkpoint %d in %.2fs", step, time.perf_counter() - t)
+        logger.debug("saved checkpoint %d in %.2fs", step, time.perf_counter() - t)
         return self.path(step)
 
     def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
@@ -168,7 +168,7 @@ class Checkpointer:
         except Exception as e:
             raise UserError(f"checkpoint {path} is corrupt or does not match this run's training "
                             f"state ({_short(e)}); delete it or start a new run directory") from e
-        log.debug("restored checkpoint %d in %.2fs", step, time.perf_counter() - t)
+        logger.debug("restored checkpoint %d in %.2fs", step, time.perf_counter() - t)
         return state, extra
 
     def abandon(self) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import sys
 import tempfile
 import time
@@ -37,17 +38,19 @@ from pathlib import Path
 import jax
 import torch
 
-from bertcore.errors import cli_entry
+from bertcore.errors import cli_entry, notes_to_stderr
 
 from .cases import PRESETS, make_case
 from .curve_rows import bf16_rows, dropout_rows, training_rows
 from .model_rows import adamw_rows, eval_rows, forward_rows, loss_grad_rows
 from .report import Report, write_report
 
+logger = logging.getLogger(__name__)
+
 
 def run_check(preset: str = "tiny", steps: int = 100, positions=("post", "pre"),
               workdir: Path | None = None, seed: int = 0, threads: int | None = None,
-              log=print) -> Report:
+              ) -> Report:
     """Every row for `preset` and each LayerNorm position. `threads` sets torch's intra-op
     threads for the run (1 is fastest on a busy small machine, where spinning OpenMP threads
     fight other processes), restored afterwards."""
@@ -70,7 +73,7 @@ def run_check(preset: str = "tiny", steps: int = 100, positions=("post", "pre"),
                     rows = part(case)
                     report.rows += rows
                     name = getattr(part, "func", part).__name__
-                    log(f"[{preset}/{ln}] {name}: {sum(r.passed for r in rows)}/{len(rows)} "
+                    logger.info(f"[{preset}/{ln}] {name}: {sum(r.passed for r in rows)}/{len(rows)} "
                         f"pass ({time.perf_counter() - t:.1f}s)")
                 report.curves[ln] = curves
     finally:
@@ -108,8 +111,8 @@ def main(argv=None) -> int:
     enable_compilation_cache()   # the twins' XLA programs compile once per machine, not per run
     positions = ("post", "pre") if args.layer_norm_position == "both" else \
         (args.layer_norm_position,)
-    report = run_check(args.preset, args.steps, positions, seed=args.seed, threads=args.threads,
-                       log=lambda s: print(s, file=sys.stderr))
+    notes_to_stderr()   # stdout is the report table; progress goes to stderr
+    report = run_check(args.preset, args.steps, positions, seed=args.seed, threads=args.threads)
     out = Path(args.out or f"runs/parity-{args.preset}")
     write_report(report, out)
     print(report.table())

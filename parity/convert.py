@@ -10,9 +10,9 @@ framework a direction needs is imported only when it is used.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
-from typing import Callable
 
 from bertcore.errors import UserError, cli_entry
 from bertcore.files import atomic_path, check_apart
@@ -20,6 +20,8 @@ from bertcore.train.rundir import FRAMEWORKS, RunDir, RunFiles, copy_tree
 
 from .state import (TrainingState, detect_source, is_classifier_source, read_hf, write_hf,
                     write_hf_classifier)
+
+logger = logging.getLogger(__name__)
 
 
 def read_state(kind: str, root: Path, run: RunFiles | None, step: int | None) -> TrainingState:
@@ -56,7 +58,7 @@ def write_rundir(out: Path, to: str, state: TrainingState, run: RunFiles, src: P
 # ---- the command ------------------------------------------------------------------------------
 
 def convert(src: str | Path, dst: str | Path, to: str, step: int | None = None,
-            overwrite: bool = False, log: Callable[[str], None] = print) -> Path:
+            overwrite: bool = False) -> Path:
     """Convert SRC into DST for `to` ("torch" | "jax" | "hf"); see `python -m parity.convert -h`.
 
     Everything is read and checked before anything is written; DST appears complete or not at
@@ -65,7 +67,7 @@ def convert(src: str | Path, dst: str | Path, to: str, step: int | None = None,
         raise UserError(f"--to {to!r}: choose torch, jax or hf")
     src, dst = Path(src), Path(dst)
     if src.is_dir() and is_classifier_source(src):
-        return convert_classifier(src, dst, to, step, overwrite, log)
+        return convert_classifier(src, dst, to, step, overwrite)
     kind, root, step = detect_source(src, step)
     check_apart(dst, {"SRC": src, "its run": root}, out_flag="DST")
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())) and not overwrite:
@@ -74,7 +76,7 @@ def convert(src: str | Path, dst: str | Path, to: str, step: int | None = None,
     run = RunDir(root).read() if kind in FRAMEWORKS else None
     state = read_state(kind, root, run, step)
     for note in state.notes:
-        log(note)
+        logger.info(note)
     whole_state = kind in FRAMEWORKS and to in FRAMEWORKS
     target = RunDir(dst)
     if target.is_run():
@@ -88,24 +90,24 @@ def convert(src: str | Path, dst: str | Path, to: str, step: int | None = None,
     finally:
         target.unlock()
     if whole_state:
-        log(f"wrote {dst}: a {to}bert run at step {state.step} (weights, AdamW moments, step "
+        logger.info(f"wrote {dst}: a {to}bert run at step {state.step} (weights, AdamW moments, step "
             f"counts, data position{', dropout key' if to == 'jax' else ''}); continue it with "
             f"python -m {to}bert.train --out {dst} --resume")
         return dst
     what = f"step {state.step} of {root}" if run else str(root)
-    log(f"wrote {dst}: Hugging Face BERT weights ({what}), config.json, model.safetensors"
+    logger.info(f"wrote {dst}: Hugging Face BERT weights ({what}), config.json, model.safetensors"
         f"{', tokenizer' if (dst / 'vocab.txt').is_file() else ''}")
     if to in FRAMEWORKS:
-        log(f"note: from a Hugging Face directory only weights exist (no optimizer state or data "
+        logger.info(f"note: from a Hugging Face directory only weights exist (no optimizer state or data "
             f"position); {to}bert loads {dst} with from_pretrained")
     if state.config.layer_norm_position == "pre":
-        log("note: layer_norm_position=pre: transformers' BertForPreTraining computes post-LN "
+        logger.info("note: layer_norm_position=pre: transformers' BertForPreTraining computes post-LN "
             "BERT and cannot run these weights; torchbert/jaxbert from_pretrained can")
     return dst
 
 
-def convert_classifier(src: Path, dst: Path, to: str, step: int | None, overwrite: bool,
-                       log: Callable[[str], None]) -> Path:
+def convert_classifier(src: Path, dst: Path, to: str, step: int | None, overwrite: bool
+                       ) -> Path:
     """A fine-tuned classifier (classify RUNDIR: its best/ weights; or a HF classifier dir) ->
     a Hugging Face directory. Its weights are framework-free already, so both twins read them
     as they are: only --to hf makes sense."""
@@ -118,7 +120,7 @@ def convert_classifier(src: Path, dst: Path, to: str, step: int | None, overwrit
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())) and not overwrite:
         raise UserError(f"{dst} already exists; pass --overwrite to replace it, or choose "
                         f"another DST")
-    log(write_hf_classifier(src, dst))
+    logger.info(write_hf_classifier(src, dst))
     return dst
 
 

@@ -52,7 +52,6 @@ def training_rows(case: Case, curves: dict, steps: int | None = None) -> list[Ro
     n = steps or train.steps
     half = n // 2
     work = Path(tempfile.mkdtemp(prefix=f"resume-{ln}-", dir=case.workdir))
-    quiet = lambda *_: None
 
     # torch: N steps straight, checkpoint at N/2 (torchbert's own Checkpointer)
     model, opt = torch_setup(case, train, cfg)
@@ -77,7 +76,7 @@ def training_rows(case: Case, curves: dict, steps: int | None = None) -> list[Ro
     rows = [_curve_row(ln, f"{n}-step loss curve: torch vs jax", lt, lj, T.CURVE_REL)]
 
     # torch N/2 -> convert -> jax N/2, against torch N
-    convert(t_dir, work / "torch-to-jax", "jax", log=quiet)
+    convert(t_dir, work / "torch-to-jax", "jax")
     from jaxbert.step import create_state
     tx, layout = jax_layout(cfg, train)
     with Checkpointer(work / "torch-to-jax", cfg) as c:
@@ -91,7 +90,7 @@ def training_rows(case: Case, curves: dict, steps: int | None = None) -> list[Ro
     rows.append(_with_data_check(row, same_data))
 
     # jax N/2 -> convert -> torch N/2, against jax N
-    convert(j_dir, work / "jax-to-torch", "torch", log=quiet)
+    convert(j_dir, work / "jax-to-torch", "torch")
     from torchbert.model import BertForPreTraining
     from torchbert.optim import make_optimizer
     m2 = BertForPreTraining(cfg).train()

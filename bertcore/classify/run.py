@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -26,6 +27,8 @@ from bertcore.files import check_apart
 from bertcore.train.metrics import read_metrics
 from bertcore.train.rundir import RunDir
 from bertcore.data.tokenizer import load_tokenizer
+
+logger = logging.getLogger(__name__)
 
 
 # ---- the run directory --------------------------------------------------------------------------
@@ -181,19 +184,19 @@ def fit(run: ClassifyRun, twin: Twin) -> dict[str, Any]:
 
 
 def _fit(run: ClassifyRun, twin: Twin, spe: int) -> dict[str, Any]:
-    cfg, say = run.cfg, print
+    cfg = run.cfg
     total = run.total_steps
     lr_at = cfg.lr_at(total)
     extra: dict[str, Any] = {"step": 0, "best": None, "loss_sum": 0.0, "loss_n": 0}
     if run.resume:
         extra = twin.restore()
-        say(f"resumed {run.rundir} at step {extra['step']}")
+        logger.info(f"resumed {run.rundir} at step {extra['step']}")
     else:
         run.create()
     metrics_path = run.files.metrics_path
     run.files.truncate_metrics(extra["step"])
     for note in run.notes:
-        say(note)
+        logger.info(note)
     step, t0 = extra["step"], time.perf_counter()
     bar = tqdm(total=total, initial=step, unit="step", disable=not run.progress,
                desc=f"{run.framework}bert classify", dynamic_ncols=True)
@@ -210,7 +213,7 @@ def _fit(run: ClassifyRun, twin: Twin, spe: int) -> dict[str, Any]:
             if step == run.stop_after and step % spe:
                 twin.save(step, extra)
                 bar.close()
-                say(f"stopped after step {step}; continue with train --out {run.rundir} --resume")
+                logger.info(f"stopped after step {step}; continue with train --out {run.rundir} --resume")
                 return {"stopped_at": step}
         val = evaluate(twin.logits, run.val, cfg.batch_size, len(run.labels))
         row = {"epoch": epoch + 1, "step": step,
@@ -218,7 +221,7 @@ def _fit(run: ClassifyRun, twin: Twin, spe: int) -> dict[str, Any]:
                **{f"val_{k}": val[k] for k in ("loss", "accuracy", "f1") if k in val},
                "learning_rate": float(lr_at(step - 1)), "elapsed": time.perf_counter() - t0}
         run.files.append_metrics(row)
-        bar.write(" ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "elapsed"))
+        logger.info(" ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "elapsed"))
         if extra["best"] is None or row["val_accuracy"] > extra["best"]["val_accuracy"]:
             extra["best"] = row
             write_classifier_dir(run.rundir / "best", run.config, run.labels, twin.state(),
@@ -227,7 +230,7 @@ def _fit(run: ClassifyRun, twin: Twin, spe: int) -> dict[str, Any]:
         twin.save(step, extra)
         if run.stop_after and step >= run.stop_after and step < total:
             bar.close()
-            say(f"stopped after step {step}; continue with train --out {run.rundir} --resume")
+            logger.info(f"stopped after step {step}; continue with train --out {run.rundir} --resume")
             return {"stopped_at": step}
     bar.close()
     summary = {"framework": run.framework, "rundir": str(run.rundir), "steps": step,
@@ -236,6 +239,6 @@ def _fit(run: ClassifyRun, twin: Twin, spe: int) -> dict[str, Any]:
                "validation_examples": len(run.val), "train_seconds": time.perf_counter() - t0}
     run.files.write_file("summary.json", json.dumps(summary, indent=2) + "\n")
     best = extra["best"]
-    say(f"done: {step} steps; best epoch {best['epoch']} val accuracy {best['val_accuracy']:.4f}; "
+    logger.info(f"done: {step} steps; best epoch {best['epoch']} val accuracy {best['val_accuracy']:.4f}; "
         f"weights in {run.rundir}/best (evaluate: evaluate {run.rundir} --data DATA)")
     return summary

@@ -7,15 +7,17 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 
-from bertcore.train.cli import HelpFormatter
 from bertcore.config import TrainConfig
-from bertcore.errors import UserError, cli_entry
+from bertcore.errors import HelpFormatter, UserError, cli_entry
 from bertcore.files import check_apart
 from bertcore.data.prepare import prepare
 from bertcore.data.shards import Shards
 from bertcore.data.tokenizer import load_tokenizer
+
+logger = logging.getLogger(__name__)
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -32,11 +34,11 @@ def _prepare(args: argparse.Namespace) -> int:
                     delimiters=args.delimiters, progress=not args.no_progress,
                     workers=args.workers, eval_fraction=args.eval_fraction,
                     total_bytes=corpus_bytes(args.corpus))
-    print(f"{stats.documents} documents, {stats.sentences} sentences, {stats.tokens} tokens from "
+    logger.info(f"{stats.documents} documents, {stats.sentences} sentences, {stats.tokens} tokens from "
           f"{stats.text_bytes / 1e6:.1f} MB of text in {stats.seconds:.1f}s "
           f"({stats.mb_per_second:.2f} MB/s) -> {out}")
     if args.eval_fraction:
-        print(f"held out {stats.eval_documents} documents, {stats.eval_tokens} tokens -> "
+        logger.info(f"held out {stats.eval_documents} documents, {stats.eval_tokens} tokens -> "
               f"{out / 'eval'}")
     if args.seq_len:
         cfg = TrainConfig(seq_len=args.seq_len, max_predictions=min(20, args.seq_len))
@@ -45,7 +47,7 @@ def _prepare(args: argparse.Namespace) -> int:
         it = BatchIterator(Shards(out, tok), tok, cfg.replace(batch_size=1))
         t0 = time.perf_counter()
         n = it.batches_per_epoch   # builds DATADIR/epochs/<key>-epoch0.npy (bertcore.data.instances)
-        print(f"at seq-len {args.seq_len}: {n} sequences per epoch (seed {cfg.seed}); epoch 0's "
+        logger.info(f"at seq-len {args.seq_len}: {n} sequences per epoch (seed {cfg.seed}); epoch 0's "
               f"order built in {time.perf_counter() - t0:.1f}s -> {it.epoch_cache}")
     return 0
 

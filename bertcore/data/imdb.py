@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import logging
 import os
 import re
 import shlex
@@ -28,6 +29,8 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from bertcore.errors import UserError
 from bertcore.files import cache_root
+
+logger = logging.getLogger(__name__)
 
 
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
@@ -188,7 +191,7 @@ def download_imdb(out_dir: str | os.PathLike, url: str = IMDB_URL, *, sha256: st
     out = Path(out_dir).expanduser()
     target = out / "aclImdb"
     if (target / COMPLETE_MARKER).exists():
-        print(f"IMDB is already downloaded at {target}; nothing to do. Use it with "
+        logger.info(f"IMDB is already downloaded at {target}; nothing to do. Use it with "
               f"{corpus_flag(out)}")
         return target
     if target.exists():
@@ -228,7 +231,7 @@ def download_imdb(out_dir: str | os.PathLike, url: str = IMDB_URL, *, sha256: st
                 out.rmdir()  # only if empty
             except OSError:
                 pass
-    print(f"IMDB downloaded and verified: {files} files in {target}. Use it with "
+    logger.info(f"IMDB downloaded and verified: {files} files in {target}. Use it with "
           f"{corpus_flag(out)}")
     return target
 

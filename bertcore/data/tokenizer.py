@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import re
 import time
 from pathlib import Path
@@ -23,6 +24,8 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 
 from bertcore.errors import UserError, cli_entry
 from bertcore.files import atomic_path, check_apart
+
+logger = logging.getLogger(__name__)
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIALS = [PAD, UNK, CLS, SEP, MASK]
@@ -318,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     wp = train_tokenizer(iter_documents(args.corpus), args.vocab_size,
                          lowercase=not args.no_lowercase, min_frequency=args.min_frequency)
     wp.save(out)
-    print(f"trained a {wp.vocab_size}-entry WordPiece vocabulary on {args.corpus} in "
+    logger.info(f"trained a {wp.vocab_size}-entry WordPiece vocabulary on {args.corpus} in "
           f"{time.perf_counter() - start:.1f}s -> {out} (fingerprint {wp.fingerprint})")
     return 0
 

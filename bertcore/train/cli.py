@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from bertcore.config import PRESETS, SCHEDULES, TrainConfig
-from bertcore.errors import UserError
+from bertcore.errors import HelpFormatter, UserError
 from bertcore.train.stopping import Stopper
 
 _D = TrainConfig()  # the defaults shown in --help
@@ -30,18 +30,6 @@ def resolve_dtype(name: str, accelerator: bool) -> str:
     bf16 matmuls are emulated and slower, and fp32 keeps the parity bars)."""
     name = DTYPES[name]
     return ("bf16" if accelerator else "fp32") if name == "auto" else name
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends "(default: X)" only where X tells the reader something: not for switches, not for
-    flags whose default is None (they fall back to TrainConfig and show it as [X] themselves),
-    and not where the help text already says "(default ...)"."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if action.default is None or action.default is False or "(default" in text:
-            return text
-        return super()._get_help_string(action)
 
 
 def resolve_pad_vocab(multiple: int | None, accelerator: bool) -> int:

@@ -15,6 +15,7 @@ and sums metrics over ranks with an all-reduce; jaxbert's optimizer computes the
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ from bertcore.train.run import Run
 from bertcore.train.schedule import make_schedule
 from bertcore.files import os_error_in, warn_if_low_space, write_failure
 from bertcore.train.stopping import Stopper, resume_command
+
+logger = logging.getLogger(__name__)
 
 
 class Twin:
@@ -179,11 +182,11 @@ def pretrain(run: Run, twin: Twin, stopper: Stopper, *, start: int,
         summary = run.finish({**extra, "eval": last_eval, **timing, "stopped": stopper.reason})
         if twin.rank == 0 and stopper.stopped:
             latest = twin.latest_step()
-            print(stopper.line(step, twin.checkpoint_path(latest) if latest is not None else
-                               "none", resume_command(twin.prog, argv, run.rundir)), flush=True)
+            logger.info(stopper.line(step, twin.checkpoint_path(latest) if latest is not None
+                                     else "none", resume_command(twin.prog, argv, run.rundir)))
         elif twin.rank == 0:
-            print(f"done: {step} steps in {seconds:.0f}s{twin.done_detail()}; run files in "
-                  f"{run.rundir}/ (metrics.jsonl, summary.json, loss.png, checkpoints/, hf/)")
+            logger.info(f"done: {step} steps in {seconds:.0f}s{twin.done_detail()}; run files in "
+                        f"{run.rundir}/ (metrics.jsonl, summary.json, loss.png, checkpoints/, hf/)")
         return Result(summary, step, stopper.exit_code, stopper.reason)
     finally:
         batches.close()   # also when a step raised: the prefetch thread ends with the loop

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import sys
 import time
@@ -42,6 +43,8 @@ from bertcore.train.metrics import median, peak_rss_mb, plot_metrics, read_metri
 from bertcore.data.prepare import prepare
 from bertcore.data.shards import Shards, dir_is_prepared
 from bertcore.data.tokenizer import WordPiece, load_tokenizer, train_tokenizer
+
+logger = logging.getLogger(__name__)
 
 TRAIN_FIELDS = [f for f in TrainConfig.__dataclass_fields__]
 
@@ -112,8 +115,7 @@ def _corpus_key(corpus: str) -> str:
     return f"{name}-{hashlib.sha256(ident.encode()).hexdigest()[:10]}"
 
 
-def resolve_data(args: Any, progress: bool = True,
-                 log=print) -> tuple[WordPiece, Shards]:
+def resolve_data(args: Any, progress: bool = True) -> tuple[WordPiece, Shards]:
     """The tokenizer and shards a run reads: --data, or --corpus tokenized once and cached."""
     if args.data:
         data = Path(args.data)
@@ -129,23 +131,23 @@ def resolve_data(args: Any, progress: bool = True,
     # same time (the other twin, say) waits for them instead of training a second tokenizer
     # (training is not bit-reproducible, docs/data.md) and tokenizing the corpus again.
     lock = cache_root() / "locks" / f"{key}-v{args.vocab_size}.lock"
-    with file_lock(lock, lambda: log(f"waiting for another process that is building the cache "
+    with file_lock(lock, lambda: logger.info(f"waiting for another process that is building the cache "
                                      f"for {args.corpus} (lock {lock})")):
         if args.tokenizer:
             tok = load_tokenizer(args.tokenizer)
         else:
             tok_dir = cache_root() / "tokenizers" / f"{key}-v{args.vocab_size}"
             if not (tok_dir / "tokenizer.json").is_file():
-                log(f"training a {args.vocab_size}-entry WordPiece tokenizer on {args.corpus} "
+                logger.info(f"training a {args.vocab_size}-entry WordPiece tokenizer on {args.corpus} "
                     f"(once; cached in {tok_dir})")
                 train_tokenizer(iter_documents(args.corpus), args.vocab_size).save(tok_dir)
             tok = load_tokenizer(tok_dir)
         data = cache_root() / "shards" / f"{key}-{tok.fingerprint}"
         if not dir_is_prepared(data):
-            log(f"tokenizing {args.corpus} into {data} (once)")
+            logger.info(f"tokenizing {args.corpus} into {data} (once)")
             stats = prepare(iter_documents(args.corpus), tok, data, source=args.corpus,
                             progress=progress)
-            log(f"  {stats.documents} documents, {stats.sentences} sentences, {stats.tokens} "
+            logger.info(f"  {stats.documents} documents, {stats.sentences} sentences, {stats.tokens} "
                 f"tokens in {stats.seconds:.1f}s ({stats.mb_per_second:.1f} MB/s)")
     return tok, Shards(data, tok)
 
@@ -269,8 +271,10 @@ class Run:
                 f"--layer-norm-position pre, then --resume")
 
     def note(self, text: str) -> None:
+        """A message to the user, from the main process only (the console handler writes it
+        above the progress bar)."""
         if self.is_main:
-            (self._bar.write if self._bar is not None else print)(text)
+            logger.info(text)
 
     def finish(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Write summary.json and loss.png, the run's last files, and let go of RUNDIR's lock;
@@ -310,7 +314,7 @@ class Run:
         plot_metrics(self.metrics_path, self.rundir / "loss.png",
                      title=f"{self.framework}bert {self.rundir.name}", baseline=baseline)
         for line in learned_lines(summary["learned"], self.framework, self.rundir):
-            print(line)
+            logger.info(line)
         return summary
 
 

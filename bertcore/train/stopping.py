@@ -28,6 +28,7 @@ Exit codes (README "Stopping and resuming", `--help`):
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
@@ -39,6 +40,8 @@ from typing import Any, Callable
 
 from bertcore.errors import UserError
 from bertcore.files import CheckpointWriteError
+
+logger = logging.getLogger(__name__)
 
 EXIT_SIGNAL = 75       # EX_TEMPFAIL
 EXIT_WRITE_FAILED = CheckpointWriteError.exit_code  # EX_IOERR
@@ -273,7 +276,7 @@ def run_train(train: Callable[[Any, list[str], Stopper], Any], args: Any,
     try:
         return train(args, list(sys.argv[1:] if argv is None else argv), stopper).exit_code
     except CheckpointWriteError as e:
-        print(f"error: {e}", file=sys.stderr)
+        logger.error("error: %s", e)
         return e.exit_code
     finally:
         stopper.uninstall()

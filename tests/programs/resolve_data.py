@@ -5,8 +5,10 @@ the data directory."""
 import sys
 import types
 
+from bertcore.errors import setup_logging
 from bertcore.train.run import resolve_data
 
 a = types.SimpleNamespace(data=None, tokenizer=None, corpus=sys.argv[1], vocab_size=300)
-tok, shards = resolve_data(a, progress=False, log=lambda m: print(m, flush=True))
+setup_logging()   # a program of its own: its entry point shows the messages
+tok, shards = resolve_data(a, progress=False)
 print("built", tok.fingerprint, shards.path, flush=True)
