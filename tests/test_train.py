@@ -165,6 +165,9 @@ def test_bad_inputs_one_line_errors(twin, tmp_path, cache_env):
     p = run_cli("-m", f"{twin}bert.fill_mask", str(run_dir), "the movie was [MASK] .")
     assert p.returncode == 0, p.stderr
     assert "[MASK] #1" in p.stdout and "%" in p.stdout
+    if twin == "torch":
+        # a torch-only flag, checked by the entry point before any thread starts
+        fails(*base_args(corpus, tmp_path / "t", "--threads", "-1"), needles=("--threads -1",))
     if twin == "jax":
         # a global batch that the 4 devices cannot split (subprocess: 4 CPU devices)
         env = {**cache_env, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}

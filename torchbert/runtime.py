@@ -13,6 +13,9 @@ def configure_process(threads: int | None = None) -> None:
     """Process-wide settings, for entry points only (`main`, benchmark workers), before torch
     starts its threads: glibc malloc keeps freed memory (bertcore/malloc.py), and `threads`
     (--threads) CPU threads when given."""
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads {threads}: give a positive number of CPU threads (or leave "
+                        f"it out for torch's default)")
     keep_freed_memory()
     if threads:
         torch.set_num_threads(threads)
