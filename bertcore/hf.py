@@ -21,8 +21,8 @@ listed in `model.safetensors.index.json`. (A `pytorch_model.bin` is a pickle: on
 reads it, with `torch.load(weights_only=True)`.) Users: torchbert.model, jaxbert.model and
 parity (which converts whole training states with these same functions).
 
-One module (~420 lines, over the project's ~400) because the table, its checks and the files it
-describes change together: a new head (classifier.*) or layout touches all three.
+One module because the table, its checks and the files it describes change together: a new head
+(classifier.*) or layout touches all three.
 """
 
 from __future__ import annotations

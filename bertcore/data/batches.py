@@ -88,11 +88,11 @@ def check_batch(batch: dict[str, Any], batch_size: int, seq_len: int, max_predic
                              f"{np.dtype(field.dtype)}")
 
 
-# v2: instances come from bertcore.data.instances (chunk starts hashed from (seed, epoch, sentence),
-# rows a window of batches at a time), so the batches of a seed differ from v1's and a v1
-# state cannot be resumed exactly.
+# The format names the stream: instances from bertcore.data.instances (chunk starts hashed from
+# (seed, epoch, sentence), rows a window of batches at a time). A state of another format drew
+# other batches for the same seed, so it cannot be resumed exactly.
 STATE_FORMAT = "twinbert-batches-v2"
-WINDOW = 64   # batches whose instance rows are made in one call (part of the v2 stream)
+WINDOW = 64   # batches whose instance rows are made in one call (part of the stream's format)
 # Distinct stream names, so instance building and masking never share random numbers.
 _INSTANCES, _MASKING, _DROPOUT = 0x1257, 0x3A5C, 0xD207
 

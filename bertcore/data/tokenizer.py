@@ -220,7 +220,8 @@ def _bert_pipeline_lowercase(state: dict) -> bool | None:
 class BatchIds:
     """`flat, lens = batch_ids(texts)`: every text's token ids without [CLS]/[SEP], concatenated
     (`dtype`), and how many each text has: exactly what `tokenizer.encode_batch(texts,
-    add_special_tokens=False)` gives, 2.5-4x faster on English prose (docs/data.md).
+    add_special_tokens=False)` gives, several times faster on English prose (docs/data.md;
+figures in BENCHMARKS.md).
 
     `tokenizers` spends its time per word: BertNormalizer's accent stripping decomposes every
     character (NFD) and WordPiece looks up every candidate piece of every word again, though a
