@@ -121,7 +121,7 @@ class ClassifyRun:
         data, validation = self.data, self.validation
         info = {"framework": self.framework, "task": "classify", "data": data,
                 "validation": validation, "aclimdb": is_aclimdb_path(data),
-                "init_from": {"path": str(self.src.path.resolve()), "kind": self.src.kind},
+                "init_from": {"path": str(self.src.path.resolve()), "kind": self.src.weights_from},
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         try:
             self.files.check_target(self.overwrite)   # again, now that RUNDIR is ours
