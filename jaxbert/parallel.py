@@ -56,7 +56,7 @@ class Layout:
     def __init__(self, parallel: str, cfg: TrainConfig, step_fn):
         self.parallel, self.cfg = parallel, cfg   # parallel: single | pmap | sharded (--parallel)
         self.local_devices = jax.local_devices()
-        cfg.rows_per_part(jax.device_count() if parallel != "single" else 1, "devices")
+        cfg.check_rows_divide(jax.device_count() if parallel != "single" else 1, "devices")
         # Python runs the step's body only while jit/pmap trace it, i.e. once per compiled
         # program: `traces` counts compilations in every layout (pmap has no _cache_size).
         self.traces = 0

@@ -151,7 +151,7 @@ def train(args, argv: list[str], stopper: Stopper) -> Result:
     parallel = pick_parallel(args.parallel)
     if parallel == "pmap" and jax.local_device_count() == 1:
         run.note("note: --parallel pmap with a single device runs pmap over that one device")
-    cfg.rows_per_part(world, "processes")
+    cfg.check_rows_divide(world, "processes")
 
     pad_vocab = resolve_pad_vocab(args.pad_vocab, jax.default_backend() != "cpu")
     model = BertForPreTraining(mcfg, dtype=compute_dtype(args.dtype), remat=args.remat,
