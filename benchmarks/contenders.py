@@ -337,9 +337,8 @@ def measure(names: list[str], argv: list[str], steps: int,
         for w in workers:
             if w.error is None:
                 w.ask(str(i))
-                # A worker's threads keep spinning briefly after its step (XLA's pool used
-                # ~80 ms of CPU in the first 100 ms, measured); let them settle before the next
-                # contender's timed step starts.
+                # A worker's threads keep spinning briefly after its step (XLA's pool most of
+                # all); let them settle before the next contender's timed step starts.
                 time.sleep(0.15)
     results = []
     for w in workers:

@@ -15,8 +15,8 @@ P = ceil(0.15 x seq_len) MLM slots per sequence (20, 39, 77) unless --max-predic
 share of predicted positions stays BERT's 15%. Prints one markdown table per sweep (tokens/s,
 ms/step, peak RSS, each twin's ratio to hf-torch) with the command under it, and writes a PNG
 with two panels (tokens/s vs seq_len, tokens/s vs parameters; log scales) to --out.
-The defaults take about 12 minutes on a 2-core CPU, most of it hf-torch at L=512 (its dense MLM
-head over all 512 positions: ~13 s a step there at B=16). An empty list (--seq-lens "") skips
+Most of the defaults' time goes to hf-torch at L=512 (its dense MLM head over all 512
+positions). An empty list (--seq-lens "") skips
 a sweep.
 """
 

@@ -151,12 +151,12 @@ class TrainConfig:
     """Everything about a pretraining run except the model."""
 
     # The defaults are the no-argument demo (with bertcore.train.cli's --preset tiny): on the built-in
-    # corpus, ~5 minutes on a 2-core CPU, ending with an MLM loss clearly below the corpus's
+    # corpus, a few minutes on a 2-core CPU, ending with an MLM loss clearly below the corpus's
     # unigram entropy and a little below what a model blind to context reaches (figures in
     # README.md; tests/test_first_run.py checks the first part). Short sequences (32 tokens, 64
     # of them a step) because a 2-layer model learns to attend to its neighbours far sooner
-    # over 32 positions than over 64 (measured: same tokens a step, 5.60 vs 5.74 nats after
-    # 2000 steps). Real pretraining: --seq-len 128 --max-predictions 20 --batch-size 256
+    # over 32 positions than over 64 at the same tokens a step (README.md's table has both
+    # runs). Real pretraining: --seq-len 128 --max-predictions 20 --batch-size 256
     # --lr 1e-4 --warmup-steps 10000 --steps 1000000 (BERT's phase 1).
     batch_size: int = 64            # global batch (all ranks, all accumulation micro-steps)
     seq_len: int = 32
@@ -184,14 +184,19 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.validate()
 
-    def rows_per_part(self, parts: int, what: str) -> int:
-        """Rows that each of `parts` data-parallel workers (`what`: ranks, processes, devices)
-        gets from each micro-batch. The one divisibility rule of every layout in both twins:
-        batch_size must split into parts x grad_accum equal pieces."""
+    def check_rows_divide(self, parts: int, what: str) -> None:
+        """The one divisibility rule of every layout in both twins: batch_size must split into
+        `parts` data-parallel workers (`what`: ranks, processes, devices) x grad_accum equal
+        pieces. UserError, naming `what` and a batch size that works, where it does not."""
         if self.batch_size % (parts * self.grad_accum):
             raise UserError(f"batch-size={self.batch_size} does not split into {parts} {what} x "
                             f"grad-accum={self.grad_accum} equal parts; use a batch size that is "
                             f"a multiple of {parts * self.grad_accum}")
+
+    def rows_per_part(self, parts: int, what: str) -> int:
+        """Rows that each of `parts` workers gets from each micro-batch (`check_rows_divide`
+        first)."""
+        self.check_rows_divide(parts, what)
         return self.batch_size // (parts * self.grad_accum)
 
     def validate(self, model: BertConfig | None = None) -> None:
@@ -241,7 +246,7 @@ class TrainConfig:
         number("beta2", 0.0, 1.0)
         number("eps", 0.0, low_open=True)
         number("grad_clip", 0.0)
-        self.rows_per_part(1, "process")
+        self.check_rows_divide(1, "process")
         if model is not None and self.seq_len > model.max_position_embeddings:
             raise UserError(f"seq-len={self.seq_len} exceeds the model's max_position_embeddings="
                             f"{model.max_position_embeddings}; lower --seq-len")

@@ -2,7 +2,7 @@
 
 Both twins use Hugging Face's parameter names (`bert.encoder.layer.3.attention.self.query.weight`
 in torch, `bert/encoder/layer/3/attention/self/query/kernel` in Flax), so converting between them
-is only the frameworks' conventions, all written once in `TABLE` and `KINDS` below:
+is only the frameworks' conventions, all written once in `TABLE` and `LEAVES` below:
 
 - Dense:     torch `weight` [out, in]  <->  Flax `kernel` [in, out]   (transpose)
 - LayerNorm: torch `weight`            <->  Flax `scale`
@@ -21,8 +21,8 @@ listed in `model.safetensors.index.json`. (A `pytorch_model.bin` is a pickle: on
 reads it, with `torch.load(weights_only=True)`.) Users: torchbert.model, jaxbert.model and
 parity (which converts whole training states with these same functions).
 
-One module (~420 lines, over the project's ~400) because the table, its checks and the files it
-describes change together: a new head (classifier.*) or layout touches all three.
+One module because the table, its checks and the files it describes change together: a new head
+(classifier.*) or layout touches all three.
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ from bertcore.config import BertConfig
 from bertcore.errors import UserError
 
 # ---- the table -------------------------------------------------------------------------------
-# (module name in Hugging Face's BertForPreTraining, kind). "{i}" is a layer index. The Flax path
-# is the same name split at the dots; the kind says how its leaves are named and laid out.
+# (module name in Hugging Face's BertForPreTraining, layer type). "{i}" is a layer index. The Flax
+# path is the same name split at the dots; the layer type says how its leaves are named and laid
+# out.
 TABLE: tuple[tuple[str, str], ...] = (
     ("bert.embeddings.word_embeddings", "embed"),
     ("bert.embeddings.position_embeddings", "embed"),
@@ -63,8 +64,8 @@ TABLE: tuple[tuple[str, str], ...] = (
     ("cls.seq_relationship", "dense"),
 )
 
-# kind -> ((torch leaf, Flax leaf, transpose), ...)
-KINDS: dict[str, tuple[tuple[str, str, bool], ...]] = {
+# layer type -> ((torch leaf, Flax leaf, transpose), ...)
+LEAVES: dict[str, tuple[tuple[str, str, bool], ...]] = {
     "dense": (("weight", "kernel", True), ("bias", "bias", False)),
     "layernorm": (("weight", "scale", False), ("bias", "bias", False)),
     "embed": (("weight", "embedding", False),),
@@ -92,8 +93,8 @@ class Param:
 def _rule_regexes() -> list[tuple[re.Pattern, re.Pattern, str, str, bool]]:
     """Each (module, leaf) rule as a regex over HF names and one over Flax paths ("/"-joined)."""
     rules = []
-    for module, kind in TABLE:
-        for hf_leaf, flax_leaf, transpose in KINDS[kind]:
+    for module, layer_type in TABLE:
+        for hf_leaf, flax_leaf, transpose in LEAVES[layer_type]:
             hf = re.escape(f"{module}.{hf_leaf}").replace(re.escape("{i}"), r"(\d+)")
             fx = re.escape("/".join(module.split(".") + [flax_leaf])).replace(
                 re.escape("{i}"), r"(\d+)")
@@ -124,15 +125,15 @@ def param_table(config: BertConfig) -> list[Param]:
     H = config.hidden_size
     shapes = _shapes(config)
     out = []
-    for module, kind in TABLE:
+    for module, layer_type in TABLE:
         if module == "bert.encoder.LayerNorm" and config.layer_norm_position != "pre":
             continue
         layers = range(config.num_hidden_layers) if "{i}" in module else [None]
         for i in layers:
             name = module.replace("{i}", str(i))
-            for hf_leaf, flax_leaf, transpose in KINDS[kind]:
-                w = shapes.get(module, (H, H) if kind == "dense" else (H,))
-                shape = w if hf_leaf == "weight" or kind == "bias" else (w[0],)
+            for hf_leaf, flax_leaf, transpose in LEAVES[layer_type]:
+                w = shapes.get(module, (H, H) if layer_type == "dense" else (H,))
+                shape = w if hf_leaf == "weight" or layer_type == "bias" else (w[0],)
                 out.append(Param(f"{name}.{hf_leaf}", tuple(name.split(".")) + (flax_leaf,),
                                  transpose, shape))
     return out
@@ -153,7 +154,7 @@ def _lookup(key: str, to_flax: bool) -> tuple[str, bool] | None:
             name = name.replace("{i}", idx, 1)
         if to_flax:
             return "/".join(name.split(".") + [flax_leaf]), transpose
-        hf_leaf = next(h for h, f, _ in KINDS[dict(TABLE)[module]] if f == flax_leaf)
+        hf_leaf = next(h for h, f, _ in LEAVES[dict(TABLE)[module]] if f == flax_leaf)
         return f"{name}.{hf_leaf}", transpose
     return None
 

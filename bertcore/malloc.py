@@ -5,10 +5,9 @@ torch's activations and gradients (the [B*P, V] MLM logits alone are 78 MB at mi
 BERT's vocabulary), XLA's one temporary buffer per executed program (hundreds of MB). glibc
 serves every request above its mmap threshold (at most 32 MiB, by default) with a fresh `mmap`
 and gives it back with `munmap` when freed, so each step faults every page of it in again, one
-4 KiB page at a time. Measured on this project's 2-core machine (mini, B=32, L=128, 8 steps a
-process): torchbert 96,000-106,000 page faults and 0.26-0.30 s of kernel time a step, jaxbert
-~200,000 and 0.55-0.59 s; with the settings below ~0-2,400 and 0-25,000, and the step 16-24%
-(torchbert) and 13-26% (jaxbert) faster. BENCHMARKS.md has the figures and commands.
+4 KiB page at a time, in the kernel, every step. The settings below remove nearly all of those
+faults and make both twins' CPU steps faster (BENCHMARKS.md, "Linux: malloc's page faults", has
+the figures and commands).
 
 The settings (`mallopt`, glibc's documented knobs; `man mallopt`):
 - M_MMAP_THRESHOLD = 1 GiB: requests up to 1 GiB come from malloc's heap, which keeps and reuses
@@ -17,13 +16,12 @@ The settings (`mallopt`, glibc's documented knobs; `man mallopt`):
   step, only to be faulted in again;
 - M_ARENA_MAX = 1: one heap for every thread. A thread other than the main one gets its own
   arena, made of 64 MiB sub-heaps that cannot hold a larger buffer, which is then `mmap`ed
-  whatever the threshold: jaxbert kept its ~200,000 faults a step with the two settings above
-  and lost them with this one (XLA allocates from its worker threads). It applies to threads
+  whatever the threshold: jaxbert keeps its page faults with the two settings above alone and
+  loses them with this one (XLA allocates from its worker threads). It applies to threads
   that have not allocated yet, so the twins call this first thing, before the framework starts.
 
 The cost: memory once used is kept for reuse, so peak RSS is the heap's high-water mark
-(torchbert: unchanged at mini; jaxbert: 1.6 GB before, 1.4-2.3 GB after, varying from run
-to run with how the one heap fragments).
+(for jaxbert it varies from run to run with how the one heap fragments; BENCHMARKS.md).
 `TWINBERT_MALLOC=system` (or a GLIBC_TUNABLES that sets any malloc tunable) leaves malloc as it was.
 """
 

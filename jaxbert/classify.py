@@ -61,27 +61,25 @@ class JaxTwin:
     """The JAX half of bertcore.classify.run.fit (its `Twin` protocol)."""
 
     def __init__(self, run: ClassifyRun, state: dict[str, np.ndarray] | None):
-        self.run, n = run, len(run.labels)
-        self.model = BertForSequenceClassification(run.config, compute_dtype("auto"),
-                                                   num_labels=n)
+        self.run, n, mcfg = run, len(run.labels), run.model_config
+        self.model = BertForSequenceClassification(mcfg, compute_dtype("auto"), num_labels=n)
         # AdamW with bertcore's weight-decay rule and the fine-tuning schedule, after global-norm
         # clipping, as in pretraining (torch: torchbert.optim's make_optimizer + clip_grad_norm,
         # the rate set by the loop each step).
-        self.tx = adamw(run.cfg, run.cfg.lr_at(run.total_steps))
+        self.tx = adamw(run.classify_config, run.classify_config.lr_at(run.total_steps))
         if state is not None:
-            params = jax.tree_util.tree_map(jnp.asarray, classifier_hf_to_flax(state,
-                                                                               run.config, n))
+            params = jax.tree_util.tree_map(jnp.asarray, classifier_hf_to_flax(state, mcfg, n))
             self.train_state = create_state(params, self.tx)
         else:    # --resume: only the structure (shapes, no arrays); the checkpoint fills it
             zeros = {p.hf_name: np.zeros(p.hf_shape, np.float32)
-                     for p in classifier_param_table(run.config, n)}
+                     for p in classifier_param_table(mcfg, n)}
             self.train_state = jax.eval_shape(lambda p: create_state(p, self.tx),
-                                              classifier_hf_to_flax(zeros, run.config, n))
-        self.dropout_key = seed_keys(run.cfg.seed)[1]
+                                              classifier_hf_to_flax(zeros, mcfg, n))
+        self.dropout_key = seed_keys(run.classify_config.seed)[1]
         self.step_fn = jax.jit(functools.partial(train_step, model=self.model, tx=self.tx),
                                donate_argnums=(0,))
         self.apply = logits_fn(self.model)
-        self.ckpt = Checkpointer(run.rundir, run.config, keep=1)
+        self.ckpt = Checkpointer(run.rundir, run.model_config, keep=1)
 
     def train_step(self, batch: dict[str, np.ndarray], lr: float, step: int) -> float:
         # lr is for the log only: optax computes the same rate from its own update count.
@@ -93,7 +91,7 @@ class JaxTwin:
 
     def state(self) -> dict[str, np.ndarray]:
         params = jax.tree_util.tree_map(np.asarray, self.train_state.params)
-        return classifier_flax_to_hf(params, self.run.config, len(self.run.labels))
+        return classifier_flax_to_hf(params, self.run.model_config, len(self.run.labels))
 
     def save(self, step: int, extra: dict[str, Any]) -> None:
         self.ckpt.save(step, self.train_state, extra)

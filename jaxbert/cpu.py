@@ -11,10 +11,9 @@ from __future__ import annotations
 import os
 
 # jaxlib 0.10's CPU backend runs each standalone dot as a YNNPACK fusion; this flag runs them on
-# Eigen, XLA's older CPU dot library. Measured (mini, B=32, L=128, three alternating process
-# pairs): 1,663 / 1,592 / 1,634 ms a step by default, 1,556 / 1,532 / 1,551 ms with it. Why Eigen
-# is faster here is not established. It is an "experimental" flag, and XLA aborts on a flag it
-# does not know, hence only on jaxlib 0.10.
+# Eigen, XLA's older CPU dot library, which makes the mini step faster on this project's CPU
+# (BENCHMARKS.md, "What closed it"). Why Eigen is faster here is not established. It is an
+# "experimental" flag, and XLA aborts on a flag it does not know, hence only on jaxlib 0.10.
 CPU_DOT_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_dot"
 
 
@@ -35,12 +34,12 @@ def use_eigen_for_cpu_dots() -> bool:
 def unroll_threefry_on_cpu() -> bool:
     """Lower jax's threefry PRNG on CPU the way it is lowered everywhere else: the 20 rounds
     unrolled, one fused pass over the array. On CPU jax emits them as a 5-iteration loop (to keep
-    compile times down), and each iteration is a pass over the whole array in memory: dropout's
-    bits for mini's [32, 4, 128, 128] attention probabilities took 7.3 ms that way and 2.3 ms
-    unrolled, for [16, 4, 512, 512] 165 -> 30 ms; XLA's first compile of the mini step takes
-    ~2.5 s longer (the persistent cache serves later runs). The same bits either way (the same
-    function, jax's own unrolled lowering; tests/test_jax_train.py compares them). Programs
-    compiled afterwards use it. Returns False, changing nothing, where jax has moved the rule.
+    compile times down), and each iteration is a pass over the whole array in memory, so
+    dropout's bits take several times longer that way; unrolled, XLA's first compile of a step
+    takes longer (the persistent cache serves later runs; figures in BENCHMARKS.md). The same
+    bits either way (the same function, jax's own unrolled lowering; tests/test_jax_train.py
+    compares them). Programs compiled afterwards use it. Returns False, changing nothing, where
+    jax has moved the rule.
     (A jax lowering rule, not an XLA flag: it is jax that chooses the loop.)"""
     try:
         from jax._src.random.threefry2x32 import _threefry2x32_lowering_rule as unrolled

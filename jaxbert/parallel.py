@@ -53,10 +53,10 @@ def pick_parallel(name: str) -> str:
 class Layout:
     """How the step is compiled and how a host numpy batch is placed on devices."""
 
-    def __init__(self, kind: str, cfg: TrainConfig, step_fn):
-        self.kind, self.cfg = kind, cfg
+    def __init__(self, parallel: str, cfg: TrainConfig, step_fn):
+        self.parallel, self.cfg = parallel, cfg   # parallel: single | pmap | sharded (--parallel)
         self.local_devices = jax.local_devices()
-        cfg.rows_per_part(jax.device_count() if kind != "single" else 1, "devices")
+        cfg.check_rows_divide(jax.device_count() if parallel != "single" else 1, "devices")
         # Python runs the step's body only while jit/pmap trace it, i.e. once per compiled
         # program: `traces` counts compilations in every layout (pmap has no _cache_size).
         self.traces = 0
@@ -65,14 +65,14 @@ class Layout:
         def step_fn(*args, **kwargs):
             self.traces += 1
             return traced(*args, **kwargs)
-        if kind == "pmap":
+        if parallel == "pmap":
             # pmap takes arrays whose leading axis is laid out one slice per local device
             # (jax.device_put_replicated/_sharded are deprecated since JAX 0.8).
             local_mesh = Mesh(np.array(self.local_devices), (AXIS,))
             self.stacked = NamedSharding(local_mesh, PartitionSpec(AXIS))
             self.fn = jax.pmap(functools.partial(step_fn, axis_name=AXIS), axis_name=AXIS,
                                in_axes=(0, 0, None), donate_argnums=(0,))
-        elif kind == "sharded":
+        elif parallel == "sharded":
             mesh = Mesh(np.array(jax.devices()), (AXIS,))
             self.replicated = NamedSharding(mesh, PartitionSpec())
             # Batch arrays are [grad_accum, rows, ...]: shard the rows.
@@ -87,22 +87,22 @@ class Layout:
             self.fn = jax.jit(step_fn, donate_argnums=(0,))
 
     def put_state(self, state: TrainState) -> TrainState:
-        if self.kind == "pmap":
+        if self.parallel == "pmap":
             D = len(self.local_devices)
             copies = jax.tree_util.tree_map(
                 lambda x: np.broadcast_to(np.asarray(x)[None], (D, *np.shape(x))), state)
             return jax.device_put(copies, self.stacked)
-        if self.kind == "sharded":
+        if self.parallel == "sharded":
             return jax.device_put(state, self.replicated)
         return jax.device_put(state)
 
     def put_key(self, key: jax.Array) -> jax.Array:
         """The dropout key where the compiled step expects it (replicated when sharded)."""
-        return jax.device_put(key, self.replicated) if self.kind == "sharded" else key
+        return jax.device_put(key, self.replicated) if self.parallel == "sharded" else key
 
     def host_state(self, state: TrainState) -> TrainState:
         """A single-copy state for checkpoints and conversion."""
-        if self.kind == "pmap":
+        if self.parallel == "pmap":
             return jax.tree_util.tree_map(lambda x: x[0], state)
         return state
 
@@ -110,14 +110,14 @@ class Layout:
         """This process's rows [rows, ...] -> [grad_accum, rows/grad_accum, ...] on devices."""
         A = self.cfg.grad_accum
         split = split_micro_batches(batch, A)
-        if self.kind == "pmap":
+        if self.parallel == "pmap":
             D = len(self.local_devices)
             # [A, rows, ...] -> [D, A, rows/D, ...]: device d gets a contiguous block of rows
             # of every micro-batch.
             split = {k: np.moveaxis(v.reshape(A, D, v.shape[1] // D, *v.shape[2:]), 1, 0)
                      for k, v in split.items()}
             return jax.device_put(split, self.stacked)
-        if self.kind == "sharded":
+        if self.parallel == "sharded":
             return {k: jax.make_array_from_process_local_data(self.rows, v)
                     for k, v in split.items()}
         return jax.device_put(split)
@@ -125,6 +125,6 @@ class Layout:
     def metrics(self, metrics: dict) -> dict[str, float]:
         """Device metrics -> host floats (the loop's only device->host sync, at log steps)."""
         m = jax.device_get(metrics)
-        if self.kind == "pmap":
+        if self.parallel == "pmap":
             m = {k: v[0] for k, v in m.items()}   # psum made them equal on every device
         return {k: float(v) for k, v in m.items()}

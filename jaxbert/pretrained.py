@@ -17,7 +17,7 @@ from .checkpoint import latest_step, restore_params
 def pretrained_weights(src: InitSource) -> dict[str, np.ndarray]:
     """HF-named numpy weights of --init-from: a Hugging Face directory (safetensors; a
     pytorch_model.bin needs torch to unpickle) or this twin's latest pretraining checkpoint."""
-    if src.kind == "hf":
+    if src.weights_from == "hf":
         found = read_hf_safetensors(src.path)
         if found is None:
             raise UserError(f"{src.path} has no model.safetensors; convert its pytorch_model.bin "

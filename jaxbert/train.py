@@ -72,7 +72,7 @@ class JaxTwin(Twin):
         self.eval_fn = jax.jit(functools.partial(eval_step, model=model, cfg=cfg))
         self.checkpoint_bytes = sum(x.size * x.dtype.itemsize
                                     for x in jax.tree_util.tree_leaves(self.state))
-        if layout.kind == "pmap":
+        if layout.parallel == "pmap":
             self.checkpoint_bytes //= jax.local_device_count()
 
     def put_batch(self, batch):
@@ -126,7 +126,7 @@ class JaxTwin(Twin):
                  "jax_version": jax.__version__, "step_compilations": self.layout.traces})
 
     def done_detail(self):
-        return (f" ({self.layout.kind}, {jax.device_count()} {jax.default_backend()} "
+        return (f" ({self.layout.parallel}, {jax.device_count()} {jax.default_backend()} "
                 f"device(s))")
 
 
@@ -148,17 +148,17 @@ def train(args, argv: list[str], stopper: Stopper) -> Result:
         multihost_utils.sync_global_devices("twinbert: data ready")
     cfg, mcfg = run.train_config, run.model_config
     mcfg = trained_model_config(mcfg, cfg)
-    kind = pick_parallel(args.parallel)
-    if kind == "pmap" and jax.local_device_count() == 1:
+    parallel = pick_parallel(args.parallel)
+    if parallel == "pmap" and jax.local_device_count() == 1:
         run.note("note: --parallel pmap with a single device runs pmap over that one device")
-    cfg.rows_per_part(world, "processes")
+    cfg.check_rows_divide(world, "processes")
 
     pad_vocab = resolve_pad_vocab(args.pad_vocab, jax.default_backend() != "cpu")
     model = BertForPreTraining(mcfg, dtype=compute_dtype(args.dtype), remat=args.remat,
                                pad_vocab_to=pad_vocab)
     tx = make_optimizer(cfg, mcfg.hidden_size)
     step_fn = functools.partial(train_step, model=model, tx=tx, cfg=cfg)
-    layout = Layout(kind, cfg, step_fn)
+    layout = Layout(parallel, cfg, step_fn)
 
     init_key, dropout_key = seed_keys(cfg.seed)
     params = init_params(mcfg, init_key)
@@ -182,7 +182,7 @@ def train(args, argv: list[str], stopper: Stopper) -> Result:
         run.note(f"resumed from {ckpt.path(start)} at step {start}")
     eval_set = run.eval_batches(args.eval_data, args.eval_batches)
     twin = JaxTwin(state, layout, model, ckpt, cfg, dropout_key, rank, world, preemption_sync,
-                   {"parallel": kind,
+                   {"parallel": parallel,
                     "dtype": resolve_dtype(args.dtype, jax.default_backend() != "cpu"),
                     "remat": args.remat, "pad_vocab": pad_vocab,
                     "devices": jax.device_count(), "backend": jax.default_backend(),

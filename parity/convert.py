@@ -24,13 +24,13 @@ from .state import (TrainingState, detect_source, is_classifier_source, read_hf,
 logger = logging.getLogger(__name__)
 
 
-def read_state(kind: str, root: Path, run: RunFiles | None, step: int | None) -> TrainingState:
+def read_state(source: str, root: Path, run: RunFiles | None, step: int | None) -> TrainingState:
     """The TrainingState of SRC: a torchbert run, a jaxbert run or a Hugging Face directory."""
-    if kind == "torch":
+    if source == "torch":
         from .torch_state import read_torch
 
         return read_torch(run, step)
-    if kind == "jax":
+    if source == "jax":
         from .jax_state import read_jax
 
         return read_jax(run, step)
@@ -68,16 +68,16 @@ def convert(src: str | Path, dst: str | Path, to: str, step: int | None = None,
     src, dst = Path(src), Path(dst)
     if src.is_dir() and is_classifier_source(src):
         return convert_classifier(src, dst, to, step, overwrite)
-    kind, root, step = detect_source(src, step)
+    source, root, step = detect_source(src, step)
     check_apart(dst, {"SRC": src, "its run": root}, out_flag="DST")
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())) and not overwrite:
         raise UserError(f"{dst} already exists; pass --overwrite to replace it, or choose "
                         f"another DST")
-    run = RunDir(root).read() if kind in FRAMEWORKS else None
-    state = read_state(kind, root, run, step)
+    run = RunDir(root).read() if source in FRAMEWORKS else None
+    state = read_state(source, root, run, step)
     for note in state.notes:
         logger.info(note)
-    whole_state = kind in FRAMEWORKS and to in FRAMEWORKS
+    whole_state = source in FRAMEWORKS and to in FRAMEWORKS
     target = RunDir(dst)
     if target.is_run():
         target.lock()    # --overwrite of a run: never while a process is writing it

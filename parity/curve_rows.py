@@ -48,28 +48,28 @@ def training_rows(case: Case, curves: dict, steps: int | None = None) -> list[Ro
     N = `steps` (default: the whole schedule, case.train.steps)."""
     from jaxbert.checkpoint import Checkpointer, key_from_list, key_to_list
     from torchbert.checkpoint import Checkpointer as TorchCheckpointer
-    ln, cfg, train = case.layer_norm_position, case.model_config, case.train
+    ln, mcfg, train = case.layer_norm_position, case.model_config, case.train
     n = steps or train.steps
     half = n // 2
     work = Path(tempfile.mkdtemp(prefix=f"resume-{ln}-", dir=case.workdir))
 
     # torch: N steps straight, checkpoint at N/2 (torchbert's own Checkpointer)
-    model, opt = torch_setup(case, train, cfg)
+    model, opt = torch_setup(case, train, mcfg)
     t_dir = _write_rundir(work / "torch", "torch", case, train)
 
     def t_save(step):
         if step == half:
-            TorchCheckpointer(t_dir, cfg, keep=1).save(
+            TorchCheckpointer(t_dir, mcfg, keep=1).save(
                 step, model, opt, {"step": step, "batches": case.batch_states[step]})
     lt = torch_steps(case, model, opt, train, 0, n, t_save)
 
     # jax: N steps straight, checkpoint at N/2 (jaxbert's own Checkpointer)
-    state, layout, key = jax_setup(case, train, cfg)
+    state, layout, key = jax_setup(case, train, mcfg)
     j_dir = _write_rundir(work / "jax", "jax", case, train)
 
     def j_save(step, st):
         if step == half:
-            with Checkpointer(j_dir, cfg) as c:
+            with Checkpointer(j_dir, mcfg) as c:
                 c.save(step, st, {"step": step, "batches": case.batch_states[step],
                                   "rng": key_to_list(key)})
     state, lj = jax_steps(case, state, layout, key, 0, n, j_save)
@@ -78,9 +78,9 @@ def training_rows(case: Case, curves: dict, steps: int | None = None) -> list[Ro
     # torch N/2 -> convert -> jax N/2, against torch N
     convert(t_dir, work / "torch-to-jax", "jax")
     from jaxbert.step import create_state
-    tx, layout = jax_layout(cfg, train)
-    with Checkpointer(work / "torch-to-jax", cfg) as c:
-        st, extra = c.restore(create_state(jax_params(cfg, case.init), tx))
+    tx, layout = jax_layout(mcfg, train)
+    with Checkpointer(work / "torch-to-jax", mcfg) as c:
+        st, extra = c.restore(create_state(jax_params(mcfg, case.init), tx))
     same_data = _next_batch_equal(case, extra["batches"], half)
     # via host arrays, so the state is placed exactly as a fresh one (no second compilation)
     st = layout.put_state(jax.device_get(st))
@@ -93,9 +93,9 @@ def training_rows(case: Case, curves: dict, steps: int | None = None) -> list[Ro
     convert(j_dir, work / "jax-to-torch", "torch")
     from torchbert.model import BertForPreTraining
     from torchbert.optim import make_optimizer
-    m2 = BertForPreTraining(cfg).train()
+    m2 = BertForPreTraining(mcfg).train()
     o2 = make_optimizer(m2, train)
-    extra = TorchCheckpointer(work / "jax-to-torch", cfg).restore(m2, o2)
+    extra = TorchCheckpointer(work / "jax-to-torch", mcfg).restore(m2, o2)
     same_data = _next_batch_equal(case, extra["batches"], half)
     l_jt = torch_steps(case, m2, o2, train, half, n)
     row = _curve_row(ln, f"resume: jax {half} -> convert -> torch {n - half} vs jax {n}",
@@ -122,11 +122,11 @@ def _with_data_check(row: Row, same: bool) -> Row:
 @highest_precision
 def bf16_rows(case: Case, steps: int | None = None) -> list[Row]:
     """Both twins computing in bfloat16 (`--dtype bf16`), same init and batches: N steps."""
-    ln, cfg, train = case.layer_norm_position, case.model_config, case.train
+    ln, mcfg, train = case.layer_norm_position, case.model_config, case.train
     n = steps or train.steps
-    model, opt = torch_setup(case, train, cfg)
+    model, opt = torch_setup(case, train, mcfg)
     lt = torch_steps(case, model, opt, train, 0, n, dtype="bf16")
-    state, layout, key = jax_setup(case, train, cfg, dtype="bf16")
+    state, layout, key = jax_setup(case, train, mcfg, dtype="bf16")
     _, lj = jax_steps(case, state, layout, key, 0, n)
     return [_curve_row(ln, f"bf16 curve ({n} steps): torch vs jax", lt, lj, T.BF16_CURVE_REL)]
 
@@ -135,11 +135,11 @@ def dropout_rows(case: Case, curves: dict, steps: int | None = None) -> list[Row
     """Dropout on: the twins' RNGs differ, so compare mean losses (parity/thresholds.py).
     Needs `curves` from training_rows (the dropout-off curves) of at least as many steps."""
     ln = case.layer_norm_position
-    cfg, train = case.with_dropout()
+    mcfg, train = case.with_dropout()
     n = steps or train.steps
-    model, opt = torch_setup(case, train, cfg)
+    model, opt = torch_setup(case, train, mcfg)
     lt = np.asarray(torch_steps(case, model, opt, train, 0, n))
-    state, layout, key = jax_setup(case, train, cfg)
+    state, layout, key = jax_setup(case, train, mcfg)
     _, lj = jax_steps(case, state, layout, key, 0, n)
     lj = np.asarray(lj)
     d = lt - lj

@@ -45,9 +45,9 @@ def adam_state(opt_state: Any) -> Any:
 
 def read_jax(run: RunFiles, step: int | None = None) -> TrainingState:
     """Everything a jaxbert (orbax) checkpoint holds, restored by jaxbert's own Checkpointer."""
-    cfg = run.trained_config
-    with Checkpointer(run.rundir, cfg) as ckpt:      # checks config, structure, shapes
-        state, extra = ckpt.restore(abstract_state(cfg, run.train), step)
+    mcfg = run.trained_config
+    with Checkpointer(run.rundir, mcfg) as ckpt:      # checks config, structure, shapes
+        state, extra = ckpt.restore(abstract_state(mcfg, run.train), step)
     step = int(extra["step"])
     adam = adam_state(state.opt_state)
     counts = {"TrainState.step": state.step, "ScaleByAdamState.count": adam.count,
@@ -57,17 +57,17 @@ def read_jax(run: RunFiles, step: int | None = None) -> TrainingState:
                [f"{k}={int(v)}" for k, v in counts.items() if int(v) != step],
                "the checkpoint is inconsistent")
     np_tree = lambda t: {k: np.asarray(v) for k, v in flatten(t).items()}
-    return TrainingState(run.config, flax_to_hf(unflatten(np_tree(state.params)), cfg), step,
-                         flax_to_hf(unflatten(np_tree(adam.mu)), cfg),
-                         flax_to_hf(unflatten(np_tree(adam.nu)), cfg),
+    return TrainingState(run.config, flax_to_hf(unflatten(np_tree(state.params)), mcfg), step,
+                         flax_to_hf(unflatten(np_tree(adam.mu)), mcfg),
+                         flax_to_hf(unflatten(np_tree(adam.nu)), mcfg),
                          extra.get("batches"), extra.get("rng"))
 
 
 def write_jax_checkpoint(rundir: Path, state: TrainingState, run: RunFiles) -> None:
     """RUNDIR/checkpoints/<step> as jaxbert's loop saves it: TrainState(step, params, opt_state)
     with optax's Adam mu/nu/count and the schedule count, plus extra {step, batches, rng}."""
-    cfg = run.trained_config
-    to_tree = lambda named: jax.tree_util.tree_map(jnp.asarray, hf_to_flax(named, cfg))
+    mcfg = run.trained_config
+    to_tree = lambda named: jax.tree_util.tree_map(jnp.asarray, hf_to_flax(named, mcfg))
     zeros = {n: np.zeros_like(a) for n, a in state.params.items()}
     params = to_tree(state.params)
     mu = to_tree({**zeros, **state.exp_avg})
@@ -79,10 +79,10 @@ def write_jax_checkpoint(rundir: Path, state: TrainingState, run: RunFiles) -> N
             return node._replace(count=count, mu=mu, nu=nu)
         return node._replace(count=count) if "count" in node._fields else node
 
-    tx = make_optimizer(run.train, cfg.hidden_size)
+    tx = make_optimizer(run.train, mcfg.hidden_size)
     opt_state = replace_opt(tx.init(params), fill)
     ts = TrainState(step=count, params=params, opt_state=opt_state)
     # A torch run has no dropout key: continue with the one a jax run of this seed would use.
     rng = state.rng if state.rng is not None else key_to_list(seed_keys(run.train.seed)[1])
-    with Checkpointer(rundir, cfg, keep=run.train.keep_checkpoints) as ckpt:
+    with Checkpointer(rundir, mcfg, keep=run.train.keep_checkpoints) as ckpt:
         ckpt.save(state.step, ts, {"step": state.step, "batches": state.batches, "rng": rng})

@@ -78,8 +78,8 @@ def _hf_inputs(tb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 @highest_precision
 def forward_rows(case: Case) -> list[Row]:
-    ln, cfg, b = case.layer_norm_position, case.model_config, case.batches[0]
-    tm = torch_model(cfg, case.init).eval()
+    ln, mcfg, b = case.layer_norm_position, case.model_config, case.batches[0]
+    tm = torch_model(mcfg, case.init).eval()
     tb = torch_batch(b)
     with torch.no_grad():
         t = dict(zip(("hidden states", "pooled output"),
@@ -88,17 +88,17 @@ def forward_rows(case: Case) -> list[Row]:
             tb["input_ids"], tb["token_type_ids"], tb["attention_mask"], tb["masked_positions"])
         t["MLM logits (dense)"], _ = tm(tb["input_ids"], tb["token_type_ids"],
                                         tb["attention_mask"])
-    forward, _ = _jax_fns(cfg)
-    seq, pooled, sparse, dense, nsp = forward(jax_params(cfg, case.init), b)
+    forward, _ = _jax_fns(mcfg)
+    seq, pooled, sparse, dense, nsp = forward(jax_params(mcfg, case.init), b)
     j = {"hidden states": seq, "pooled output": pooled, "MLM logits (sparse)": sparse,
          "MLM logits (dense)": dense, "NSP logits": nsp}
     rows = [_fwd_row(ln, f"forward {k}: torch vs jax", t[k].numpy(), j[k]) for k in j]
     if ln == "post":   # transformers' BERT is post-LN only
-        hf = _hf_model(cfg, tm)
+        hf = _hf_model(mcfg, tm)
         with torch.no_grad():
             o = hf(**_hf_inputs(tb), output_hidden_states=True)
             pooled_hf = hf.bert(**_hf_inputs(tb)).pooler_output
-        pos = tb["masked_positions"].long()[:, :, None].expand(-1, -1, cfg.vocab_size)
+        pos = tb["masked_positions"].long()[:, :, None].expand(-1, -1, mcfg.vocab_size)
         h = {"hidden states": o.hidden_states[-1], "pooled output": pooled_hf,
              "MLM logits (sparse)": torch.gather(o.prediction_logits, 1, pos),
              "MLM logits (dense)": o.prediction_logits, "NSP logits": o.seq_relationship_logits}
@@ -118,22 +118,22 @@ def _hf_labels(b) -> torch.Tensor:
 @highest_precision
 def loss_grad_rows(case: Case) -> list[Row]:
     from torchbert.model import pretraining_loss
-    ln, cfg, b = case.layer_norm_position, case.model_config, case.batches[0]
-    tm = torch_model(cfg, case.init).train()       # dropout rates are 0: training path, no noise
+    ln, mcfg, b = case.layer_norm_position, case.model_config, case.batches[0]
+    tm = torch_model(mcfg, case.init).train()       # dropout rates are 0: training path, no noise
     tb = torch_batch(b)
     mlm, nsp = tm(tb["input_ids"], tb["token_type_ids"], tb["attention_mask"],
                   tb["masked_positions"])
     loss_t, _ = pretraining_loss(mlm, nsp, tb)
     loss_t.backward()
     g_t = {n: p.grad.numpy() for n, p in tm.named_parameters()}
-    _, loss_and_grad = _jax_fns(cfg)
-    loss_j, g = loss_and_grad(jax_params(cfg, case.init), b)
-    g_j = flax_to_hf(jax.tree_util.tree_map(np.asarray, g), cfg)
+    _, loss_and_grad = _jax_fns(mcfg)
+    loss_j, g = loss_and_grad(jax_params(mcfg, case.init), b)
+    g_j = flax_to_hf(jax.tree_util.tree_map(np.asarray, g), mcfg)
     lt, lj = loss_t.item(), float(loss_j)
     rows = [Row(ln, "loss: torch vs jax", abs(lt - lj), abs(lt - lj) / abs(lt),
                 f"rel <= {T.LOSS_REL:g}", abs(lt - lj) / abs(lt) <= T.LOSS_REL)]
     if ln == "post":
-        hf = _hf_model(cfg, tm)
+        hf = _hf_model(mcfg, tm)
         with torch.no_grad():
             lh = float(hf(**_hf_inputs(tb), labels=_hf_labels(b),
                           next_sentence_label=tb["next_sentence_label"].long()).loss)
@@ -152,10 +152,10 @@ def eval_rows(case: Case) -> list[Row]:
     from jaxbert.model import BertForPreTraining
     from jaxbert.step import eval_step, evaluate as jax_evaluate
     from torchbert.step import evaluate as torch_evaluate
-    ln, cfg, batches = case.layer_norm_position, case.model_config, case.batches[:3]
-    t = torch_evaluate(torch_model(cfg, case.init), batches, case.train, CPU, "fp32")
-    fn = jax.jit(functools.partial(eval_step, model=BertForPreTraining(cfg), cfg=case.train))
-    j = jax_evaluate(fn, jax_params(cfg, case.init), batches)
+    ln, mcfg, batches = case.layer_norm_position, case.model_config, case.batches[:3]
+    t = torch_evaluate(torch_model(mcfg, case.init), batches, case.train, CPU, "fp32")
+    fn = jax.jit(functools.partial(eval_step, model=BertForPreTraining(mcfg), cfg=case.train))
+    j = jax_evaluate(fn, jax_params(mcfg, case.init), batches)
     keys = sorted(k for k in t if k != "split")
     assert keys == sorted(k for k in j if k != "split"), (t, j)
     rel = {k: abs(t[k] - j[k]) / max(abs(t[k]), 1e-30) for k in keys}
@@ -193,20 +193,20 @@ def grad_row(ln: str, g_t: dict[str, np.ndarray], g_j: dict[str, np.ndarray]) ->
 
 @highest_precision
 def adamw_rows(case: Case) -> list[Row]:
-    ln, cfg, train = case.layer_norm_position, case.model_config, case.train
-    model, opt = torch_setup(case, train, cfg)
+    ln, mcfg, train = case.layer_norm_position, case.model_config, case.train
+    model, opt = torch_setup(case, train, mcfg)
     decayed_t = {n for g in opt.param_groups if g["weight_decay"] > 0
                  for n, p in model.named_parameters() if any(p is q for q in g["params"])}
-    state, layout, key = jax_setup(case, train, cfg)
+    state, layout, key = jax_setup(case, train, mcfg)
     from jaxbert.optim import decay_mask
-    mask = flax_to_hf(decay_mask(jax.device_get(state.params)), cfg)
+    mask = flax_to_hf(decay_mask(jax.device_get(state.params)), mcfg)
     decayed_j = {n for n, v in mask.items() if bool(v)}
     bad = sorted(decayed_t ^ decayed_j)
     rows = [Row(ln, "AdamW decay mask: tensors decayed differently", float(len(bad)), 0.0,
                 "0 tensors", not bad, note=", ".join(bad[:4]) or
                 f"{len(decayed_t)} decayed, {len(mask) - len(decayed_t)} not (biases, LayerNorm)")]
     from torchbert.step import train_step
-    lr = float(make_schedule(train, cfg.hidden_size)(0))
+    lr = float(make_schedule(train, mcfg.hidden_size)(0))
     m_t = train_step(model, opt, case.batches[0], lr, train, CPU, 1)
     state, m_j = layout.fn(state, layout.put_batch(case.batches[0]), key)
     gn_t, gn_j = float(m_t["grad_norm"]), float(m_j["grad_norm"])
@@ -215,7 +215,7 @@ def adamw_rows(case: Case) -> list[Row]:
                     f"rel <= {T.GRAD_REL:g}", r <= T.GRAD_REL,
                     note=f"{gn_t:.3f} vs clip {train.grad_clip}: "
                          f"{'clipped' if gn_t > train.grad_clip else 'not clipped'}"))
-    p_j = flax_to_hf(jax.device_get(state.params), cfg)
+    p_j = flax_to_hf(jax.device_get(state.params), mcfg)
     worst, worst_name, worst_rel = 0.0, "", 0.0
     for n, p in model.hf_state_dict().items():
         d, rr = _max_abs(p.detach().numpy(), p_j[n])

@@ -93,10 +93,10 @@ def read_hf(path: Path) -> TrainingState:
     save; with or without the `bert.` prefix; tied decoder copies checked). Missing heads get a
     fresh initialisation."""
     config = BertConfig.from_json_file(path / "config.json")    # checks it is valid JSON
-    kind = json.loads((path / "config.json").read_text(encoding="utf-8")).get(
+    position_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get(
         "position_embedding_type", "absolute")
-    if kind != "absolute":
-        raise UserError(f"{path}/config.json has position_embedding_type={kind!r}; only "
+    if position_type != "absolute":
+        raise UserError(f"{path}/config.json has position_embedding_type={position_type!r}; only "
                         f"'absolute' (original BERT) is supported")
     found = read_hf_safetensors(path)
     if found is None:

@@ -31,10 +31,10 @@ CURVE_REL = 1e-3
 # bf16 compute (--dtype bf16: torch autocast, jax module dtype; fp32 parameters, AdamW state and
 # loss) from the same init and batches: |l_a - l_b| / |l_a| at every step. bfloat16 keeps 8
 # significant bits, a unit roundoff of 2^-9 ~ 1.95e-3 per element; the loss averages many
-# rounded terms, so the twins' curves differ far less (measured on tiny, 100 steps: 2.9e-4 at the
-# worst step, 3.4e-5 at the first). The bar is one bf16 unit roundoff: 7x the measured worst,
-# while a wrong cast (the loss, softmax or LayerNorm statistics in bf16) costs about that much
-# on its own, at the first step.
+# rounded terms, so the twins' curves differ far less (docs/parity.md has the measured
+# differences). The bar is one bf16 unit roundoff, well above the measured worst, while a wrong
+# cast (the loss, softmax or LayerNorm statistics in bf16) costs about that much on its own, at
+# the first step.
 BF16_CURVE_REL = 2e-3
 
 # Cross-framework resume (N/2 steps in one twin, convert the full state, N/2 in the other) against

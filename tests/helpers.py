@@ -49,7 +49,7 @@ def build_shards(tmp: Path, n_docs: int = 400, vocab_size: int = 120, seed: int 
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
-            timeout: float = 600) -> subprocess.CompletedProcess:
+            timeout: float | None = 600) -> subprocess.CompletedProcess:
     """Run `python -m ...` in a subprocess; returns the completed process (text output)."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, *args], cwd=cwd or ROOT, env=full_env,

@@ -119,11 +119,13 @@ def test_micro_batches_and_divisibility_errors(data):
         assert np.array_equal(micro[k].reshape(v.shape), v) and np.shares_memory(micro[k], v), k
     with pytest.raises(ValueError, match="does not split into 3 equal micro-batches"):
         split_micro_batches(b, 3)
-    # the one rule (TrainConfig.rows_per_part), named the same way wherever it is checked
+    # the one rule (TrainConfig.check_rows_divide), named the same way wherever it is checked
     with pytest.raises(UserError, match="does not split into 3 ranks x grad-accum=1"):
         BatchIterator(*data, CFG, world_size=3)
     with pytest.raises(UserError, match="does not split into 1 process x grad-accum=3"):
         CFG.replace(grad_accum=3).validate()
+    with pytest.raises(UserError, match="8 devices x grad-accum=2 .* multiple of 16"):
+        CFG.replace(grad_accum=2).check_rows_divide(8, "devices")
     with pytest.raises(UserError, match="8 devices x grad-accum=2 .* multiple of 16"):
         CFG.replace(grad_accum=2).rows_per_part(8, "devices")
     assert CFG.replace(grad_accum=2).rows_per_part(2, "devices") == CFG.batch_size // 4

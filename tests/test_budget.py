@@ -7,8 +7,6 @@ import csv
 import io
 import json
 import math
-import subprocess
-import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import budget, realtext
+from helpers import run_cli
 
 
 def _csv(rows: list[dict]) -> bytes:
@@ -121,9 +120,8 @@ def test_fetch_offline_fails_cleanly(tmp_path, monkeypatch):
     assert not cache.exists()
     # The command line says it in one line, exit status 2, nothing written.
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.realtext", "prepare", "--out",
-                           str(out), "--find-links", str(empty)], capture_output=True, text=True,
-                          env={**__import__("os").environ, "TWINBERT_CACHE": str(cache)})
+    proc = run_cli("-m", "benchmarks.realtext", "prepare", "--out", str(out), "--find-links",
+                   str(empty), env={"TWINBERT_CACHE": str(cache)})
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: ")
     assert not out.exists() and not cache.exists()
@@ -163,8 +161,7 @@ def test_bow_logreg_and_scores(tmp_path):
 @pytest.mark.slow
 def test_quick_end_to_end(tmp_path):
     out = tmp_path / "budget"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.budget", "--quick", "--out",
-                           str(out)], capture_output=True, text=True)
+    proc = run_cli("-m", "benchmarks.budget", "--quick", "--out", str(out), timeout=None)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
     names = [r["name"] for r in res["rows"]]

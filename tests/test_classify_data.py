@@ -132,7 +132,7 @@ def test_scores():
 def test_resolve_init(tmp_path):
     hf = hf_dir(tmp_path / "hf")
     src = resolve_init(hf, "torch")
-    assert src.kind == "hf" and src.config.vocab_size == src.tokenizer.vocab_size
+    assert src.weights_from == "hf" and src.config.vocab_size == src.tokenizer.vocab_size
     # a pretraining run of the other twin: only through its hf/ export
     run = tmp_path / "jaxrun"
     run.mkdir()

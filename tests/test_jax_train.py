@@ -25,19 +25,19 @@ def test_pmap_and_sharded_equal_single_device(tmp_path, cache_env, nsp):
               *([] if nsp else ["--no-nsp"]))
     env = {**cache_env, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     curves = {}
-    for kind in ("single", "pmap", "sharded"):
-        out = tmp_path / kind
-        train_cli("jax", *base_args(corpus, out, *common, "--parallel", kind), env=env)
+    for parallel in ("single", "pmap", "sharded"):
+        out = tmp_path / parallel
+        train_cli("jax", *base_args(corpus, out, *common, "--parallel", parallel), env=env)
         summary = json.loads((out / "summary.json").read_text())
-        assert summary["parallel"] == kind and summary["step_compilations"] == 1, summary
-        curves[kind] = metrics(out)
+        assert summary["parallel"] == parallel and summary["step_compilations"] == 1, summary
+        curves[parallel] = metrics(out)
     keys = ("loss", "mlm_loss", "grad_norm") + (("nsp_loss",) if nsp else ())
-    for kind in ("pmap", "sharded"):
-        assert len(curves[kind]) == len(curves["single"]) == 5
-        for x, y in zip(curves["single"], curves[kind]):
+    for parallel in ("pmap", "sharded"):
+        assert len(curves[parallel]) == len(curves["single"]) == 5
+        for x, y in zip(curves["single"], curves[parallel]):
             assert ("nsp_loss" in y) == nsp
             for k in keys:
-                assert abs(x[k] - y[k]) <= 1e-5 * max(1.0, abs(x[k])), (kind, k, x[k], y[k])
+                assert abs(x[k] - y[k]) <= 1e-5 * max(1.0, abs(x[k])), (parallel, k, x[k], y[k])
 
 
 @pytest.mark.slow
@@ -132,10 +132,10 @@ def test_every_layout_donates_prefetches_and_compiles_once(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     out = json.loads(p.stdout.strip().splitlines()[-1])
     assert set(out) == {"single", "pmap", "sharded"}
-    for kind, r in out.items():
-        assert r["donated"] == [True] * 4, (kind, r)
-        assert r["placed"] == [True] * 4, (kind, r)
-        assert r["traces"] == 1, (kind, r)
+    for parallel, r in out.items():
+        assert r["donated"] == [True] * 4, (parallel, r)
+        assert r["placed"] == [True] * 4, (parallel, r)
+        assert r["traces"] == 1, (parallel, r)
 
 
 def test_cpu_dots_leave_ynnpack_unless_the_user_chose():

@@ -115,7 +115,7 @@ def test_init_from_a_classifier(dirs):
     assert src.path == dirs["classify-run"] / "best" and src.labels == ["neg", "pos"]
     assert "fine-tuned weights" in src.note and src.unused == ()
     src = resolve_init(dirs["classify-run"], "torch")
-    assert src.kind == "hf" and src.labels is None and src.unused == ("classifier.",)
+    assert src.weights_from == "hf" and src.labels is None and src.unused == ("classifier.",)
     assert "classifier head" in src.note and "encoder" in src.note
     weights = {"bert.pooler.dense.bias": 1, "classifier.weight": 2, "classifier.bias": 3}
     assert src.used(weights) == {"bert.pooler.dense.bias": 1}

@@ -224,8 +224,8 @@ def _optimizer_state_dict(state, tensors, model, optimizer, path: Path) -> dict[
                         f"(e.g. another weight-decay split); they cannot be matched by name")
     per_param: dict[str, dict[str, Any]] = {}
     for key, t in tensors.items():
-        kind, _, name = key.partition("/")
-        per_param.setdefault(name, {})[kind] = t
+        slot, _, name = key.partition("/")   # "exp_avg/bert.pooler.dense.bias"
+        per_param.setdefault(name, {})[slot] = t
     for name, scalars in layout.get("state_scalars", {}).items():
         per_param.setdefault(name, {}).update(scalars)
     known = {n for g in now for n in g}

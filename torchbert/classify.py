@@ -36,29 +36,29 @@ class TorchTwin:
     def __init__(self, run: ClassifyRun, state: dict[str, np.ndarray] | None,
                  device: torch.device):
         self.run, self.device = run, device
-        self.model = BertForSequenceClassification(run.config, len(run.labels))
+        self.model = BertForSequenceClassification(run.model_config, len(run.labels))
         if state is not None:    # else: --resume, the checkpoint's weights replace these
             self.model.load_hf_state_dict(state, source="initial weights")
         self.model.to(device)
         # AdamW with bertcore's weight-decay rule, as in pretraining (ClassifyConfig has the
         # fields make_optimizer reads: lr, betas, eps, weight_decay), clipped by clip_grad_norm.
-        self.optimizer = make_optimizer(self.model, run.cfg)
+        self.optimizer = make_optimizer(self.model, run.classify_config)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                          else contextlib.nullcontext())
-        self.ckpt = Checkpointer(run.rundir, run.config, keep=1)
+        self.ckpt = Checkpointer(run.rundir, run.model_config, keep=1)
 
     def train_step(self, batch: dict[str, np.ndarray], lr: float, step: int) -> float:
         # This step's dropout masks come from (seed, step): a resumed run draws the same ones.
         # (jaxbert folds the step into its dropout key instead.)
-        torch.manual_seed(step_seed(self.run.cfg.seed, step, 0))
+        torch.manual_seed(step_seed(self.run.classify_config.seed, step, 0))
         self.model.train()
         b = to_device(batch, self.device)
         with self.autocast:
             logits = self.model(b["input_ids"], b["token_type_ids"], b["attention_mask"])
         loss, _ = classification_loss(logits, b["labels"])
         loss.backward()
-        clip_grad_norm(self.params, self.run.cfg.grad_clip)
+        clip_grad_norm(self.params, self.run.classify_config.grad_clip)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.step()
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "train":
         run = ClassifyRun(args, "torch")
         state = None if run.resume else run.initial_state(pretrained_weights(run.src))
-        torch.manual_seed(run.cfg.seed)
+        torch.manual_seed(run.classify_config.seed)
         twin = TorchTwin(run, state, device)
         try:
             fit(run, twin)

@@ -17,7 +17,7 @@ from .model import _as_numpy, read_hf_weights
 def pretrained_weights(src: InitSource) -> dict[str, np.ndarray]:
     """HF-named numpy weights of --init-from: a Hugging Face directory (safetensors or a
     pytorch_model.bin, read with weights_only=True) or this twin's latest pretraining checkpoint."""
-    if src.kind == "hf":
+    if src.weights_from == "hf":
         state, _ = read_hf_weights(src.path)
         return src.used({k: _as_numpy(v) for k, v in state.items()})
     if latest_step(src.path) is None:

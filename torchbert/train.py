@@ -117,7 +117,7 @@ def train(args, argv: list[str], stopper: Stopper) -> Result:
     if rank == 0 and world > 1:
         dist.barrier()
     cfg, mcfg = run.train_config, run.model_config
-    cfg.rows_per_part(world, "processes")
+    cfg.check_rows_divide(world, "processes")
     mcfg = trained_model_config(mcfg, cfg)
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank

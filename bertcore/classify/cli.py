@@ -135,7 +135,7 @@ data: an aclImdb tree (train|test x pos|neg), or .jsonl ({{"text", "label"}}, op
                    "--val-fraction of --data, held out with --seed)")
     t.add_argument("--tokenizer", metavar="TOKDIR", help="tokenizer (default: --init-from's)")
     d = ClassifyConfig()
-    for name, kind, text in (("max-len", int, "tokens per example; longer ones are truncated"),
+    for name, parse, text in (("max-len", int, "tokens per example; longer ones are truncated"),
                              ("batch-size", int, "examples per step"), ("epochs", int, ""),
                              ("lr", float, "peak learning rate"),
                              ("warmup-ratio", float, "share of steps for linear warmup"),
@@ -144,7 +144,7 @@ data: an aclImdb tree (train|test x pos|neg), or .jsonl ({{"text", "label"}}, op
                              ("seed", int, "init of the classifier, hold-out, order, dropout"),
                              ("val-fraction", float, "share of --data held out for validation")):
         default = getattr(d, name.replace("-", "_"))
-        t.add_argument(f"--{name}", type=kind, help=f"{text} [{default}]".lstrip())
+        t.add_argument(f"--{name}", type=parse, help=f"{text} [{default}]".lstrip())
     t.add_argument("--no-dropout", dest="dropout", action="store_false", default=None,
                    help="turn dropout off (exact comparisons)")
     t.add_argument("--out", metavar="RUNDIR",

@@ -59,27 +59,29 @@ class ClassifyRun:
             if changed:
                 raise UserError(f"--resume with changed settings ({', '.join(changed)}); resume "
                                 f"with the run's own settings or start a new run with --out")
-            self.cfg, data, validation = saved, info["data"], info.get("validation")
+            self.classify_config, data, validation = saved, info["data"], info.get("validation")
             raw = _json(self.rundir / "config.json")
-            self.config = BertConfig.from_dict(raw)
+            self.model_config = BertConfig.from_dict(raw)
             self.labels = LabelMap([raw["id2label"][str(i)] for i in range(len(raw["id2label"]))])
             self.tokenizer = load_tokenizer(self.rundir / "tokenizer")
         else:
             if not args.init_from or not args.data:
                 raise UserError("train needs --init-from DIR (a pretraining RUNDIR or a Hugging "
                                 "Face BERT directory) and --data (an aclImdb tree or a file)")
-            self.cfg = ClassifyConfig(**given)
+            self.classify_config = ClassifyConfig(**given)
             self.src = resolve_init(args.init_from, framework, args.tokenizer)
-            self.config, self.tokenizer = self.src.config, self.src.tokenizer
+            self.model_config, self.tokenizer = self.src.config, self.src.tokenizer
             data, validation = str(Path(args.data).resolve()), args.validation and str(
                 Path(args.validation).resolve())
-        self.cfg.validate()
-        if not self.cfg.dropout:
-            self.config = self.config.replace(hidden_dropout_prob=0.0,
-                                              attention_probs_dropout_prob=0.0)
-        if self.cfg.max_len > self.config.max_position_embeddings:
-            raise UserError(f"max-len={self.cfg.max_len} exceeds the model's "
-                            f"max_position_embeddings={self.config.max_position_embeddings}")
+        self.classify_config.validate()
+        if not self.classify_config.dropout:
+            self.model_config = self.model_config.replace(hidden_dropout_prob=0.0,
+                                                          attention_probs_dropout_prob=0.0)
+        max_len, max_positions = (self.classify_config.max_len,
+                                  self.model_config.max_position_embeddings)
+        if max_len > max_positions:
+            raise UserError(f"max-len={max_len} exceeds the model's "
+                            f"max_position_embeddings={max_positions}")
         self.data, self.validation = data, validation
         self.train, self.val = self._data(data, validation)
         if not args.resume:
@@ -100,7 +102,8 @@ class ClassifyRun:
         if validation:
             val = read_examples(validation, "validation")
         else:   # aclImdb and single files have no validation split: hold one out, seeded
-            train, val = hold_out(train, self.cfg.val_fraction, self.cfg.seed)
+            ccfg = self.classify_config
+            train, val = hold_out(train, ccfg.val_fraction, ccfg.seed)
         if self.resume:
             self.labels.check(train + val, f"{data}", "the run's config.json")
         else:
@@ -110,11 +113,11 @@ class ClassifyRun:
                                 f"classifier needs examples of at least two labels")
             self.labels.check(val, f"the validation data ({validation or 'held out'})",
                               f"the training data ({data})")
-        out = []
+        out, max_len = [], self.classify_config.max_len
         for name, examples in (("train", train), ("validation", val)):
-            enc = encode(self.tokenizer, examples, self.labels, self.cfg.max_len)
+            enc = encode(self.tokenizer, examples, self.labels, max_len)
             self.notes.append(f"{name}: {len(enc)} examples, {enc.truncated} truncated to "
-                              f"--max-len {self.cfg.max_len} ({enc.truncated / len(enc):.1%})")
+                              f"--max-len {max_len} ({enc.truncated / len(enc):.1%})")
             out.append(enc)
         return out[0], out[1]
 
@@ -124,15 +127,16 @@ class ClassifyRun:
         data, validation = self.data, self.validation
         info = {"framework": self.framework, "task": "classify", "data": data,
                 "validation": validation, "aclimdb": is_aclimdb_path(data),
-                "init_from": {"path": str(self.src.path.resolve()), "kind": self.src.kind},
+                "init_from": {"path": str(self.src.path.resolve()), "kind": self.src.weights_from},
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         try:
             self.files.check_target(self.overwrite)   # again, now that RUNDIR is ours
             self.files.create(info, {
                 "tokenizer": self.tokenizer.save,
-                "config.json": json.dumps(hf_config(self.config, self.labels), indent=2,
+                "config.json": json.dumps(hf_config(self.model_config, self.labels), indent=2,
                                           sort_keys=True) + "\n",
-                "classify_config.json": json.dumps(dataclasses.asdict(self.cfg), indent=2) + "\n"})
+                "classify_config.json": json.dumps(dataclasses.asdict(self.classify_config),
+                                                   indent=2) + "\n"})
         except BaseException:
             self.files.discard()
             raise
@@ -140,10 +144,12 @@ class ClassifyRun:
     @property
     def total_steps(self) -> int:
         """Optimizer steps of the whole run: the linear decay's end (full batches only)."""
-        return self.cfg.epochs * steps_per_epoch(len(self.train), self.cfg.batch_size)
+        ccfg = self.classify_config
+        return ccfg.epochs * steps_per_epoch(len(self.train), ccfg.batch_size)
 
     def initial_state(self, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        state, notes = initial_state(weights, self.src, self.config, self.labels, self.cfg.seed)
+        state, notes = initial_state(weights, self.src, self.model_config, self.labels,
+                                     self.classify_config.seed)
         self.notes += notes
         return state
 
@@ -170,11 +176,11 @@ class Twin(Protocol):
 def fit(run: ClassifyRun, twin: Twin) -> dict[str, Any]:
     """Epochs of shuffled full batches, validation after each, best/ kept, checkpoint per epoch
     (and at --stop-after), metrics.jsonl one line per epoch. Returns the summary."""
-    cfg = run.cfg
-    spe = steps_per_epoch(len(run.train), cfg.batch_size)
+    ccfg = run.classify_config
+    spe = steps_per_epoch(len(run.train), ccfg.batch_size)
     if spe == 0:
         raise UserError(f"{len(run.train)} training examples are fewer than --batch-size "
-                        f"{cfg.batch_size}; lower --batch-size")
+                        f"{ccfg.batch_size}; lower --batch-size")
     # RUNDIR is this process's alone from here to the end of the command (bertcore.train.rundir).
     run.files.lock()
     try:
@@ -184,9 +190,9 @@ def fit(run: ClassifyRun, twin: Twin) -> dict[str, Any]:
 
 
 def _fit(run: ClassifyRun, twin: Twin, spe: int) -> dict[str, Any]:
-    cfg = run.cfg
+    ccfg = run.classify_config
     total = run.total_steps
-    lr_at = cfg.lr_at(total)
+    lr_at = ccfg.lr_at(total)
     extra: dict[str, Any] = {"step": 0, "best": None, "loss_sum": 0.0, "loss_n": 0}
     if run.resume:
         extra = twin.restore()
@@ -200,8 +206,9 @@ def _fit(run: ClassifyRun, twin: Twin, spe: int) -> dict[str, Any]:
     step, t0 = extra["step"], time.perf_counter()
     bar = tqdm(total=total, initial=step, unit="step", disable=not run.progress,
                desc=f"{run.framework}bert classify", dynamic_ncols=True)
-    for epoch in range(step // spe, cfg.epochs):
-        for batch in train_batches(run.train, cfg.batch_size, cfg.seed, epoch, step - epoch * spe):
+    for epoch in range(step // spe, ccfg.epochs):
+        for batch in train_batches(run.train, ccfg.batch_size, ccfg.seed, epoch,
+                                   step - epoch * spe):
             step += 1
             loss = twin.train_step(batch, float(lr_at(step - 1)), step)
             if not math.isfinite(loss):
@@ -215,7 +222,7 @@ def _fit(run: ClassifyRun, twin: Twin, spe: int) -> dict[str, Any]:
                 bar.close()
                 logger.info(f"stopped after step {step}; continue with train --out {run.rundir} --resume")
                 return {"stopped_at": step}
-        val = evaluate(twin.logits, run.val, cfg.batch_size, len(run.labels))
+        val = evaluate(twin.logits, run.val, ccfg.batch_size, len(run.labels))
         row = {"epoch": epoch + 1, "step": step,
                "train_loss": extra["loss_sum"] / max(extra["loss_n"], 1),
                **{f"val_{k}": val[k] for k in ("loss", "accuracy", "f1") if k in val},
@@ -224,7 +231,7 @@ def _fit(run: ClassifyRun, twin: Twin, spe: int) -> dict[str, Any]:
         logger.info(" ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "elapsed"))
         if extra["best"] is None or row["val_accuracy"] > extra["best"]["val_accuracy"]:
             extra["best"] = row
-            write_classifier_dir(run.rundir / "best", run.config, run.labels, twin.state(),
+            write_classifier_dir(run.rundir / "best", run.model_config, run.labels, twin.state(),
                                  run.rundir / "tokenizer", info=row)
         extra.update(loss_sum=0.0, loss_n=0)
         twin.save(step, extra)
@@ -234,7 +241,7 @@ def _fit(run: ClassifyRun, twin: Twin, spe: int) -> dict[str, Any]:
             return {"stopped_at": step}
     bar.close()
     summary = {"framework": run.framework, "rundir": str(run.rundir), "steps": step,
-               "epochs": cfg.epochs, "labels": run.labels.labels, "best": extra["best"],
+               "epochs": ccfg.epochs, "labels": run.labels.labels, "best": extra["best"],
                "final": read_metrics(metrics_path)[-1], "train_examples": len(run.train),
                "validation_examples": len(run.val), "train_seconds": time.perf_counter() - t0}
     run.files.write_file("summary.json", json.dumps(summary, indent=2) + "\n")

@@ -88,11 +88,11 @@ def check_batch(batch: dict[str, Any], batch_size: int, seq_len: int, max_predic
                              f"{np.dtype(field.dtype)}")
 
 
-# v2: instances come from bertcore.data.instances (chunk starts hashed from (seed, epoch, sentence),
-# rows a window of batches at a time), so the batches of a seed differ from v1's and a v1
-# state cannot be resumed exactly.
+# The format names the stream: instances from bertcore.data.instances (chunk starts hashed from
+# (seed, epoch, sentence), rows a window of batches at a time). A state of another format drew
+# other batches for the same seed, so it cannot be resumed exactly.
 STATE_FORMAT = "twinbert-batches-v2"
-WINDOW = 64   # batches whose instance rows are made in one call (part of the v2 stream)
+WINDOW = 64   # batches whose instance rows are made in one call (part of the stream's format)
 # Distinct stream names, so instance building and masking never share random numbers.
 _INSTANCES, _MASKING, _DROPOUT = 0x1257, 0x3A5C, 0xD207
 
@@ -124,7 +124,7 @@ class BatchIterator(Iterator[dict]):
                  epoch_cache: str | Path | None = "auto"):
         """`epoch_cache`: "auto" (`epoch_cache_dir`), a folder, or None to build every epoch in
         memory; the batches are the same either way."""
-        cfg.rows_per_part(world_size, "ranks")
+        cfg.check_rows_divide(world_size, "ranks")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
         self.shards, self.tok, self.cfg = shards, tokenizer, cfg
@@ -275,6 +275,6 @@ def split_micro_batches(batch: dict[str, np.ndarray], n: int) -> dict[str, np.nd
     [n, R/n, ...] (a reshape, no copy). Micro-batch i is `{k: v[i] for k, v in ...items()}`.
     Both twins use it: torchbert loops over i; jaxbert's `lax.scan` runs over the leading axis."""
     rows = len(batch["input_ids"])
-    if rows % n:   # TrainConfig.rows_per_part refuses such settings before a batch is drawn
+    if rows % n:   # TrainConfig.check_rows_divide refuses such settings before a batch is drawn
         raise ValueError(f"a batch of {rows} rows does not split into {n} equal micro-batches")
     return {k: v.reshape(n, rows // n, *v.shape[1:]) for k, v in batch.items()}

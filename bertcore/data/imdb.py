@@ -184,10 +184,11 @@ def download_imdb(out_dir: str | os.PathLike, url: str = IMDB_URL, *, sha256: st
     is left: the archive goes to a temporary file and is extracted into a temporary directory
     beside the target, which is renamed into place only after the marker file is written.
     """
-    for kind, value, length in (("sha256", sha256, 64), ("md5", md5, 32)):
+    for digest, value, length in (("sha256", sha256, 64), ("md5", md5, 32)):
         if value is not None and not re.fullmatch(f"[0-9a-fA-F]{{{length}}}", value):
-            raise UserError(f"--{kind} {value!r} is not a {length}-digit hex checksum. Pass the "
-                            f"archive's published {kind} (or leave it out to use the built-in one)")
+            raise UserError(f"--{digest} {value!r} is not a {length}-digit hex checksum. Pass the "
+                            f"archive's published {digest} (or leave it out to use the built-in "
+                            f"one)")
     out = Path(out_dir).expanduser()
     target = out / "aclImdb"
     if (target / COMPLETE_MARKER).exists():
@@ -209,9 +210,10 @@ def download_imdb(out_dir: str | os.PathLike, url: str = IMDB_URL, *, sha256: st
     archive, tmp_dir = Path(name), Path(tempfile.mkdtemp(prefix=".aclImdb.tmp-", dir=out))
     try:
         got_sha256, got_md5 = _fetch(url, archive, progress)
-        for kind, expected, actual in (("sha256", sha256, got_sha256), ("md5", md5, got_md5)):
+        for digest, expected, actual in (("sha256", sha256, got_sha256), ("md5", md5, got_md5)):
             if expected is not None and expected.lower() != actual:
-                raise UserError(f"checksum mismatch for {url}: expected {kind} {expected.lower()}, "
+                raise UserError(f"checksum mismatch for {url}: expected {digest} "
+                                f"{expected.lower()}, "
                                 f"got {actual}. The download is corrupt or incomplete (or not the "
                                 "official archive); run the command again to re-download")
         files = _extract_safely(archive, tmp_dir)

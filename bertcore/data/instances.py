@@ -6,9 +6,9 @@ takes consecutive sentences until it reaches a target length (`seq_len - 3`, or 
 half of the time B is replaced by a random span of another document (label 1), and then the
 chunk's unused sentences go back to the pool, so the next chunk starts where A ended.
 
-Doing that with a Python loop per sentence costs ~75 ms and ~5 MB per million tokens at every
-start. Here everything that decides *where chunks start* is a pure function of the sentence
-index (counter-based hashes of (seed, epoch, sentence)), so:
+Doing that with a Python loop per sentence costs time and memory in proportion to the corpus at
+every start. Here everything that decides *where chunks start* is a pure function of the
+sentence index (counter-based hashes of (seed, epoch, sentence)), so:
 
 - `chunk_starts` finds an epoch's chunk starts with numpy over blocks of sentences: each sentence
   knows its successor (`next[i]` = the chunk end, or A's end for a random B), and the starts are

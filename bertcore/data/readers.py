@@ -29,7 +29,7 @@ TEXT_SUFFIXES = (".txt", ".jsonl")
 COMPRESSED = (".gz", ".zst")
 
 
-def kind(path: Path) -> tuple[str, str] | None:
+def format_of(path: Path) -> tuple[str, str] | None:
     """(format, compression) of a corpus file, e.g. ("jsonl", "gz"); None if unsupported."""
     name = path.name.lower()
     if name.endswith(".parquet"):
@@ -48,7 +48,7 @@ def _not_utf8(path: Path, offset: int, byte: int) -> UserError:
 
 
 def _open(path: Path) -> BinaryIO:
-    comp = (kind(path) or ("", ""))[1]
+    comp = (format_of(path) or ("", ""))[1]
     if comp == "gz":
         return gzip.open(path, "rb")
     if comp == "zst":
@@ -155,7 +155,7 @@ def iter_parquet(path: Path) -> Iterator[str]:
 
 
 def iter_file(path: Path) -> Iterator[str]:
-    k = kind(path)
+    k = format_of(path)
     if k is None:
         raise UserError(f"unsupported corpus file type {path.suffix or '(none)'!r} for {path}. "
                         "Use a .txt file (blank line between documents), a .jsonl file "
@@ -170,7 +170,7 @@ def corpus_files(root: Path) -> list[Path]:
     """The corpus files below a folder, sorted, recursive, hidden names skipped."""
     return [p for p in sorted(root.rglob("*"))
             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-            and kind(p) is not None]
+            and format_of(p) is not None]
 
 
 def glob_files(pattern: str) -> list[Path]:
@@ -178,7 +178,7 @@ def glob_files(pattern: str) -> list[Path]:
     out: list[Path] = []
     for name in sorted(glob.glob(pattern, recursive=True)):
         p = Path(name)
-        out += corpus_files(p) if p.is_dir() else [p] if kind(p) is not None else []
+        out += corpus_files(p) if p.is_dir() else [p] if format_of(p) is not None else []
     if not out:
         raise UserError(f"no corpus file matches {pattern!r}; check the pattern (files must end "
                         f"in .txt, .jsonl, .gz/.zst of those, or .parquet)")
@@ -196,6 +196,6 @@ def iter_files(paths: list[Path]) -> Iterator[str]:
 
 def total_bytes(paths: list[Path]) -> int | None:
     """Bytes of text the files hold when that is their size on disk (for a progress ETA)."""
-    if any((kind(p) or ("", "x"))[1] or kind(p)[0] == "parquet" for p in paths):
+    if any((format_of(p) or ("", "x"))[1] or format_of(p)[0] == "parquet" for p in paths):
         return None   # compressed: the text size is unknown until read
     return sum(p.stat().st_size for p in paths)

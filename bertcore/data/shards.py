@@ -82,7 +82,7 @@ class TokenStore:
             return self.arrays[0][idx]
         shard = np.searchsorted(self.starts, idx, side="right") - 1
         out = np.empty(idx.shape, dtype=self.dtype)
-        # bincount, not np.unique: unique imports numpy.ma (~0.1-0.3 s at the first batch).
+        # bincount, not np.unique: unique imports numpy.ma, a delay at the first batch.
         for s in np.flatnonzero(np.bincount(shard.ravel(), minlength=len(self.arrays))):
             hit = shard == s
             out[hit] = self.arrays[s][idx[hit] - self.starts[s]]

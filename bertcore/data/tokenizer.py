@@ -95,13 +95,13 @@ class WordPiece:
         with atomic_path(out_dir, is_dir=True) as tmp:
             self.tokenizer.save(str(tmp / "tokenizer.json"))
             (tmp / "vocab.txt").write_text("\n".join(self.tokens) + "\n", encoding="utf-8")
-            cfg = {
+            tok_config = {
                 "tokenizer_class": "BertTokenizer", "do_lower_case": self.lowercase,
                 "model_max_length": 512, "unk_token": UNK, "sep_token": SEP, "pad_token": PAD,
                 "cls_token": CLS, "mask_token": MASK, "strip_accents": None,
                 "tokenize_chinese_chars": True, "clean_up_tokenization_spaces": True,
             }
-            (tmp / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+            (tmp / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n")
             specials = {"unk_token": UNK, "sep_token": SEP, "pad_token": PAD, "cls_token": CLS,
                         "mask_token": MASK}
             (tmp / "special_tokens_map.json").write_text(json.dumps(specials, indent=2) + "\n")
@@ -223,7 +223,8 @@ def _bert_pipeline_lowercase(state: dict) -> bool | None:
 class BatchIds:
     """`flat, lens = batch_ids(texts)`: every text's token ids without [CLS]/[SEP], concatenated
     (`dtype`), and how many each text has: exactly what `tokenizer.encode_batch(texts,
-    add_special_tokens=False)` gives, 2.5-4x faster on English prose (docs/data.md).
+    add_special_tokens=False)` gives, several times faster on English prose (docs/data.md;
+figures in BENCHMARKS.md).
 
     `tokenizers` spends its time per word: BertNormalizer's accent stripping decomposes every
     character (NFD) and WordPiece looks up every candidate piece of every word again, though a

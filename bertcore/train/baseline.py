@@ -6,12 +6,12 @@ token has an accuracy equal to that token's share. But BERT's masking shows
 the model 20% of its targets: 10% of the predicted slots keep their token and 10% hold a random
 one (bertcore.data.masking). A model that looks only at its own slot, never at the context, copies
 what it sees there and falls back on frequencies behind [MASK]: its loss and accuracy are the
-`context_free_*` figures below (on the built-in corpus about 5.7 nats and 14%, well past the
-unigram ones). Only a run that beats those has shown that it uses context.
+`context_free_*` figures below (well past the unigram ones; README.md shows both for the
+built-in corpus). Only a run that beats those has shown that it uses context.
 
 Computed once from the shards' token array (special tokens excluded) and cached as
 DATADIR/unigram.json, written atomically; a read-only DATADIR is recomputed instead (one pass of
-`np.bincount` over memory-mapped chunks: about a second per 100M tokens).
+`np.bincount` over memory-mapped chunks).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ T = TypeVar("T")
 
 @dataclass
 class InitSource:
-    kind: str                  # "hf": a Hugging Face dir; "rundir": a pretraining run of this twin
+    weights_from: str          # "hf": a Hugging Face dir; "rundir": a pretraining run of this twin
     path: Path                 # the HF dir or the RUNDIR
     config: BertConfig         # as it will be fine-tuned (dropout as configured there)
     tokenizer: WordPiece

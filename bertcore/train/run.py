@@ -65,18 +65,18 @@ def train_config_from_args(args: Any, base: TrainConfig | None = None) -> TrainC
 
 def model_config_from_args(args: Any, vocab_size: int) -> BertConfig:
     if args.config:
-        cfg = BertConfig.from_json_file(args.config)
-        if cfg.vocab_size != vocab_size:
-            raise UserError(f"config {args.config} has vocab_size={cfg.vocab_size} but the "
+        mcfg = BertConfig.from_json_file(args.config)
+        if mcfg.vocab_size != vocab_size:
+            raise UserError(f"config {args.config} has vocab_size={mcfg.vocab_size} but the "
                             f"tokenizer has {vocab_size} entries; use a matching --tokenizer or "
                             f"set vocab_size to {vocab_size}")
     else:
-        cfg = BertConfig.from_preset(args.preset or DEFAULT_PRESET, vocab_size=vocab_size)
+        mcfg = BertConfig.from_preset(args.preset or DEFAULT_PRESET, vocab_size=vocab_size)
     if args.layer_norm_position:
-        cfg = cfg.replace(layer_norm_position=args.layer_norm_position)
+        mcfg = mcfg.replace(layer_norm_position=args.layer_norm_position)
     if getattr(args, "attention_dropout", None) is not None:
-        cfg = cfg.replace(attention_probs_dropout_prob=args.attention_dropout)
-    return cfg
+        mcfg = mcfg.replace(attention_probs_dropout_prob=args.attention_dropout)
+    return mcfg
 
 
 def init_model_config(init: InitSource, args: Any, tok: WordPiece) -> BertConfig:
@@ -87,13 +87,13 @@ def init_model_config(init: InitSource, args: Any, tok: WordPiece) -> BertConfig
                         f"({init.tokenizer.vocab_size} entries) than this run's tokenizer "
                         f"({tok.vocab_size}); tokenize the data with the model's own: "
                         f"--tokenizer {init.tokenizer_dir}")
-    cfg = init.config
-    if args.layer_norm_position and args.layer_norm_position != cfg.layer_norm_position:
+    mcfg = init.config
+    if args.layer_norm_position and args.layer_norm_position != mcfg.layer_norm_position:
         raise UserError(f"--layer-norm-position {args.layer_norm_position}: the weights of "
-                        f"{init.path} are {cfg.layer_norm_position}-LN; drop the flag")
+                        f"{init.path} are {mcfg.layer_norm_position}-LN; drop the flag")
     if getattr(args, "attention_dropout", None) is not None:
-        cfg = cfg.replace(attention_probs_dropout_prob=args.attention_dropout)
-    return cfg
+        mcfg = mcfg.replace(attention_probs_dropout_prob=args.attention_dropout)
+    return mcfg
 
 
 # ---- data: tokenizer + shards, cached for a corpus --------------------------------------------

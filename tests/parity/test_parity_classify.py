@@ -81,9 +81,9 @@ def test_logits_agree(hf_classifier):
 
 def _run(clf, rundir: Path) -> SimpleNamespace:
     """What the twins' Twin classes read of a ClassifyRun."""
-    cfg = ClassifyConfig(lr=1e-3, batch_size=6, dropout=False)
-    return SimpleNamespace(cfg=cfg, config=clf.config, labels=clf.labels, rundir=rundir,
-                           total_steps=10)
+    ccfg = ClassifyConfig(lr=1e-3, batch_size=6, dropout=False)
+    return SimpleNamespace(classify_config=ccfg, model_config=clf.config, labels=clf.labels,
+                           rundir=rundir, total_steps=10)
 
 
 @pytest.mark.slow
@@ -94,7 +94,7 @@ def test_one_step_agrees(hf_classifier, tmp_path):
     b = batch(clf)
     torch_twin = tc.TorchTwin(run, clf.state, torch.device("cpu"))
     jax_twin = jc.JaxTwin(run, clf.state)
-    lr = float(run.cfg.lr_at(run.total_steps)(0))
+    lr = float(run.classify_config.lr_at(run.total_steps)(0))
     lt = torch_twin.train_step(b, lr, 1)
     lj = jax_twin.train_step(b, lr, 1)
     assert abs(lt - lj) / abs(lt) < T.LOSS_REL
