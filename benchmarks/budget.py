@@ -44,8 +44,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from benchmarks.realtext import UserError, cli_entry, find_links_args, prepare as prepare_real, \
-    write_text_atomic
+from benchmarks.realtext import find_links_args, prepare as prepare_real
+from bertcore.errors import UserError, cli_entry
+from bertcore.files import write_text_atomic
 
 CONTENDERS = ("torchbert", "jaxbert", "hf-torch")
 TASKS = ("bbc", "tweets")
@@ -299,11 +300,12 @@ def peer_worker(cfg: dict) -> None:
     import torch
     import transformers
 
-    from bertcore.data.batches import BatchIterator
+    from benchmarks.contenders import hf_inputs
     from bertcore.config import BertConfig, TrainConfig
-    from bertcore.train.evaluation import eval_batches
+    from bertcore.data.batches import BatchIterator
     from bertcore.data.shards import Shards
     from bertcore.data.tokenizer import load_tokenizer
+    from bertcore.train.evaluation import eval_batches
 
     t_setup = time.perf_counter()
     if cfg.get("threads"):
@@ -338,7 +340,7 @@ def peer_worker(cfg: dict) -> None:
             for group in opt.param_groups:
                 group["lr"] = warmup_linear(step, cfg["lr"], cfg["warmup"], cfg["steps"])
             model.train()
-            out_ = model(**_hf_inputs(torch, b))
+            out_ = model(**hf_inputs(b))
             out_.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
@@ -358,20 +360,6 @@ def peer_worker(cfg: dict) -> None:
     for f in Path(cfg["tokenizer"]).iterdir():
         if f.is_file():
             shutil.copy(f, out / "hf" / f.name)
-
-
-def _hf_inputs(torch, b: dict) -> dict:
-    """A bertcore batch as BertForPreTraining's arguments (MLM labels -100 off the masked slots),
-    as benchmarks/contenders.py feeds it."""
-    ids = torch.from_numpy(b["input_ids"]).long()
-    labels = torch.full_like(ids, -100)
-    rows = torch.arange(ids.shape[0])[:, None].expand_as(torch.from_numpy(b["masked_ids"]))
-    pos = torch.from_numpy(b["masked_positions"]).long()
-    w = torch.from_numpy(b["masked_weights"]) > 0
-    labels[rows[w], pos[w]] = torch.from_numpy(b["masked_ids"]).long()[w]
-    return {"input_ids": ids, "labels": labels,
-            **{k: torch.from_numpy(b[k]).long()
-               for k in ("token_type_ids", "attention_mask", "next_sentence_label")}}
 
 
 def _peer_eval(torch, model, held: list[dict]) -> dict:

@@ -31,6 +31,22 @@ import numpy as np
 CONTENDERS = ("torchbert", "jaxbert", "hf-torch", "hf-flax")
 
 
+def hf_inputs(b: dict[str, np.ndarray]) -> dict:
+    """A bertcore batch as transformers' BertForPreTraining takes it (CPU tensors): MLM labels at
+    the masked slots and -100 everywhere else, the way its users' collators feed it."""
+    import torch
+
+    ids = torch.from_numpy(b["input_ids"]).long()
+    labels = torch.full_like(ids, -100)
+    rows = torch.arange(ids.shape[0])[:, None].expand_as(torch.from_numpy(b["masked_ids"]))
+    pos = torch.from_numpy(b["masked_positions"]).long()
+    w = torch.from_numpy(b["masked_weights"]) > 0
+    labels[rows[w], pos[w]] = torch.from_numpy(b["masked_ids"]).long()[w]
+    return {"input_ids": ids, "labels": labels,
+            **{k: torch.from_numpy(b[k]).long()
+               for k in ("token_type_ids", "attention_mask", "next_sentence_label")}}
+
+
 def make_batches(args) -> tuple[list[dict[str, np.ndarray]], int]:
     """The benchmark's batches (identical for every contender) and the vocabulary size."""
     from bertcore.train.cli import train_parser
@@ -97,16 +113,8 @@ def setup_hf_torch(args, vocab) -> Callable:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
 
     def step(b):
-        ids = torch.from_numpy(b["input_ids"]).long()
-        labels = torch.full_like(ids, -100)
-        rows = torch.arange(ids.shape[0])[:, None].expand_as(torch.from_numpy(b["masked_ids"]))
-        pos = torch.from_numpy(b["masked_positions"]).long()
-        w = torch.from_numpy(b["masked_weights"]) > 0
-        labels[rows[w], pos[w]] = torch.from_numpy(b["masked_ids"]).long()[w]
         with autocast:
-            out = model(input_ids=ids.to(device), labels=labels.to(device), **{
-                k: torch.from_numpy(b[k]).long().to(device)
-                for k in ("token_type_ids", "attention_mask", "next_sentence_label")})
+            out = model(**{k: v.to(device) for k, v in hf_inputs(b).items()})
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

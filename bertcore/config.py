@@ -37,6 +37,23 @@ def is_number(v: Any) -> bool:
 HIDDEN_ACTS = ("gelu",)  # exact (erf) GELU, as original BERT and HF "gelu"
 
 
+def _from_json_file(cls, path: Path, what: str, fix: str):
+    """`cls.from_dict` of a config file's JSON object; any problem is one UserError naming
+    `what`, the file and the `fix`."""
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise UserError(f"cannot read {what} {path} ({e}); {fix}")
+    except ValueError as e:    # not JSON, or not UTF-8 text
+        raise UserError(f"cannot read {what} {path}: not valid JSON ({e}); {fix}")
+    if not isinstance(d, dict):
+        raise UserError(f"{what} {path} must hold a JSON object; {fix}")
+    try:
+        return cls.from_dict(d)
+    except UserError as e:
+        raise UserError(f"{what} {path}: {e}") from None
+
+
 @dataclass(frozen=True)
 class BertConfig:
     vocab_size: int = 30522
@@ -125,16 +142,7 @@ class BertConfig:
             path = path / "config.json"
         if not path.is_file():
             raise UserError(f"config file {path} does not exist; pass a config.json or a --preset")
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"config file {path} is not valid JSON ({e}); fix or replace it")
-        if not isinstance(d, dict):
-            raise UserError(f"config file {path} must hold a JSON object")
-        try:
-            return cls.from_dict(d)
-        except UserError as e:
-            raise UserError(f"config file {path}: {e}") from None
+        return _from_json_file(cls, path, "config file", "fix or replace it")
 
     def to_json_file(self, path: str | Path) -> None:
         write_text_atomic(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
@@ -264,17 +272,7 @@ class TrainConfig:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> "TrainConfig":
-        path = Path(path)
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:    # ValueError: not JSON, or not UTF-8 text
-            raise UserError(f"cannot read train config {path} ({e}); fix or remove it")
-        if not isinstance(d, dict):
-            raise UserError(f"train config {path} must hold a JSON object; fix or remove it")
-        try:
-            return cls.from_dict(d)
-        except UserError as e:
-            raise UserError(f"train config {path}: {e}") from None
+        return _from_json_file(cls, Path(path), "train config", "fix or remove it")
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
