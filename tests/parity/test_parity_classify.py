@@ -118,7 +118,7 @@ def test_export_loads_in_transformers(tmp_path, capsys):
     ClassifyCli("torch", capsys)("train", "--init-from", str(model), "--data", str(train),
                                "--out", str(out), "--epochs", "1", *CLASSIFY_FAST)
     dst = tmp_path / "export"
-    C.convert(out, dst, "hf", log=lambda *_: None)
+    C.convert(out, dst, "hf")
     clf = open_classifier(out)
     examples = [Example(r["text"], None, r["label"]) for r in reviews(8, 1)]
     b = next(train_batches(encode(clf.tokenizer, examples, clf.labels, 24), 8, 0, 0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -43,10 +44,6 @@ def runs(tmp_path_factory):
     return out
 
 
-def quiet(*_):
-    pass
-
-
 def restore_jax(rundir: Path):
     run = read_run(rundir)
     from jaxbert.checkpoint import Checkpointer
@@ -64,8 +61,8 @@ def leaves(tree) -> list[np.ndarray]:
 
 def test_torch_to_jax_to_torch_is_bit_exact(runs, tmp_path):
     src = runs["torch"]
-    C.convert(src, tmp_path / "jax", "jax", log=quiet)
-    C.convert(tmp_path / "jax", tmp_path / "torch", "torch", log=quiet)
+    C.convert(src, tmp_path / "jax", "jax")
+    C.convert(tmp_path / "jax", tmp_path / "torch", "torch")
     a, b = src / "checkpoints/step_00000006", tmp_path / "torch/checkpoints/step_00000006"
     for f in ("model.safetensors", "optimizer.safetensors"):
         assert (a / f).read_bytes() == (b / f).read_bytes(), f
@@ -81,7 +78,7 @@ def test_torch_to_jax_to_torch_is_bit_exact(runs, tmp_path):
 def test_moments_and_counters_follow_the_table(runs, tmp_path):
     """Torch exp_avg / exp_avg_sq become optax mu / nu (kernels transposed like the weights), every
     step counter is the step, and the dropout key is the one jaxbert derives from the seed."""
-    C.convert(runs["torch"], tmp_path / "jax", "jax", log=quiet)
+    C.convert(runs["torch"], tmp_path / "jax", "jax")
     t = read_torch(read_run(runs["torch"]))
     state, extra = restore_jax(tmp_path / "jax")
     adam = adam_state(state.opt_state)
@@ -100,8 +97,8 @@ def test_moments_and_counters_follow_the_table(runs, tmp_path):
 
 
 def test_jax_to_torch_to_jax_is_bit_exact(runs, tmp_path):
-    C.convert(runs["jax"], tmp_path / "torch", "torch", log=quiet)
-    C.convert(tmp_path / "torch", tmp_path / "jax", "jax", log=quiet)
+    C.convert(runs["jax"], tmp_path / "torch", "torch")
+    C.convert(tmp_path / "torch", tmp_path / "jax", "jax")
     (s1, e1), (s2, e2) = restore_jax(runs["jax"]), restore_jax(tmp_path / "jax")
     a, b = leaves(s1), leaves(s2)
     assert len(a) == len(b) and all(x.dtype == y.dtype and np.array_equal(x, y)
@@ -111,13 +108,13 @@ def test_jax_to_torch_to_jax_is_bit_exact(runs, tmp_path):
 
 
 def test_step_selection_and_metrics_cut(runs, tmp_path):
-    C.convert(runs["torch"], tmp_path / "a", "jax", step=3, log=quiet)
+    C.convert(runs["torch"], tmp_path / "a", "jax", step=3)
     state, extra = restore_jax(tmp_path / "a")
     assert extra["step"] == int(state.step) == 3
     assert [json.loads(l)["step"] for l in (tmp_path / "a/metrics.jsonl").read_text().splitlines()] \
         == [1, 2, 3]
     # one checkpoint directory as SRC is the same as RUNDIR --step
-    C.convert(runs["jax"] / "checkpoints/3", tmp_path / "b", "torch", log=quiet)
+    C.convert(runs["jax"] / "checkpoints/3", tmp_path / "b", "torch")
     assert (tmp_path / "b/checkpoints/step_00000003/state.json").is_file()
 
 
@@ -127,7 +124,7 @@ def test_resume_across_frameworks_with_the_clis(runs, tmp_path):
     and jax 3 -> convert -> `torchbert.train --resume` == jax 6 (CURVE_REL at every step)."""
     for first, second in (("torch", "jax"), ("jax", "torch")):
         dst = tmp_path / f"{first}-to-{second}"
-        C.convert(runs[first], dst, second, step=3, log=quiet)
+        C.convert(runs[first], dst, second, step=3)
         args = runs["args"](dst, "--resume")
         if second == "jax":   # the real command line once, as a user runs it
             p = run_cli("-m", "jaxbert.train", *args)
@@ -150,7 +147,7 @@ def test_hf_export_loads_in_transformers(runs, tmp_path, twin):
     import transformers
 
     dst = tmp_path / "hf"
-    C.convert(runs[twin], dst, "hf", log=quiet)
+    C.convert(runs[twin], dst, "hf")
     hf, info = transformers.BertForPreTraining.from_pretrained(dst, output_loading_info=True)
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
     tok = transformers.BertTokenizerFast.from_pretrained(dst)
@@ -182,11 +179,12 @@ def _hf_dir(tmp_path: Path, cls_name: str) -> Path:
     return d
 
 
-def test_hf_sources_bertmodel_gets_fresh_heads(tmp_path):
+def test_hf_sources_bertmodel_gets_fresh_heads(tmp_path, caplog):
     import transformers
     src = _hf_dir(tmp_path, "BertModel")          # keys without `bert.`, no MLM/NSP heads
-    notes = []
-    C.convert(src, tmp_path / "out", "hf", log=notes.append)
+    with caplog.at_level(logging.INFO, logger="parity"):
+        C.convert(src, tmp_path / "out", "hf")
+    notes = [r.getMessage() for r in caplog.records]
     assert any("cls.predictions" in n and "initialised fresh" in n for n in notes)
     hf, info = transformers.BertForPreTraining.from_pretrained(tmp_path / "out",
                                                                output_loading_info=True)
@@ -195,10 +193,11 @@ def test_hf_sources_bertmodel_gets_fresh_heads(tmp_path):
     assert all(torch.equal(hf.bert.state_dict()[k], v) for k, v in base.items())
 
 
-def test_hf_to_twin_is_weights_only_and_loads_in_both(tmp_path):
+def test_hf_to_twin_is_weights_only_and_loads_in_both(tmp_path, caplog):
     src = _hf_dir(tmp_path, "BertForPreTraining")
-    notes = []
-    C.convert(src, tmp_path / "out", "jax", log=notes.append)
+    with caplog.at_level(logging.INFO, logger="parity"):
+        C.convert(src, tmp_path / "out", "jax")
+    notes = [r.getMessage() for r in caplog.records]
     assert any("weights" in n and "from_pretrained" in n for n in notes)
     from jaxbert.model import from_pretrained
     from torchbert.model import BertForPreTraining
