@@ -142,7 +142,8 @@ def test_check_apart(tmp_path):
     ("--weight-decay", "-1", "weight-decay=-1"), ("--grad-clip", "-1", "grad-clip=-1"),
     ("--pad-vocab", "0", "--pad-vocab 0"), ("--stop-signals", "FOO", "SIGFOO"),
     ("--time-budget", "abc", "abc"), ("--eval-batches", "0", "--eval-batches 0"),
-    ("--eval-every", "-3", "--eval-every -3"), ("--stop-after", "0", "--stop-after 0")])
+    ("--eval-every", "-3", "--eval-every -3"), ("--stop-after", "0", "--stop-after 0"),
+    ("--eval-every", "5", "no held-out data")])
 def test_overwrite_with_a_bad_flag_keeps_the_old_run(made, tmp_path, flag, value, needle):
     corpus, _, env = made
     run = copy_run(made, tmp_path)

@@ -436,7 +436,11 @@ def setup_run(args: Any, framework: str, is_main: bool = True) -> Run:
         raise UserError(f"the model's vocab_size={model_config.vocab_size} differs from the "
                         f"tokenizer's {tok.vocab_size}; use the tokenizer the model was made for")
     train_config.validate(model_config)
-    evaluation.eval_shards(getattr(args, "eval_data", None), shards, tok)   # refused here, too
+    held_out = evaluation.eval_shards(getattr(args, "eval_data", None), shards, tok)
+    if held_out is None and getattr(args, "eval_every", 0):
+        raise UserError(f"--eval-every {args.eval_every}: this run has no held-out data to "
+                        f"evaluate on; pass --eval-data DATADIR (or prepare the data with "
+                        f"--eval-fraction F), or drop --eval-every")
 
     # Every check has passed: from here on RUNDIR is ours alone, and written.
     files.lock()
