@@ -77,6 +77,14 @@ def test_cli_errors_are_one_line(corpus, tmp_path):
                    "--vocab-size", "150", "--out", str(other)).returncode == 0
     p = run_cli("-m", "bertcore.data", "show", str(tmp_path / "data"))
     assert p.returncode == 0, p.stderr
+    # a run directory is not data: say so, and which data it trained on
+    import json
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"framework": "torch",
+                                              "data": str(tmp_path / "data")}))
+    assert_one_line_error(run_cli("-m", "bertcore.data", "show", str(run)),
+                          "is a training run", f"bertcore.data show {tmp_path / 'data'}")
     p = subprocess.run(program("open_shards", str(tmp_path / "data"), str(other)), cwd=ROOT,
                        env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
                        text=True)

@@ -72,6 +72,15 @@ def test_check_target_protects_runs_with_checkpoints_and_never_user_files(tmp_pa
     (tmp_path / "f").write_text("x")
     with pytest.raises(UserError, match="is a file"):
         RunDir(tmp_path / "f").check_target(overwrite=True)
+    # checkpoints whose run.json was deleted: what is missing and how to resume, not a loop
+    # between "drop --resume" and "pass --resume"
+    (tmp_path / "r" / "notes.txt").unlink()
+    (tmp_path / "r" / "run.json").unlink()
+    for check in (lambda: d.check_target(overwrite=False), d.check_run_file):
+        with pytest.raises(UserError, match=r"checkpoints but no run.json.*restore .*run.json "
+                                            r"to resume.*--overwrite"):
+            check()
+    d.check_target(overwrite=True)
 
 
 def test_create_swaps_a_run_in_whole_and_puts_the_old_back_on_failure(tmp_path):

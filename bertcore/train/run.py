@@ -379,6 +379,7 @@ def setup_run(args: Any, framework: str, is_main: bool = True) -> Run:
     data_args = SimpleNamespace(**vars(args))
     init = None
     if args.resume:
+        files.check_run_file()
         if not files.is_run():
             raise UserError(f"--resume: {rundir} holds no run to resume (no run.json); drop "
                             f"--resume to start a new run there")
