@@ -35,7 +35,7 @@ from bertcore.data.batches import BatchIterator
 from bertcore.train.cli import DEFAULT_PRESET, check_train_args
 from bertcore.config import PRESETS, BertConfig, TrainConfig
 from bertcore.errors import UserError
-from bertcore.files import atomic_path, cache_root, check_apart, file_lock
+from bertcore.files import atomic_path, cache_root, check_apart, file_lock, remove_stale_temps
 from bertcore.hf import save_hf_files
 from bertcore.train.init_from import InitSource, resolve_init
 from bertcore.train.rundir import RunDir, RunFiles
@@ -137,12 +137,14 @@ def resolve_data(args: Any, progress: bool = True) -> tuple[WordPiece, Shards]:
             tok = load_tokenizer(args.tokenizer)
         else:
             tok_dir = cache_root() / "tokenizers" / f"{key}-v{args.vocab_size}"
+            remove_stale_temps(tok_dir)     # of builders killed before us (we hold the lock)
             if not (tok_dir / "tokenizer.json").is_file():
                 logger.info(f"training a {args.vocab_size}-entry WordPiece tokenizer on {args.corpus} "
                     f"(once; cached in {tok_dir})")
                 train_tokenizer(iter_documents(args.corpus), args.vocab_size).save(tok_dir)
             tok = load_tokenizer(tok_dir)
         data = cache_root() / "shards" / f"{key}-{tok.fingerprint}"
+        remove_stale_temps(data)
         if not dir_is_prepared(data):
             logger.info(f"tokenizing {args.corpus} into {data} (once)")
             stats = prepare(iter_documents(args.corpus), tok, data, source=args.corpus,
