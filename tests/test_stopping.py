@@ -57,6 +57,31 @@ def test_signal_sets_a_flag_and_a_second_ctrl_c_aborts():
     assert signal.getsignal(signal.SIGINT) is before
 
 
+def test_two_ctrl_c_during_one_c_call_still_abort():
+    """Both Ctrl-Cs arrive while the main thread is inside one C call (here a sleep; in a run
+    a long step or an fsync): Python then runs the handler once, which must still see two."""
+    import threading
+
+    before = signal.getsignal(signal.SIGINT)
+    s = Stopper([signal.SIGINT]).install()
+
+    def ctrl_c_twice():   # delivered to this thread: the main thread's sleep goes on
+        for _ in range(2):
+            time.sleep(0.1)
+            signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            t = threading.Thread(target=ctrl_c_twice)
+            t.start()
+            time.sleep(0.5)
+            t.join()
+            time.sleep(0.1)
+    finally:
+        s.uninstall()
+    assert signal.getsignal(signal.SIGINT) is before and signal.set_wakeup_fd(-1) == -1
+
+
 def test_resume_command_and_bad_flags():
     cmd = resume_command("python -m torchbert.train",
                          ["--out", "r", "--overwrite", "--init-from", "x", "--steps", "9"], "r")
