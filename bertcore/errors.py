@@ -104,6 +104,28 @@ class _Console(logging.Handler):
 _CONSOLE = _Console()
 
 
+def _not_ours(record: logging.LogRecord) -> bool:
+    return record.name.split(".")[0] not in (*PACKAGES, "__main__")
+
+
+class _Others(logging.Handler):
+    """Other libraries' warnings and errors as Python's last resort shows them (the message
+    alone on stderr), on the root logger."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.addFilter(_not_ours)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+_OTHERS = _Others()
+
+
 def setup_logging() -> None:
     """Show the project's messages on the console (notes on stdout). Entry points call it
     (`cli_entry` does), never a library function; calling it again changes nothing. The
@@ -115,6 +137,15 @@ def setup_logging() -> None:
         if _CONSOLE not in log.handlers:
             log.addHandler(_CONSOLE)
         log.setLevel(logging.INFO)
+    # A library that calls logging.basicConfig() (absl does, at its first message, when the
+    # root logger has no handler) would repeat every project message a second time, as
+    # "ERROR:bertcore.errors:error: ...": its handler, already there or yet to come, passes only
+    # other loggers' records.
+    for h in logging.root.handlers:
+        if type(h) is logging.StreamHandler and _not_ours not in h.filters:
+            h.addFilter(_not_ours)
+    if not logging.root.handlers:
+        logging.root.addHandler(_OTHERS)
 
 
 def notes_to_stderr() -> None:

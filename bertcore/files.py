@@ -2,6 +2,7 @@
 error of a checkpoint that could not be written.
 
     atomic_path(path) / write_text_atomic   a file or directory appears complete or not at all
+    remove_stale_temps(path)                what killed writers of `path` left beside it
     file_lock(path)                         one process builds a shared thing, the others wait
     hold_lock(path) / release_lock(s)       a command's exclusive hold (a run directory), never
                                             waited for: a second writer is refused
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -42,10 +44,13 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # The writer's pid in the name: `remove_stale_temps` tells a killed writer's leftovers from
+    # a live one's.
+    prefix = f".{path.name}.tmp-{os.getpid()}-"
     if is_dir:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent))
     else:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=prefix, dir=path.parent)
         os.close(fd)
         tmp = Path(name)
     try:
@@ -55,7 +60,7 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]
                 old = path.with_name(f".{path.name}.old-{os.getpid()}")
                 path.rename(old)
                 tmp.rename(path)
-                shutil.rmtree(old, ignore_errors=True)
+                _remove(old)    # a directory, or a file that the new directory replaces
             else:
                 tmp.rename(path)
         else:
@@ -66,6 +71,45 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]
         elif tmp.exists():
             tmp.unlink()
         raise
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        p.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:     # another user's process (PermissionError): alive
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Delete what `atomic_path(path)` writers that were killed (SIGTERM, SIGKILL) left beside
+    `path`: `.NAME.tmp-PID-*` and `.NAME.old-PID` whose process no longer runs on this host.
+    Call it where no other host writes `path` at the same time (under the cache lock, say: a pid
+    is only this host's). Returns what was removed."""
+    path = Path(path)
+    stale = re.compile(rf"\.{re.escape(path.name)}\.(?:tmp-(\d+)-.+|old-(\d+))")
+    removed = []
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = stale.fullmatch(p.name)
+        if m and not _alive(int(m.group(1) or m.group(2))):
+            _remove(p)
+            removed.append(p)
+    return removed
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

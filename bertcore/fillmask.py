@@ -33,6 +33,15 @@ def parser(prog: str) -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(prog: str, argv: list[str] | None) -> argparse.Namespace:
+    """The parsed flags, refused in one line before any model is loaded."""
+    args = parser(prog).parse_args(argv)
+    if args.top_k < 1:
+        raise UserError(f"--top-k {args.top_k}: give the number of candidates to show per "
+                        f"[MASK], at least 1")
+    return args
+
+
 def open_model_dir(path: str | Path, framework: str) -> ModelDir:
     """The model `python -m {framework}bert.fill_mask PATH` runs: a pretraining RUNDIR or a
     Hugging Face BERT directory (bertcore.modeldir.open_model_dir, which names anything else)."""

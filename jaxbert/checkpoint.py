@@ -23,9 +23,11 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -121,8 +123,9 @@ class Checkpointer:
             logger.info("checkpoint %d already exists in %s; not overwriting it", step, self.dir)
             return None
         t = time.perf_counter()
-        mgr.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                    extra=ocp.args.JsonSave(extra)))
+        with _absl_held_back(replay=True):
+            mgr.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                        extra=ocp.args.JsonSave(extra)))
         logger.debug("saved checkpoint %d in %.2fs", step, time.perf_counter() - t)
         return self.path(step)
 
@@ -175,7 +178,8 @@ class Checkpointer:
         """After a failed save: drop orbax's manager, which may be half-way through it, and the
         save's temporary directories."""
         try:
-            self.close()
+            with _absl_held_back(replay=False):
+                self.close()
         except Exception as e:   # orbax wraps I/O errors (tensorstore, asyncio) in many types
             # Closing waits for the failed save and may raise its I/O error again: that one is
             # already being reported. Anything else is a bug: keep its traceback.
@@ -195,6 +199,49 @@ class Checkpointer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _Held(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextmanager
+def _absl_held_back(replay: bool) -> Iterator[None]:
+    """Hold back what orbax logs through absl in the block (its writer threads log each failed
+    write with a traceback: ~100 lines for one full disk). A save that fails is reported once,
+    by the twin (bertcore.files.write_failure), so its records are dropped; after a save that
+    succeeds (`replay`) they are shown as usual."""
+    log, held = logging.getLogger("absl"), _Held()
+    propagate, log.propagate = log.propagate, False
+    log.addHandler(held)
+    hook = sys.unraisablehook
+    sys.unraisablehook = _drop_closed_loop_errors
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        log.removeHandler(held)
+        log.propagate = propagate
+        if ok:
+            sys.unraisablehook = hook   # after a failure, the failed save's writes end later
+            if replay:
+                for record in held.records:
+                    log.handle(record)
+
+
+def _drop_closed_loop_errors(unraisable: Any) -> None:
+    """sys.unraisablehook while orbax saves: tensorstore's writes that end after orbax closed
+    their asyncio loop (a save that failed) report "Event loop is closed" through it, each with
+    its traceback; anything else is shown as usual."""
+    if not (unraisable.exc_type is RuntimeError
+            and str(unraisable.exc_value) == "Event loop is closed"):
+        sys.__unraisablehook__(unraisable)
 
 
 def _short(e: BaseException, limit: int = 300) -> str:

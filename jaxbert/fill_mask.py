@@ -43,7 +43,7 @@ def predict(model, params, batch: dict) -> np.ndarray:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    args = fillmask.parser("python -m jaxbert.fill_mask").parse_args(argv)
+    args = fillmask.parse_args("python -m jaxbert.fill_mask", argv)
     md = fillmask.open_model_dir(args.model, "jax")
     tok = md.load_tokenizer()
     text = " ".join(args.text)

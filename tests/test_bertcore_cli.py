@@ -77,6 +77,14 @@ def test_cli_errors_are_one_line(corpus, tmp_path):
                    "--vocab-size", "150", "--out", str(other)).returncode == 0
     p = run_cli("-m", "bertcore.data", "show", str(tmp_path / "data"))
     assert p.returncode == 0, p.stderr
+    # a run directory is not data: say so, and which data it trained on
+    import json
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"framework": "torch",
+                                              "data": str(tmp_path / "data")}))
+    assert_one_line_error(run_cli("-m", "bertcore.data", "show", str(run)),
+                          "is a training run", f"bertcore.data show {tmp_path / 'data'}")
     p = subprocess.run(program("open_shards", str(tmp_path / "data"), str(other)), cwd=ROOT,
                        env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
                        text=True)
@@ -115,3 +123,25 @@ def test_runs_started_together_build_the_corpus_cache_once(tmp_path):
     assert said.count("training a 300-entry WordPiece tokenizer") == 1, said
     assert said.count("tokenizing ") == 1, said
     assert len(list((cache / "tokenizers").iterdir())) == 1
+
+
+def test_an_error_shows_once_beside_a_basicconfig_handler(capsys):
+    """absl calls logging.basicConfig() at its first message (orbax logs at import): the root
+    handler it adds passes other libraries' messages but not the project's, shown already."""
+    import logging
+    import sys
+
+    from bertcore.errors import UserError, cli_entry
+
+    @cli_entry
+    def main(argv):
+        logging.getLogger("otherlib").warning("theirs")
+        raise UserError("boom")
+
+    h = logging.StreamHandler(sys.stderr)       # what logging.basicConfig() adds
+    logging.root.addHandler(h)
+    try:
+        assert main([]) == 2
+    finally:
+        logging.root.removeHandler(h)
+    assert capsys.readouterr().err.splitlines() == ["theirs", "error: boom"]

@@ -15,6 +15,7 @@ from bertcore.classify.data import LabelMap, open_classifier, write_classifier_d
 from bertcore.config import BertConfig, TrainConfig
 from bertcore.errors import UserError
 from bertcore.fillmask import open_model_dir as fill_mask_model
+from bertcore.fillmask import parse_args as fill_mask_args
 from bertcore.hf import classifier_param_table, fresh_params, hf_names, save_hf_files
 from bertcore.train.init_from import resolve_init
 from bertcore.modeldir import LAYOUTS, layout_of, open_model_dir
@@ -96,6 +97,13 @@ def test_fill_mask_refuses_a_classifier_with_what_to_run(dirs):
                                             rf".*{layout}") as e:
             fill_mask_model(dirs[layout], "jax")
         assert "train_config.json" not in str(e.value)
+
+
+def test_fill_mask_refuses_a_top_k_below_one():
+    assert fill_mask_args("fill_mask", ["m", "a [MASK]", "--top-k", "1"]).top_k == 1
+    for k in ("0", "-1"):
+        with pytest.raises(UserError, match=f"--top-k {k}: .*at least 1"):
+            fill_mask_args("fill_mask", ["m", "a [MASK]", "--top-k", k])
 
 
 def test_classify_evaluate_takes_classifiers_only(dirs):

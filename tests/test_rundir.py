@@ -6,15 +6,17 @@ refuses another model. The training cases run torchbert in-process (the twins sh
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from bertcore.config import TrainConfig
 from bertcore.errors import UserError
-from bertcore.files import check_apart
+from bertcore.files import atomic_path, check_apart, remove_stale_temps
 from bertcore.train.rundir import RunDir
 from helpers import (ROOT, assert_one_line_error, base_args, metrics, program, run_cli,
                      train_in_process, write_corpus)
@@ -72,6 +74,15 @@ def test_check_target_protects_runs_with_checkpoints_and_never_user_files(tmp_pa
     (tmp_path / "f").write_text("x")
     with pytest.raises(UserError, match="is a file"):
         RunDir(tmp_path / "f").check_target(overwrite=True)
+    # checkpoints whose run.json was deleted: what is missing and how to resume, not a loop
+    # between "drop --resume" and "pass --resume"
+    (tmp_path / "r" / "notes.txt").unlink()
+    (tmp_path / "r" / "run.json").unlink()
+    for check in (lambda: d.check_target(overwrite=False), d.check_run_file):
+        with pytest.raises(UserError, match=r"checkpoints but no run.json.*restore .*run.json "
+                                            r"to resume.*--overwrite"):
+            check()
+    d.check_target(overwrite=True)
 
 
 def test_create_swaps_a_run_in_whole_and_puts_the_old_back_on_failure(tmp_path):
@@ -142,7 +153,8 @@ def test_check_apart(tmp_path):
     ("--weight-decay", "-1", "weight-decay=-1"), ("--grad-clip", "-1", "grad-clip=-1"),
     ("--pad-vocab", "0", "--pad-vocab 0"), ("--stop-signals", "FOO", "SIGFOO"),
     ("--time-budget", "abc", "abc"), ("--eval-batches", "0", "--eval-batches 0"),
-    ("--eval-every", "-3", "--eval-every -3"), ("--stop-after", "0", "--stop-after 0")])
+    ("--eval-every", "-3", "--eval-every -3"), ("--stop-after", "0", "--stop-after 0"),
+    ("--eval-every", "5", "no held-out data")])
 def test_overwrite_with_a_bad_flag_keeps_the_old_run(made, tmp_path, flag, value, needle):
     corpus, _, env = made
     run = copy_run(made, tmp_path)
@@ -224,6 +236,43 @@ def test_an_input_is_never_an_output(made, tmp_path):
     with pytest.raises(UserError, match="lies inside the input SRC"):
         convert(run, run / "jaxcopy", "jax")
     assert not (run / "jaxcopy").exists()
+
+
+# ---- a killed writer's temp files do not stay ---------------------------------------------------
+
+def test_atomic_path_replaces_a_file_with_a_directory_and_leaves_nothing(tmp_path):
+    f = tmp_path / "out"
+    f.write_text("a file")
+    with atomic_path(f, is_dir=True) as tmp:
+        (tmp / "x").write_text("1")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and (f / "x").read_text() == "1"
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", ""])
+    p.wait()
+    return p.pid
+
+
+def test_stale_temps_of_dead_writers_are_removed_and_a_live_ones_kept(made, tmp_path):
+    pid = dead_pid()
+    f = tmp_path / "out"
+    for name in (f".out.tmp-{pid}-abc", f".out.old-{pid}", f".out.tmp-{os.getpid()}-xyz",
+                 f".other.tmp-{pid}-abc"):
+        (tmp_path / name).mkdir()
+    assert sorted(p.name for p in remove_stale_temps(f)) == [f".out.old-{pid}",
+                                                             f".out.tmp-{pid}-abc"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".other.tmp-{pid}-abc",
+                                                          f".out.tmp-{os.getpid()}-xyz"]
+    # the corpus cache: the next run on the corpus removes a killed build's temp (SIGTERM
+    # during tokenizing), under the cache's lock
+    corpus, _, env = made
+    shards = Path(env["TWINBERT_CACHE"]) / "shards"
+    (data,) = [p for p in shards.iterdir() if not p.name.startswith(".")]
+    stale = shards / f".{data.name}.tmp-{pid}-q1w2e3"
+    stale.mkdir()
+    ok(train(*base_args(corpus, tmp_path / "run", "--steps", "1"), env=env))
+    assert not stale.exists()
 
 
 # ---- a run has one writer ---------------------------------------------------------------------

@@ -60,6 +60,22 @@ def test_truncated_or_missing_data_refused(tmp_path, tok):
         Shards(tmp_path / "nothing", tok)
 
 
+def test_damaged_tokens_are_one_error_with_the_fix(tmp_path, tok):
+    """A token file overwritten at the same size passes the O(1) checks; the batch that reads
+    an id beyond the vocabulary names the data directory and how to make it again."""
+    from bertcore.config import TrainConfig
+    from bertcore.data.batches import BatchIterator
+
+    prepare(synthetic_documents(20), tok, tmp_path / "d", progress=False)
+    f = tmp_path / "d" / "tokens-00000.bin"
+    f.write_bytes(b"\xff" * f.stat().st_size)
+    it = BatchIterator(Shards(tmp_path / "d", tok), tok,
+                       TrainConfig(batch_size=4, seq_len=32, max_predictions=5), epoch_cache=None)
+    with pytest.raises(UserError, match=rf"{tmp_path / 'd'} are damaged \(token id 65535.*"
+                                        rf"bertcore.data prepare --out .* --overwrite"):
+        next(it)
+
+
 def test_failed_prepare_keeps_the_good_directory(tmp_path, tok):
     prepare(synthetic_documents(20), tok, tmp_path / "d", progress=False)
     before = (tmp_path / "d" / "tokens-00000.bin").read_bytes()

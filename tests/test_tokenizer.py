@@ -87,6 +87,13 @@ def test_missing_and_bad_tokenizer_dirs(tmp_path):
     (tmp_path / "nospecial" / "vocab.txt").write_text("a\nb\nc\n")
     with pytest.raises(UserError, match="special tokens"):
         load_tokenizer(tmp_path / "nospecial")
+    # a file that is no tokenizer (a run's config.json, a picture) is named, not its folder
+    (tmp_path / "config.json").write_text('{"vocab_size": 200, "hidden_size": 32}')
+    (tmp_path / "loss.png").write_bytes(b"\x89PNG")
+    for name in ("config.json", "loss.png"):
+        with pytest.raises(UserError, match=rf"tokenizer {tmp_path / name} is .*no.* tokenizer.*"
+                                            rf"tokenizer.json and/or vocab.txt"):
+            load_tokenizer(tmp_path / name)
 
 
 def test_padding_and_truncation_in_tokenizer_json_are_turned_off(tmp_path):

@@ -316,8 +316,11 @@ def test_from_pretrained_pytorch_bin_with_aliases(pair, tmp_path):
         assert torch.equal(m.state_dict()[k], v), k
     # a pickle that needs arbitrary code is refused (weights_only=True), not executed
     torch.save({"payload": _Evil()}, tmp_path / "bin" / "pytorch_model.bin")
-    with pytest.raises(UserError, match="weights_only=True"):
+    with pytest.raises(UserError, match="weights_only=True") as e:
         BertForPreTraining.from_pretrained(tmp_path / "bin")
+    # one line, which says why and never advises turning the restricted unpickler off
+    assert "\n" not in str(e.value) and "False" not in str(e.value), str(e.value)
+    assert "print" in str(e.value)
 
 
 class _Evil:

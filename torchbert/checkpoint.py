@@ -159,6 +159,12 @@ def _prune(root: Path, keep: int) -> None:
 
 # ---- load --------------------------------------------------------------------------------
 
+def _earlier(path: Path) -> str:
+    """How to use the checkpoint before a corrupt one (train has no flag that picks a step)."""
+    return (f"delete {path} to resume from an earlier checkpoint (python -m parity.convert "
+            f"--step N reads one without deleting)")
+
+
 def _read_state(path: Path) -> dict[str, Any]:
     """The parsed state.json of a checkpoint directory (step, config, ...), validated."""
     if not path.is_dir():
@@ -169,7 +175,7 @@ def _read_state(path: Path) -> dict[str, Any]:
     try:
         state = json.loads(f.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"checkpoint file {f} is corrupt ({e}); resume from an older one")
+        raise UserError(f"checkpoint file {f} is corrupt ({e}); {_earlier(path)}")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"checkpoint file {f} is not a torchbert checkpoint (format "
                         f"{state.get('format') if isinstance(state, dict) else None!r})")
@@ -185,8 +191,8 @@ def _read_tensors(path: Path, state: dict[str, Any]) -> dict[str, dict[str, torc
     for name in TENSOR_FILES:
         f = path / name
         if _sha256(f) != state.get("sha256", {}).get(name):
-            raise UserError(f"checkpoint file {f} is corrupt (checksum mismatch); resume from "
-                            f"an older checkpoint")
+            raise UserError(f"checkpoint file {f} is corrupt (checksum mismatch); "
+                            f"{_earlier(path)}")
         try:
             out[name] = load_file(str(f), device="cpu")
         except Exception as e:   # safetensors' own error type for a malformed file

@@ -45,7 +45,7 @@ def predict(model: BertForPreTraining, batch: dict) -> torch.Tensor:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    args = fillmask.parser("python -m torchbert.fill_mask").parse_args(argv)
+    args = fillmask.parse_args("python -m torchbert.fill_mask", argv)
     md = fillmask.open_model_dir(args.model, "torch")
     tok = md.load_tokenizer()
     text = " ".join(args.text)

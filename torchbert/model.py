@@ -449,6 +449,15 @@ def _as_numpy(t: Any) -> Any:
     return (t.float() if t.dtype in (torch.bfloat16, torch.float16) else t).numpy()
 
 
+def _unpickling_reason(e: Exception) -> str:
+    """The line of torch.load's error that says why, without its advice to turn weights_only
+    off (which would run the code the file may carry)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    why = [ln for ln in lines if "weights_only" not in ln and "torch.load" not in ln
+           and not ln.startswith("Weights only load failed")]
+    return (why or [type(e).__name__])[0].removeprefix("WeightsUnpickler error: ")
+
+
 def read_hf_weights(path: Path) -> tuple[dict[str, Any], Path]:
     """(tensors, source file) of a HF directory: model.safetensors, its sharded index (numpy, read
     by bertcore.hf), or pytorch_model.bin (torch tensors, read with weights_only=True)."""
@@ -461,8 +470,8 @@ def read_hf_weights(path: Path) -> tuple[dict[str, Any], Path]:
             # weights_only=True: the restricted unpickler that refuses arbitrary code.
             state = torch.load(binary, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise UserError(f"{binary} could not be loaded safely with weights_only=True ({e}); "
-                            f"convert it to model.safetensors")
+            raise UserError(f"{binary} could not be loaded safely with weights_only=True "
+                            f"({_unpickling_reason(e)}); use a model.safetensors instead")
         if not isinstance(state, dict):
             raise UserError(f"{binary} does not hold a state dict")
         return state, binary

@@ -52,10 +52,26 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_dir(path: str) -> str:
+    """`show`'s DATADIR, or one line naming the data of the model directory given instead."""
+    from bertcore.modeldir import layout_of
+    from bertcore.train.rundir import RunDir
+
+    layout = layout_of(path)
+    if layout == "pretraining-run":
+        data = RunDir(path).info().get("data")
+        raise UserError(f"{path} is a training run, not a prepared data directory; it trained "
+                        f"on {data}: python -m bertcore.data show {data}")
+    if layout is not None:
+        raise UserError(f"{path} is a model directory ({layout}), not a prepared data "
+                        f"directory; show takes what python -m bertcore.data prepare --out wrote")
+    return path
+
+
 def _show(args: argparse.Namespace) -> int:
     from bertcore.data.batches import BatchIterator
 
-    shards = Shards(args.datadir)
+    shards = Shards(_data_dir(args.datadir))
     tok = shards.tokenizer()
     cfg = TrainConfig(batch_size=args.batch_size, seq_len=args.seq_len,
                       max_predictions=args.max_predictions, nsp=not args.no_nsp,

@@ -250,6 +250,11 @@ class BatchIterator(Iterator[dict]):
         L, P, G = c.seq_len, c.max_predictions, self.global_batch
         batch = assemble(self.shards.tokens, rows, L, tok.cls_id, tok.sep_id, tok.pad_id,
                          nsp=c.nsp)
+        # A damaged token file (same size, other bytes) would otherwise fail deep in masking.
+        top = int(batch["input_ids"].max())
+        if top >= tok.vocab_size:
+            raise UserError(self.shards.damaged(f"token id {top}, beyond the tokenizer's "
+                                                f"{tok.vocab_size}"))
         # Random numbers for the whole global batch, then this rank's rows.
         rng = np.random.default_rng([c.seed, _MASKING, step])
         sl = slice(self.rank * self.local_batch, (self.rank + 1) * self.local_batch)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from bertcore.errors import UserError
+from bertcore.files import cache_root
 from bertcore.data.tokenizer import WordPiece, load_tokenizer
 
 # ---- the format: what prepare writes and Shards reads -------------------------------------------
@@ -143,6 +144,16 @@ class Shards:
                 or self.doc_offsets[0] != 0 or self.doc_offsets[-1] != meta["sentences"]):
             raise UserError(f"the data in {path} does not match its meta.json (truncated or "
                             f"edited files); {again}")
+
+    def damaged(self, found: str) -> str:
+        """What to say about token files found damaged while reading them (FOUND: what was
+        seen), with the fix: the cache rebuilds what is deleted, prepare remakes its own output."""
+        if cache_root().resolve() in self.path.resolve().parents:
+            fix = f"delete {self.path} and run again, which rebuilds it"
+        else:
+            fix = (f"prepare it again with python -m bertcore.data prepare --out {self.path} "
+                   f"--overwrite")
+        return f"the token files in {self.path} are damaged ({found}); {fix}"
 
     @property
     def num_documents(self) -> int:

@@ -162,6 +162,10 @@ def load_tokenizer(path: str | Path) -> WordPiece:
         raise UserError(f"tokenizer {path} does not exist; train one with "
                         f"python -m bertcore.tokenizer train --out {path}")
     d = path if path.is_dir() else path.parent
+    expected = ("a tokenizer is a directory with tokenizer.json and/or vocab.txt (what python -m "
+                "bertcore.tokenizer train --out writes), or one of those two files")
+    if not path.is_dir() and path.suffix not in (".json", ".txt"):
+        raise UserError(f"tokenizer {path} is a file that is no tokenizer; {expected}")
     lowercase = True
     cfg_file = d / "tokenizer_config.json"
     if cfg_file.is_file():
@@ -193,6 +197,8 @@ def load_tokenizer(path: str | Path) -> WordPiece:
     except UserError:
         raise
     except Exception as e:  # tokenizers raises plain Exceptions for unreadable files
+        if not path.is_dir():
+            raise UserError(f"tokenizer {path} is not a tokenizer file ({e}); {expected}")
         raise UserError(f"cannot read the tokenizer in {d} ({e}); retrain or replace it")
     raise UserError(f"{d} holds neither tokenizer.json nor vocab.txt; pass a tokenizer directory "
                     f"or train one with python -m bertcore.tokenizer train")

@@ -35,7 +35,7 @@ from bertcore.data.batches import BatchIterator
 from bertcore.train.cli import DEFAULT_PRESET, check_train_args
 from bertcore.config import PRESETS, BertConfig, TrainConfig
 from bertcore.errors import UserError
-from bertcore.files import atomic_path, cache_root, check_apart, file_lock
+from bertcore.files import atomic_path, cache_root, check_apart, file_lock, remove_stale_temps
 from bertcore.hf import save_hf_files
 from bertcore.train.init_from import InitSource, resolve_init
 from bertcore.train.rundir import RunDir, RunFiles
@@ -137,12 +137,14 @@ def resolve_data(args: Any, progress: bool = True) -> tuple[WordPiece, Shards]:
             tok = load_tokenizer(args.tokenizer)
         else:
             tok_dir = cache_root() / "tokenizers" / f"{key}-v{args.vocab_size}"
+            remove_stale_temps(tok_dir)     # of builders killed before us (we hold the lock)
             if not (tok_dir / "tokenizer.json").is_file():
                 logger.info(f"training a {args.vocab_size}-entry WordPiece tokenizer on {args.corpus} "
                     f"(once; cached in {tok_dir})")
                 train_tokenizer(iter_documents(args.corpus), args.vocab_size).save(tok_dir)
             tok = load_tokenizer(tok_dir)
         data = cache_root() / "shards" / f"{key}-{tok.fingerprint}"
+        remove_stale_temps(data)
         if not dir_is_prepared(data):
             logger.info(f"tokenizing {args.corpus} into {data} (once)")
             stats = prepare(iter_documents(args.corpus), tok, data, source=args.corpus,
@@ -379,6 +381,7 @@ def setup_run(args: Any, framework: str, is_main: bool = True) -> Run:
     data_args = SimpleNamespace(**vars(args))
     init = None
     if args.resume:
+        files.check_run_file()
         if not files.is_run():
             raise UserError(f"--resume: {rundir} holds no run to resume (no run.json); drop "
                             f"--resume to start a new run there")
@@ -436,7 +439,11 @@ def setup_run(args: Any, framework: str, is_main: bool = True) -> Run:
         raise UserError(f"the model's vocab_size={model_config.vocab_size} differs from the "
                         f"tokenizer's {tok.vocab_size}; use the tokenizer the model was made for")
     train_config.validate(model_config)
-    evaluation.eval_shards(getattr(args, "eval_data", None), shards, tok)   # refused here, too
+    held_out = evaluation.eval_shards(getattr(args, "eval_data", None), shards, tok)
+    if held_out is None and getattr(args, "eval_every", 0):
+        raise UserError(f"--eval-every {args.eval_every}: this run has no held-out data to "
+                        f"evaluate on; pass --eval-data DATADIR (or prepare the data with "
+                        f"--eval-fraction F), or drop --eval-every")
 
     # Every check has passed: from here on RUNDIR is ours alone, and written.
     files.lock()

@@ -163,8 +163,18 @@ class RunDir:
                             f"--overwrite replaces only a run, so choose another {flag} (or "
                             f"move those files away)")
         if self.has_checkpoint() and not overwrite:    # run.json or not: checkpoints are work
+            self.check_run_file(flag)
             raise UserError(f"{p} already holds another run; {resume_hint}--overwrite to "
                             f"start over, or choose another {flag}")
+
+    def check_run_file(self, flag: str = "--out") -> None:
+        """Refuse checkpoints without run.json (deleted by hand) with what is wrong: --resume
+        needs run.json, and a new run here would replace the checkpoints."""
+        if self.has_checkpoint() and not self.is_run():
+            raise UserError(f"{self.path} holds checkpoints but no run.json (which names the twin "
+                            f"and the data to resume with); restore {self.info_path} to resume "
+                            f"the run, or pass --overwrite to start over, or choose another "
+                            f"{flag}")
 
     def lock(self) -> None:
         """Hold RUNDIR's lock until `unlock` or the end of the command (bertcore.errors'

@@ -109,6 +109,8 @@ class Stopper:
         self.signum: int | None = None
         self.budget_reached = False
         self._old: dict[int, Any] = {}
+        self._wakeup: tuple[int, int] | None = None     # (read, write) ends of the wakeup pipe
+        self._old_wakeup = -1
         self._t_poll: float | None = None
         self.max_step_seconds = 0.0      # the longest step seen (the first, compiling one
         self._steps = 0                  # only until another is measured)
@@ -132,11 +134,38 @@ class Stopper:
             return self
         for s in self.signals:
             self._old[s] = signal.signal(s, self._handle)
+        if signal.SIGINT in self.signals:
+            # Python runs a handler once for all the deliveries of a signal that came while
+            # the main thread was inside one C call (a long step, a checkpoint's fsync): a
+            # second Ctrl-C 0.2 s after the first would be lost. The C-level handler writes
+            # every delivery to the wakeup fd, so `_handle` counts them there.
+            self._wakeup = os.pipe()
+            for fd in self._wakeup:
+                os.set_blocking(fd, False)
+            self._old_wakeup = signal.set_wakeup_fd(self._wakeup[1], warn_on_full_buffer=False)
         return self
 
     def uninstall(self) -> None:
         for s in list(self._old):
             self.release(s)
+        if self._wakeup is not None:
+            signal.set_wakeup_fd(self._old_wakeup)
+            for fd in self._wakeup:
+                os.close(fd)
+            self._wakeup = None
+
+    def _deliveries(self, signum: int) -> int:
+        """How many times `signum` arrived since the last call (1 without a wakeup fd)."""
+        n = 0
+        while self._wakeup is not None:
+            try:
+                data = os.read(self._wakeup[0], 512)
+            except BlockingIOError:
+                break
+            if not data:
+                break
+            n += data.count(signum)
+        return max(n, 1)
 
     def release(self, signum: signal.Signals) -> None:
         """Stop catching `signum` and put back the handler it replaced (jaxbert hands SIGTERM to
@@ -154,7 +183,8 @@ class Stopper:
         self._t_poll = time.time()
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if signum == signal.SIGINT and self.signum is not None:
+        if signum == signal.SIGINT and (self.signum is not None or
+                                        self._deliveries(signum) > 1):
             raise KeyboardInterrupt   # a second Ctrl-C: abort now
         if self.signum is None:
             self.signum = signum
