@@ -54,12 +54,11 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _data_dir(path: str) -> str:
     """`show`'s DATADIR, or one line naming the data of the model directory given instead."""
-    from bertcore.modeldir import layout_of
-    from bertcore.train.rundir import RunDir
+    from bertcore.modeldir import layout_of, open_model_dir
 
     layout = layout_of(path)
     if layout == "pretraining-run":
-        data = RunDir(path).info().get("data")
+        data = open_model_dir(path).run.info.get("data")
         raise UserError(f"{path} is a training run, not a prepared data directory; it trained "
                         f"on {data}: python -m bertcore.data show {data}")
     if layout is not None:
