@@ -54,11 +54,12 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _data_dir(path: str) -> str:
     """`show`'s DATADIR, or one line naming the data of the model directory given instead."""
-    from bertcore.modeldir import layout_of, open_model_dir
+    from bertcore.modeldir import layout_of
+    from bertcore.train.rundir import RunDir
 
     layout = layout_of(path)
     if layout == "pretraining-run":
-        data = open_model_dir(path).run.info.get("data")
+        data = RunDir(path).info().get("data")
         raise UserError(f"{path} is a training run, not a prepared data directory; it trained "
                         f"on {data}: python -m bertcore.data show {data}")
     if layout is not None:
