@@ -215,7 +215,8 @@ def watch(cmd: list[str], rundir: Path, log_path: Path) -> dict[str, float]:
 
 def cli_budget(seconds: float) -> float:
     """The --time-budget that leaves `seconds` for start-up plus training: the twins' stopper
-    keeps back min(120, max(10, 5%)) of a budget for the end of the run (bertcore.train.stopping)."""
+    keeps back min(120, max(10, 5%)) of a budget for the end of the run
+    (bertcore.train.stopping)."""
     total = seconds
     for _ in range(50):
         total = seconds + min(120.0, max(10.0, 0.05 * total))

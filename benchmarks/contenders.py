@@ -49,9 +49,9 @@ def hf_inputs(b: dict[str, np.ndarray]) -> dict:
 
 def make_batches(args) -> tuple[list[dict[str, np.ndarray]], int]:
     """The benchmark's batches (identical for every contender) and the vocabulary size."""
-    from bertcore.train.cli import train_parser
     from bertcore.config import TrainConfig
     from bertcore.data.batches import BatchIterator
+    from bertcore.train.cli import train_parser
     from bertcore.train.run import resolve_data
 
     ns = train_parser("bench", "").parse_args(["--corpus", args.corpus])

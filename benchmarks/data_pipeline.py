@@ -37,13 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bertcore.data.batches import BatchIterator
 from bertcore.config import TrainConfig
+from bertcore.data.batches import BatchIterator
 from bertcore.data.corpus import iter_documents
-from bertcore.errors import UserError, cli_entry
 from bertcore.data.prepare import prepare
 from bertcore.data.shards import Shards
 from bertcore.data.tokenizer import train_tokenizer
+from bertcore.errors import UserError, cli_entry
 
 
 @cli_entry
@@ -201,7 +201,8 @@ def _probe(args: argparse.Namespace) -> int:
     t_200 = time.perf_counter() - t0
     added = peak.stop() - base
     print(json.dumps({"first_batch_s": t_first, "anon_added_mb": added / 1024,
-                      "batches_per_s": 200 / t_200, "instances": it.batches_per_epoch * args.batch_size}))
+                      "batches_per_s": 200 / t_200,
+                      "instances": it.batches_per_epoch * args.batch_size}))
     return 0
 
 

@@ -89,7 +89,8 @@ class BertConfig:
         if self.hidden_size % self.num_attention_heads:
             raise UserError(
                 f"config hidden_size={self.hidden_size} is not divisible by "
-                f"num_attention_heads={self.num_attention_heads}; pick a head count that divides it")
+                f"num_attention_heads={self.num_attention_heads}; pick a head count that "
+                f"divides it")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             v = getattr(self, name)
             if not is_number(v) or not 0.0 <= v < 1.0:
@@ -158,9 +159,9 @@ SCHEDULES = ("linear", "cosine", "noam", "constant")
 class TrainConfig:
     """Everything about a pretraining run except the model."""
 
-    # The defaults are the no-argument demo (with bertcore.train.cli's --preset tiny): on the built-in
-    # corpus, a few minutes on a 2-core CPU, ending with an MLM loss clearly below the corpus's
-    # unigram entropy and a little below what a model blind to context reaches (figures in
+    # The defaults are the no-argument demo (with bertcore.train.cli's --preset tiny): on the
+    # built-in corpus, a few minutes on a 2-core CPU, ending with an MLM loss clearly below the
+    # corpus's unigram entropy and a little below what a model blind to context reaches (figures in
     # README.md; tests/test_first_run.py checks the first part). Short sequences (32 tokens, 64
     # of them a step) because a 2-layer model learns to attend to its neighbours far sooner
     # over 32 positions than over 64 at the same tokens a step (README.md's table has both

@@ -262,7 +262,8 @@ def format_bytes(n: float) -> str:
 
 
 def free_bytes(path: str | os.PathLike) -> int | None:
-    """Free bytes on the disk that holds `path` (or its nearest existing parent); None if unknown."""
+    """Free bytes on the disk that holds `path` (or its nearest existing parent); None if
+    unknown."""
     p = Path(path)
     while not p.exists() and p != p.parent:
         p = p.parent

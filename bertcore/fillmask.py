@@ -16,16 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
+from bertcore.data.tokenizer import WordPiece
 from bertcore.errors import UserError
 from bertcore.modeldir import ModelDir
 from bertcore.modeldir import open_model_dir as _open
-from bertcore.data.tokenizer import WordPiece
 
 
 def parser(prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog, description="Predict the tokens behind each [MASK] in a text.",
-        epilog='example: %(prog)s runs/torchbert-tiny "the function returns a [MASK] of the values ."')
+        epilog='example: %(prog)s runs/torchbert-tiny '
+               '"the function returns a [MASK] of the values ."')
     p.add_argument("model", help="a RUNDIR (latest checkpoint) or a Hugging Face BERT directory")
     p.add_argument("text", nargs="+", help="text with one or more [MASK] tokens")
     p.add_argument("--top-k", type=int, default=5, help="candidates per [MASK] (default: 5)")

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bertcore.config import BertConfig
+from bertcore.data.tokenizer import WordPiece, load_tokenizer
 from bertcore.errors import UserError
 from bertcore.hf import safetensors_files
 from bertcore.train.rundir import RunFiles, read_run
-from bertcore.data.tokenizer import WordPiece, load_tokenizer
 
 LAYOUTS = ("pretraining-run", "classify-run", "hf", "hf-classifier")
 # What a pretraining RUNDIR and a classify RUNDIR hold that nothing else does.

@@ -1,5 +1,6 @@
-"""`python -m bertcore.tokenizer`: the command line of bertcore/data/tokenizer.py, kept at its documented
-name (`python -m bertcore.tokenizer --help`). The code lives in bertcore.data.tokenizer."""
+"""`python -m bertcore.tokenizer`: the command line of bertcore/data/tokenizer.py, kept at its
+documented name (`python -m bertcore.tokenizer --help`). The code lives in
+bertcore.data.tokenizer."""
 
 import sys
 

@@ -36,9 +36,9 @@ import orbax.checkpoint as ocp
 
 from bertcore.config import BertConfig
 from bertcore.errors import UserError
+from bertcore.files import os_error_in
 from bertcore.hf import flax_to_hf
 from bertcore.train.rundir import read_run
-from bertcore.files import os_error_in
 
 from .step import abstract_state
 

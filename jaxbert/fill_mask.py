@@ -26,7 +26,8 @@ def load_model(md: ModelDir):
         return from_pretrained(md.path)
     if md.framework != "jax":
         raise UserError(f"{md.path} is a {md.framework}bert run; use python -m "
-                        f"{md.framework}bert.fill_mask, or convert it with python -m parity.convert")
+                        f"{md.framework}bert.fill_mask, or convert it with python -m "
+                        f"parity.convert")
     if latest_step(md.path) is None:
         raise UserError(f"{md.path} has no checkpoint yet; train it first (python -m "
                         f"jaxbert.train --out {md.path})")

@@ -488,9 +488,10 @@ def from_pretrained(path: str | Path, output_loading_info: bool = False,
                 "it with torchbert)" if (path / "pytorch_model.bin").is_file() else "")
         raise UserError(f"{path} has no model.safetensors{hint}")
     params, missing = merge_hf_params(
-        found[0], config, lambda: init_params(config, jax.random.PRNGKey(0) if rng is None else rng))
+        found[0], config,
+        lambda: init_params(config, jax.random.PRNGKey(0) if rng is None else rng))
     if missing:
         logger.warning("%s: %d tensor(s) not in the checkpoint, initialised: %s", path,
-                    len(missing), ", ".join(missing))
+                       len(missing), ", ".join(missing))
     model = BertForPreTraining(config, dtype=dtype)
     return (model, params, {"missing_keys": missing}) if output_loading_info else (model, params)

@@ -19,8 +19,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from bertcore.data.batches import split_micro_batches
 from bertcore.config import TrainConfig
+from bertcore.data.batches import split_micro_batches
 from bertcore.errors import UserError
 
 from .step import TrainState

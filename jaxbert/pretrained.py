@@ -1,7 +1,7 @@
 """`--init-from`: the weights a jaxbert run (pretraining or fine-tuning) starts from, as
-HF-named numpy arrays. Which path is what is bertcore.train.init_from's (shared with torchbert); reading
-the weights is the twin's: a Hugging Face directory, or this twin's own pretraining checkpoint.
-(The twin of torchbert/pretrained.py.)"""
+HF-named numpy arrays. Which path is what is bertcore.train.init_from's (shared with torchbert);
+reading the weights is the twin's: a Hugging Face directory, or this twin's own pretraining
+checkpoint. (The twin of torchbert/pretrained.py.)"""
 
 from __future__ import annotations
 

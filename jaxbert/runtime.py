@@ -10,9 +10,9 @@ import os
 import jax
 import jax.numpy as jnp
 
-from bertcore.train.cli import resolve_dtype
-from bertcore.malloc import keep_freed_memory
 from bertcore.files import cache_root
+from bertcore.malloc import keep_freed_memory
+from bertcore.train.cli import resolve_dtype
 
 from .cpu import apply_cpu_settings
 
@@ -47,6 +47,7 @@ def peak_device_memory_mb() -> float | None:
 
 
 def compute_dtype(name: str):
-    """The Flax modules' `dtype` for --dtype NAME (bertcore.train.cli.resolve_dtype); params stay fp32."""
+    """The Flax modules' `dtype` for --dtype NAME (bertcore.train.cli.resolve_dtype); params stay
+    fp32."""
     accelerator = jax.default_backend() in ("gpu", "tpu")
     return {"fp32": jnp.float32, "bf16": jnp.bfloat16}[resolve_dtype(name, accelerator)]

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from bertcore.train import evaluation
 from bertcore.config import BertConfig, TrainConfig
+from bertcore.train import evaluation
 
 from .model import init_params, pretraining_loss
 from .optim import make_optimizer

@@ -1,8 +1,8 @@
 """Pretrain BERT with JAX/Flax: `python -m jaxbert.train`, on CPU, GPU or TPU.
 
 The twin of torchbert/train.py: the command line and the run's set-up; nothing imports this
-module. The loop is bertcore.train.loop's `pretrain`, shared with torchbert: this file fills its hooks
-(`JaxTwin`). The heart is step.py's pure function
+module. The loop is bertcore.train.loop's `pretrain`, shared with torchbert: this file fills its
+hooks (`JaxTwin`). The heart is step.py's pure function
 
     train_step(state, batch, dropout_key) -> (state, metrics)
 
@@ -25,9 +25,9 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from bertcore.train.cli import resolve_dtype, resolve_pad_vocab, train_parser
 from bertcore.errors import UserError, cli_entry
 from bertcore.hf import flax_to_hf
+from bertcore.train.cli import resolve_dtype, resolve_pad_vocab, train_parser
 from bertcore.train.loop import Result, Twin, pretrain
 from bertcore.train.run import Run, setup_run
 from bertcore.train.rundir import trained_model_config

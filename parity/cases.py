@@ -18,15 +18,15 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from bertcore.data.batches import BatchIterator, step_seed
 from bertcore.config import BertConfig, TrainConfig
-from bertcore.errors import UserError
-from bertcore.hf import hf_to_flax
+from bertcore.data.batches import BatchIterator, step_seed
 from bertcore.data.prepare import prepare
-from bertcore.train.rundir import trained_model_config
-from bertcore.train.schedule import make_schedule
 from bertcore.data.shards import Shards
 from bertcore.data.tokenizer import train_tokenizer
+from bertcore.errors import UserError
+from bertcore.hf import hf_to_flax
+from bertcore.train.rundir import trained_model_config
+from bertcore.train.schedule import make_schedule
 
 CPU = torch.device("cpu")
 PRESETS = {  # batch shapes per preset: quick on a 2-core CPU, big enough to mean something
@@ -128,7 +128,7 @@ def make_case(preset: str, layer_norm_position: str, workdir: Path, steps: int =
                 states, init)
 
 
-# ---- the twins, built from the same weights --------------------------------------------------------
+# ---- the twins, built from the same weights ------------------------------------------------------
 
 def torch_model(config: BertConfig, weights: dict[str, np.ndarray]):
     from torchbert.model import BertForPreTraining
@@ -159,7 +159,7 @@ def jax_layout(config: BertConfig, train: TrainConfig, dtype: str = "fp32"):
                                                          cfg=train))
 
 
-# ---- optimizer and training, through each twin's own train_step ------------------------------------
+# ---- optimizer and training, through each twin's own train_step ----------------------------------
 
 def torch_setup(case: Case, train: TrainConfig, config: BertConfig, weights=None):
     from torchbert.optim import make_optimizer

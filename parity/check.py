@@ -73,8 +73,8 @@ def run_check(preset: str = "tiny", steps: int = 100, positions=("post", "pre"),
                     rows = part(case)
                     report.rows += rows
                     name = getattr(part, "func", part).__name__
-                    logger.info(f"[{preset}/{ln}] {name}: {sum(r.passed for r in rows)}/{len(rows)} "
-                        f"pass ({time.perf_counter() - t:.1f}s)")
+                    logger.info(f"[{preset}/{ln}] {name}: {sum(r.passed for r in rows)}/"
+                                f"{len(rows)} pass ({time.perf_counter() - t:.1f}s)")
                 report.curves[ln] = curves
     finally:
         torch.set_num_threads(old_threads)

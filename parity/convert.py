@@ -38,7 +38,8 @@ def read_state(source: str, root: Path, run: RunFiles | None, step: int | None) 
 
 
 def write_rundir(out: Path, to: str, state: TrainingState, run: RunFiles, src: Path) -> None:
-    """A complete RUNDIR of twin `to` that `python -m {to}bert.train --out DST --resume` continues."""
+    """A complete RUNDIR of twin `to` that `python -m {to}bert.train --out DST --resume`
+    continues."""
     info = {**run.info, "framework": to,
             "converted_from": {"path": str(src.resolve()), "framework": run.framework,
                                "step": state.step}}
@@ -90,19 +91,20 @@ def convert(src: str | Path, dst: str | Path, to: str, step: int | None = None,
     finally:
         target.unlock()
     if whole_state:
-        logger.info(f"wrote {dst}: a {to}bert run at step {state.step} (weights, AdamW moments, step "
-            f"counts, data position{', dropout key' if to == 'jax' else ''}); continue it with "
-            f"python -m {to}bert.train --out {dst} --resume")
+        logger.info(f"wrote {dst}: a {to}bert run at step {state.step} (weights, AdamW moments, "
+                    f"step counts, data position{', dropout key' if to == 'jax' else ''}); "
+                    f"continue it with python -m {to}bert.train --out {dst} --resume")
         return dst
     what = f"step {state.step} of {root}" if run else str(root)
     logger.info(f"wrote {dst}: Hugging Face BERT weights ({what}), config.json, model.safetensors"
-        f"{', tokenizer' if (dst / 'vocab.txt').is_file() else ''}")
+                f"{', tokenizer' if (dst / 'vocab.txt').is_file() else ''}")
     if to in FRAMEWORKS:
-        logger.info(f"note: from a Hugging Face directory only weights exist (no optimizer state or data "
-            f"position); {to}bert loads {dst} with from_pretrained")
+        logger.info(f"note: from a Hugging Face directory only weights exist (no optimizer state "
+                    f"or data position); {to}bert loads {dst} with from_pretrained")
     if state.config.layer_norm_position == "pre":
-        logger.info("note: layer_norm_position=pre: transformers' BertForPreTraining computes post-LN "
-            "BERT and cannot run these weights; torchbert/jaxbert from_pretrained can")
+        logger.info("note: layer_norm_position=pre: transformers' BertForPreTraining computes "
+                    "post-LN BERT and cannot run these weights; torchbert/jaxbert "
+                    "from_pretrained can")
     return dst
 
 

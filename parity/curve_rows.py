@@ -13,8 +13,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from bertcore.data.batches import BatchIterator
 from bertcore.config import TrainConfig
+from bertcore.data.batches import BatchIterator
 from bertcore.train.rundir import RunDir
 
 from . import thresholds as T
@@ -25,7 +25,8 @@ from .report import Row
 
 
 def _write_rundir(path: Path, framework: str, case: Case, train: TrainConfig) -> Path:
-    """The framework-free files of a RUNDIR (bertcore.train.rundir) so parity.convert can read it."""
+    """The framework-free files of a RUNDIR (bertcore.train.rundir) so parity.convert can read
+    it."""
     info = {"framework": framework, "data": str(case.shards.path.resolve()), "corpus": None}
     RunDir(path).create(info, {"config.json": case.config.to_json_file,
                                "train_config.json": train.to_json_file,

@@ -74,7 +74,7 @@ def _hf_inputs(tb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: tb[k].long() for k in ("input_ids", "token_type_ids", "attention_mask")}
 
 
-# ---- forward, loss, gradients ----------------------------------------------------------------------
+# ---- forward, loss, gradients --------------------------------------------------------------------
 
 @highest_precision
 def forward_rows(case: Case) -> list[Row]:
@@ -189,7 +189,7 @@ def grad_row(ln: str, g_t: dict[str, np.ndarray], g_j: dict[str, np.ndarray]) ->
                f"rel (norm) <= {T.GRAD_REL:g}", worst <= T.GRAD_REL and not bad_zero, note=note)
 
 
-# ---- one AdamW step, through each twin's own train_step --------------------------------------------
+# ---- one AdamW step, through each twin's own train_step ------------------------------------------
 
 @highest_precision
 def adamw_rows(case: Case) -> list[Row]:

@@ -122,7 +122,7 @@ def write_hf(out: Path, state: TrainingState, tokenizer: Path | None) -> None:
     save_hf_files(out, state.config, state.params, tokenizer)
 
 
-# ---- fine-tuned classifiers (bertcore.classify.cli) ------------------------------------------------
+# ---- fine-tuned classifiers (bertcore.classify.cli) ----------------------------------------------
 # A classify RUNDIR keeps its best weights as a Hugging Face BertForSequenceClassification
 # directory (RUNDIR/best/), framework-free whichever twin trained it, so exporting one is reading
 # and rewriting that directory (checked by bertcore's one table), never a twin's checkpoint.

@@ -39,7 +39,7 @@ def read_torch(run: RunFiles, step: int | None = None) -> TrainingState:
     for name, p in model.named_parameters():       # the tied decoder is listed once, as HF
         s = optimizer.state.get(p)
         if not s:
-            continue                                 # never had a gradient (e.g. NSP head, --no-nsp)
+            continue                               # never had a gradient (e.g. NSP head, --no-nsp)
         if int(s["step"]) != step:
             off.append(f"{name} (step {int(s['step'])})")
         exp_avg[name] = s["exp_avg"].numpy()

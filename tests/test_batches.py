@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from bertcore.data.batches import BATCH_SPEC, BatchIterator, check_batch, split_micro_batches
 from bertcore.config import TrainConfig
+from bertcore.data.batches import BATCH_SPEC, BatchIterator, check_batch, split_micro_batches
 from bertcore.errors import UserError
 from helpers import build_shards
 

@@ -30,8 +30,8 @@ def test_train_tokenizer_then_prepare_then_show(corpus):
     # --seq-len built epoch 0's order where a default training run at that length opens it
     built = sorted((corpus / "data" / "epochs").glob("*-epoch0.npy"))
     assert len(built) == 1
-    from bertcore.data.batches import BatchIterator
     from bertcore.config import TrainConfig
+    from bertcore.data.batches import BatchIterator
     from bertcore.data.shards import Shards
     shards = Shards(corpus / "data")
     it = BatchIterator(shards, shards.tokenizer(), TrainConfig(batch_size=4, seq_len=64))

@@ -1,5 +1,6 @@
-"""bertcore.classify.data / bertcore.classify.cli: labelled readers, label map, truncation, hold-out,
-batches, metrics, --init-from resolution and the classifier's starting weights. No framework."""
+"""bertcore.classify.data / bertcore.classify.cli: labelled readers, label map, truncation,
+hold-out, batches, metrics, --init-from resolution and the classifier's starting weights. No
+framework."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The compute options both twins share: --remat, --dtype bf16, --attention-dropout, --pad-vocab and the
-MLM-only forward that skips the pooler and NSP head. Each checked in both twins against the
+"""The compute options both twins share: --remat, --dtype bf16, --attention-dropout, --pad-vocab and
+the MLM-only forward that skips the pooler and NSP head. Each checked in both twins against the
 plain computation on the same weights and batch."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from bertcore.data.batches import BatchIterator
-from bertcore.train.cli import resolve_dtype, resolve_pad_vocab, train_parser
 from bertcore.config import BertConfig, TrainConfig
+from bertcore.data.batches import BatchIterator
 from bertcore.hf import hf_to_flax
+from bertcore.train.cli import resolve_dtype, resolve_pad_vocab, train_parser
 from helpers import build_shards
 from jaxbert import model as jm
 from jaxbert.runtime import compute_dtype

@@ -1,5 +1,6 @@
-"""Tests for bertcore.data.corpus (readers, sentences, the built-in corpus, the CLI) and bertcore.data.imdb
-(the IMDB download and safe extraction, and finding the reviews a --corpus path names).
+"""Tests for bertcore.data.corpus (readers, sentences, the built-in corpus, the CLI) and
+bertcore.data.imdb (the IMDB download and safe extraction, and finding the reviews a --corpus path
+names).
 
 Nothing here touches the network: downloads go to an HTTP server on 127.0.0.1 in a thread.
 """
@@ -49,12 +50,14 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
 def test_txt_documents_are_separated_by_blank_lines(tmp_path):
     f = tmp_path / "c.txt"
     f.write_text("\ufeffFirst doc. Line one.\nLine two.\n\n \n\nSecond doc.\r\n\r\nThird.", "utf-8")
-    assert list(iter_documents(str(f))) == ["First doc. Line one.\nLine two.", "Second doc.", "Third."]
+    assert list(iter_documents(str(f))) == ["First doc. Line one.\nLine two.", "Second doc.",
+                                            "Third."]
 
 
 def test_jsonl_reads_text_field_and_skips_blanks(tmp_path):
     f = tmp_path / "c.jsonl"
-    f.write_text('{"text": "One. Two."}\n\n{"text": "  ", "id": 2}\n{"text": "Three é."}\n', "utf-8")
+    f.write_text('{"text": "One. Two."}\n\n{"text": "  ", "id": 2}\n{"text": "Three é."}\n',
+                 "utf-8")
     assert list(iter_documents(str(f))) == ["One. Two.", "Three é."]
 
 

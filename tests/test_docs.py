@@ -163,7 +163,8 @@ def test_the_checks_have_teeth(tmp_path: Path):
     page = tmp_path / "page.md"
     page.write_text("text\n\n```python\nprint(1)\n```\n\n```text output\n1\n```\n\n"
                     "```python\nx = 2\n```\n\nprose\n\n```text output\n2\n```\n\n"
-                    "```python excerpt=torchbert/model.py\nmask = attention_mask.bool()[:, None, None, :]"
+                    "```python excerpt=torchbert/model.py\n"
+                    "mask = attention_mask.bool()[:, None, None, :]"
                     "  # a comment\n...\nmask = attention_mask.float()\n```\n")
     run = runnable(page)
     assert [r["expect"] for r in run] == ["1", None]     # prose between: not its output

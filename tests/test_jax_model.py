@@ -16,8 +16,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from bertcore.data.batches import check_batch  # noqa: E402
 from bertcore.config import BertConfig  # noqa: E402
+from bertcore.data.batches import check_batch  # noqa: E402
 from bertcore.errors import UserError  # noqa: E402
 from bertcore.hf import flatten, flax_to_hf, hf_to_flax  # noqa: E402
 from helpers import build_shards, padded_batch  # noqa: E402

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from bertcore.data.batches import BatchIterator
 from bertcore.config import TrainConfig
+from bertcore.data.batches import BatchIterator
 from bertcore.data.masking import assemble, create_instances
 from helpers import build_shards
 
@@ -75,7 +75,8 @@ def test_static_max_predictions_caps_and_pads(data):
 def test_instances_layout(data):
     shards, tok = data
     inst = create_instances(shards.sent_offsets, shards.doc_offsets, 64, [0], nsp=True)
-    assert (inst[:, 1] + inst[:, 3] <= 61).all() and (inst[:, 1] > 0).all() and (inst[:, 3] > 0).all()
+    assert ((inst[:, 1] + inst[:, 3] <= 61).all() and (inst[:, 1] > 0).all()
+            and (inst[:, 3] > 0).all())
     b = assemble(shards.tokens, inst[:50], 64, tok.cls_id, tok.sep_id, tok.pad_id, nsp=True)
     for i in range(50):
         a0, al, b0, bl, _ = inst[i]

@@ -1,5 +1,5 @@
-"""bertcore.train.baseline (the unigram baseline a run must beat) and bertcore.train.metrics' end-of-run
-summary and loss.png: smoothed curves, baseline lines, eval rows as points."""
+"""bertcore.train.baseline (the unigram baseline a run must beat) and bertcore.train.metrics'
+end-of-run summary and loss.png: smoothed curves, baseline lines, eval rows as points."""
 
 import json
 import math
@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertcore.train.baseline import CACHE_NAME, baseline_from_counts, unigram_baseline, unigram_counts
+from bertcore.train.baseline import (CACHE_NAME, baseline_from_counts, unigram_baseline,
+                                     unigram_counts)
 from bertcore.train.metrics import (FILL_MASK_EXAMPLE, ema, learned, learned_lines, plot_metrics,
-                              split_rows)
+                                    split_rows)
 
 
 class FakeTokenizer:
@@ -106,7 +107,8 @@ def _rows(with_eval: bool = True) -> list[dict]:
     rows = []
     for s in range(10, 210, 10):
         rows.append({"step": s, "loss": 8 - s / 100, "mlm_loss": 7.3 - s / 100,
-                     "mlm_accuracy": s / 1000, "nsp_loss": 0.69, "nsp_accuracy": 0.5 + (s % 20) / 100,
+                     "mlm_accuracy": s / 1000, "nsp_loss": 0.69,
+                     "nsp_accuracy": 0.5 + (s % 20) / 100,
                      "learning_rate": 1e-3, "grad_norm": 1.0, "tokens_per_second": 1.0,
                      "elapsed": s / 10})
         if with_eval and s % 100 == 0:

@@ -17,8 +17,8 @@ from bertcore.errors import UserError
 from bertcore.fillmask import open_model_dir as fill_mask_model
 from bertcore.fillmask import parse_args as fill_mask_args
 from bertcore.hf import classifier_param_table, fresh_params, hf_names, save_hf_files
-from bertcore.train.init_from import resolve_init
 from bertcore.modeldir import LAYOUTS, layout_of, open_model_dir
+from bertcore.train.init_from import resolve_init
 from helpers import review_tokenizer
 
 
@@ -38,7 +38,7 @@ def dirs(tmp_path_factory) -> dict[str, Path]:
     state = {p.hf_name: np.zeros(p.hf_shape, np.float32)
              for p in classifier_param_table(cfg, len(labels))}
     write_classifier_dir(root / "hf-classifier", cfg, labels, state, root / "tok")
-    run = root / "pretraining-run"                    # what bertcore.train.run writes, no checkpoint
+    run = root / "pretraining-run"                  # what bertcore.train.run writes, no checkpoint
     run.mkdir()
     (run / "run.json").write_text(json.dumps({"framework": "torch"}))
     cfg.to_json_file(run / "config.json")

@@ -182,7 +182,7 @@ def test_overwrite_replaces_a_run(made, tmp_path):
     corpus, _, env = made
     run = copy_run(made, tmp_path)
     ok(train(*base_args(corpus, run, "--overwrite", "--steps", "1",
-                              "--checkpoint-every", "1"), env=env))
+                        "--checkpoint-every", "1"), env=env))
     assert [m["step"] for m in metrics(run)] == [1]
     assert json.loads((run / "train_config.json").read_text())["steps"] == 1
     assert not [p for p in run.iterdir() if p.name.startswith(".") and p.name != ".lock"]
@@ -217,7 +217,7 @@ def test_an_input_is_never_an_output(made, tmp_path):
     assert_one_line_error(train(*base_args(d / "c.txt", d, "--steps", "1"), env=env),
                           "holds the input --corpus")
     assert_one_line_error(train(*base_args(corpus, run / "sub", "--init-from", str(run),
-                                                 "--steps", "1"), env=env),
+                                           "--steps", "1"), env=env),
                           "lies inside the input --init-from")
     tok = tmp_path / "tok"
     p = run_cli("-m", "bertcore.tokenizer", "train", "--corpus", str(d), "--vocab-size", "200",
@@ -285,7 +285,7 @@ def test_a_live_run_refuses_a_second_writer(made, tmp_path):
     try:
         for extra in (("--resume",), ("--overwrite",)):
             p = train(*base_args(corpus, run, "--steps", "2", "--checkpoint-every", "2",
-                                       *extra), env=env)
+                                 *extra), env=env)
             assert_one_line_error(p, "in use by another process", f"pid {holder.pid}")
         assert snapshot(run) == before
     finally:
@@ -293,7 +293,7 @@ def test_a_live_run_refuses_a_second_writer(made, tmp_path):
         holder.wait()
     # and a run that ended (or died) holds nothing: a second command is not refused
     ok(train(*base_args(corpus, run, "--steps", "2", "--checkpoint-every", "2",
-                              "--overwrite"), env=env))
+                        "--overwrite"), env=env))
 
 
 # ---- --resume is the run's own model ----------------------------------------------------------
@@ -307,7 +307,7 @@ def test_resume_refuses_other_model_flags(made, tmp_path, flags, name):
     run = copy_run(made, tmp_path)
     before = snapshot(run)
     p = train(*base_args(corpus, run, "--steps", "2", "--checkpoint-every", "2",
-                               "--resume", *flags), env=env)
+                         "--resume", *flags), env=env)
     assert_one_line_error(p, f"changed settings ({name})")
     assert snapshot(run) == before
 

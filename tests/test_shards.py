@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from bertcore.errors import UserError
 from bertcore.data.prepare import prepare
 from bertcore.data.shards import Shards
 from bertcore.data.tokenizer import train_tokenizer
+from bertcore.errors import UserError
 from helpers import ROOT, program, synthetic_documents
 
 

@@ -17,7 +17,7 @@ import pytest
 from bertcore.errors import UserError
 from bertcore.files import os_error_in, write_failure
 from bertcore.train.stopping import (EXIT_SIGNAL, EXIT_WRITE_FAILED, Stopper, parse_duration,
-                               parse_signals, resume_command)
+                                     parse_signals, resume_command)
 from helpers import base_args, checkpoint_steps, temp_dirs, write_corpus
 
 

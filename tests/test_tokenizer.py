@@ -4,8 +4,8 @@ import string
 import numpy as np
 import pytest
 
-from bertcore.errors import UserError
 from bertcore.data.tokenizer import SPECIALS, load_tokenizer, train_tokenizer
+from bertcore.errors import UserError
 from helpers import synthetic_documents
 
 TEXTS = [

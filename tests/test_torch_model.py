@@ -17,8 +17,8 @@ import torch.nn.functional as F
 import transformers
 from safetensors.torch import save_file
 
-from bertcore.data.batches import check_batch
 from bertcore.config import BertConfig
+from bertcore.data.batches import check_batch
 from bertcore.errors import UserError
 from helpers import build_shards, padded_batch
 from parity.thresholds import FORWARD_MAX_ABS, LOSS_REL

@@ -44,8 +44,8 @@ def test_ddp_two_processes_equal_one_process(tmp_path, cache_env, nsp):
 
 
 def _direct_setup(tmp_path, **cfg):
-    from bertcore.data.batches import BatchIterator
     from bertcore.config import BertConfig, TrainConfig
+    from bertcore.data.batches import BatchIterator
     from torchbert.model import BertForPreTraining
     from torchbert.optim import make_optimizer
 
@@ -92,8 +92,8 @@ def test_no_host_sync_except_at_log_and_checkpoint_steps(tmp_path, cache_env, mo
     .cpu()) waits for the queued work. train_step makes none; the loop reads the metrics once,
     through global_metrics, at log and checkpoint steps only."""
     import torchbert.parallel as tp
-    from bertcore.data.batches import BatchIterator
     from bertcore.config import BertConfig, TrainConfig
+    from bertcore.data.batches import BatchIterator
     from torchbert.model import BertForPreTraining
     from torchbert.optim import make_optimizer
     from torchbert.step import to_device, train_step
@@ -108,8 +108,8 @@ def test_no_host_sync_except_at_log_and_checkpoint_steps(tmp_path, cache_env, mo
     reads = []
     for name in ("item", "tolist", "__float__", "__int__", "__bool__", "__index__", "numpy", "cpu"):
         real = getattr(torch.Tensor, name)
-        monkeypatch.setattr(torch.Tensor, name,
-                            lambda self, *a, _r=real, _n=name, **k: reads.append(_n) or _r(self, *a, **k))
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _r=real, _n=name, **k:
+                            reads.append(_n) or _r(self, *a, **k))
     for _ in range(3):     # the first step creates AdamW's state, the next ones reuse it
         train_step(model, opt, to_device(next(it), cpu), 1e-3, cfg, cpu, 1)
     assert reads == [], reads
@@ -122,7 +122,7 @@ def test_no_host_sync_except_at_log_and_checkpoint_steps(tmp_path, cache_env, mo
     monkeypatch.setattr(tp, "global_metrics", lambda m, w: calls.append(1) or real_global(m, w))
     corpus = write_corpus(tmp_path)
     args = base_args(corpus, tmp_path / "run", "--steps", "12", "--log-every", "4",
-                           "--checkpoint-every", "6")
+                     "--checkpoint-every", "6")
     assert main(args) == 0       # the CLI, in this process
     assert len(calls) == len({4, 6, 8, 12}), calls   # log steps 4, 8, 12; checkpoint 6 and 12
 

@@ -257,7 +257,7 @@ def test_init_from_a_run_of_either_twin(tmp_path, cache_env):
     assert not (tmp_path / "bad").exists()
 
 
-# ---- stopping cleanly (bertcore.train.stopping) ------------------------------------------------------
+# ---- stopping cleanly (bertcore.train.stopping) --------------------------------------------------
 
 @pytest.mark.slow
 def test_sigterm_mid_run_checkpoints_then_resume_is_exact(twin, tmp_path, cache_env):

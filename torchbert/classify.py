@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from bertcore.classify import cli as classify
-from bertcore.data.batches import step_seed
 from bertcore.classify.data import Classifier, open_classifier
 from bertcore.classify.run import ClassifyRun, fit
+from bertcore.data.batches import step_seed
 from bertcore.errors import UserError, cli_entry
 
 from .checkpoint import Checkpointer

@@ -24,7 +24,8 @@ def load_model(md: ModelDir) -> BertForPreTraining:
         return BertForPreTraining.from_pretrained(md.path)
     if md.framework != "torch":
         raise UserError(f"{md.path} is a {md.framework}bert run; use python -m "
-                        f"{md.framework}bert.fill_mask, or convert it with python -m parity.convert")
+                        f"{md.framework}bert.fill_mask, or convert it with python -m "
+                        f"parity.convert")
     if latest_step(md.path) is None:
         raise UserError(f"{md.path} has no checkpoint yet; train it first (python -m "
                         f"torchbert.train --out {md.path})")

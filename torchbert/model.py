@@ -393,7 +393,8 @@ class BertForPreTraining(nn.Module):
         own = self.state_dict()
         with torch.no_grad():
             for k, a in fixed.items():
-                own[k].copy_(torch.from_numpy(a))  # state_dict tensors share the parameters' storage
+                # state_dict tensors share the parameters' storage
+                own[k].copy_(torch.from_numpy(a))
         return missing
 
     @classmethod

@@ -1,7 +1,7 @@
 """torchbert's data parallelism: one process per rank under torchrun, DistributedDataParallel.
 
-Every rank reads its own rows of each global batch (bertcore.data.batches); gradients are averaged by
-DDP's all-reduce, metrics summed by `global_metrics` at log and checkpoint steps. (The twin of
+Every rank reads its own rows of each global batch (bertcore.data.batches); gradients are averaged
+by DDP's all-reduce, metrics summed by `global_metrics` at log and checkpoint steps. (The twin of
 jaxbert/parallel.py, where one process drives all its devices.)
 """
 

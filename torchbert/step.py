@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from bertcore.train import evaluation
-from bertcore.data.batches import split_micro_batches
 from bertcore.config import TrainConfig
+from bertcore.data.batches import split_micro_batches
+from bertcore.train import evaluation
 
 from .model import pretraining_loss
 from .optim import clip_grad_norm

@@ -1,9 +1,9 @@
 """Pretrain BERT with PyTorch: `python -m torchbert.train` (single process, CPU or GPU) or
 `torchrun --nproc-per-node K -m torchbert.train ...` (DistributedDataParallel).
 
-The command line and the run's set-up; nothing imports this module. The loop is bertcore.train.loop's
-`pretrain`, shared with jaxbert: this file fills its hooks (`TorchTwin`): one step
-(step.py: forward, loss, backward, clip, AdamW), the metrics all-reduce, evaluation and
+The command line and the run's set-up; nothing imports this module. The loop is
+bertcore.train.loop's `pretrain`, shared with jaxbert: this file fills its hooks (`TorchTwin`): one
+step (step.py: forward, loss, backward, clip, AdamW), the metrics all-reduce, evaluation and
 checkpoints. The optimizer is optim.py's, the ranks parallel.py's, the device and process
 settings runtime.py's, the checkpoints checkpoint.py's. Everything that is not PyTorch
 (configs, data, RUNDIR, metrics, plots, the loop) is bertcore's.
@@ -19,8 +19,8 @@ import torch
 import torch.distributed as dist
 
 from bertcore.data.batches import step_seed
-from bertcore.train.cli import resolve_dtype, resolve_pad_vocab, train_parser
 from bertcore.errors import UserError, cli_entry
+from bertcore.train.cli import resolve_dtype, resolve_pad_vocab, train_parser
 from bertcore.train.loop import Result, Twin, pretrain
 from bertcore.train.run import Run, setup_run
 from bertcore.train.rundir import trained_model_config

@@ -32,7 +32,8 @@ import numpy as np
 from bertcore.classify.data import Classifier, Example, LabelMap, encode, evaluate, read_examples
 from bertcore.config import BertConfig
 from bertcore.errors import UserError
-from bertcore.hf import HEAD_PREFIXES, check_classifier_state, classifier_param_table, normalize_hf_names
+from bertcore.hf import (HEAD_PREFIXES, check_classifier_state, classifier_param_table,
+                         normalize_hf_names)
 from bertcore.train import init_from
 from bertcore.train.init_from import InitSource
 from bertcore.train.schedule import warmup_linear
@@ -56,7 +57,8 @@ class ClassifyConfig:
     val_fraction: float = 0.1
 
     def lr_at(self, total_steps: int):
-        """lr(step, xp) for update `step` (0-based): bertcore.train.schedule's warmup + linear decay."""
+        """lr(step, xp) for update `step` (0-based): bertcore.train.schedule's warmup + linear
+        decay."""
         warmup = math.ceil(self.warmup_ratio * total_steps)
         return lambda step, xp=np: warmup_linear(step, peak=self.lr, warmup=warmup,
                                                  total=total_steps, xp=xp)
@@ -136,13 +138,13 @@ data: an aclImdb tree (train|test x pos|neg), or .jsonl ({{"text", "label"}}, op
     t.add_argument("--tokenizer", metavar="TOKDIR", help="tokenizer (default: --init-from's)")
     d = ClassifyConfig()
     for name, parse, text in (("max-len", int, "tokens per example; longer ones are truncated"),
-                             ("batch-size", int, "examples per step"), ("epochs", int, ""),
-                             ("lr", float, "peak learning rate"),
-                             ("warmup-ratio", float, "share of steps for linear warmup"),
-                             ("weight-decay", float, "AdamW decay, not on biases/LayerNorm"),
-                             ("grad-clip", float, "max global grad norm, 0 = off"),
-                             ("seed", int, "init of the classifier, hold-out, order, dropout"),
-                             ("val-fraction", float, "share of --data held out for validation")):
+                              ("batch-size", int, "examples per step"), ("epochs", int, ""),
+                              ("lr", float, "peak learning rate"),
+                              ("warmup-ratio", float, "share of steps for linear warmup"),
+                              ("weight-decay", float, "AdamW decay, not on biases/LayerNorm"),
+                              ("grad-clip", float, "max global grad norm, 0 = off"),
+                              ("seed", int, "init of the classifier, hold-out, order, dropout"),
+                              ("val-fraction", float, "share of --data held out for validation")):
         default = getattr(d, name.replace("-", "_"))
         t.add_argument(f"--{name}", type=parse, help=f"{text} [{default}]".lstrip())
     t.add_argument("--no-dropout", dest="dropout", action="store_false", default=None,
@@ -187,12 +189,14 @@ def run_evaluate(args: argparse.Namespace, clf: Classifier, logits: Logits) -> d
     print(json.dumps(out, indent=2) if args.json else
           f"{out['examples']} examples ({data.truncated} truncated to {clf.max_len} tokens): "
           f"accuracy {out['accuracy']:.4f}" + (f", F1 ({clf.labels.labels[1]}) {out['f1']:.4f}"
-                                               if "f1" in out else "") + f", loss {out['loss']:.4f}")
+                                               if "f1" in out else "")
+          + f", loss {out['loss']:.4f}")
     return out
 
 
 def run_predict(args: argparse.Namespace, clf: Classifier, logits: Logits) -> list[dict]:
-    """`predict MODEL TEXT... | --file F`: the most likely label of each text and its probability."""
+    """`predict MODEL TEXT... | --file F`: the most likely label of each text and its
+    probability."""
     if args.file:
         path = Path(args.file)
         examples = ([Example(line) for line in path.read_text(encoding="utf-8").splitlines()

@@ -33,14 +33,14 @@ from tqdm.auto import tqdm
 
 from bertcore.config import BertConfig
 from bertcore.data.corpus import BR_TAGS
+from bertcore.data.imdb import find_aclimdb
+from bertcore.data.readers import numbered_lines, read_text_file
+from bertcore.data.tokenizer import WordPiece, load_tokenizer
 from bertcore.errors import UserError
 from bertcore.files import atomic_path
 from bertcore.hf import (check_classifier_state, normalize_hf_names, read_hf_safetensors,
-                 safetensors_files)
-from bertcore.data.imdb import find_aclimdb
+                         safetensors_files)
 from bertcore.modeldir import CLASSIFY_FILE, open_model_dir
-from bertcore.data.readers import numbered_lines, read_text_file
-from bertcore.data.tokenizer import WordPiece, load_tokenizer
 
 IMDB_LABELS = ("neg", "pos")
 SUFFIXES = (".jsonl", ".csv", ".tsv")

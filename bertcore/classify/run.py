@@ -19,14 +19,14 @@ from tqdm.auto import tqdm
 
 from bertcore.classify.cli import FIELDS, ClassifyConfig, InitSource, initial_state, resolve_init
 from bertcore.classify.data import (Encoded, LabelMap, encode, evaluate, hf_config, hold_out,
-                            is_aclimdb_path, read_examples, steps_per_epoch, train_batches,
-                            write_classifier_dir)
+                                    is_aclimdb_path, read_examples, steps_per_epoch, train_batches,
+                                    write_classifier_dir)
 from bertcore.config import BertConfig
+from bertcore.data.tokenizer import load_tokenizer
 from bertcore.errors import UserError
 from bertcore.files import check_apart
 from bertcore.train.metrics import read_metrics
 from bertcore.train.rundir import RunDir
-from bertcore.data.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def _json(path: Path) -> dict:
         raise UserError(f"{path} is unreadable ({e}); fix or remove it")
 
 
-# ---- the loop -------------------------------------------------------------------------------------
+# ---- the loop ------------------------------------------------------------------------------------
 
 class Twin(Protocol):
     """What a twin's classify.py supplies to `fit`: one AdamW step (dropout drawn from the step
@@ -220,7 +220,8 @@ def _fit(run: ClassifyRun, twin: Twin, spe: int) -> dict[str, Any]:
             if step == run.stop_after and step % spe:
                 twin.save(step, extra)
                 bar.close()
-                logger.info(f"stopped after step {step}; continue with train --out {run.rundir} --resume")
+                logger.info(f"stopped after step {step}; continue with train --out {run.rundir} "
+                            f"--resume")
                 return {"stopped_at": step}
         val = evaluate(twin.logits, run.val, ccfg.batch_size, len(run.labels))
         row = {"epoch": epoch + 1, "step": step,
@@ -237,7 +238,8 @@ def _fit(run: ClassifyRun, twin: Twin, spe: int) -> dict[str, Any]:
         twin.save(step, extra)
         if run.stop_after and step >= run.stop_after and step < total:
             bar.close()
-            logger.info(f"stopped after step {step}; continue with train --out {run.rundir} --resume")
+            logger.info(f"stopped after step {step}; continue with train --out {run.rundir} "
+                        f"--resume")
             return {"stopped_at": step}
     bar.close()
     summary = {"framework": run.framework, "rundir": str(run.rundir), "steps": step,
@@ -246,6 +248,7 @@ def _fit(run: ClassifyRun, twin: Twin, spe: int) -> dict[str, Any]:
                "validation_examples": len(run.val), "train_seconds": time.perf_counter() - t0}
     run.files.write_file("summary.json", json.dumps(summary, indent=2) + "\n")
     best = extra["best"]
-    logger.info(f"done: {step} steps; best epoch {best['epoch']} val accuracy {best['val_accuracy']:.4f}; "
-        f"weights in {run.rundir}/best (evaluate: evaluate {run.rundir} --data DATA)")
+    logger.info(f"done: {step} steps; best epoch {best['epoch']} val accuracy "
+                f"{best['val_accuracy']:.4f}; "
+                f"weights in {run.rundir}/best (evaluate: evaluate {run.rundir} --data DATA)")
     return summary

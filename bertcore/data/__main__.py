@@ -11,11 +11,11 @@ import logging
 import time
 
 from bertcore.config import TrainConfig
-from bertcore.errors import HelpFormatter, UserError, cli_entry
-from bertcore.files import check_apart
 from bertcore.data.prepare import prepare
 from bertcore.data.shards import Shards
 from bertcore.data.tokenizer import load_tokenizer
+from bertcore.errors import HelpFormatter, UserError, cli_entry
+from bertcore.files import check_apart
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,8 @@ def _prepare(args: argparse.Namespace) -> int:
     corpus = None if args.corpus in ("builtin", "imdb") else args.corpus
     out = check_apart(args.out, {"--corpus": corpus, "--tokenizer": args.tokenizer})
     if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise UserError(f"{out} already exists; pass --overwrite to replace it or pick another --out")
+        raise UserError(f"{out} already exists; pass --overwrite to replace it or pick another "
+                        f"--out")
     tok = load_tokenizer(args.tokenizer)
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers {args.workers} must be at least 1")
@@ -34,21 +35,22 @@ def _prepare(args: argparse.Namespace) -> int:
                     delimiters=args.delimiters, progress=not args.no_progress,
                     workers=args.workers, eval_fraction=args.eval_fraction,
                     total_bytes=corpus_bytes(args.corpus))
-    logger.info(f"{stats.documents} documents, {stats.sentences} sentences, {stats.tokens} tokens from "
-          f"{stats.text_bytes / 1e6:.1f} MB of text in {stats.seconds:.1f}s "
-          f"({stats.mb_per_second:.2f} MB/s) -> {out}")
+    logger.info(f"{stats.documents} documents, {stats.sentences} sentences, {stats.tokens} tokens "
+                f"from {stats.text_bytes / 1e6:.1f} MB of text in {stats.seconds:.1f}s "
+                f"({stats.mb_per_second:.2f} MB/s) -> {out}")
     if args.eval_fraction:
         logger.info(f"held out {stats.eval_documents} documents, {stats.eval_tokens} tokens -> "
-              f"{out / 'eval'}")
+                    f"{out / 'eval'}")
     if args.seq_len:
         cfg = TrainConfig(seq_len=args.seq_len, max_predictions=min(20, args.seq_len))
         from bertcore.data.batches import BatchIterator
 
         it = BatchIterator(Shards(out, tok), tok, cfg.replace(batch_size=1))
         t0 = time.perf_counter()
-        n = it.batches_per_epoch   # builds DATADIR/epochs/<key>-epoch0.npy (bertcore.data.instances)
-        logger.info(f"at seq-len {args.seq_len}: {n} sequences per epoch (seed {cfg.seed}); epoch 0's "
-              f"order built in {time.perf_counter() - t0:.1f}s -> {it.epoch_cache}")
+        n = it.batches_per_epoch   # builds DATADIR/epochs/<key>-epoch0.npy
+                                   # (bertcore.data.instances)
+        logger.info(f"at seq-len {args.seq_len}: {n} sequences per epoch (seed {cfg.seed}); "
+                    f"epoch 0's order built in {time.perf_counter() - t0:.1f}s -> {it.epoch_cache}")
     return 0
 
 

@@ -2,7 +2,8 @@
 
 A corpus is a stream of documents (str). `iter_documents(source)` understands:
 
-    builtin            real English prose shipped with every Python: stdlib docstrings + pydoc topics
+    builtin            real English prose shipped with every Python: stdlib docstrings + pydoc
+                       topics
     imdb               the aclImdb reviews under the cache dir (`download-imdb` without --out)
     DIR (aclImdb)      train/{pos,neg,unsup} + test/{pos,neg}, one review per .txt file; DIR is
                        the aclImdb folder or the one holding it (`download-imdb --out DIR`)
@@ -33,12 +34,12 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from bertcore.data.imdb import (IMDB_MD5, IMDB_SHA256, IMDB_SPLITS, IMDB_URL, download_imdb,
+                                find_aclimdb, is_aclimdb)
+from bertcore.data.readers import (corpus_files, glob_files, is_glob, iter_file, iter_files,
+                                   read_text_file, total_bytes)
 from bertcore.errors import UserError, cli_entry
 from bertcore.files import cache_root
-from bertcore.data.imdb import (IMDB_MD5, IMDB_SHA256, IMDB_SPLITS, IMDB_URL, download_imdb, find_aclimdb,
-                   is_aclimdb)
-from bertcore.data.readers import (corpus_files, glob_files, is_glob, iter_file, iter_files, read_text_file,
-                      total_bytes)
 
 __all__ = ["iter_documents", "split_sentences", "builtin_documents", "corpus_bytes", "main",
            "BR_TAGS"]
@@ -170,7 +171,8 @@ def _docstring_groups(node: ast.Module | ast.ClassDef) -> Iterator[list[str]]:
 
 
 def _comments(source: str) -> str:
-    """A module's full-line comment blocks, one paragraph each (shebangs and coding lines skipped)."""
+    """A module's full-line comment blocks, one paragraph each (shebangs and coding lines
+    skipped)."""
     blocks = []
     for block in _COMMENT_BLOCK.findall(source):
         text = " ".join(line.strip().lstrip("#").strip() for line in block.splitlines())
@@ -279,7 +281,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="directory to hold aclImdb/; read it afterwards with --corpus DIR "
                          "(default: $TWINBERT_CACHE or ~/.cache/twinbert, where --corpus imdb "
                          "looks)")
-    dl.add_argument("--url", default=IMDB_URL, help="archive URL, e.g. a mirror (default: %(default)s)")
+    dl.add_argument("--url", default=IMDB_URL,
+                    help="archive URL, e.g. a mirror (default: %(default)s)")
     check = dl.add_mutually_exclusive_group()
     check.add_argument("--sha256", metavar="HEX",
                        help=f"expected SHA-256 of the archive (default: {IMDB_SHA256})")

@@ -193,7 +193,7 @@ def download_imdb(out_dir: str | os.PathLike, url: str = IMDB_URL, *, sha256: st
     target = out / "aclImdb"
     if (target / COMPLETE_MARKER).exists():
         logger.info(f"IMDB is already downloaded at {target}; nothing to do. Use it with "
-              f"{corpus_flag(out)}")
+                    f"{corpus_flag(out)}")
         return target
     if target.exists():
         raise UserError(f"{target} exists but was not completed by download-imdb (no "
@@ -234,6 +234,6 @@ def download_imdb(out_dir: str | os.PathLike, url: str = IMDB_URL, *, sha256: st
             except OSError:
                 pass
     logger.info(f"IMDB downloaded and verified: {files} files in {target}. Use it with "
-          f"{corpus_flag(out)}")
+                f"{corpus_flag(out)}")
     return target
 

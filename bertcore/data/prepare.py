@@ -1,4 +1,5 @@
-"""`prepare`: split, tokenize and write a corpus as a data directory (format in bertcore.data.shards).
+"""`prepare`: split, tokenize and write a corpus as a data directory (format in
+bertcore.data.shards).
 
 The parent process reads documents (any reader of bertcore.data.corpus) and hands chunks of about a
 megabyte of text to `workers` processes, which split sentences and tokenize; results come back in
@@ -29,11 +30,11 @@ from typing import Iterable, Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
+from bertcore.data.shards import (DOC_OFFSETS, EVAL_DIR, FORMAT, META, OFFSET_DTYPE, SENT_OFFSETS,
+                                  TOKENIZER_DIR, shard_file, token_dtype)
+from bertcore.data.tokenizer import BatchIds, WordPiece
 from bertcore.errors import UserError
 from bertcore.files import atomic_path
-from bertcore.data.shards import (DOC_OFFSETS, EVAL_DIR, FORMAT, META, OFFSET_DTYPE, SENT_OFFSETS,
-                     TOKENIZER_DIR, shard_file, token_dtype)
-from bertcore.data.tokenizer import BatchIds, WordPiece
 
 SHARD_TOKENS = 1 << 28      # start a new shard file after ~268M tokens (512 MB at uint16)
 CHUNK_CHARS = 1 << 20       # text handed to a worker at a time

@@ -65,7 +65,8 @@ def _corrupt(path: Path, e: Exception) -> UserError:
 
 
 def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield (line number, line without its newline), decoding UTF-8 strictly, one line at a time."""
+    """Yield (line number, line without its newline), decoding UTF-8 strictly, one line at a
+    time."""
     offset = 0
     try:
         import zstandard

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bertcore.data.tokenizer import WordPiece, load_tokenizer
 from bertcore.errors import UserError
 from bertcore.files import cache_root
-from bertcore.data.tokenizer import WordPiece, load_tokenizer
 
 # ---- the format: what prepare writes and Shards reads -------------------------------------------
 FORMAT = "twinbert-shards-v2"

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import (Tokenizer, decoders, models, normalizers, pre_tokenizers, processors,
+                        trainers)
 
 from bertcore.errors import UserError, cli_entry
 from bertcore.files import atomic_path, check_apart
@@ -323,13 +324,14 @@ def main(argv: list[str] | None = None) -> int:
     out = check_apart(args.out, {"--corpus": None if args.corpus in ("builtin", "imdb")
                                  else args.corpus})
     if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise UserError(f"{out} already exists; pass --overwrite to replace it or pick another --out")
+        raise UserError(f"{out} already exists; pass --overwrite to replace it or pick another "
+                        f"--out")
     start = time.perf_counter()
     wp = train_tokenizer(iter_documents(args.corpus), args.vocab_size,
                          lowercase=not args.no_lowercase, min_frequency=args.min_frequency)
     wp.save(out)
     logger.info(f"trained a {wp.vocab_size}-entry WordPiece vocabulary on {args.corpus} in "
-          f"{time.perf_counter() - start:.1f}s -> {out} (fingerprint {wp.fingerprint})")
+                f"{time.perf_counter() - start:.1f}s -> {out} (fingerprint {wp.fingerprint})")
     return 0
 
 

@@ -3,7 +3,8 @@
 One parser for both twins, so their flags cannot drift apart; each twin adds its own few
 (`--device`/`--compile` in torch, `--parallel` and multi-host flags in jax).
 Training flags default to None here and fall back to `TrainConfig`'s defaults in
-`bertcore.train.run.train_config_from_args`, so `--resume` can tell which flags the user really gave.
+`bertcore.train.run.train_config_from_args`, so `--resume` can tell which flags the user really
+gave.
 """
 
 from __future__ import annotations
@@ -123,7 +124,8 @@ def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
     t = p.add_argument_group("training (defaults from bertcore.config.TrainConfig)")
     t.add_argument("--steps", type=int, help=f"optimizer steps [{_D.steps}]")
     t.add_argument("--batch-size", type=int,
-                   help=f"global batch, all ranks and accumulation steps together [{_D.batch_size}]")
+                   help=f"global batch, all ranks and accumulation steps together "
+                        f"[{_D.batch_size}]")
     t.add_argument("--seq-len", type=int, help=f"tokens per sequence [{_D.seq_len}]")
     t.add_argument("--max-predictions", type=int,
                    help=f"MLM slots per sequence, P [{_D.max_predictions}]")
@@ -140,7 +142,8 @@ def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
     t.add_argument("--beta1", type=float, help=f"[{_D.beta1}]")
     t.add_argument("--beta2", type=float, help=f"[{_D.beta2}]")
     t.add_argument("--eps", type=float, help=f"AdamW epsilon [{_D.eps}]")
-    t.add_argument("--grad-clip", type=float, help=f"max global grad norm, 0 = off [{_D.grad_clip}]")
+    t.add_argument("--grad-clip", type=float,
+                   help=f"max global grad norm, 0 = off [{_D.grad_clip}]")
     t.add_argument("--grad-accum", type=int, help=f"micro-batches per step [{_D.grad_accum}]")
     t.add_argument("--no-dropout", dest="dropout", action="store_false", default=None,
                    help="turn dropout off (exact comparisons between runs and twins)")
@@ -155,7 +158,8 @@ def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
                    help="delete an existing run in RUNDIR and start over")
     r.add_argument("--log-every", type=int, help=f"steps between metrics lines [{_D.log_every}]")
     r.add_argument("--checkpoint-every", type=int, help=f"[{_D.checkpoint_every}]")
-    r.add_argument("--keep-checkpoints", type=int, help=f"newest checkpoints kept [{_D.keep_checkpoints}]")
+    r.add_argument("--keep-checkpoints", type=int,
+                   help=f"newest checkpoints kept [{_D.keep_checkpoints}]")
     r.add_argument("--stop-after", type=int, metavar="N",
                    help="checkpoint and exit after step N (split a run into jobs; --resume "
                         "continues it exactly)")

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Mapping, TypeVar
 
 from bertcore.config import BertConfig
+from bertcore.data.tokenizer import WordPiece, load_tokenizer
 from bertcore.errors import UserError
 from bertcore.modeldir import open_model_dir
-from bertcore.data.tokenizer import WordPiece, load_tokenizer
 
 T = TypeVar("T")
 

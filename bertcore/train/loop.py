@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from bertcore.data.prefetch import Prefetch
+from bertcore.files import os_error_in, warn_if_low_space, write_failure
 from bertcore.train.run import Run
 from bertcore.train.schedule import make_schedule
-from bertcore.files import os_error_in, warn_if_low_space, write_failure
 from bertcore.train.stopping import Stopper, resume_command
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,8 @@ class Twin:
 
     rank: int = 0
     world: int = 1
-    prog: str = ""                  # the command that resumes this run, e.g. python -m torchbert.train
+    prog: str = ""                  # the command that resumes this run, e.g.
+                                    # python -m torchbert.train
     checkpoint_bytes: int = 0       # the size of one checkpoint, for the low-space warning
     compiles: bool = False          # the first step compiles: time it alone, not in throughput
 

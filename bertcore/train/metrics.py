@@ -1,5 +1,6 @@
 """A run's metrics file and its plot: `RUNDIR/metrics.jsonl` (one JSON object per logged step)
-read back, summarised and drawn as `RUNDIR/loss.png`. Framework-free; bertcore.train.run writes them."""
+read back, summarised and drawn as `RUNDIR/loss.png`. Framework-free; bertcore.train.run writes
+them."""
 
 from __future__ import annotations
 

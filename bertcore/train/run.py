@@ -30,19 +30,19 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from bertcore.train import evaluation
-from bertcore.data.batches import BatchIterator
-from bertcore.train.cli import DEFAULT_PRESET, check_train_args
 from bertcore.config import PRESETS, BertConfig, TrainConfig
-from bertcore.errors import UserError
-from bertcore.files import atomic_path, cache_root, check_apart, file_lock, remove_stale_temps
-from bertcore.hf import save_hf_files
-from bertcore.train.init_from import InitSource, resolve_init
-from bertcore.train.rundir import RunDir, RunFiles
-from bertcore.train.metrics import median, peak_rss_mb, plot_metrics, read_metrics
+from bertcore.data.batches import BatchIterator
 from bertcore.data.prepare import prepare
 from bertcore.data.shards import Shards, dir_is_prepared
 from bertcore.data.tokenizer import WordPiece, load_tokenizer, train_tokenizer
+from bertcore.errors import UserError
+from bertcore.files import atomic_path, cache_root, check_apart, file_lock, remove_stale_temps
+from bertcore.hf import save_hf_files
+from bertcore.train import evaluation
+from bertcore.train.cli import DEFAULT_PRESET, check_train_args
+from bertcore.train.init_from import InitSource, resolve_init
+from bertcore.train.metrics import median, peak_rss_mb, plot_metrics, read_metrics
+from bertcore.train.rundir import RunDir, RunFiles
 
 logger = logging.getLogger(__name__)
 
@@ -131,16 +131,16 @@ def resolve_data(args: Any, progress: bool = True) -> tuple[WordPiece, Shards]:
     # same time (the other twin, say) waits for them instead of training a second tokenizer
     # (training is not bit-reproducible, docs/data.md) and tokenizing the corpus again.
     lock = cache_root() / "locks" / f"{key}-v{args.vocab_size}.lock"
-    with file_lock(lock, lambda: logger.info(f"waiting for another process that is building the cache "
-                                     f"for {args.corpus} (lock {lock})")):
+    with file_lock(lock, lambda: logger.info(f"waiting for another process that is building the "
+                                             f"cache for {args.corpus} (lock {lock})")):
         if args.tokenizer:
             tok = load_tokenizer(args.tokenizer)
         else:
             tok_dir = cache_root() / "tokenizers" / f"{key}-v{args.vocab_size}"
             remove_stale_temps(tok_dir)     # of builders killed before us (we hold the lock)
             if not (tok_dir / "tokenizer.json").is_file():
-                logger.info(f"training a {args.vocab_size}-entry WordPiece tokenizer on {args.corpus} "
-                    f"(once; cached in {tok_dir})")
+                logger.info(f"training a {args.vocab_size}-entry WordPiece tokenizer on "
+                            f"{args.corpus} (once; cached in {tok_dir})")
                 train_tokenizer(iter_documents(args.corpus), args.vocab_size).save(tok_dir)
             tok = load_tokenizer(tok_dir)
         data = cache_root() / "shards" / f"{key}-{tok.fingerprint}"
@@ -149,8 +149,9 @@ def resolve_data(args: Any, progress: bool = True) -> tuple[WordPiece, Shards]:
             logger.info(f"tokenizing {args.corpus} into {data} (once)")
             stats = prepare(iter_documents(args.corpus), tok, data, source=args.corpus,
                             progress=progress)
-            logger.info(f"  {stats.documents} documents, {stats.sentences} sentences, {stats.tokens} "
-                f"tokens in {stats.seconds:.1f}s ({stats.mb_per_second:.1f} MB/s)")
+            logger.info(f"  {stats.documents} documents, {stats.sentences} sentences, "
+                        f"{stats.tokens} tokens in {stats.seconds:.1f}s "
+                        f"({stats.mb_per_second:.1f} MB/s)")
     return tok, Shards(data, tok)
 
 

@@ -298,8 +298,8 @@ def resume_command(prog: str, argv: list[str], rundir: str | os.PathLike) -> str
 def run_train(train: Callable[[Any, list[str], Stopper], Any], args: Any,
               argv: list[str] | None) -> int:
     """Both twins' `main`: catch the stop signals before anything is written, run
-    `train(args, argv, stopper)` (which returns bertcore.train.loop's Result) and turn its outcome into
-    the exit code: 0 (done, or --time-budget reached), 75 (stopped by a signal, with a
+    `train(args, argv, stopper)` (which returns bertcore.train.loop's Result) and turn its outcome
+    into the exit code: 0 (done, or --time-budget reached), 75 (stopped by a signal, with a
     checkpoint), 74 (a checkpoint could not be written), 130 (a second Ctrl-C); the signal
     handlers are removed whatever happens."""
     stopper = Stopper.from_args(args).install()

@@ -61,8 +61,8 @@ def shards(out: str | Path = "tour-data"):
 
 def batches(batch_size: int = 4, seq_len: int = 32, max_predictions: int = 5, **cfg):
     """A BatchIterator over the tour's shards, with TrainConfig fields overridden by `cfg`."""
-    from bertcore.data.batches import BatchIterator
     from bertcore.config import TrainConfig
+    from bertcore.data.batches import BatchIterator
 
     data, tok = shards()
     train = TrainConfig(batch_size=batch_size, seq_len=seq_len, max_predictions=max_predictions,

@@ -116,7 +116,7 @@ def test_export_loads_in_transformers(tmp_path, capsys):
     train = write_jsonl(tmp_path / "train.jsonl", reviews(48, 0))
     out = tmp_path / "run"
     ClassifyCli("torch", capsys)("train", "--init-from", str(model), "--data", str(train),
-                               "--out", str(out), "--epochs", "1", *CLASSIFY_FAST)
+                                 "--out", str(out), "--epochs", "1", *CLASSIFY_FAST)
     dst = tmp_path / "export"
     C.convert(out, dst, "hf")
     clf = open_classifier(out)
@@ -133,7 +133,7 @@ def test_export_loads_in_transformers(tmp_path, capsys):
     # the export is a Hugging Face classifier directory: both twins evaluate it
     test = write_jsonl(tmp_path / "test.jsonl", reviews(16, 1))
     res = [json.loads(ClassifyCli(twin, capsys)("evaluate", str(dst), "--data", str(test),
-                                              "--json").stdout) for twin in ("torch", "jax")]
+                                                "--json").stdout) for twin in ("torch", "jax")]
     assert res[0]["examples"] == res[1]["examples"] == 16
     assert abs(res[0]["loss"] - res[1]["loss"]) < 1e-5
     # a classifier exports to hf only; DST is not overwritten

@@ -111,8 +111,8 @@ def test_step_selection_and_metrics_cut(runs, tmp_path):
     C.convert(runs["torch"], tmp_path / "a", "jax", step=3)
     state, extra = restore_jax(tmp_path / "a")
     assert extra["step"] == int(state.step) == 3
-    assert [json.loads(l)["step"] for l in (tmp_path / "a/metrics.jsonl").read_text().splitlines()] \
-        == [1, 2, 3]
+    assert [json.loads(l)["step"]
+            for l in (tmp_path / "a/metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
     # one checkpoint directory as SRC is the same as RUNDIR --step
     C.convert(runs["jax"] / "checkpoints/3", tmp_path / "b", "torch")
     assert (tmp_path / "b/checkpoints/step_00000003/state.json").is_file()
@@ -206,7 +206,8 @@ def test_hf_to_twin_is_weights_only_and_loads_in_both(tmp_path, caplog):
     _, tinfo = BertForPreTraining.from_pretrained(tmp_path / "out", output_loading_info=True)
     assert not tinfo["missing_keys"]
     from safetensors.numpy import load_file
-    a, b = load_file(str(src / "model.safetensors")), load_file(str(tmp_path / "out/model.safetensors"))
+    a, b = (load_file(str(src / "model.safetensors")),
+            load_file(str(tmp_path / "out/model.safetensors")))
     assert all(np.array_equal(a[k], b[k]) for k in b)
     assert flax_to_hf(params).keys() == b.keys()
 
@@ -225,14 +226,16 @@ def fails(capsys, *argv: str, needles=()) -> str:
 
 def test_cli_bad_sources_one_line_errors(tmp_path):
     """Through the real command line (these fail before torch or jax is imported)."""
-    p = run_cli("-m", "parity.convert", str(tmp_path / "nope"), str(tmp_path / "out"), "--to", "jax")
+    p = run_cli("-m", "parity.convert", str(tmp_path / "nope"), str(tmp_path / "out"),
+                "--to", "jax")
     assert_one_line_error(p, "does not exist")
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "notes.txt").write_text("hello")
     p = run_cli("-m", "parity.convert", str(junk), str(tmp_path / "out"), "--to", "hf")
     assert_one_line_error(p, "is not a checkpoint")
-    p = run_cli("-m", "parity.convert", str(junk / "notes.txt"), str(tmp_path / "out"), "--to", "hf")
+    p = run_cli("-m", "parity.convert", str(junk / "notes.txt"), str(tmp_path / "out"),
+                "--to", "hf")
     assert_one_line_error(p, "is a file")
     p = run_cli("-m", "parity.convert", str(junk), str(tmp_path / "out"), "--to", "tf")
     assert p.returncode == 2 and "Traceback" not in p.stderr and "--to" in p.stderr

@@ -9,8 +9,8 @@ import sys
 
 import jax
 
-from bertcore.data.batches import BatchIterator
 from bertcore.config import BertConfig, TrainConfig
+from bertcore.data.batches import BatchIterator
 from bertcore.data.prefetch import Prefetch
 from bertcore.data.shards import Shards
 from bertcore.data.tokenizer import load_tokenizer

@@ -3,8 +3,8 @@
 
 import sys
 
-from bertcore.errors import cli_entry
 from bertcore.data.shards import Shards
 from bertcore.data.tokenizer import load_tokenizer
+from bertcore.errors import cli_entry
 
 sys.exit(cli_entry(lambda: Shards(sys.argv[1], load_tokenizer(sys.argv[2])))())
