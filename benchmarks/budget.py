@@ -44,6 +44,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from benchmarks.contenders import parse_contenders
 from benchmarks.realtext import find_links_args, prepare as prepare_real
 from bertcore.errors import UserError, cli_entry
 from bertcore.files import write_text_atomic
@@ -588,15 +589,6 @@ def plot(results: dict, path: Path) -> None:
 
 # ---- main ---------------------------------------------------------------------------------------
 
-def parse_contenders(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    bad = [n for n in names if n not in CONTENDERS]
-    if bad or not names:
-        raise UserError(f"unknown contender(s) {', '.join(bad) or '(none)'}; choose from "
-                        f"{', '.join(CONTENDERS)}")
-    return names
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.budget", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -631,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.peer_worker:
         peer_worker(json.loads(Path(args.peer_worker).read_text()))
         return 0
-    names = parse_contenders(args.contenders)
+    names = parse_contenders(args.contenders, CONTENDERS)
     args.corpus = args.corpus or ("builtin" if args.quick else "real")
     budget = args.budget if args.budget is not None else (8.0 if args.quick else 900.0)
     if budget <= 0:

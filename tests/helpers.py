@@ -243,3 +243,15 @@ class ClassifyCli:
         if check:
             assert rc == 0, out[-3000:] + err[-3000:]
         return SimpleNamespace(returncode=rc, stdout=out, stderr=err)
+
+
+def wait_all(procs: list, timeout: float = 500) -> list[str]:
+    """Wait for processes started together (ranks of one job), killing any left at the end;
+    assert each exited 0 and return their outputs."""
+    try:
+        outs = [p.communicate(timeout=timeout)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert all(p.returncode == 0 for p in procs), "".join((o or "")[-2000:] for o in outs)
+    return outs

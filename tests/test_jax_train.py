@@ -12,7 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import ROOT, base_args, build_shards, metrics, program, train_cli, write_corpus
+from helpers import (ROOT, base_args, build_shards, metrics, program, train_cli, wait_all,
+                     write_corpus)
 
 
 @pytest.mark.slow
@@ -56,12 +57,7 @@ def test_multi_host_two_processes_equal_one_process(tmp_path, cache_env):
          "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for i in range(2)]
-    try:
-        outs = [p.communicate(timeout=500)[0] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][-2000:]
+    wait_all(procs)
     assert json.loads((tmp_path / "two" / "summary.json").read_text())["processes"] == 2
     a, b = metrics(tmp_path / "one"), metrics(tmp_path / "two")
     assert len(a) == len(b) == 3

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from helpers import (ROOT, assert_one_line_error, base_args, checkpoint_steps, metrics, run_cli,
-                     temp_dirs, train_cli, train_in_process, write_corpus)
+                     temp_dirs, train_cli, train_in_process, wait_all, write_corpus)
 
 
 def curve(rundir: Path, keys=("loss", "mlm_loss", "nsp_loss", "grad_norm", "mlm_accuracy",
@@ -389,13 +389,7 @@ def jax_distributed(cache_env: dict):
         return procs, lambda: procs[1].pid
 
     def resume(corpus, out, *args):
-        procs = start(corpus, out, *args)
-        try:
-            outs = [p.communicate(timeout=500)[0] for p in procs]
-        finally:
-            for p in procs:
-                p.kill()
-        assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][-2000:]
+        wait_all(start(corpus, out, *args))
 
     return launch, resume
 
