@@ -102,19 +102,10 @@ class JaxTwin(Twin):
     def evaluate(self, batches):
         return evaluate(self.eval_fn, self.layout.host_state(self.state).params, batches)
 
-    def latest_step(self):
-        return self.ckpt.latest_step()
-
-    def checkpoint_path(self, step):
-        return self.ckpt.path(step)
-
     def save(self, step, extra):
         # Every process calls orbax's save (it coordinates multi-host writes itself).
         self.ckpt.save(step, self.layout.host_state(self.state),
                        {**extra, "rng": key_to_list(self.dropout_key)})
-
-    def abandon_save(self):
-        self.ckpt.abandon()   # orbax's manager may be half-way through this step
 
     def finish(self):
         self.ckpt.close()

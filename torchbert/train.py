@@ -82,19 +82,10 @@ class TorchTwin(Twin):
     def evaluate(self, batches):
         return evaluate(self.model, batches, self.cfg, self.device, self.dtype)
 
-    def latest_step(self):
-        return self.ckpt.latest_step()
-
-    def checkpoint_path(self, step):
-        return self.ckpt.path(step)
-
     def save(self, step, extra):
         # No RNG state to save: dropout is reseeded from (seed, step, rank) every step.
         if self.rank == 0:
             self.ckpt.save(step, self.model, self.optimizer, extra)
-
-    def abandon_save(self):
-        self.ckpt.abandon()   # no space, permissions, I/O: the temp dir is already gone
 
     def finish(self):
         self.ckpt.close()

@@ -63,18 +63,24 @@ class Twin:
     def evaluate(self, batches: list[dict]) -> dict[str, Any]:
         raise NotImplementedError
 
+    # The twin's checkpoint.Checkpointer: the same API in both twins (latest_step, path, save,
+    # abandon), so the loop asks it directly where the twins do not differ.
+    ckpt: Any = None
+
     def latest_step(self) -> int | None:
-        raise NotImplementedError
+        return self.ckpt.latest_step()
 
     def checkpoint_path(self, step: int) -> Path:
-        raise NotImplementedError
+        return self.ckpt.path(step)
 
     def save(self, step: int, extra: dict[str, Any]) -> None:
-        """Write the checkpoint of `step` with `extra` (step, data position) beside the state."""
+        """Write the checkpoint of `step` with `extra` (step, data position) beside the state
+        (the twins differ in what the state is)."""
         raise NotImplementedError
 
     def abandon_save(self) -> None:
         """Clean up after a save that failed half-way (temp files, a checkpoint manager)."""
+        self.ckpt.abandon()
 
     def finish(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """After the last step: (the final weights as HF-named numpy arrays, the twin's own
