@@ -17,7 +17,7 @@ import pytest
 from bertcore.errors import UserError
 from bertcore.files import os_error_in, write_failure
 from bertcore.train.stopping import (EXIT_SIGNAL, EXIT_WRITE_FAILED, Stopper, parse_duration,
-                                     parse_signals, resume_command)
+                                     parse_signals, resume_command, run_train)
 from helpers import base_args, checkpoint_steps, temp_dirs, write_corpus
 
 
@@ -47,6 +47,7 @@ def test_time_budget_keeps_room_for_a_step_a_checkpoint_and_the_end():
 def test_signal_sets_a_flag_and_a_second_ctrl_c_aborts():
     before = signal.getsignal(signal.SIGINT)   # SIG_IGN when pytest runs in the background
     s = Stopper([signal.SIGINT, signal.SIGUSR1]).install()
+    s.begin()   # training has begun (before it, see the set-up test below)
     try:
         assert not s.poll()
         os.kill(os.getpid(), signal.SIGUSR1)
@@ -67,6 +68,7 @@ def test_two_ctrl_c_during_one_c_call_still_abort():
 
     before = signal.getsignal(signal.SIGINT)
     s = Stopper([signal.SIGINT]).install()
+    s.begin()
 
     def ctrl_c_twice():   # delivered to this thread: the main thread's sleep goes on
         for _ in range(2):
@@ -83,6 +85,23 @@ def test_two_ctrl_c_during_one_c_call_still_abort():
     finally:
         s.uninstall()
     assert signal.getsignal(signal.SIGINT) is before and signal.set_wakeup_fd(-1) == -1
+
+
+def test_a_signal_during_the_set_up_ends_the_command_at_once(caplog):
+    """Before the first step there is no step to finish: a blocked set-up (a worker pool, a
+    lock, a barrier; here a sleep) unwinds at once and the command exits 128 + N, one line."""
+    def train(args, argv, stopper):
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(5)                        # interrupted: the handler raises
+        raise AssertionError("the set-up went on after the signal")
+
+    before = signal.getsignal(signal.SIGUSR1)
+    t = time.perf_counter()
+    with caplog.at_level(logging.ERROR):
+        rc = run_train(train, SimpleNamespace(stop_signals="USR1", time_budget=None), [])
+    assert rc == 128 + signal.SIGUSR1 and time.perf_counter() - t < 4
+    assert "SIGUSR1 received during the set-up" in caplog.text
+    assert signal.getsignal(signal.SIGUSR1) is before
 
 
 def test_resume_command_and_bad_flags():

@@ -188,8 +188,14 @@ class RunDir:
         try:
             hold_lock(self.path / LOCK_FILE, f"run directory {self.path}")
         except UserError:
+            # Another process holds it: remove the directory only if we made it and it is still
+            # empty (two new runs can both see it missing; the holder's lock file keeps it
+            # non-empty, so the loser never deletes the winner's run).
             if self._made:
-                shutil.rmtree(self.path, ignore_errors=True)
+                try:
+                    self.path.rmdir()
+                except OSError:
+                    pass
             raise
         self._locked = True
 

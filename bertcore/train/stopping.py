@@ -3,17 +3,21 @@
 Both twins' loops use one `Stopper`:
 
     stopper = Stopper.from_args(args)      # --stop-signals, --time-budget
-    stopper.install()                      # handlers set a flag; nothing else happens in them
-    ...set-up: configs, data, RUNDIR...    # a signal here stops the run after its first step
-    stopper.begin()                        # steps are timed from here
+    stopper.install()                      # before anything is written
+    ...set-up: configs, data, RUNDIR...    # a signal here ends the command at once
+    stopper.begin()                        # from here a signal only sets a flag
     for step in ...:
         ...one optimizer step...
         if stopper.poll():                 # a signal came, or the budget is nearly spent
             ...checkpoint this step, write summary.json and the plot, print stopper.line(...)
     return stopper.exit_code
 
-A signal only sets a flag: the loop finishes the step it is in, checkpoints it and ends the run
-as usual. A second SIGINT (Ctrl-C) raises KeyboardInterrupt at once (exit 130, no checkpoint).
+Once training has begun, a signal only sets a flag: the loop finishes the step it is in,
+checkpoints it and ends the run as usual. During the set-up before it (building a tokenizer or
+shards, waiting for another process's build, a rank waiting at a barrier) there is no step to
+finish: the handler raises `SetupInterrupted`, the set-up unwinds (its worker pool is ended, its
+locks released) and the command exits 128 + the signal's number, as an uncaught signal would,
+with one line; nothing was trained, so the same command starts again. A second SIGINT (Ctrl-C) raises KeyboardInterrupt at once (exit 130, no checkpoint).
 Several ranks or processes must stop at the same step: each twin folds the local flag into a
 collective it already runs (torch: the metrics all-reduce at log and checkpoint steps; jax
 multi-process: an allgather at the same steps), so every rank reads the same decision.
@@ -24,6 +28,7 @@ Exit codes (README "Stopping and resuming", `--help`):
     74   a checkpoint could not be written (EX_IOERR); the last good one is kept and named
          (bertcore.files: CheckpointWriteError, write_failure)
     130  a second Ctrl-C: aborted at once, nothing written
+    128+N  signal N during the set-up, before the first step (143 for SIGTERM, 130 for SIGINT)
 """
 
 from __future__ import annotations
@@ -94,6 +99,15 @@ def process_start_time() -> float:
 _IMPORTED = time.time()
 
 
+class SetupInterrupted(BaseException):
+    """A stop signal before the first step (a BaseException, so that no `except Exception` in
+    the set-up swallows it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 class Stopper:
     """Decides when a run stops early: a caught signal or a nearly spent time budget."""
 
@@ -107,6 +121,7 @@ class Stopper:
         self.reserve = (reserve if reserve is not None else
                         min(120.0, max(10.0, 0.05 * time_budget)) if time_budget else 0.0)
         self.signum: int | None = None
+        self._begun = False             # set by begin(): before it, a signal aborts the set-up
         self.budget_reached = False
         self._old: dict[int, Any] = {}
         self._wakeup: tuple[int, int] | None = None     # (read, write) ends of the wakeup pipe
@@ -178,11 +193,14 @@ class Stopper:
             self.signals.remove(signum)
 
     def begin(self) -> None:
-        """The first step starts now: the budget's step timing counts from here, not from the
-        set-up before it."""
+        """The first step starts now: from here a signal sets a flag the loop acts on after a
+        step, and the budget's step timing counts from here, not from the set-up before it."""
+        self._begun = True
         self._t_poll = time.time()
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if not self._begun:
+            raise SetupInterrupted(signum)   # no step to finish: unwind the set-up now
         if signum == signal.SIGINT and (self.signum is not None or
                                         self._deliveries(signum) > 1):
             raise KeyboardInterrupt   # a second Ctrl-C: abort now
@@ -308,5 +326,9 @@ def run_train(train: Callable[[Any, list[str], Stopper], Any], args: Any,
     except CheckpointWriteError as e:
         logger.error("error: %s", e)
         return e.exit_code
+    except SetupInterrupted as e:
+        logger.error(f"{signal.Signals(e.signum).name} received during the set-up, before the "
+                     f"first step: stopped, nothing trained; run the same command to start again")
+        return 128 + e.signum
     finally:
         stopper.uninstall()
