@@ -327,6 +327,19 @@ def test_resume_of_a_hand_edited_run_is_one_line(made, tmp_path):
     assert_one_line_error(train(*args, env=env), "hidden_dropout_prob='0.1'")
 
 
+def test_resume_of_a_data_run_whose_data_is_gone_is_one_line(made, tmp_path):
+    """A --data run's prepared directory is the user's: when it is gone, --resume says so (the
+    cache of a --corpus run is rebuilt instead)."""
+    corpus, _, env = made
+    run = copy_run(made, tmp_path)
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "data": str(tmp_path / "gone"),
+                                              "corpus": None}))
+    p = train(*base_args(corpus, run, "--steps", "2", "--checkpoint-every", "2", "--resume"),
+              env=env)
+    assert_one_line_error(p, "data directory", str(tmp_path / "gone"), "prepare")
+
+
 def test_train_config_refuses_what_an_optimizer_cannot_use():
     for kw, needle in ((dict(beta1=1.0), "beta1"), (dict(beta2=-0.1), "beta2"),
                        (dict(eps=0.0), "eps"), (dict(lr=float("inf")), "lr"),

@@ -413,10 +413,16 @@ def setup_run(args: Any, framework: str, is_main: bool = True) -> Run:
                             f"a new run")
         tok = load_tokenizer(rundir / "tokenizer")
         data = Path(info["data"])
+        if not dir_is_prepared(data) and not info.get("corpus"):
+            # A --data run: its prepared directory is the user's, and only they can bring it back.
+            raise UserError(f"--resume: the run's data directory {data} is missing or incomplete; "
+                            f"restore it, or prepare it again with the run's tokenizer: python -m "
+                            f"bertcore.data prepare --corpus CORPUS --tokenizer {rundir}/tokenizer "
+                            f"--out {data}")
         if not dir_is_prepared(data):
             # The cached shards were cleared: rebuild them from the run's corpus.
             data_args.data, data_args.tokenizer = None, str(rundir / "tokenizer")
-            data_args.corpus = info.get("corpus", "builtin")
+            data_args.corpus = info["corpus"]
             tok, shards = resolve_data(data_args, progress)
         else:
             shards = Shards(data, tok)
