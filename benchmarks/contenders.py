@@ -9,7 +9,8 @@ benchmarks.train_speed, benchmarks.gpu, benchmarks.scaling and benchmarks.profil
   read from stdin, for `measure`.
 - In the parent: `run_worker` times one contender alone in its own subprocess; `measure` times
   several, each in its own subprocess, their timed steps interleaved.
-- Checking flags: `parse_presets`, `parse_contenders`; `versions` for a report's header.
+- Checking flags: `parse_presets`, `parse_contenders` (which leaves out, with the reason, a
+  peer the installed packages cannot run: `missing`); `versions` for a report's header.
 
 A worker subprocess is `python -m MODULE *ARGV --worker NAME [--serve]`: MODULE is the benchmark
 whose command line takes ARGV (benchmarks.train_speed unless named) and calls `worker` or `serve`
@@ -368,8 +369,28 @@ def parse_presets(text: str) -> list[str]:
     return names
 
 
+def missing(name: str) -> str | None:
+    """Why contender `name` cannot run in this environment, or None. The HF peers need
+    transformers, and hf-flax needs its 4.x line: transformers 5 ships no Flax models. Asked
+    of the installed distribution's metadata, so nothing heavy is imported to find out."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    if not name.startswith("hf-"):
+        return None
+    try:
+        installed = version("transformers")
+    except PackageNotFoundError:
+        return "transformers is not installed (pip install -e '.[dev]')"
+    if name == "hf-flax" and int(installed.split(".")[0]) >= 5:
+        return (f"transformers {installed} ships no Flax models (FlaxBertForPreTraining ended "
+                f"with 4.x); to run this peer, use an environment with pip install -e '.[hf4]'")
+    return None
+
+
 def parse_contenders(text: str, allowed: tuple[str, ...] = CONTENDERS) -> list[str]:
-    """Comma-separated contender names, each checked (UserError naming the choices)."""
+    """Comma-separated contender names, each checked (UserError naming the choices). A peer
+    that cannot run here (`missing`) is left out with one line saying why on stderr; a
+    selection that leaves nothing to run is an error."""
     from bertcore.errors import UserError
 
     names = [n.strip() for n in text.split(",") if n.strip()]
@@ -377,7 +398,16 @@ def parse_contenders(text: str, allowed: tuple[str, ...] = CONTENDERS) -> list[s
     if unknown or not names:
         raise UserError(f"unknown contender(s) {', '.join(unknown) or '(none given)'}; "
                         f"choose from {', '.join(allowed)}")
-    return names
+    runnable = []
+    for n in names:
+        why = missing(n)
+        if why:
+            print(f"skipping {n}: {why}", file=sys.stderr)
+        else:
+            runnable.append(n)
+    if not runnable:
+        raise UserError(f"none of {', '.join(names)} can run here (see the lines above)")
+    return runnable
 
 
 def versions() -> str:

@@ -44,6 +44,25 @@ def test_unknown_contender_or_preset_is_one_line_error(args, needle, tmp_path):
     assert_one_line_error(proc, needle)
 
 
+def test_hf_flax_peer_is_left_out_with_a_reason_where_transformers_has_no_flax(capsys):
+    """transformers 5 ships no Flax models: the hf-flax peer is skipped with one line saying
+    why (and how to get it), the other contenders still run; asked alone, it is an error."""
+    from importlib.metadata import version
+
+    from benchmarks.contenders import parse_contenders
+    from bertcore.errors import UserError
+
+    names = parse_contenders("torchbert,hf-torch,hf-flax")
+    if int(version("transformers").split(".")[0]) < 5:      # the hf4 environment
+        assert names == ["torchbert", "hf-torch", "hf-flax"]
+        return
+    assert names == ["torchbert", "hf-torch"]
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("skipping hf-flax: transformers 5") and "[hf4]" in line
+    with pytest.raises(UserError, match="none of hf-flax can run here"):
+        parse_contenders("hf-flax")
+
+
 def test_gpu_benchmark_without_gpu_prints_a_note_and_exits_0():
     # CUDA_VISIBLE_DEVICES="" hides any GPU, so this checks the no-GPU path on every machine.
     proc = run_cli("-m", "benchmarks.gpu", env={"CUDA_VISIBLE_DEVICES": ""}, timeout=120)

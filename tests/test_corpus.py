@@ -266,7 +266,7 @@ def server(monkeypatch):
     thread.join()
 
 
-def test_download_extract_and_idempotence(tmp_path, server, capsys):
+def test_download_extract_and_idempotence(tmp_path, server, caplog):
     data = good_archive(tmp_path)
     server.files["/aclImdb_v1.tar.gz"] = data
     out = tmp_path / "cache"
@@ -278,9 +278,10 @@ def test_download_extract_and_idempotence(tmp_path, server, capsys):
     assert list(iter_documents(str(out))) == IMDB_DOCS[:2] + IMDB_DOCS[:1] + IMDB_DOCS[2:]
     assert sorted(p.name for p in out.iterdir()) == ["aclImdb"]  # no temp files left
     assert server.requests == 1
+    caplog.set_level("INFO", logger="bertcore")
     assert download_imdb(out, url, md5="0" * 32, progress=False) == target  # complete: no request
     assert server.requests == 1
-    assert "already" in capsys.readouterr().out
+    assert "IMDB is already downloaded" in caplog.text   # said through the module's logger
 
 
 def test_download_with_md5(tmp_path, server):

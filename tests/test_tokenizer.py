@@ -36,7 +36,9 @@ def test_ids_equal_bert_tokenizer_fast_on_a_bert_vocab(tmp_path):
     transformers = pytest.importorskip("transformers")
     bert_style_vocab(tmp_path / "vocab.txt")
     ours = load_tokenizer(tmp_path)
-    hf = transformers.BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"), do_lower_case=True)
+    # A directory holding only vocab.txt: how both transformers 4 (vocab_file=) and 5 (vocab=)
+    # build a BERT tokenizer from a vocabulary, whatever their constructors' names.
+    hf = transformers.BertTokenizerFast.from_pretrained(tmp_path, do_lower_case=True)
     for text in TEXTS:
         assert ours.encode(text) == hf(text)["input_ids"], text
     assert ours.encode(TEXTS[0], TEXTS[1]) == hf(TEXTS[0], TEXTS[1])["input_ids"]
