@@ -15,6 +15,8 @@ batch" (plus their own checkpoints, for --resume) are the twins' (classify_run's
     RUNDIR/best/                 the best epoch's weights as a Hugging Face directory
                                  (BertForSequenceClassification), which either twin, parity.convert
                                  and transformers read
+    RUNDIR/tb/, RUNDIR/wandb/    --report-to's dashboards: the epochs' rows (train/loss,
+                                 val/accuracy, ...) and the config (bertcore.train.report)
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from bertcore.hf import (HEAD_PREFIXES, check_classifier_state, classifier_param
                          normalize_hf_names)
 from bertcore.train import init_from
 from bertcore.train.init_from import InitSource
+from bertcore.train.report import REPORT_TO_HELP
 from bertcore.train.schedule import warmup_linear
 
 
@@ -156,6 +159,8 @@ data: an aclImdb tree (train|test x pos|neg), or .jsonl ({{"text", "label"}}, op
     t.add_argument("--stop-after", type=int, metavar="N",
                    help="checkpoint and exit after step N (--resume continues exactly)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--report-to", default="none", metavar="NAME[,NAME]",
+                   help=REPORT_TO_HELP + " [none]")
     for name, what in (("evaluate", "accuracy (and F1) on labelled data"),
                        ("predict", "the label of each text")):
         c = sub.add_parser(name, help=what)

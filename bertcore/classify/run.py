@@ -26,6 +26,7 @@ from bertcore.data.tokenizer import load_tokenizer
 from bertcore.errors import UserError
 from bertcore.files import check_apart
 from bertcore.train.metrics import read_metrics
+from bertcore.train.report import Reporters, parse_report_to, tagged
 from bertcore.train.rundir import RunDir
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class ClassifyRun:
         self.overwrite = args.overwrite
         if args.stop_after is not None and args.stop_after < 1:
             raise UserError(f"--stop-after {args.stop_after} must be at least 1")
+        self.report_to = parse_report_to(getattr(args, "report_to", None))
+        self.reports = Reporters([])    # opened by `fit` once RUNDIR is written
         check_apart(self.rundir, {"--init-from": args.init_from, "--data": args.data,
                                   "--validation": args.validation, "--tokenizer": args.tokenizer})
         self.progress = not args.no_progress
@@ -141,6 +144,13 @@ class ClassifyRun:
             self.files.discard()
             raise
 
+    def report_config(self) -> dict[str, Any]:
+        """The run's settings, as --report-to's dashboards show them."""
+        return {"framework": self.framework, "task": "classify", "data": self.data,
+                "validation": self.validation, "labels": self.labels.labels,
+                "model": self.model_config.to_dict(),
+                "classify": dataclasses.asdict(self.classify_config)}
+
     @property
     def total_steps(self) -> int:
         """Optimizer steps of the whole run: the linear decay's end (full batches only)."""
@@ -184,9 +194,22 @@ def fit(run: ClassifyRun, twin: Twin) -> dict[str, Any]:
     # RUNDIR is this process's alone from here to the end of the command (bertcore.train.rundir).
     run.files.lock()
     try:
-        return _fit(run, twin, spe)
+        summary = _fit(run, twin, spe)
+        run.reports.close()
+        return summary
     finally:
+        run.reports.close(failed=True)   # a no-op once closed: here, the run failed
         run.files.unlock()
+
+
+def _tagged(row: dict[str, Any]) -> dict[str, float]:
+    """An epoch's row as dashboard scalars: train_loss as train/loss, val_accuracy as
+    val/accuracy, the rest (epoch, learning_rate, elapsed) under train/."""
+    out = {}
+    for k, v in tagged(row, "").items():
+        split, _, name = k.partition("_")
+        out[f"{split}/{name}" if split in ("train", "val") and name else f"train/{k}"] = v
+    return out
 
 
 def _fit(run: ClassifyRun, twin: Twin, spe: int) -> dict[str, Any]:
@@ -200,7 +223,9 @@ def _fit(run: ClassifyRun, twin: Twin, spe: int) -> dict[str, Any]:
     else:
         run.create()
     metrics_path = run.files.metrics_path
-    run.files.truncate_metrics(extra["step"])
+    kept = run.files.truncate_metrics(extra["step"])
+    run.reports = Reporters.open(run.report_to, run.rundir, run.report_config(), extra["step"],
+                                 [(m["step"], _tagged(m)) for m in kept])
     for note in run.notes:
         logger.info(note)
     step, t0 = extra["step"], time.perf_counter()
@@ -219,6 +244,7 @@ def _fit(run: ClassifyRun, twin: Twin, spe: int) -> dict[str, Any]:
             bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
             if step == run.stop_after and step % spe:
                 twin.save(step, extra)
+                run.reports.flush()
                 bar.close()
                 logger.info(f"stopped after step {step}; continue with train --out {run.rundir} "
                             f"--resume")
@@ -229,6 +255,7 @@ def _fit(run: ClassifyRun, twin: Twin, spe: int) -> dict[str, Any]:
                **{f"val_{k}": val[k] for k in ("loss", "accuracy", "f1") if k in val},
                "learning_rate": float(lr_at(step - 1)), "elapsed": time.perf_counter() - t0}
         run.files.append_metrics(row)
+        run.reports.scalars(step, _tagged(row))
         logger.info(" ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "elapsed"))
         if extra["best"] is None or row["val_accuracy"] > extra["best"]["val_accuracy"]:
             extra["best"] = row
@@ -236,6 +263,7 @@ def _fit(run: ClassifyRun, twin: Twin, spe: int) -> dict[str, Any]:
                                  run.rundir / "tokenizer", info=row)
         extra.update(loss_sum=0.0, loss_n=0)
         twin.save(step, extra)
+        run.reports.flush()   # every point up to where --resume continues
         if run.stop_after and step >= run.stop_after and step < total:
             bar.close()
             logger.info(f"stopped after step {step}; continue with train --out {run.rundir} "

@@ -13,6 +13,7 @@ import argparse
 
 from bertcore.config import PRESETS, SCHEDULES, TrainConfig
 from bertcore.errors import HelpFormatter, UserError
+from bertcore.train.report import REPORT_TO_HELP, parse_report_to
 from bertcore.train.stopping import Stopper
 
 _D = TrainConfig()  # the defaults shown in --help
@@ -59,6 +60,7 @@ def check_train_args(args: argparse.Namespace) -> None:
     at_least("stop_after", 1, optional=True)
     resolve_pad_vocab(getattr(args, "pad_vocab", None), accelerator=False)
     Stopper.from_args(args)
+    parse_report_to(getattr(args, "report_to", None))   # a missing package: refused now
 
 
 def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -164,6 +166,8 @@ def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
                    help="checkpoint and exit after step N (split a run into jobs; --resume "
                         "continues it exactly)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    r.add_argument("--report-to", default="none", metavar="NAME[,NAME]",
+                   help=REPORT_TO_HELP)
 
     s = p.add_argument_group(
         "stopping", "A caught signal or a spent --time-budget ends the step in progress, writes a "

@@ -133,6 +133,7 @@ def pretrain(run: Run, twin: Twin, stopper: Stopper, *, start: int,
             raise write_failure(err, twin.checkpoint_path(step), twin.checkpoint_bytes,
                                 twin.checkpoint_path(good) if good is not None else None
                                 ) from None
+        run.flush_reports()   # the dashboards hold every point up to where --resume continues
 
     try:
         run.start(start)
@@ -197,3 +198,4 @@ def pretrain(run: Run, twin: Twin, stopper: Stopper, *, start: int,
         return Result(summary, step, stopper.exit_code, stopper.reason)
     finally:
         batches.close()   # also when a step raised: the prefetch thread ends with the loop
+        run.close_reports(failed=True)   # a no-op after run.finish; else the run failed

@@ -12,8 +12,10 @@ prepares RUNDIR through bertcore.train.rundir's `RunDir`:
     RUNDIR/summary.json        written at the end
     RUNDIR/loss.png            the loss curve
     RUNDIR/checkpoints/        written by the twin's checkpoint.py
+    RUNDIR/tb/, RUNDIR/wandb/  --report-to's dashboards (bertcore.train.report)
 
-`Run.log(step, metrics)` appends metrics, updates the progress bar and stops a diverged run.
+`Run.log(step, metrics)` appends metrics (and mirrors them to --report-to's dashboards), updates
+the progress bar and stops a diverged run.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from bertcore.train import evaluation
 from bertcore.train.cli import DEFAULT_PRESET, check_train_args
 from bertcore.train.init_from import InitSource, resolve_init
 from bertcore.train.metrics import median, peak_rss_mb, plot_metrics, read_metrics
+from bertcore.train.report import Reporters, parse_report_to, tagged
 from bertcore.train.rundir import RunDir, RunFiles
 
 logger = logging.getLogger(__name__)
@@ -162,7 +165,8 @@ class Run:
 
     def __init__(self, rundir: Path, framework: str, model_config: BertConfig,
                  train_config: TrainConfig, tokenizer: WordPiece, shards: Shards, resume: bool,
-                 is_main: bool = True, progress: bool = True, files: RunDir | None = None):
+                 is_main: bool = True, progress: bool = True, files: RunDir | None = None,
+                 report_to: tuple[str, ...] = ()):
         self.rundir, self.framework = rundir, framework
         self.files = files or RunDir(rundir)    # locked by setup_run on the main process
         self.model_config, self.train_config = model_config, train_config
@@ -174,6 +178,10 @@ class Run:
         self._step_last = 0
         self.history: list[dict[str, Any]] = []
         self.init_source: InitSource | None = None   # --init-from, for a new run (not a resume)
+        # --report-to's dashboards: opened by `start` on the main process only (the other
+        # processes write no run files, and report nothing).
+        self.report_to = report_to if is_main else ()
+        self.reports = Reporters([])
 
     @property
     def metrics_path(self) -> Path:
@@ -198,6 +206,11 @@ class Run:
             return
         # Lines logged after the checkpoint we resume from will be logged again.
         self.history = self.files.truncate_metrics(step)
+        self.reports = Reporters.open(
+            self.report_to, self.rundir,
+            {"framework": self.framework, "task": "pretrain",
+             "model": self.model_config.to_dict(), "train": self.train_config.to_dict()},
+            step, [(m["step"], _tagged(m)) for m in self.history])
         if self.show_progress:
             self._bar = tqdm(total=self.train_config.steps, initial=step, unit="step",
                              desc=f"{self.framework}bert", dynamic_ncols=True)
@@ -225,6 +238,7 @@ class Run:
         if self.is_main:
             self.files.append_metrics(row)
             self.history.append(row)
+            self.reports.scalars(step, _tagged(row))
             if self._bar is not None:
                 self._bar.set_postfix(loss=f"{row['loss']:.3f}",
                                       tok_s=f"{row['tokens_per_second']:.0f}", refresh=False)
@@ -262,6 +276,7 @@ class Run:
         if self.is_main:
             self.files.append_metrics(row)
             self.history.append(row)
+            self.reports.scalars(step, _tagged(row))
             self.note(f"eval @ step {step}: mlm_loss {row['mlm_loss']:.3f}, perplexity "
                       f"{row['perplexity']:.1f}, mlm_accuracy {row['mlm_accuracy']:.3f}")
 
@@ -279,13 +294,23 @@ class Run:
         if self.is_main:
             logger.info(text)
 
+    def flush_reports(self) -> None:
+        """Write the dashboards' buffered points (at each checkpoint: a run killed later keeps
+        its curves up to there, which is where --resume continues them)."""
+        self.reports.flush()
+
+    def close_reports(self, failed: bool = False) -> None:
+        """Close the dashboards (`finish` does; the loop again when a step raised: `failed`)."""
+        self.reports.close(failed)
+
     def finish(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Write summary.json and loss.png, the run's last files, and let go of RUNDIR's lock;
-        return the summary."""
+        """Write summary.json and loss.png, the run's last files, close the dashboards and let
+        go of RUNDIR's lock; return the summary."""
         if self._bar is not None:
             self._bar.close()
         if not self.is_main:
             return {}
+        self.close_reports()
         try:
             return self._finish(extra)
         finally:
@@ -319,6 +344,11 @@ class Run:
         for line in learned_lines(summary["learned"], self.framework, self.rundir):
             logger.info(line)
         return summary
+
+
+def _tagged(row: dict[str, Any]) -> dict[str, float]:
+    """A metrics.jsonl row's dashboard scalars: train/loss, ..., eval/mlm_loss, ..."""
+    return tagged(row, row.get("split", "train"))
 
 
 # ---- set-up ---------------------------------------------------------------------------------
@@ -468,7 +498,8 @@ def setup_run(args: Any, framework: str, is_main: bool = True) -> Run:
         files.discard()
         raise
     run = Run(rundir, framework, model_config, train_config, tok, shards, args.resume,
-              progress=progress, files=files)
+              progress=progress, files=files,
+              report_to=parse_report_to(getattr(args, "report_to", None)))
     if not args.resume:
         run.init_source = init
         if init is not None:

@@ -10,6 +10,8 @@ parity) reads them here.
     RUNDIR/tokenizer/          the tokenizer
     RUNDIR/metrics.jsonl       one JSON object per logged step (or epoch)
     RUNDIR/checkpoints/        the twin's checkpoints: a run with none is not yet worth keeping
+    RUNDIR/tb/                 TensorBoard event files (--report-to tensorboard)
+    RUNDIR/wandb/              W&B's run folders and the W&B run id (--report-to wandb)
 
 The rules it keeps: a run's files appear together or not at all (`create` builds them beside
 the old ones and swaps them in), one process writes a run at a time (`lock`), a run with a
@@ -48,7 +50,7 @@ LOCK_FILE = ".lock"
 # the user's, and no command deletes it.
 OWN_ENTRIES = frozenset({RUN_FILE, LOCK_FILE, "config.json", "train_config.json",
                          "classify_config.json", "tokenizer", "metrics.jsonl", "summary.json",
-                         "loss.png", "hf", "best", "checkpoints"})
+                         "loss.png", "hf", "best", "checkpoints", "tb", "wandb"})
 # Temporary entries of an interrupted write: atomic_path's `.NAME.tmp-*` / `.NAME.old-PID` and
 # `create`'s `.new-PID` / `.old-PID`.
 _TEMP = re.compile(r"\.((new|old)-\d+|.+\.tmp-.+|.+\.old-\d+)")
