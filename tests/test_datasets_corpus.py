@@ -256,3 +256,28 @@ def test_torch_trains_on_a_saved_dataset_and_rebuilds_its_cache_on_resume(tmp_pa
     train_cli("torch", *args, "--resume", env={**cache_env, **OFFLINE})
     assert json.loads((data / "meta.json").read_text())["documents"] == len(docs)
     assert [m["step"] for m in metrics(out) if "loss" in m] == [1, 2]
+
+
+def test_a_stream_that_breaks_midway_is_one_line(tmp_path, monkeypatch):
+    """A file of a streamed dataset gone while it is read (as a lost connection would be):
+    one UserError naming how far it got, not a traceback."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bertcore.data import hfdata
+    from bertcore.data.corpus import iter_documents
+    from bertcore.errors import UserError
+
+    docs = synthetic_documents(20, seed=4)
+    folder = tmp_path / "hub-like"
+    folder.mkdir()
+    for i in (0, 1):
+        pq.write_table(pa.table({"text": docs[10 * i:10 * i + 10]}),
+                       folder / f"train-0000{i}.parquet")
+    monkeypatch.setattr(hfdata, "BATCH_ROWS", 5)
+    it = iter_documents(f"hf:{folder}")
+    assert [next(it) for _ in range(6)] == docs[:6]
+    (folder / "train-00001.parquet").unlink()
+    with pytest.raises(UserError, match=r"reading hf:.* \(split train\) stopped after 10 "
+                                        r"documents \(FileNotFoundError"):
+        list(it)

@@ -181,6 +181,17 @@ def iter_hub(source: str, split: str | None = None, column: str = TEXT_COLUMN) -
     return _streamed(iter_dataset(ds, column, where), where)
 
 
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """What a lost connection raises while a dataset streams: OSError (ConnectionError, the Hub
+    client's HTTP errors) and httpx's transport errors (timeouts, resets), which are not
+    OSErrors."""
+    try:
+        import httpx
+    except ImportError:
+        return (OSError,)
+    return (OSError, httpx.HTTPError)
+
+
 def _streamed(docs: Iterator[str], where: str) -> Iterator[str]:
     """A streamed dataset's documents; a connection lost on the way is one line, not a trace."""
     count = 0
@@ -188,7 +199,7 @@ def _streamed(docs: Iterator[str], where: str) -> Iterator[str]:
         for doc in docs:
             count += 1
             yield doc
-    except OSError as e:    # ConnectionError, timeouts and the Hub client's HTTP errors
+    except _network_errors() as e:
         raise UserError(f"reading {where} stopped after {count} documents ({type(e).__name__}: "
                         f"{_first_line(e)}); try again, or save the dataset with save_to_disk "
                         f"and pass that directory") from None
@@ -197,9 +208,9 @@ def _streamed(docs: Iterator[str], where: str) -> Iterator[str]:
 # ---- either: rows in batches ----------------------------------------------------------------
 
 def iter_dataset(ds, column: str = TEXT_COLUMN, where: str = "the dataset",
-                 batch_rows: int = BATCH_ROWS) -> Iterator[str]:
+                 batch_rows: int | None = None) -> Iterator[str]:
     """The documents of a `datasets` Dataset or IterableDataset: column `column` of each row, read
-    `batch_rows` rows at a time as Arrow tables (no Python dict per row, no tensor format, only
+    `batch_rows` [BATCH_ROWS] rows at a time as Arrow tables (no Python dict per row, no tensor format, only
     that column). The column is checked now when the dataset knows its features (a streamed
     one may not: then at its first batch)."""
     import datasets
@@ -210,7 +221,7 @@ def iter_dataset(ds, column: str = TEXT_COLUMN, where: str = "the dataset",
             check_text_column(where, features.arrow_schema, column)
             ds = ds.select_columns([column])
         ds = ds.with_format("arrow")
-    return _batches(ds, column, where, batch_rows, checked=features is not None)
+    return _batches(ds, column, where, batch_rows or BATCH_ROWS, checked=features is not None)
 
 
 def _batches(ds, column: str, where: str, batch_rows: int, checked: bool) -> Iterator[str]:
