@@ -31,7 +31,8 @@ def _prepare(args: argparse.Namespace) -> int:
     tok = load_tokenizer(args.tokenizer)
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers {args.workers} must be at least 1")
-    stats = prepare(iter_documents(args.corpus), tok, out, source=args.corpus,
+    stats = prepare(iter_documents(args.corpus, args.text_column, args.split), tok, out,
+                    source=args.corpus,
                     delimiters=args.delimiters, progress=not args.no_progress,
                     workers=args.workers, eval_fraction=args.eval_fraction,
                     total_bytes=corpus_bytes(args.corpus))
@@ -93,6 +94,8 @@ def _show(args: argparse.Namespace) -> int:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
+    from bertcore.data.hfdata import add_dataset_flags
+
     p = argparse.ArgumentParser(prog="python -m bertcore.data",
                                 description="Pretokenize corpora into memory-mapped shards.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -100,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
                         formatter_class=HelpFormatter)
     pr.add_argument("--corpus", default="builtin",
                     help="builtin | imdb | an aclImdb dir | a .txt/.jsonl file (or .gz/.zst), "
-                         "a .parquet file with a text column, a folder or a quoted glob")
+                         "a .parquet/.arrow file with a text column, a folder or a quoted glob, "
+                         "a directory saved with datasets' save_to_disk, or hf:NAME[:CONFIG] "
+                         "(a Hugging Face Hub dataset, streamed)")
+    add_dataset_flags(pr)
     pr.add_argument("--tokenizer", required=True, metavar="TOKDIR",
                     help="tokenizer directory (python -m bertcore.tokenizer train)")
     pr.add_argument("--out", required=True, metavar="DATADIR")

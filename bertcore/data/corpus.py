@@ -9,14 +9,22 @@ A corpus is a stream of documents (str). `iter_documents(source)` understands:
                        the aclImdb folder or the one holding it (`download-imdb --out DIR`)
     FILE.txt           documents separated by blank lines (one sentence per line is fine)
     FILE.jsonl         one JSON object per line with a "text" field
-    FILE.parquet       the string column "text" (Hugging Face datasets' files), by row groups
+    FILE.parquet       a row of the string column "text" per document, by row groups
+    FILE.arrow         the same, by record batches (the Arrow files `datasets` caches and saves)
                        (.txt and .jsonl may be compressed: .gz, .zst; see bertcore.data.readers)
+    DIR (save_to_disk) a `datasets` Dataset, or a DatasetDict's split (bertcore.data.hfdata)
+    hf:NAME[:CONFIG]   a Hugging Face Hub dataset, streamed (bertcore.data.hfdata)
     DIR                every such file below it, sorted, recursive
     'GLOB'             every file matching a pattern, e.g. 'data/*.parquet', sorted
 
+`text_column` (--text-column, default "text") names the column of Parquet, Arrow and `datasets`
+corpora that holds the documents; `split` (--split, default "train") the split of a DatasetDict
+directory or a Hub dataset (hfdata.add_dataset_flags adds both flags beside a --corpus).
+
 Everything streams: files are read line by line or file by file, never the whole corpus at once.
-Mistakes (missing path, empty corpus, non-UTF-8 bytes, bad JSON) raise UserError. The IMDB
-download itself (checksum, safe extraction) is bertcore.data.imdb; its command line is here:
+Mistakes (missing path, empty corpus, non-UTF-8 bytes, bad JSON, a missing column) raise
+UserError. The IMDB download itself (checksum, safe extraction) is bertcore.data.imdb; its
+command line is here:
 
     python -m bertcore.corpus stats --corpus builtin
     python -m bertcore.corpus download-imdb --out DIR      then: --corpus DIR
@@ -27,8 +35,10 @@ from __future__ import annotations
 import argparse
 import ast
 import functools
+import hashlib
 import os
 import re
+import sys
 import sysconfig
 import time
 from pathlib import Path
@@ -36,13 +46,15 @@ from typing import Iterator
 
 from bertcore.data.imdb import (IMDB_MD5, IMDB_SHA256, IMDB_SPLITS, IMDB_URL, download_imdb,
                                 find_aclimdb, is_aclimdb)
-from bertcore.data.readers import (corpus_files, glob_files, is_glob, iter_file, iter_files,
-                                   read_text_file, total_bytes)
+from bertcore.data.hfdata import (HUB_PREFIX, add_dataset_flags, iter_hub, iter_saved_dataset,
+                                  parse_hub, saved_identity, saved_kind)
+from bertcore.data.readers import (TABLES, TEXT_COLUMN, corpus_files, format_of, glob_files,
+                                   is_glob, iter_file, iter_files, read_text_file, total_bytes)
 from bertcore.errors import UserError, cli_entry
 from bertcore.files import cache_root
 
-__all__ = ["iter_documents", "split_sentences", "builtin_documents", "corpus_bytes", "main",
-           "BR_TAGS"]
+__all__ = ["iter_documents", "split_sentences", "builtin_documents", "corpus_bytes", "corpus_key",
+           "main", "BR_TAGS"]
 
 # ---------------------------------------------------------------------------------------------
 # Sentences
@@ -79,15 +91,36 @@ def _iter_aclimdb(root: Path) -> Iterator[str]:
                 yield text
 
 
-def iter_documents(source: str) -> Iterator[str]:
-    """Stream the documents of `source` ("builtin", "imdb", a .txt/.jsonl file or a directory).
+def _no_dataset_flags(source: str, text_column: str | None, split: str | None,
+                      what: str) -> None:
+    """Refuse --text-column / --split for a corpus they cannot apply to (rather than ignore
+    them)."""
+    if text_column is not None:
+        raise UserError(f"--text-column {text_column}: {source} is {what}, which has no columns "
+                        f"(it names the column of a Parquet, Arrow or datasets corpus); drop it")
+    if split is not None:
+        raise UserError(f"--split {split}: {source} is {what}, which has no splits (it picks the "
+                        f"split of a DatasetDict directory or an hf: dataset); drop it")
 
-    The path is checked now; an empty corpus raises UserError when iteration ends with nothing.
+
+def iter_documents(source: str, text_column: str | None = None,
+                   split: str | None = None) -> Iterator[str]:
+    """Stream the documents of `source` ("builtin", "imdb", a file, a directory, a glob, a
+    save_to_disk directory or hf:NAME[:CONFIG]); `text_column` [text] and `split` [train] for
+    the corpora that have them.
+
+    The path (and a dataset's split and column) is checked now; an empty corpus raises
+    UserError when iteration ends with nothing.
     """
     source = str(source)
-    if source == "builtin":
+    column = text_column or TEXT_COLUMN
+    if source.startswith(HUB_PREFIX):
+        docs, where = iter_hub(source, split, column), source
+    elif source == "builtin":
+        _no_dataset_flags(source, text_column, split, "the built-in corpus")
         docs, where = builtin_documents(), "the built-in corpus"
     elif source == "imdb":
+        _no_dataset_flags(source, text_column, split, "the IMDB reviews")
         root = cache_root() / "aclImdb"
         if not is_aclimdb(root):
             raise UserError(
@@ -99,29 +132,88 @@ def iter_documents(source: str) -> Iterator[str]:
         path = Path(source).expanduser()
         where = str(path)
         if is_glob(source) and not path.exists():
-            docs = iter_files(glob_files(str(path)))
+            _no_dataset_flags(source, None, split, "a glob of corpus files")
+            docs = iter_files(glob_files(str(path)), column)
         elif not path.exists():
             raise UserError(f"corpus path {path} does not exist. Pass --corpus builtin, imdb, "
-                            "or an existing file (.txt, .jsonl, .gz/.zst of those, .parquet), "
-                            "folder or glob pattern")
+                            "hf:NAME, or an existing file (.txt, .jsonl, .gz/.zst of those, "
+                            ".parquet, .arrow), folder (a save_to_disk dataset, too) or glob "
+                            "pattern")
+        elif saved_kind(path):
+            docs = iter_saved_dataset(path, split, column)
         elif path.is_dir():  # an aclImdb tree, the folder download-imdb --out filled, or any
             root = find_aclimdb(path)
-            docs = _iter_aclimdb(root) if root else iter_files(corpus_files(path))
+            if root:
+                _no_dataset_flags(source, text_column, split, "the IMDB reviews")
+                docs = _iter_aclimdb(root)
+            else:
+                _no_dataset_flags(source, None, split, "a folder of corpus files")
+                docs = iter_files(corpus_files(path), column)
         else:
-            docs = iter_file(path)
+            if (format_of(path) or ("",))[0] not in [t[1:] for t in TABLES]:
+                _no_dataset_flags(source, text_column, None, "a text file")
+            _no_dataset_flags(source, None, split, "one file")
+            docs = iter_file(path, column)
     return _nonempty(docs, where)
 
 
 def corpus_bytes(source: str) -> int | None:
     """The text size of a file corpus when it is known before reading it (for an ETA)."""
     path = Path(str(source)).expanduser()
-    if source in ("builtin", "imdb") or (path.is_dir() and find_aclimdb(path)):
+    if (source in ("builtin", "imdb") or str(source).startswith(HUB_PREFIX) or saved_kind(path)
+            or (path.is_dir() and find_aclimdb(path))):
         return None
     if path.is_dir():
         return total_bytes(corpus_files(path))
     if path.is_file():
         return total_bytes([path])
     return total_bytes(glob_files(str(path))) if is_glob(str(source)) else None
+
+
+def corpus_key(source: str, text_column: str | None = None, split: str | None = None) -> str:
+    """A cache key for a corpus: its name plus what identifies its content cheaply.
+
+    A file: its path, size and modification time. A save_to_disk directory or a glob: the path
+    or pattern and every file's size and modification time. A folder: its path (its files are
+    not looked at). `text_column` and `split` join the key when they differ from the defaults,
+    so the keys of corpora read with the defaults do not depend on them.
+
+    A Hub dataset (hf:NAME[:CONFIG]) is keyed by its name, config, split and column only, so
+    its cached tokenizer and shards are used without reaching the Hub; a new revision pushed
+    under the same name is not noticed: delete its entries in the cache (named hf-NAME-...) to
+    read it again.
+    """
+    source = str(source)
+    if source == "builtin":
+        # The built-in corpus is read from this Python's standard library.
+        return f"builtin-py{sys.version_info.major}{sys.version_info.minor}"
+    extra = "".join(f":{flag}={value}" for flag, value, default in
+                    (("column", text_column, TEXT_COLUMN), ("split", split, "train"))
+                    if value is not None and value != default)
+    hub = parse_hub(source)
+    if hub is not None:
+        ident = f"{HUB_PREFIX}{hub[0]}:{hub[1] or ''}{extra}"
+        name = "hf-" + hub[0]
+    else:
+        p = Path(source).expanduser()
+        glob = is_glob(source) and not p.exists()
+        if source != "imdb" and not p.exists() and not glob:
+            raise UserError(f"corpus {source} does not exist; pass builtin, imdb, hf:NAME, or a "
+                            f"path to a corpus file, folder, glob or save_to_disk directory")
+        ident = str(p.resolve()) if p.exists() else source
+        if p.is_file():
+            st = p.stat()
+            ident += f":{st.st_size}:{st.st_mtime_ns}"
+        elif saved_kind(p):
+            ident += ":" + saved_identity(p)
+        elif glob:
+            ident = str(Path.cwd() / p) + ":" + ";".join(
+                f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
+                for f in glob_files(str(p)))
+        ident += extra
+        name = p.name
+    name = "".join(c if c.isalnum() else "-" for c in name)[:40] or "corpus"
+    return f"{name}-{hashlib.sha256(ident.encode()).hexdigest()[:10]}"
 
 
 def _nonempty(docs: Iterator[str], where: str) -> Iterator[str]:
@@ -228,10 +320,11 @@ def builtin_documents() -> Iterator[str]:
 # ---------------------------------------------------------------------------------------------
 # Command line
 
-def _stats(source: str, delimiters: str) -> None:
+def _stats(source: str, delimiters: str, text_column: str | None = None,
+           split: str | None = None) -> None:
     start = time.perf_counter()
     docs = sentences = chars = nbytes = 0
-    for doc in iter_documents(source):
+    for doc in iter_documents(source, text_column, split):
         docs += 1
         sentences += len(split_sentences(doc, delimiters))
         chars += len(doc)
@@ -266,8 +359,10 @@ def _parser() -> argparse.ArgumentParser:
         "--corpus", required=True, metavar="SRC",
         help="'builtin' (stdlib docstrings + pydoc topics, offline), 'imdb' (after download-imdb "
              "without --out), the DIR given to download-imdb --out or an aclImdb directory, a .txt "
-             "file (blank line between documents), a .jsonl file ({\"text\": ...} per line) or a "
-             "directory of .txt/.jsonl files")
+             "file (blank line between documents), a .jsonl file ({\"text\": ...} per line), a "
+             ".parquet/.arrow file, a directory of such files, a directory saved with "
+             "save_to_disk, or hf:NAME[:CONFIG] (a Hub dataset, streamed)")
+    add_dataset_flags(stats)
     stats.add_argument("--delimiters", default=".?!",
                        help="characters that end a sentence when followed by a space "
                             "(default: %(default)s); newlines always do")
@@ -295,7 +390,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "stats":
-        _stats(args.corpus, args.delimiters)
+        _stats(args.corpus, args.delimiters, args.text_column, args.split)
     else:
         download_imdb(args.out or cache_root(), args.url, sha256=args.sha256, md5=args.md5,
                       progress=not args.no_progress)

@@ -1,16 +1,21 @@
-"""Corpus files as streams of documents: .txt, .jsonl (plain, .gz or .zst), Parquet, folders, globs.
+"""Corpus files as streams of documents: .txt, .jsonl (plain, .gz or .zst), Parquet, Arrow,
+folders, globs.
 
 | file | documents |
 | --- | --- |
 | `.txt`, `.txt.gz`, `.txt.zst` | separated by blank lines; lines inside a document are kept |
 | `.jsonl`, `.jsonl.gz`, `.jsonl.zst` | one JSON object per line, its string `"text"` field |
-| `.parquet` | the string column `text`, read one row group at a time (Hugging Face datasets' files) |
+| `.parquet` | one row of the string column `text` (`--text-column`), a row group at a time |
+| `.arrow` | the same, a record batch at a time (the files `datasets` caches and saves) |
 
-Everything streams: a line, a row group or a decompression buffer at a time, so memory does not
-grow with the file. A folder means every such file below it, sorted, recursive (names starting
-with `.` skipped); a glob pattern (`data/*.parquet`, `shards/**/*.jsonl.gz`) every matching file,
-sorted. Bad bytes, bad JSON, corrupt compression or a Parquet file without a string `text`
-column raise UserError naming the file and the fix.
+A row of Parquet or Arrow is one document, as a line of .jsonl is: the same documents written to
+a .txt file (a blank line between them) read back as the same strings.
+
+Everything streams: a line, a row group, a memory-mapped record batch or a decompression buffer
+at a time, so memory does not grow with the file. A folder means every such file below it,
+sorted, recursive (names starting with `.` skipped); a glob pattern (`data/*.parquet`,
+`shards/**/*.jsonl.gz`) every matching file, sorted. Bad bytes, bad JSON, corrupt compression or
+a Parquet/Arrow file without the string text column raise UserError naming the file and the fix.
 """
 
 from __future__ import annotations
@@ -27,13 +32,16 @@ from bertcore.errors import UserError
 
 TEXT_SUFFIXES = (".txt", ".jsonl")
 COMPRESSED = (".gz", ".zst")
+TABLES = (".parquet", ".arrow")   # columnar files: the documents are a column of rows
+TEXT_COLUMN = "text"
 
 
 def format_of(path: Path) -> tuple[str, str] | None:
     """(format, compression) of a corpus file, e.g. ("jsonl", "gz"); None if unsupported."""
     name = path.name.lower()
-    if name.endswith(".parquet"):
-        return "parquet", ""
+    for suffix in TABLES:
+        if name.endswith(suffix):
+            return suffix[1:], ""
     for comp in ("", *COMPRESSED):
         for suffix in TEXT_SUFFIXES:
             if name.endswith(suffix + comp):
@@ -125,45 +133,116 @@ def iter_jsonl(path: Path) -> Iterator[str]:
             yield text.strip()
 
 
-def iter_parquet(path: Path) -> Iterator[str]:
-    """The `text` column, one row group at a time (a row group is the unit Parquet compresses)."""
+def _pyarrow(path: Path):
     try:
         import pyarrow as pa
-        import pyarrow.parquet as pq
     except ImportError:
         raise UserError(f"reading {path} needs pyarrow; pip install pyarrow") from None
+    return pa
+
+
+def check_text_column(where: object, schema, column: str = TEXT_COLUMN) -> None:
+    """UserError unless the Arrow `schema` has a string column `column` (Parquet, Arrow and
+    `datasets` corpora)."""
+    import pyarrow as pa
+
+    names = list(schema.names)
+    if column not in names:
+        raise UserError(f"{where} has no {column!r} column (columns: {', '.join(names) or 'none'}"
+                        f"); pass --text-column with the one that holds the documents")
+    kind = schema.field(column).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
+            or getattr(pa.types, "is_string_view", lambda t: False)(kind)):
+        raise UserError(f"{where}: column {column!r} holds {kind}, not strings; pass "
+                        f"--text-column with a column of strings, or store the documents as "
+                        f"strings")
+
+
+def column_documents(column) -> Iterator[str]:
+    """The documents of a string column (Arrow array or chunked array): a row each, stripped;
+    empty and null rows skipped."""
+    for text in column.to_pylist():
+        if text and text.strip():
+            yield text.strip()
+
+
+def iter_parquet(path: Path, column: str = TEXT_COLUMN) -> Iterator[str]:
+    """A string column, one row group at a time (a row group is the unit Parquet compresses)."""
+    pa = _pyarrow(path)
+    import pyarrow.parquet as pq
+
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as e:
         raise UserError(f"{path} is not a readable Parquet file ({e}); check the file") from None
-    names = pf.schema_arrow.names
-    if "text" not in names:
-        raise UserError(f"{path} has no 'text' column (columns: {', '.join(names) or 'none'}); "
-                        f"write the documents to a column named text")
-    field = pf.schema_arrow.field("text")
-    if not (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)):
-        raise UserError(f"{path}: column 'text' holds {field.type}, not strings; store the "
-                        f"documents as strings")
+    check_text_column(path, pf.schema_arrow, column)
     for group in range(pf.num_row_groups):
         try:
-            column = pf.read_row_group(group, columns=["text"]).column("text")
+            values = pf.read_row_group(group, columns=[column]).column(column)
         except (pa.ArrowException, OSError) as e:
             raise UserError(f"{path}: cannot read row group {group} ({e}); the file is "
                             f"truncated or corrupt") from None
-        for text in column.to_pylist():
-            if text and text.strip():
-                yield text.strip()
+        yield from column_documents(values)
 
 
-def iter_file(path: Path) -> Iterator[str]:
+def iter_arrow(path: Path, column: str = TEXT_COLUMN) -> Iterator[str]:
+    """A string column of an Arrow IPC file, one record batch at a time, memory-mapped.
+
+    `datasets` writes the streaming IPC format (its cache-*.arrow and save_to_disk's
+    data-*.arrow); the random-access "file" format (Feather v2, `pyarrow.ipc.new_file`) is read
+    too."""
+    pa = _pyarrow(path)
+
+    def batches(reader) -> Iterator:
+        # A reader over the stream format iterates its batches; one over the file format
+        # indexes them.
+        if hasattr(reader, "num_record_batches"):
+            return (reader.get_batch(i) for i in range(reader.num_record_batches))
+        return iter(reader)
+
+    try:
+        source = pa.memory_map(str(path))
+    except (pa.ArrowException, OSError) as e:
+        raise UserError(f"{path} is not a readable Arrow file ({e}); check the file") from None
+    with source:
+        try:
+            reader = pa.ipc.open_stream(source)
+        except pa.ArrowInvalid:
+            try:
+                source.seek(0)
+                reader = pa.ipc.open_file(source)
+            except (pa.ArrowException, OSError) as e:
+                raise UserError(f"{path} is not a readable Arrow IPC file ({e}); check the "
+                                f"file") from None
+        check_text_column(path, reader.schema, column)
+        index = reader.schema.get_field_index(column)
+        number = 0
+        it = batches(reader)
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                break
+            except (pa.ArrowException, OSError) as e:
+                raise UserError(f"{path}: cannot read record batch {number} ({e}); the file "
+                                f"is truncated or corrupt") from None
+            number += 1
+            yield from column_documents(batch.column(index))
+
+
+def iter_file(path: Path, column: str = TEXT_COLUMN) -> Iterator[str]:
+    """The documents of one corpus file; `column`: the text column of a Parquet or Arrow file."""
     k = format_of(path)
     if k is None:
         raise UserError(f"unsupported corpus file type {path.suffix or '(none)'!r} for {path}. "
                         "Use a .txt file (blank line between documents), a .jsonl file "
                         '({"text": ...} per line), either compressed as .gz or .zst, a .parquet '
-                        "file with a text column, or a folder or glob of them")
+                        "or .arrow file with a text column, a dataset directory saved with "
+                        "save_to_disk, or a folder or glob of them")
     if k[0] == "parquet":
-        return iter_parquet(path)
+        return iter_parquet(path, column)
+    if k[0] == "arrow":
+        return iter_arrow(path, column)
     return iter_txt(path) if k[0] == "txt" else iter_jsonl(path)
 
 
@@ -182,7 +261,7 @@ def glob_files(pattern: str) -> list[Path]:
         out += corpus_files(p) if p.is_dir() else [p] if format_of(p) is not None else []
     if not out:
         raise UserError(f"no corpus file matches {pattern!r}; check the pattern (files must end "
-                        f"in .txt, .jsonl, .gz/.zst of those, or .parquet)")
+                        f"in .txt, .jsonl, .gz/.zst of those, .parquet or .arrow)")
     return out
 
 
@@ -190,13 +269,14 @@ def is_glob(source: str) -> bool:
     return any(c in source for c in "*?[")
 
 
-def iter_files(paths: list[Path]) -> Iterator[str]:
+def iter_files(paths: list[Path], column: str = TEXT_COLUMN) -> Iterator[str]:
     for p in paths:
-        yield from iter_file(p)
+        yield from iter_file(p, column)
 
 
 def total_bytes(paths: list[Path]) -> int | None:
     """Bytes of text the files hold when that is their size on disk (for a progress ETA)."""
-    if any((format_of(p) or ("", "x"))[1] or format_of(p)[0] == "parquet" for p in paths):
-        return None   # compressed: the text size is unknown until read
+    if any((format_of(p) or ("", "x"))[1] or format_of(p)[0] in ("parquet", "arrow")
+           for p in paths):
+        return None   # compressed or columnar: the text size is unknown until read
     return sum(p.stat().st_size for p in paths)

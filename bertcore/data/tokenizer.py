@@ -304,14 +304,17 @@ figures in BENCHMARKS.md).
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     from bertcore.data.corpus import iter_documents
+    from bertcore.data.hfdata import add_dataset_flags
 
     p = argparse.ArgumentParser(prog="python -m bertcore.tokenizer",
                                 description="Train a BERT WordPiece tokenizer on a corpus.")
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train a WordPiece vocabulary and save it to --out")
     t.add_argument("--corpus", default="builtin",
-                   help="builtin | imdb | an aclImdb directory | a .txt/.jsonl file or folder "
-                        "(default: builtin)")
+                   help="builtin | imdb | an aclImdb directory | a .txt/.jsonl/.parquet/.arrow "
+                        "file or folder, a directory saved with datasets' save_to_disk, or "
+                        "hf:NAME[:CONFIG] (default: builtin)")
+    add_dataset_flags(t)
     t.add_argument("--vocab-size", type=int, default=30522,
                    help="entries in the vocabulary, specials included (default: 30522, BERT's)")
     t.add_argument("--min-frequency", type=int, default=2,
@@ -327,8 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"{out} already exists; pass --overwrite to replace it or pick another "
                         f"--out")
     start = time.perf_counter()
-    wp = train_tokenizer(iter_documents(args.corpus), args.vocab_size,
-                         lowercase=not args.no_lowercase, min_frequency=args.min_frequency)
+    wp = train_tokenizer(iter_documents(args.corpus, args.text_column, args.split),
+                         args.vocab_size, lowercase=not args.no_lowercase,
+                         min_frequency=args.min_frequency)
     wp.save(out)
     logger.info(f"trained a {wp.vocab_size}-entry WordPiece vocabulary on {args.corpus} in "
                 f"{time.perf_counter() - start:.1f}s -> {out} (fingerprint {wp.fingerprint})")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from bertcore.config import PRESETS, SCHEDULES, TrainConfig
+from bertcore.data.hfdata import add_dataset_flags
 from bertcore.errors import HelpFormatter, UserError
 from bertcore.train.report import REPORT_TO_HELP, parse_report_to
 from bertcore.train.stopping import Stopper
@@ -105,8 +106,11 @@ def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
     d = p.add_argument_group("data")
     d.add_argument("--corpus", default="builtin",
-                   help="builtin | imdb | an aclImdb dir | a .txt/.jsonl file or folder; "
-                        "tokenized once and cached (ignored with --data)")
+                   help="builtin | imdb | an aclImdb dir | a .txt/.jsonl/.parquet/.arrow file or "
+                        "folder | a directory saved with datasets' save_to_disk | "
+                        "hf:NAME[:CONFIG] (a Hub dataset, streamed); tokenized once and cached "
+                        "(ignored with --data)")
+    add_dataset_flags(d)
     d.add_argument("--data", metavar="DATADIR",
                    help="a directory made by `python -m bertcore.data prepare`")
     d.add_argument("--tokenizer", metavar="TOKDIR",

@@ -20,11 +20,9 @@ the progress bar and stops a diverged run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -101,21 +99,11 @@ def init_model_config(init: InitSource, args: Any, tok: WordPiece) -> BertConfig
 
 # ---- data: tokenizer + shards, cached for a corpus --------------------------------------------
 
-def _corpus_key(corpus: str) -> str:
-    """A cache key for a corpus: its name plus what identifies its content cheaply."""
-    if corpus == "builtin":
-        # The built-in corpus is read from this Python's standard library.
-        return f"builtin-py{sys.version_info.major}{sys.version_info.minor}"
-    p = Path(corpus).expanduser()
-    if corpus != "imdb" and not p.exists():
-        raise UserError(f"corpus {corpus} does not exist; pass builtin, imdb, or a path to a "
-                        f".txt/.jsonl file or an aclImdb directory")
-    ident = str(p.resolve()) if p.exists() else corpus
-    if p.is_file():
-        st = p.stat()
-        ident += f":{st.st_size}:{st.st_mtime_ns}"
-    name = "".join(c if c.isalnum() else "-" for c in p.name)[:40] or "corpus"
-    return f"{name}-{hashlib.sha256(ident.encode()).hexdigest()[:10]}"
+def _corpus_key(corpus: str, text_column: str | None = None, split: str | None = None) -> str:
+    """A cache key for a corpus (bertcore.data.corpus.corpus_key)."""
+    from bertcore.data.corpus import corpus_key
+
+    return corpus_key(corpus, text_column, split)
 
 
 def resolve_data(args: Any, progress: bool = True) -> tuple[WordPiece, Shards]:
@@ -129,7 +117,8 @@ def resolve_data(args: Any, progress: bool = True) -> tuple[WordPiece, Shards]:
         return tok, Shards(data, tok)
     from bertcore.data.corpus import iter_documents
 
-    key = _corpus_key(args.corpus)
+    column, split = getattr(args, "text_column", None), getattr(args, "split", None)
+    key = _corpus_key(args.corpus, column, split)
     # One process builds a corpus's cache entries; another run started on the same corpus at the
     # same time (the other twin, say) waits for them instead of training a second tokenizer
     # (training is not bit-reproducible, docs/data.md) and tokenizing the corpus again.
@@ -144,14 +133,15 @@ def resolve_data(args: Any, progress: bool = True) -> tuple[WordPiece, Shards]:
             if not (tok_dir / "tokenizer.json").is_file():
                 logger.info(f"training a {args.vocab_size}-entry WordPiece tokenizer on "
                             f"{args.corpus} (once; cached in {tok_dir})")
-                train_tokenizer(iter_documents(args.corpus), args.vocab_size).save(tok_dir)
+                train_tokenizer(iter_documents(args.corpus, column, split),
+                                args.vocab_size).save(tok_dir)
             tok = load_tokenizer(tok_dir)
         data = cache_root() / "shards" / f"{key}-{tok.fingerprint}"
         remove_stale_temps(data)
         if not dir_is_prepared(data):
             logger.info(f"tokenizing {args.corpus} into {data} (once)")
-            stats = prepare(iter_documents(args.corpus), tok, data, source=args.corpus,
-                            progress=progress)
+            stats = prepare(iter_documents(args.corpus, column, split), tok, data,
+                            source=args.corpus, progress=progress)
             logger.info(f"  {stats.documents} documents, {stats.sentences} sentences, "
                         f"{stats.tokens} tokens in {stats.seconds:.1f}s "
                         f"({stats.mb_per_second:.1f} MB/s)")
@@ -453,6 +443,7 @@ def setup_run(args: Any, framework: str, is_main: bool = True) -> Run:
             # The cached shards were cleared: rebuild them from the run's corpus.
             data_args.data, data_args.tokenizer = None, str(rundir / "tokenizer")
             data_args.corpus = info["corpus"]
+            data_args.text_column, data_args.split = info.get("text_column"), info.get("split")
             tok, shards = resolve_data(data_args, progress)
         else:
             shards = Shards(data, tok)
@@ -470,6 +461,9 @@ def setup_run(args: Any, framework: str, is_main: bool = True) -> Run:
         train_config = train_config_from_args(args)
         info = {"framework": framework, "data": str(shards.path.resolve()),
                 "corpus": args.corpus if not args.data else None,
+                # --text-column and --split as given (None: the default), to rebuild the cache
+                **{k: getattr(args, k, None) for k in ("text_column", "split")
+                   if not args.data and getattr(args, k, None) is not None},
                 "init_from": str(init.path.resolve()) if init is not None else None,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if model_config.vocab_size != tok.vocab_size:
