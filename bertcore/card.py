@@ -246,7 +246,7 @@ def pretraining_card(hf_dir: str | Path, config: BertConfig, *,
         if init_from:
             rows.append(("started from", f"`{init_from}`"))
         if train_seconds is not None:
-            rows.append(("training time", f"{train_seconds:.0f} s (of the last training "
+            rows.append(("training time", f"{train_seconds:.1f} s (of the last training "
                                           f"command; a resumed run's earlier parts not counted)"))
         out += ["| | |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows), ""]
     elif steps is not None:
@@ -355,7 +355,7 @@ def classifier_card(hf_dir: str | Path, config: BertConfig, labels: list[str], *
         rows.append(("these weights", f"epoch {best.get('epoch')}, step {best.get('step')} "
                                       f"(the best validation accuracy so far)"))
         if best.get("elapsed") is not None:
-            rows.append(("training time", f"{best['elapsed']:.0f} s to that epoch (of the last "
+            rows.append(("training time", f"{best['elapsed']:.1f} s to that epoch (of the last "
                                           f"training command)"))
     if rows:
         out += ["| | |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows), ""]

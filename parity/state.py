@@ -135,12 +135,11 @@ def pretraining_card_of(dst: Path, state: TrainingState, root: Path, run: RunFil
     from a Hugging Face directory, where the weights came from."""
     if run is None:
         return pretraining_card(dst, state.config, name=dst.name, source=str(root))
-    rows = RunDir(root).metrics_until(state.step)
     summary, seconds = _json_or_none(root / "summary.json"), None
-    if summary and summary.get("steps") == state.step and summary.get("learned"):
+    if isinstance(summary, dict) and summary.get("steps") == state.step and summary.get("learned"):
         lrn, seconds = summary["learned"], summary.get("train_seconds")
-    else:
-        lrn = learned(rows, None)
+    else:   # an earlier step: its metrics lines, without the end-of-run baseline
+        lrn = learned(RunDir(root).metrics_until(state.step), None)
     lines = learned_lines(lrn, run.framework, root)
     return pretraining_card(
         dst, state.config, framework=run.framework, name=dst.name, train=run.train.to_dict(),
