@@ -53,6 +53,28 @@ def test_front_matter_is_yaml():
     assert yaml.safe_load(text.strip("-\n")) == meta
 
 
+def test_card_of_unknown_training(tmp_path):
+    """Weights whose training is not recorded: no datasets, base_model or model-index claimed,
+    and a pre-LN model is said to be beyond transformers' BERT classes. Corpus names map to
+    `datasets` entries as the user named them."""
+    from bertcore.card import dataset_name, pretraining_card, write_model_card
+    from bertcore.config import BertConfig
+
+    config = BertConfig.from_preset("tiny", vocab_size=100).replace(layer_norm_position="pre")
+    (tmp_path / "m").mkdir()
+    write_model_card(tmp_path / "m", pretraining_card(tmp_path / "m", config))
+    card = load_card(tmp_path / "m" / "README.md")
+    meta = card.data.to_dict()
+    assert meta["pipeline_tag"] == "fill-mask" and meta["tags"] == ["bert", "twinbert"]
+    assert not {"datasets", "base_model", "model-index"} & set(meta)
+    assert "not recorded" in card.text and "**pre-LN**" in card.text
+    assert table_value(card.text, "LayerNorm") == "pre-LN"
+    (tmp_path / "dl" / "aclImdb").mkdir(parents=True)
+    assert [dataset_name(c) for c in ("builtin", "imdb", "hf:wikitext:wikitext-2-raw-v1",
+                                      "/data/corpus.jsonl", str(tmp_path / "dl"), None)] == [
+        "builtin", "imdb", "wikitext", "corpus.jsonl", "imdb", None]
+
+
 @pytest.mark.slow
 def test_pretraining_export_card(twin, tmp_path, cache_env):
     """RUNDIR/hf/README.md: fill-mask metadata (the corpus, the held-out eval as model-index),
