@@ -18,8 +18,8 @@ from bertcore.errors import UserError, cli_entry
 from bertcore.files import atomic_path, check_apart
 from bertcore.train.rundir import FRAMEWORKS, RunDir, RunFiles, copy_tree
 
-from .state import (TrainingState, detect_source, is_classifier_source, read_hf, write_hf,
-                    write_hf_classifier)
+from .state import (TrainingState, detect_source, is_classifier_source, pretraining_card_of,
+                    read_hf, write_hf, write_hf_classifier)
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,8 @@ def convert(src: str | Path, dst: str | Path, to: str, step: int | None = None,
             if whole_state:
                 write_rundir(tmp, to, state, run, root)
             else:
-                write_hf(tmp, state, root / "tokenizer" if run else root)
+                write_hf(tmp, state, root / "tokenizer" if run else root,
+                         card=pretraining_card_of(dst, state, root, run))
     finally:
         target.unlock()
     if whole_state:
@@ -97,7 +98,7 @@ def convert(src: str | Path, dst: str | Path, to: str, step: int | None = None,
         return dst
     what = f"step {state.step} of {root}" if run else str(root)
     logger.info(f"wrote {dst}: Hugging Face BERT weights ({what}), config.json, model.safetensors"
-                f"{', tokenizer' if (dst / 'vocab.txt').is_file() else ''}")
+                f"{', tokenizer' if (dst / 'vocab.txt').is_file() else ''}, model card README.md")
     if to in FRAMEWORKS:
         logger.info(f"note: from a Hugging Face directory only weights exist (no optimizer state "
                     f"or data position); {to}bert loads {dst} with from_pretrained")

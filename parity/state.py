@@ -20,11 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from bertcore.card import pretraining_card, run_corpus, write_model_card
 from bertcore.config import BertConfig
 from bertcore.errors import UserError
 from bertcore.hf import (HEAD_PREFIXES, check_hf_state, fresh_params, hf_names,
                          normalize_hf_names, read_hf_safetensors, save_hf_files)
 from bertcore.modeldir import layout_of, open_model_dir
+from bertcore.train.metrics import learned, learned_lines
+from bertcore.train.rundir import RunDir, RunFiles
 
 
 @dataclass
@@ -116,10 +119,41 @@ def read_hf(path: Path) -> TrainingState:
     return out
 
 
-def write_hf(out: Path, state: TrainingState, tokenizer: Path | None) -> None:
+def write_hf(out: Path, state: TrainingState, tokenizer: Path | None, card: str | None = None
+             ) -> None:
     """config.json + model.safetensors + the tokenizer files (bertcore.hf.save_hf_files): a
-    directory `transformers.BertForPreTraining.from_pretrained` loads."""
+    directory `transformers.BertForPreTraining.from_pretrained` loads; `card` its README.md."""
     save_hf_files(out, state.config, state.params, tokenizer)
+    if card is not None:
+        write_model_card(out, card)
+
+
+def pretraining_card_of(dst: Path, state: TrainingState, root: Path, run: RunFiles | None
+                        ) -> str:
+    """The model card of DST, the Hugging Face export of `state`: from a run, what its files
+    say about the converted step (its summary's `learned:` line when the run ended there);
+    from a Hugging Face directory, where the weights came from."""
+    if run is None:
+        return pretraining_card(dst, state.config, name=dst.name, source=str(root))
+    summary, seconds = _json_or_none(root / "summary.json"), None
+    if isinstance(summary, dict) and summary.get("steps") == state.step and summary.get("learned"):
+        lrn, seconds = summary["learned"], summary.get("train_seconds")
+    else:   # an earlier step: its metrics lines, without the end-of-run baseline
+        lrn = learned(RunDir(root).metrics_until(state.step), None)
+    lines = learned_lines(lrn, run.framework, root)
+    return pretraining_card(
+        dst, state.config, framework=run.framework, name=dst.name, train=run.train.to_dict(),
+        steps=state.step, corpus=run_corpus(run.info), data=run.info.get("data"),
+        init_from=run.info.get("init_from"), learned_line=lines[0] if lines else None,
+        held_out=lrn.get("eval"), train_seconds=seconds,
+        source=f"{root}, step {state.step}")
+
+
+def _json_or_none(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 # ---- fine-tuned classifiers (bertcore.classify.cli) ----------------------------------------------
@@ -140,7 +174,28 @@ def write_hf_classifier(src: Path, dst: Path) -> str:
 
     clf = open_classifier(src)          # checks names, shapes, labels and the vocabulary
     tokenizer = src / "tokenizer" if (src / "tokenizer").is_dir() else clf.path
-    write_classifier_dir(dst, clf.config, clf.labels, clf.state, tokenizer)
+    write_classifier_dir(dst, clf.config, clf.labels, clf.state, tokenizer,
+                         card=classifier_card_of(src, dst, clf))
     return (f"wrote {dst}: a Hugging Face BertForSequenceClassification ({len(clf.labels)} "
             f"labels: {', '.join(clf.labels.labels)}) from {src}; load it with transformers or "
             f"either twin's classify evaluate/predict")
+
+
+def classifier_card_of(src: Path, dst: Path, clf: Any) -> str:
+    """The model card of DST, the export of classifier SRC: a classify RUNDIR's settings, data,
+    --init-from and best epoch; for a Hugging Face classifier directory, its best epoch when it
+    is a classify run's best/ (classifier.json)."""
+    from bertcore.card import classifier_card
+
+    run = layout_of(src) == "classify-run"
+    weights = src / "best" if run else src
+    best = _json_or_none(weights / "classifier.json")
+    kw: dict[str, Any] = {}
+    if run:
+        info = _json_or_none(src / "run.json") or {}
+        kw = {"framework": info.get("framework"),
+              "settings": _json_or_none(src / "classify_config.json"),
+              "base_model": (info.get("init_from") or {}).get("path"),
+              "data": info.get("data"), "validation": info.get("validation")}
+    return classifier_card(dst, clf.config, list(clf.labels.labels), name=dst.name,
+                           best=best if isinstance(best, dict) else None, source=str(src), **kw)

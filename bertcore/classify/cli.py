@@ -14,7 +14,7 @@ batch" (plus their own checkpoints, for --resume) are the twins' (classify_run's
     RUNDIR/checkpoints/          the last state, in the twin's own format (for --resume)
     RUNDIR/best/                 the best epoch's weights as a Hugging Face directory
                                  (BertForSequenceClassification), which either twin, parity.convert
-                                 and transformers read
+                                 and transformers read, with its model card (bertcore.card)
     RUNDIR/tb/, RUNDIR/wandb/    --report-to's dashboards: the epochs' rows (train/loss,
                                  val/accuracy, ...) and the config (bertcore.train.report)
 """

@@ -341,8 +341,9 @@ def hf_config(config: BertConfig, labels: LabelMap) -> dict[str, Any]:
 
 def write_classifier_dir(out: Path, config: BertConfig, labels: LabelMap,
                          state: dict[str, np.ndarray], tokenizer: Path | None = None,
-                         info: dict | None = None) -> Path:
-    """config.json + model.safetensors (+ tokenizer files, + classifier.json), atomically."""
+                         info: dict | None = None, card: str | None = None) -> Path:
+    """config.json + model.safetensors (+ tokenizer files, + classifier.json, + `card` as the
+    model card README.md), atomically."""
     from safetensors.numpy import save_file
 
     check_classifier_state(state, config, len(labels), source="the classifier state")
@@ -353,6 +354,8 @@ def write_classifier_dir(out: Path, config: BertConfig, labels: LabelMap,
                                                     sort_keys=True) + "\n", encoding="utf-8")
         if info is not None:
             (tmp / "classifier.json").write_text(json.dumps(info, indent=2) + "\n")
+        if card is not None:
+            (tmp / "README.md").write_text(card, encoding="utf-8")
         for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
                   "special_tokens_map.json"):
             if tokenizer is not None and (tokenizer / f).is_file():

@@ -63,6 +63,7 @@ class ClassifyRun:
                 raise UserError(f"--resume with changed settings ({', '.join(changed)}); resume "
                                 f"with the run's own settings or start a new run with --out")
             self.classify_config, data, validation = saved, info["data"], info.get("validation")
+            self.base_model = (info.get("init_from") or {}).get("path")
             raw = _json(self.rundir / "config.json")
             self.model_config = BertConfig.from_dict(raw)
             self.labels = LabelMap([raw["id2label"][str(i)] for i in range(len(raw["id2label"]))])
@@ -73,6 +74,7 @@ class ClassifyRun:
                                 "Face BERT directory) and --data (an aclImdb tree or a file)")
             self.classify_config = ClassifyConfig(**given)
             self.src = resolve_init(args.init_from, framework, args.tokenizer)
+            self.base_model = str(self.src.path.resolve())
             self.model_config, self.tokenizer = self.src.config, self.src.tokenizer
             data, validation = str(Path(args.data).resolve()), args.validation and str(
                 Path(args.validation).resolve())
@@ -156,6 +158,17 @@ class ClassifyRun:
         """Optimizer steps of the whole run: the linear decay's end (full batches only)."""
         ccfg = self.classify_config
         return ccfg.epochs * steps_per_epoch(len(self.train), ccfg.batch_size)
+
+    def card(self, best: dict[str, Any]) -> str:
+        """The model card of best/ (bertcore.card) when it holds the epoch `best`."""
+        from bertcore.card import classifier_card
+
+        return classifier_card(self.rundir / "best", self.model_config, self.labels.labels,
+                               framework=self.framework, name=self.rundir.name,
+                               settings=dataclasses.asdict(self.classify_config),
+                               base_model=self.base_model, data=self.data,
+                               validation=self.validation, best=best,
+                               train_examples=len(self.train))
 
     def initial_state(self, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         state, notes = initial_state(weights, self.src, self.model_config, self.labels,
@@ -260,7 +273,7 @@ def _fit(run: ClassifyRun, twin: Twin, spe: int) -> dict[str, Any]:
         if extra["best"] is None or row["val_accuracy"] > extra["best"]["val_accuracy"]:
             extra["best"] = row
             write_classifier_dir(run.rundir / "best", run.model_config, run.labels, twin.state(),
-                                 run.rundir / "tokenizer", info=row)
+                                 run.rundir / "tokenizer", info=row, card=run.card(row))
         extra.update(loss_sum=0.0, loss_n=0)
         twin.save(step, extra)
         run.reports.flush()   # every point up to where --resume continues

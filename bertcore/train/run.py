@@ -12,6 +12,8 @@ prepares RUNDIR through bertcore.train.rundir's `RunDir`:
     RUNDIR/summary.json        written at the end
     RUNDIR/loss.png            the loss curve
     RUNDIR/checkpoints/        written by the twin's checkpoint.py
+    RUNDIR/hf/                 the final weights as a Hugging Face directory, with its model
+                               card hf/README.md (bertcore.card) written after summary.json
     RUNDIR/tb/, RUNDIR/wandb/  --report-to's dashboards (bertcore.train.report)
 
 `Run.log(step, metrics)` appends metrics (and mirrors them to --report-to's dashboards), updates
@@ -172,6 +174,7 @@ class Run:
         # processes write no run files, and report nothing).
         self.report_to = report_to if is_main else ()
         self.reports = Reporters([])
+        self.hf_dir: Path | None = None     # the export, once written (its card needs summary)
 
     @property
     def metrics_path(self) -> Path:
@@ -243,7 +246,8 @@ class Run:
             return None
         with atomic_path(self.rundir / "hf", is_dir=True) as tmp:
             save_hf_files(tmp, self.model_config, params, self.rundir / "tokenizer")
-        return self.rundir / "hf"
+        self.hf_dir = self.rundir / "hf"
+        return self.hf_dir
 
     # ---- held-out evaluation (bertcore.train.evaluation) ---------------------------------------
 
@@ -329,11 +333,26 @@ class Run:
         baseline = unigram_baseline(self.shards, self.tokenizer)
         summary["learned"] = learned(read_metrics(self.metrics_path), baseline)
         self.files.write_file("summary.json", json.dumps(summary, indent=2) + "\n")
+        lines = learned_lines(summary["learned"], self.framework, self.rundir)
+        if self.hf_dir is not None:
+            self.write_card(summary, lines[0] if lines else None)
         plot_metrics(self.metrics_path, self.rundir / "loss.png",
                      title=f"{self.framework}bert {self.rundir.name}", baseline=baseline)
-        for line in learned_lines(summary["learned"], self.framework, self.rundir):
+        for line in lines:
             logger.info(line)
         return summary
+
+    def write_card(self, summary: dict[str, Any], learned_line: str | None) -> None:
+        """hf/README.md: the export's model card (bertcore.card), from the run's summary."""
+        from bertcore.card import pretraining_card, run_corpus, write_model_card
+
+        info = self.files.info()
+        write_model_card(self.hf_dir, pretraining_card(
+            self.hf_dir, self.model_config, framework=self.framework, name=self.rundir.name,
+            train=summary["train_config"], steps=summary["steps"], corpus=run_corpus(info),
+            data=info.get("data"), init_from=info.get("init_from"),
+            learned_line=learned_line, held_out=summary["learned"].get("eval"),
+            train_seconds=summary.get("train_seconds")))
 
 
 def _tagged(row: dict[str, Any]) -> dict[str, float]:

@@ -1,0 +1,405 @@
+"""Model cards: the README.md of every Hugging Face directory this project writes.
+
+A card is what the Hub shows for a model and what people read before they load one: YAML
+metadata between `---` lines (library_name, pipeline_tag, license, tags, datasets, base_model,
+model-index; https://huggingface.co/docs/hub/model-cards) and a Markdown body: the architecture
+and size, how the model was trained, what it reached on held-out data, and how to load it in
+transformers and in both twins.
+
+    pretraining_card   RUNDIR/hf/ (both twins' train, bertcore.train.run) and
+                       `parity.convert ... --to hf` of a run or a Hugging Face directory
+    classifier_card    a classify RUNDIR's best/ (bertcore.classify.run) and
+                       `parity.convert CLASSIFY_RUNDIR DST --to hf`
+    write_model_card   DIR/README.md, atomically
+
+The YAML is written by `front_matter`, a small emitter of dicts, lists and JSON scalars (YAML is
+a superset of JSON for scalars, so a string quoted by json.dumps is valid YAML): no YAML library
+is needed to write a card. transformers' `from_pretrained` ignores README.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from bertcore.config import BertConfig
+from bertcore.files import write_text_atomic
+from bertcore.hf import classifier_param_table, param_table
+
+CARD = "README.md"
+LICENSE_NOTE = ("placeholder: set the license of your weights and data (e.g. apache-2.0), or "
+                "keep `other` and add license_name and license_link")
+# A text for the fill-mask examples: the blank can only be filled from its context.
+FILL_MASK_TEXT = "the function returns a [MASK] of the values ."
+FRAMEWORK_NAMES = {"torch": "torchbert (PyTorch)", "jax": "jaxbert (JAX/Flax)"}
+
+
+# ---- YAML front matter -------------------------------------------------------------------------
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        value = value.item() if isinstance(value, np.generic) else value
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{value} has no YAML form here; leave it out of the card")
+        return json.dumps(value)
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def _yaml(value: Any, indent: int) -> list[str]:
+    pad = "  " * indent
+    lines: list[str] = []
+    if isinstance(value, Mapping):
+        for key, v in value.items():
+            if isinstance(v, (Mapping, list, tuple)):
+                lines.append(f"{pad}{key}:")
+                lines += _yaml(v, indent + 1)
+            else:
+                lines.append(f"{pad}{key}: {_scalar(v)}")
+    else:
+        for item in value:
+            if isinstance(item, (Mapping, list, tuple)):
+                inner = _yaml(item, indent + 1)
+                inner[0] = f"{pad}- {inner[0][len(pad) + 2:]}"
+                lines += inner
+            else:
+                lines.append(f"{pad}- {_scalar(item)}")
+    return lines
+
+
+def front_matter(meta: Mapping[str, Any], comments: Mapping[str, str] | None = None) -> str:
+    """`meta` (dicts, non-empty lists, scalars) as a YAML block between `---` lines; a top-level
+    key of `comments` gets its comment at the end of its line."""
+    lines = []
+    for line in _yaml(meta, 0):
+        key = line.split(":", 1)[0]
+        if comments and key in comments and not line.startswith(" "):
+            line += f"  # {comments[key]}"
+        lines.append(line)
+    return "---\n" + "\n".join(lines) + "\n---\n"
+
+
+# ---- what the cards say --------------------------------------------------------------------------
+
+def parameter_count(config: BertConfig, num_labels: int | None = None) -> int:
+    """Parameters of BertForPreTraining(config) (the tied MLM decoder once, as transformers'
+    `num_parameters()` counts it), or of BertForSequenceClassification with `num_labels`."""
+    table = (param_table(config) if num_labels is None
+             else classifier_param_table(config, num_labels))
+    return sum(int(np.prod(p.hf_shape)) for p in table)
+
+
+def dataset_name(corpus: str | None) -> str | None:
+    """The `datasets` entry of a corpus as the user named it: builtin, imdb, a datasets name
+    (hf:NAME[:CONFIG] -> NAME) or a file's or folder's name (an aclImdb tree: imdb)."""
+    if not corpus:
+        return None
+    if corpus in ("builtin", "imdb"):
+        return corpus
+    if corpus.startswith("hf:"):
+        return corpus[3:].split(":", 1)[0] or None
+    path = Path(corpus)
+    if path.name == "aclImdb" or (path / "aclImdb").is_dir():
+        return "imdb"
+    return path.name or None
+
+
+def run_corpus(info: Mapping[str, Any]) -> str | None:
+    """The corpus a pretraining run read, from its run.json: --corpus, or for a --data run the
+    source its prepared directory records (meta.json), when there is one."""
+    if info.get("corpus"):
+        return str(info["corpus"])
+    try:
+        meta = json.loads((Path(info["data"]) / "meta.json").read_text(encoding="utf-8"))
+    except (KeyError, TypeError, OSError, ValueError):
+        return None
+    source = meta.get("source") if isinstance(meta, dict) else None
+    return str(source) if source else None
+
+
+def _number(n: float) -> str:
+    """1234567 -> "1.23M"."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.3g}{unit}"
+    return f"{n:g}"
+
+
+def _architecture(config: BertConfig, params: int, num_labels: int | None = None) -> list[str]:
+    rows = [("layers", config.num_hidden_layers), ("hidden size", config.hidden_size),
+            ("attention heads", config.num_attention_heads),
+            ("intermediate size", config.intermediate_size), ("vocabulary", config.vocab_size),
+            ("max positions", config.max_position_embeddings),
+            ("LayerNorm", f"{config.layer_norm_position}-LN"),
+            ("activation", config.hidden_act)]
+    if num_labels is not None:
+        rows.append(("labels", num_labels))
+    rows.append(("parameters", f"{params:,} ({_number(params)})"))
+    return ["| | |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows)]
+
+
+def _pre_ln_note(config: BertConfig) -> list[str]:
+    if config.layer_norm_position != "pre":
+        return []
+    return ["", "Note: this model is **pre-LN** (`layer_norm_position: pre`). transformers' BERT "
+                "classes compute post-LN BERT: they load these weights without complaint but do "
+                "not compute this model. Use either twin (below) to run it."]
+
+
+def _model_index(name: str, task: tuple[str, str], dataset: str, split: str,
+                 metrics: Iterable[tuple[str, str, float | None]]) -> list[dict] | None:
+    """A `model-index` with one result, or None when no metric has a value."""
+    ms = [{"type": t, "value": float(v), "name": label} for t, label, v in metrics
+          if v is not None and math.isfinite(v)]
+    if not ms:
+        return None
+    return [{"name": name, "results": [{
+        "task": {"type": task[0], "name": task[1]},
+        "dataset": {"name": dataset, "type": dataset, "split": split},
+        "metrics": ms}]}]
+
+
+def _meta(pipeline_tag: str, framework: str | None, datasets: list[str], base_model: str | None,
+          model_index: list[dict] | None) -> dict[str, Any]:
+    tags = ["bert", "twinbert"] + ([f"{framework}bert"] if framework else [])
+    meta: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": pipeline_tag,
+                            "license": "other", "tags": tags}
+    if datasets:
+        meta["datasets"] = datasets
+    if base_model:
+        meta["base_model"] = base_model
+    if model_index:
+        meta["model-index"] = model_index
+    return meta
+
+
+def _head(meta: dict[str, Any], title: str, summary: str) -> list[str]:
+    return [front_matter(meta, {"license": LICENSE_NOTE}), f"# {title}", "", summary, "",
+            f"**License**: the `license: other` above is a placeholder; set the license of the "
+            f"weights and of the data they were trained on before you publish this model.", ""]
+
+
+def pretraining_card(hf_dir: str | Path, config: BertConfig, *,
+                     framework: str | None = None, name: str | None = None,
+                     train: Mapping[str, Any] | None = None, steps: int | None = None,
+                     corpus: str | None = None, data: str | None = None,
+                     init_from: str | None = None, learned_line: str | None = None,
+                     held_out: Mapping[str, Any] | None = None,
+                     train_seconds: float | None = None, source: str | None = None) -> str:
+    """The card of a BertForPreTraining export at `hf_dir`.
+
+    `train`: the run's TrainConfig as a dict; `steps`: the optimizer steps the weights have
+    seen; `corpus` / `data`: what it was trained on (a corpus name or path, the prepared data
+    directory); `init_from`: the weights it started from (base_model); `learned_line`: the run's
+    `learned:` line; `held_out`: its last eval line (step, mlm_loss, mlm_accuracy, perplexity);
+    `source`: what it was converted from, for a card without a run. Unknown parts are left out.
+    """
+    hf_dir = Path(hf_dir)
+    name = name or (hf_dir.parent.name if hf_dir.name == "hf" else hf_dir.name)
+    params = parameter_count(config)
+    ds = dataset_name(corpus)
+    index = None
+    if held_out:
+        index = _model_index(name, ("fill-mask", "Masked Language Modeling"),
+                             ds or "held-out", "eval",
+                             [("accuracy", "held-out MLM accuracy", held_out.get("mlm_accuracy")),
+                              ("perplexity", "held-out MLM perplexity",
+                               held_out.get("perplexity"))])
+    meta = _meta("fill-mask", framework, [ds] if ds else [], init_from, index)
+    who = FRAMEWORK_NAMES.get(framework or "", "this project")
+    what = (f"A BERT model pretrained with masked language modelling"
+            f"{' and next-sentence prediction' if not train or train.get('nsp', True) else ''} "
+            f"by {who}, one of twinbert's two BERT implementations (PyTorch and JAX/Flax, "
+            f"the same model and training on a shared framework-free pipeline). Its weights "
+            f"are a Hugging Face `BertForPreTraining` directory.")
+    out = _head(meta, name, what)
+    out += ["## Architecture", "", *_architecture(config, params), *_pre_ln_note(config), ""]
+    out += ["## Training", ""]
+    if train:
+        b, l = int(train["batch_size"]), int(train["seq_len"])
+        rows = []
+        if framework:
+            rows.append(("twin", who))
+        if steps is not None:
+            rows.append(("steps", f"{steps:,}"))
+            rows.append(("tokens seen", f"{steps * b * l:,} ({_number(steps * b * l)}: "
+                                        f"steps x batch x sequence length, padding included)"))
+        rows += [("batch size", f"{b} sequences"), ("sequence length", l),
+                 ("masking", f"{100 * float(train.get('mask_prob', 0.15)):g}% of tokens, at "
+                             f"most {train.get('max_predictions')} a sequence"
+                             f"{', whole words' if train.get('whole_word_mask') else ''}"),
+                 ("objectives", "MLM + NSP" if train.get("nsp", True) else "MLM"),
+                 ("learning rate", f"{train.get('lr')} ({train.get('schedule')} schedule, "
+                                   f"{train.get('warmup_steps')} warmup steps)"),
+                 ("optimizer", f"AdamW (betas {train.get('beta1')}, {train.get('beta2')}, eps "
+                               f"{train.get('eps')}, weight decay {train.get('weight_decay')}, "
+                               f"gradient clipping {train.get('grad_clip')})"),
+                 ("seed", train.get("seed"))]
+        if corpus or data:
+            rows.append(("data", f"`{corpus}`" + (f" (prepared in `{data}`)" if data else "")
+                         if corpus else f"`{data}`"))
+        if init_from:
+            rows.append(("started from", f"`{init_from}`"))
+        if train_seconds is not None:
+            rows.append(("training time", f"{train_seconds:.1f} s (of the last training "
+                                          f"command; a resumed run's earlier parts not counted)"))
+        out += ["| | |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows), ""]
+    elif steps is not None:
+        out += [f"Trained for {steps:,} steps.", ""]
+    if source:
+        out += [f"Converted from `{source}`.", ""]
+    if not train and not source:
+        out += ["How these weights were trained is not recorded.", ""]
+    if learned_line or held_out:
+        out += ["## Results", ""]
+        if learned_line:
+            out += [f"The run's own summary (`summary.json`, against a model that only knows word "
+                    f"frequencies):", "", f"> {learned_line}", ""]
+        if held_out:
+            out += [f"Held-out evaluation at step {held_out.get('step')}: MLM loss "
+                    f"{held_out.get('mlm_loss', float('nan')):.4f}, perplexity "
+                    f"{held_out.get('perplexity', float('nan')):.2f}, MLM accuracy "
+                    f"{held_out.get('mlm_accuracy', float('nan')):.4f}.", ""]
+    out += _use_pretrained(str(hf_dir))
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _use_pretrained(path: str) -> list[str]:
+    return [
+        "## How to use", "",
+        f"`{path}` is this directory; after you push it to the Hub, use the repository's name "
+        f"instead.", "",
+        "With transformers:", "",
+        "```python",
+        "from transformers import BertForMaskedLM, pipeline",
+        "",
+        f"fill = pipeline(\"fill-mask\", model={json.dumps(path)})",
+        f"print(fill({json.dumps(FILL_MASK_TEXT)}))",
+        f"model = BertForMaskedLM.from_pretrained({json.dumps(path)})"
+        "  # BertForPreTraining: with the NSP head",
+        "```", "",
+        "With either twin of this project:", "",
+        "```bash",
+        f"python -m torchbert.fill_mask {path} \"{FILL_MASK_TEXT}\"",
+        f"python -m jaxbert.fill_mask   {path} \"{FILL_MASK_TEXT}\"",
+        f"python -m torchbert.train --init-from {path} --corpus CORPUS --out RUNDIR"
+        "   # continue pretraining",
+        f"python -m jaxbert.classify train --init-from {path} --data DATA --out RUNDIR"
+        "   # fine-tune a classifier",
+        "```", "",
+        "In Python: `torchbert.model.BertForPreTraining.from_pretrained(PATH)`, "
+        "`jaxbert.model.from_pretrained(PATH)` (returns the model and its params).", ""]
+
+
+def classifier_card(hf_dir: str | Path, config: BertConfig, labels: list[str], *,
+                    framework: str | None = None, name: str | None = None,
+                    settings: Mapping[str, Any] | None = None,
+                    base_model: str | None = None, data: str | None = None,
+                    validation: str | None = None, best: Mapping[str, Any] | None = None,
+                    steps_per_epoch: int | None = None, train_examples: int | None = None,
+                    source: str | None = None) -> str:
+    """The card of a BertForSequenceClassification export at `hf_dir`.
+
+    `settings`: the run's ClassifyConfig as a dict; `base_model`: the --init-from it was
+    fine-tuned from; `data` / `validation`: its training and validation data (None: held out of
+    `data`); `best`: the metrics line of the epoch these weights are (epoch, step, train_loss,
+    val_loss, val_accuracy, val_f1); `source`: what it was converted from. Unknown parts are left
+    out."""
+    hf_dir = Path(hf_dir)
+    name = name or (hf_dir.parent.name if hf_dir.name == "best" else hf_dir.name)
+    params = parameter_count(config, len(labels))
+    ds = dataset_name(data)
+    index = None
+    if best:
+        index = _model_index(name, ("text-classification", "Text Classification"),
+                             dataset_name(validation) or ds or "held-out", "validation",
+                             [("accuracy", "validation accuracy", best.get("val_accuracy")),
+                              ("f1", f"validation F1 ({labels[-1]})", best.get("val_f1"))])
+    meta = _meta("text-classification", framework, [ds] if ds else [], base_model, index)
+    who = FRAMEWORK_NAMES.get(framework or "", "this project")
+    what = (f"A BERT sequence classifier ({len(labels)} labels: "
+            f"{', '.join(f'`{x}`' for x in labels)}) fine-tuned by {who}, one of twinbert's two "
+            f"BERT implementations (PyTorch and JAX/Flax). Its weights are a Hugging Face "
+            f"`BertForSequenceClassification` directory: a linear layer on the pooled [CLS] "
+            f"vector.")
+    out = _head(meta, name, what)
+    out += ["## Architecture", "", *_architecture(config, params, len(labels)),
+            *_pre_ln_note(config), ""]
+    out += ["## Training", ""]
+    rows: list[tuple[str, Any]] = []
+    if framework:
+        rows.append(("twin", who))
+    if base_model:
+        rows.append(("fine-tuned from", f"`{base_model}`"))
+    if data:
+        rows.append(("training data", f"`{data}`" + (f" ({train_examples:,} examples)"
+                                                     if train_examples else "")))
+        rows.append(("validation data", f"`{validation}`" if validation else
+                     f"{settings.get('val_fraction') if settings else 'a share'} of the training "
+                     f"data, held out"))
+    if settings:
+        rows += [("epochs", settings.get("epochs")),
+                 ("batch size", settings.get("batch_size")),
+                 ("max length", f"{settings.get('max_len')} tokens (longer texts truncated)"),
+                 ("learning rate", f"{settings.get('lr')} (warmup {settings.get('warmup_ratio')} "
+                                   f"of the steps, then linear decay)"),
+                 ("optimizer", f"AdamW (weight decay {settings.get('weight_decay')}, gradient "
+                               f"clipping {settings.get('grad_clip')})"),
+                 ("seed", settings.get("seed"))]
+    if best:
+        rows.append(("these weights", f"epoch {best.get('epoch')}, step {best.get('step')} "
+                                      f"(the best validation accuracy so far)"))
+        if best.get("elapsed") is not None:
+            rows.append(("training time", f"{best['elapsed']:.1f} s to that epoch (of the last "
+                                          f"training command)"))
+    if rows:
+        out += ["| | |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows), ""]
+    if source:
+        out += [f"Converted from `{source}`.", ""]
+    if not rows and not source:
+        out += ["How these weights were trained is not recorded.", ""]
+    if best:
+        out += ["## Results", "",
+                f"Validation at epoch {best.get('epoch')}: accuracy "
+                f"{best.get('val_accuracy', float('nan')):.4f}"
+                + (f", F1 ({labels[-1]}) {best['val_f1']:.4f}" if best.get("val_f1") is not None
+                   else "")
+                + (f", loss {best['val_loss']:.4f}" if best.get("val_loss") is not None else "")
+                + (f"; train loss {best['train_loss']:.4f}" if best.get("train_loss") is not None
+                   else "") + ".", "",
+                "Test accuracy: run `evaluate` (below) on your test data.", ""]
+    out += _use_classifier(str(hf_dir), labels)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _use_classifier(path: str, labels: list[str]) -> list[str]:
+    return [
+        "## How to use", "",
+        f"`{path}` is this directory; after you push it to the Hub, use the repository's name "
+        f"instead.", "",
+        "With transformers:", "",
+        "```python",
+        "from transformers import BertForSequenceClassification, pipeline",
+        "",
+        f"classify = pipeline(\"text-classification\", model={json.dumps(path)})",
+        "print(classify(\"a wonderful film\"))",
+        f"model = BertForSequenceClassification.from_pretrained({json.dumps(path)})",
+        "```", "",
+        "With either twin of this project:", "",
+        "```bash",
+        f"python -m torchbert.classify predict {path} \"a wonderful film\"",
+        f"python -m jaxbert.classify   predict {path} \"a wonderful film\"",
+        f"python -m torchbert.classify evaluate {path} --data DATA   # accuracy on labelled data",
+        "```", ""]
+
+
+def write_model_card(hf_dir: str | Path, text: str) -> Path:
+    """HF_DIR/README.md, written atomically."""
+    path = Path(hf_dir) / CARD
+    write_text_atomic(path, text)
+    return path
