@@ -180,8 +180,8 @@ def _meta(pipeline_tag: str, framework: str | None, datasets: list[str], base_mo
 
 def _head(meta: dict[str, Any], title: str, summary: str) -> list[str]:
     return [front_matter(meta, {"license": LICENSE_NOTE}), f"# {title}", "", summary, "",
-            f"**License**: the `license: other` above is a placeholder; set the license of the "
-            f"weights and of the data they were trained on before you publish this model.", ""]
+            "**License**: the `license: other` above is a placeholder; set the license of the "
+            "weights and of the data they were trained on before you publish this model.", ""]
 
 
 def pretraining_card(hf_dir: str | Path, config: BertConfig, *,
@@ -258,8 +258,8 @@ def pretraining_card(hf_dir: str | Path, config: BertConfig, *,
     if learned_line or held_out:
         out += ["## Results", ""]
         if learned_line:
-            out += [f"The run's own summary (`summary.json`, against a model that only knows word "
-                    f"frequencies):", "", f"> {learned_line}", ""]
+            out += ["The run's own summary (`summary.json`, against a model that only knows word "
+                    "frequencies):", "", f"> {learned_line}", ""]
         if held_out:
             out += [f"Held-out evaluation at step {held_out.get('step')}: MLM loss "
                     f"{held_out.get('mlm_loss', float('nan')):.4f}, perplexity "
