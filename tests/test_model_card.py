@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -123,12 +124,19 @@ def test_pretraining_export_card(twin, tmp_path, cache_env):
 
     model = transformers.BertForPreTraining.from_pretrained(out / "hf")
     assert table_value(body, "parameters").startswith(f"{model.num_parameters():,} ")
+    # transformers' fill-mask pipeline on the export answers as both twins' fill_mask do: the
+    # same top tokens in the same order, the same probabilities (float32 tolerance).
     fill = transformers.pipeline("fill-mask", model=str(out / "hf"), device="cpu")
-    assert len(fill("the [MASK] of the values .", top_k=3)) == 3
+    text = "the [MASK] of the values ."
+    hf_top = [(c["token_str"], c["score"]) for c in fill(text, top_k=3)]
+    assert len(hf_top) == 3
     for fw in ("torch", "jax"):
-        q = run_cli("-m", f"{fw}bert.fill_mask", str(out / "hf"), "the [MASK] .", "--json",
+        q = run_cli("-m", f"{fw}bert.fill_mask", str(out / "hf"), text, "--json", "--top-k", "3",
                     env=cache_env)
         assert q.returncode == 0, q.stderr[-2000:]
+        ours = [(c["token"], c["probability"]) for c in json.loads(q.stdout)["masks"][0]]
+        assert [t for t, _ in ours] == [t for t, _ in hf_top], (fw, ours, hf_top)
+        assert np.allclose([p for _, p in ours], [p for _, p in hf_top], atol=1e-5), fw
 
     if twin == "torch":   # parity.convert of the same run at an earlier step: that step's card
         from parity.convert import convert
