@@ -2,6 +2,7 @@
 downstream, for each twin and for the Hugging Face peer (Cramming's question at this scale).
 
     python -m benchmarks.budget --budget SECONDS [--preset mini|tiny] [--contenders ...]
+                                [--peer-times 1,3] [--pretrain-only] [--reuse]
                                 [--corpus real|builtin] [--out DIR] [--quick]
 
 The protocol:
@@ -23,6 +24,10 @@ The protocol:
    a bag-of-words logistic regression (numpy).
 4. OUT/results.json, OUT/results.md (the table) and OUT/budget.png (held-out MLM loss against
    wall time; downstream accuracy bars).
+
+Each finished stage is recorded in OUT/work/stages.json as it ends; `--reuse` keeps the stages a
+previous run finished with the same settings, so the hours of the full protocol can be spent in
+sittings (`--pretrain-only` first, then the fine-tuning).
 
 `--quick` runs all of it on the built-in corpus and small synthetic labelled data (seconds of
 pretraining, one seed): a test that the harness works, not a measurement.
@@ -348,14 +353,18 @@ def peer_worker(cfg: dict) -> None:
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
+            if cfg.get("log_every") and step % cfg["eval_every"]:
+                metrics.write(json.dumps({"step": step, "loss": float(out_.loss),
+                                          "elapsed": time.perf_counter() - t0}) + "\n")
             if step % cfg["eval_every"] == 0:
                 row = {"step": step, "loss": float(out_.loss), "elapsed": time.perf_counter() - t0}
                 metrics.write(json.dumps(row) + "\n")
                 metrics.write(json.dumps({"step": step, **_peer_eval(torch, model, held)}) + "\n")
                 metrics.flush()
         if step % cfg["eval_every"]:
-            metrics.write(json.dumps({"step": step, "loss": float(out_.loss),
-                                      "elapsed": time.perf_counter() - t0}) + "\n")
+            if not cfg.get("log_every"):
+                metrics.write(json.dumps({"step": step, "loss": float(out_.loss),
+                                          "elapsed": time.perf_counter() - t0}) + "\n")
             metrics.write(json.dumps({"step": step, **_peer_eval(torch, model, held)}) + "\n")
         metrics.close()
     model.save_pretrained(out / "hf", safe_serialization=True)
@@ -398,8 +407,12 @@ def run_peer(s: dict, d: dict, budget: float, out: Path, threads: int | None,
            "max_predictions": s["max_predictions"], "lr": s["lr"], "threads": threads,
            "warmup": max(1, min(200, max(steps, 1) // 10)), "steps": max(steps, 1),
            "eval_every": s["eval_every"], "eval_batches": s["eval_batches"]}
-    if budget < 0:          # calibration: a few steps, one per log line
-        cfg.update(budget=1e9, steps=s["calibration_steps"], eval_every=1, eval_batches=1)
+    if budget < 0:
+        # Calibration: a few steps, one per log line, and no evaluation between them (as the
+        # twins' calibration runs none), so the step time is the step's alone; one held-out
+        # batch at the end.
+        cfg.update(budget=1e9, steps=s["calibration_steps"], eval_every=10**9, eval_batches=1,
+                   log_every=1)
     out.parent.mkdir(parents=True, exist_ok=True)
     cfg_path = out.parent / f"{out.name}.json"
     cfg_path.write_text(json.dumps(cfg, indent=2))
@@ -547,8 +560,9 @@ def table(results: dict) -> str:
                      f"| {num('heldout_mlm_loss', '.3f')} "
                      f"({num('heldout_mlm_loss_at_budget', '.3f')}) "
                      f"| {_pct(p.get('heldout_mlm_accuracy'))} "
-                     f"| {_pm(d['bbc']['accuracy'])} | {_pm(d['tweets']['accuracy'])} "
-                     f"| {_pm(d['tweets']['macro_f1'])} |")
+                     f"| {_pm(d.get('bbc', {}).get('accuracy'))} "
+                     f"| {_pm(d.get('tweets', {}).get('accuracy'))} "
+                     f"| {_pm(d.get('tweets', {}).get('macro_f1'))} |")
     return "\n".join(lines) + "\n"
 
 
@@ -572,19 +586,54 @@ def plot(results: dict, path: Path) -> None:
     a.set_ylabel("held-out MLM loss")
     a.set_title(f"pretraining, budget {results['budget_seconds']:.0f} s")
     a.legend()
-    names = [r["name"] for r in results["rows"]]
+    tuned = [r for r in results["rows"] if r["downstream"]]
+    if not tuned:                    # --pretrain-only: the curves alone
+        b.set_axis_off()
+        b.text(0.5, 0.5, "no fine-tuning (--pretrain-only)", ha="center", va="center")
+    names = [r["name"] for r in tuned]
     x = np.arange(len(names))
-    for k, task in enumerate(TASKS):
-        acc = [r["downstream"][task]["accuracy"] for r in results["rows"]]
+    for k, task in enumerate(TASKS if tuned else ()):
+        acc = [r["downstream"][task]["accuracy"] for r in tuned]
         b.bar(x + (k - 0.5) * 0.38, [100 * v["mean"] for v in acc], 0.38,
               yerr=[100 * v["std"] for v in acc], capsize=3, label=task)
-    b.set_xticks(x, names, rotation=20)
-    b.set_ylabel("test accuracy (%)")
-    b.set_title("fine-tuned (mean ± std over seeds)")
-    b.legend()
+    if tuned:
+        b.set_xticks(x, names, rotation=20)
+        b.set_ylabel("test accuracy (%)")
+        b.set_title("fine-tuned (mean ± std over seeds)")
+        b.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# ---- stages -------------------------------------------------------------------------------------
+
+class Stages:
+    """Each finished stage's result (a contender's pretraining, one fine-tuning run) in
+    OUT/work/stages.json, written as it finishes, with the settings it ran with. With `reuse`,
+    a stage recorded under the same settings is taken from there instead of run again, so a
+    benchmark of hours can be run in sittings (`--reuse`), and one that was stopped keeps
+    what it finished. Without it, every stage runs again and replaces its record."""
+
+    def __init__(self, work: Path, reuse: bool, settings: dict):
+        self.path = work / "stages.json"
+        self.reuse = reuse
+        self.key = json.dumps(settings, sort_keys=True, default=str)
+        try:
+            self.done = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        except ValueError:
+            self.done = {}
+
+    def get(self, name: str) -> Any:
+        entry = self.done.get(name)
+        if self.reuse and entry and entry.get("settings") == self.key:
+            return entry["result"]
+        return None
+
+    def put(self, name: str, result: Any) -> Any:
+        self.done[name] = {"settings": self.key, "result": result}
+        write_text_atomic(self.path, json.dumps(self.done, indent=1, default=str) + "\n")
+        return result
 
 
 # ---- main ---------------------------------------------------------------------------------------
@@ -611,6 +660,17 @@ def parser() -> argparse.ArgumentParser:
                         "(the bag-of-words baseline uses the same) [2000]")
     p.add_argument("--eval-every", type=int, default=50, help="steps between held-out "
                                                               "evaluations [50]")
+    p.add_argument("--peer-times", default="1", metavar="K[,K...]",
+                   help="pretrain the peer for these multiples of --budget, each a row of its "
+                        "own (hf-torch, hf-torch x3, ...): the twins' loss at the budget against "
+                        "the peer's at three times it is --peer-times 1,3 [1]")
+    p.add_argument("--pretrain-only", action="store_true",
+                   help="stop after pretraining: the table's held-out columns, no fine-tuning "
+                        "(a later --reuse run adds it)")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep the stages (a contender's pretraining, one fine-tuning run) that a "
+                        "previous run into the same --out finished with the same settings, and "
+                        "run only the rest: a long benchmark in several sittings")
     p.add_argument("--threads", type=int, help="torch CPU threads (torchbert and the peer)")
     p.add_argument("--out", default="runs/budget", help="results folder [runs/budget]")
     p.add_argument("--peer-worker", help=argparse.SUPPRESS)
@@ -628,6 +688,13 @@ def main(argv: list[str] | None = None) -> int:
     budget = args.budget if args.budget is not None else (8.0 if args.quick else 900.0)
     if budget <= 0:
         raise UserError(f"--budget {budget} must be positive")
+    try:
+        peer_times = sorted({float(k) for k in args.peer_times.split(",") if k.strip()})
+    except ValueError:
+        peer_times = []
+    if not peer_times or min(peer_times) <= 0:
+        raise UserError(f"--peer-times {args.peer_times!r} must be positive multiples of "
+                        f"--budget, comma-separated (e.g. 1,3)")
     s = settings(args)
     s["budget"] = budget
     out = Path(args.out)
@@ -637,32 +704,55 @@ def main(argv: list[str] | None = None) -> int:
     say(f"data ({args.corpus}) ...")
     d = prepare_data(args, s, work)
     say(f"  {json.dumps({k: round(v, 1) for k, v in d['seconds'].items()})}")
+    stage = Stages(work, args.reuse, {**s, "corpus": args.corpus, "threads": args.threads})
     pre: dict[str, dict] = {}
+    runs = work / "runs"
     for name in names:
-        say(f"pretraining {name} for {budget:.0f} s ...")
-        pre[name] = (run_peer(s, d, budget, work / "runs" / name, args.threads)
-                     if name == "hf-torch" else
-                     pretrain_twin(name, s, d, budget, work / "runs", args.threads))
-        say(f"  {pre[name]['steps']} steps in {pre[name]['train_seconds']:.1f} s, held-out MLM "
-            f"loss {pre[name]['heldout_mlm_loss']:.3f}")
-    encoders = {name: pre[name]["encoder"] for name in names}
-    encoders["random-init"] = run_peer(s, d, 0, work / "runs" / "random-init", args.threads,
-                                       steps=0)["encoder"]
+        for k in (peer_times if name == "hf-torch" else [1.0]):
+            row = name if k == 1 else f"{name} x{k:g}"
+            seconds = budget * k
+            done = stage.get(f"pretrain {row}")
+            if done:
+                say(f"pretraining {row}: kept from the earlier run ({done['steps']} steps)")
+                pre[row] = done
+                continue
+            say(f"pretraining {row} for {seconds:.0f} s ...")
+            if name == "hf-torch":
+                result = run_peer(s, d, seconds, runs / row.replace(" ", ""), args.threads)
+                result["contender"] = row
+            else:
+                result = pretrain_twin(name, s, d, seconds, runs, args.threads)
+            pre[row] = stage.put(f"pretrain {row}", result)
+            say(f"  {pre[row]['steps']} steps in {pre[row]['train_seconds']:.1f} s, held-out MLM "
+                f"loss {pre[row]['heldout_mlm_loss']:.3f}")
     rows = []
-    for name, enc in encoders.items():
-        down = {}
-        for task in TASKS:
-            per_seed = []
-            for seed in s["seeds"]:
-                say(f"fine-tuning {name} on {task}, seed {seed} ...")
-                per_seed.append(fine_tune(enc, task, d["tasks"][task], seed, s,
-                                          work / "finetune" / name / task / f"seed{seed}"))
-            down[task] = {k: summarise([r[k] for r in per_seed]) for k in ("accuracy", "macro_f1")}
-            say(f"  {task}: accuracy {_pm(down[task]['accuracy'])}")
-        rows.append({"name": name, "pretrain": pre.get(name), "downstream": down})
-    bow = {task: {k: summarise([v]) for k, v in bow_logreg(d["tasks"][task]).items()}
-           for task in TASKS}
-    rows.append({"name": "bow-logreg", "pretrain": None, "downstream": bow})
+    if args.pretrain_only:
+        rows = [{"name": n, "pretrain": p, "downstream": {}} for n, p in pre.items()]
+    else:
+        encoders = {n: p["encoder"] for n, p in pre.items()}
+        encoders["random-init"] = run_peer(s, d, 0, runs / "random-init", args.threads,
+                                           steps=0)["encoder"]
+        for name, enc in encoders.items():
+            down = {}
+            for task in TASKS:
+                per_seed = []
+                for seed in s["seeds"]:
+                    key = f"finetune {name} {task} {seed}"
+                    done = stage.get(key)
+                    if done is None:
+                        say(f"fine-tuning {name} on {task}, seed {seed} ...")
+                        done = stage.put(key, fine_tune(
+                            enc, task, d["tasks"][task], seed, s,
+                            work / "finetune" / name.replace(" ", "") / task / f"seed{seed}"))
+                    per_seed.append(done)
+                down[task] = {k: summarise([r[k] for r in per_seed])
+                              for k in ("accuracy", "macro_f1")}
+                say(f"  {task}: accuracy {_pm(down[task]['accuracy'])}")
+            rows.append({"name": name, "pretrain": pre.get(name), "downstream": down})
+    if not args.pretrain_only:
+        bow = {task: {k: summarise([v]) for k, v in bow_logreg(d["tasks"][task]).items()}
+               for task in TASKS}
+        rows.append({"name": "bow-logreg", "pretrain": None, "downstream": bow})
     results = {"budget_seconds": budget, "quick": args.quick, "corpus": args.corpus,
                "command": "python -m benchmarks.budget " + " ".join(
                    argv if argv is not None else sys.argv[1:]),

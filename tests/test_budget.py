@@ -159,19 +159,36 @@ def test_bow_logreg_and_scores(tmp_path):
 
 
 @pytest.mark.slow
-def test_quick_end_to_end(tmp_path):
+def test_quick_end_to_end_in_two_sittings(tmp_path):
+    """--pretrain-only (with the peer also at twice the budget), then --reuse: the second
+    sitting keeps every pretraining stage the first finished and adds the fine-tuning."""
     out = tmp_path / "budget"
-    proc = run_cli("-m", "benchmarks.budget", "--quick", "--out", str(out), timeout=None)
+    first = run_cli("-m", "benchmarks.budget", "--quick", "--out", str(out), "--pretrain-only",
+                    "--peer-times", "1,2", timeout=None)
+    assert first.returncode == 0, first.stderr[-3000:]
+    pre = json.loads((out / "results.json").read_text())
+    contenders = [*budget.CONTENDERS, "hf-torch x2"]
+    assert [r["name"] for r in pre["rows"]] == contenders
+    assert all(r["downstream"] == {} for r in pre["rows"])
+    peer, peer2 = pre["rows"][2]["pretrain"], pre["rows"][3]["pretrain"]
+    assert peer2["train_seconds"] > peer["train_seconds"]    # 2x its budget
+
+    proc = run_cli("-m", "benchmarks.budget", "--quick", "--out", str(out), "--reuse",
+                   "--peer-times", "1,2", timeout=None)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("kept from the earlier run") == len(contenders)
     res = json.loads((out / "results.json").read_text())
     names = [r["name"] for r in res["rows"]]
-    assert names == [*budget.CONTENDERS, *budget.BASELINES]
+    assert names == [*contenders, *budget.BASELINES]
     for row in res["rows"]:
         for task in budget.TASKS:
             for k in ("accuracy", "macro_f1"):
                 assert 0.0 <= row["downstream"][task][k]["mean"] <= 1.0
-        if row["name"] in budget.CONTENDERS:
+        if row["name"] in contenders:
             p = row["pretrain"]
+            kept = pre["rows"][contenders.index(row["name"])]["pretrain"]
+            for k in ("steps", "train_seconds", "heldout_mlm_loss", "encoder"):
+                assert p[k] == kept[k], (row["name"], k)
             assert p["steps"] >= 1 and math.isfinite(p["train_seconds"])
             assert math.isfinite(p["heldout_mlm_loss"]) and p["curve"]
     assert (out / "budget.png").stat().st_size > 1000
