@@ -430,7 +430,8 @@ def run_peer(s: dict, d: dict, budget: float, out: Path, threads: int | None,
     return {"contender": "hf-torch", "command": f"(in-process loop) {json.dumps(cfg)}",
             "scheduled_steps": steps, "wall_seconds": wall,
             "startup_seconds": setup[0] if setup else float("nan"),
-            "encoder": str(out / "hf"), **curve_figures(logged, evals, s)}
+            "encoder": str(out / "hf"),
+            **curve_figures(logged, evals, {**s, "budget": budget})}   # at its own budget
 
 
 # ---- fine-tuning and the baselines --------------------------------------------------------------
@@ -613,27 +614,35 @@ class Stages:
     OUT/work/stages.json, written as it finishes, with the settings it ran with. With `reuse`,
     a stage recorded under the same settings is taken from there instead of run again, so a
     benchmark of hours can be run in sittings (`--reuse`), and one that was stopped keeps
-    what it finished. Without it, every stage runs again and replaces its record."""
+    what it finished. Without it, every stage runs again and replaces its record. A stage's
+    settings are only those that decide it: a pretraining stage is kept when the fine-tuning
+    settings (or --seeds) change, and a fine-tuning run of seed 0 when --seeds grows."""
 
-    def __init__(self, work: Path, reuse: bool, settings: dict):
+    def __init__(self, work: Path, reuse: bool):
         self.path = work / "stages.json"
         self.reuse = reuse
-        self.key = json.dumps(settings, sort_keys=True, default=str)
         try:
             self.done = json.loads(self.path.read_text()) if self.path.is_file() else {}
         except ValueError:
             self.done = {}
 
-    def get(self, name: str) -> Any:
+    @staticmethod
+    def _key(settings: dict) -> str:
+        return json.dumps(settings, sort_keys=True, default=str)
+
+    def get(self, name: str, settings: dict) -> Any:
         entry = self.done.get(name)
-        if self.reuse and entry and entry.get("settings") == self.key:
+        if self.reuse and entry and entry.get("settings") == self._key(settings):
             return entry["result"]
         return None
 
-    def put(self, name: str, result: Any) -> Any:
-        self.done[name] = {"settings": self.key, "result": result}
+    def put(self, name: str, settings: dict, result: Any) -> Any:
+        self.done[name] = {"settings": self._key(settings), "result": result}
         write_text_atomic(self.path, json.dumps(self.done, indent=1, default=str) + "\n")
         return result
+
+
+FINE_TUNING = ("seeds", "ft_epochs", "ft_lr", "ft_batch", "ft_train", "max_len")
 
 
 # ---- main ---------------------------------------------------------------------------------------
@@ -704,14 +713,19 @@ def main(argv: list[str] | None = None) -> int:
     say(f"data ({args.corpus}) ...")
     d = prepare_data(args, s, work)
     say(f"  {json.dumps({k: round(v, 1) for k, v in d['seconds'].items()})}")
-    stage = Stages(work, args.reuse, {**s, "corpus": args.corpus, "threads": args.threads})
+    stage = Stages(work, args.reuse)
+    # What decides a pretraining stage, and (with the encoder's own) a fine-tuning run.
+    pre_key = {k: v for k, v in s.items() if k not in FINE_TUNING}
+    pre_key.update(corpus=args.corpus, threads=args.threads)
+    ft_key = {k: v for k, v in s.items() if k != "seeds"}
+    ft_key.update(corpus=args.corpus)
     pre: dict[str, dict] = {}
     runs = work / "runs"
     for name in names:
         for k in (peer_times if name == "hf-torch" else [1.0]):
             row = name if k == 1 else f"{name} x{k:g}"
             seconds = budget * k
-            done = stage.get(f"pretrain {row}")
+            done = stage.get(f"pretrain {row}", {**pre_key, "budget": seconds})
             if done:
                 say(f"pretraining {row}: kept from the earlier run ({done['steps']} steps)")
                 pre[row] = done
@@ -722,7 +736,7 @@ def main(argv: list[str] | None = None) -> int:
                 result["contender"] = row
             else:
                 result = pretrain_twin(name, s, d, seconds, runs, args.threads)
-            pre[row] = stage.put(f"pretrain {row}", result)
+            pre[row] = stage.put(f"pretrain {row}", {**pre_key, "budget": seconds}, result)
             say(f"  {pre[row]['steps']} steps in {pre[row]['train_seconds']:.1f} s, held-out MLM "
                 f"loss {pre[row]['heldout_mlm_loss']:.3f}")
     rows = []
@@ -738,10 +752,14 @@ def main(argv: list[str] | None = None) -> int:
                 per_seed = []
                 for seed in s["seeds"]:
                     key = f"finetune {name} {task} {seed}"
-                    done = stage.get(key)
+                    # The encoder's own pretraining record decides it too (a new pretraining
+                    # run is a new encoder).
+                    decided = {**ft_key, "encoder": (pre.get(name) or {}).get("steps"),
+                               "encoder_loss": (pre.get(name) or {}).get("heldout_mlm_loss")}
+                    done = stage.get(key, decided)
                     if done is None:
                         say(f"fine-tuning {name} on {task}, seed {seed} ...")
-                        done = stage.put(key, fine_tune(
+                        done = stage.put(key, decided, fine_tune(
                             enc, task, d["tasks"][task], seed, s,
                             work / "finetune" / name.replace(" ", "") / task / f"seed{seed}"))
                     per_seed.append(done)
