@@ -97,6 +97,21 @@ def write_corpus(d: Path, n_docs: int = 300, seed: int = 0) -> Path:
     return p
 
 
+def prepared_data(tmp_path: Path, env: dict) -> Path:
+    """A tokenizer and token shards of `write_corpus`'s text with a held-out split (so a run
+    given `--data` writes eval rows too): tmp_path/data."""
+    corpus = write_corpus(tmp_path)
+    tok, data = tmp_path / "tok", tmp_path / "data"
+    for args in (("bertcore.tokenizer", "train", "--corpus", str(corpus), "--vocab-size", "300",
+                  "--out", str(tok)),
+                 ("bertcore.data", "prepare", "--corpus", str(corpus), "--tokenizer", str(tok),
+                  "--eval-fraction", "0.2", "--workers", "1", "--no-progress", "--out",
+                  str(data))):
+        p = run_cli("-m", *args, env=env)
+        assert p.returncode == 0, p.stderr[-2000:]
+    return data
+
+
 def base_args(corpus: Path, out: Path, *extra: str) -> list[str]:
     return ["--preset", "tiny", "--corpus", str(corpus), "--vocab-size", "300", "--seq-len", "32",
             "--batch-size", "8", "--max-predictions", "5", "--no-progress", "--log-every", "1",

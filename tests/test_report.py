@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from helpers import (CLASSIFY_FAST, ClassifyCli, assert_one_line_error, base_args, hf_dir,
-                     metrics, reviews, run_cli, train_cli, train_in_process, write_corpus,
-                     write_jsonl)
+                     metrics, prepared_data, reviews, train_cli, train_in_process,
+                     write_corpus, write_jsonl)
 
 pytest.importorskip("tensorboardX")
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
@@ -102,20 +102,6 @@ def wandb_records(path: Path):
 
 
 # ---- pretraining -----------------------------------------------------------------------------
-
-def prepared_data(tmp_path: Path, env: dict) -> Path:
-    """Tokenized data with a held-out split (so the runs write eval rows too)."""
-    corpus = write_corpus(tmp_path)
-    tok, data = tmp_path / "tok", tmp_path / "data"
-    for args in (("bertcore.tokenizer", "train", "--corpus", str(corpus), "--vocab-size", "300",
-                  "--out", str(tok)),
-                 ("bertcore.data", "prepare", "--corpus", str(corpus), "--tokenizer", str(tok),
-                  "--eval-fraction", "0.2", "--workers", "1", "--no-progress", "--out",
-                  str(data))):
-        p = run_cli("-m", *args, env=env)
-        assert p.returncode == 0, p.stderr[-2000:]
-    return data
-
 
 def pretrain_args(data: Path, out: Path, *extra: str) -> list[str]:
     return ["--preset", "tiny", "--data", str(data), "--seq-len", "32", "--batch-size", "8",

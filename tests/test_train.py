@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import (ROOT, assert_one_line_error, base_args, checkpoint_steps, metrics, run_cli,
-                     temp_dirs, train_cli, train_in_process, wait_all, write_corpus)
+from helpers import (ROOT, assert_one_line_error, base_args, checkpoint_steps, metrics,
+                     prepared_data, run_cli, temp_dirs, train_cli, train_in_process, wait_all,
+                     write_corpus)
 
 
 def curve(rundir: Path, keys=("loss", "mlm_loss", "nsp_loss", "grad_norm", "mlm_accuracy",
@@ -190,15 +191,7 @@ def test_eval_is_fixed_and_resumes_exactly(twin, tmp_path, cache_env):
     and the last one in summary.json."""
     import math
 
-    corpus = write_corpus(tmp_path)
-    tok, data = tmp_path / "tok", tmp_path / "data"
-    for args in (("bertcore.tokenizer", "train", "--corpus", str(corpus), "--vocab-size", "300",
-                  "--out", str(tok)),
-                 ("bertcore.data", "prepare", "--corpus", str(corpus), "--tokenizer", str(tok),
-                  "--eval-fraction", "0.2", "--workers", "1", "--no-progress", "--out",
-                  str(data))):
-        p = run_cli("-m", *args, env=cache_env)
-        assert p.returncode == 0, p.stderr[-2000:]
+    data = prepared_data(tmp_path, cache_env)
     common = ["--preset", "tiny", "--data", str(data), "--seq-len", "32", "--batch-size", "8",
               "--max-predictions", "5", "--no-progress", "--log-every", "2", "--steps", "6",
               "--checkpoint-every", "3", "--eval-batches", "3"]
