@@ -1,7 +1,7 @@
 """Process-wide settings for XLA's CPU backend, applied by jaxbert's CLIs and benchmark workers.
 
-Both are about speed only: the numbers a run computes are the same with or without them. Each is
-measured in BENCHMARKS.md. (The torch twin has nothing like them: its CPU matmuls are MKL's and
+The first two are about speed only: the numbers a run computes are the same with or without
+them; each is measured in BENCHMARKS.md. The third keeps simulated CPU devices from aborting. (The torch twin has nothing like them: its CPU matmuls are MKL's and
 its dropout bits come from one 64-bit draw per four elements; the malloc settings both twins
 share live in bertcore/malloc.py.)
 """
@@ -9,6 +9,7 @@ share live in bertcore/malloc.py.)
 from __future__ import annotations
 
 import os
+import re
 
 # jaxlib 0.10's CPU backend runs each standalone dot as a YNNPACK fusion; this flag runs them on
 # Eigen, XLA's older CPU dot library, which makes the mini step faster on this project's CPU
@@ -52,7 +53,37 @@ def unroll_threefry_on_cpu() -> bool:
     return True
 
 
+# With `--xla_force_host_platform_device_count=N` (the tests, trying pmap/sharded on a laptop)
+# jaxlib 0.10 now and then aborted a run in its first steps on a loaded machine: 3 of the 4
+# simulated devices waited in the step's all-reduce, the 4th never arrived, and XLA killed the
+# process after its 40 s limit ("Expected 4 threads to join the rendezvous, but only 3 of them
+# arrived on time"). On this 2-core machine with 2-3 busy loops beside it, 4 runs of the test in
+# about 15 aborted (tests/test_jax_train.py::test_pmap_and_sharded_equal_single_device); with
+# these two flags none of 18, and no device waited even the 10 s that makes XLA warn. Why the
+# flags help is not established (neither async dispatch off nor single-threaded Eigen did); the
+# longer limit turns a slow arrival into a wait rather than an abort. Only for simulated devices
+# (real accelerators have their own collectives), and only on jaxlib 0.10.x, whose flags these
+# are (XLA aborts on a flag it does not know).
+SIMULATED_DEVICES_FLAGS = ("--xla_cpu_collective_call_terminate_timeout_seconds=400",
+                           "--xla_cpu_collective_call_warn_stuck_timeout_seconds=10")
+
+
+def wait_longer_in_collectives() -> bool:
+    """Add SIMULATED_DEVICES_FLAGS to XLA_FLAGS when they simulate more than one CPU device, on
+    jaxlib 0.10.x, unless the user set a collective timeout. Returns whether they were added."""
+    import jaxlib
+
+    flags = os.environ.get("XLA_FLAGS", "")
+    count = re.search(r"xla_force_host_platform_device_count=(\d+)", flags)
+    if (count is None or int(count.group(1)) < 2 or "xla_cpu_collective" in flags
+            or not jaxlib.__version__.startswith("0.10.")):
+        return False
+    os.environ["XLA_FLAGS"] = " ".join([flags, *SIMULATED_DEVICES_FLAGS]).strip()
+    return True
+
+
 def apply_cpu_settings() -> None:
-    """Both settings above; call before JAX starts its backend (the XLA flag is read then)."""
+    """The settings above; call before JAX starts its backend (XLA flags are read then)."""
     use_eigen_for_cpu_dots()
     unroll_threefry_on_cpu()
+    wait_longer_in_collectives()

@@ -153,6 +153,31 @@ def test_cpu_dots_leave_ynnpack_unless_the_user_chose():
     assert users["flags"] == "--xla_cpu_experimental_ynn_fusion_type=-reduce"
 
 
+@pytest.mark.parametrize("flags, added", [
+    ("", False),
+    ("--xla_force_host_platform_device_count=1", False),
+    ("--xla_force_host_platform_device_count=4", True),
+    ("--xla_force_host_platform_device_count=4 --xla_cpu_collective_timeout_seconds=60", False)])
+def test_simulated_devices_wait_longer_in_collectives(monkeypatch, flags, added):
+    # Several simulated CPU devices get XLA's longer collective limits on jaxlib 0.10
+    # (jaxbert/cpu.py); one device needs nothing, and a user's own limit is kept as given. The
+    # flags are real: the subprocess's backend starts with them (XLA aborts on unknown flags).
+    import jaxlib
+
+    from jaxbert.cpu import SIMULATED_DEVICES_FLAGS, wait_longer_in_collectives
+
+    monkeypatch.setenv("XLA_FLAGS", flags)
+    on_010 = jaxlib.__version__.startswith("0.10.")
+    assert wait_longer_in_collectives() == (added and on_010)
+    got = os.environ["XLA_FLAGS"]
+    assert got == (" ".join([flags, *SIMULATED_DEVICES_FLAGS]) if added and on_010 else flags)
+    if added and on_010:
+        code = "import jax; print(len(jax.devices()))"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**os.environ, "XLA_FLAGS": got})
+        assert out.returncode == 0 and out.stdout.split() == ["4"], out.stderr[-2000:]
+
+
 def test_threefry_unrolled_on_cpu_gives_the_same_bits():
     # jaxbert.cpu swaps jax's CPU lowering of threefry (a 5-iteration loop, a pass over the
     # array each) for its unrolled one: the compiled program loses its loop, the bits stay.
