@@ -1,9 +1,10 @@
 """Process-wide settings for XLA's CPU backend, applied by jaxbert's CLIs and benchmark workers.
 
 The first two are about speed only: the numbers a run computes are the same with or without
-them; each is measured in BENCHMARKS.md. The third keeps simulated CPU devices from aborting. (The torch twin has nothing like them: its CPU matmuls are MKL's and
-its dropout bits come from one 64-bit draw per four elements; the malloc settings both twins
-share live in bertcore/malloc.py.)
+them; each is measured in BENCHMARKS.md. The third keeps simulated CPU devices from aborting.
+(The torch twin has nothing like them: its CPU matmuls are MKL's and its dropout bits come from
+one 64-bit draw per four elements; the malloc settings both twins share live in
+bertcore/malloc.py.)
 """
 
 from __future__ import annotations
@@ -62,9 +63,8 @@ def unroll_threefry_on_cpu() -> bool:
 # command alone); with these two flags none of 18 runs of the test, and no device waited even
 # the 10 s that makes XLA warn. Why the flags help is not established (neither async dispatch
 # off nor single-threaded Eigen did); the longer limit turns a slow arrival into a wait rather
-# than an abort. Only for simulated devices
-# (real accelerators have their own collectives), and only on jaxlib 0.10.x, whose flags these
-# are (XLA aborts on a flag it does not know).
+# than an abort. Only for simulated devices (real accelerators have their own collectives), and
+# only on jaxlib 0.10.x, whose flags these are (XLA aborts on a flag it does not know).
 SIMULATED_DEVICES_FLAGS = ("--xla_cpu_collective_call_terminate_timeout_seconds=400",
                            "--xla_cpu_collective_call_warn_stuck_timeout_seconds=10")
 
