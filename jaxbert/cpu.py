@@ -19,13 +19,19 @@ import re
 CPU_DOT_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_dot"
 
 
+def knows_our_xla_flags() -> bool:
+    """Whether this jaxlib is 0.10.x, the one whose XLA has the flags this file adds (XLA aborts
+    on a flag it does not know)."""
+    import jaxlib
+
+    return jaxlib.__version__.startswith("0.10.")
+
+
 def use_eigen_for_cpu_dots() -> bool:
     """Add CPU_DOT_FLAG to XLA_FLAGS (read when the backend starts, so call this first) unless
     the user chose a YNN fusion type or jaxlib is not 0.10.x. Returns whether it was added."""
-    import jaxlib
-
     flags = os.environ.get("XLA_FLAGS", "")
-    if not jaxlib.__version__.startswith("0.10."):
+    if not knows_our_xla_flags():
         return False
     if "ynn_fusion_type" in flags:
         return False
@@ -72,12 +78,10 @@ SIMULATED_DEVICES_FLAGS = ("--xla_cpu_collective_call_terminate_timeout_seconds=
 def wait_longer_in_collectives() -> bool:
     """Add SIMULATED_DEVICES_FLAGS to XLA_FLAGS when they simulate more than one CPU device, on
     jaxlib 0.10.x, unless the user set a collective timeout. Returns whether they were added."""
-    import jaxlib
-
     flags = os.environ.get("XLA_FLAGS", "")
     count = re.search(r"xla_force_host_platform_device_count=(\d+)", flags)
     if (count is None or int(count.group(1)) < 2 or "xla_cpu_collective" in flags
-            or not jaxlib.__version__.startswith("0.10.")):
+            or not knows_our_xla_flags()):
         return False
     os.environ["XLA_FLAGS"] = " ".join([flags, *SIMULATED_DEVICES_FLAGS]).strip()
     return True
