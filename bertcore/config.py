@@ -151,6 +151,243 @@ class BertConfig:
     def replace(self, **changes: Any) -> "BertConfig":
         return dataclasses.replace(self, **changes)
 
+    def without_dropout(self) -> "BertConfig":
+        return self.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+# ---- ModernBERT (Warner et al. 2024, arXiv 2412.13663; transformers' ModernBertConfig) --------
+
+# Presets that mirror BERT's: depth, width and heads as ours, the GeGLU width picked so the feed-
+# forward has about BERT's 8 H^2 weights (3 H I with I ~ 8H/3), so a ModernBERT preset and the
+# BERT preset of the same name have about the same parameter count; base and large as published.
+MODERNBERT_PRESETS: dict[str, tuple[int, int, int, int, int]] = {
+    #          layers, hidden, heads, intermediate, local_attention
+    "tiny": (2, 128, 2, 352, 64),
+    "mini": (4, 256, 4, 672, 64),
+    "small": (4, 512, 8, 1344, 64),
+    "medium": (8, 512, 8, 1344, 64),
+    "base": (22, 768, 12, 1152, 128),
+    "large": (28, 1024, 16, 2624, 128),
+}
+MODERNBERT_ACTS = ("gelu",)
+CLASSIFIER_POOLINGS = ("cls", "mean")
+FULL, SLIDING = "full_attention", "sliding_attention"   # transformers' layer_types names
+
+
+@dataclass(frozen=True)
+class ModernBertConfig:
+    """ModernBERT's config with Hugging Face `ModernBertConfig`'s field names, so the
+    `config.json` of a published ModernBERT loads as is and ours loads in transformers (4.48+,
+    and 5, which also reads `layer_types` and `rope_parameters`, both written by `to_dict`)."""
+    vocab_size: int = 50368
+    hidden_size: int = 768
+    intermediate_size: int = 1152
+    num_hidden_layers: int = 22
+    num_attention_heads: int = 12
+    hidden_activation: str = "gelu"
+    max_position_embeddings: int = 8192
+    initializer_range: float = 0.02
+    initializer_cutoff_factor: float = 2.0   # weights ~ N(0, std) truncated at +-factor * std
+    norm_eps: float = 1e-5
+    norm_bias: bool = False
+    pad_token_id: int = 50283
+    bos_token_id: int = 50281
+    eos_token_id: int = 50282
+    cls_token_id: int = 50281
+    sep_token_id: int = 50282
+    global_rope_theta: float = 160000.0
+    local_rope_theta: float = 10000.0
+    attention_bias: bool = False
+    attention_dropout: float = 0.0
+    global_attn_every_n_layers: int = 3      # layer i attends globally iff i % n == 0
+    local_attention: int = 128               # window width: |i - j| <= local_attention // 2
+    embedding_dropout: float = 0.0
+    mlp_bias: bool = False
+    mlp_dropout: float = 0.0
+    decoder_bias: bool = True
+    classifier_pooling: str = "cls"
+    classifier_dropout: float = 0.0
+    classifier_bias: bool = False
+    classifier_activation: str = "gelu"
+    tie_word_embeddings: bool = True
+
+    model_type = "modernbert"   # a class attribute, not a field
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def layer_types(self) -> list[str]:
+        """transformers' per-layer attention kinds: global on layers 0, n, 2n, ..."""
+        return [FULL if i % self.global_attn_every_n_layers == 0 else SLIDING
+                for i in range(self.num_hidden_layers)]
+
+    def is_global(self, layer: int) -> bool:
+        return layer % self.global_attn_every_n_layers == 0
+
+    def rope_theta(self, layer: int) -> float:
+        return self.global_rope_theta if self.is_global(layer) else self.local_rope_theta
+
+    def validate(self) -> None:
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings",
+                     "global_attn_every_n_layers", "local_attention"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise UserError(f"config {name}={v!r} must be a positive integer")
+        if self.hidden_size % self.num_attention_heads or self.head_dim % 2:
+            raise UserError(
+                f"config hidden_size={self.hidden_size} must split into "
+                f"num_attention_heads={self.num_attention_heads} heads of an even size (RoPE "
+                f"rotates pairs of features); pick a head count that does")
+        for name in ("attention_dropout", "embedding_dropout", "mlp_dropout",
+                     "classifier_dropout"):
+            v = getattr(self, name)
+            if not is_number(v) or not 0.0 <= v < 1.0:
+                raise UserError(f"config {name}={v!r} must be a number in [0, 1)")
+        for name in ("initializer_range", "initializer_cutoff_factor", "norm_eps",
+                     "global_rope_theta", "local_rope_theta"):
+            v = getattr(self, name)
+            if not is_number(v) or not 0.0 < v < math.inf:
+                raise UserError(f"config {name}={v!r} must be a positive number")
+        for name in ("norm_bias", "attention_bias", "mlp_bias", "decoder_bias",
+                     "classifier_bias", "tie_word_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"config {name}={getattr(self, name)!r} must be true or false")
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id", "cls_token_id",
+                     "sep_token_id"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < self.vocab_size:
+                raise UserError(f"config {name}={v!r} must be a token id below vocab_size="
+                                f"{self.vocab_size}")
+        for name in ("hidden_activation", "classifier_activation"):
+            if getattr(self, name) not in MODERNBERT_ACTS:
+                raise UserError(f"config {name}={getattr(self, name)!r} is not supported; use "
+                                f"one of {', '.join(MODERNBERT_ACTS)}")
+        if self.classifier_pooling not in CLASSIFIER_POOLINGS:
+            raise UserError(f"config classifier_pooling={self.classifier_pooling!r} must be "
+                            f"'cls' or 'mean'")
+        if not self.tie_word_embeddings:
+            raise UserError("config tie_word_embeddings=false is not supported: the MLM decoder "
+                            "is the token embedding matrix; set it to true")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "ModernBertConfig":
+        if name not in MODERNBERT_PRESETS:
+            raise UserError(f"unknown preset {name!r}; choose one of "
+                            f"{', '.join(MODERNBERT_PRESETS)}")
+        layers, hidden, heads, inter, window = MODERNBERT_PRESETS[name]
+        kw: dict[str, Any] = dict(num_hidden_layers=layers, hidden_size=hidden,
+                                  num_attention_heads=heads, intermediate_size=inter,
+                                  local_attention=window)
+        if name not in ("base", "large"):
+            kw["max_position_embeddings"] = 512   # as BERT's presets (RoPE has no table)
+        kw.update(overrides)
+        return cls(**kw)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModernBertConfig":
+        """Fields by name (unknown keys ignored), also from transformers 5's spelling:
+        `rope_parameters` {full_attention|sliding_attention: {rope_theta}} and `layer_types`."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        for k in ("eos_token_id", "bos_token_id", "pad_token_id", "cls_token_id",
+                  "sep_token_id"):
+            if isinstance(kw.get(k), list) and kw[k]:
+                kw[k] = kw[k][0]              # transformers allows a list of eos ids
+            if k in kw and kw[k] is None:
+                del kw[k]
+        rope = d.get("rope_parameters")
+        if isinstance(rope, dict):
+            for kind, field in ((FULL, "global_rope_theta"), (SLIDING, "local_rope_theta")):
+                if isinstance(rope.get(kind), dict) and "rope_theta" in rope[kind]:
+                    if rope[kind].get("rope_type", "default") != "default":
+                        raise UserError(f"config rope_parameters.{kind}.rope_type="
+                                        f"{rope[kind]['rope_type']!r} is not supported; only "
+                                        f"'default' RoPE is")
+                    kw[field] = rope[kind]["rope_theta"]
+        types = d.get("layer_types")
+        if isinstance(types, list) and types:
+            def pattern(n: Any) -> list[str]:
+                return [FULL if i % n == 0 else SLIDING for i in range(len(types))]
+
+            globals_ = [i for i, t in enumerate(types) if t == FULL]
+            # The file's own n where it gives this pattern (with one global layer many do).
+            n = kw.get("global_attn_every_n_layers")
+            if not (isinstance(n, int) and n >= 1 and pattern(n) == types):
+                n = globals_[1] if len(globals_) > 1 else len(types)
+                if not globals_ or pattern(n) != types:
+                    raise UserError(f"config layer_types {types} is not global attention every "
+                                    f"n layers from layer 0, the only pattern supported")
+            kw["global_attn_every_n_layers"] = n
+        return cls(**kw)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.update(model_type="modernbert", architectures=["ModernBertForMaskedLM"],
+                 layer_types=self.layer_types,
+                 rope_parameters={FULL: {"rope_type": "default",
+                                         "rope_theta": self.global_rope_theta},
+                                  SLIDING: {"rope_type": "default",
+                                            "rope_theta": self.local_rope_theta}})
+        return d
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> "ModernBertConfig":
+        path = Path(path)
+        if path.is_dir():
+            path = path / "config.json"
+        if not path.is_file():
+            raise UserError(f"config file {path} does not exist; pass a config.json or a --preset")
+        return _from_json_file(cls, path, "config file", "fix or replace it")
+
+    def to_json_file(self, path: str | Path) -> None:
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    def replace(self, **changes: Any) -> "ModernBertConfig":
+        return dataclasses.replace(self, **changes)
+
+    def without_dropout(self) -> "ModernBertConfig":
+        return self.replace(attention_dropout=0.0, embedding_dropout=0.0, mlp_dropout=0.0)
+
+
+ModelConfig = BertConfig | ModernBertConfig
+ARCHS = {"bert": BertConfig, "modernbert": ModernBertConfig}
+
+
+def arch_of(config: ModelConfig) -> str:
+    """"bert" or "modernbert": the architecture a model config describes."""
+    return "modernbert" if isinstance(config, ModernBertConfig) else "bert"
+
+
+def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
+    """BertConfig or ModernBertConfig by the dict's `model_type` (none: BERT, as older files)."""
+    kind = d.get("model_type", "bert")
+    if kind == "modernbert":
+        return ModernBertConfig.from_dict(d)
+    if kind not in ("bert", None):
+        raise UserError(f"model_type {kind!r} is not supported; this project trains 'bert' and "
+                        f"'modernbert'")
+    return BertConfig.from_dict(d)
+
+
+def load_model_config(path: str | Path) -> ModelConfig:
+    """A config.json (or a directory holding one) of either architecture."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist; pass a config.json or a --preset")
+    return _from_json_file(_Dispatch, path, "config file", "fix or replace it")
+
+
+class _Dispatch:
+    from_dict = staticmethod(model_config_from_dict)
+
 
 SCHEDULES = ("linear", "cosine", "noam", "constant")
 
@@ -208,7 +445,7 @@ class TrainConfig:
         self.check_rows_divide(parts, what)
         return self.batch_size // (parts * self.grad_accum)
 
-    def validate(self, model: BertConfig | None = None) -> None:
+    def validate(self, model: "ModelConfig | None" = None) -> None:
         """Every check on these settings, for both twins: each flag's range and type (a hand-edited
         train_config.json too), so a bad value is refused before a run writes anything."""
         def flag(name: str) -> str:

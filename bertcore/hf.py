@@ -36,7 +36,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from bertcore.config import BertConfig
+from bertcore.config import BertConfig, ModelConfig, ModernBertConfig
 from bertcore.errors import UserError
 
 # ---- the table -------------------------------------------------------------------------------
@@ -63,6 +63,27 @@ TABLE: tuple[tuple[str, str], ...] = (
     ("cls.predictions", "bias"),  # the decoder's bias, a bare vector
     ("cls.seq_relationship", "dense"),
 )
+
+# ModernBertForMaskedLM's modules (transformers' names; the twins' torchbert/modernbert.py and
+# jaxbert/modernbert.py use them). Which biases exist depends on the config (`norm_bias`,
+# `attention_bias`, `mlp_bias`, `classifier_bias`, `decoder_bias`), and layer 0 has no attention
+# norm (an identity in the reference): `param_table` lists exactly the present ones.
+MODERNBERT_TABLE: tuple[tuple[str, str], ...] = (
+    ("model.embeddings.tok_embeddings", "embed"),
+    ("model.embeddings.norm", "layernorm"),
+    ("model.layers.{i}.attn_norm", "layernorm"),
+    ("model.layers.{i}.attn.Wqkv", "dense"),
+    ("model.layers.{i}.attn.Wo", "dense"),
+    ("model.layers.{i}.mlp_norm", "layernorm"),
+    ("model.layers.{i}.mlp.Wi", "dense"),
+    ("model.layers.{i}.mlp.Wo", "dense"),
+    ("model.final_norm", "layernorm"),
+    ("head.dense", "dense"),
+    ("head.norm", "layernorm"),
+    ("decoder", "bias"),  # the decoder's bias; its weight is the token embedding matrix
+)
+MODERNBERT_TIED = {"decoder.weight": "model.embeddings.tok_embeddings.weight"}
+MODERNBERT_HEAD_PREFIXES = ("head.", "decoder.")   # a ModernBertModel save has neither
 
 # layer type -> ((torch leaf, Flax leaf, transpose), ...)
 LEAVES: dict[str, tuple[tuple[str, str, bool], ...]] = {
@@ -93,7 +114,7 @@ class Param:
 def _rule_regexes() -> list[tuple[re.Pattern, re.Pattern, str, str, bool]]:
     """Each (module, leaf) rule as a regex over HF names and one over Flax paths ("/"-joined)."""
     rules = []
-    for module, layer_type in TABLE:
+    for module, layer_type in TABLE + MODERNBERT_TABLE:
         for hf_leaf, flax_leaf, transpose in LEAVES[layer_type]:
             hf = re.escape(f"{module}.{hf_leaf}").replace(re.escape("{i}"), r"(\d+)")
             fx = re.escape("/".join(module.split(".") + [flax_leaf])).replace(
@@ -120,8 +141,38 @@ def _shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
     }
 
 
-def param_table(config: BertConfig) -> list[Param]:
-    """Every parameter of `BertForPreTraining(config)`, in model order, with its HF shape."""
+def _modernbert_param_table(config: ModernBertConfig) -> list[Param]:
+    H, I, V = config.hidden_size, config.intermediate_size, config.vocab_size
+    shapes = {"model.embeddings.tok_embeddings": (V, H), "model.layers.{i}.attn.Wqkv": (3 * H, H),
+              "model.layers.{i}.mlp.Wi": (2 * I, H), "model.layers.{i}.mlp.Wo": (H, I),
+              "decoder": (V,)}
+    has_bias = {"model.layers.{i}.attn.Wqkv": config.attention_bias,
+                "model.layers.{i}.attn.Wo": config.attention_bias,
+                "model.layers.{i}.mlp.Wi": config.mlp_bias, "model.layers.{i}.mlp.Wo": config.mlp_bias,
+                "head.dense": config.classifier_bias, "decoder": config.decoder_bias}
+    out = []
+    for module, layer_type in MODERNBERT_TABLE:
+        layers = range(config.num_hidden_layers) if "{i}" in module else [None]
+        bias = has_bias.get(module, config.norm_bias if layer_type == "layernorm" else True)
+        for i in layers:
+            if module.endswith("attn_norm") and i == 0:
+                continue          # layer 0's attention input is the embeddings' norm already
+            name = module.replace("{i}", str(i))
+            w = shapes.get(module, (H, H) if layer_type == "dense" else (H,))
+            for hf_leaf, flax_leaf, transpose in LEAVES[layer_type]:
+                if hf_leaf == "bias" and not bias:
+                    continue
+                shape = w if hf_leaf == "weight" or layer_type == "bias" else (w[0],)
+                out.append(Param(f"{name}.{hf_leaf}", tuple(name.split(".")) + (flax_leaf,),
+                                 transpose, shape))
+    return out
+
+
+def param_table(config: ModelConfig) -> list[Param]:
+    """Every parameter of `BertForPreTraining(config)` (or `ModernBertForMaskedLM(config)`), in
+    model order, with its HF shape."""
+    if isinstance(config, ModernBertConfig):
+        return _modernbert_param_table(config)
     H = config.hidden_size
     shapes = _shapes(config)
     out = []
@@ -154,7 +205,8 @@ def _lookup(key: str, to_flax: bool) -> tuple[str, bool] | None:
             name = name.replace("{i}", idx, 1)
         if to_flax:
             return "/".join(name.split(".") + [flax_leaf]), transpose
-        hf_leaf = next(h for h, f, _ in LEAVES[dict(TABLE)[module]] if f == flax_leaf)
+        hf_leaf = next(h for h, f, _ in LEAVES[dict(TABLE + MODERNBERT_TABLE)[module]]
+                       if f == flax_leaf)
         return f"{name}.{hf_leaf}", transpose
     return None
 
@@ -177,9 +229,27 @@ def _convert(flat: Mapping[str, Any], to_flax: bool) -> tuple[dict[str, np.ndarr
     return out, unknown
 
 
-def normalize_hf_names(state: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Bring a HF state dict to canonical names: add the `bert.` prefix that BertModel saves lack,
-    rename TF-era `gamma`/`beta`, drop buffers, and check tied copies equal what they tie to."""
+def tied_names(config: ModelConfig | None) -> dict[str, str]:
+    """Tied copy -> the parameter it is, for this architecture."""
+    return MODERNBERT_TIED if isinstance(config, ModernBertConfig) else TIED
+
+
+def head_prefixes(config: ModelConfig) -> tuple[str, ...]:
+    """Names an encoder-only save may lack, for this architecture."""
+    return MODERNBERT_HEAD_PREFIXES if isinstance(config, ModernBertConfig) else HEAD_PREFIXES
+
+
+def normalize_hf_names(state: Mapping[str, Any], config: ModelConfig | None = None
+                       ) -> dict[str, np.ndarray]:
+    """Bring a HF state dict to canonical names: add the `bert.` prefix that BertModel saves lack
+    (`model.` for ModernBertModel's), rename TF-era `gamma`/`beta`, drop buffers, and check tied
+    copies equal what they tie to. The architecture is `config`'s, else read from the names."""
+    if config is None and any("tok_embeddings" in k for k in state):
+        config = ModernBertConfig
+    if isinstance(config, ModernBertConfig) or config is ModernBertConfig:
+        return _check_tied({k if k.startswith(("model.", "head.", "decoder.", "classifier."))
+                            else f"model.{k}": np.asarray(v) for k, v in state.items()},
+                           MODERNBERT_TIED)
     out: dict[str, np.ndarray] = {}
     for key, value in state.items():
         name = key if key.startswith(("bert.", "cls.")) else f"bert.{key}"
@@ -187,7 +257,12 @@ def normalize_hf_names(state: Mapping[str, Any]) -> dict[str, np.ndarray]:
         if name in BUFFERS:
             continue
         out[name] = np.asarray(value)
-    for copy, source in TIED.items():
+    return _check_tied(out, TIED)
+
+
+def _check_tied(out: dict[str, np.ndarray], tied: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """Drop each tied copy, after checking it equals the parameter it ties to."""
+    for copy, source in tied.items():
         if copy in out:
             tied = out.pop(copy)
             if source in out and not np.array_equal(tied, out[source]):
@@ -214,8 +289,10 @@ def check_hf_state(state: Mapping[str, Any], config: BertConfig,
     parameters raise one `UserError` listing them. Returns the missing names that were allowed
     (sorted), which the caller initialises fresh."""
     expected = {p.hf_name: p for p in param_table(config)}
-    fail_names(f"{source} has unexpected parameter names for this config "
-               f"(layer_norm_position={config.layer_norm_position!r})", set(state) - set(expected),
+    kind = (f"layer_norm_position={config.layer_norm_position!r}" if isinstance(config, BertConfig)
+            else "ModernBERT")
+    fail_names(f"{source} has unexpected parameter names for this config ({kind})",
+               set(state) - set(expected),
                "check that the checkpoint and config.json belong together")
     missing = set(expected) - set(state)
     fail_names(f"{source} has missing parameters", [n for n in missing
@@ -236,7 +313,7 @@ def hf_to_flax(state: Mapping[str, Any], config: BertConfig,
     are checked by `check_hf_state`. Missing names (allowed by `missing_ok`) are simply absent
     from the result.
     """
-    state = normalize_hf_names(state)
+    state = normalize_hf_names(state, config)
     check_hf_state(state, config, missing_ok)
     flat, _ = _convert(state, to_flax=True)
     return unflatten(flat)
@@ -253,12 +330,12 @@ def flax_to_hf(params: Mapping[str, Any], config: BertConfig | None = None,
     flat = flatten(params)
     out, unknown = _convert(flat, to_flax=False)
     fail_names("unknown Flax parameter paths", unknown,
-               "is this a jaxbert BertForPreTraining tree?")
+               "is this a jaxbert BertForPreTraining or ModernBertForMaskedLM tree?")
     if config is not None:
         fail_names("missing parameters", set(hf_names(config)) - set(out),
                    "the parameter tree does not match the config")
     if include_tied:
-        for copy, source in TIED.items():
+        for copy, source in tied_names(config).items():
             if source in out:
                 out[copy] = out[source]
     return out
@@ -294,13 +371,32 @@ def fresh_params(config: BertConfig, names: Iterable[str], seed: int = 0) -> dic
     rng = np.random.default_rng(seed)
     out = {}
     for p in param_table(config):
-        if p.hf_name in names:
+        if p.hf_name in names and isinstance(config, ModernBertConfig):
+            out[p.hf_name] = _modernbert_fresh(p, config, rng)
+        elif p.hf_name in names:
             leaf = p.flax_path[-1]
             out[p.hf_name] = (np.ones(p.hf_shape, np.float32) if leaf == "scale" else
                               np.zeros(p.hf_shape, np.float32) if leaf == "bias" else
                               rng.normal(0.0, config.initializer_range, p.hf_shape)
                               .astype(np.float32))
     return out
+
+
+def _modernbert_fresh(p: Param, config: ModernBertConfig, rng: np.random.Generator) -> np.ndarray:
+    """transformers' ModernBERT initialisation of one parameter: weights ~ N(0, std) truncated at
+    +-initializer_cutoff_factor * std, std = initializer_range, or initializer_range /
+    sqrt(2 * layers) for the output projections and the MLM head's dense; biases 0, norms 1."""
+    leaf = p.flax_path[-1]
+    if leaf in ("scale", "bias"):
+        return (np.ones if leaf == "scale" else np.zeros)(p.hf_shape, np.float32)
+    std = config.initializer_range
+    if p.hf_name.endswith("Wo.weight") or p.hf_name == "head.dense.weight":
+        std /= (2.0 * config.num_hidden_layers) ** 0.5
+    bound = config.initializer_cutoff_factor * std
+    w = rng.normal(0.0, std, p.hf_shape)
+    while (out := np.abs(w) > bound).any():       # redraw the tails: a truncated normal
+        w[out] = rng.normal(0.0, std, int(out.sum()))
+    return w.astype(np.float32)
 
 
 # ---- reading a Hugging Face directory's weights ------------------------------------------------
@@ -348,9 +444,11 @@ def read_hf_safetensors(path: Path) -> tuple[dict[str, np.ndarray], Path] | None
 CLASSIFIER = "classifier"
 
 
-def classifier_param_table(config: BertConfig, num_labels: int) -> list[Param]:
-    """Every parameter of `BertForSequenceClassification(config, num_labels)`, in model order."""
-    body = [p for p in param_table(config) if p.hf_name.startswith("bert.")]
+def classifier_param_table(config: ModelConfig, num_labels: int) -> list[Param]:
+    """Every parameter of `BertForSequenceClassification(config, num_labels)` (or
+    `ModernBertForSequenceClassification`: the encoder `model.*`, the pooled vector's `head.*`
+    and the classifier), in model order."""
+    body = [p for p in param_table(config) if p.hf_name.startswith(("bert.", "model.", "head."))]
     H = config.hidden_size
     return body + [Param(f"{CLASSIFIER}.weight", (CLASSIFIER, "kernel"), True, (num_labels, H)),
                    Param(f"{CLASSIFIER}.bias", (CLASSIFIER, "bias"), False, (num_labels,))]
