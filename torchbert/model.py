@@ -404,42 +404,56 @@ class BertForPreTraining(nn.Module):
         `weights_only=True`, pytorch_model.bin), saved from BertForPreTraining, BertForMaskedLM
         or BertModel. Missing heads stay initialised and are logged; with
         `output_loading_info=True` returns `(model, {"missing_keys": [...]})` as HF does."""
-        path = Path(path)
-        if not path.is_dir():
-            raise UserError(f"{path} is not a directory; pass a Hugging Face BERT directory")
-        config = BertConfig.from_json_file(path / "config.json").replace(**config_overrides)
-        model = cls(config)
-        state, source = read_hf_weights(path)
-        missing = model.load_hf_state_dict(state, source=str(source))
-        if missing:
-            logger.warning("%s: %d tensor(s) not in the checkpoint, left initialised: %s",
-                           source, len(missing), ", ".join(missing))
-        return (model, {"missing_keys": missing}) if output_loading_info else model
+        return load_hf_directory(cls, BertConfig, "BERT", path, output_loading_info,
+                                 config_overrides)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write config.json + model.safetensors in HF layout (loads in `transformers`).
+        """Write config.json + model.safetensors in HF layout (loads in `transformers`)."""
+        save_hf_directory(path, self.hf_state_dict(), self.config)
 
-        Files are written into a temporary sibling directory first; a new directory is then
-        renamed into place in one step, and in an existing one each file is replaced atomically
-        (other files there, e.g. a tokenizer, are kept)."""
-        from safetensors.torch import save_file
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-        try:
-            tensors = {k: v.detach().cpu().contiguous() for k, v in self.hf_state_dict().items()}
-            save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-            (tmp / "config.json").write_text(
-                json.dumps(self.config.to_dict(), indent=2, sort_keys=True) + "\n",
-                encoding="utf-8")
-            if not path.exists():
-                tmp.rename(path)
-                return
-            for name in ("model.safetensors", "config.json"):   # weights first, config last
-                os.replace(tmp / name, path / name)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+def load_hf_directory(model_cls: Any, config_cls: Any, kind: str, path: str | os.PathLike,
+                      output_loading_info: bool, config_overrides: dict[str, Any]):
+    """`from_pretrained` of a model class with `load_hf_state_dict`: its config from
+    config.json (with overrides), its weights from `read_hf_weights`; missing heads are logged
+    and stay initialised. `kind` names the architecture in the error for a missing directory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path} is not a directory; pass a Hugging Face {kind} directory")
+    config = config_cls.from_json_file(path / "config.json").replace(**config_overrides)
+    model = model_cls(config)
+    state, source = read_hf_weights(path)
+    missing = model.load_hf_state_dict(state, source=str(source))
+    if missing:
+        logger.warning("%s: %d tensor(s) not in the checkpoint, left initialised: %s",
+                       source, len(missing), ", ".join(missing))
+    return (model, {"missing_keys": missing}) if output_loading_info else model
+
+
+def save_hf_directory(path: str | os.PathLike, state: dict[str, torch.Tensor], config: Any
+                      ) -> None:
+    """config.json + model.safetensors of `state` (HF names, each tensor once) in `path`.
+
+    Files are written into a temporary sibling directory first; a new directory is then
+    renamed into place in one step, and in an existing one each file is replaced atomically
+    (other files there, e.g. a tokenizer, are kept)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(
+            json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        if not path.exists():
+            tmp.rename(path)
+            return
+        for name in ("model.safetensors", "config.json"):   # weights first, config last
+            os.replace(tmp / name, path / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _as_numpy(t: Any) -> Any:
