@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from bertcore.config import BertConfig
+from bertcore.config import BertConfig, ModelConfig, ModernBertConfig
 from bertcore.files import write_text_atomic
 from bertcore.hf import classifier_param_table, param_table
 
@@ -86,7 +86,7 @@ def front_matter(meta: Mapping[str, Any], comments: Mapping[str, str] | None = N
 
 # ---- what the cards say --------------------------------------------------------------------------
 
-def parameter_count(config: BertConfig, num_labels: int | None = None) -> int:
+def parameter_count(config: ModelConfig, num_labels: int | None = None) -> int:
     """Parameters of BertForPreTraining(config) (the tied MLM decoder once, as transformers'
     `num_parameters()` counts it), or of BertForSequenceClassification with `num_labels`."""
     table = (param_table(config) if num_labels is None
@@ -130,21 +130,29 @@ def _number(n: float) -> str:
     return f"{n:g}"
 
 
-def _architecture(config: BertConfig, params: int, num_labels: int | None = None) -> list[str]:
+def _architecture(config: ModelConfig, params: int, num_labels: int | None = None) -> list[str]:
     rows = [("layers", config.num_hidden_layers), ("hidden size", config.hidden_size),
             ("attention heads", config.num_attention_heads),
             ("intermediate size", config.intermediate_size), ("vocabulary", config.vocab_size),
-            ("max positions", config.max_position_embeddings),
-            ("LayerNorm", f"{config.layer_norm_position}-LN"),
-            ("activation", config.hidden_act)]
+            ("max positions", config.max_position_embeddings)]
+    if isinstance(config, ModernBertConfig):
+        rows += [("architecture", "ModernBERT (pre-norm, RoPE, GeGLU)"),
+                 ("attention", f"global every {config.global_attn_every_n_layers} layers, local "
+                               f"({config.local_attention} tokens wide) between"),
+                 ("RoPE theta", f"{config.global_rope_theta:g} global, "
+                                f"{config.local_rope_theta:g} local"),
+                 ("activation", f"GeGLU ({config.hidden_activation})")]
+    else:
+        rows += [("LayerNorm", f"{config.layer_norm_position}-LN"),
+                 ("activation", config.hidden_act)]
     if num_labels is not None:
         rows.append(("labels", num_labels))
     rows.append(("parameters", f"{params:,} ({_number(params)})"))
     return ["| | |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows)]
 
 
-def _pre_ln_note(config: BertConfig) -> list[str]:
-    if config.layer_norm_position != "pre":
+def _pre_ln_note(config: ModelConfig) -> list[str]:
+    if not isinstance(config, BertConfig) or config.layer_norm_position != "pre":
         return []
     return ["", "Note: this model is **pre-LN** (`layer_norm_position: pre`). transformers' BERT "
                 "classes compute post-LN BERT: they load these weights without complaint but do "
@@ -184,7 +192,7 @@ def _head(meta: dict[str, Any], title: str, summary: str) -> list[str]:
             "weights and of the data they were trained on before you publish this model.", ""]
 
 
-def pretraining_card(hf_dir: str | Path, config: BertConfig, *,
+def pretraining_card(hf_dir: str | Path, config: ModelConfig, *,
                      framework: str | None = None, name: str | None = None,
                      train: Mapping[str, Any] | None = None, steps: int | None = None,
                      corpus: str | None = None, data: str | None = None,
@@ -212,11 +220,14 @@ def pretraining_card(hf_dir: str | Path, config: BertConfig, *,
                                held_out.get("perplexity"))])
     meta = _meta("fill-mask", framework, [ds] if ds else [], init_from, index)
     who = FRAMEWORK_NAMES.get(framework or "", "this project")
-    what = (f"A BERT model pretrained with masked language modelling"
-            f"{' and next-sentence prediction' if not train or train.get('nsp', True) else ''} "
-            f"by {who}, one of twinbert's two BERT implementations (PyTorch and JAX/Flax, "
+    modern = isinstance(config, ModernBertConfig)
+    nsp = not modern and (not train or train.get("nsp", True))
+    what = (f"A {'ModernBERT' if modern else 'BERT'} model pretrained with masked language "
+            f"modelling{' and next-sentence prediction' if nsp else ''} "
+            f"by {who}, one of twinbert's two implementations (PyTorch and JAX/Flax, "
             f"the same model and training on a shared framework-free pipeline). Its weights "
-            f"are a Hugging Face `BertForPreTraining` directory.")
+            f"are a Hugging Face `{'ModernBertForMaskedLM' if modern else 'BertForPreTraining'}` "
+            f"directory.")
     out = _head(meta, name, what)
     out += ["## Architecture", "", *_architecture(config, params), *_pre_ln_note(config), ""]
     out += ["## Training", ""]
@@ -265,23 +276,24 @@ def pretraining_card(hf_dir: str | Path, config: BertConfig, *,
                     f"{held_out.get('mlm_loss', float('nan')):.4f}, perplexity "
                     f"{held_out.get('perplexity', float('nan')):.2f}, MLM accuracy "
                     f"{held_out.get('mlm_accuracy', float('nan')):.4f}.", ""]
-    out += _use_pretrained(str(hf_dir))
+    out += _use_pretrained(str(hf_dir), modern)
     return "\n".join(out).rstrip() + "\n"
 
 
-def _use_pretrained(path: str) -> list[str]:
+def _use_pretrained(path: str, modern: bool = False) -> list[str]:
+    mlm = "ModernBertForMaskedLM" if modern else "BertForMaskedLM"
     return [
         "## How to use", "",
         f"`{path}` is this directory; after you push it to the Hub, use the repository's name "
         f"instead.", "",
         "With transformers:", "",
         "```python",
-        "from transformers import BertForMaskedLM, pipeline",
+        f"from transformers import {mlm}, pipeline",
         "",
         f"fill = pipeline(\"fill-mask\", model={json.dumps(path)})",
         f"print(fill({json.dumps(FILL_MASK_TEXT)}))",
-        f"model = BertForMaskedLM.from_pretrained({json.dumps(path)})"
-        "  # BertForPreTraining: with the NSP head",
+        f"model = {mlm}.from_pretrained({json.dumps(path)})"
+        + ("" if modern else "  # BertForPreTraining: with the NSP head"),
         "```", "",
         "With either twin of this project:", "",
         "```bash",
@@ -292,11 +304,11 @@ def _use_pretrained(path: str) -> list[str]:
         f"python -m jaxbert.classify train --init-from {path} --data DATA --out RUNDIR"
         "   # fine-tune a classifier",
         "```", "",
-        "In Python: `torchbert.model.BertForPreTraining.from_pretrained(PATH)`, "
-        "`jaxbert.model.from_pretrained(PATH)` (returns the model and its params).", ""]
+        "In Python: `torchbert.arch.from_pretrained(PATH)`, `jaxbert.arch.from_pretrained(PATH)` "
+        "(returns the model and its params).", ""]
 
 
-def classifier_card(hf_dir: str | Path, config: BertConfig, labels: list[str], *,
+def classifier_card(hf_dir: str | Path, config: ModelConfig, labels: list[str], *,
                     framework: str | None = None, name: str | None = None,
                     settings: Mapping[str, Any] | None = None,
                     base_model: str | None = None, data: str | None = None,

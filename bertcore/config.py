@@ -518,6 +518,9 @@ class TrainConfig:
 
 def weight_decay_applies(name: str) -> bool:
     """AdamW decays every parameter except biases and LayerNorm parameters (google-research/bert's
-    `exclude_from_weight_decay`). Works on torch names (`...LayerNorm.weight`) and Flax paths
-    (`.../LayerNorm/scale`), so both twins decay exactly the same tensors."""
-    return not (name.endswith("bias") or "LayerNorm" in name)
+    `exclude_from_weight_decay`; ModernBERT's norms are `norm`, `attn_norm`, `mlp_norm`,
+    `final_norm`). Works on torch names (`...LayerNorm.weight`, `...attn_norm.weight`) and Flax
+    paths (`.../LayerNorm/scale`), so both twins decay exactly the same tensors."""
+    module = name.replace("/", ".").split(".")[-2:-1]
+    return not (name.endswith("bias") or "LayerNorm" in name
+                or (module != [] and module[0].endswith("norm")))

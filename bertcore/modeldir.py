@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertcore.config import BertConfig
+from bertcore.config import ModelConfig, load_model_config
 from bertcore.data.tokenizer import WordPiece, load_tokenizer
 from bertcore.errors import UserError
 from bertcore.hf import safetensors_files
@@ -42,7 +42,7 @@ class ModelDir:
     """A model directory, read: its layout, config, tokenizer and where its weights are."""
     path: Path
     layout: str                       # one of LAYOUTS
-    config: BertConfig                # its config.json (a run's: dropout as the user set it)
+    config: ModelConfig               # its config.json (a run's: dropout as the user set it)
     tokenizer_dir: Path | None        # its tokenizer; None: an hf directory without one
     weights_dir: Path | None          # its weights as a Hugging Face directory: itself (hf,
     #                                   hf-classifier), best/ (classify-run), hf/ (a pretraining
@@ -52,7 +52,7 @@ class ModelDir:
     run: RunFiles | None = None       # a pretraining run's run.json and configs
 
     @property
-    def trained_config(self) -> BertConfig:
+    def trained_config(self) -> ModelConfig:
         """The config a pretraining run's checkpoints record (dropout off after --no-dropout);
         any other layout's config.json."""
         return self.run.trained_config if self.run is not None else self.config
@@ -95,12 +95,12 @@ def open_model_dir(path: str | Path, flag: str = "") -> ModelDir:
         return ModelDir(path, layout, run.config, path / "tokenizer", _hf_or_none(path / "hf"),
                         run.framework, run=run)
     if layout == "classify-run":
-        config = BertConfig.from_json_file(path / "config.json")
+        config = load_model_config(path / "config.json")
         return ModelDir(path, layout, config, path / "tokenizer", _hf_or_none(path / "best"),
                         _framework(path), _id2label(path / "config.json"))
     if layout in ("hf", "hf-classifier"):
         tok = path if any((path / f).is_file() for f in TOKENIZER_FILES) else None
-        return ModelDir(path, layout, BertConfig.from_json_file(path / "config.json"), tok, path,
+        return ModelDir(path, layout, load_model_config(path / "config.json"), tok, path,
                         labels=_labels(path))
     raise UserError(f"{named} is neither a pretraining RUNDIR (run.json), a classify RUNDIR "
                     f"({CLASSIFY_FILE}) nor a Hugging Face BERT directory (config.json + "

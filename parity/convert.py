@@ -102,7 +102,7 @@ def convert(src: str | Path, dst: str | Path, to: str, step: int | None = None,
     if to in FRAMEWORKS:
         logger.info(f"note: from a Hugging Face directory only weights exist (no optimizer state "
                     f"or data position); {to}bert loads {dst} with from_pretrained")
-    if state.config.layer_norm_position == "pre":
+    if getattr(state.config, "layer_norm_position", None) == "pre":
         logger.info("note: layer_norm_position=pre: transformers' BertForPreTraining computes "
                     "post-LN BERT and cannot run these weights; torchbert/jaxbert "
                     "from_pretrained can")

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from bertcore.card import pretraining_card, run_corpus, write_model_card
-from bertcore.config import BertConfig
+from bertcore.config import BertConfig, ModelConfig, load_model_config
 from bertcore.errors import UserError
-from bertcore.hf import (HEAD_PREFIXES, check_hf_state, fresh_params, hf_names,
+from bertcore.hf import (check_hf_state, fresh_params, head_prefixes, hf_names,
                          normalize_hf_names, read_hf_safetensors, save_hf_files)
 from bertcore.modeldir import layout_of, open_model_dir
 from bertcore.train.metrics import learned, learned_lines
@@ -35,7 +35,7 @@ class TrainingState:
     """A checkpoint, framework-free. `exp_avg`/`exp_avg_sq` are torch's names for AdamW's first
     and second moments (optax `mu`/`nu`); a parameter that never had a gradient may lack them
     (torch keeps no state for it; optax holds zeros, which is the same thing)."""
-    config: BertConfig                  # the model config (RUNDIR/config.json, dropout as set)
+    config: ModelConfig                 # the model config (RUNDIR/config.json, dropout as set)
     params: dict[str, np.ndarray]       # HF name -> torch-layout array
     step: int = 0                       # optimizer updates done = every step counter there is
     exp_avg: dict[str, np.ndarray] | None = None
@@ -93,9 +93,9 @@ def detect_source(src: Path, step: int | None) -> tuple[str, Path, int | None]:
 
 def read_hf(path: Path) -> TrainingState:
     """Weights of a Hugging Face BERT directory (BertForPreTraining, BertForMaskedLM or BertModel
-    save; with or without the `bert.` prefix; tied decoder copies checked). Missing heads get a
-    fresh initialisation."""
-    config = BertConfig.from_json_file(path / "config.json")    # checks it is valid JSON
+    save; with or without the `bert.` prefix; tied decoder copies checked), or of a ModernBERT one
+    (ModernBertForMaskedLM or ModernBertModel). Missing heads get a fresh initialisation."""
+    config = load_model_config(path / "config.json")    # checks it is valid JSON
     position_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get(
         "position_embedding_type", "absolute")
     if position_type != "absolute":
@@ -108,13 +108,15 @@ def read_hf(path: Path) -> TrainingState:
 
         found = read_hf_weights(path)
     state = {k: (v.astype(np.float32) if v.dtype.kind == "f" else v)
-             for k, v in normalize_hf_names(_as_numpy(found[0])).items()}
-    missing = check_hf_state(state, config, missing_ok=HEAD_PREFIXES, source=str(found[1]))
+             for k, v in normalize_hf_names(_as_numpy(found[0]), config).items()}
+    missing = check_hf_state(state, config, missing_ok=head_prefixes(config),
+                             source=str(found[1]))
     out = TrainingState(config, {**state, **fresh_params(config, missing)})
     if missing:
         modules = sorted({m.rsplit(".", 1)[0] for m in missing})
         out.notes.append(f"note: {path} has no {', '.join(modules)}; initialised fresh "
-                         f"(N(0, {config.initializer_range}) weights, seed 0)")
+                         f"({'truncated ' if not isinstance(config, BertConfig) else ''}"
+                         f"N(0, {config.initializer_range}) weights, seed 0)")
     out.params = {n: out.params[n] for n in hf_names(config)}
     return out
 

@@ -13,7 +13,7 @@ from bertcore.hf import fail_names
 from bertcore.train.rundir import RunFiles
 from bertcore.train.schedule import make_schedule
 from torchbert.checkpoint import Checkpointer
-from torchbert.model import BertForPreTraining
+from torchbert.arch import pretraining_model
 from torchbert.optim import make_optimizer
 
 from .state import TrainingState
@@ -30,7 +30,7 @@ def read_torch(run: RunFiles, step: int | None = None) -> TrainingState:
         raise UserError(f"{run.rundir} has no checkpoint for step {step}; available: "
                         f"{', '.join(map(str, found))}")
     path = ckpt.path(found[-1] if step is None else step)
-    model = BertForPreTraining(run.trained_config)
+    model = pretraining_model(run.trained_config)
     optimizer = make_optimizer(model, run.train)
     extra = ckpt.restore(model, optimizer, step)   # checks files, config, names, shapes
     step = int(extra["step"])
@@ -52,7 +52,7 @@ def read_torch(run: RunFiles, step: int | None = None) -> TrainingState:
 def write_torch_checkpoint(rundir: Path, state: TrainingState, run: RunFiles) -> Path:
     """RUNDIR/checkpoints/step_XXXXXXXX written by torchbert's own Checkpointer, from a model
     and an AdamW built by torchbert (so groups, hyper-parameters and format are the twin's)."""
-    model = BertForPreTraining(run.trained_config)
+    model = pretraining_model(run.trained_config)
     missing = model.load_hf_state_dict({k: torch.from_numpy(np.array(v)) for k, v in
                                         state.params.items()}, source="converted state")
     fail_names("missing parameters", missing, "the state is incomplete")

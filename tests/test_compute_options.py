@@ -203,8 +203,11 @@ def test_dtype_and_attention_dropout_flags():
     assert compute_dtype("auto") == jnp.float32 and compute_dtype("bf16") == jnp.bfloat16
 
     from bertcore.train.run import model_config_from_args
+    tok = argparse.Namespace(vocab_size=300, pad_id=0, cls_id=2, sep_id=3)
     args = argparse.Namespace(config=None, preset="tiny", layer_norm_position=None,
                               attention_dropout=0.0)
-    assert model_config_from_args(args, 300).attention_probs_dropout_prob == 0.0
+    assert model_config_from_args(args, tok).attention_probs_dropout_prob == 0.0
     args.attention_dropout = None
-    assert model_config_from_args(args, 300).attention_probs_dropout_prob == 0.1
+    assert model_config_from_args(args, tok).attention_probs_dropout_prob == 0.1
+    args.arch, args.attention_dropout = "modernbert", 0.2     # ModernBERT's own field name
+    assert model_config_from_args(args, tok).attention_dropout == 0.2

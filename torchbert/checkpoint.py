@@ -34,12 +34,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from bertcore.config import BertConfig
+from bertcore.config import ModelConfig, arch_of, model_config_from_dict
 from bertcore.errors import UserError
 from bertcore.files import atomic_path
 from bertcore.train.rundir import read_run
 
-from .model import BertForPreTraining
+from .arch import pretraining_model
 
 FORMAT = "twinbert-torch-checkpoint/1"
 CHECKPOINTS = "checkpoints"
@@ -131,7 +131,7 @@ def latest_step(rundir: str | os.PathLike) -> int | None:
 
 
 def _save(final: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-          config: BertConfig, extra_state: dict[str, Any]) -> None:
+          config: ModelConfig, extra_state: dict[str, Any]) -> None:
     """Write checkpoint directory `final` atomically (a temporary sibling, renamed)."""
     json.dumps(extra_state)   # fail here, naming the offending type, before anything is written
     opt_tensors, opt_scalars, layout = _optimizer_tensors(model, optimizer)
@@ -200,12 +200,15 @@ def _read_tensors(path: Path, state: dict[str, Any]) -> dict[str, dict[str, torc
     return out
 
 
-def _check_config(state: dict[str, Any], config: BertConfig, path: Path) -> None:
+def _check_config(state: dict[str, Any], config: ModelConfig, path: Path) -> None:
     try:
-        saved = BertConfig.from_dict(state["config"])
-    except (KeyError, TypeError, UserError) as e:
+        saved = model_config_from_dict(state["config"])
+    except (KeyError, TypeError, AttributeError, UserError) as e:
         raise UserError(f"checkpoint {path}/state.json has no valid model config ({e})")
-    diff = [f.name for f in dataclasses.fields(BertConfig)
+    if type(saved) is not type(config):
+        raise UserError(f"checkpoint {path} was saved from a {arch_of(saved)} model, this run "
+                        f"is {arch_of(config)}; use the run's config.json or start a new run")
+    diff = [f.name for f in dataclasses.fields(config)
             if getattr(saved, f.name) != getattr(config, f.name)]
     if diff:
         detail = ", ".join(f"{k}: checkpoint {getattr(saved, k)!r} vs model "
@@ -256,7 +259,7 @@ def _optimizer_state_dict(state, tensors, model, optimizer, path: Path) -> dict[
 
 
 def _load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-          config: BertConfig) -> dict[str, Any]:
+          config: ModelConfig) -> dict[str, Any]:
     """Restore model (and optimizer, if given) from checkpoint directory `path`; its extra_state.
     Everything is validated before anything is changed."""
     state = _read_state(path)
@@ -292,7 +295,7 @@ class Checkpointer:
     resume needs). `config` is the model's; restore refuses a checkpoint of another config.
     """
 
-    def __init__(self, rundir: str | os.PathLike, config: BertConfig, keep: int = 3):
+    def __init__(self, rundir: str | os.PathLike, config: ModelConfig, keep: int = 3):
         if keep < 1:
             raise ValueError(f"keep={keep} must be >= 1")
         self.root, self.config, self.keep = Path(rundir) / CHECKPOINTS, config, keep
@@ -359,6 +362,6 @@ def restore_params(rundir: str | os.PathLike, step: int | None = None) -> dict[s
     """The weights of a pretraining RUNDIR's checkpoint `step` (default: the latest), HF-named
     numpy arrays, after every check `Checkpointer.restore` makes (fill-mask, --init-from)."""
     config = read_run(rundir).trained_config
-    model = BertForPreTraining(config)
+    model = pretraining_model(config)
     Checkpointer(rundir, config).restore(model, step=step)
     return {k: v.detach().numpy() for k, v in model.hf_state_dict().items()}

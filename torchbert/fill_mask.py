@@ -16,12 +16,14 @@ from bertcore.errors import UserError, cli_entry
 from bertcore.modeldir import ModelDir
 
 from .checkpoint import latest_step, restore_params
-from .model import BertForPreTraining
+from .arch import from_pretrained, pretraining_model
 
 
-def load_model(md: ModelDir) -> BertForPreTraining:
+def load_model(md: ModelDir):
+    """BertForPreTraining or ModernBertForMaskedLM, from a Hugging Face directory or a torchbert
+    RUNDIR's latest checkpoint."""
     if md.layout == "hf":
-        return BertForPreTraining.from_pretrained(md.path)
+        return from_pretrained(md.path)
     if md.framework != "torch":
         raise UserError(f"{md.path} is a {md.framework}bert run; use python -m "
                         f"{md.framework}bert.fill_mask, or convert it with python -m "
@@ -29,12 +31,12 @@ def load_model(md: ModelDir) -> BertForPreTraining:
     if latest_step(md.path) is None:
         raise UserError(f"{md.path} has no checkpoint yet; train it first (python -m "
                         f"torchbert.train --out {md.path})")
-    model = BertForPreTraining(md.trained_config)
+    model = pretraining_model(md.trained_config)
     model.load_hf_state_dict(restore_params(md.path), source=str(md.path))
     return model
 
 
-def predict(model: BertForPreTraining, batch: dict) -> torch.Tensor:
+def predict(model, batch: dict) -> torch.Tensor:
     """Logits [n_masks, V] at batch['masked_positions'] (the sparse MLM head)."""
     t = {k: torch.from_numpy(v).long() for k, v in batch.items()}
     model.eval()

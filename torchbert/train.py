@@ -28,7 +28,7 @@ from bertcore.train.stopping import Stopper, run_train
 
 from . import parallel       # parallel.global_metrics: the loop's one host sync, counted by tests
 from .checkpoint import Checkpointer
-from .model import BertForPreTraining
+from .arch import pretraining_model
 from .optim import make_optimizer
 from .parallel import init_distributed, wrap_ddp
 from .pretrained import pretrained_weights
@@ -113,7 +113,7 @@ def train(args, argv: list[str], stopper: Stopper) -> Result:
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     pad_vocab = resolve_pad_vocab(args.pad_vocab, accelerator=device.type == "cuda")
-    model = BertForPreTraining(mcfg, pad_vocab_to=pad_vocab)
+    model = pretraining_model(mcfg, pad_vocab_to=pad_vocab)
     if run.init_source is not None:
         fresh = model.load_hf_state_dict(pretrained_weights(run.init_source),
                                          source=str(run.init_source.path))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from bertcore.config import PRESETS, SCHEDULES, TrainConfig
+from bertcore.config import ARCHS, PRESETS, SCHEDULES, TrainConfig
 from bertcore.data.hfdata import add_dataset_flags
 from bertcore.errors import HelpFormatter, UserError
 from bertcore.train.report import REPORT_TO_HELP, parse_report_to
@@ -72,13 +72,19 @@ def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
                "corpus, to a loss below its word frequencies' (tokenizer and shards are built once "
                "and cached in $TWINBERT_CACHE or ~/.cache/twinbert).")
     m = p.add_argument_group("model")
+    # No default here either ("bert" applies): --resume must tell a given --arch from none.
+    m.add_argument("--arch", default=None, choices=list(ARCHS),
+                   help="bert (2018: learned positions, post-LN, NSP) | modernbert (Warner et al. "
+                        "2024: RoPE, pre-norm, GeGLU, local/global attention, MLM only) [bert]")
     # No default here (DEFAULT_PRESET applies): --resume must tell a given --preset from none.
     m.add_argument("--preset", default=None, choices=list(PRESETS),
-                   help=f"model size (Google's BERT miniatures, base, large) [{DEFAULT_PRESET}]; "
-                        f"tiny is the no-argument demo, mini and up want more steps than a few "
-                        f"minutes' worth")
+                   help=f"model size (Google's BERT miniatures, base, large; for --arch "
+                        f"modernbert the same depths and widths, base and large as published) "
+                        f"[{DEFAULT_PRESET}]; tiny is the no-argument demo, mini and up want more "
+                        f"steps than a few minutes' worth")
     m.add_argument("--config", metavar="CONFIG_JSON",
-                   help="a Hugging Face BERT config.json instead of --preset")
+                   help="a Hugging Face BERT or ModernBERT config.json instead of --preset (its "
+                        "model_type picks the architecture)")
     m.add_argument("--layer-norm-position", choices=["post", "pre"], default=None,
                    help="post = original BERT (default); pre = pre-LN variant")
     m.add_argument("--init-from", metavar="RUNDIR|HF_DIR",
@@ -86,7 +92,8 @@ def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
                         "a run of this twin, a run of the other twin (its RUNDIR/hf export), or a "
                         "Hugging Face BERT directory; the model's own config and tokenizer apply")
     m.add_argument("--attention-dropout", type=float, metavar="P",
-                   help="attention_probs_dropout_prob (default: the preset's 0.1). 0 lets training "
+                   help="attention_probs_dropout_prob (ModernBERT: attention_dropout) (default: "
+                        "the preset's 0.1; ModernBERT's 0). 0 lets training "
                         "use the fused attention kernels (MosaicBERT's and Cramming's choice); "
                         "above 0, jaxbert (and torchbert on a CPU) computes the [B, N, L, L] "
                         "probabilities explicitly")

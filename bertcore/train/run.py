@@ -32,7 +32,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from bertcore.config import PRESETS, BertConfig, TrainConfig
+from bertcore.config import (MODERNBERT_PRESETS, PRESETS, BertConfig, ModelConfig,
+                             ModernBertConfig, TrainConfig, arch_of, load_model_config)
 from bertcore.data.batches import BatchIterator
 from bertcore.data.prepare import prepare
 from bertcore.data.shards import Shards, dir_is_prepared
@@ -66,23 +67,47 @@ def train_config_from_args(args: Any, base: TrainConfig | None = None) -> TrainC
     return base.replace(**given)
 
 
-def model_config_from_args(args: Any, vocab_size: int) -> BertConfig:
+def model_config_from_args(args: Any, tok: WordPiece) -> ModelConfig:
+    """The model of a new run: --config's file or --arch's --preset, for this tokenizer, with
+    --layer-norm-position and --attention-dropout applied."""
+    vocab_size = tok.vocab_size
+    arch = getattr(args, "arch", None)
     if args.config:
-        mcfg = BertConfig.from_json_file(args.config)
+        mcfg = load_model_config(args.config)
+        if arch and arch_of(mcfg) != arch:
+            raise UserError(f"--arch {arch}: config {args.config} is a {arch_of(mcfg)} config "
+                            f"(model_type); drop --arch or pass a {arch} config")
         if mcfg.vocab_size != vocab_size:
             raise UserError(f"config {args.config} has vocab_size={mcfg.vocab_size} but the "
                             f"tokenizer has {vocab_size} entries; use a matching --tokenizer or "
                             f"set vocab_size to {vocab_size}")
+    elif arch == "modernbert":
+        # ModernBERT's config names its special tokens; ours are the tokenizer's.
+        mcfg = ModernBertConfig.from_preset(
+            args.preset or DEFAULT_PRESET, vocab_size=vocab_size, pad_token_id=tok.pad_id,
+            cls_token_id=tok.cls_id, bos_token_id=tok.cls_id, sep_token_id=tok.sep_id,
+            eos_token_id=tok.sep_id)
     else:
         mcfg = BertConfig.from_preset(args.preset or DEFAULT_PRESET, vocab_size=vocab_size)
+    return _model_flags(args, mcfg, "this config")
+
+
+def _model_flags(args: Any, mcfg: ModelConfig, whose: str) -> ModelConfig:
+    """--layer-norm-position and --attention-dropout applied to `mcfg` (ModernBERT has no
+    LayerNorm placement to choose: it is pre-norm)."""
+    if args.layer_norm_position and isinstance(mcfg, ModernBertConfig):
+        raise UserError(f"--layer-norm-position applies to BERT; {whose} is ModernBERT, which "
+                        f"is pre-norm by design; drop the flag")
     if args.layer_norm_position:
         mcfg = mcfg.replace(layer_norm_position=args.layer_norm_position)
     if getattr(args, "attention_dropout", None) is not None:
-        mcfg = mcfg.replace(attention_probs_dropout_prob=args.attention_dropout)
+        mcfg = (mcfg.replace(attention_dropout=args.attention_dropout)
+                if isinstance(mcfg, ModernBertConfig) else
+                mcfg.replace(attention_probs_dropout_prob=args.attention_dropout))
     return mcfg
 
 
-def init_model_config(init: InitSource, args: Any, tok: WordPiece) -> BertConfig:
+def init_model_config(init: InitSource, args: Any, tok: WordPiece) -> ModelConfig:
     """The model of a run that starts from --init-from's weights: their config (the preset and
     --config do not apply), with --attention-dropout applied; refuses another vocabulary."""
     if init.tokenizer.fingerprint != tok.fingerprint:
@@ -91,12 +116,15 @@ def init_model_config(init: InitSource, args: Any, tok: WordPiece) -> BertConfig
                         f"({tok.vocab_size}); tokenize the data with the model's own: "
                         f"--tokenizer {init.tokenizer_dir}")
     mcfg = init.config
-    if args.layer_norm_position and args.layer_norm_position != mcfg.layer_norm_position:
+    arch = getattr(args, "arch", None)
+    if arch and arch != arch_of(mcfg):
+        raise UserError(f"--arch {arch}: the weights of {init.path} are {arch_of(mcfg)}; drop "
+                        f"the flag")
+    if (args.layer_norm_position and isinstance(mcfg, BertConfig)
+            and args.layer_norm_position != mcfg.layer_norm_position):
         raise UserError(f"--layer-norm-position {args.layer_norm_position}: the weights of "
                         f"{init.path} are {mcfg.layer_norm_position}-LN; drop the flag")
-    if getattr(args, "attention_dropout", None) is not None:
-        mcfg = mcfg.replace(attention_probs_dropout_prob=args.attention_dropout)
-    return mcfg
+    return _model_flags(args, mcfg, f"--init-from {init.path}")
 
 
 # ---- data: tokenizer + shards, cached for a corpus --------------------------------------------
@@ -371,21 +399,30 @@ def model_changes(args: Any, run: RunFiles) -> list[str]:
     started --init-from took its model from those weights: --preset and --config never applied).
     A preset names a depth, width and head count; a --config file, every field."""
     saved, changed = run.config, []
+    modern = isinstance(saved, ModernBertConfig)
+    arch = getattr(args, "arch", None)
+    if arch and arch != arch_of(saved):
+        changed.append("arch")
     if not run.info.get("init_from"):
         if args.config:
-            given = BertConfig.from_json_file(args.config)
+            given = load_model_config(args.config)
             # what --layer-norm-position and --attention-dropout set is compared on its own
-            if given.replace(layer_norm_position=saved.layer_norm_position,
-                             attention_probs_dropout_prob=saved.attention_probs_dropout_prob
-                             ) != saved:
+            if type(given) is not type(saved) or (
+                    given.replace(attention_dropout=saved.attention_dropout) if modern else
+                    given.replace(layer_norm_position=saved.layer_norm_position,
+                                  attention_probs_dropout_prob=saved.attention_probs_dropout_prob)
+            ) != saved:
                 changed.append("config")
-        elif args.preset and PRESETS[args.preset] != (saved.num_hidden_layers, saved.hidden_size,
-                                                      saved.num_attention_heads):
+        elif args.preset and ((MODERNBERT_PRESETS if modern else PRESETS)[args.preset][:3]
+                              != (saved.num_hidden_layers, saved.hidden_size,
+                                  saved.num_attention_heads)):
             changed.append("preset")
-    if args.layer_norm_position and args.layer_norm_position != saved.layer_norm_position:
+    if args.layer_norm_position and (modern or
+                                     args.layer_norm_position != saved.layer_norm_position):
         changed.append("layer_norm_position")
     dropout = getattr(args, "attention_dropout", None)
-    if dropout is not None and dropout != saved.attention_probs_dropout_prob:
+    if dropout is not None and dropout != (saved.attention_dropout if modern else
+                                           saved.attention_probs_dropout_prob):
         changed.append("attention_dropout")
     return changed
 
@@ -474,10 +511,14 @@ def setup_run(args: Any, framework: str, is_main: bool = True) -> Run:
             data_args.tokenizer = str(init.tokenizer_dir)   # tokenize --corpus with its vocab
         tok, shards = resolve_data(data_args, progress)
         if init is None:
-            model_config = model_config_from_args(args, tok.vocab_size)
+            model_config = model_config_from_args(args, tok)
         else:
             model_config = init_model_config(init, args, tok)
         train_config = train_config_from_args(args)
+        if isinstance(model_config, ModernBertConfig):
+            # ModernBERT has no next-sentence head (nor RoBERTa's lineage before it): MLM only,
+            # whether or not --no-nsp was given.
+            train_config = train_config.replace(nsp=False)
         info = {"framework": framework, "data": str(shards.path.resolve()),
                 "corpus": args.corpus if not args.data else None,
                 # --text-column and --split as given (None: the default), to rebuild the cache

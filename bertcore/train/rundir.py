@@ -29,18 +29,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from bertcore.config import BertConfig, TrainConfig
+from bertcore.config import ModelConfig, TrainConfig, load_model_config
 from bertcore.errors import UserError
 from bertcore.files import hold_lock, release_lock, write_text_atomic
 from bertcore.train.metrics import read_metrics
 
 
-def trained_model_config(model: BertConfig, train: TrainConfig) -> BertConfig:
+def trained_model_config(model: ModelConfig, train: TrainConfig) -> ModelConfig:
     """The config the twins build their model with: `--no-dropout` zeroes the dropout rates
     (so checkpoints record what was trained, and both twins compare equal)."""
-    if train.dropout:
-        return model
-    return model.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return model if train.dropout else model.without_dropout()
 
 
 FRAMEWORKS = ("torch", "jax")
@@ -63,7 +61,7 @@ class RunFiles:
     """The framework-free files of an existing RUNDIR: run.json and the two configs."""
     rundir: Path
     info: dict[str, Any]
-    config: BertConfig        # RUNDIR/config.json, dropout as the user set it
+    config: ModelConfig       # RUNDIR/config.json, dropout as the user set it
     train: TrainConfig
 
     @property
@@ -71,7 +69,7 @@ class RunFiles:
         return self.info["framework"]
 
     @property
-    def trained_config(self) -> BertConfig:
+    def trained_config(self) -> ModelConfig:
         """The config the twins build the model with, which their checkpoints record."""
         return trained_model_config(self.config, self.train)
 
@@ -143,7 +141,7 @@ class RunDir:
         for f in ("config.json", "train_config.json"):
             if not (self.path / f).is_file():
                 raise UserError(f"{self.path} lacks {f}; it is not a complete run directory")
-        return RunFiles(self.path, info, BertConfig.from_json_file(self.path / "config.json"),
+        return RunFiles(self.path, info, load_model_config(self.path / "config.json"),
                         TrainConfig.from_json_file(self.path / "train_config.json"))
 
     # ---- making a new run --------------------------------------------------------------------

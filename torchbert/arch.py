@@ -1,0 +1,28 @@
+"""The model a config builds: BERT (model.py) or ModernBERT (modernbert.py). The twin of
+jaxbert/arch.py; the training, fill-mask and conversion code asks here, so neither architecture's
+file knows of the other."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from bertcore.config import ModelConfig, ModernBertConfig, load_model_config
+
+from .model import BertForPreTraining
+from .modernbert import ModernBertForMaskedLM
+
+
+def pretraining_model(config: ModelConfig, pad_vocab_to: int = 1):
+    """BertForPreTraining(config) or ModernBertForMaskedLM(config): the same forward
+    (input_ids, token_type_ids, attention_mask, masked_positions, nsp) -> (mlm_logits, nsp_logits)
+    and the same Hugging Face helpers (hf_state_dict, load_hf_state_dict, save_pretrained)."""
+    cls = ModernBertForMaskedLM if isinstance(config, ModernBertConfig) else BertForPreTraining
+    return cls(config, pad_vocab_to=pad_vocab_to)
+
+
+def from_pretrained(path: str | os.PathLike, **kwargs: Any):
+    """A Hugging Face directory of either architecture (its config.json's `model_type`)."""
+    config = load_model_config(path)
+    cls = ModernBertForMaskedLM if isinstance(config, ModernBertConfig) else BertForPreTraining
+    return cls.from_pretrained(path, **kwargs)
