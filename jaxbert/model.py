@@ -340,16 +340,18 @@ def _add_bias_bwd(_, g):
 add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
 
 
-def tied_logits(h, embeddings: nn.Embed, pad_vocab_to: int = 1):
-    """h @ embeddings.embedding.T over the rows of h (`_rows`): the decoder tied to the token
-    embeddings, without its bias. pad_vocab_to=M > 1 runs the matmul on the table padded with
-    zero rows to a multiple of M (aligned tiles on GPU/TPU) and drops the padded logits."""
-    V = embeddings.num_embeddings
+def tied_logits(h, word_embeddings: nn.Embed, pad_vocab_to: int = 1):
+    """h @ word_embeddings.embedding.T over the rows of h (`_rows`): the decoder tied to the
+    token embeddings, without its bias. pad_vocab_to=M > 1 runs the matmul on the table padded
+    with zero rows to a multiple of M (aligned tiles on GPU/TPU) and drops the padded logits."""
+    V = word_embeddings.num_embeddings
     pad = -V % pad_vocab_to
     if not pad:
-        return _rows(embeddings.attend, h)                                       # (B, *, V)
-    table = jnp.pad(embeddings.embedding, ((0, pad), (0, 0)))                    # (V + pad, H)
-    return _rows(lambda r: jnp.dot(r, table.astype(r.dtype).T), h)[..., :V]
+        logits = _rows(word_embeddings.attend, h)                            # (B, *, V)
+    else:
+        table = jnp.pad(word_embeddings.embedding, ((0, pad), (0, 0)))      # (V + pad, H)
+        logits = _rows(lambda r: jnp.dot(r, table.astype(r.dtype).T), h)[..., :V]
+    return logits
 
 
 class BertLMPredictionHead(_Module):
