@@ -36,8 +36,8 @@ import numpy as np
 from bertcore.config import BertConfig
 from bertcore.dropout import dropout_threshold
 from bertcore.errors import UserError
-from bertcore.hf import (HEAD_PREFIXES, flatten, hf_to_flax, param_table,
-                         read_hf_safetensors, unflatten)
+from bertcore.hf import (flatten, head_prefixes, hf_to_flax, param_table, read_hf_safetensors,
+                         unflatten)
 
 Dtype = Any
 logger = logging.getLogger(__name__)
@@ -340,6 +340,20 @@ def _add_bias_bwd(_, g):
 add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
 
 
+def tied_logits(h, word_embeddings: nn.Embed, pad_vocab_to: int = 1):
+    """h @ word_embeddings.embedding.T over the rows of h (`_rows`): the decoder tied to the
+    token embeddings, without its bias. pad_vocab_to=M > 1 runs the matmul on the table padded
+    with zero rows to a multiple of M (aligned tiles on GPU/TPU) and drops the padded logits."""
+    V = word_embeddings.num_embeddings
+    pad = -V % pad_vocab_to
+    if not pad:
+        logits = _rows(word_embeddings.attend, h)                            # (B, *, V)
+    else:
+        table = jnp.pad(word_embeddings.embedding, ((0, pad), (0, 0)))      # (V + pad, H)
+        logits = _rows(lambda r: jnp.dot(r, table.astype(r.dtype).T), h)[..., :V]
+    return logits
+
+
 class BertLMPredictionHead(_Module):
     """Transform, then the decoder tied to the word embeddings, plus an output bias. The decoder
     has no weight of its own: `word_embeddings.attend` is x @ embedding.T, applied to the rows
@@ -355,14 +369,7 @@ class BertLMPredictionHead(_Module):
                                self.param_dtype)
 
     def __call__(self, x, word_embeddings: nn.Embed):
-        h = self.transform(x)
-        V = self.config.vocab_size
-        pad = -V % self.pad_vocab_to
-        if not pad:
-            logits = _rows(word_embeddings.attend, h)                            # (B, *, V)
-        else:
-            table = jnp.pad(word_embeddings.embedding, ((0, pad), (0, 0)))      # (V + pad, H)
-            logits = _rows(lambda r: jnp.dot(r, table.astype(r.dtype).T), h)[..., :V]
+        logits = tied_logits(self.transform(x), word_embeddings, self.pad_vocab_to)
         return add_bias(logits, self.bias.astype(logits.dtype))
 
 
@@ -440,26 +447,30 @@ def pretraining_loss(mlm_logits, nsp_logits, batch, mlm_denominator=None, nsp_de
 
 
 @functools.lru_cache(maxsize=8)
-def _jitted_init(config: BertConfig, param_dtype: Dtype):
+def _jitted_init(model_cls: type[nn.Module], config: Any, param_dtype: Dtype):
     # One compiled program instead of one eager op per parameter, cached per config: XLA's
     # compile of the random initialisers is most of the cost on CPU, paid once per process.
-    model = BertForPreTraining(config, param_dtype=param_dtype)
-    ids = jnp.zeros((1, min(8, config.max_position_embeddings)), jnp.int32)
-    return jax.jit(lambda rng: model.init(rng, ids, ids, jnp.ones_like(ids))["params"])
+    # model_cls is BertForPreTraining or modernbert.ModernBertForMaskedLM (the same call).
+    model = model_cls(config, param_dtype=param_dtype)
+    # numpy, not jnp: a jnp array made while the first caller traces (jax.eval_shape of
+    # init_params) would be a tracer, kept in this cache and leaked into later calls.
+    ids = np.zeros((1, min(8, config.max_position_embeddings)), np.int32)
+    return jax.jit(lambda rng: model.init(rng, ids, ids, np.ones_like(ids))["params"])
 
 
 def init_params(config: BertConfig, rng, param_dtype: Dtype = jnp.float32) -> dict:
     """Fresh parameters of BertForPreTraining(config): the nested 'params' dict."""
-    return _jitted_init(config, param_dtype)(rng)
+    return _jitted_init(BertForPreTraining, config, param_dtype)(rng)
 
 
 def merge_hf_params(state: dict[str, Any], config: BertConfig, fresh) -> tuple[dict, list[str]]:
-    """Flax params of BertForPreTraining(config) from HF-named weights (checked by bertcore.hf's
-    table); the pooler and heads a save may lack come from `fresh()` (fresh init params, called
-    only when needed). Returns (params, the HF names taken from `fresh`). torch: the same through
-    BertForPreTraining.load_hf_state_dict."""
+    """Flax params of BertForPreTraining(config) (or ModernBertForMaskedLM(config), for a
+    ModernBertConfig) from HF-named weights (checked by bertcore.hf's table); the pooler and
+    heads a save may lack (bertcore.hf.head_prefixes) come from `fresh()` (fresh init params,
+    called only when needed). Returns (params, the HF names taken from `fresh`). torch: the same
+    through BertForPreTraining.load_hf_state_dict."""
     state = {k: np.asarray(v, np.float32) for k, v in state.items()}
-    loaded = flatten(hf_to_flax(state, config, missing_ok=HEAD_PREFIXES))
+    loaded = flatten(hf_to_flax(state, config, missing_ok=head_prefixes(config)))
     hf_name = {"/".join(p.flax_path): p.hf_name for p in param_table(config)}
     missing = sorted(hf_name[p] for p in hf_name if p not in loaded)
     new = flatten(fresh()) if missing else {}
@@ -478,20 +489,31 @@ def from_pretrained(path: str | Path, output_loading_info: bool = False,
     initialised from `rng` and logged. Params are fp32; `dtype` is the compute dtype.
     (No pytorch_model.bin here: unpickling it needs torch; convert it to safetensors.)
     """
+    config, params, missing = read_hf_directory(path, BertConfig, init_params, rng,
+                                                config_overrides)
+    model = BertForPreTraining(config, dtype=dtype)
+    return (model, params, {"missing_keys": missing}) if output_loading_info else (model, params)
+
+
+def read_hf_directory(path: str | Path, config_cls: Any, init, rng,
+                      config_overrides: dict[str, Any]) -> tuple[Any, dict, list[str]]:
+    """(config, params, missing HF names) of a Hugging Face directory: `config_cls` (BertConfig
+    or ModernBertConfig) from its config.json with `config_overrides`, the weights from its
+    safetensors through `merge_hf_params`, and what they lack from `init(config, rng)`, logged.
+    What both architectures' `from_pretrained` share."""
     path = Path(path)
+    arch = "ModernBERT" if getattr(config_cls, "model_type", "bert") == "modernbert" else "BERT"
     if not path.is_dir():
-        raise UserError(f"{path} is not a directory; pass a Hugging Face BERT directory")
-    config = BertConfig.from_json_file(path / "config.json").replace(**config_overrides)
+        raise UserError(f"{path} is not a directory; pass a Hugging Face {arch} directory")
+    config = config_cls.from_json_file(path / "config.json").replace(**config_overrides)
     found = read_hf_safetensors(path)
     if found is None:
         hint = (" (it has pytorch_model.bin: convert it to safetensors, e.g. load and re-save "
                 "it with torchbert)" if (path / "pytorch_model.bin").is_file() else "")
         raise UserError(f"{path} has no model.safetensors{hint}")
     params, missing = merge_hf_params(
-        found[0], config,
-        lambda: init_params(config, jax.random.PRNGKey(0) if rng is None else rng))
+        found[0], config, lambda: init(config, jax.random.PRNGKey(0) if rng is None else rng))
     if missing:
         logger.warning("%s: %d tensor(s) not in the checkpoint, initialised: %s", path,
                        len(missing), ", ".join(missing))
-    model = BertForPreTraining(config, dtype=dtype)
-    return (model, params, {"missing_keys": missing}) if output_loading_info else (model, params)
+    return config, params, missing
