@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from bertcore.config import BertConfig
+from bertcore.config import ModelConfig
 from bertcore.errors import UserError
 from bertcore.files import os_error_in
 from bertcore.hf import flax_to_hf
@@ -63,9 +63,11 @@ def key_from_list(data: list[int], typed: bool = False):
     return jax.random.wrap_key_data(raw) if typed else raw
 
 
-def _config_diff(stored: dict[str, Any], config: BertConfig) -> list[str]:
+def _config_diff(stored: dict[str, Any], config: ModelConfig) -> list[str]:
     now = config.to_dict()
-    names = [f for f in now if f in BertConfig.__dataclass_fields__]
+    names = [f for f in now if f in type(config).__dataclass_fields__]
+    if stored.get("model_type", "bert") != now.get("model_type", "bert"):
+        names = ["model_type"]
     return [f"{n}: checkpoint {stored.get(n, '(absent)')!r}, now {now[n]!r}"
             for n in names if stored.get(n) != now[n]]
 
@@ -80,7 +82,7 @@ class Checkpointer:
     crash-safe resume needs). `close()` (or a `with` block) releases orbax's manager at the end.
     """
 
-    def __init__(self, rundir: str | Path, config: BertConfig, keep: int = 3):
+    def __init__(self, rundir: str | Path, config: ModelConfig, keep: int = 3):
         self.dir, self.config = checkpoint_dir(rundir), config
         self.root = Path(rundir) / CHECKPOINTS     # as the user named it, for messages
         self._keep = keep

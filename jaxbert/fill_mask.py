@@ -17,7 +17,7 @@ from bertcore.hf import hf_to_flax
 from bertcore.modeldir import ModelDir
 
 from .checkpoint import latest_step, restore_params
-from .model import BertForPreTraining, from_pretrained
+from .arch import from_pretrained, pretraining_model
 
 
 def load_model(md: ModelDir):
@@ -32,7 +32,7 @@ def load_model(md: ModelDir):
         raise UserError(f"{md.path} has no checkpoint yet; train it first (python -m "
                         f"jaxbert.train --out {md.path})")
     config = md.trained_config
-    return BertForPreTraining(config), hf_to_flax(restore_params(md.path), config)
+    return pretraining_model(config), hf_to_flax(restore_params(md.path), config)
 
 
 def predict(model, params, batch: dict) -> np.ndarray:

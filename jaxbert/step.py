@@ -20,7 +20,8 @@ from flax import struct
 from bertcore.config import BertConfig, TrainConfig
 from bertcore.train import evaluation
 
-from .model import init_params, pretraining_loss
+from .arch import init_params
+from .model import pretraining_loss
 from .optim import make_optimizer
 
 

@@ -34,7 +34,7 @@ from bertcore.train.rundir import trained_model_config
 from bertcore.train.stopping import Stopper, run_train
 
 from .checkpoint import Checkpointer, key_from_list, key_to_list
-from .model import BertForPreTraining, init_params, merge_hf_params
+from .arch import init_params, merge_hf_params, pretraining_model
 from .optim import make_optimizer
 from .parallel import Layout, init_distributed, pick_parallel
 from .pretrained import pretrained_weights
@@ -145,7 +145,7 @@ def train(args, argv: list[str], stopper: Stopper) -> Result:
     cfg.check_rows_divide(world, "processes")
 
     pad_vocab = resolve_pad_vocab(args.pad_vocab, jax.default_backend() != "cpu")
-    model = BertForPreTraining(mcfg, dtype=compute_dtype(args.dtype), remat=args.remat,
+    model = pretraining_model(mcfg, dtype=compute_dtype(args.dtype), remat=args.remat,
                                pad_vocab_to=pad_vocab)
     tx = make_optimizer(cfg, mcfg.hidden_size)
     step_fn = functools.partial(train_step, model=model, tx=tx, cfg=cfg)
