@@ -1,6 +1,6 @@
 """Shared set-up of the agreement checks: presets, the Case under test, both twins built from it.
 
-A Case is one configuration (preset and LayerNorm position): configs, a synthetic corpus with its
+A Case is one configuration (preset and variant: BERT post-LN or pre-LN, or ModernBERT): configs, a synthetic corpus with its
 tokenizer and shards, the batches of every step and torch's one initialisation (HF names). The
 builders here turn it into a torch model and optimizer, jax parameters and train state, and run
 either twin's own train_step over the Case's batches.
@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from bertcore.config import BertConfig, TrainConfig
+from bertcore.config import BertConfig, ModelConfig, ModernBertConfig, TrainConfig
 from bertcore.data.batches import BatchIterator, step_seed
 from bertcore.data.prepare import prepare
 from bertcore.data.shards import Shards
@@ -70,12 +70,16 @@ def synthetic_documents(n_docs: int = 400, seed: int = 0) -> list[str]:
     return docs
 
 
+# What a Case can be: BERT with either LayerNorm position, or ModernBERT (pre-norm by design).
+VARIANTS = ("post", "pre", "modernbert")
+
+
 @dataclass
 class Case:
     """One configuration under test: configs, data, the batches of every step, the init."""
     preset: str
-    layer_norm_position: str
-    config: BertConfig        # as RUNDIR/config.json would hold it (dropout 0.1)
+    layer_norm_position: str  # the variant: "post", "pre" (BERT) or "modernbert"
+    config: ModelConfig       # as RUNDIR/config.json would hold it (BERT: dropout 0.1)
     train: TrainConfig        # dropout off
     workdir: Path
     tokenizer: Any
@@ -85,12 +89,20 @@ class Case:
     init: dict[str, np.ndarray]   # torch's initial weights, HF names
 
     @property
-    def model_config(self) -> BertConfig:   # what the twins build (dropout zeroed)
+    def model_config(self) -> ModelConfig:   # what the twins build (dropout zeroed)
         return trained_model_config(self.config, self.train)
 
-    def with_dropout(self) -> tuple[BertConfig, TrainConfig]:
+    @property
+    def modern(self) -> bool:
+        return isinstance(self.config, ModernBertConfig)
+
+    def with_dropout(self) -> tuple[ModelConfig, TrainConfig]:
         train = self.train.replace(dropout=True)
-        return trained_model_config(self.config, train), train
+        config = self.config
+        if self.modern:   # ModernBERT's published rates are 0: give the dropout rows some
+            config = config.replace(attention_dropout=0.1, embedding_dropout=0.1,
+                                    mlp_dropout=0.1)
+        return trained_model_config(config, train), train
 
 
 @functools.lru_cache(maxsize=4)
@@ -106,23 +118,37 @@ def make_case(preset: str, layer_norm_position: str, workdir: Path, steps: int =
               seed: int = 0) -> Case:
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if layer_norm_position not in VARIANTS:
+        raise UserError(f"unknown variant {layer_norm_position!r}; choose one of "
+                        f"{', '.join(VARIANTS)}")
     tok, shards = _data(preset, str(workdir), seed)
-    config = BertConfig.from_preset(preset, vocab_size=tok.vocab_size, max_position_embeddings=128,
-                                    layer_norm_position=layer_norm_position)
+    if layer_norm_position == "modernbert":
+        # A window of 16 tokens (|i - j| <= 8) on sequences of 64, and three layers (global,
+        # local, global at global_attn_every_n_layers=2): both kinds of layer and both RoPE
+        # thetas are exercised, and the window binds.
+        config = ModernBertConfig.from_preset(
+            preset, vocab_size=tok.vocab_size, max_position_embeddings=128, local_attention=16,
+            num_hidden_layers=3, global_attn_every_n_layers=2, pad_token_id=tok.pad_id,
+            cls_token_id=tok.cls_id, bos_token_id=tok.cls_id, sep_token_id=tok.sep_id,
+            eos_token_id=tok.sep_id)
+    else:
+        config = BertConfig.from_preset(preset, vocab_size=tok.vocab_size,
+                                        max_position_embeddings=128,
+                                        layer_norm_position=layer_norm_position)
     # Warmup 5 then linear decay; weight decay 0.1 so a wrongly decayed LayerNorm scale (1.0)
     # moves by lr * 0.1 = 2e-5 in the first step, far above the 1e-6 AdamW-step bar.
     train = TrainConfig(**PRESETS[preset], steps=steps, lr=1e-3, warmup_steps=5,
                         weight_decay=0.1, grad_clip=1.0, dropout=False, seed=seed,
-                        keep_checkpoints=1)
+                        keep_checkpoints=1, nsp=layer_norm_position != "modernbert")
     it = BatchIterator(shards, tok, train)
     batches, states = [], [it.state()]
     for _ in range(steps):
         batches.append(next(it))
         states.append(it.state())
     torch.manual_seed(seed)
-    from torchbert.model import BertForPreTraining
+    from torchbert.arch import pretraining_model
     init = {k: v.detach().numpy().copy()
-            for k, v in BertForPreTraining(trained_model_config(config, train))
+            for k, v in pretraining_model(trained_model_config(config, train))
             .hf_state_dict().items()}
     return Case(preset, layer_norm_position, config, train, Path(workdir), tok, shards, batches,
                 states, init)
@@ -130,14 +156,14 @@ def make_case(preset: str, layer_norm_position: str, workdir: Path, steps: int =
 
 # ---- the twins, built from the same weights ------------------------------------------------------
 
-def torch_model(config: BertConfig, weights: dict[str, np.ndarray]):
-    from torchbert.model import BertForPreTraining
-    m = BertForPreTraining(config)
+def torch_model(config: ModelConfig, weights: dict[str, np.ndarray]):
+    from torchbert.arch import pretraining_model
+    m = pretraining_model(config)
     m.load_hf_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
     return m
 
 
-def jax_params(config: BertConfig, weights: dict[str, np.ndarray]):
+def jax_params(config: ModelConfig, weights: dict[str, np.ndarray]):
     return jax.tree_util.tree_map(jnp.asarray, hf_to_flax(weights, config))
 
 
@@ -146,14 +172,14 @@ def torch_batch(batch) -> dict[str, torch.Tensor]:
 
 
 @functools.lru_cache(maxsize=8)
-def jax_layout(config: BertConfig, train: TrainConfig, dtype: str = "fp32"):
+def jax_layout(config: ModelConfig, train: TrainConfig, dtype: str = "fp32"):
     """jaxbert's own optimizer and jitted train_step (cached per config: compiled once);
     `dtype` "bf16" computes in bfloat16 as `--dtype bf16` does."""
-    from jaxbert.model import BertForPreTraining
+    from jaxbert.arch import pretraining_model
     from jaxbert.optim import make_optimizer
     from jaxbert.parallel import Layout
     from jaxbert.step import train_step
-    model = BertForPreTraining(config, dtype=jnp.bfloat16 if dtype == "bf16" else jnp.float32)
+    model = pretraining_model(config, dtype=jnp.bfloat16 if dtype == "bf16" else jnp.float32)
     tx = make_optimizer(train, config.hidden_size)
     return tx, Layout("single", train, functools.partial(train_step, model=model, tx=tx,
                                                          cfg=train))
@@ -161,7 +187,7 @@ def jax_layout(config: BertConfig, train: TrainConfig, dtype: str = "fp32"):
 
 # ---- optimizer and training, through each twin's own train_step ----------------------------------
 
-def torch_setup(case: Case, train: TrainConfig, config: BertConfig, weights=None):
+def torch_setup(case: Case, train: TrainConfig, config: ModelConfig, weights=None):
     from torchbert.optim import make_optimizer
     model = torch_model(config, case.init if weights is None else weights).train()
     return model, make_optimizer(model, train)
@@ -183,7 +209,7 @@ def torch_steps(case: Case, model, optimizer, train: TrainConfig, start: int, st
     return losses
 
 
-def jax_setup(case: Case, train: TrainConfig, config: BertConfig, dtype: str = "fp32"):
+def jax_setup(case: Case, train: TrainConfig, config: ModelConfig, dtype: str = "fp32"):
     from jaxbert.step import create_state, seed_keys
     tx, layout = jax_layout(config, train, dtype)
     key = seed_keys(train.seed)[1]

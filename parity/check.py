@@ -86,6 +86,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m parity.check",
         description="Agreement report of torchbert, jaxbert and transformers' BertForPreTraining "
+                    "(or ModernBertForMaskedLM) "
                     "(fp32 CPU): forward, loss, gradients, one AdamW step, training curves, "
                     "cross-framework resume, dropout statistics. Exit status 1 if a row fails.",
         epilog="Time on a busy 2-core CPU with --threads 1: tiny about 1.5 minutes, mini about 8 "
@@ -93,7 +94,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model size [tiny]")
     p.add_argument("--steps", type=int, default=100, help="training steps for the curves [100]")
     p.add_argument("--layer-norm-position", default="both", choices=["post", "pre", "both"],
-                   help="which variants to check [both]")
+                   help="which BERT variants to check [both]")
+    p.add_argument("--arch", default="bert", choices=["bert", "modernbert", "all"],
+                   help="bert (the --layer-norm-position variants), modernbert (ModernBERT vs "
+                        "the twins and transformers' ModernBertForMaskedLM) or all [bert]")
     p.add_argument("--seed", type=int, default=0, help="init, data and dropout seed [0]")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads [torch's default; 1 is best on a busy machine]")
@@ -111,6 +115,8 @@ def main(argv=None) -> int:
     enable_compilation_cache()   # the twins' XLA programs compile once per machine, not per run
     positions = ("post", "pre") if args.layer_norm_position == "both" else \
         (args.layer_norm_position,)
+    positions = {"bert": positions, "modernbert": ("modernbert",),
+                 "all": positions + ("modernbert",)}[args.arch]
     notes_to_stderr()   # stdout is the report table; progress goes to stderr
     report = run_check(args.preset, args.steps, positions, seed=args.seed, threads=args.threads)
     out = Path(args.out or f"runs/parity-{args.preset}")

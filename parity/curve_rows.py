@@ -92,9 +92,9 @@ def training_rows(case: Case, curves: dict, steps: int | None = None) -> list[Ro
 
     # jax N/2 -> convert -> torch N/2, against jax N
     convert(j_dir, work / "jax-to-torch", "torch")
-    from torchbert.model import BertForPreTraining
+    from torchbert.arch import pretraining_model
     from torchbert.optim import make_optimizer
-    m2 = BertForPreTraining(mcfg).train()
+    m2 = pretraining_model(mcfg).train()
     o2 = make_optimizer(m2, train)
     extra = TorchCheckpointer(work / "jax-to-torch", mcfg).restore(m2, o2)
     same_data = _next_batch_equal(case, extra["batches"], half)

@@ -1,7 +1,9 @@
 """Rows of one batch from the same weights: forward, loss, gradients and one AdamW step.
 
 Torch vs jax, and (post-LN only: transformers' BERT has no pre-LN) each vs
-transformers.BertForPreTraining. Every bar comes from parity/thresholds.py.
+transformers.BertForPreTraining, or for ModernBERT each vs transformers.ModernBertForMaskedLM
+(eager attention; the Case's sequences are longer than the local window). Every bar comes from
+parity/thresholds.py.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from bertcore.config import BertConfig
+from bertcore.config import ModelConfig, ModernBertConfig
 from bertcore.hf import flax_to_hf
 from bertcore.train.schedule import make_schedule
 
@@ -36,35 +38,48 @@ def _fwd_row(ln, what, a, b) -> Row:
 
 
 @functools.lru_cache(maxsize=8)
-def _jax_fns(config: BertConfig):
-    """Jitted forward and loss-gradient of jaxbert for one config (cached: compiled once)."""
-    from jaxbert.model import BertForPreTraining, pretraining_loss
-    model = BertForPreTraining(config, dtype=jnp.float32)
+def _jax_fns(config: ModelConfig):
+    """Jitted forward and loss-gradient of jaxbert for one config (cached: compiled once).
+    ModernBERT has no pooler and no NSP head: those outputs are None."""
+    from jaxbert.arch import pretraining_model
+    from jaxbert.model import pretraining_loss
+    model = pretraining_model(config, dtype=jnp.float32)
+    modern = isinstance(config, ModernBertConfig)
 
     @jax.jit
     def forward(params, b):
         v = {"params": params}
-        seq, pooled = model.apply(v, b["input_ids"], b["token_type_ids"], b["attention_mask"],
-                                  method=lambda m, *a: m.bert(*a))
+        if modern:
+            seq, pooled = model.apply(v, b["input_ids"], b["attention_mask"],
+                                      method=lambda m, ids, mask: m.model(ids, mask)), None
+        else:
+            seq, pooled = model.apply(v, b["input_ids"], b["token_type_ids"],
+                                      b["attention_mask"], method=lambda m, *a: m.bert(*a))
         sparse, nsp = model.apply(v, b["input_ids"], b["token_type_ids"], b["attention_mask"],
-                                  b["masked_positions"])
-        dense, _ = model.apply(v, b["input_ids"], b["token_type_ids"], b["attention_mask"])
+                                  b["masked_positions"], nsp=not modern)
+        dense, _ = model.apply(v, b["input_ids"], b["token_type_ids"], b["attention_mask"],
+                               nsp=not modern)
         return seq, pooled, sparse, dense, nsp
 
     @jax.jit
     def loss_and_grad(params, b):
         def loss_fn(p):
             mlm, nsp = model.apply({"params": p}, b["input_ids"], b["token_type_ids"],
-                                   b["attention_mask"], b["masked_positions"])
-            return pretraining_loss(mlm, nsp, b)[0]
+                                   b["attention_mask"], b["masked_positions"], nsp=not modern)
+            return pretraining_loss(mlm, nsp, b, nsp=not modern)[0]
         return jax.value_and_grad(loss_fn)(params)
 
     return forward, loss_and_grad
 
 
-def _hf_model(config: BertConfig, torch_twin):
+def _hf_model(config: ModelConfig, torch_twin):
     import transformers
-    hf = transformers.BertForPreTraining(transformers.BertConfig.from_dict(config.to_dict()))
+    if isinstance(config, ModernBertConfig):
+        # eager: the reference math, masks spelled out
+        hf = transformers.ModernBertForMaskedLM._from_config(
+            transformers.ModernBertConfig.from_dict(config.to_dict()), attn_implementation="eager")
+    else:
+        hf = transformers.BertForPreTraining(transformers.BertConfig.from_dict(config.to_dict()))
     hf.load_state_dict(torch_twin.state_dict())   # HF names, tied aliases included: strict
     return hf.eval()
 
@@ -76,23 +91,50 @@ def _hf_inputs(tb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 # ---- forward, loss, gradients --------------------------------------------------------------------
 
+def _real(tb: dict[str, torch.Tensor], a):
+    """The rows of a [B, L, ...] output at real (not padded) positions: a padded query of a local
+    layer may see no key at all, and what a twin writes there is read by nothing."""
+    return np.asarray(a)[tb["attention_mask"].numpy() > 0]
+
+
 @highest_precision
 def forward_rows(case: Case) -> list[Row]:
     ln, mcfg, b = case.layer_norm_position, case.model_config, case.batches[0]
     tm = torch_model(mcfg, case.init).eval()
     tb = torch_batch(b)
+    nsp = not case.modern
     with torch.no_grad():
-        t = dict(zip(("hidden states", "pooled output"),
-                     tm.bert(tb["input_ids"], tb["token_type_ids"], tb["attention_mask"])))
+        if case.modern:
+            t = {"hidden states": tm.model(tb["input_ids"], tb["attention_mask"])}
+        else:
+            t = dict(zip(("hidden states", "pooled output"),
+                         tm.bert(tb["input_ids"], tb["token_type_ids"], tb["attention_mask"])))
         t["MLM logits (sparse)"], t["NSP logits"] = tm(
-            tb["input_ids"], tb["token_type_ids"], tb["attention_mask"], tb["masked_positions"])
+            tb["input_ids"], tb["token_type_ids"], tb["attention_mask"], tb["masked_positions"],
+            nsp=nsp)
         t["MLM logits (dense)"], _ = tm(tb["input_ids"], tb["token_type_ids"],
-                                        tb["attention_mask"])
+                                        tb["attention_mask"], nsp=nsp)
     forward, _ = _jax_fns(mcfg)
-    seq, pooled, sparse, dense, nsp = forward(jax_params(mcfg, case.init), b)
+    seq, pooled, sparse, dense, nsp_j = forward(jax_params(mcfg, case.init), b)
     j = {"hidden states": seq, "pooled output": pooled, "MLM logits (sparse)": sparse,
-         "MLM logits (dense)": dense, "NSP logits": nsp}
+         "MLM logits (dense)": dense, "NSP logits": nsp_j}
+    if case.modern:   # no pooler, no NSP head; [B, L, ...] outputs at real positions
+        j = {k: v for k, v in j.items() if v is not None}
+        for k in ("hidden states", "MLM logits (dense)"):
+            t[k], j[k] = torch.from_numpy(_real(tb, t[k])), _real(tb, j[k])
     rows = [_fwd_row(ln, f"forward {k}: torch vs jax", t[k].numpy(), j[k]) for k in j]
+    if case.modern:
+        hf = _hf_model(mcfg, tm)
+        with torch.no_grad():
+            inputs = {k: tb[k].long() for k in ("input_ids", "attention_mask")}
+            seq_hf = hf.model(**inputs).last_hidden_state
+            dense_hf = hf(**inputs).logits
+        pos = tb["masked_positions"].long()[:, :, None].expand(-1, -1, mcfg.vocab_size)
+        h = {"hidden states": _real(tb, seq_hf), "MLM logits (dense)": _real(tb, dense_hf),
+             "MLM logits (sparse)": torch.gather(dense_hf, 1, pos).numpy()}
+        for k in j:
+            rows.append(_fwd_row(ln, f"forward {k}: torch vs HF", h[k], t[k].numpy()))
+            rows.append(_fwd_row(ln, f"forward {k}: jax vs HF", h[k], j[k]))
     if ln == "post":   # transformers' BERT is post-LN only
         hf = _hf_model(mcfg, tm)
         with torch.no_grad():
@@ -122,8 +164,8 @@ def loss_grad_rows(case: Case) -> list[Row]:
     tm = torch_model(mcfg, case.init).train()       # dropout rates are 0: training path, no noise
     tb = torch_batch(b)
     mlm, nsp = tm(tb["input_ids"], tb["token_type_ids"], tb["attention_mask"],
-                  tb["masked_positions"])
-    loss_t, _ = pretraining_loss(mlm, nsp, tb)
+                  tb["masked_positions"], nsp=not case.modern)
+    loss_t, _ = pretraining_loss(mlm, nsp, tb, nsp=not case.modern)
     loss_t.backward()
     g_t = {n: p.grad.numpy() for n, p in tm.named_parameters()}
     _, loss_and_grad = _jax_fns(mcfg)
@@ -132,11 +174,16 @@ def loss_grad_rows(case: Case) -> list[Row]:
     lt, lj = loss_t.item(), float(loss_j)
     rows = [Row(ln, "loss: torch vs jax", abs(lt - lj), abs(lt - lj) / abs(lt),
                 f"rel <= {T.LOSS_REL:g}", abs(lt - lj) / abs(lt) <= T.LOSS_REL)]
-    if ln == "post":
+    if ln == "post" or case.modern:
         hf = _hf_model(mcfg, tm)
         with torch.no_grad():
-            lh = float(hf(**_hf_inputs(tb), labels=_hf_labels(b),
-                          next_sentence_label=tb["next_sentence_label"].long()).loss)
+            if case.modern:
+                lh = float(hf(input_ids=tb["input_ids"].long(),
+                              attention_mask=tb["attention_mask"].long(),
+                              labels=_hf_labels(b)).loss)
+            else:
+                lh = float(hf(**_hf_inputs(tb), labels=_hf_labels(b),
+                              next_sentence_label=tb["next_sentence_label"].long()).loss)
         for name, l in (("torch", lt), ("jax", lj)):
             r = abs(l - lh) / abs(lh)
             rows.append(Row(ln, f"loss: {name} vs HF (its own loss from labels)", abs(l - lh), r,
@@ -149,12 +196,12 @@ def loss_grad_rows(case: Case) -> list[Row]:
 def eval_rows(case: Case) -> list[Row]:
     """Held-out evaluation (each twin's train.evaluate over fixed batches, dropout off) on the
     same weights: every metric of the eval line within the loss bar."""
-    from jaxbert.model import BertForPreTraining
+    from jaxbert.arch import pretraining_model
     from jaxbert.step import eval_step, evaluate as jax_evaluate
     from torchbert.step import evaluate as torch_evaluate
     ln, mcfg, batches = case.layer_norm_position, case.model_config, case.batches[:3]
     t = torch_evaluate(torch_model(mcfg, case.init), batches, case.train, CPU, "fp32")
-    fn = jax.jit(functools.partial(eval_step, model=BertForPreTraining(mcfg), cfg=case.train))
+    fn = jax.jit(functools.partial(eval_step, model=pretraining_model(mcfg), cfg=case.train))
     j = jax_evaluate(fn, jax_params(mcfg, case.init), batches)
     keys = sorted(k for k in t if k != "split")
     assert keys == sorted(k for k in j if k != "split"), (t, j)

@@ -81,7 +81,8 @@ def plot(report: Report, png: Path) -> Path:
                     label="torchbert, dropout on")
             ax.plot(steps, c["jax_dropout"], lw=0.8, alpha=0.5, color="tab:blue",
                     label="jaxbert, dropout on")
-        ax.set_title(f"{report.preset}, {ln}-LN: loss (fp32 CPU, same init and batches)")
+        name = "ModernBERT" if ln == "modernbert" else f"{ln}-LN"
+        ax.set_title(f"{report.preset}, {name}: loss (fp32 CPU, same init and batches)")
         ax.set_ylabel("loss")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
