@@ -116,3 +116,15 @@ def test_arch_flag_errors(tmp_path, cache_env):
                                              "--config", str(bert)), env=cache_env)
     assert_one_line_error(p, "--arch modernbert", "bert config")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_capped_masking_rate_is_named(tmp_path, cache_env, caplog):
+    """--mask-prob 0.3 (ModernBERT's rate) under the default P: the run says what caps it."""
+    from helpers import base_args, train_in_process, write_corpus
+
+    corpus = write_corpus(tmp_path, n_docs=50)
+    p = train_in_process("torch", *base_args(corpus, tmp_path / "r", "--arch", "modernbert",
+                                             "--mask-prob", "0.3", "--steps", "1"),
+                         env=cache_env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "--max-predictions 5 caps it; pass --max-predictions 9" in caplog.text

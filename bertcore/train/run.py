@@ -554,6 +554,14 @@ def setup_run(args: Any, framework: str, is_main: bool = True) -> Run:
     run = Run(rundir, framework, model_config, train_config, tok, shards, args.resume,
               progress=progress, files=files,
               report_to=parse_report_to(getattr(args, "report_to", None)))
+    full = round(train_config.mask_prob * (train_config.seq_len - 3))  # [CLS] and two [SEP]
+    if not args.resume and full > train_config.max_predictions:
+        # Masking predicts min(mask-prob of the tokens, P) a sequence (bertcore.data.masking):
+        # a higher --mask-prob (ModernBERT's and RoBERTa's 30%) wants a larger P to take effect.
+        run.note(f"--mask-prob {train_config.mask_prob:g} of a full {train_config.seq_len}-token "
+                 f"sequence is {full} predictions, but --max-predictions "
+                 f"{train_config.max_predictions} caps it; pass --max-predictions {full} for "
+                 f"the full rate")
     if not args.resume:
         run.init_source = init
         if init is not None:
