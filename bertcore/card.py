@@ -315,7 +315,8 @@ def classifier_card(hf_dir: str | Path, config: ModelConfig, labels: list[str], 
                     validation: str | None = None, best: Mapping[str, Any] | None = None,
                     steps_per_epoch: int | None = None, train_examples: int | None = None,
                     source: str | None = None) -> str:
-    """The card of a BertForSequenceClassification export at `hf_dir`.
+    """The card of a BertForSequenceClassification (or ModernBertForSequenceClassification)
+    export at `hf_dir`.
 
     `settings`: the run's ClassifyConfig as a dict; `base_model`: the --init-from it was
     fine-tuned from; `data` / `validation`: its training and validation data (None: held out of
@@ -334,11 +335,17 @@ def classifier_card(hf_dir: str | Path, config: ModelConfig, labels: list[str], 
                               ("f1", f"validation F1 ({labels[-1]})", best.get("val_f1"))])
     meta = _meta("text-classification", framework, [ds] if ds else [], base_model, index)
     who = FRAMEWORK_NAMES.get(framework or "", "this project")
-    what = (f"A BERT sequence classifier ({len(labels)} labels: "
+    modern = isinstance(config, ModernBertConfig)
+    if modern:
+        pooled = ("the [CLS] vector" if config.classifier_pooling == "cls" else
+                  "the mean of the token vectors")
+        head = f"the MLM head's transform (dense, GELU, norm) and a linear layer on {pooled}"
+    else:
+        head = "a linear layer on the pooled [CLS] vector"
+    what = (f"A {'ModernBERT' if modern else 'BERT'} sequence classifier ({len(labels)} labels: "
             f"{', '.join(f'`{x}`' for x in labels)}) fine-tuned by {who}, one of twinbert's two "
-            f"BERT implementations (PyTorch and JAX/Flax). Its weights are a Hugging Face "
-            f"`BertForSequenceClassification` directory: a linear layer on the pooled [CLS] "
-            f"vector.")
+            f"implementations (PyTorch and JAX/Flax). Its weights are a Hugging Face "
+            f"`{_classifier_class(modern)}` directory: {head}.")
     out = _head(meta, name, what)
     out += ["## Architecture", "", *_architecture(config, params, len(labels)),
             *_pre_ln_note(config), ""]
@@ -385,22 +392,27 @@ def classifier_card(hf_dir: str | Path, config: ModelConfig, labels: list[str], 
                 + (f"; train loss {best['train_loss']:.4f}" if best.get("train_loss") is not None
                    else "") + ".", "",
                 "Test accuracy: run `evaluate` (below) on your test data.", ""]
-    out += _use_classifier(str(hf_dir), labels)
+    out += _use_classifier(str(hf_dir), labels, modern)
     return "\n".join(out).rstrip() + "\n"
 
 
-def _use_classifier(path: str, labels: list[str]) -> list[str]:
+def _classifier_class(modern: bool) -> str:
+    return "ModernBertForSequenceClassification" if modern else "BertForSequenceClassification"
+
+
+def _use_classifier(path: str, labels: list[str], modern: bool = False) -> list[str]:
+    cls = _classifier_class(modern)
     return [
         "## How to use", "",
         f"`{path}` is this directory; after you push it to the Hub, use the repository's name "
         f"instead.", "",
         "With transformers:", "",
         "```python",
-        "from transformers import BertForSequenceClassification, pipeline",
+        f"from transformers import {cls}, pipeline",
         "",
         f"classify = pipeline(\"text-classification\", model={json.dumps(path)})",
         "print(classify(\"a wonderful film\"))",
-        f"model = BertForSequenceClassification.from_pretrained({json.dumps(path)})",
+        f"model = {cls}.from_pretrained({json.dumps(path)})",
         "```", "",
         "With either twin of this project:", "",
         "```bash",

@@ -385,13 +385,16 @@ def fresh_params(config: BertConfig, names: Iterable[str], seed: int = 0) -> dic
 def _modernbert_fresh(p: Param, config: ModernBertConfig, rng: np.random.Generator) -> np.ndarray:
     """transformers' ModernBERT initialisation of one parameter: weights ~ N(0, std) truncated at
     +-initializer_cutoff_factor * std, std = initializer_range, or initializer_range /
-    sqrt(2 * layers) for the output projections and the MLM head's dense; biases 0, norms 1."""
+    sqrt(2 * layers) for the output projections and the MLM head's dense, or hidden_size**-0.5
+    for a sequence classifier's output layer (transformers' "final_out"); biases 0, norms 1."""
     leaf = p.flax_path[-1]
     if leaf in ("scale", "bias"):
         return (np.ones if leaf == "scale" else np.zeros)(p.hf_shape, np.float32)
     std = config.initializer_range
     if p.hf_name.endswith("Wo.weight") or p.hf_name == "head.dense.weight":
         std /= (2.0 * config.num_hidden_layers) ** 0.5
+    elif p.hf_name == f"{CLASSIFIER}.weight":
+        std = config.hidden_size ** -0.5
     bound = config.initializer_cutoff_factor * std
     w = rng.normal(0.0, std, p.hf_shape)
     while (out := np.abs(w) > bound).any():       # redraw the tails: a truncated normal
@@ -441,6 +444,8 @@ def read_hf_safetensors(path: Path) -> tuple[dict[str, np.ndarray], Path] | None
 # Added for `classify.py` in both twins; the functions above keep BertForPreTraining's table.
 # BertForSequenceClassification holds `bert.*` (embeddings, encoder, pooler: no `cls.*` heads)
 # and `classifier`, a Dense H -> num_labels on the pooled [CLS] vector (after dropout).
+# ModernBertForSequenceClassification holds `model.*`, the MLM head's transform `head.*` (dense,
+# norm: applied to the [CLS] or mean-pooled vector) and `classifier` (no `decoder.*`).
 CLASSIFIER = "classifier"
 
 
@@ -452,6 +457,26 @@ def classifier_param_table(config: ModelConfig, num_labels: int) -> list[Param]:
     H = config.hidden_size
     return body + [Param(f"{CLASSIFIER}.weight", (CLASSIFIER, "kernel"), True, (num_labels, H)),
                    Param(f"{CLASSIFIER}.bias", (CLASSIFIER, "bias"), False, (num_labels,))]
+
+
+def fresh_classifier_params(config: ModelConfig, num_labels: int, names: Iterable[str],
+                            rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """transformers' initialisation of the named parameters of the config's sequence classifier
+    (the parts a pretrained model's weights lack), drawn from `rng` in model order: BERT's
+    N(0, initializer_range) weights and zero biases (the pooler, the classifier); ModernBERT's
+    truncated normals (the head's dense and norm, the classifier: std hidden_size**-0.5)."""
+    names = set(names)
+    out = {}
+    for p in classifier_param_table(config, num_labels):
+        if p.hf_name not in names:
+            continue
+        if isinstance(config, ModernBertConfig):
+            out[p.hf_name] = _modernbert_fresh(p, config, rng)
+        else:
+            out[p.hf_name] = (np.zeros(p.hf_shape, np.float32) if p.hf_name.endswith("bias") else
+                              rng.normal(0.0, config.initializer_range, p.hf_shape)
+                              .astype(np.float32))
+    return out
 
 
 def check_classifier_state(state: Mapping[str, Any], config: BertConfig, num_labels: int,

@@ -1,6 +1,6 @@
-"""The model a config builds: BERT (model.py) or ModernBERT (modernbert.py). The twin of
-torchbert/arch.py; the training, fill-mask and conversion code asks here, so neither architecture's
-file knows of the other."""
+"""The model a config builds: BERT (model.py) or ModernBERT (modernbert.py), for pretraining or
+sequence classification (classifier.py). The twin of torchbert/arch.py; the training, fill-mask,
+classify and conversion code asks here, so neither architecture's file knows of the other."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from bertcore.config import ModelConfig, ModernBertConfig, load_model_config
 
-from . import model, modernbert
+from . import classifier, model, modernbert
 
 
 def _module(config: ModelConfig):
@@ -25,6 +25,15 @@ def pretraining_model(config: ModelConfig, **kwargs: Any):
     if isinstance(config, ModernBertConfig):
         return modernbert.ModernBertForMaskedLM(config, **kwargs)
     return model.BertForPreTraining(config, **kwargs)
+
+
+def classifier_model(config: ModelConfig, num_labels: int, **kwargs: Any):
+    """BertForSequenceClassification or ModernBertForSequenceClassification (config, ...,
+    num_labels) (dtype, remat): the same `apply` signature, logits out."""
+    if isinstance(config, ModernBertConfig):
+        return classifier.ModernBertForSequenceClassification(config, num_labels=num_labels,
+                                                              **kwargs)
+    return classifier.BertForSequenceClassification(config, num_labels=num_labels, **kwargs)
 
 
 def init_params(config: ModelConfig, rng, param_dtype: Any = jnp.float32) -> dict:

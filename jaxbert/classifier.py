@@ -1,12 +1,16 @@
-"""BERT for sequence classification in JAX/Flax linen: the twin of `torchbert/classifier.py`.
+"""Sequence classification in JAX/Flax linen, BERT and ModernBERT: the twin of
+`torchbert/classifier.py`.
 
 Hugging Face's `BertForSequenceClassification`: the encoder with its pooler (`bert/...`, reused
 from model.py's BertModel), dropout on the pooled [CLS] vector, and `classifier`, a Dense
-H -> num_labels. The Flax paths are the HF names split at the dots (`classifier/kernel` is
-`classifier.weight` transposed); bertcore.hf's `classifier_hf_to_flax` / `classifier_flax_to_hf`
-convert, from the one table both twins use. The head's dropout is model.py's `Dropout` (the
-shared 16-bit rule, as in the encoder), and `remat=True` recomputes each encoder layer in the
-backward pass, as for BertForPreTraining.
+H -> num_labels. Hugging Face's `ModernBertForSequenceClassification`: the encoder (`model/...`,
+modernbert.py's ModernBertModel), the [CLS] vector or the mean over the real tokens
+(`classifier_pooling`), the MLM head's transform (`head/...`: dense, GELU, norm), dropout
+(`classifier_dropout`) and `classifier`. The Flax paths are the HF names split at the dots
+(`classifier/kernel` is `classifier.weight` transposed); bertcore.hf's `classifier_hf_to_flax` /
+`classifier_flax_to_hf` convert, from the one table both twins use. The heads' dropout is
+model.py's `Dropout` (the shared 16-bit rule, as in the encoder), and `remat=True` recomputes
+each encoder layer in the backward pass, as for the pretraining models.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from . import modernbert
 from .model import BertModel, Dropout, _Module
 
 
@@ -34,6 +39,36 @@ class BertForSequenceClassification(_Module):
                  deterministic: bool = True):
         _, pooled = self.bert(input_ids, token_type_ids, attention_mask, deterministic)  # (B, H)
         return self.classifier(self.dropout(pooled, deterministic=deterministic))   # (B, labels)
+
+
+class ModernBertForSequenceClassification(modernbert._Module):
+    """`model.apply({'params': p}, input_ids, token_type_ids, attention_mask, deterministic=True,
+    rngs={'dropout': key})` -> logits (B, num_labels). token_type_ids are accepted for the batch
+    contract and ignored (ModernBERT has no segment embeddings). `remat=True`: activation
+    checkpointing of each encoder layer."""
+    num_labels: int = 2
+
+    def setup(self):
+        c = self.config
+        self.model = modernbert.ModernBertModel(**self._shared())
+        self.head = modernbert.ModernBertPredictionHead(**self._shared())
+        self.drop = Dropout(rate=c.classifier_dropout)
+        # transformers' "final_out" std for a classifier's output layer
+        self.classifier = self._dense(self.num_labels, c.hidden_size ** -0.5, True)
+
+    def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
+                 deterministic: bool = True):
+        if attention_mask is None:
+            attention_mask = jnp.ones_like(input_ids)
+        seq = self.model(input_ids, attention_mask, deterministic)                 # (B, L, H)
+        if self.config.classifier_pooling == "cls":
+            pooled = seq[:, 0]                                                     # (B, H)
+        else:   # "mean": over the real tokens only, summed in float32 (also under bf16)
+            mask = attention_mask.astype(jnp.float32)[:, :, None]                  # (B, L, 1)
+            pooled = ((seq.astype(jnp.float32) * mask).sum(axis=1)
+                      / mask.sum(axis=1)).astype(seq.dtype)                        # (B, H)
+        h = self.drop(self.head(pooled), deterministic=deterministic)
+        return self.classifier(h)                                                  # (B, labels)
 
 
 def classification_loss(logits, labels) -> tuple[jax.Array, dict]:

@@ -1,10 +1,11 @@
-"""`python -m jaxbert.classify train|evaluate|predict`: fine-tune BERT for sequence
-classification with JAX/Flax (the twin of torchbert/classify.py).
+"""`python -m jaxbert.classify train|evaluate|predict`: fine-tune BERT or ModernBERT for
+sequence classification with JAX/Flax (the twin of torchbert/classify.py).
 
 Flags, data, batches, the epoch loop, metrics, best/ and the RUNDIR are bertcore's
 (bertcore.classify.cli, classify_data, classify_run), shared with torchbert; this file holds what is
 JAX: reading the pretrained weights, one jitted AdamW step (optax), jitted logits, and jaxbert's
-orbax checkpoints for --resume. The model is jaxbert/classifier.py.
+orbax checkpoints for --resume. The model is jaxbert/classifier.py's, of the config's
+architecture (arch.py).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from bertcore.classify.run import ClassifyRun, fit
 from bertcore.errors import UserError, cli_entry
 from bertcore.hf import classifier_flax_to_hf, classifier_hf_to_flax, classifier_param_table
 
+from .arch import classifier_model
 from .checkpoint import Checkpointer
-from .classifier import BertForSequenceClassification, classification_loss
+from .classifier import classification_loss
 from .optim import adamw
 from .pretrained import pretrained_weights
 from .runtime import compute_dtype, configure_process
@@ -62,7 +64,7 @@ class JaxTwin:
 
     def __init__(self, run: ClassifyRun, state: dict[str, np.ndarray] | None):
         self.run, n, mcfg = run, len(run.labels), run.model_config
-        self.model = BertForSequenceClassification(mcfg, compute_dtype("auto"), num_labels=n)
+        self.model = classifier_model(mcfg, n, dtype=compute_dtype("auto"))
         # AdamW with bertcore's weight-decay rule and the fine-tuning schedule, after global-norm
         # clipping, as in pretraining (torch: torchbert.optim's make_optimizer + clip_grad_norm,
         # the rate set by the loop each step).
@@ -110,8 +112,7 @@ class JaxTwin:
 
 def load_classifier(clf: Classifier):
     """(model, params) of a trained classifier (framework-free weights from open_classifier)."""
-    model = BertForSequenceClassification(clf.config, compute_dtype("auto"),
-                                          num_labels=len(clf.labels))
+    model = classifier_model(clf.config, len(clf.labels), dtype=compute_dtype("auto"))
     params = classifier_hf_to_flax(clf.state, clf.config, len(clf.labels))
     return model, jax.tree_util.tree_map(jnp.asarray, params)
 

@@ -139,7 +139,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   a Hugging Face BERT directory     config.json + model.safetensors (BertForPreTraining,
                                     BertForMaskedLM or BertModel save; missing heads start fresh)
   a fine-tuned classifier           a `classify train` RUNDIR (its best/ weights), --to hf only:
-                                    transformers.BertForSequenceClassification loads DST
+                                    transformers' Bert- or ModernBertForSequenceClassification
+                                    loads DST
 
 DST is written according to --to:
   --to hf            config.json + model.safetensors + tokenizer files, loadable with

@@ -159,26 +159,29 @@ def _json_or_none(path: Path) -> Any:
 
 
 # ---- fine-tuned classifiers (bertcore.classify.cli) ----------------------------------------------
-# A classify RUNDIR keeps its best weights as a Hugging Face BertForSequenceClassification
-# directory (RUNDIR/best/), framework-free whichever twin trained it, so exporting one is reading
-# and rewriting that directory (checked by bertcore's one table), never a twin's checkpoint.
+# A classify RUNDIR keeps its best weights as a Hugging Face BertForSequenceClassification (or
+# ModernBertForSequenceClassification) directory (RUNDIR/best/), framework-free whichever twin
+# trained it, so exporting one is reading and rewriting that directory (checked by bertcore's one
+# table), never a twin's checkpoint.
 
 def is_classifier_source(src: Path) -> bool:
     """A classify RUNDIR, or a Hugging Face directory whose config.json has id2label and whose
-    weights hold classifier.* (a BertForSequenceClassification save)."""
+    weights hold classifier.* (a BertForSequenceClassification or
+    ModernBertForSequenceClassification save)."""
     return layout_of(src) in ("classify-run", "hf-classifier")
 
 
 def write_hf_classifier(src: Path, dst: Path) -> str:
     """DST: config.json (id2label, label2id, architectures) + model.safetensors + the tokenizer,
-    loadable with transformers.BertForSequenceClassification.from_pretrained. Returns a line."""
-    from bertcore.classify.data import open_classifier, write_classifier_dir
+    loadable with transformers' BertForSequenceClassification (or
+    ModernBertForSequenceClassification).from_pretrained. Returns a line."""
+    from bertcore.classify.data import classifier_class, open_classifier, write_classifier_dir
 
     clf = open_classifier(src)          # checks names, shapes, labels and the vocabulary
     tokenizer = src / "tokenizer" if (src / "tokenizer").is_dir() else clf.path
     write_classifier_dir(dst, clf.config, clf.labels, clf.state, tokenizer,
                          card=classifier_card_of(src, dst, clf))
-    return (f"wrote {dst}: a Hugging Face BertForSequenceClassification ({len(clf.labels)} "
+    return (f"wrote {dst}: a Hugging Face {classifier_class(clf.config)} ({len(clf.labels)} "
             f"labels: {', '.join(clf.labels.labels)}) from {src}; load it with transformers or "
             f"either twin's classify evaluate/predict")
 

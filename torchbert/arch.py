@@ -1,6 +1,6 @@
-"""The model a config builds: BERT (model.py) or ModernBERT (modernbert.py). The twin of
-jaxbert/arch.py; the training, fill-mask and conversion code asks here, so neither architecture's
-file knows of the other."""
+"""The model a config builds: BERT (model.py) or ModernBERT (modernbert.py), for pretraining or
+sequence classification (classifier.py). The twin of jaxbert/arch.py; the training, fill-mask,
+classify and conversion code asks here, so neither architecture's file knows of the other."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 from bertcore.config import ModelConfig, ModernBertConfig, load_model_config
 
+from .classifier import BertForSequenceClassification, ModernBertForSequenceClassification
 from .model import BertForPreTraining
 from .modernbert import ModernBertForMaskedLM
 
@@ -19,6 +20,15 @@ def pretraining_model(config: ModelConfig, pad_vocab_to: int = 1):
     and the same Hugging Face helpers (hf_state_dict, load_hf_state_dict, save_pretrained)."""
     cls = ModernBertForMaskedLM if isinstance(config, ModernBertConfig) else BertForPreTraining
     return cls(config, pad_vocab_to=pad_vocab_to)
+
+
+def classifier_model(config: ModelConfig, num_labels: int):
+    """BertForSequenceClassification or ModernBertForSequenceClassification (config,
+    num_labels): the same forward (input_ids, token_type_ids, attention_mask) -> logits and the
+    same helpers (hf_state_dict, load_hf_state_dict, gradient_checkpointing_enable)."""
+    cls = (ModernBertForSequenceClassification if isinstance(config, ModernBertConfig)
+           else BertForSequenceClassification)
+    return cls(config, num_labels)
 
 
 def from_pretrained(path: str | os.PathLike, **kwargs: Any):

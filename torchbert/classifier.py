@@ -1,12 +1,15 @@
-"""BERT for sequence classification in PyTorch: the twin of `jaxbert/classifier.py`.
+"""Sequence classification in PyTorch, BERT and ModernBERT: the twin of `jaxbert/classifier.py`.
 
 Hugging Face's `BertForSequenceClassification`: the encoder with its pooler (`bert.*`, reused
 from model.py's BertModel), dropout on the pooled [CLS] vector, and `classifier`, a Linear
-H -> num_labels. `state_dict()` has exactly transformers' keys, so a Hugging Face classifier
-loads and saves with no renaming; the name table is bertcore.hf's `classifier_param_table`.
-The head's dropout is model.py's `Dropout` (the shared 16-bit rule, as in the encoder), and
-`gradient_checkpointing_enable()` recomputes each encoder layer in the backward pass, as for
-BertForPreTraining.
+H -> num_labels. Hugging Face's `ModernBertForSequenceClassification`: the encoder (`model.*`,
+modernbert.py's ModernBertModel), the [CLS] vector or the mean over the real tokens
+(`classifier_pooling`), the MLM head's transform (`head.*`: dense, GELU, norm), dropout
+(`classifier_dropout`) and `classifier`. `state_dict()` has exactly transformers' keys, so a
+Hugging Face classifier loads and saves with no renaming; the name table is bertcore.hf's
+`classifier_param_table`. The heads' dropout is model.py's `Dropout` (the shared 16-bit rule,
+as in the encoder), and `gradient_checkpointing_enable()` recomputes each encoder layer in the
+backward pass, as for the pretraining models.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bertcore.config import BertConfig
+from bertcore.config import BertConfig, ModernBertConfig
 from bertcore.hf import check_classifier_state
 
 from .model import BertModel, Dropout, _as_numpy, _init_weights
+from .modernbert import ModernBertModel, ModernBertPredictionHead, _trunc_normal
+from .modernbert import _init_weights as _modernbert_init_weights
 
 
 class BertForSequenceClassification(nn.Module):
@@ -54,16 +59,66 @@ class BertForSequenceClassification(nn.Module):
         """Copy a complete classifier state (HF names; torch tensors or numpy) into the model.
         Names and shapes are checked by bertcore.hf (the table jaxbert uses too); returns the
         missing names, always none (torchbert.checkpoint's Checkpointer.restore calls this)."""
-        named = {k: _as_numpy(v) for k, v in state.items()}
-        check_classifier_state(named, self.config, self.num_labels, source=source)
-        own = self.state_dict()
-        with torch.no_grad():
-            for k, a in named.items():
-                own[k].copy_(torch.from_numpy(np.asarray(a)))
-        return []
+        return _load_classifier_state(self, state, source)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+class ModernBertForSequenceClassification(nn.Module):
+    """forward(input_ids, token_type_ids, attention_mask) -> logits (B, num_labels).
+    token_type_ids are accepted for the batch contract and ignored (ModernBERT has no segment
+    embeddings)."""
+
+    def __init__(self, config: ModernBertConfig, num_labels: int):
+        super().__init__()
+        self.config, self.num_labels = config, num_labels
+        self.model = ModernBertModel(config)
+        self.head = ModernBertPredictionHead(config)
+        self.drop = Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+        self.head.apply(lambda m: _modernbert_init_weights(m, config))
+        # transformers' "final_out" std for a classifier's output layer
+        _trunc_normal(self.classifier, config.hidden_size ** -0.5,
+                      config.initializer_cutoff_factor)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        seq = self.model(input_ids, attention_mask)                           # (B, L, H)
+        if self.config.classifier_pooling == "cls":
+            pooled = seq[:, 0]                                                # (B, H)
+        else:   # "mean": over the real tokens only
+            mask = attention_mask.to(seq.dtype).unsqueeze(-1)                 # (B, L, 1)
+            pooled = (seq * mask).sum(dim=1) / mask.sum(dim=1)                # (B, H)
+        return self.classifier(self.drop(self.head(pooled)))                  # (B, num_labels)
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Activation checkpointing of every encoder layer, as ModernBertForMaskedLM's."""
+        self.model.gradient_checkpointing = True
+
+    def hf_state_dict(self) -> dict[str, torch.Tensor]:
+        """Every tensor once under its HF name (no tied aliases here: no MLM decoder)."""
+        return dict(self.state_dict())
+
+    def load_hf_state_dict(self, state: dict[str, Any], source: str = "checkpoint") -> list[str]:
+        """As BertForSequenceClassification's: a complete classifier state, checked by
+        bertcore.hf; returns the missing names, always none."""
+        return _load_classifier_state(self, state, source)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def _load_classifier_state(model: nn.Module, state: dict[str, Any], source: str) -> list[str]:
+    named = {k: _as_numpy(v) for k, v in state.items()}
+    check_classifier_state(named, model.config, model.num_labels, source=source)
+    own = model.state_dict()
+    with torch.no_grad():
+        for k, a in named.items():
+            own[k].copy_(torch.from_numpy(np.asarray(a)))
+    return []
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor

@@ -1,10 +1,10 @@
-"""`python -m torchbert.classify train|evaluate|predict`: fine-tune BERT for sequence
-classification with PyTorch (the twin of jaxbert/classify.py).
+"""`python -m torchbert.classify train|evaluate|predict`: fine-tune BERT or ModernBERT for
+sequence classification with PyTorch (the twin of jaxbert/classify.py).
 
 Flags, data, batches, the epoch loop, metrics, best/ and the RUNDIR are bertcore's
 (bertcore.classify.cli, classify_data, classify_run), shared with jaxbert; this file holds what is
 PyTorch: reading the pretrained weights, one AdamW step, logits, and torchbert's checkpoints for
---resume. The model is torchbert/classifier.py.
+--resume. The model is torchbert/classifier.py's, of the config's architecture (arch.py).
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from bertcore.classify.run import ClassifyRun, fit
 from bertcore.data.batches import step_seed
 from bertcore.errors import UserError, cli_entry
 
+from .arch import classifier_model
 from .checkpoint import Checkpointer
-from .classifier import BertForSequenceClassification, classification_loss
+from .classifier import classification_loss
 from .optim import clip_grad_norm, make_optimizer
 from .pretrained import pretrained_weights
 from .runtime import configure_process, pick_device
@@ -36,7 +37,7 @@ class TorchTwin:
     def __init__(self, run: ClassifyRun, state: dict[str, np.ndarray] | None,
                  device: torch.device):
         self.run, self.device = run, device
-        self.model = BertForSequenceClassification(run.model_config, len(run.labels))
+        self.model = classifier_model(run.model_config, len(run.labels))
         if state is not None:    # else: --resume, the checkpoint's weights replace these
             self.model.load_hf_state_dict(state, source="initial weights")
         self.model.to(device)
@@ -84,7 +85,7 @@ class TorchTwin:
         self.ckpt.close()
 
 
-def predict_logits(model: BertForSequenceClassification, batch: dict[str, np.ndarray],
+def predict_logits(model: torch.nn.Module, batch: dict[str, np.ndarray],
                    device: torch.device) -> np.ndarray:
     """Logits [B, num_labels] (fp32 numpy), dropout off."""
     model.eval()
@@ -93,8 +94,9 @@ def predict_logits(model: BertForSequenceClassification, batch: dict[str, np.nda
         return model(b["input_ids"], b["token_type_ids"], b["attention_mask"]).float().cpu().numpy()
 
 
-def load_classifier(clf: Classifier, device: torch.device) -> BertForSequenceClassification:
-    model = BertForSequenceClassification(clf.config, len(clf.labels))
+def load_classifier(clf: Classifier, device: torch.device) -> torch.nn.Module:
+    """A trained classifier (framework-free weights from open_classifier) on `device`."""
+    model = classifier_model(clf.config, len(clf.labels))
     model.load_hf_state_dict(clf.state, source=str(clf.path))
     return model.to(device)
 

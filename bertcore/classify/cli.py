@@ -7,14 +7,17 @@ print the same reports (`run_evaluate`, `run_predict`). Only "one AdamW step" an
 batch" (plus their own checkpoints, for --resume) are the twins' (classify_run's `Twin`).
 
     RUNDIR/run.json              framework, task "classify", data and --init-from paths
-    RUNDIR/config.json           BertConfig + id2label/label2id (Hugging Face's classifier config)
+    RUNDIR/config.json           the model config + id2label/label2id (Hugging Face's classifier
+                                 config)
     RUNDIR/classify_config.json  ClassifyConfig
     RUNDIR/tokenizer/            the tokenizer of the model it started from
     RUNDIR/metrics.jsonl         one line per epoch: train loss, validation loss/accuracy/F1
     RUNDIR/checkpoints/          the last state, in the twin's own format (for --resume)
     RUNDIR/best/                 the best epoch's weights as a Hugging Face directory
-                                 (BertForSequenceClassification), which either twin, parity.convert
-                                 and transformers read, with its model card (bertcore.card)
+                                 (BertForSequenceClassification or
+                                 ModernBertForSequenceClassification), which either twin,
+                                 parity.convert and transformers read, with its model card
+                                 (bertcore.card)
     RUNDIR/tb/, RUNDIR/wandb/    --report-to's dashboards: the epochs' rows (train/loss,
                                  val/accuracy, ...) and the config (bertcore.train.report)
 """
@@ -32,10 +35,10 @@ from typing import Any, Callable
 import numpy as np
 
 from bertcore.classify.data import Classifier, Example, LabelMap, encode, evaluate, read_examples
-from bertcore.config import BertConfig
+from bertcore.config import ModelConfig
 from bertcore.errors import UserError
-from bertcore.hf import (HEAD_PREFIXES, check_classifier_state, classifier_param_table,
-                         normalize_hf_names)
+from bertcore.hf import (check_classifier_state, classifier_param_table, fresh_classifier_params,
+                         head_prefixes, normalize_hf_names)
 from bertcore.train import init_from
 from bertcore.train.init_from import InitSource
 from bertcore.train.report import REPORT_TO_HELP
@@ -86,33 +89,38 @@ def resolve_init(path: str | Path, framework: str, tokenizer: str | None = None)
     return init_from.resolve_init(path, framework, tokenizer, keep_classifier=True)
 
 
-def initial_state(weights: dict[str, np.ndarray], src: InitSource, config: BertConfig,
+def initial_state(weights: dict[str, np.ndarray], src: InitSource, config: ModelConfig,
                   labels: LabelMap, seed: int) -> tuple[dict[str, np.ndarray], list[str]]:
-    """The classifier's starting weights (HF names, numpy) from a pretrained model's weights:
-    `bert.*` as they are (a missing pooler starts fresh), `classifier.*` kept only from a
-    classifier with the same labels, else fresh: N(0, initializer_range) from `seed`, bias 0,
-    the same numbers in both twins. Returns (state, notes)."""
+    """The classifier's starting weights (HF names, numpy) from a pretrained model's weights.
+    BERT: `bert.*` as they are (a missing pooler starts fresh). ModernBERT: `model.*` and the MLM
+    head's `head.*` (dense, norm: transformers' ModernBertForSequenceClassification reuses them
+    under the same names; a missing head starts fresh), the decoder left out. `classifier.*` is
+    kept only from a classifier with the same labels, else fresh: transformers' initialisation
+    (bertcore.hf.fresh_classifier_params) from `seed`, the same numbers in both twins. Returns
+    (state, notes)."""
+    table = classifier_param_table(config, len(labels))
+    # Pretraining heads that are not part of a classifier: BERT's `cls.*`, ModernBERT's decoder.
+    pretraining_only = tuple(x for x in head_prefixes(config)
+                             if not any(p.hf_name.startswith(x) for p in table))
     named = {k: v for k, v in weights.items() if not k.startswith("classifier.")}
-    named = {k: np.asarray(v, np.float32) for k, v in normalize_hf_names(named).items()
-             if not k.startswith("cls.")}          # pretraining heads: not part of a classifier
+    named = {k: np.asarray(v, np.float32) for k, v in normalize_hf_names(named, config).items()
+             if not k.startswith(pretraining_only)}
     head = {k: np.asarray(v, np.float32) for k, v in weights.items()
             if k.startswith("classifier.")}
-    table = classifier_param_table(config, len(labels))
-    rng = np.random.default_rng([seed, 0xC1A5])
     notes = [src.note] if src.note else []
-    fresh = [p for p in table if p.hf_name not in named and
-             (p.hf_name.startswith(HEAD_PREFIXES) or p.hf_name.startswith("classifier."))]
+    fresh = [p.hf_name for p in table if p.hf_name not in named and
+             p.hf_name.startswith(head_prefixes(config) + ("classifier.",))]
     if head and src.labels != labels.labels:
         notes.append(f"{src.path}'s classifier has other labels; a fresh one is trained")
     elif head:
         named.update(head)
-        fresh = [p for p in fresh if not p.hf_name.startswith("classifier.")]
-    for p in fresh:
-        named[p.hf_name] = (np.zeros(p.hf_shape, np.float32) if p.hf_name.endswith("bias") else
-                            rng.normal(0.0, config.initializer_range, p.hf_shape)
-                            .astype(np.float32))
-    if any(p.hf_name.startswith("bert.pooler.") for p in fresh):
+        fresh = [n for n in fresh if not n.startswith("classifier.")]
+    named.update(fresh_classifier_params(config, len(labels), fresh,
+                                         np.random.default_rng([seed, 0xC1A5])))
+    if any(n.startswith("bert.pooler.") for n in fresh):
         notes.append(f"{src.path} has no pooler; it starts fresh")
+    if any(n.startswith("head.") for n in fresh):
+        notes.append(f"{src.path} has no MLM head (head.dense, head.norm); it starts fresh")
     check_classifier_state(named, config, len(labels), source=str(src.path))
     return {p.hf_name: named[p.hf_name] for p in table}, notes
 
@@ -123,8 +131,10 @@ def parser(framework: str) -> argparse.ArgumentParser:
     """`python -m {framework}bert.classify`'s flags (framework: "torch" or "jax")."""
     prog = f"python -m {framework}bert.classify"
     p = argparse.ArgumentParser(
-        prog=prog, description="Fine-tune BERT for sequence classification (a classifier on the "
-        "pooled [CLS], Hugging Face's BertForSequenceClassification), evaluate it, predict.",
+        prog=prog, description="Fine-tune BERT or ModernBERT for sequence classification (a "
+        "classifier on the pooled [CLS], or ModernBERT's cls/mean pooling per its config's "
+        "classifier_pooling: Hugging Face's BertForSequenceClassification or "
+        "ModernBertForSequenceClassification), evaluate it, predict.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=f"""examples:
   {prog} train --init-from runs/{framework}bert-mini --data ~/.cache/twinbert/aclImdb --out runs/imdb
   {prog} evaluate runs/imdb --data ~/.cache/twinbert/aclImdb      (its test/ split)
@@ -132,9 +142,11 @@ def parser(framework: str) -> argparse.ArgumentParser:
 data: an aclImdb tree (train|test x pos|neg), or .jsonl ({{"text", "label"}}, optional
 "text_pair") / .csv / .tsv (a header with text, label, optional text_pair columns)""")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="{train,evaluate,predict}")
-    t = sub.add_parser("train", help="fine-tune from a pretraining RUNDIR or a HF BERT dir")
+    t = sub.add_parser("train", help="fine-tune from a pretraining RUNDIR or a HF BERT or "
+                                     "ModernBERT dir")
     t.add_argument("--init-from", metavar="DIR", help="a pretraining RUNDIR of this twin (its "
-                   "latest checkpoint), a RUNDIR holding hf/, or a Hugging Face BERT directory")
+                   "latest checkpoint), a RUNDIR holding hf/, or a Hugging Face BERT or "
+                   "ModernBERT directory")
     t.add_argument("--data", help="training data: an aclImdb tree (train/) or a file")
     t.add_argument("--validation", metavar="FILE", help="validation data (default: "
                    "--val-fraction of --data, held out with --seed)")
@@ -165,7 +177,8 @@ data: an aclImdb tree (train|test x pos|neg), or .jsonl ({{"text", "label"}}, op
                        ("predict", "the label of each text")):
         c = sub.add_parser(name, help=what)
         c.add_argument("model", help="a classify RUNDIR (its best/ weights) or a Hugging Face "
-                                     "BertForSequenceClassification directory")
+                                     "BertForSequenceClassification or "
+                                     "ModernBertForSequenceClassification directory")
         c.add_argument("--batch-size", type=int, default=64, help="examples per batch [64]")
         c.add_argument("--json", action="store_true", help="print JSON")
     e, r = sub.choices["evaluate"], sub.choices["predict"]

@@ -9,7 +9,8 @@
     evaluate(logits, data, ...)  a twin's logits over a split -> loss, scores, predictions
     write_classifier_dir / open_classifier
                                  a fine-tuned model as a Hugging Face BertForSequenceClassification
-                                 directory (config.json with id2label + model.safetensors)
+                                 or ModernBertForSequenceClassification directory (config.json
+                                 with id2label + model.safetensors)
 
 A batch is `input_ids`, `token_type_ids`, `attention_mask`, `labels`: int32 arrays of shape
 [B, L] (labels [B]). Training batches are a permutation of the rows drawn from (seed, epoch), so
@@ -31,7 +32,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from bertcore.config import BertConfig
+from bertcore.config import ModelConfig, ModernBertConfig
 from bertcore.data.corpus import BR_TAGS
 from bertcore.data.imdb import find_aclimdb
 from bertcore.data.readers import numbered_lines, read_text_file
@@ -331,15 +332,26 @@ def evaluate(logits: Callable[[dict], np.ndarray], data: Encoded, batch_size: in
 
 # ---- Hugging Face classifier directories -------------------------------------------------------
 
-def hf_config(config: BertConfig, labels: LabelMap) -> dict[str, Any]:
-    """config.json of transformers.BertForSequenceClassification (num_labels from id2label)."""
-    return {**config.to_dict(), "architectures": ["BertForSequenceClassification"],
-            "id2label": labels.id2label(), "label2id": {k: int(i) for i, k in
-                                                        labels.id2label().items()},
-            "problem_type": "single_label_classification", "classifier_dropout": None}
+def classifier_class(config: ModelConfig) -> str:
+    """The transformers class a classifier of this config is: its config.json's architectures."""
+    return ("ModernBertForSequenceClassification" if isinstance(config, ModernBertConfig)
+            else "BertForSequenceClassification")
 
 
-def write_classifier_dir(out: Path, config: BertConfig, labels: LabelMap,
+def hf_config(config: ModelConfig, labels: LabelMap) -> dict[str, Any]:
+    """config.json of transformers' BertForSequenceClassification or
+    ModernBertForSequenceClassification (num_labels from id2label; model_type from the config)."""
+    out = {**config.to_dict(), "architectures": [classifier_class(config)],
+           "id2label": labels.id2label(), "label2id": {k: int(i) for i, k in
+                                                       labels.id2label().items()},
+           "problem_type": "single_label_classification"}
+    if not isinstance(config, ModernBertConfig):
+        # BERT's head dropout is hidden_dropout_prob (ModernBERT's config has its own field).
+        out["classifier_dropout"] = None
+    return out
+
+
+def write_classifier_dir(out: Path, config: ModelConfig, labels: LabelMap,
                          state: dict[str, np.ndarray], tokenizer: Path | None = None,
                          info: dict | None = None, card: str | None = None) -> Path:
     """config.json + model.safetensors (+ tokenizer files, + classifier.json, + `card` as the
@@ -367,7 +379,7 @@ def write_classifier_dir(out: Path, config: BertConfig, labels: LabelMap,
 class Classifier:
     """A trained classifier, framework-free: what evaluate and predict hand to a twin."""
     path: Path
-    config: BertConfig
+    config: ModelConfig
     labels: LabelMap
     state: dict[str, np.ndarray]
     tokenizer: WordPiece
@@ -375,8 +387,9 @@ class Classifier:
 
 
 def open_classifier(path: str | Path) -> Classifier:
-    """A classify RUNDIR (its best/ weights) or a Hugging Face BertForSequenceClassification dir
-    (bertcore.modeldir's "classify-run" and "hf-classifier")."""
+    """A classify RUNDIR (its best/ weights) or a Hugging Face BertForSequenceClassification or
+    ModernBertForSequenceClassification dir (bertcore.modeldir's "classify-run" and
+    "hf-classifier")."""
     md = named = open_model_dir(path)
     rundir = md if md.layout == "classify-run" else None
     if rundir is not None:
@@ -392,14 +405,15 @@ def open_classifier(path: str | Path) -> Classifier:
                         f"re-save it with transformers' save_pretrained(..., "
                         f"safe_serialization=True))")
     if md.layout == "hf" or md.labels is None:
-        raise UserError(f"{md.path} is a Hugging Face BERT directory but not a sequence "
+        raise UserError(f"{md.path} is a Hugging Face model directory but not a sequence "
                         f"classifier (no id2label in its config.json, or no classifier.* "
                         f"weights); fine-tune it first: classify train --init-from {md.path} "
                         f"--data DATA")
     hf, labels, config = md.path, LabelMap(md.labels), md.config
     found = read_hf_safetensors(hf)
     head = {k: v for k, v in found[0].items() if k.startswith("classifier.")}
-    state = {**normalize_hf_names({k: v for k, v in found[0].items() if k not in head}), **head}
+    state = {**normalize_hf_names({k: v for k, v in found[0].items() if k not in head}, config),
+             **head}
     check_classifier_state(state, config, len(labels), source=str(found[1]))
     max_len = (int(_json(rundir.path / CLASSIFY_FILE)["max_len"]) if rundir
                else min(config.max_position_embeddings, 512))

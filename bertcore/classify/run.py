@@ -21,7 +21,7 @@ from bertcore.classify.cli import FIELDS, ClassifyConfig, InitSource, initial_st
 from bertcore.classify.data import (Encoded, LabelMap, encode, evaluate, hf_config, hold_out,
                                     is_aclimdb_path, read_examples, steps_per_epoch, train_batches,
                                     write_classifier_dir)
-from bertcore.config import BertConfig
+from bertcore.config import ModernBertConfig, model_config_from_dict
 from bertcore.data.tokenizer import load_tokenizer
 from bertcore.errors import UserError
 from bertcore.files import check_apart
@@ -65,13 +65,14 @@ class ClassifyRun:
             self.classify_config, data, validation = saved, info["data"], info.get("validation")
             self.base_model = (info.get("init_from") or {}).get("path")
             raw = _json(self.rundir / "config.json")
-            self.model_config = BertConfig.from_dict(raw)
+            self.model_config = model_config_from_dict(raw)
             self.labels = LabelMap([raw["id2label"][str(i)] for i in range(len(raw["id2label"]))])
             self.tokenizer = load_tokenizer(self.rundir / "tokenizer")
         else:
             if not args.init_from or not args.data:
                 raise UserError("train needs --init-from DIR (a pretraining RUNDIR or a Hugging "
-                                "Face BERT directory) and --data (an aclImdb tree or a file)")
+                                "Face BERT or ModernBERT directory) and --data (an aclImdb tree "
+                                "or a file)")
             self.classify_config = ClassifyConfig(**given)
             self.src = resolve_init(args.init_from, framework, args.tokenizer)
             self.base_model = str(self.src.path.resolve())
@@ -80,8 +81,9 @@ class ClassifyRun:
                 Path(args.validation).resolve())
         self.classify_config.validate()
         if not self.classify_config.dropout:
-            self.model_config = self.model_config.replace(hidden_dropout_prob=0.0,
-                                                          attention_probs_dropout_prob=0.0)
+            self.model_config = self.model_config.without_dropout()
+            if isinstance(self.model_config, ModernBertConfig):   # the head's own rate too
+                self.model_config = self.model_config.replace(classifier_dropout=0.0)
         max_len, max_positions = (self.classify_config.max_len,
                                   self.model_config.max_position_embeddings)
         if max_len > max_positions:
