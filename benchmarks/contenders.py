@@ -2,15 +2,17 @@
 benchmarks.train_speed, benchmarks.gpu, benchmarks.scaling and benchmarks.profile.
 
 - The workload: `make_batches` (the same bertcore batches for every contender), `model_config`,
-  `train_config`.
-- One step function per contender (`SETUPS`: torchbert, jaxbert, hf-torch, hf-flax) and
-  `prepare`, which sets one up and runs its untimed warm-up steps.
+  `train_config`; `args.arch` ("bert" unless set, or "modernbert") picks the architecture.
+- One step function per contender (`SETUPS`: torchbert, jaxbert, hf-torch, hf-flax,
+  hf-modernbert) and `prepare`, which sets one up and runs its untimed warm-up steps. The twins
+  build either architecture; each peer is one architecture's (`ARCH_CONTENDERS`).
 - In a worker subprocess: `worker` times one contender alone; `serve` times one step per line
   read from stdin, for `measure`.
 - In the parent: `run_worker` times one contender alone in its own subprocess; `measure` times
   several, each in its own subprocess, their timed steps interleaved.
 - Checking flags: `parse_presets`, `parse_contenders` (which leaves out, with the reason, a
-  peer the installed packages cannot run: `missing`); `versions` for a report's header.
+  peer the installed packages cannot run or that is another architecture's: `missing`);
+  `versions` for a report's header.
 
 A worker subprocess is `python -m MODULE *ARGV --worker NAME [--serve]`: MODULE is the benchmark
 whose command line takes ARGV (benchmarks.train_speed unless named) and calls `worker` or `serve`
@@ -29,7 +31,17 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-CONTENDERS = ("torchbert", "jaxbert", "hf-torch", "hf-flax")
+CONTENDERS = ("torchbert", "jaxbert", "hf-torch", "hf-flax", "hf-modernbert")
+# Each architecture's contenders, by default: the twins and transformers' models of it. hf-flax
+# stays in ModernBERT's list so the table's reader is told why it has no Flax peer (`missing`).
+ARCH_CONTENDERS = {"bert": ("torchbert", "jaxbert", "hf-torch", "hf-flax"),
+                   "modernbert": ("torchbert", "jaxbert", "hf-modernbert", "hf-flax")}
+MODERNBERT_TRANSFORMERS = (4, 48)   # the first transformers release with ModernBertForMaskedLM
+
+
+def arch(args) -> str:
+    """The benchmarked architecture: "bert" unless the benchmark's flags say "modernbert"."""
+    return getattr(args, "arch", None) or "bert"
 
 
 def hf_inputs(b: dict[str, np.ndarray]) -> dict:
@@ -44,12 +56,14 @@ def hf_inputs(b: dict[str, np.ndarray]) -> dict:
     w = torch.from_numpy(b["masked_weights"]) > 0
     labels[rows[w], pos[w]] = torch.from_numpy(b["masked_ids"]).long()[w]
     return {"input_ids": ids, "labels": labels,
-            **{k: torch.from_numpy(b[k]).long()
-               for k in ("token_type_ids", "attention_mask", "next_sentence_label")}}
+            **{k: torch.from_numpy(b[k]).long()       # no NSP labels in MLM-only batches
+               for k in ("token_type_ids", "attention_mask", "next_sentence_label") if k in b}}
 
 
-def make_batches(args) -> tuple[list[dict[str, np.ndarray]], int]:
-    """The benchmark's batches (identical for every contender) and the vocabulary size."""
+def make_batches(args) -> tuple[list[dict[str, np.ndarray]], Any]:
+    """The benchmark's batches (identical for every contender) and the data's tokenizer
+    (bertcore WordPiece: its vocab_size and special ids). ModernBERT's are single segments
+    without NSP labels, as its training runs draw them."""
     from bertcore.config import TrainConfig
     from bertcore.data.batches import BatchIterator
     from bertcore.train.cli import train_parser
@@ -58,17 +72,28 @@ def make_batches(args) -> tuple[list[dict[str, np.ndarray]], int]:
     ns = train_parser("bench", "").parse_args(["--corpus", args.corpus])
     tok, shards = resolve_data(ns, progress=False)
     cfg = TrainConfig(batch_size=args.batch_size, seq_len=args.seq_len,
-                      max_predictions=args.max_predictions, seed=0)
+                      max_predictions=args.max_predictions, seed=0,
+                      nsp=arch(args) != "modernbert")
     it = BatchIterator(shards, tok, cfg)
-    return [next(it) for _ in range(args.warmup + args.steps)], tok.vocab_size
+    return [next(it) for _ in range(args.warmup + args.steps)], tok
 
 
-def model_config(args, vocab: int):
-    from bertcore.config import BertConfig
+def model_config(args, tok):
+    """The config every contender trains: `args.arch`'s `args.preset` for the data's tokenizer
+    `tok` (its size and, for ModernBERT, the special ids its config names)."""
+    from bertcore.config import BertConfig, ModernBertConfig
 
     # The batches' ids come from the built-in corpus's tokenizer (8192 entries); the model's
     # vocabulary is --vocab-size (BERT's 30522 by default), which is what the cost depends on.
-    return BertConfig.from_preset(args.preset, vocab_size=max(vocab, args.vocab_size),
+    vocab_size = max(tok.vocab_size, args.vocab_size)
+    if arch(args) == "modernbert":
+        # As the twins' train CLIs make it: the preset, the tokenizer's specials, and the
+        # published dropout (none).
+        return ModernBertConfig.from_preset(
+            args.preset, vocab_size=vocab_size, max_position_embeddings=max(512, args.seq_len),
+            pad_token_id=tok.pad_id, cls_token_id=tok.cls_id, bos_token_id=tok.cls_id,
+            sep_token_id=tok.sep_id, eos_token_id=tok.sep_id)
+    return BertConfig.from_preset(args.preset, vocab_size=vocab_size,
                                   max_position_embeddings=max(512, args.seq_len))
 
 
@@ -77,34 +102,34 @@ def train_config(args):
 
     return TrainConfig(batch_size=args.batch_size, seq_len=args.seq_len,
                        max_predictions=args.max_predictions, lr=1e-4, warmup_steps=10,
-                       steps=10_000)
+                       steps=10_000, nsp=arch(args) != "modernbert")
 
 
 # ---- one step function per contender (each returns a callable(batch) that blocks) -----------
 # `args.device` ("cpu" unless set: "cuda" from benchmarks.gpu, bf16 autocast for the torch ones)
 # and `args.dtype` ("float32" unless set: the jax compute dtype) default to the CPU benchmarks.
 
-def setup_torchbert(args, vocab) -> Callable:
+def setup_torchbert(args, tok) -> Callable:
     import torch
 
-    from torchbert.model import BertForPreTraining
+    from torchbert.arch import pretraining_model
     from torchbert.optim import make_optimizer
     from torchbert.step import train_step
 
     cfg = train_config(args)
     device = torch.device(getattr(args, "device", "cpu"))  # train_step autocasts bf16 on cuda
     torch.manual_seed(0)
-    model = BertForPreTraining(model_config(args, vocab)).to(device)
+    model = pretraining_model(model_config(args, tok)).to(device)
     opt = make_optimizer(model, cfg)
     model.train()
     return lambda b: float(train_step(model, opt, b, 1e-4, cfg, device, 1)["loss"])
 
 
-def setup_hf_torch(args, vocab) -> Callable:
+def setup_hf_torch(args, tok) -> Callable:
     import torch
     import transformers
 
-    c = model_config(args, vocab)
+    c = model_config(args, tok)
     device = torch.device(getattr(args, "device", "cpu"))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     torch.manual_seed(0)
@@ -125,13 +150,13 @@ def setup_hf_torch(args, vocab) -> Callable:
     return step
 
 
-def setup_jaxbert(args, vocab) -> Callable:
+def setup_jaxbert(args, tok) -> Callable:
     import functools
 
     import jax
 
+    from jaxbert.arch import init_params, pretraining_model
     from jaxbert.cpu import apply_cpu_settings
-    from jaxbert.model import BertForPreTraining, init_params
     from jaxbert.optim import make_optimizer
     from jaxbert.parallel import Layout
     from jaxbert.runtime import compute_dtype, enable_compilation_cache
@@ -139,9 +164,9 @@ def setup_jaxbert(args, vocab) -> Callable:
 
     apply_cpu_settings()            # as jaxbert's entry points do, before the backend starts
     enable_compilation_cache()
-    cfg, mcfg = train_config(args), model_config(args, vocab)
+    cfg, mcfg = train_config(args), model_config(args, tok)
     tx = make_optimizer(cfg, mcfg.hidden_size)
-    model = BertForPreTraining(mcfg, dtype=compute_dtype(getattr(args, "dtype", "float32")))
+    model = pretraining_model(mcfg, dtype=compute_dtype(getattr(args, "dtype", "float32")))
     layout = Layout("single", cfg, functools.partial(train_step, model=model, tx=tx, cfg=cfg))
     box = [create_state(init_params(mcfg, jax.random.PRNGKey(0)), tx)]
     key = jax.random.PRNGKey(1)
@@ -155,7 +180,7 @@ def setup_jaxbert(args, vocab) -> Callable:
     return step
 
 
-def setup_hf_flax(args, vocab) -> Callable:
+def setup_hf_flax(args, tok) -> Callable:
     import jax
     import jax.numpy as jnp
     import optax
@@ -163,7 +188,7 @@ def setup_hf_flax(args, vocab) -> Callable:
 
     from jaxbert.runtime import compute_dtype
 
-    c = model_config(args, vocab)
+    c = model_config(args, tok)
     model = transformers.FlaxBertForPreTraining(transformers.BertConfig(**{
         k: v for k, v in c.to_dict().items() if k != "layer_norm_position"}), seed=0,
         dtype=compute_dtype(getattr(args, "dtype", "float32")))
@@ -200,8 +225,41 @@ def setup_hf_flax(args, vocab) -> Callable:
     return step
 
 
+def setup_hf_modernbert(args, tok) -> Callable:
+    """transformers.ModernBertForMaskedLM as a user gets it: the default attention (SDPA on a
+    CPU) and the default dense MLM head over all L positions with labels -100 elsewhere
+    (`sparse_prediction=True` with --peer-sparse-prediction: the head only at the labelled
+    positions, as the twins' sparse head), torch.optim.AdamW, clip_grad_norm_(1.0)."""
+    import torch
+    import transformers
+
+    c = model_config(args, tok)
+    device = torch.device(getattr(args, "device", "cpu"))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    torch.manual_seed(0)
+    model = transformers.ModernBertForMaskedLM(transformers.ModernBertConfig.from_dict(
+        {**c.to_dict(), "sparse_prediction": getattr(args, "peer_sparse_prediction", False)})
+    ).to(device)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+
+    def step(b):
+        # ModernBERT takes no token types and has no NSP head.
+        inputs = {k: v.to(device) for k, v in hf_inputs(b).items()
+                  if k in ("input_ids", "attention_mask", "labels")}
+        with autocast:
+            out = model(**inputs)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(out.loss)
+
+    return step
+
+
 SETUPS = {"torchbert": setup_torchbert, "jaxbert": setup_jaxbert, "hf-torch": setup_hf_torch,
-          "hf-flax": setup_hf_flax}
+          "hf-flax": setup_hf_flax, "hf-modernbert": setup_hf_modernbert}
 
 
 def prepare(args) -> tuple[list, Callable, dict[str, Any]]:
@@ -213,9 +271,9 @@ def prepare(args) -> tuple[list, Callable, dict[str, Any]]:
         from bertcore.malloc import keep_freed_memory
 
         keep_freed_memory()
-    batches, vocab = make_batches(args)
+    batches, tok = make_batches(args)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    step = SETUPS[args.worker](args, vocab)
+    step = SETUPS[args.worker](args, tok)
     t0, loss0 = time.perf_counter(), float("nan")
     for b in batches[:args.warmup]:
         loss0 = step(b)
@@ -369,14 +427,21 @@ def parse_presets(text: str) -> list[str]:
     return names
 
 
-def missing(name: str) -> str | None:
-    """Why contender `name` cannot run in this environment, or None. The HF peers need
-    transformers, and hf-flax needs its 4.x line: transformers 5 ships no Flax models. Asked
-    of the installed distribution's metadata, so nothing heavy is imported to find out."""
+def missing(name: str, arch: str = "bert") -> str | None:
+    """Why contender `name` cannot run in this environment for architecture `arch`, or None.
+    Each HF peer is one architecture's; they need transformers, hf-flax its 4.x line
+    (transformers 5 ships no Flax models) and hf-modernbert 4.48 or later. Asked of the
+    installed distribution's metadata, so nothing heavy is imported to find out."""
     from importlib.metadata import PackageNotFoundError, version
 
     if not name.startswith("hf-"):
         return None
+    if arch == "modernbert" and name == "hf-flax":
+        return "transformers has no Flax ModernBERT (its ModernBERT is PyTorch only)"
+    if arch == "modernbert" and name == "hf-torch":
+        return "hf-torch is BERT's peer; ModernBERT's is hf-modernbert"
+    if arch == "bert" and name == "hf-modernbert":
+        return "hf-modernbert is ModernBERT's peer; pass --arch modernbert"
     try:
         installed = version("transformers")
     except PackageNotFoundError:
@@ -384,13 +449,18 @@ def missing(name: str) -> str | None:
     if name == "hf-flax" and int(installed.split(".")[0]) >= 5:
         return (f"transformers {installed} ships no Flax models (FlaxBertForPreTraining ended "
                 f"with 4.x); to run this peer, use an environment with pip install -e '.[hf4]'")
+    if name == "hf-modernbert" and tuple(
+            int(p) for p in installed.split(".")[:2] if p.isdigit()) < MODERNBERT_TRANSFORMERS:
+        return (f"transformers {installed} has no ModernBERT (added in 4.48); pip install "
+                f"'transformers>=4.48'")
     return None
 
 
-def parse_contenders(text: str, allowed: tuple[str, ...] = CONTENDERS) -> list[str]:
+def parse_contenders(text: str, allowed: tuple[str, ...] = CONTENDERS,
+                     arch: str = "bert") -> list[str]:
     """Comma-separated contender names, each checked (UserError naming the choices). A peer
-    that cannot run here (`missing`) is left out with one line saying why on stderr; a
-    selection that leaves nothing to run is an error."""
+    that cannot run here, or is another architecture's than `arch` (`missing`), is left out
+    with one line saying why on stderr; a selection that leaves nothing to run is an error."""
     from bertcore.errors import UserError
 
     names = [n.strip() for n in text.split(",") if n.strip()]
@@ -400,7 +470,7 @@ def parse_contenders(text: str, allowed: tuple[str, ...] = CONTENDERS) -> list[s
                         f"choose from {', '.join(allowed)}")
     runnable = []
     for n in names:
-        why = missing(n)
+        why = missing(n, arch)
         if why:
             print(f"skipping {n}: {why}", file=sys.stderr)
         else:

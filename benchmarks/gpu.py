@@ -1,7 +1,7 @@
 """BERT-base pretraining throughput and model-FLOPs utilisation (MFU) on one GPU.
 
-    python -m benchmarks.gpu [--preset base] [--batch-size 64] [--seq-lens 128,512]
-                             [--steps 20] [--warmup 3] [--peak-tflops T]
+    python -m benchmarks.gpu [--arch bert|modernbert] [--preset base] [--batch-size 64]
+                             [--seq-lens 128,512] [--steps 20] [--warmup 3] [--peak-tflops T]
                              [--contenders jaxbert,torchbert,hf-torch]
 
 Each contender trains in its own subprocess (benchmarks.contenders' worker and setup
@@ -33,6 +33,17 @@ counted (the usual convention, Chowdhery et al. 2022, appendix B). Then
 
 with the peak from PEAK_TFLOPS by device name (H100 SXM 989 TFLOP/s, ...) or --peak-tflops.
 
+--arch modernbert times ModernBERT (the preset of that name: base is the published 22 layers;
+MLM only, no NSP; the peer is hf-modernbert, transformers' ModernBertForMaskedLM). Its model
+FLOPs follow the same convention, with
+
+    N_encoder = n * (4H^2 + 3HI) + its norms and any biases (Wqkv H -> 3H, Wo, Wi H -> 2I
+                GeGLU, Wo I -> H; the final norm included)
+    attention = 12 * H * (n_global * L^2 + n_local * W), W = the (query, key) pairs inside the
+                local window (|i - j| <= local_attention / 2): only what a local layer needs
+    N_mlm     = dense + norm of the head, the tied H x V decoder and its bias
+    N_cls     = 0 (no pooler, no NSP)
+
 With no GPU (torch.cuda.is_available() false and no jax GPU backend) it prints a note and exits
 0: run it through the device tool or on a GPU machine.
 """
@@ -54,6 +65,8 @@ from benchmarks.contenders import CONTENDERS, make_batches, model_config, parse_
     parse_presets, run_worker, versions, worker
 
 DEFAULT_CONTENDERS = ("jaxbert", "torchbert", "hf-torch")
+ARCH_DEFAULT_CONTENDERS = {"bert": DEFAULT_CONTENDERS,
+                           "modernbert": ("jaxbert", "torchbert", "hf-modernbert")}
 JAX_CONTENDERS = ("jaxbert", "hf-flax")
 
 # Peak dense (no sparsity) bf16 tensor-core TFLOP/s from NVIDIA's datasheets, matched in order
@@ -81,8 +94,13 @@ def peak_tflops(device_name: str) -> float | None:
 
 
 def param_counts(cfg) -> dict[str, int]:
-    """Parameters of BertForPreTraining by part, from a bertcore BertConfig (the tied decoder
-    weight counted once, in the embeddings; `total` equals torchbert's num_parameters())."""
+    """Parameters of BertForPreTraining (or ModernBertForMaskedLM) by part, from a bertcore
+    BertConfig (ModernBertConfig) (the tied decoder weight counted once, in the embeddings;
+    `total` equals torchbert's num_parameters())."""
+    from bertcore.config import ModernBertConfig
+
+    if isinstance(cfg, ModernBertConfig):
+        return _modernbert_param_counts(cfg)
     H, I, V, n = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.num_hidden_layers
     final_ln = 2 * H if cfg.layer_norm_position == "pre" else 0
     counts = {
@@ -95,11 +113,37 @@ def param_counts(cfg) -> dict[str, int]:
     return counts
 
 
+def _modernbert_param_counts(cfg) -> dict[str, int]:
+    H, I, V, n = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.num_hidden_layers
+    norm = H * (2 if cfg.norm_bias else 1)
+    layer = (4 * H * H + 3 * H * I + (4 * H if cfg.attention_bias else 0)
+             + (2 * I + H if cfg.mlp_bias else 0) + 2 * norm)
+    counts = {
+        "embeddings": V * H + norm,
+        # the final norm (counted with the encoder) makes up for layer 0's missing attention
+        # norm: n full layers' worth
+        "encoder": n * layer,
+        "mlm_head": H * H + (H if cfg.classifier_bias else 0) + norm
+                    + (V if cfg.decoder_bias else 0),
+        "cls": 0,
+    }
+    counts["total"] = sum(counts.values())
+    return counts
+
+
 def flops_per_sequence(cfg, seq_len: int, max_predictions: int) -> float:
     """Model FLOPs of one training step's forward + backward per sequence (module docstring)."""
+    from bertcore.attention import window_mask
+    from bertcore.config import ModernBertConfig
+
     c, H, L = param_counts(cfg), cfg.hidden_size, seq_len
     n_mlm = c["mlm_head"] + H * cfg.vocab_size    # + the tied decoder matmul
-    return (6 * L * c["encoder"] + 12 * cfg.num_hidden_layers * H * L * L
+    pairs = cfg.num_hidden_layers * L * L
+    if isinstance(cfg, ModernBertConfig):
+        n_global = sum(cfg.is_global(i) for i in range(cfg.num_hidden_layers))
+        window = int(window_mask(L, cfg.local_attention).sum())
+        pairs = n_global * L * L + (cfg.num_hidden_layers - n_global) * window
+    return (6 * L * c["encoder"] + 12 * H * pairs
             + 6 * max_predictions * n_mlm + 6 * c["cls"])
 
 
@@ -154,10 +198,12 @@ def gpu_worker(args) -> dict[str, Any]:
 # ---- the command line ------------------------------------------------------------------------
 
 def parse_args(argv: list[str] | None):
-    from bertcore.config import PRESETS
+    from bertcore.config import ARCHS, PRESETS
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.gpu", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", default="bert", choices=list(ARCHS),
+                   help="the architecture every contender trains (default: bert)")
     p.add_argument("--preset", default="base", help=f"one of {', '.join(PRESETS)}")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seq-lens", default="128,512", help="comma-separated sequence lengths")
@@ -168,13 +214,16 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--warmup", type=int, default=3, help="untimed first steps (compilation)")
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="the device's peak dense bf16 TFLOP/s (default: from its name)")
-    p.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS),
-                   help=f"comma-separated subset of {', '.join(CONTENDERS)}")
+    p.add_argument("--contenders", default=None,
+                   help=f"comma-separated subset of {', '.join(CONTENDERS)} (default: "
+                        + "; ".join(f"{', '.join(v)} for {k}"
+                                    for k, v in ARCH_DEFAULT_CONTENDERS.items()) + ")")
     p.add_argument("--corpus", default="builtin")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--seq-len", type=int, help=argparse.SUPPRESS)  # one length (workers)
     args = p.parse_args(argv)
+    args.contenders = args.contenders or ",".join(ARCH_DEFAULT_CONTENDERS[args.arch])
     # What the contenders' worker and setup functions read.
     args.threads, args.dtype, args.device = None, "bfloat16", "cuda"
     return args
@@ -191,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(gpu_worker(args)))
             return 0
         parse_presets(args.preset)
-        names = parse_contenders(args.contenders)
+        names = parse_contenders(args.contenders, arch=args.arch)
         try:
             seq_lens = ([args.seq_len] if args.seq_len else
                         [int(s) for s in args.seq_lens.split(",") if s.strip()])
@@ -202,13 +251,14 @@ def main(argv: list[str] | None = None) -> int:
             print(NO_GPU_NOTE)
             return 0
         for L in seq_lens:  # build and cache tokenizer + shards once; bad flags fail here
-            _, args.data_vocab = make_batches(SimpleNamespace(
-                corpus=args.corpus, batch_size=1, seq_len=L, warmup=0, steps=1,
+            _, args.data_tok = make_batches(SimpleNamespace(
+                arch=args.arch, corpus=args.corpus, batch_size=1, seq_len=L, warmup=0, steps=1,
                 max_predictions=args.max_predictions or default_predictions(L)))
         results = []
         for L in seq_lens:
             P = args.max_predictions or default_predictions(L)
-            argv_L = ["--preset", args.preset, "--batch-size", str(args.batch_size),
+            argv_L = ["--arch", args.arch, "--preset", args.preset,
+                      "--batch-size", str(args.batch_size),
                       "--seq-len", str(L), "--max-predictions", str(P), "--vocab-size",
                       str(args.vocab_size), "--steps", str(args.steps), "--warmup",
                       str(args.warmup), "--corpus", args.corpus]
@@ -231,16 +281,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def config(args, seq_len: int):
     """The model config the workers train."""
-    return model_config(SimpleNamespace(preset=args.preset, seq_len=seq_len,
-                                        vocab_size=args.vocab_size), args.data_vocab)
+    return model_config(SimpleNamespace(arch=args.arch, preset=args.preset, seq_len=seq_len,
+                                        vocab_size=args.vocab_size), args.data_tok)
 
 
 def report(args, results: list[dict]) -> None:
     names = {r["device_name"] for r in results if "device_name" in r}
     device = ", ".join(sorted(names)) or "unknown GPU"
     peak = args.peak_tflops or peak_tflops(device)
-    print(f"\n### gpu: {args.preset}, V={config(args, 128).vocab_size}, B={args.batch_size}, "
-          f"bf16 compute, fp32 params, dropout on\n")
+    modern = args.arch == "modernbert"
+    print(f"\n### gpu: {'modernbert ' if modern else ''}{args.preset}, "
+          f"V={config(args, 128).vocab_size}, B={args.batch_size}, bf16 compute, fp32 params, "
+          f"{'MLM only, no dropout (as published)' if modern else 'dropout on'}\n")
     print(f"{time.strftime('%Y-%m-%d')}, {device}, peak "
           f"{f'{peak:g} TFLOP/s bf16 dense' if peak else 'unknown (pass --peak-tflops)'}, "
           f"{versions()}\n")
@@ -263,7 +315,8 @@ def report(args, results: list[dict]) -> None:
     print("\nmodel FLOPs per sequence (formula in --help): " + ", ".join(
         f"L={L}, P={P}: {flops_per_sequence(config(args, L), L, P) / 1e9:,.1f} GFLOP"
         for L, P in sorted(per_seq)))
-    print(f"\ncommand: python -m benchmarks.gpu --preset {args.preset} --batch-size "
+    print(f"\ncommand: python -m benchmarks.gpu "
+          f"{'--arch modernbert ' if modern else ''}--preset {args.preset} --batch-size "
           f"{args.batch_size} --seq-lens {args.seq_lens} --steps {args.steps} --warmup "
           f"{args.warmup} --contenders {args.contenders}"
           + (f" --max-predictions {args.max_predictions}" if args.max_predictions else "")

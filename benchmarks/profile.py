@@ -1,6 +1,7 @@
 """Where a training step's time goes, in each twin, with its framework's own profiler.
 
-    python -m benchmarks.profile [--contenders torchbert,jaxbert] [--preset mini]
+    python -m benchmarks.profile [--contenders torchbert,jaxbert] [--arch bert|modernbert]
+                                 [--preset mini]
                                  [--batch-size 32] [--seq-len 128] [--steps 2] [--top 15]
 
 Each contender runs benchmarks.contenders' step (the same model, optimizer and bertcore
@@ -127,8 +128,10 @@ def worker(args) -> dict[str, Any]:
 
 
 def report(args, name: str, r: dict[str, Any]) -> None:
-    print(f"\n### {name}: {args.preset}, B={args.batch_size}, L={args.seq_len}, "
-          f"P={args.max_predictions}, V={args.vocab_size}, fp32, dropout on, "
+    modern = args.arch == "modernbert"
+    print(f"\n### {name}: {'modernbert ' if modern else ''}{args.preset}, B={args.batch_size}, "
+          f"L={args.seq_len}, P={args.max_predictions}, V={args.vocab_size}, fp32, "
+          f"{'no dropout (as published)' if modern else 'dropout on'}, "
           f"{args.steps} profiled step(s)\n")
     if "error" in r:
         print(f"error: {r['error']}")
@@ -144,7 +147,7 @@ def report(args, name: str, r: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bertcore.config import PRESETS
+    from bertcore.config import ARCHS, PRESETS
     from bertcore.errors import UserError, cli_entry
     from benchmarks.contenders import make_batches, parse_contenders, parse_presets, run_worker
 
@@ -152,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS),
                    help=f"comma-separated subset of {', '.join(DEFAULT_CONTENDERS)}")
+    p.add_argument("--arch", default="bert", choices=list(ARCHS),
+                   help="the architecture both twins train (default: bert)")
     p.add_argument("--preset", default="mini", help=f"one of {', '.join(PRESETS)}")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=128)

@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             # Builds and caches the tokenizer and shards once; a bad flag fails here, once.
             ns = SimpleNamespace(corpus=args.corpus, batch_size=1, seq_len=L, warmup=0, steps=1,
                                  max_predictions=args.max_predictions or default_predictions(L))
-            _, args.data_vocab = make_batches(ns)
+            _, args.data_tok = make_batches(ns)
         results: dict[tuple[str, int], dict[str, dict]] = {}
         for preset, L in dict.fromkeys(points):          # each point once, in order
             t0 = time.perf_counter()
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 def config(args, preset: str, seq_len: int):
     """The model config a worker trains at this point."""
     return model_config(SimpleNamespace(preset=preset, seq_len=seq_len,
-                                        vocab_size=args.vocab_size), args.data_vocab)
+                                        vocab_size=args.vocab_size), args.data_tok)
 
 
 def table(keys: list[str], rows: list[tuple[list[str], dict[str, dict]]], names) -> None:

@@ -1,6 +1,7 @@
 """Training throughput of both twins and their Hugging Face peers, side by side, in one run.
 
-    python -m benchmarks.train_speed [--preset mini] [--batch-size 32] [--seq-len 128]
+    python -m benchmarks.train_speed [--arch bert|modernbert] [--preset mini]
+                                     [--batch-size 32] [--seq-len 128]
                                      [--steps 20] [--warmup 3] [--threads N]
                                      [--only torchbert,jaxbert,hf-torch,hf-flax]
 
@@ -11,14 +12,23 @@ after another, then their timed steps are interleaved, one step of each in turn,
 of a shared machine slows every contender alike and the ratios of one run hold (their processes
 live at once: memory adds up). Reported: tokens/s (B x L positions per second, median over the
 timed steps), milliseconds per step, the first step (compilation and warm-up, excluded from the
-median), peak RSS, and each twin's ratios to both peers (tokens/s and peak RSS; the issue's
-targets are stated against hf-torch).
+median), peak RSS, and each twin's ratios to every peer (tokens/s and peak RSS; the issue's
+targets are stated against hf-torch, and for ModernBERT against hf-modernbert).
+
+--arch picks the architecture (the twins build either one): bert (default; NSP on, dropout on)
+or modernbert (ModernBertConfig's preset of the same name, about BERT's parameter count; MLM
+only on single-segment batches, NSP off for every contender; no dropout, as published).
 
 Peers:
-  hf-torch  transformers.BertForPreTraining (PyTorch, SDPA attention, dense MLM head over all
-            L positions, labels -100 elsewhere), torch.optim.AdamW, clip_grad_norm_(1.0): what
-            the HF Trainer runs.
-  hf-flax   transformers.FlaxBertForPreTraining with an optax.adamw jitted train step.
+  hf-torch       transformers.BertForPreTraining (PyTorch, SDPA attention, dense MLM head over
+                 all L positions, labels -100 elsewhere), torch.optim.AdamW,
+                 clip_grad_norm_(1.0): what the HF Trainer runs.
+  hf-flax        transformers.FlaxBertForPreTraining with an optax.adamw jitted train step.
+  hf-modernbert  (--arch modernbert) transformers.ModernBertForMaskedLM as configured by
+                 default: SDPA attention, the dense MLM head over all L positions (its
+                 config's sparse_prediction=False; --peer-sparse-prediction turns it on),
+                 labels -100 elsewhere, torch.optim.AdamW, clip_grad_norm_(1.0). transformers
+                 has no Flax ModernBERT: hf-flax is left out, with that reason.
 
 The twins' processes apply bertcore.malloc's allocator settings first, as their train CLIs do
 (freed memory kept for reuse: no page faults on each step's fresh buffers); the peers run with
@@ -36,18 +46,20 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.contenders import CONTENDERS, make_batches, measure, parse_contenders, \
-    parse_presets, serve, versions, worker
+from benchmarks.contenders import ARCH_CONTENDERS, CONTENDERS, make_batches, measure, \
+    parse_contenders, parse_presets, serve, versions, worker
 
-PEERS = ("hf-torch", "hf-flax")   # every twin is compared with both
+PEERS = ("hf-torch", "hf-flax", "hf-modernbert")   # every twin is compared with each present
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bertcore.config import PRESETS
+    from bertcore.config import ARCHS, PRESETS
     from bertcore.errors import UserError, cli_entry
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.train_speed", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", default="bert", choices=list(ARCHS),
+                   help="the architecture every contender trains (default: bert)")
     p.add_argument("--preset", default="mini", help=f"one of {', '.join(PRESETS)}")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=128)
@@ -59,8 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3, help="untimed first steps (compilation)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
     p.add_argument("--corpus", default="builtin")
-    p.add_argument("--only", default=",".join(CONTENDERS),
-                   help=f"comma-separated subset of {', '.join(CONTENDERS)}")
+    p.add_argument("--only", default=None,
+                   help=f"comma-separated subset of {', '.join(CONTENDERS)} (default: "
+                        + "; ".join(f"{', '.join(v)} for {k}" for k, v in ARCH_CONTENDERS.items())
+                        + ")")
+    p.add_argument("--peer-sparse-prediction", action="store_true",
+                   help="hf-modernbert with its config's sparse_prediction=True: the MLM head "
+                        "only at the labelled positions, as the twins' (default: its dense "
+                        "default)")
     p.add_argument("--malloc-for-peers", action="store_true",
                    help="give the HF peers bertcore.malloc's settings too (the twins always "
                         "have them, as their CLIs apply them)")
@@ -72,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     @cli_entry
     def run() -> int:
         parse_presets(args.preset)
-        names = parse_contenders(args.only)
+        names = parse_contenders(args.only or ",".join(ARCH_CONTENDERS[args.arch]),
+                                 arch=args.arch)
         if args.worker:
             if args.serve:
                 serve(args)
@@ -95,8 +114,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(args, results: list[dict]) -> None:
     by = {r["contender"]: r for r in results}
-    print(f"\n### train_speed: {args.preset}, V={args.vocab_size}, B={args.batch_size}, "
-          f"L={args.seq_len}, P={args.max_predictions}, fp32, dropout on, CPU threads "
+    modern = args.arch == "modernbert"
+    what = (f"modernbert {args.preset}, MLM only" if modern else args.preset)
+    sparse = (", hf-modernbert sparse_prediction" if modern and args.peer_sparse_prediction
+              else "")
+    print(f"\n### train_speed: {what}, V={args.vocab_size}, B={args.batch_size}, "
+          f"L={args.seq_len}, P={args.max_predictions}, fp32, "
+          f"{'no dropout (as published)' if modern else 'dropout on'}{sparse}, CPU threads "
           f"{args.threads or os.environ.get('OMP_NUM_THREADS') or os.cpu_count()}"
           f"{', peers with bertcore.malloc too' if args.malloc_for_peers else ''}\n")
     print(f"{time.strftime('%Y-%m-%d')}, {platform.machine()} {os.cpu_count()} cores, "

@@ -63,9 +63,27 @@ def test_hf_flax_peer_is_left_out_with_a_reason_where_transformers_has_no_flax(c
         parse_contenders("hf-flax")
 
 
-def test_gpu_benchmark_without_gpu_prints_a_note_and_exits_0():
+def test_each_architecture_keeps_the_other_ones_peers_out_with_a_reason(capsys):
+    """transformers has no Flax ModernBERT and hf-torch is BERT's model: under --arch
+    modernbert both are left out with one line each; hf-modernbert is left out of BERT's."""
+    from benchmarks.contenders import parse_contenders
+
+    names = parse_contenders("torchbert,jaxbert,hf-torch,hf-flax,hf-modernbert",
+                             arch="modernbert")
+    assert names == ["torchbert", "jaxbert", "hf-modernbert"]
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["skipping hf-torch: hf-torch is BERT's peer; ModernBERT's is hf-modernbert",
+                     "skipping hf-flax: transformers has no Flax ModernBERT (its ModernBERT is "
+                     "PyTorch only)"]
+    assert parse_contenders("torchbert,hf-modernbert") == ["torchbert"]
+    assert "pass --arch modernbert" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arch", ["bert", "modernbert"])
+def test_gpu_benchmark_without_gpu_prints_a_note_and_exits_0(arch):
     # CUDA_VISIBLE_DEVICES="" hides any GPU, so this checks the no-GPU path on every machine.
-    proc = run_cli("-m", "benchmarks.gpu", env={"CUDA_VISIBLE_DEVICES": ""}, timeout=120)
+    proc = run_cli("-m", "benchmarks.gpu", "--arch", arch, env={"CUDA_VISIBLE_DEVICES": ""},
+                   timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "no GPU found" in proc.stdout and "device tool" in proc.stdout
     assert "Traceback" not in proc.stderr
@@ -98,6 +116,28 @@ def test_gpu_flop_count_matches_the_models_parameters():
     assert peak_tflops("Tesla T4") is None
 
 
+def test_gpu_flop_count_of_modernbert_matches_its_parameters_and_window():
+    from bertcore.config import ModernBertConfig
+    from benchmarks.gpu import flops_per_sequence, param_counts
+    from torchbert.modernbert import ModernBertForMaskedLM
+
+    for biases in (False, True):
+        cfg = ModernBertConfig.from_preset(
+            "tiny", vocab_size=300, pad_token_id=0, bos_token_id=2, cls_token_id=2,
+            eos_token_id=3, sep_token_id=3, norm_bias=biases, attention_bias=biases,
+            mlp_bias=biases, classifier_bias=biases, decoder_bias=not biases)
+        assert param_counts(cfg)["total"] == ModernBertForMaskedLM(cfg).num_parameters()
+    # 3 layers (global, local, local), H=8, I=12, V=10, no biases but the decoder's; L=4 and a
+    # window of |i - j| <= 1: 4 + 2 * 3 = 10 (query, key) pairs in a local layer, 16 in a global.
+    small = ModernBertConfig(vocab_size=10, hidden_size=8, intermediate_size=12,
+                             num_hidden_layers=3, num_attention_heads=2, local_attention=2,
+                             global_attn_every_n_layers=3, pad_token_id=0, bos_token_id=1,
+                             eos_token_id=2, cls_token_id=1, sep_token_id=2)
+    encoder = 3 * (4 * 64 + 3 * 8 * 12 + 2 * 8)               # final norm for layer 0's
+    mlm = 64 + 8 + 10 + 8 * 10                                 # dense, norm, bias, decoder
+    assert flops_per_sequence(small, 4, 2) == 6 * 4 * encoder + 12 * 8 * (16 + 2 * 10) + 6 * 2 * mlm
+
+
 def test_train_speed_tiny_run_prints_both_rows_and_the_ratio(bench_env):
     env, corpus = bench_env
     proc = run_cli("-m", "benchmarks.train_speed", *tiny(), "--corpus", corpus,
@@ -110,6 +150,27 @@ def test_train_speed_tiny_run_prints_both_rows_and_the_ratio(bench_env):
     assert "vs hf-torch" in rows["contender"], rows["contender"]
     assert "x tokens/s" in rows["torchbert"] and "x RSS" in rows["torchbert"]
     assert "x tokens/s" not in rows["hf-torch"]   # the peer is the reference, no ratio
+
+
+@pytest.mark.slow
+def test_train_speed_modernbert_tiny_run_compares_both_twins_with_transformers(bench_env):
+    """--arch modernbert: both twins and transformers' ModernBertForMaskedLM train on the same
+    MLM-only batches (L=48 > tiny's 64-token window's reach of 32: local layers mask), each twin
+    with its ratio to hf-modernbert; hf-flax is left out with its reason."""
+    env, corpus = bench_env
+    proc = run_cli("-m", "benchmarks.train_speed", "--arch", "modernbert", *tiny(seq_len=48),
+                   "--steps", "2", "--corpus", corpus, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "skipping hf-flax: transformers has no Flax ModernBERT" in proc.stderr, proc.stderr
+    rows = {ln.split("|")[1].strip(): ln for ln in proc.stdout.splitlines()
+            if ln.startswith("| ") and "---" not in ln}
+    assert set(rows) == {"contender", "torchbert", "jaxbert", "hf-modernbert"}, proc.stdout
+    assert "error" not in proc.stdout, proc.stdout
+    assert "### train_speed: modernbert tiny, MLM only" in proc.stdout, proc.stdout
+    assert rows["contender"].rstrip().endswith("| vs hf-modernbert |"), rows["contender"]
+    for twin in ("torchbert", "jaxbert"):
+        assert "x tokens/s" in rows[twin] and "x RSS" in rows[twin], rows[twin]
+    assert "x tokens/s" not in rows["hf-modernbert"]
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS is enforced on Linux")
