@@ -6,6 +6,8 @@ masking.png         one drawn example before and after masking (bertcore.data.ba
 attention_mask.png  the boolean key mask of one batch, broadcast to (L, L) per row
 lr_schedules.png    the four schedules of bertcore.train.schedule
 data_parallel.png   where gradients are reduced: torch DDP, jax pmap, jax sharded jit
+modernbert_masks.png  ModernBERT's global and local (sliding-window) attention masks, and which
+                    layers use which (bertcore.attention.window_mask, ModernBertConfig)
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parents[1])]
 
 import tour  # noqa: E402
-from bertcore.config import TrainConfig  # noqa: E402
+from bertcore.attention import window_mask  # noqa: E402
+from bertcore.config import ModernBertConfig, TrainConfig  # noqa: E402
 from bertcore.train.schedule import make_schedule  # noqa: E402
 
 COLORS = {"mask": "#d62728", "random": "#ff7f0e", "same": "#2ca02c", "plain": "#f0f0f0",
@@ -183,6 +186,47 @@ def data_parallel(out: Path) -> None:
     plt.close(fig)
 
 
+def modernbert_masks(out: Path) -> None:
+    """The two masks ModernBertModel builds per forward, for one row with padding at its end,
+    drawn as attention_mask.png draws BERT's; below, the published base's pattern of layers."""
+    L, real, window = 48, 40, 16
+    base = ModernBertConfig.from_preset("base")
+    keys = np.arange(L) < real                                   # the row's attention_mask
+    masks = {"global": np.broadcast_to(keys[None, :], (L, L)),
+             "local": keys[None, :] & window_mask(L, window)}
+    fig = plt.figure(figsize=(10, 6.6))
+    grid = fig.add_gridspec(2, 2, height_ratios=[5, 1.1], hspace=0.45, top=0.85)
+    cmap = matplotlib.colors.ListedColormap(["#ffffff", "#c7e9c0", "#238b45"])
+    titles = {"global": f"global layers (0, n, 2n, ...): every real key\n"
+                        f"RoPE theta {base.global_rope_theta:,.0f}",
+              "local": f"local layers: keys with |i - j| <= {window // 2} (local_attention "
+                       f"{window})\nRoPE theta {base.local_rope_theta:,.0f}"}
+    for col, (kind, allowed) in enumerate(masks.items()):
+        ax = fig.add_subplot(grid[0, col])
+        ax.imshow(np.where(allowed, np.where(keys[:, None], 2, 1), 0), cmap=cmap, vmin=0, vmax=2,
+                  interpolation="nearest")
+        ax.set_title(titles[kind], fontsize=9)
+        ax.set_xlabel("key position")
+        ax.set_ylabel("query position")
+    ax = fig.add_subplot(grid[1, :])
+    for i in range(base.num_hidden_layers):
+        g = base.is_global(i)
+        ax.add_patch(FancyBboxPatch((i + 0.08, 0.1), 0.84, 0.8, boxstyle="round,pad=0.02",
+                                    fc="#238b45" if g else "#c7e9c0", ec="#444444"))
+        ax.text(i + 0.5, 0.5, "G" if g else "L", ha="center", va="center", fontsize=8,
+                color="white" if g else "black")
+    ax.set_xlim(0, base.num_hidden_layers)
+    ax.set_ylim(0, 1)
+    ax.axis("off")
+    ax.set_title(f"the published base: {base.num_hidden_layers} layers, global (G) every "
+                 f"{base.global_attn_every_n_layers}, local (L) with a {base.local_attention}-token "
+                 f"window between", fontsize=9)
+    fig.suptitle(f"ModernBERT's two boolean masks for a row of {real} real tokens of {L}: dark = "
+                 f"attends, white = excluded (a padded key or outside the window),\nlight = a "
+                 f"padded query's row (unused)", fontsize=9)
+    fig.savefig(out / "modernbert_masks.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(HERE / "img"), help="folder for the PNGs [docs/tour/img]")
@@ -205,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     attention_mask(padded, out)
     lr_schedules(out)
     data_parallel(out)
+    modernbert_masks(out)
     for f in sorted(out.glob("*.png")):
         print(f)
     return 0
