@@ -29,6 +29,10 @@ Each finished stage is recorded in OUT/work/stages.json as it ends; `--reuse` ke
 previous run finished with the same settings, so the hours of the full protocol can be spent in
 sittings (`--pretrain-only` first, then the fine-tuning).
 
+`--contenders ...,jaxbert-modernbert` (or torchbert-modernbert) adds that twin training
+ModernBERT (`--arch modernbert`, MLM only, as published) at the same preset size, masking,
+sequence length, learning-rate recipe and budget: the two architectures compared downstream.
+
 `--quick` runs all of it on the built-in corpus and small synthetic labelled data (seconds of
 pretraining, one seed): a test that the harness works, not a measurement.
 """
@@ -54,7 +58,15 @@ from benchmarks.realtext import find_links_args, prepare as prepare_real
 from bertcore.errors import UserError, cli_entry
 from bertcore.files import write_text_atomic
 
+# The twins' runs: the module and the flags that make the contender. The "-modernbert" rows are
+# the same twin training ModernBERT (`--arch modernbert`, MLM only, as published) at the same
+# preset size, masking and budget: the two architectures compared downstream. They are not in the
+# default set (their fine-tuning needs `classify` of ModernBERT); name them in --contenders.
+TWINS = {"torchbert": ("torchbert.train", []), "jaxbert": ("jaxbert.train", []),
+         "torchbert-modernbert": ("torchbert.train", ["--arch", "modernbert"]),
+         "jaxbert-modernbert": ("jaxbert.train", ["--arch", "modernbert"])}
 CONTENDERS = ("torchbert", "jaxbert", "hf-torch")
+ALL_CONTENDERS = CONTENDERS + ("torchbert-modernbert", "jaxbert-modernbert")
 TASKS = ("bbc", "tweets")
 BASELINES = ("random-init", "bow-logreg")
 
@@ -231,8 +243,9 @@ def cli_budget(seconds: float) -> float:
 
 def pretrain_twin(name: str, s: dict, d: dict, budget: float, runs: Path,
                   threads: int | None) -> dict[str, Any]:
-    module = {"torchbert": "torchbert.train", "jaxbert": "jaxbert.train"}[name]
-    extra = ["--threads", str(threads)] if threads and name == "torchbert" else []
+    module, arch = TWINS[name]
+    extra = arch + (["--threads", str(threads)] if threads and module == "torchbert.train"
+                    else [])
     # Calibration: start-up, the first (compiling) step, the step time.
     cal_dir = runs / f"{name}-calibration"
     n = s["calibration_steps"]
@@ -655,7 +668,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="the whole harness on the built-in corpus and synthetic labels, fast")
     p.add_argument("--contenders", default=",".join(CONTENDERS),
-                   help=f"comma-separated, of {', '.join(CONTENDERS)} (default: all)")
+                   help=f"comma-separated, of {', '.join(ALL_CONTENDERS)} (default: "
+                        f"{', '.join(CONTENDERS)})")
     p.add_argument("--preset", choices=("tiny", "mini"), help="model size (default: mini; "
                                                               "tiny with --quick)")
     p.add_argument("--corpus", choices=("real", "builtin"),
@@ -692,7 +706,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.peer_worker:
         peer_worker(json.loads(Path(args.peer_worker).read_text()))
         return 0
-    names = parse_contenders(args.contenders, CONTENDERS)
+    names = parse_contenders(args.contenders, ALL_CONTENDERS)
     args.corpus = args.corpus or ("builtin" if args.quick else "real")
     budget = args.budget if args.budget is not None else (8.0 if args.quick else 900.0)
     if budget <= 0:

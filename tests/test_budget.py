@@ -194,3 +194,19 @@ def test_quick_end_to_end_in_two_sittings(tmp_path):
     assert (out / "budget.png").stat().st_size > 1000
     md = (out / "results.md").read_text()
     assert all(f"| {n} |" in md for n in names)
+
+
+@pytest.mark.slow
+def test_quick_modernbert_contender(tmp_path):
+    """A "-modernbert" contender pretrains its twin with --arch modernbert at the same budget and
+    preset (its export is a ModernBertForMaskedLM directory)."""
+    out = tmp_path / "budget"
+    proc = run_cli("-m", "benchmarks.budget", "--quick", "--out", str(out), "--pretrain-only",
+                   "--contenders", "torchbert-modernbert", timeout=None)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row, = json.loads((out / "results.json").read_text())["rows"]
+    assert row["name"] == "torchbert-modernbert" and "--arch modernbert" in row["pretrain"][
+        "command"]
+    config = json.loads((Path(row["pretrain"]["encoder"]) / "config.json").read_text())
+    assert config["model_type"] == "modernbert"
+    assert math.isfinite(row["pretrain"]["heldout_mlm_loss"]) and row["pretrain"]["steps"] >= 1
