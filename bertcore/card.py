@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from bertcore.config import BertConfig, ModelConfig, ModernBertConfig
+from bertcore.config import BertConfig, ModelConfig, ModernBertConfig, arch_of
 from bertcore.files import write_text_atomic
 from bertcore.hf import classifier_param_table, param_table
 
@@ -173,8 +173,8 @@ def _model_index(name: str, task: tuple[str, str], dataset: str, split: str,
 
 
 def _meta(pipeline_tag: str, framework: str | None, datasets: list[str], base_model: str | None,
-          model_index: list[dict] | None) -> dict[str, Any]:
-    tags = ["bert", "twinbert"] + ([f"{framework}bert"] if framework else [])
+          model_index: list[dict] | None, arch: str = "bert") -> dict[str, Any]:
+    tags = [arch, "twinbert"] + ([f"{framework}bert"] if framework else [])
     meta: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": pipeline_tag,
                             "license": "other", "tags": tags}
     if datasets:
@@ -218,7 +218,7 @@ def pretraining_card(hf_dir: str | Path, config: ModelConfig, *,
                              [("accuracy", "held-out MLM accuracy", held_out.get("mlm_accuracy")),
                               ("perplexity", "held-out MLM perplexity",
                                held_out.get("perplexity"))])
-    meta = _meta("fill-mask", framework, [ds] if ds else [], init_from, index)
+    meta = _meta("fill-mask", framework, [ds] if ds else [], init_from, index, arch_of(config))
     who = FRAMEWORK_NAMES.get(framework or "", "this project")
     modern = isinstance(config, ModernBertConfig)
     nsp = not modern and (not train or train.get("nsp", True))
@@ -333,7 +333,8 @@ def classifier_card(hf_dir: str | Path, config: ModelConfig, labels: list[str], 
                              dataset_name(validation) or ds or "held-out", "validation",
                              [("accuracy", "validation accuracy", best.get("val_accuracy")),
                               ("f1", f"validation F1 ({labels[-1]})", best.get("val_f1"))])
-    meta = _meta("text-classification", framework, [ds] if ds else [], base_model, index)
+    meta = _meta("text-classification", framework, [ds] if ds else [], base_model, index,
+                 arch_of(config))
     who = FRAMEWORK_NAMES.get(framework or "", "this project")
     modern = isinstance(config, ModernBertConfig)
     if modern:

@@ -102,8 +102,11 @@ def apply_rotary(x, cos, sin):
 
 class ModernBertAttention(_Module):
     """Self-attention with one fused Wqkv projection, RoPE on queries and keys (this layer's
-    theta), and the mask the encoder passes: key padding (global layers) or key padding and the
-    sliding window (local layers)."""
+    theta), the key-padding mask the encoder passes, and in local layers the sliding window:
+    jax.nn.dot_product_attention's `local_window_size` (the window as the attention op's own
+    argument, which a fused kernel can use; XLA builds the same mask on a CPU), or on the explicit
+    dropout path bertcore.attention's window_mask. (Torch twin: SDPA takes the window as part of
+    a boolean mask; it has no window argument.)"""
     layer: int = 0
 
     def setup(self):
@@ -115,18 +118,23 @@ class ModernBertAttention(_Module):
         self.out_drop = Dropout(rate=c.attention_dropout)   # after Wo
 
     def __call__(self, x, mask, deterministic: bool = True):
-        """x (B, L, H); mask (B, 1, 1, L) or (B, 1, L, L) bool, True where a query may attend."""
+        """x (B, L, H); mask (B, 1, 1, L) bool, True where the key is a real token."""
         c = self.config
+        local = not c.is_global(self.layer)
         B, L, H = x.shape
         # [q | k | v] along the features, each split into heads: transformers' view(B, L, 3, N, D)
         qkv = self.Wqkv(x).reshape(B, L, 3, c.num_attention_heads, c.head_dim)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]                      # (B, L, N, D)
         cos, sin = rope_cos_sin(c.rope_theta(self.layer), c.head_dim, L)        # constants
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        half = c.local_attention // 2          # query i sees keys i - half .. i + half
         if deterministic or self.dropout.rate == 0.0:
             # The fused op with the boolean mask, as BertSelfAttention (jaxbert/model.py).
-            ctx = jax.nn.dot_product_attention(q, k, v, mask=mask)               # (B, L, N, D)
+            ctx = jax.nn.dot_product_attention(
+                q, k, v, mask=mask, local_window_size=(half, half) if local else None)
         else:
+            if local:
+                mask = mask & jnp.asarray(window_mask(L, c.local_attention))     # (B, 1, L, L)
             probs = self.dropout(attention_probs(q, k, mask).astype(v.dtype),
                                  deterministic=False)                            # (B, N, L, L)
             ctx = jnp.einsum("bnts,bsnd->btnd", probs, v)
@@ -168,16 +176,15 @@ class ModernBertEncoderLayer(_Module):
 
 class _LayerList(_Module):
     """The layers as children "0", "1", ... (params at model/layers/{i}/...), as jaxbert.model's
-    _LayerList; each layer gets the mask of its kind, global or local."""
+    _LayerList."""
 
     @nn.compact
-    def __call__(self, x, global_mask, local_mask, deterministic: bool = True):
+    def __call__(self, x, mask, deterministic: bool = True):
         # remat: keep each layer's input, recompute its insides in the backward pass (torch twin:
         # torch.utils.checkpoint per layer). `deterministic` (argument 3, counting self) static.
         block = (nn.remat(ModernBertEncoderLayer, static_argnums=(3,)) if self.remat
                  else ModernBertEncoderLayer)
         for i in range(self.config.num_hidden_layers):
-            mask = global_mask if self.config.is_global(i) else local_mask
             x = block(**self._shared(), layer=i, name=str(i))(x, mask, deterministic)
         return x
 
@@ -194,13 +201,11 @@ class ModernBertModel(_Module):
     def __call__(self, input_ids, attention_mask=None, deterministic: bool = True):
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
-        L = input_ids.shape[1]
-        # Both masks once per forward, boolean: (B, 1, 1, L) True where the key is a real token;
-        # local layers also need the key within the query's window, (B, 1, L, L).
-        global_mask = (attention_mask > 0)[:, None, None, :]
-        local_mask = global_mask & jnp.asarray(window_mask(L, self.config.local_attention))
+        # Once per forward, boolean: (B, 1, 1, L) True where the key is a real token (local
+        # layers add their window in ModernBertAttention).
+        mask = (attention_mask > 0)[:, None, None, :]
         x = self.embeddings(input_ids, deterministic)
-        x = self.layers(x, global_mask, local_mask, deterministic)
+        x = self.layers(x, mask, deterministic)
         return self.final_norm(x)
 
 

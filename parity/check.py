@@ -7,7 +7,8 @@ fp32 on CPU. One initialisation (torch's, converted to Flax with bertcore/hf.py'
 stream of bertcore batches (a small synthetic corpus), and then, for each LayerNorm position:
 
     forward      hidden states, pooled output, sparse + dense MLM logits, NSP logits
-                 (torch vs jax, and each vs transformers.BertForPreTraining, post-LN only)
+                 (torch vs jax, and each vs transformers.BertForPreTraining, post-LN only, or vs
+                 ModernBertForMaskedLM)
     loss         twins (and HF's own loss from labels), relative
     gradients    per tensor ||g_t - g_j|| / ||g_t||, worst tensor reported
     AdamW step   one step of each twin's own train_step/make_optimizer (decay mask, clipping,

@@ -14,6 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
+from bertcore.config import arch_of
 from bertcore.errors import UserError, cli_entry
 from bertcore.files import atomic_path, check_apart
 from bertcore.train.rundir import FRAMEWORKS, RunDir, RunFiles, copy_tree
@@ -97,7 +98,8 @@ def convert(src: str | Path, dst: str | Path, to: str, step: int | None = None,
                     f"continue it with python -m {to}bert.train --out {dst} --resume")
         return dst
     what = f"step {state.step} of {root}" if run else str(root)
-    logger.info(f"wrote {dst}: Hugging Face BERT weights ({what}), config.json, model.safetensors"
+    kind = "ModernBERT" if arch_of(state.config) == "modernbert" else "BERT"
+    logger.info(f"wrote {dst}: Hugging Face {kind} weights ({what}), config.json, model.safetensors"
                 f"{', tokenizer' if (dst / 'vocab.txt').is_file() else ''}, model card README.md")
     if to in FRAMEWORKS:
         logger.info(f"note: from a Hugging Face directory only weights exist (no optimizer state "

@@ -115,7 +115,8 @@ def write_report(report: Report, out: Path) -> None:
           f"fp32 CPU; torch {torch.__version__}, jax {jax.__version__}; {report.steps} training "
           f"steps; same torch init (converted with bertcore/hf.py's table) and the same bertcore "
           f"batches in both twins; dropout off except the `dropout on` rows. Bars: "
-          f"parity/thresholds.py. HF rows: post-LN only (transformers' BERT is post-LN). "
+          f"parity/thresholds.py. HF rows: post-LN BERT (transformers' BERT is post-LN) and "
+          f"ModernBERT (transformers' ModernBertForMaskedLM). "
           f"{len(report.rows) - len(fails)}/{len(report.rows)} rows pass "
           f"({report.seconds:.0f}s).\n\n{report.table()}\n\n![loss curves]({png.name})\n")
     write_text_atomic(out / "report.md", md)

@@ -71,8 +71,8 @@ class ModernBertAttention(nn.Module):
         self.head_dim = config.head_dim
         self.Wqkv = nn.Linear(H, 3 * H, bias=config.attention_bias)
         self.Wo = nn.Linear(H, H, bias=config.attention_bias)
-        # attention_dropout, on the output projection and (in training) on the probabilities
-        self.out_drop = Dropout(config.attention_dropout)
+        self.dropout = Dropout(config.attention_dropout)    # on the probabilities
+        self.out_drop = Dropout(config.attention_dropout)   # after Wo
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor,
                 sin: torch.Tensor) -> torch.Tensor:
@@ -82,17 +82,17 @@ class ModernBertAttention(nn.Module):
         q, k, v = (t.transpose(1, 2) for t in qkv.unbind(dim=2))          # (B, N, L, D) each
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         # `mask` is boolean, (B, 1, 1, L) or (B, 1, L, L): True = this query may see this key.
-        drop = self.out_drop
-        if not self.training or drop.p == 0.0 or q.device.type != "cpu":
+        p = self.dropout.p
+        if not self.training or p == 0.0 or q.device.type != "cpu":
             # As BertSelfAttention: the fused kernel, dropout on the probabilities on CUDA.
             # (A padded query outside every real token's window has no visible key: SDPA returns
             # zeros there, and no real position reads a padded one.)
             y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=drop.p if self.training else 0.0)
+                q, k, v, attn_mask=mask, dropout_p=p if self.training else 0.0)
         else:
             # CPU training with attention dropout: BertSelfAttention's explicit path.
-            y = drop(attention_probs(q, k, mask)).to(v.dtype) @ v             # (B, N, L, D)
-        return drop(self.Wo(y.transpose(1, 2).reshape(B, L, H)))          # (B, L, H)
+            y = self.dropout(attention_probs(q, k, mask)).to(v.dtype) @ v     # (B, N, L, D)
+        return self.out_drop(self.Wo(y.transpose(1, 2).reshape(B, L, H)))  # (B, L, H)
 
 
 class ModernBertMLP(nn.Module):

@@ -84,9 +84,10 @@ def learned(hist: list[dict[str, Any]], baseline: dict[str, Any] | None,
 FILL_MASK_EXAMPLE = "the function returns a [MASK] of the values ."
 
 
-def learned_lines(summary: dict[str, Any], framework: str, rundir: str | Path) -> list[str]:
+def learned_lines(summary: dict[str, Any], framework: str, rundir: str | Path,
+                  arch: str = "bert") -> list[str]:
     """The lines a run prints when it ends: what it learned against the unigram baseline (a
-    model that ignores context), and the commands to try next."""
+    model that ignores context), and the commands to try next (`arch`: the run's model)."""
     loss, acc = summary.get("final_mlm_loss"), summary.get("final_mlm_accuracy_mean")
     if loss is None:
         return []
@@ -115,7 +116,7 @@ def learned_lines(summary: dict[str, Any], framework: str, rundir: str | Path) -
     other = "torch" if framework == "jax" else "jax"
     nxt = (f"next: python -m {framework}bert.fill_mask {rundir} \"{FILL_MASK_EXAMPLE}\"  |  "
            f"python -m parity.convert {rundir} {rundir}-{other} --to {other}  |  "
-           f"python -m parity.check")
+           f"python -m parity.check{' --arch modernbert' if arch == 'modernbert' else ''}")
     return [text, nxt]
 
 

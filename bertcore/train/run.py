@@ -361,7 +361,8 @@ class Run:
         baseline = unigram_baseline(self.shards, self.tokenizer)
         summary["learned"] = learned(read_metrics(self.metrics_path), baseline)
         self.files.write_file("summary.json", json.dumps(summary, indent=2) + "\n")
-        lines = learned_lines(summary["learned"], self.framework, self.rundir)
+        lines = learned_lines(summary["learned"], self.framework, self.rundir,
+                              arch_of(self.model_config))
         if self.hf_dir is not None:
             self.write_card(summary, lines[0] if lines else None)
         plot_metrics(self.metrics_path, self.rundir / "loss.png",
