@@ -54,8 +54,32 @@ def _from_json_file(cls, path: Path, what: str, fix: str):
         raise UserError(f"{what} {path}: {e}") from None
 
 
+def _config_json(path: str | Path) -> Path:
+    """The config.json of `path` (a file, or a directory holding one); UserError if missing."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist; pass a config.json or a --preset")
+    return path
+
+
+class _ModelConfigFile:
+    """What both model configs (dataclasses) share: their config.json in and out, and replace."""
+
+    @classmethod
+    def from_json_file(cls, path: str | Path):
+        return _from_json_file(cls, _config_json(path), "config file", "fix or replace it")
+
+    def to_json_file(self, path: str | Path) -> None:
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)
+
+
 @dataclass(frozen=True)
-class BertConfig:
+class BertConfig(_ModelConfigFile):
     vocab_size: int = 30522
     hidden_size: int = 768
     num_hidden_layers: int = 12
@@ -136,21 +160,6 @@ class BertConfig:
                  position_embedding_type="absolute")
         return d
 
-    @classmethod
-    def from_json_file(cls, path: str | Path) -> "BertConfig":
-        path = Path(path)
-        if path.is_dir():
-            path = path / "config.json"
-        if not path.is_file():
-            raise UserError(f"config file {path} does not exist; pass a config.json or a --preset")
-        return _from_json_file(cls, path, "config file", "fix or replace it")
-
-    def to_json_file(self, path: str | Path) -> None:
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-
-    def replace(self, **changes: Any) -> "BertConfig":
-        return dataclasses.replace(self, **changes)
-
     def without_dropout(self) -> "BertConfig":
         return self.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
@@ -175,7 +184,7 @@ FULL, SLIDING = "full_attention", "sliding_attention"   # transformers' layer_ty
 
 
 @dataclass(frozen=True)
-class ModernBertConfig:
+class ModernBertConfig(_ModelConfigFile):
     """ModernBERT's config with Hugging Face `ModernBertConfig`'s field names, so the
     `config.json` of a published ModernBERT loads as is and ours loads in transformers (4.48+,
     and 5, which also reads `layer_types` and `rope_parameters`, both written by `to_dict`)."""
@@ -336,21 +345,6 @@ class ModernBertConfig:
                                             "rope_theta": self.local_rope_theta}})
         return d
 
-    @classmethod
-    def from_json_file(cls, path: str | Path) -> "ModernBertConfig":
-        path = Path(path)
-        if path.is_dir():
-            path = path / "config.json"
-        if not path.is_file():
-            raise UserError(f"config file {path} does not exist; pass a config.json or a --preset")
-        return _from_json_file(cls, path, "config file", "fix or replace it")
-
-    def to_json_file(self, path: str | Path) -> None:
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-
-    def replace(self, **changes: Any) -> "ModernBertConfig":
-        return dataclasses.replace(self, **changes)
-
     def without_dropout(self) -> "ModernBertConfig":
         return self.replace(attention_dropout=0.0, embedding_dropout=0.0, mlp_dropout=0.0)
 
@@ -377,12 +371,7 @@ def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
 
 def load_model_config(path: str | Path) -> ModelConfig:
     """A config.json (or a directory holding one) of either architecture."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "config.json"
-    if not path.is_file():
-        raise UserError(f"config file {path} does not exist; pass a config.json or a --preset")
-    return _from_json_file(_Dispatch, path, "config file", "fix or replace it")
+    return _from_json_file(_Dispatch, _config_json(path), "config file", "fix or replace it")
 
 
 class _Dispatch:

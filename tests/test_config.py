@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from bertcore.config import PRESETS, BertConfig, TrainConfig
@@ -82,3 +83,75 @@ def test_corrupt_config_file(tmp_path):
         BertConfig.from_json_file(p)
     with pytest.raises(UserError, match="does not exist"):
         BertConfig.from_json_file(tmp_path / "nope.json")
+
+
+# ---- ModernBertConfig ---------------------------------------------------------------------------
+
+def _modern(**kw):
+    from bertcore.config import ModernBertConfig
+    ids = dict(pad_token_id=0, cls_token_id=2, bos_token_id=2, sep_token_id=3, eos_token_id=3)
+    return ModernBertConfig.from_preset("tiny", vocab_size=100, **{**ids, **kw})
+
+
+@pytest.mark.parametrize("layers,every", [(2, 3), (4, 3), (6, 2), (3, 1)])
+def test_modernbert_config_round_trips_through_transformers(tmp_path, layers, every):
+    """Our config.json loads in transformers' ModernBertConfig (its layer_types and RoPE thetas
+    as ours), and transformers' own save loads back equal; the dispatch picks the class."""
+    import transformers
+    from bertcore.config import ModernBertConfig, load_model_config
+
+    ours = _modern(num_hidden_layers=layers, global_attn_every_n_layers=every,
+                   global_rope_theta=1234.0, local_rope_theta=56.0)
+    ours.to_json_file(tmp_path / "config.json")
+    hf = transformers.ModernBertConfig.from_pretrained(tmp_path)
+    assert hf.layer_types == ours.layer_types
+    assert ["full_attention" if i % every == 0 else "sliding_attention"
+            for i in range(layers)] == hf.layer_types
+    assert hf.rope_parameters["full_attention"]["rope_theta"] == 1234.0
+    assert hf.rope_parameters["sliding_attention"]["rope_theta"] == 56.0
+    assert hf.sliding_window == ours.local_attention // 2
+    hf.save_pretrained(tmp_path / "hf")
+    back = load_model_config(tmp_path / "hf")
+    assert isinstance(back, ModernBertConfig) and back == ours
+    # the published default config (transformers' defaults are ModernBERT-base's)
+    assert ModernBertConfig.from_dict(transformers.ModernBertConfig().to_dict()) == \
+        ModernBertConfig()
+
+
+def test_modernbert_config_refuses_what_it_cannot_build():
+    from bertcore.config import ModernBertConfig, model_config_from_dict
+    from bertcore.errors import UserError
+
+    with pytest.raises(UserError, match="even size"):
+        _modern(hidden_size=130, num_attention_heads=26)          # head size 5: odd
+    with pytest.raises(UserError, match="only pattern supported"):
+        ModernBertConfig.from_dict({**_modern().to_dict(), "global_attn_every_n_layers": None,
+                                    "layer_types": ["sliding_attention", "full_attention"]})
+    with pytest.raises(UserError, match="rope_type"):
+        ModernBertConfig.from_dict({**_modern().to_dict(), "rope_parameters": {
+            "full_attention": {"rope_type": "yarn", "rope_theta": 1.0}}})
+    with pytest.raises(UserError, match="token id"):
+        _modern(pad_token_id=100)
+    with pytest.raises(UserError, match="model_type 'gpt2'"):
+        model_config_from_dict({"model_type": "gpt2"})
+
+
+def test_modernbert_presets_match_bert_sizes():
+    """A ModernBERT preset has about the parameters of the BERT preset of the same name (its
+    GeGLU width is chosen so), base and large as published."""
+    from bertcore.config import BertConfig, ModernBertConfig
+    from bertcore.hf import param_table
+
+    def count(c):
+        return sum(int(np.prod(p.hf_shape)) for p in param_table(c))
+
+    for name in ("tiny", "mini", "small", "medium"):
+        b = count(BertConfig.from_preset(name, vocab_size=30522))
+        m = count(ModernBertConfig.from_preset(name, vocab_size=30522, pad_token_id=0,
+                                               cls_token_id=2, bos_token_id=2, sep_token_id=3,
+                                               eos_token_id=3))
+        assert abs(m - b) / b < 0.05, (name, m, b)
+    base = ModernBertConfig.from_preset("base")
+    assert (base.num_hidden_layers, base.intermediate_size, base.local_attention,
+            base.max_position_embeddings) == (22, 1152, 128, 8192)
+    assert 149e6 < count(base) < 150e6          # ModernBERT-base: 149M parameters
