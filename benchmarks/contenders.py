@@ -125,22 +125,20 @@ def setup_torchbert(args, tok) -> Callable:
     return lambda b: float(train_step(model, opt, b, 1e-4, cfg, device, 1)["loss"])
 
 
-def setup_hf_torch(args, tok) -> Callable:
+def _hf_torch_step(model, device, inputs: tuple[str, ...] | None = None) -> Callable:
+    """A transformers model's training step as the HF Trainer runs it: its own loss from the
+    labels, torch.optim.AdamW, clip_grad_norm_(1.0) (bf16 autocast on CUDA). `inputs`: the
+    batch keys the model takes (default: all of hf_inputs')."""
     import torch
-    import transformers
 
-    c = model_config(args, tok)
-    device = torch.device(getattr(args, "device", "cpu"))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    torch.manual_seed(0)
-    model = transformers.BertForPreTraining(transformers.BertConfig(**{
-        k: v for k, v in c.to_dict().items() if k != "layer_norm_position"})).to(device)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
 
     def step(b):
         with autocast:
-            out = model(**{k: v.to(device) for k, v in hf_inputs(b).items()})
+            out = model(**{k: v.to(device) for k, v in hf_inputs(b).items()
+                           if inputs is None or k in inputs})
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -148,6 +146,18 @@ def setup_hf_torch(args, tok) -> Callable:
         return float(out.loss)
 
     return step
+
+
+def setup_hf_torch(args, tok) -> Callable:
+    import torch
+    import transformers
+
+    c = model_config(args, tok)
+    device = torch.device(getattr(args, "device", "cpu"))
+    torch.manual_seed(0)
+    model = transformers.BertForPreTraining(transformers.BertConfig(**{
+        k: v for k, v in c.to_dict().items() if k != "layer_norm_position"})).to(device)
+    return _hf_torch_step(model, device)
 
 
 def setup_jaxbert(args, tok) -> Callable:
@@ -235,27 +245,12 @@ def setup_hf_modernbert(args, tok) -> Callable:
 
     c = model_config(args, tok)
     device = torch.device(getattr(args, "device", "cpu"))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     torch.manual_seed(0)
     model = transformers.ModernBertForMaskedLM(transformers.ModernBertConfig.from_dict(
         {**c.to_dict(), "sparse_prediction": getattr(args, "peer_sparse_prediction", False)})
     ).to(device)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
-
-    def step(b):
-        # ModernBERT takes no token types and has no NSP head.
-        inputs = {k: v.to(device) for k, v in hf_inputs(b).items()
-                  if k in ("input_ids", "attention_mask", "labels")}
-        with autocast:
-            out = model(**inputs)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return float(out.loss)
-
-    return step
+    # ModernBERT takes no token types and has no NSP head.
+    return _hf_torch_step(model, device, ("input_ids", "attention_mask", "labels"))
 
 
 SETUPS = {"torchbert": setup_torchbert, "jaxbert": setup_jaxbert, "hf-torch": setup_hf_torch,
