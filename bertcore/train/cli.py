@@ -164,7 +164,8 @@ def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
     r = p.add_argument_group("run directory")
     r.add_argument("--out", metavar="RUNDIR",
-                   help="where config, metrics, checkpoints go (default: runs/<twin>-<preset>)")
+                   help="where config, metrics, checkpoints go (default: runs/<twin>-<preset>; "
+                        "--arch modernbert: runs/<twin>-modernbert-<preset>)")
     r.add_argument("--resume", action="store_true",
                    help="continue the run in RUNDIR from its latest checkpoint")
     r.add_argument("--overwrite", action="store_true",

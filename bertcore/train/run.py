@@ -441,7 +441,8 @@ def setup_run(args: Any, framework: str, is_main: bool = True) -> Run:
     """Check every flag, resolve configs and data, then lock and prepare RUNDIR (nothing is
     written there before all checks pass). Data-parallel jobs call it on the main process first
     and on the others after a barrier (they only read what it wrote)."""
-    rundir = Path(args.out or f"runs/{framework}bert-{args.preset or DEFAULT_PRESET}")
+    arch = "modernbert-" if getattr(args, "arch", None) == "modernbert" else ""
+    rundir = Path(args.out or f"runs/{framework}bert-{arch}{args.preset or DEFAULT_PRESET}")
     files = RunDir(rundir)
     progress = not getattr(args, "no_progress", False)
 
