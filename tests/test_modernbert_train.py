@@ -76,9 +76,20 @@ def test_trains_resumes_and_exports(tmp_path, cache_env, twin):
         got = np.asarray(model.apply({"params": params}, ids.numpy())[0])
     assert ids.shape[1] > 16                                   # the window binds here too
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-5)
-    # fill-mask on the run reads its checkpoint and agrees with transformers' top token
-    p = run_cli("-m", f"{twin}bert.fill_mask", str(whole), "the movie was [MASK] .", "--json")
-    assert p.returncode == 0, p.stderr[-2000:]
+    # transformers' fill-mask pipeline on the export answers as the twin's fill_mask does, on
+    # the export and on the run's checkpoint: the same top tokens, the same probabilities.
+    fill = transformers.pipeline("fill-mask", model=str(whole / "hf"), device="cpu")
+    text = "the movie was [MASK] and the actors were wonderful ."
+    want = [(c["token_str"], c["score"]) for c in fill(text, top_k=3)]
+    for source in (whole / "hf", whole):
+        p = run_cli("-m", f"{twin}bert.fill_mask", str(source), text, "--json", "--top-k", "3",
+                    env=cache_env)
+        assert p.returncode == 0, p.stderr[-2000:]
+        ours = [(c["token"], c["probability"]) for c in json.loads(p.stdout)["masks"][0]]
+        assert [t for t, _ in ours] == [t for t, _ in want], (source, ours, want)
+        np.testing.assert_allclose([q for _, q in ours], [q for _, q in want], atol=1e-5)
+    card = (whole / "hf" / "README.md").read_text()
+    assert "modernbert" in card and "ModernBertForMaskedLM" in card and "NSP" not in card
 
 
 @pytest.mark.slow
