@@ -211,7 +211,13 @@ def test_one_step_agrees(tmp_path):
 
     clf = open_classifier(hf_classifier_dir(tmp_path / "hf", "mean"))
     b = padded_batch(clf.tokenizer, clf.labels)
-    run = SimpleNamespace(classify_config=ClassifyConfig(lr=1e-3, batch_size=8, dropout=False),
+    # eps 1e-4, not the default 1e-6: AdamW's first update is lr * g / (|g| + eps), whose slope
+    # at |g| ~ eps is lr / (4 eps), so at 1e-6 it turns float32 rounding of a near-cancelling
+    # gradient entry (a few 1e-9, different with torch's thread count) into 1e-6 of update: the
+    # optimizer's amplification, not the twins'. (Measured: 3.6e-7 with 2 torch threads, 1.5e-6
+    # with 1, at the default eps.)
+    run = SimpleNamespace(classify_config=ClassifyConfig(lr=1e-3, batch_size=8, dropout=False,
+                                                         eps=1e-4),
                           model_config=clf.config, labels=clf.labels, rundir=tmp_path / "r",
                           total_steps=10)
     torch_twin, jax_twin = tc.TorchTwin(run, clf.state, CPU), jc.JaxTwin(run, clf.state)
