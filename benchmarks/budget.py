@@ -61,7 +61,7 @@ from bertcore.files import write_text_atomic
 # The twins' runs: the module and the flags that make the contender. The "-modernbert" rows are
 # the same twin training ModernBERT (`--arch modernbert`, MLM only, as published) at the same
 # preset size, masking and budget: the two architectures compared downstream. They are not in the
-# default set (their fine-tuning needs `classify` of ModernBERT); name them in --contenders.
+# default set (the default is the twins against the BERT peer); name them in --contenders.
 TWINS = {"torchbert": ("torchbert.train", []), "jaxbert": ("jaxbert.train", []),
          "torchbert-modernbert": ("torchbert.train", ["--arch", "modernbert"]),
          "jaxbert-modernbert": ("jaxbert.train", ["--arch", "modernbert"])}

@@ -81,7 +81,7 @@ def make_batches(args) -> tuple[list[dict[str, np.ndarray]], Any]:
 def model_config(args, tok):
     """The config every contender trains: `args.arch`'s `args.preset` for the data's tokenizer
     `tok` (its size and, for ModernBERT, the special ids its config names)."""
-    from bertcore.config import BertConfig, ModernBertConfig
+    from bertcore.config import BertConfig, ModernBertConfig, special_ids
 
     # The batches' ids come from the built-in corpus's tokenizer (8192 entries); the model's
     # vocabulary is --vocab-size (BERT's 30522 by default), which is what the cost depends on.
@@ -91,8 +91,7 @@ def model_config(args, tok):
         # published dropout (none).
         return ModernBertConfig.from_preset(
             args.preset, vocab_size=vocab_size, max_position_embeddings=max(512, args.seq_len),
-            pad_token_id=tok.pad_id, cls_token_id=tok.cls_id, bos_token_id=tok.cls_id,
-            sep_token_id=tok.sep_id, eos_token_id=tok.sep_id)
+            **special_ids(tok))
     return BertConfig.from_preset(args.preset, vocab_size=vocab_size,
                                   max_position_embeddings=max(512, args.seq_len))
 

@@ -64,6 +64,15 @@ def _config_json(path: str | Path) -> Path:
     return path
 
 
+def _check_model_type(d: dict[str, Any], want: str) -> None:
+    """A config of the other architecture is refused by name (its fields would half match)."""
+    kind = d.get("model_type")      # absent: take the dict as the class asked for
+    if kind in ("bert", "modernbert") and kind != want:
+        raise UserError(f"this is a {kind} config (model_type), not a {want} one; load it with "
+                        f"bertcore.config.load_model_config, or a model with torchbert.arch / "
+                        f"jaxbert.arch's from_pretrained, which pick the architecture")
+
+
 class _ModelConfigFile:
     """What both model configs (dataclasses) share: their config.json in and out, and replace."""
 
@@ -149,6 +158,7 @@ class BertConfig(_ModelConfigFile):
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "BertConfig":
+        _check_model_type(d, "bert")
         names = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in names}
         return cls(**kw)
@@ -302,6 +312,7 @@ class ModernBertConfig(_ModelConfigFile):
     def from_dict(cls, d: dict[str, Any]) -> "ModernBertConfig":
         """Fields by name (unknown keys ignored), also from transformers 5's spelling:
         `rope_parameters` {full_attention|sliding_attention: {rope_theta}} and `layer_types`."""
+        _check_model_type(d, "modernbert")
         names = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in names}
         for k in ("eos_token_id", "bos_token_id", "pad_token_id", "cls_token_id",
@@ -347,6 +358,13 @@ class ModernBertConfig(_ModelConfigFile):
 
     def without_dropout(self) -> "ModernBertConfig":
         return self.replace(attention_dropout=0.0, embedding_dropout=0.0, mlp_dropout=0.0)
+
+
+def special_ids(tok: Any) -> dict[str, int]:
+    """ModernBertConfig's special-token fields from a tokenizer (bertcore.data.tokenizer's
+    WordPiece: pad_id, cls_id, sep_id): [CLS] begins a sequence and [SEP] ends it."""
+    return dict(pad_token_id=tok.pad_id, cls_token_id=tok.cls_id, bos_token_id=tok.cls_id,
+                sep_token_id=tok.sep_id, eos_token_id=tok.sep_id)
 
 
 ModelConfig = BertConfig | ModernBertConfig

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from bertcore.config import BertConfig, ModelConfig, ModernBertConfig, TrainConfig
+from bertcore.config import BertConfig, ModelConfig, ModernBertConfig, TrainConfig, special_ids
 from bertcore.data.batches import BatchIterator, step_seed
 from bertcore.data.prepare import prepare
 from bertcore.data.shards import Shards
@@ -128,9 +128,7 @@ def make_case(preset: str, layer_norm_position: str, workdir: Path, steps: int =
         # thetas are exercised, and the window binds.
         config = ModernBertConfig.from_preset(
             preset, vocab_size=tok.vocab_size, max_position_embeddings=128, local_attention=16,
-            num_hidden_layers=3, global_attn_every_n_layers=2, pad_token_id=tok.pad_id,
-            cls_token_id=tok.cls_id, bos_token_id=tok.cls_id, sep_token_id=tok.sep_id,
-            eos_token_id=tok.sep_id)
+            num_hidden_layers=3, global_attn_every_n_layers=2, **special_ids(tok))
     else:
         config = BertConfig.from_preset(preset, vocab_size=tok.vocab_size,
                                         max_position_embeddings=128,

@@ -155,3 +155,42 @@ def test_modernbert_presets_match_bert_sizes():
     assert (base.num_hidden_layers, base.intermediate_size, base.local_attention,
             base.max_position_embeddings) == (22, 1152, 128, 8192)
     assert 149e6 < count(base) < 150e6          # ModernBERT-base: 149M parameters
+
+
+def test_a_config_of_the_other_architecture_is_refused_by_name(tmp_path):
+    import argparse
+
+    from bertcore.config import ModernBertConfig
+    from bertcore.errors import UserError
+    from bertcore.train.run import model_config_from_args
+
+    with pytest.raises(UserError, match="modernbert config"):
+        BertConfig.from_dict(_modern().to_dict())
+    with pytest.raises(UserError, match="bert config"):
+        ModernBertConfig.from_dict(BertConfig().to_dict())
+    # A ModernBERT --config must name the tokenizer's special tokens (torchbert's padding_idx is
+    # the pad id: another one would make the twins train different models).
+    path = tmp_path / "config.json"
+    _modern(pad_token_id=5).to_json_file(path)
+    tok = argparse.Namespace(vocab_size=100, pad_id=0, cls_id=2, sep_id=3)
+    args = argparse.Namespace(config=str(path), preset=None, layer_norm_position=None,
+                              attention_dropout=None, arch=None)
+    with pytest.raises(UserError, match=r"pad_token_id=5 \(tokenizer: 0\)"):
+        model_config_from_args(args, tok)
+    _modern().to_json_file(path)
+    assert model_config_from_args(args, tok) == _modern()
+
+
+def test_a_bpe_tokenizer_is_refused(tmp_path):
+    """Published ModernBERT checkpoints ship a BPE tokenizer.json; the pipeline is WordPiece's."""
+    from tokenizers import Tokenizer, models
+
+    from bertcore.data.tokenizer import load_tokenizer
+    from bertcore.errors import UserError
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    bpe = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(specials + ["a", "b", "ab"])},
+                               merges=[("a", "b")], unk_token="[UNK]"))
+    bpe.save(str(tmp_path / "tokenizer.json"))
+    with pytest.raises(UserError, match="is a BPE tokenizer; this project reads WordPiece"):
+        load_tokenizer(tmp_path)

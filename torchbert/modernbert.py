@@ -85,8 +85,8 @@ class ModernBertAttention(nn.Module):
         p = self.dropout.p
         if not self.training or p == 0.0 or q.device.type != "cpu":
             # As BertSelfAttention: the fused kernel, dropout on the probabilities on CUDA.
-            # (A padded query outside every real token's window has no visible key: SDPA returns
-            # zeros there, and no real position reads a padded one.)
+            # (A padded query outside every real token's window sees only itself: the local
+            # mask keeps the diagonal, see ModernBertModel.tables.)
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=p if self.training else 0.0)
         else:
@@ -173,7 +173,26 @@ class ModernBertModel(nn.Module):
         self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps,
                                        bias=config.norm_bias)
         self.gradient_checkpointing = False   # ModernBertForMaskedLM.gradient_checkpointing_enable
+        self._tables: dict[tuple[int, torch.device], tuple] = {}     # see `tables`
         self.apply(lambda m: _init_weights(m, config))
+
+    def tables(self, L: int, dev: torch.device) -> tuple[torch.Tensor, dict]:
+        """The window (L, L) and each RoPE theta's (cos, sin) (L, D) as tensors on `dev`, made
+        once per sequence length and device: copied from host memory every step, they would make
+        a GPU step wait for the copy. The window has the diagonal: with key padding, a padded
+        query outside every real token's window would otherwise see no key at all (a row of
+        only masked scores, which some attention kernels turn into NaN); a real query's own key
+        is in its window anyway, so real positions are unchanged. (JAX twin: constants in the
+        traced program; its window is dot_product_attention's local_window_size.)"""
+        key = (L, dev)
+        if key not in self._tables:
+            c = self.config
+            window = torch.from_numpy(window_mask(L, c.local_attention).copy()).to(dev)
+            rope = {theta: tuple(torch.from_numpy(a.copy()).to(dev)
+                                 for a in rope_cos_sin(theta, c.head_dim, L))
+                    for theta in {c.rope_theta(i) for i in range(c.num_hidden_layers)}}
+            self._tables[key] = (window, rope)
+        return self._tables[key]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
                 ) -> torch.Tensor:
@@ -184,12 +203,10 @@ class ModernBertModel(nn.Module):
             attention_mask = torch.ones_like(input_ids)
         # Built once per forward, shared by the layers (boolean, True = attend): global layers
         # see every real key (B, 1, 1, L); local ones only those within the window (B, 1, L, L).
-        keys = attention_mask.bool()[:, None, None, :]
-        local = keys & torch.tensor(window_mask(L, c.local_attention), device=dev)
         # cos/sin (L, D) per RoPE theta (global and local layers have their own).
-        rope = {theta: tuple(torch.tensor(a, device=dev)
-                             for a in rope_cos_sin(theta, c.head_dim, L))
-                for theta in {c.rope_theta(i) for i in range(c.num_hidden_layers)}}
+        window, rope = self.tables(L, dev)
+        keys = attention_mask.bool()[:, None, None, :]
+        local = keys & window | torch.eye(L, dtype=torch.bool, device=dev)
         x = self.embeddings(input_ids)                                      # (B, L, H)
         for i, layer in enumerate(self.layers):
             args = (keys if c.is_global(i) else local, *rope[c.rope_theta(i)])

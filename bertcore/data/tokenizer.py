@@ -179,6 +179,13 @@ def load_tokenizer(path: str | Path) -> WordPiece:
     try:
         if tj.is_file():
             tok = Tokenizer.from_file(str(tj))
+            kind = json.loads(tok.to_str()).get("model", {}).get("type")
+            if kind != "WordPiece":
+                # e.g. the BPE of the published ModernBERT checkpoints: masking's word pieces
+                # ("##"), the specials and the exported tokenizer files all assume WordPiece.
+                raise UserError(f"tokenizer {tj} is a {kind} tokenizer; this project reads "
+                                f"WordPiece tokenizers (BERT's) only; train one with python -m "
+                                f"bertcore.tokenizer train")
             # Published tokenizer.json files often carry fixed padding and truncation (e.g. to 128
             # ids). Our ids must be each text's real tokens: batches pad and cut sequences
             # themselves, and `prepare` must neither fill shards with [PAD] nor drop words.

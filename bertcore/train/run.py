@@ -33,7 +33,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from bertcore.config import (MODERNBERT_PRESETS, PRESETS, BertConfig, ModelConfig,
-                             ModernBertConfig, TrainConfig, arch_of, load_model_config)
+                             ModernBertConfig, TrainConfig, arch_of, load_model_config,
+                             special_ids)
 from bertcore.data.batches import BatchIterator
 from bertcore.data.prepare import prepare
 from bertcore.data.shards import Shards, dir_is_prepared
@@ -81,12 +82,18 @@ def model_config_from_args(args: Any, tok: WordPiece) -> ModelConfig:
             raise UserError(f"config {args.config} has vocab_size={mcfg.vocab_size} but the "
                             f"tokenizer has {vocab_size} entries; use a matching --tokenizer or "
                             f"set vocab_size to {vocab_size}")
+        if isinstance(mcfg, ModernBertConfig):
+            # torchbert keeps the [PAD] row out of the lookup gradient (padding_idx): a config
+            # naming another pad id would make the twins train different models.
+            wrong = [f"{k}={getattr(mcfg, k)} (tokenizer: {v})"
+                     for k, v in special_ids(tok).items() if getattr(mcfg, k) != v]
+            if wrong:
+                raise UserError(f"config {args.config} names other special tokens than the "
+                                f"tokenizer ({', '.join(wrong)}); set them to the tokenizer's ids")
     elif arch == "modernbert":
         # ModernBERT's config names its special tokens; ours are the tokenizer's.
-        mcfg = ModernBertConfig.from_preset(
-            args.preset or DEFAULT_PRESET, vocab_size=vocab_size, pad_token_id=tok.pad_id,
-            cls_token_id=tok.cls_id, bos_token_id=tok.cls_id, sep_token_id=tok.sep_id,
-            eos_token_id=tok.sep_id)
+        mcfg = ModernBertConfig.from_preset(args.preset or DEFAULT_PRESET, vocab_size=vocab_size,
+                                            **special_ids(tok))
     else:
         mcfg = BertConfig.from_preset(args.preset or DEFAULT_PRESET, vocab_size=vocab_size)
     return _model_flags(args, mcfg, "this config")
