@@ -148,7 +148,8 @@ def _modernbert_param_table(config: ModernBertConfig) -> list[Param]:
               "decoder": (V,)}
     has_bias = {"model.layers.{i}.attn.Wqkv": config.attention_bias,
                 "model.layers.{i}.attn.Wo": config.attention_bias,
-                "model.layers.{i}.mlp.Wi": config.mlp_bias, "model.layers.{i}.mlp.Wo": config.mlp_bias,
+                "model.layers.{i}.mlp.Wi": config.mlp_bias,
+                "model.layers.{i}.mlp.Wo": config.mlp_bias,
                 "head.dense": config.classifier_bias, "decoder": config.decoder_bias}
     out = []
     for module, layer_type in MODERNBERT_TABLE:

@@ -1,9 +1,9 @@
 """Shared set-up of the agreement checks: presets, the Case under test, both twins built from it.
 
-A Case is one configuration (preset and variant: BERT post-LN or pre-LN, or ModernBERT): configs, a synthetic corpus with its
-tokenizer and shards, the batches of every step and torch's one initialisation (HF names). The
-builders here turn it into a torch model and optimizer, jax parameters and train state, and run
-either twin's own train_step over the Case's batches.
+A Case is one configuration (preset and variant: BERT post-LN or pre-LN, or ModernBERT):
+configs, a synthetic corpus with its tokenizer and shards, the batches of every step and torch's
+one initialisation (HF names). The builders here turn it into a torch model and optimizer, jax
+parameters and train state, and run either twin's own train_step over the Case's batches.
 """
 
 from __future__ import annotations

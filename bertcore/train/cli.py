@@ -90,7 +90,8 @@ def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
     m.add_argument("--init-from", metavar="RUNDIR|HF_DIR",
                    help="start from these weights (not their optimizer, step or data position): "
                         "a run of this twin, a run of the other twin (its RUNDIR/hf export), or a "
-                        "Hugging Face BERT or ModernBERT directory; the model's own config and tokenizer apply")
+                        "Hugging Face BERT or ModernBERT directory; the model's own config and "
+                        "tokenizer apply")
     m.add_argument("--attention-dropout", type=float, metavar="P",
                    help="attention_probs_dropout_prob (ModernBERT: attention_dropout) (default: "
                         "the preset's 0.1; ModernBERT's 0). 0 lets training "
