@@ -145,12 +145,22 @@ def train(args, argv: list[str], stopper: Stopper) -> Result:
                      {"device": str(device), "dtype": dtype, "remat": args.remat,
                       "pad_vocab": pad_vocab, "world_size": world})
     try:
-        return pretrain(run, twin, stopper, start=start, batch_state=batch_state,
-                        eval_set=eval_set, eval_every=args.eval_every,
-                        stop_after=args.stop_after, argv=argv)
-    finally:
+        result = pretrain(run, twin, stopper, start=start, batch_state=batch_state,
+                          eval_set=eval_set, eval_every=args.eval_every,
+                          stop_after=args.stop_after, argv=argv)
+    except BaseException:
         if world > 1:
-            dist.destroy_process_group()
+            dist.destroy_process_group()   # no barrier: the other ranks may never reach one
+        raise
+    if world > 1:
+        # Leave together: rank 0 still writes the last checkpoint and the export when the
+        # others are done. On a loaded CI machine a rank that had already left aborted in its
+        # C++ teardown meanwhile ("terminate called without an active exception", SIGABRT).
+        # DDP holds the group too: drop it before destroying the group.
+        dist.barrier()
+        del twin, net
+        dist.destroy_process_group()
+    return result
 
 
 @cli_entry

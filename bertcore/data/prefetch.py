@@ -63,7 +63,10 @@ class Prefetch(Iterator[Any]):
                 self._queue.get_nowait()
         except queue.Empty:
             pass
-        self._thread.join(timeout=5)
+        # The thread sees the stop within 0.1 s of finishing the batch it is drawing; wait for
+        # it (a generous bound, not forever): a daemon thread still inside a framework's C++
+        # call when the interpreter exits can abort the process.
+        self._thread.join(timeout=120)
 
     def __enter__(self) -> "Prefetch":
         return self
