@@ -33,6 +33,11 @@ sittings (`--pretrain-only` first, then the fine-tuning).
 ModernBERT (`--arch modernbert`, MLM only, as published) at the same preset size, masking,
 sequence length, learning-rate recipe and budget: the two architectures compared downstream.
 
+The recipe search (issue 26's step 5, BENCHMARKS.md): `--contenders jaxbert-nonsp,jaxbert-preln,
+...` are jaxbert's BERT with some of its existing training options changed (`RECIPE_TRIALS`),
+everything else as the plain `jaxbert` row, so each row answers "what does this option buy at
+this budget".
+
 `--quick` runs all of it on the built-in corpus and small synthetic labelled data (seconds of
 pretraining, one seed): a test that the harness works, not a measurement.
 """
@@ -65,8 +70,16 @@ from bertcore.files import write_text_atomic
 TWINS = {"torchbert": ("torchbert.train", []), "jaxbert": ("jaxbert.train", []),
          "torchbert-modernbert": ("torchbert.train", ["--arch", "modernbert"]),
          "jaxbert-modernbert": ("jaxbert.train", ["--arch", "modernbert"])}
+# The recipe search: jaxbert (the faster twin: more steps per budget to spend on a recipe) with
+# some of its existing options changed; the flags come after the shared ones and win.
+RECIPE_TRIALS = {
+    "jaxbert-nonsp": ["--no-nsp"],                                  # MLM only
+    "jaxbert-preln": ["--no-nsp", "--layer-norm-position", "pre"],  # + pre-LN (Cramming)
+    "jaxbert-preln-lr2e-3": ["--no-nsp", "--layer-norm-position", "pre", "--lr", "2e-3"],
+}
+TWINS.update({name: ("jaxbert.train", flags) for name, flags in RECIPE_TRIALS.items()})
 CONTENDERS = ("torchbert", "jaxbert", "hf-torch")
-ALL_CONTENDERS = CONTENDERS + ("torchbert-modernbert", "jaxbert-modernbert")
+ALL_CONTENDERS = CONTENDERS + ("torchbert-modernbert", "jaxbert-modernbert", *RECIPE_TRIALS)
 TASKS = ("bbc", "tweets")
 BASELINES = ("random-init", "bow-logreg")
 
