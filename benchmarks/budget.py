@@ -301,7 +301,17 @@ def pretrain_twin(name: str, s: dict, d: dict, budget: float, runs: Path,
                            "step_seconds": step_seconds},
            "compile_seconds": first if summary.get("first_step_seconds") else None,
            "first_step_seconds": first_main, **main, "encoder": str(rundir / "hf")}
-    return {**out, **curve_figures(logged, evals, s, offset=first_main)}
+    out.update(curve_figures(logged, evals, s, offset=first_main))
+    if budget >= 60 and out["steps"] >= steps and out["train_seconds"] < 0.9 * budget:
+        # The schedule's length comes from the calibration's step time: a calibration slowed
+        # by other work on the machine schedules too few steps, and the run ends early with a
+        # worse encoder than the budget buys. Say so instead of publishing it. (Not for the
+        # seconds-long budgets of --quick, where a few steps' timing is too noisy to judge.)
+        raise UserError(f"{name} finished its {steps} scheduled steps in "
+                        f"{out['train_seconds']:.0f} s of a {budget:.0f} s budget: its calibration "
+                        f"({step_seconds:.2f} s/step) was slowed, was the machine busy? Run it "
+                        f"again on a quiet machine")
+    return out
 
 
 def curve_figures(logged: list[dict], evals: list[dict], s: dict,
