@@ -78,9 +78,6 @@ RECIPE_TRIALS = {
     "jaxbert-preln-lr2e-3": ["--no-nsp", "--layer-norm-position", "pre", "--lr", "2e-3"],
     # + no dropout (Cramming's choice for a short budget): jaxbert's fused attention kernel runs
     "jaxbert-preln-nodrop": ["--no-nsp", "--layer-norm-position", "pre", "--no-dropout"],
-    # ModernBERT with its published masking rate, 30% (P = 40 of 128 slots)
-    "jaxbert-modernbert-mask30": ["--arch", "modernbert", "--mask-prob", "0.3",
-                                  "--max-predictions", "40"],
 }
 TWINS.update({name: ("jaxbert.train", flags) for name, flags in RECIPE_TRIALS.items()})
 CONTENDERS = ("torchbert", "jaxbert", "hf-torch")

@@ -14,6 +14,7 @@ import argparse
 from bertcore.config import ARCHS, PRESETS, SCHEDULES, TrainConfig
 from bertcore.data.hfdata import add_dataset_flags
 from bertcore.errors import HelpFormatter, UserError
+from bertcore.train.recipes import RECIPES, apply_recipe, recipe_help
 from bertcore.train.report import REPORT_TO_HELP, parse_report_to
 from bertcore.train.stopping import Stopper
 
@@ -64,8 +65,16 @@ def check_train_args(args: argparse.Namespace) -> None:
     parse_report_to(getattr(args, "report_to", None))   # a missing package: refused now
 
 
+class TrainParser(argparse.ArgumentParser):
+    """The training parser: after parsing, `--recipe`'s flags fill the ones not given."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        ns, rest = super().parse_known_args(args, namespace)
+        return apply_recipe(ns), rest
+
+
 def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = TrainParser(
         prog=prog, description=description,
         formatter_class=HelpFormatter,
         epilog="With no arguments: trains the 'tiny' preset for a few minutes on the built-in "
@@ -136,6 +145,7 @@ def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
                         "suits the small built-in corpus; BERT's is 30522)")
 
     t = p.add_argument_group("training (defaults from bertcore.config.TrainConfig)")
+    t.add_argument("--recipe", choices=list(RECIPES), help=recipe_help())
     t.add_argument("--steps", type=int, help=f"optimizer steps [{_D.steps}]")
     t.add_argument("--batch-size", type=int,
                    help=f"global batch, all ranks and accumulation steps together "
