@@ -228,6 +228,9 @@ def read_rows(rundir: Path) -> tuple[list[dict], list[dict]]:
 def watch(cmd: list[str], rundir: Path, log_path: Path) -> dict[str, float]:
     """Run a twin's training CLI; return its wall time and the seconds from spawn until its
     training loop started (the first metrics line's time less its `elapsed`)."""
+    # An earlier run's metrics.jsonl there would be read as this one's first line before the
+    # CLI's --overwrite removes it (a start-up time from another process, even negative).
+    shutil.rmtree(rundir, ignore_errors=True)
     t_spawn = time.time()
     loop_start = None
     log_path.parent.mkdir(parents=True, exist_ok=True)
