@@ -8,8 +8,9 @@ in the run's config.json and train_config.json, and `--resume` needs nothing new
 "budget" is what issue 26's recipe search found best downstream for 15 minutes of pretraining
 on a 2-core CPU (`python -m benchmarks.budget`, BENCHMARKS.md "Which recipe for the budget"):
 BERT without next-sentence prediction fine-tuned best on sentiment and within the seeds' spread
-of the best on topics (pre-LN, a higher learning rate and no dropout did not help), even though its held-out MLM loss stays on the plateau where
-ModernBERT's leaves it; "budget-modernbert" is that ModernBERT run. The rest is the benchmark's
+of the best on topics (pre-LN, a higher learning rate and no dropout did not help), even though
+its held-out MLM loss stays on the plateau where ModernBERT's leaves it; "budget-modernbert" is
+that ModernBERT run. The rest is the benchmark's
 shape: `mini`, 128-token sequences, batch 32, 20 predictions (15%), LR 1e-3, linear decay after
 200 warmup steps. The number of steps is yours to size to the budget (jaxbert on 2 CPU cores:
 ~2,200 BERT steps in 15 minutes).
