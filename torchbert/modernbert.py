@@ -176,10 +176,11 @@ class ModernBertModel(nn.Module):
         self._tables: dict[tuple[int, torch.device], tuple] = {}     # see `tables`
         self.apply(lambda m: _init_weights(m, config))
 
-    def tables(self, L: int, dev: torch.device) -> tuple[torch.Tensor, dict]:
-        """The window (L, L) and each RoPE theta's (cos, sin) (L, D) as tensors on `dev`, made
-        once per sequence length and device: copied from host memory every step, they would make
-        a GPU step wait for the copy. The window has the diagonal: with key padding, a padded
+    def tables(self, L: int, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """The window (L, L), the diagonal (L, L) and each RoPE theta's (cos, sin) (L, D) as
+        tensors on `dev`, made once per sequence length and device: copied from host memory every
+        step, they would make a GPU step wait for the copy. The local mask keeps the diagonal
+        (forward ORs it in after the key mask): with key padding, a padded
         query outside every real token's window would otherwise see no key at all (a row of
         only masked scores, which some attention kernels turn into NaN); a real query's own key
         is in its window anyway, so real positions are unchanged. (JAX twin: constants in the
@@ -191,7 +192,8 @@ class ModernBertModel(nn.Module):
             rope = {theta: tuple(torch.from_numpy(a.copy()).to(dev)
                                  for a in rope_cos_sin(theta, c.head_dim, L))
                     for theta in {c.rope_theta(i) for i in range(c.num_hidden_layers)}}
-            self._tables[key] = (window, rope)
+            diagonal = torch.eye(L, dtype=torch.bool, device=dev)
+            self._tables[key] = (window, diagonal, rope)
         return self._tables[key]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
@@ -204,9 +206,9 @@ class ModernBertModel(nn.Module):
         # Built once per forward, shared by the layers (boolean, True = attend): global layers
         # see every real key (B, 1, 1, L); local ones only those within the window (B, 1, L, L).
         # cos/sin (L, D) per RoPE theta (global and local layers have their own).
-        window, rope = self.tables(L, dev)
+        window, diagonal, rope = self.tables(L, dev)
         keys = attention_mask.bool()[:, None, None, :]
-        local = keys & window | torch.eye(L, dtype=torch.bool, device=dev)
+        local = keys & window | diagonal
         x = self.embeddings(input_ids)                                      # (B, L, H)
         for i, layer in enumerate(self.layers):
             args = (keys if c.is_global(i) else local, *rope[c.rope_theta(i)])
