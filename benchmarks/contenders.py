@@ -159,7 +159,9 @@ def setup_hf_torch(args, tok) -> Callable:
     return _hf_torch_step(model, device)
 
 
-def setup_jaxbert(args, tok) -> Callable:
+def setup_jaxbert(args, tok, mcfg=None) -> Callable:
+    """`mcfg`: the model config, if not `model_config(args, tok)` (benchmarks.attention: dropout
+    off)."""
     import functools
 
     import jax
@@ -173,7 +175,7 @@ def setup_jaxbert(args, tok) -> Callable:
 
     apply_cpu_settings()            # as jaxbert's entry points do, before the backend starts
     enable_compilation_cache()
-    cfg, mcfg = train_config(args), model_config(args, tok)
+    cfg, mcfg = train_config(args), mcfg or model_config(args, tok)
     tx = make_optimizer(cfg, mcfg.hidden_size)
     model = pretraining_model(mcfg, dtype=compute_dtype(getattr(args, "dtype", "float32")))
     layout = Layout("single", cfg, functools.partial(train_step, model=model, tx=tx, cfg=cfg))

@@ -37,6 +37,7 @@ def tiny(seq_len: int = 16, batch_size: int = 4) -> list[str]:
     (["benchmarks.scaling", "--contenders", "torchbert,nope"], "nope"),
     (["benchmarks.gpu", "--contenders", "nope"], "nope"),
     (["benchmarks.profile", "--contenders", "hf-torch"], "hf-torch"),
+    (["benchmarks.attention", "--preset", "gigantic"], "gigantic"),
 ])
 def test_unknown_contender_or_preset_is_one_line_error(args, needle, tmp_path):
     proc = run_cli("-m", *args, env={"TWINBERT_CACHE": str(tmp_path)}, timeout=120)
@@ -212,6 +213,42 @@ def test_profile_tiny_run_names_the_top_operations_of_both_twins(bench_env, tmp_
     # --trace-dir keeps both raw traces
     assert (tmp_path / "torchbert" / "trace.json").is_file()
     assert list((tmp_path / "jaxbert").glob("plugins/profile/*/perfetto_trace.json.gz"))
+
+
+@pytest.mark.parametrize("arch", ["bert", "modernbert"])
+def test_attention_tiny_run_times_both_paths_and_they_train_alike(bench_env, arch):
+    env, corpus = bench_env
+    proc = run_cli("-m", "benchmarks.attention", *tiny(), "--steps", "3", "--arch", arch,
+                   "--corpus", corpus, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [ln.split("|") for ln in proc.stdout.splitlines()
+            if ln.startswith("| training step") or ln.startswith("| evaluation forward")]
+    assert len(rows) == 2, proc.stdout
+    for row in rows:
+        op_ms, explicit_ms, ratio = (float(x.replace(",", "")) for x in row[2:5])
+        assert op_ms > 0 and explicit_ms > 0 and ratio > 0
+    # the explicit path really was swapped in and computes the op's math: the same weights and
+    # batches give the same training losses (float rounding apart)
+    drift = float(proc.stdout.split("between the paths: ")[1].split()[0])
+    assert drift < 1e-4, proc.stdout
+    assert "command: python -m benchmarks.attention" in proc.stdout
+
+
+def test_attention_benchmarks_explicit_path_is_the_op_with_its_window():
+    """benchmarks.attention's stand-in for jax.nn.dot_product_attention computes what the op
+    computes with the arguments jaxbert passes it: the padding mask, and ModernBERT's window."""
+    import jax
+    import numpy as np
+
+    from benchmarks.attention import explicit_attention
+
+    q, k, v = np.random.default_rng(0).standard_normal((3, 2, 12, 4, 8), np.float32)
+    mask = (np.arange(12)[None, :] < np.array([12, 9])[:, None])[:, None, None, :]
+    for window in (None, (2, 2)):
+        op = jax.nn.dot_product_attention(q, k, v, mask=mask, local_window_size=window)
+        ours = explicit_attention(q, k, v, mask=mask, local_window_size=window)
+        real = np.arange(12)[None, :] < np.array([12, 9])[:, None]     # real queries
+        np.testing.assert_allclose(np.asarray(ours)[real], np.asarray(op)[real], atol=1e-5)
 
 
 def test_measure_reports_a_worker_that_dies_instead_of_waiting_for_it():
