@@ -77,7 +77,8 @@ RECIPE_TRIALS = {
     "jaxbert-preln": ["--no-nsp", "--layer-norm-position", "pre"],  # + pre-LN (Cramming)
     "jaxbert-preln-lr2e-3": ["--no-nsp", "--layer-norm-position", "pre", "--lr", "2e-3"],
     # + no dropout (Cramming's choice for a short budget; jaxbert's attention then goes through
-    # jax.nn.dot_product_attention, which measured slower on this CPU: BENCHMARKS.md)
+    # jax.nn.dot_product_attention, which costs a training step 2-8% at this shape on a CPU:
+    # benchmarks.attention, BENCHMARKS.md)
     "jaxbert-preln-nodrop": ["--no-nsp", "--layer-norm-position", "pre", "--no-dropout"],
 }
 TWINS.update({name: ("jaxbert.train", flags) for name, flags in RECIPE_TRIALS.items()})
