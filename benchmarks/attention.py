@@ -2,7 +2,7 @@
 
     python -m benchmarks.attention [--arch bert|modernbert] [--preset mini] [--batch-size 32]
                                    [--seq-len 128] [--max-predictions 20] [--vocab-size 30522]
-                                   [--steps 20] [--corpus builtin]
+                                   [--steps 20] [--warmup 2] [--corpus builtin]
 
 jaxbert's attention has two paths with the same math (tests/test_jax_model.py checks they agree):
 `jax.nn.dot_product_attention`, which it runs whenever there is no attention dropout to apply
@@ -16,9 +16,11 @@ a shared 2-core VM can be larger than the difference, falls out of the paired ra
 Timed per path: a training step (benchmarks.contenders' jaxbert step: forward, backward, AdamW,
 as the throughput table runs it) and the evaluation forward (jaxbert.step.eval_step: encoder and
 MLM head at the masked positions). Printed: median milliseconds per call, the median of the
-step-by-step ratios explicit / op (below 1: the explicit softmax is faster), and how far apart
-the two paths' training losses drifted over the run (same weights, same batches: float
-rounding only).
+step-by-step ratios explicit / op (below 1: the explicit softmax is faster), how many attention
+calls the explicit compilations traced (the proof the swap took), and how far apart the two
+paths' training losses drifted over the run (same weights, same batches: float rounding only).
+A retrace while timing (which would compile the op where the explicit path was meant) is an
+error.
 
 On the installed jax, `dot_product_attention` with `implementation=None` is XLA's own lowering
 on every backend (the cuDNN kernel is only taken when asked for by name), so the two paths
@@ -39,16 +41,18 @@ from unittest import mock
 import numpy as np
 
 PATHS = ("op", "explicit")
+TRACED = {"explicit": 0}   # attention calls the step and forward traced through explicit_attention
 
 
-def explicit_attention(q, k, v, mask=None, local_window_size=None, **unused):
-    """What jaxbert's attention modules compute on their dropout path, with
-    jax.nn.dot_product_attention's signature (the arguments they pass it)."""
+def explicit_attention(q, k, v, mask=None, local_window_size=None):
+    """What jaxbert's attention modules compute on their dropout path, with the arguments they
+    pass jax.nn.dot_product_attention (any other is a TypeError, not silently dropped)."""
     import jax.numpy as jnp
 
     from bertcore.attention import window_mask
     from jaxbert.model import attention_probs
 
+    TRACED["explicit"] += 1
     if local_window_size is not None:   # (half, half): |i - j| <= half, ModernBERT's window
         mask = mask & jnp.asarray(window_mask(q.shape[1], 2 * local_window_size[0]))
     return jnp.einsum("bnts,bsnd->btnd", attention_probs(q, k, mask).astype(v.dtype), v)
@@ -73,7 +77,8 @@ def build(args, tok, mcfg, path: str, first: dict) -> tuple[Callable, Callable]:
     swap = (mock.patch.object(jax.nn, "dot_product_attention", explicit_attention)
             if path == "explicit" else contextlib.nullcontext())
     with swap:
-        step = setup_jaxbert(args, tok, mcfg)
+        step = setup_jaxbert(args, tok, mcfg)             # (initialisation traces the model too)
+        TRACED["explicit"] = 0
         step(first)                                       # traces and compiles
         jax.block_until_ready(evaluate(params, first, *dens))
 
@@ -82,7 +87,14 @@ def build(args, tok, mcfg, path: str, first: dict) -> tuple[Callable, Callable]:
     return step, forward
 
 
+def _no_retrace(*args, **kwargs):
+    raise RuntimeError("benchmarks.attention: a program was traced again while timing, so it "
+                       "would not be the path it names; this is a bug in the benchmark")
+
+
 def measure(args) -> dict[str, Any]:
+    import jax
+
     from benchmarks.contenders import make_batches, model_config
     from jaxbert.cpu import apply_cpu_settings
 
@@ -90,18 +102,22 @@ def measure(args) -> dict[str, Any]:
     batches, tok = make_batches(args)
     mcfg = model_config(args, tok).without_dropout()   # ModernBERT's has none anyway
     fns = {p: build(args, tok, mcfg, p, batches[0]) for p in PATHS}
+    if TRACED["explicit"] == 0:
+        raise RuntimeError("benchmarks.attention: the explicit path was never traced (does "
+                           "jaxbert still call jax.nn.dot_product_attention?)")
     times = {(p, kind): [] for p in PATHS for kind in ("train", "forward")}
     losses = {p: [] for p in PATHS}
-    for i, b in enumerate(batches[1:]):          # batches[0] compiled them
-        for p in (PATHS if i % 2 else PATHS[::-1]):
-            step, forward = fns[p]
-            t0 = time.perf_counter()
-            losses[p].append(step(b))
-            t1 = time.perf_counter()
-            forward(b)
-            if i >= args.warmup - 1:
-                times[p, "train"].append(t1 - t0)
-                times[p, "forward"].append(time.perf_counter() - t1)
+    with mock.patch.object(jax.nn, "dot_product_attention", _no_retrace):
+        for i, b in enumerate(batches[1:]):        # batches[0] compiled them
+            for p in (PATHS if i % 2 else PATHS[::-1]):
+                step, forward = fns[p]
+                t0 = time.perf_counter()
+                losses[p].append(step(b))
+                t1 = time.perf_counter()
+                forward(b)
+                if i >= args.warmup - 1:
+                    times[p, "train"].append(t1 - t0)
+                    times[p, "forward"].append(time.perf_counter() - t1)
     rows = []
     for kind in ("train", "forward"):
         op, ex = (np.array(times[p, kind]) for p in PATHS)
@@ -109,7 +125,7 @@ def measure(args) -> dict[str, Any]:
                          explicit_ms=float(np.median(ex)) * 1e3,
                          ratio=float(np.median(ex / op))))
     drift = float(np.max(np.abs(np.array(losses["op"]) - np.array(losses["explicit"]))))
-    return dict(rows=rows, loss_drift=drift, steps=args.steps)
+    return dict(rows=rows, loss_drift=drift, steps=args.steps, traced=TRACED["explicit"])
 
 
 def report(args, r: dict[str, Any], flags: list[str]) -> None:
@@ -123,7 +139,9 @@ def report(args, r: dict[str, Any], flags: list[str]) -> None:
     for row in r["rows"]:
         print(f"| {names[row['kind']]} | {row['op_ms']:,.1f} | {row['explicit_ms']:,.1f} | "
               f"{row['ratio']:.3f} |")
-    print(f"\nlargest training-loss difference between the paths: {r['loss_drift']:.2e}")
+    print(f"\nattention calls traced through the explicit path: {r['traced']} (training step and "
+          f"forward, every layer); largest training-loss difference between the paths: "
+          f"{r['loss_drift']:.2e}")
     print("\ncommand: python -m benchmarks.attention " + " ".join(flags))
 
 
@@ -142,13 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-predictions", type=int, default=20)
     p.add_argument("--vocab-size", type=int, default=30522)
     p.add_argument("--steps", type=int, default=20, help="timed calls per path (paired)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed first calls per path")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="untimed first calls per path, the first of which compiles")
     p.add_argument("--corpus", default="builtin")
     args = p.parse_args(argv)
 
     @cli_entry
     def run() -> int:
-        parse_presets(args.preset)
+        if len(parse_presets(args.preset)) != 1:
+            raise UserError(f"--preset takes one preset name, not {args.preset!r}")
         if args.steps < 1 or args.warmup < 1:
             raise UserError("--steps and --warmup must be at least 1 (the first call compiles)")
         report(args, measure(args), argv if argv is not None else sys.argv[1:])

@@ -175,7 +175,8 @@ def setup_jaxbert(args, tok, mcfg=None) -> Callable:
 
     apply_cpu_settings()            # as jaxbert's entry points do, before the backend starts
     enable_compilation_cache()
-    cfg, mcfg = train_config(args), mcfg or model_config(args, tok)
+    cfg = train_config(args)
+    mcfg = mcfg if mcfg is not None else model_config(args, tok)
     tx = make_optimizer(cfg, mcfg.hidden_size)
     model = pretraining_model(mcfg, dtype=compute_dtype(getattr(args, "dtype", "float32")))
     layout = Layout("single", cfg, functools.partial(train_step, model=model, tx=tx, cfg=cfg))

@@ -184,8 +184,8 @@ class BertSelfAttention(_Module):
             # JAX's attention op (the twin of torch's F.scaled_dot_product_attention); with
             # implementation=None it lowers to XLA's fused softmax on every backend. It has no
             # dropout on the probabilities, hence the explicit path below when training with it.
-            # Taken in the same cases as torch takes SDPA, though on a CPU the explicit path is
-            # 0-10% faster in training (the op is faster in evaluation at L=128):
+            # Taken in the same cases as torch takes SDPA, though on a CPU the explicit path takes
+            # 0.90-1.00 of the op's time in training (and 1.01-1.14 in evaluation at L=128):
             # benchmarks.attention, BENCHMARKS.md.
             ctx = jax.nn.dot_product_attention(q, k, v, mask=mask)               # (B, L, N, D)
         else:

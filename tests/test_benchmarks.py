@@ -38,6 +38,7 @@ def tiny(seq_len: int = 16, batch_size: int = 4) -> list[str]:
     (["benchmarks.gpu", "--contenders", "nope"], "nope"),
     (["benchmarks.profile", "--contenders", "hf-torch"], "hf-torch"),
     (["benchmarks.attention", "--preset", "gigantic"], "gigantic"),
+    (["benchmarks.attention", "--preset", "mini,tiny"], "one preset"),
 ])
 def test_unknown_contender_or_preset_is_one_line_error(args, needle, tmp_path):
     proc = run_cli("-m", *args, env={"TWINBERT_CACHE": str(tmp_path)}, timeout=120)
@@ -221,14 +222,15 @@ def test_attention_tiny_run_times_both_paths_and_they_train_alike(bench_env, arc
     proc = run_cli("-m", "benchmarks.attention", *tiny(), "--steps", "3", "--arch", arch,
                    "--corpus", corpus, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    rows = [ln.split("|") for ln in proc.stdout.splitlines()
-            if ln.startswith("| training step") or ln.startswith("| evaluation forward")]
+    rows = [ln for ln in proc.stdout.splitlines()
+            if ln.startswith("| training step |") or ln.startswith("| evaluation forward |")]
     assert len(rows) == 2, proc.stdout
-    for row in rows:
-        op_ms, explicit_ms, ratio = (float(x.replace(",", "")) for x in row[2:5])
-        assert op_ms > 0 and explicit_ms > 0 and ratio > 0
-    # the explicit path really was swapped in and computes the op's math: the same weights and
-    # batches give the same training losses (float rounding apart)
+    # the explicit path really was swapped in: traced once per layer in the training step and
+    # once per layer in the forward (tiny has 2 layers) ...
+    traced = int(proc.stdout.split("through the explicit path: ")[1].split()[0])
+    assert traced == 2 * 2, proc.stdout
+    # ... and computes the op's math: the same weights and batches give the same training
+    # losses (float rounding apart)
     drift = float(proc.stdout.split("between the paths: ")[1].split()[0])
     assert drift < 1e-4, proc.stdout
     assert "command: python -m benchmarks.attention" in proc.stdout
