@@ -63,13 +63,11 @@ def build(args, tok, mcfg, path: str, first: dict) -> tuple[Callable, Callable]:
     explicit path is swapped in for the op while they are traced."""
     import jax
 
-    from bertcore.config import TrainConfig
-    from benchmarks.contenders import setup_jaxbert
+    from benchmarks.contenders import setup_jaxbert, train_config
     from jaxbert.arch import init_params, pretraining_model
     from jaxbert.step import eval_step
 
-    cfg = TrainConfig(batch_size=args.batch_size, seq_len=args.seq_len,
-                      max_predictions=args.max_predictions, nsp=args.arch != "modernbert")
+    cfg = train_config(args)                              # the training step's, as eval_step's
     model = pretraining_model(mcfg)
     params = init_params(mcfg, jax.random.PRNGKey(0))
     evaluate = jax.jit(functools.partial(eval_step, model=model, cfg=cfg))
