@@ -240,6 +240,12 @@ class ModernBertConfig(_ModelConfigFile):
         return self.hidden_size // self.num_attention_heads
 
     @property
+    def out_std(self) -> float:
+        """transformers' init std of the output projections (both Wo) and the MLM head's dense,
+        scaled down with depth; the rest start at initializer_range."""
+        return self.initializer_range / math.sqrt(2.0 * self.num_hidden_layers)
+
+    @property
     def layer_types(self) -> list[str]:
         """transformers' per-layer attention kinds: global on layers 0, n, 2n, ..."""
         return [FULL if i % self.global_attn_every_n_layers == 0 else SLIDING

@@ -20,7 +20,6 @@ I = intermediate size, P = masked positions per sequence, V = vocabulary.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +48,6 @@ def _trunc_normal(config: ModernBertConfig, std: float):
     std is smaller than `std` in both)."""
     c = config.initializer_cutoff_factor
     return nn.initializers.truncated_normal(stddev=std, lower=-c, upper=c)
-
-
-def _out_std(config: ModernBertConfig) -> float:
-    """The output projections' (and the MLM head's dense) std: scaled down with depth."""
-    return config.initializer_range / math.sqrt(2.0 * config.num_hidden_layers)
 
 
 class _Module(_BertModule):
@@ -113,7 +107,7 @@ class ModernBertAttention(_Module):
         c = self.config
         H = c.hidden_size
         self.Wqkv = self._dense(3 * H, c.initializer_range, c.attention_bias)
-        self.Wo = self._dense(H, _out_std(c), c.attention_bias)
+        self.Wo = self._dense(H, c.out_std, c.attention_bias)
         self.dropout = Dropout(rate=c.attention_dropout)    # on the probabilities
         self.out_drop = Dropout(rate=c.attention_dropout)   # after Wo
 
@@ -149,7 +143,7 @@ class ModernBertMLP(_Module):
         c = self.config
         self.Wi = self._dense(2 * c.intermediate_size, c.initializer_range, c.mlp_bias)
         self.drop = Dropout(rate=c.mlp_dropout)
-        self.Wo = self._dense(c.hidden_size, _out_std(c), c.mlp_bias)
+        self.Wo = self._dense(c.hidden_size, c.out_std, c.mlp_bias)
 
     def __call__(self, x, deterministic: bool = True):
         inp, gate = jnp.split(self.Wi(x), 2, axis=-1)                            # (B, L, I) x2
@@ -214,7 +208,7 @@ class ModernBertPredictionHead(_Module):
 
     def setup(self):
         c = self.config
-        self.dense = self._dense(c.hidden_size, _out_std(c), c.classifier_bias)
+        self.dense = self._dense(c.hidden_size, c.out_std, c.classifier_bias)
         self.norm = self._layer_norm()
 
     def __call__(self, x):

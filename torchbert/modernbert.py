@@ -16,7 +16,6 @@ Hugging Face directory, the loss) are model.py's.
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
@@ -143,7 +142,7 @@ def _init_weights(module: nn.Module, config: ModernBertConfig) -> None:
     the input projections (Wqkv, Wi), initializer_range / sqrt(2 * layers) for the output
     projections (both Wo) and the MLM head's dense; LayerNorms 1 (and 0)."""
     std_in = config.initializer_range
-    std_out = config.initializer_range / math.sqrt(2.0 * config.num_hidden_layers)
+    std_out = config.out_std
     cutoff = config.initializer_cutoff_factor
     if isinstance(module, ModernBertEmbeddings):
         _trunc_normal(module.tok_embeddings, std_in, cutoff)
@@ -251,8 +250,7 @@ class ModernBertForMaskedLM(nn.Module):
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=config.decoder_bias)
         self.pad_vocab_to = pad_vocab_to
         self.head.apply(lambda m: _init_weights(m, config))
-        std_out = config.initializer_range / math.sqrt(2.0 * config.num_hidden_layers)
-        _trunc_normal(self.decoder, std_out, config.initializer_cutoff_factor)
+        _trunc_normal(self.decoder, config.out_std, config.initializer_cutoff_factor)
         # Tie after initialising, as HF does, so the decoder's init does not overwrite the
         # embedding. Module.to()/.cuda() keep the tie (in-place moves).
         self.decoder.weight = self.model.embeddings.tok_embeddings.weight
