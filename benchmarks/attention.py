@@ -76,7 +76,8 @@ def build(args, tok, mcfg, path: str, first: dict) -> tuple[Callable, Callable]:
             if path == "explicit" else contextlib.nullcontext())
     with swap:
         step = setup_jaxbert(args, tok, mcfg)             # (initialisation traces the model too)
-        TRACED["explicit"] = 0
+        if path == "explicit":
+            TRACED["explicit"] = 0                        # count the step's and forward's only
         step(first)                                       # traces and compiles
         jax.block_until_ready(evaluate(params, first, *dens))
 
