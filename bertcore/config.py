@@ -414,8 +414,8 @@ class TrainConfig:
     # corpus's unigram entropy and a little below what a model blind to context reaches (figures in
     # README.md; tests/test_first_run.py checks the first part). Short sequences (32 tokens, 64
     # of them a step) because a 2-layer model learns to attend to its neighbours far sooner
-    # over 32 positions than over 64 at the same tokens a step (README.md's table has both
-    # runs). Real pretraining: --seq-len 128 --max-predictions 20 --batch-size 256
+    # over 32 positions than over 64 at the same tokens a step (docs/guide.md, "The first run in
+    # full", has both runs). Real pretraining: --seq-len 128 --max-predictions 20 --batch-size 256
     # --lr 1e-4 --warmup-steps 10000 --steps 1000000 (BERT's phase 1).
     batch_size: int = 64            # global batch (all ranks, all accumulation micro-steps)
     seq_len: int = 32

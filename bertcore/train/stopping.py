@@ -22,7 +22,7 @@ Several ranks or processes must stop at the same step: each twin folds the local
 collective it already runs (torch: the metrics all-reduce at log and checkpoint steps; jax
 multi-process: an allgather at the same steps), so every rank reads the same decision.
 
-Exit codes (README "Stopping and resuming", `--help`):
+Exit codes (docs/guide.md "Stopping and resuming", `--help`):
     0    finished, or stopped by --time-budget with a checkpoint
     75   stopped by a signal (EX_TEMPFAIL: "try again"), with a checkpoint: --resume continues
     74   a checkpoint could not be written (EX_IOERR); the last good one is kept and named
