@@ -15,31 +15,36 @@ predict, parity.convert). Its four layouts:
                      and classifier.* among its safetensors weights
 
 `layout_of(path)` only looks (it reads no weights, at most a safetensors header);
-`open_model_dir(path)` also reads the configs, and is what the commands call. Which layouts a
-command accepts, and what it says about the others, stays with the command.
+`open_model_dir(path)` also reads the configs, and is what the commands call: the `ModelDir` it
+returns carries what the directory holds (a run's run.json, configs and summary, its weights
+directory), so a caller opens a directory once and passes the object on. Which layouts a
+command accepts, and what it says about the others, stays with the command. The names of a
+RUNDIR's files are bertcore.train.rundir's.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bertcore.config import ModelConfig, load_model_config
 from bertcore.data.tokenizer import WordPiece, load_tokenizer
 from bertcore.errors import UserError
 from bertcore.hf import safetensors_files
-from bertcore.train.rundir import RunFiles, read_run
+from bertcore.train.rundir import CLASSIFY_CONFIG, RUN_FILE, SUMMARY, RunFiles, read_run
 
 LAYOUTS = ("pretraining-run", "classify-run", "hf", "hf-classifier")
-# What a pretraining RUNDIR and a classify RUNDIR hold that nothing else does.
-RUN_FILE, CLASSIFY_FILE = "run.json", "classify_config.json"
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+# The files that hold a vocabulary: a directory with either holds a tokenizer
+# (bertcore.data.tokenizer.load_tokenizer).
+VOCAB_FILES = ("tokenizer.json", "vocab.txt")
 
 
 @dataclass
 class ModelDir:
-    """A model directory, read: its layout, config, tokenizer and where its weights are."""
+    """A model directory, read: its layout, config, tokenizer, where its weights are and, for a
+    run, the files that describe it."""
     path: Path
     layout: str                       # one of LAYOUTS
     config: ModelConfig               # its config.json (a run's: dropout as the user set it)
@@ -50,6 +55,11 @@ class ModelDir:
     framework: str | None = None      # the twin that wrote a run ("torch" or "jax")
     labels: list[str] | None = None   # a classifier's labels, in id order (its id2label)
     run: RunFiles | None = None       # a pretraining run's run.json and configs
+    info: dict[str, Any] = field(default_factory=dict)  # a run's run.json ({}: no run, or a
+    #                                   classify run's that cannot be read)
+    settings: dict[str, Any] | None = None  # a classify run's classify_config.json (None if
+    #                                   unreadable)
+    summary: dict[str, Any] | None = None   # a run's summary.json, written when it ended
 
     @property
     def trained_config(self) -> ModelConfig:
@@ -64,13 +74,18 @@ class ModelDir:
     def load_tokenizer(self) -> WordPiece:
         return load_tokenizer(self.tokenizer_dir or self.path)
 
+    def open_weights(self, flag: str = "") -> "ModelDir":
+        """Its weights directory (`weights_dir`), opened: what a run's weights are read from."""
+        assert self.weights_dir is not None, f"{self.path} has no weights directory"
+        return self if self.weights_dir == self.path else open_model_dir(self.weights_dir, flag)
+
 
 def layout_of(path: str | Path) -> str | None:
     """Which of LAYOUTS the directory `path` is, from the files it holds; None if none."""
     path = Path(path)
     if not path.is_dir():
         return None
-    if (path / CLASSIFY_FILE).is_file():
+    if (path / CLASSIFY_CONFIG).is_file():
         return "classify-run"
     if (path / RUN_FILE).is_file():
         return "pretraining-run"
@@ -89,22 +104,35 @@ def open_model_dir(path: str | Path, flag: str = "") -> ModelDir:
     if not path.is_dir():
         raise UserError(f"{named} is a file, not a directory; pass a RUNDIR or a Hugging Face "
                         f"BERT directory (config.json + model.safetensors)")
+    md = find_model_dir(path)
+    if md is None:
+        raise UserError(f"{named} is neither a pretraining RUNDIR ({RUN_FILE}), a classify "
+                        f"RUNDIR ({CLASSIFY_CONFIG}) nor a Hugging Face BERT directory "
+                        f"(config.json + model.safetensors)")
+    return md
+
+
+def find_model_dir(path: Path) -> ModelDir | None:
+    """The model directory at `path`, its configs read, or None when it is none of LAYOUTS (for
+    a command that words that refusal itself)."""
     layout = layout_of(path)
     if layout == "pretraining-run":
         run = read_run(path)
         return ModelDir(path, layout, run.config, path / "tokenizer", _hf_or_none(path / "hf"),
-                        run.framework, run=run)
+                        run.framework, run=run, info=run.info,
+                        summary=_dict_or_none(path / SUMMARY))
     if layout == "classify-run":
-        config = load_model_config(path / "config.json")
+        info = _dict_or_none(path / RUN_FILE) or {}   # best/'s weights are framework-free:
+        config = load_model_config(path / "config.json")  # nothing depends on run.json here
         return ModelDir(path, layout, config, path / "tokenizer", _hf_or_none(path / "best"),
-                        _framework(path), _id2label(path / "config.json"))
+                        info.get("framework"), _id2label(path / "config.json"), info=info,
+                        settings=_dict_or_none(path / CLASSIFY_CONFIG),
+                        summary=_dict_or_none(path / SUMMARY))
     if layout in ("hf", "hf-classifier"):
-        tok = path if any((path / f).is_file() for f in TOKENIZER_FILES) else None
+        tok = path if any((path / f).is_file() for f in VOCAB_FILES) else None
         return ModelDir(path, layout, load_model_config(path / "config.json"), tok, path,
                         labels=_labels(path))
-    raise UserError(f"{named} is neither a pretraining RUNDIR (run.json), a classify RUNDIR "
-                    f"({CLASSIFY_FILE}) nor a Hugging Face BERT directory (config.json + "
-                    f"model.safetensors)")
+    return None
 
 
 def is_hf_dir(path: Path) -> bool:
@@ -118,14 +146,13 @@ def _hf_or_none(path: Path) -> Path | None:
     return path if is_hf_dir(path) else None
 
 
-def _framework(rundir: Path) -> str | None:
-    """The twin named in a classify RUNDIR's run.json (None if it cannot be read: the weights in
-    best/ are framework-free, so nothing depends on it)."""
+def _dict_or_none(path: Path) -> dict[str, Any] | None:
+    """A JSON file's object, or None when it is absent, unreadable or no object."""
     try:
-        info = json.loads((rundir / RUN_FILE).read_text(encoding="utf-8"))
+        found = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return info.get("framework") if isinstance(info, dict) else None
+    return found if isinstance(found, dict) else None
 
 
 def _id2label(config_file: Path) -> list[str] | None:

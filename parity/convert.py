@@ -17,39 +17,41 @@ from pathlib import Path
 from bertcore.config import arch_of
 from bertcore.errors import UserError, cli_entry
 from bertcore.files import atomic_path, check_apart
-from bertcore.train.rundir import FRAMEWORKS, RunDir, RunFiles, copy_tree
+from bertcore.modeldir import ModelDir
+from bertcore.train.rundir import FRAMEWORKS, RunDir, copy_tree
 
-from .state import (TrainingState, detect_source, is_classifier_source, pretraining_card_of,
-                    read_hf, write_hf, write_hf_classifier)
+from .state import (TrainingState, open_source, pretraining_card_of, read_hf, write_hf,
+                    write_hf_classifier)
 
 logger = logging.getLogger(__name__)
 
 
-def read_state(source: str, root: Path, run: RunFiles | None, step: int | None) -> TrainingState:
+def read_state(src: ModelDir, step: int | None) -> TrainingState:
     """The TrainingState of SRC: a torchbert run, a jaxbert run or a Hugging Face directory."""
-    if source == "torch":
+    if src.framework == "torch":
         from .torch_state import read_torch
 
-        return read_torch(run, step)
-    if source == "jax":
+        return read_torch(src.run, step)
+    if src.framework == "jax":
         from .jax_state import read_jax
 
-        return read_jax(run, step)
-    return read_hf(root)
+        return read_jax(src.run, step)
+    return read_hf(src.path)
 
 
-def write_rundir(out: Path, to: str, state: TrainingState, run: RunFiles, src: Path) -> None:
+def write_rundir(out: Path, to: str, state: TrainingState, src: ModelDir) -> None:
     """A complete RUNDIR of twin `to` that `python -m {to}bert.train --out DST --resume`
     continues."""
+    run = src.run
     info = {**run.info, "framework": to,
-            "converted_from": {"path": str(src.resolve()), "framework": run.framework,
+            "converted_from": {"path": str(src.path.resolve()), "framework": run.framework,
                                "step": state.step}}
     files = RunDir(out)
     files.create(info, {"config.json": run.config.to_json_file,
                         "train_config.json": run.train.to_json_file,
-                        "tokenizer": copy_tree(run.rundir / "tokenizer")})
+                        "tokenizer": copy_tree(src.tokenizer_dir)})
     # the curve continues: the metrics lines up to the converted step
-    files.write_metrics(RunDir(run.rundir).metrics_until(state.step))
+    files.write_metrics(RunDir(src.path).metrics_until(state.step))
     if to == "torch":
         from .torch_state import write_torch_checkpoint as write
     else:
@@ -68,28 +70,31 @@ def convert(src: str | Path, dst: str | Path, to: str, step: int | None = None,
     if to not in (*FRAMEWORKS, "hf"):
         raise UserError(f"--to {to!r}: choose torch, jax or hf")
     src, dst = Path(src), Path(dst)
-    if src.is_dir() and is_classifier_source(src):
-        return convert_classifier(src, dst, to, step, overwrite)
-    source, root, step = detect_source(src, step)
+    md, step = open_source(src, step)
+    if md.is_classifier:
+        return convert_classifier(md, dst, to, step, overwrite)
+    if md.run is None and step is not None:
+        raise UserError(f"--step applies to run directories; {src} is a Hugging Face BERT "
+                        f"directory with a single set of weights")
+    root, run = md.path, md.run
     check_apart(dst, {"SRC": src, "its run": root}, out_flag="DST")
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())) and not overwrite:
         raise UserError(f"{dst} already exists; pass --overwrite to replace it, or choose "
                         f"another DST")
-    run = RunDir(root).read() if source in FRAMEWORKS else None
-    state = read_state(source, root, run, step)
+    state = read_state(md, step)
     for note in state.notes:
         logger.info(note)
-    whole_state = source in FRAMEWORKS and to in FRAMEWORKS
+    whole_state = run is not None and to in FRAMEWORKS
     target = RunDir(dst)
     if target.is_run():
         target.lock()    # --overwrite of a run: never while a process is writing it
     try:
         with atomic_path(dst, is_dir=True) as tmp:
             if whole_state:
-                write_rundir(tmp, to, state, run, root)
+                write_rundir(tmp, to, state, md)
             else:
-                write_hf(tmp, state, root / "tokenizer" if run else root,
-                         card=pretraining_card_of(dst, state, root, run))
+                write_hf(tmp, state, md.tokenizer_dir if run else root,
+                         card=pretraining_card_of(dst, state, md))
     finally:
         target.unlock()
     if whole_state:
@@ -111,17 +116,18 @@ def convert(src: str | Path, dst: str | Path, to: str, step: int | None = None,
     return dst
 
 
-def convert_classifier(src: Path, dst: Path, to: str, step: int | None, overwrite: bool
+def convert_classifier(src: ModelDir, dst: Path, to: str, step: int | None, overwrite: bool
                        ) -> Path:
     """A fine-tuned classifier (classify RUNDIR: its best/ weights; or a HF classifier dir) ->
     a Hugging Face directory. Its weights are framework-free already, so both twins read them
     as they are: only --to hf makes sense."""
     if to != "hf":
-        raise UserError(f"{src} is a sequence classifier; its weights are a Hugging Face "
+        raise UserError(f"{src.path} is a sequence classifier; its weights are a Hugging Face "
                         f"directory both twins read as they are: convert it with --to hf")
     if step is not None:
-        raise UserError(f"--step does not apply to a classifier; {src} exports its best epoch")
-    check_apart(dst, {"SRC": src}, out_flag="DST")
+        raise UserError(f"--step does not apply to a classifier; {src.path} exports its best "
+                        f"epoch")
+    check_apart(dst, {"SRC": src.path}, out_flag="DST")
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())) and not overwrite:
         raise UserError(f"{dst} already exists; pass --overwrite to replace it, or choose "
                         f"another DST")

@@ -13,7 +13,6 @@ This module imports neither torch nor jax at module level (only `read_hf` of a
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,9 @@ from bertcore.config import BertConfig, ModelConfig, load_model_config
 from bertcore.errors import UserError
 from bertcore.hf import (check_hf_state, fresh_params, head_prefixes, hf_names,
                          normalize_hf_names, read_hf_safetensors, save_hf_files)
-from bertcore.modeldir import layout_of, open_model_dir
+from bertcore.modeldir import ModelDir, find_model_dir
 from bertcore.train.metrics import learned, learned_lines
-from bertcore.train.rundir import RunDir, RunFiles
+from bertcore.train.rundir import CHECKPOINTS, RunDir, checkpoint_step
 
 
 @dataclass
@@ -57,9 +56,10 @@ def _as_numpy(state: dict[str, Any]) -> dict[str, np.ndarray]:
 
 # ---- what SRC is ----------------------------------------------------------------------------
 
-def detect_source(src: Path, step: int | None) -> tuple[str, Path, int | None]:
-    """("torch" | "jax" | "hf", RUNDIR or HF dir, step). SRC may also be one checkpoint directory
-    of a run (RUNDIR/checkpoints/step_00000100 or RUNDIR/checkpoints/100)."""
+def open_source(src: Path, step: int | None) -> tuple[ModelDir, int | None]:
+    """SRC opened (bertcore.modeldir), and the step to read: a model directory, or one
+    checkpoint directory of a pretraining run (RUNDIR/checkpoints/step_00000100 or
+    RUNDIR/checkpoints/100), which opens its run at that step."""
     if not src.exists():
         raise UserError(f"{src} does not exist; pass a torchbert or jaxbert run directory, one "
                         f"of its checkpoints, or a Hugging Face BERT directory")
@@ -67,26 +67,23 @@ def detect_source(src: Path, step: int | None) -> tuple[str, Path, int | None]:
         raise UserError(f"{src} is a file, not a checkpoint: pass a run directory, a checkpoint "
                         f"directory or a Hugging Face BERT directory (config.json + "
                         f"model.safetensors)")
-    ckpt_step = None
-    if src.parent.name == "checkpoints" and layout_of(src.parent.parent) == "pretraining-run":
-        m = re.fullmatch(r"step_(\d{8})|(\d+)", src.name)
-        if m is None:
-            raise UserError(f"{src} is not a checkpoint directory (step_XXXXXXXX or a step "
-                            f"number)")
-        ckpt_step = int(m.group(1) or m.group(2))
-        if step is not None and step != ckpt_step:
-            raise UserError(f"--step {step} contradicts the checkpoint {src} (step {ckpt_step})")
-        src, step = src.parent.parent, ckpt_step
-    layout = layout_of(src)
-    if layout == "pretraining-run":
-        return open_model_dir(src).framework, src, step
-    if layout in ("hf", "hf-classifier"):
-        if step is not None:
-            raise UserError(f"--step applies to run directories; {src} is a Hugging Face BERT "
-                            f"directory with a single set of weights")
-        return "hf", src, None
-    raise UserError(f"{src} is not a checkpoint: no run.json (torchbert/jaxbert run directory) "
-                    f"and no config.json + model.safetensors (Hugging Face BERT directory)")
+    if src.parent.name == CHECKPOINTS:
+        run = find_model_dir(src.parent.parent)
+        if run is not None and run.layout == "pretraining-run":
+            ckpt_step = checkpoint_step(src.name)
+            if ckpt_step is None:
+                raise UserError(f"{src} is not a checkpoint directory (step_XXXXXXXX or a step "
+                                f"number)")
+            if step is not None and step != ckpt_step:
+                raise UserError(f"--step {step} contradicts the checkpoint {src} (step "
+                                f"{ckpt_step})")
+            return run, ckpt_step
+    md = find_model_dir(src)
+    if md is None:
+        raise UserError(f"{src} is not a checkpoint: no run.json (torchbert/jaxbert run "
+                        f"directory) and no config.json + model.safetensors (Hugging Face BERT "
+                        f"directory)")
+    return md, step
 
 
 # ---- Hugging Face directories ---------------------------------------------------------------
@@ -130,15 +127,15 @@ def write_hf(out: Path, state: TrainingState, tokenizer: Path | None, card: str 
         write_model_card(out, card)
 
 
-def pretraining_card_of(dst: Path, state: TrainingState, root: Path, run: RunFiles | None
-                        ) -> str:
+def pretraining_card_of(dst: Path, state: TrainingState, src: ModelDir) -> str:
     """The model card of DST, the Hugging Face export of `state`: from a run, what its files
     say about the converted step (its summary's `learned:` line when the run ended there);
     from a Hugging Face directory, where the weights came from."""
+    run, root = src.run, src.path
     if run is None:
         return pretraining_card(dst, state.config, name=dst.name, source=str(root))
-    summary, seconds = _json_or_none(root / "summary.json"), None
-    if isinstance(summary, dict) and summary.get("steps") == state.step and summary.get("learned"):
+    summary, seconds = src.summary, None
+    if summary is not None and summary.get("steps") == state.step and summary.get("learned"):
         lrn, seconds = summary["learned"], summary.get("train_seconds")
     else:   # an earlier step: its metrics lines, without the end-of-run baseline
         lrn = learned(RunDir(root).metrics_until(state.step), None)
@@ -164,43 +161,33 @@ def _json_or_none(path: Path) -> Any:
 # trained it, so exporting one is reading and rewriting that directory (checked by bertcore's one
 # table), never a twin's checkpoint.
 
-def is_classifier_source(src: Path) -> bool:
-    """A classify RUNDIR, or a Hugging Face directory whose config.json has id2label and whose
-    weights hold classifier.* (a BertForSequenceClassification or
-    ModernBertForSequenceClassification save)."""
-    return layout_of(src) in ("classify-run", "hf-classifier")
-
-
-def write_hf_classifier(src: Path, dst: Path) -> str:
+def write_hf_classifier(src: ModelDir, dst: Path) -> str:
     """DST: config.json (id2label, label2id, architectures) + model.safetensors + the tokenizer,
     loadable with transformers' BertForSequenceClassification (or
     ModernBertForSequenceClassification).from_pretrained. Returns a line."""
     from bertcore.classify.data import classifier_class, open_classifier, write_classifier_dir
 
     clf = open_classifier(src)          # checks names, shapes, labels and the vocabulary
-    tokenizer = src / "tokenizer" if (src / "tokenizer").is_dir() else clf.path
+    tokenizer = src.tokenizer_dir if src.layout == "classify-run" else clf.path
     write_classifier_dir(dst, clf.config, clf.labels, clf.state, tokenizer,
                          card=classifier_card_of(src, dst, clf))
     return (f"wrote {dst}: a Hugging Face {classifier_class(clf.config)} ({len(clf.labels)} "
-            f"labels: {', '.join(clf.labels.labels)}) from {src}; load it with transformers or "
-            f"either twin's classify evaluate/predict")
+            f"labels: {', '.join(clf.labels.labels)}) from {src.path}; load it with transformers "
+            f"or either twin's classify evaluate/predict")
 
 
-def classifier_card_of(src: Path, dst: Path, clf: Any) -> str:
+def classifier_card_of(src: ModelDir, dst: Path, clf: Any) -> str:
     """The model card of DST, the export of classifier SRC: a classify RUNDIR's settings, data,
     --init-from and best epoch; for a Hugging Face classifier directory, its best epoch when it
     is a classify run's best/ (classifier.json)."""
     from bertcore.card import classifier_card
 
-    run = layout_of(src) == "classify-run"
-    weights = src / "best" if run else src
-    best = _json_or_none(weights / "classifier.json")
+    best = _json_or_none(src.weights_dir / "classifier.json")
     kw: dict[str, Any] = {}
-    if run:
-        info = _json_or_none(src / "run.json") or {}
-        kw = {"framework": info.get("framework"),
-              "settings": _json_or_none(src / "classify_config.json"),
-              "base_model": (info.get("init_from") or {}).get("path"),
-              "data": info.get("data"), "validation": info.get("validation")}
+    if src.layout == "classify-run":
+        kw = {"framework": src.info.get("framework"), "settings": src.settings,
+              "base_model": (src.info.get("init_from") or {}).get("path"),
+              "data": src.info.get("data"), "validation": src.info.get("validation")}
     return classifier_card(dst, clf.config, list(clf.labels.labels), name=dst.name,
-                           best=best if isinstance(best, dict) else None, source=str(src), **kw)
+                           best=best if isinstance(best, dict) else None, source=str(src.path),
+                           **kw)

@@ -41,7 +41,8 @@ from bertcore.errors import UserError
 from bertcore.files import atomic_path
 from bertcore.hf import (check_classifier_state, normalize_hf_names, read_hf_safetensors,
                          safetensors_files)
-from bertcore.modeldir import CLASSIFY_FILE, open_model_dir
+from bertcore.modeldir import ModelDir, open_model_dir
+from bertcore.train.rundir import CLASSIFY_CONFIG
 
 IMDB_LABELS = ("neg", "pos")
 SUFFIXES = (".jsonl", ".csv", ".tsv")
@@ -386,17 +387,17 @@ class Classifier:
     max_len: int
 
 
-def open_classifier(path: str | Path) -> Classifier:
+def open_classifier(path: str | Path | ModelDir) -> Classifier:
     """A classify RUNDIR (its best/ weights) or a Hugging Face BertForSequenceClassification or
     ModernBertForSequenceClassification dir (bertcore.modeldir's "classify-run" and
-    "hf-classifier")."""
-    md = named = open_model_dir(path)
+    "hf-classifier"), given as a path or as the ModelDir already opened."""
+    md = named = path if isinstance(path, ModelDir) else open_model_dir(path)
     rundir = md if md.layout == "classify-run" else None
     if rundir is not None:
         if md.weights_dir is None:
             raise UserError(f"{md.path} has no best/ weights yet; fine-tune it first (train --out "
                             f"{md.path})")
-        md = open_model_dir(md.weights_dir)
+        md = md.open_weights()
     if md.layout == "pretraining-run":
         raise UserError(f"{md.path} is a pretraining run, not a classifier; fine-tune it first: "
                         f"classify train --init-from {md.path} --data DATA")
@@ -415,7 +416,10 @@ def open_classifier(path: str | Path) -> Classifier:
     state = {**normalize_hf_names({k: v for k, v in found[0].items() if k not in head}, config),
              **head}
     check_classifier_state(state, config, len(labels), source=str(found[1]))
-    max_len = (int(_json(rundir.path / CLASSIFY_FILE)["max_len"]) if rundir
+    if rundir is not None and rundir.settings is None:
+        raise UserError(f"{rundir.path}/{CLASSIFY_CONFIG} is unreadable (no JSON object); fix or "
+                        f"remove it")
+    max_len = (int(rundir.settings["max_len"]) if rundir
                else min(config.max_position_embeddings, 512))
     tok = load_tokenizer(rundir.tokenizer_dir if rundir else hf)
     if tok.vocab_size != config.vocab_size:
@@ -424,9 +428,3 @@ def open_classifier(path: str | Path) -> Classifier:
     return Classifier(named.path, config, labels, {k: np.asarray(v, np.float32) for k, v in
                                                    state.items()}, tok, max_len)
 
-
-def _json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path} is unreadable ({e}); fix or remove it")

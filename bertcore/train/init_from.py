@@ -60,7 +60,7 @@ def resolve_init(path: str | Path, framework: str, tokenizer: str | None = None,
             raise UserError(f"--init-from {md.path} is a classify run with no best/ weights yet; "
                             f"let it finish an epoch, or pass the model it was fine-tuned from")
         note = f"starting from the fine-tuned weights in {md.path}/best"
-        md = open_model_dir(md.weights_dir, flag="--init-from")
+        md = md.open_weights(flag="--init-from")
     elif md.layout == "pretraining-run":
         if md.framework == framework:
             tok_dir = Path(tokenizer or md.tokenizer_dir)
@@ -71,7 +71,7 @@ def resolve_init(path: str | Path, framework: str, tokenizer: str | None = None,
                             f"checkpoints {framework}bert cannot read; export it with python "
                             f"-m parity.convert {md.path} DIR --to hf and pass --init-from DIR")
         note = f"{md.framework}bert run: reading its export {md.path}/hf"
-        md = open_model_dir(md.weights_dir, flag="--init-from")
+        md = md.open_weights(flag="--init-from")
     unused: tuple[str, ...] = ()
     if md.labels is not None and not keep_classifier:
         unused = ("classifier.",)

@@ -42,18 +42,29 @@ def trained_model_config(model: ModelConfig, train: TrainConfig) -> ModelConfig:
 
 
 FRAMEWORKS = ("torch", "jax")
+# The names of a RUNDIR's files, here and nowhere else.
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
+CLASSIFY_CONFIG = "classify_config.json"
+SUMMARY = "summary.json"
+CHECKPOINTS = "checkpoints"
+# A complete checkpoint in RUNDIR/checkpoints: torchbert's step_00000100/, orbax's (jaxbert's)
+# 100/. Match with fullmatch; a temporary directory never matches (its name starts with ".").
+CHECKPOINT_NAME = re.compile(r"step_(?P<torch>\d{8})|(?P<jax>\d+)")
 # What a pretraining, classify or converted run writes in its directory; anything else there is
 # the user's, and no command deletes it.
 OWN_ENTRIES = frozenset({RUN_FILE, LOCK_FILE, "config.json", "train_config.json",
-                         "classify_config.json", "tokenizer", "metrics.jsonl", "summary.json",
-                         "loss.png", "hf", "best", "checkpoints", "tb", "wandb"})
+                         CLASSIFY_CONFIG, "tokenizer", "metrics.jsonl", SUMMARY,
+                         "loss.png", "hf", "best", CHECKPOINTS, "tb", "wandb"})
 # Temporary entries of an interrupted write: atomic_path's `.NAME.tmp-*` / `.NAME.old-PID` and
 # `create`'s `.new-PID` / `.old-PID`.
 _TEMP = re.compile(r"\.((new|old)-\d+|.+\.tmp-.+|.+\.old-\d+)")
-# A complete checkpoint: torchbert's step_00000100/, orbax's 100/.
-_CHECKPOINT = re.compile(r"step_\d{8}|\d+")
+
+
+def checkpoint_step(name: str) -> int | None:
+    """The step of a checkpoint directory named `name` (CHECKPOINT_NAME), or None."""
+    m = CHECKPOINT_NAME.fullmatch(name)
+    return int(m["torch"] or m["jax"]) if m else None
 
 
 @dataclass
@@ -101,7 +112,7 @@ class RunDir:
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.path / "checkpoints"
+        return self.path / CHECKPOINTS
 
     def is_run(self) -> bool:
         """Does it hold run.json (a pretraining, classify or converted run)?"""
@@ -110,7 +121,7 @@ class RunDir:
     def has_checkpoint(self) -> bool:
         """Does it hold a complete checkpoint (so it is a run worth keeping)?"""
         d = self.checkpoint_dir
-        return d.is_dir() and any(p.is_dir() and _CHECKPOINT.fullmatch(p.name)
+        return d.is_dir() and any(p.is_dir() and checkpoint_step(p.name) is not None
                                   for p in d.iterdir())
 
     def foreign(self) -> list[str]:
