@@ -49,7 +49,8 @@ from bertcore.data.imdb import (IMDB_MD5, IMDB_SHA256, IMDB_SPLITS, IMDB_URL, do
 from bertcore.data.hfdata import (HUB_PREFIX, add_dataset_flags, iter_hub, iter_saved_dataset,
                                   parse_hub, saved_identity, saved_kind)
 from bertcore.data.readers import (TABLES, TEXT_COLUMN, corpus_files, format_of, glob_files,
-                                   is_glob, iter_file, iter_files, read_text_file, total_bytes)
+                                   is_glob, iter_file, iter_files, read_text_file, total_bytes,
+                                   unreadable)
 from bertcore.errors import UserError, cli_entry
 from bertcore.files import cache_root
 
@@ -110,8 +111,27 @@ def iter_documents(source: str, text_column: str | None = None,
     the corpora that have them.
 
     The path (and a dataset's split and column) is checked now; an empty corpus raises
-    UserError when iteration ends with nothing.
+    UserError when iteration ends with nothing, and so does a file or folder that cannot be read
+    (now or while iterating).
     """
+    source = str(source)
+    if source.startswith(HUB_PREFIX):
+        return _documents(source, text_column, split)
+    try:
+        return _readable(_documents(source, text_column, split), source)
+    except OSError as e:   # a folder that cannot be looked into, a file that cannot be opened
+        raise unreadable(e, source) from None
+
+
+def _readable(docs: Iterator[str], source: str) -> Iterator[str]:
+    try:
+        yield from docs
+    except OSError as e:
+        raise unreadable(e, source) from None
+
+
+def _documents(source: str, text_column: str | None, split: str | None) -> Iterator[str]:
+    """`iter_documents` without its net for unreadable files."""
     source = str(source)
     column = text_column or TEXT_COLUMN
     if source.startswith(HUB_PREFIX):
@@ -159,6 +179,13 @@ def iter_documents(source: str, text_column: str | None = None,
 
 def corpus_bytes(source: str) -> int | None:
     """The text size of a file corpus when it is known before reading it (for an ETA)."""
+    try:
+        return _corpus_bytes(source)
+    except OSError as e:
+        raise unreadable(e, source) from None
+
+
+def _corpus_bytes(source: str) -> int | None:
     path = Path(str(source)).expanduser()
     if (source in ("builtin", "imdb") or str(source).startswith(HUB_PREFIX) or saved_kind(path)
             or (path.is_dir() and find_aclimdb(path))):
@@ -183,7 +210,13 @@ def corpus_key(source: str, text_column: str | None = None, split: str | None = 
     under the same name is not noticed: delete its entries in the cache (named hf-NAME-...) to
     read it again.
     """
-    source = str(source)
+    try:
+        return _corpus_key(str(source), text_column, split)
+    except OSError as e:
+        raise unreadable(e, source) from None
+
+
+def _corpus_key(source: str, text_column: str | None, split: str | None) -> str:
     if source == "builtin":
         # The built-in corpus is read from this Python's standard library.
         return f"builtin-py{sys.version_info.major}{sys.version_info.minor}"

@@ -14,8 +14,10 @@ a .txt file (a blank line between them) read back as the same strings.
 Everything streams: a line, a row group, a memory-mapped record batch or a decompression buffer
 at a time, so memory does not grow with the file. A folder means every such file below it,
 sorted, recursive (names starting with `.` skipped); a glob pattern (`data/*.parquet`,
-`shards/**/*.jsonl.gz`) every matching file, sorted. Bad bytes, bad JSON, corrupt compression or
-a Parquet/Arrow file without the string text column raise UserError naming the file and the fix.
+`shards/**/*.jsonl.gz`) every matching file, sorted. Bad bytes, bad JSON, corrupt compression,
+a Parquet/Arrow file without the string text column, or a file or folder that cannot be read
+(permissions, a folder where a file should be, a disk error) raise UserError naming the path and
+the fix.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import glob
 import gzip
 import io
 import json
+import os
 import zlib
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -53,6 +56,21 @@ def _not_utf8(path: Path, offset: int, byte: int) -> UserError:
     return UserError(
         f"{path} is not UTF-8 text (byte 0x{byte:02x} at byte offset {offset}). Convert it, "
         f"e.g. `iconv -f latin1 -t utf-8 {path} > {path.stem}.utf8{path.suffix}`")
+
+
+def unreadable(e: OSError, path: object = None) -> UserError:
+    """The one line for a corpus file or folder that cannot be read (`e`: the OSError)."""
+    where = e.filename if e.filename is not None else path
+    if isinstance(e, IsADirectoryError):
+        return UserError(f"corpus file {where} is a folder; pass the folder itself as --corpus "
+                         f"(every corpus file below it is read), or a file")
+    if isinstance(e, PermissionError) and where is not None:
+        try:    # a file in a folder that cannot be looked into: the folder is the one to name
+            os.listdir(Path(where).parent)
+        except OSError:
+            where = Path(where).parent
+    return UserError(f"cannot read {where} ({e.strerror or e}); make it readable (check its "
+                     f"permissions) or leave it out of --corpus")
 
 
 def _open(path: Path) -> BinaryIO:
@@ -94,10 +112,15 @@ def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
                 yield number, line.rstrip("\r\n")
     except (gzip.BadGzipFile, EOFError, zlib.error, zstd_error) as e:
         raise _corrupt(path, e) from None
+    except OSError as e:
+        raise unreadable(e, path) from None
 
 
 def read_text_file(path: Path) -> str:
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise unreadable(e, path) from None
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -246,11 +269,19 @@ def iter_file(path: Path, column: str = TEXT_COLUMN) -> Iterator[str]:
     return iter_txt(path) if k[0] == "txt" else iter_jsonl(path)
 
 
+def _raise(e: OSError) -> None:
+    raise unreadable(e)
+
+
 def corpus_files(root: Path) -> list[Path]:
-    """The corpus files below a folder, sorted, recursive, hidden names skipped."""
-    return [p for p in sorted(root.rglob("*"))
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-            and format_of(p) is not None]
+    """The corpus files below a folder, sorted, recursive, hidden names skipped (symbolic links
+    to folders not followed). A folder that cannot be listed is an error, not an empty one."""
+    found = []
+    for folder, dirs, files in os.walk(root, onerror=_raise):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [p for p in (Path(folder) / f for f in files)
+                  if not p.name.startswith(".") and format_of(p) is not None and p.is_file()]
+    return sorted(found)
 
 
 def glob_files(pattern: str) -> list[Path]:
