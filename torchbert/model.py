@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -465,11 +466,17 @@ def _as_numpy(t: Any) -> Any:
 
 
 def _unpickling_reason(e: Exception) -> str:
-    """The line of torch.load's error that says why, without its advice to turn weights_only
-    off (which would run the code the file may carry)."""
+    """Why torch.load refused a file, in our words: the Python object the pickle names (code a
+    weights file never needs), or else the first line of torch's reason. Never torch's advice to
+    allowlist that object or to turn weights_only off: either would run the code the file may
+    carry."""
+    m = re.search(r"GLOBAL ([\w.]+)", str(e))
+    if m:
+        return (f"it is a pickle that calls {m.group(1)}, which is no tensor or number: loading "
+                f"it could run code")
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    why = [ln for ln in lines if "weights_only" not in ln and "torch.load" not in ln
-           and not ln.startswith("Weights only load failed")]
+    why = [ln for ln in lines if not any(w in ln for w in (
+        "weights_only", "torch.load", "safe_globals", "allowlist", "Weights only load failed"))]
     return (why or [type(e).__name__])[0].removeprefix("WeightsUnpickler error: ")
 
 
@@ -485,8 +492,10 @@ def read_hf_weights(path: Path) -> tuple[dict[str, Any], Path]:
             # weights_only=True: the restricted unpickler that refuses arbitrary code.
             state = torch.load(binary, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise UserError(f"{binary} could not be loaded safely with weights_only=True "
-                            f"({_unpickling_reason(e)}); use a model.safetensors instead")
+            raise UserError(f"{binary} is refused: torch.load with weights_only=True, which "
+                            f"reads tensors only, could not read it ({_unpickling_reason(e)}); "
+                            f"it was not loaded. Use a model.safetensors of these weights "
+                            f"(safetensors holds no code)")
         if not isinstance(state, dict):
             raise UserError(f"{binary} does not hold a state dict")
         return state, binary
