@@ -7,11 +7,16 @@ error of a checkpoint that could not be written.
     hold_lock(path) / release_lock(s)       a command's exclusive hold (a run directory), never
                                             waited for: a second writer is refused
     check_apart(out, inputs)                an output is never an input, nor inside one
+    Output / check_output / replace_output  the one --overwrite of every command: a target that
+                                            holds what the command does not write is refused,
+                                            and the new output replaces the old in one swap
     cache_root()                            where tokenizers, shards, downloads and caches live
     format_bytes / free_bytes / warn_if_low_space
     CheckpointWriteError / write_failure / os_error_in
                                             a save that failed (disk full, permissions, I/O),
                                             reported in one line with its exit code
+    writing(path, what)                     the same for any other output (prepare, tokenizer,
+                                            convert): one line, no traceback
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ import re
 import shutil
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import AbstractSet, Any, Callable, Iterator
 
 from bertcore.errors import UserError, at_command_end
 
@@ -36,11 +42,14 @@ except ImportError:   # not on Windows: concurrent builders then both build
 # ---- atomic writes and locks --------------------------------------------------------------------
 
 @contextmanager
-def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, is_dir: bool = False,
+                before_swap: Callable[[], None] | None = None) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; on success rename it onto `path`, on failure delete it.
 
     Whatever stood at `path` before stays untouched until the new file or directory is complete,
-    so an interrupted write never leaves a half-written file where a good one was.
+    so an interrupted write never leaves a half-written file where a good one was; a directory
+    that cannot be swapped in puts the old one back. `before_swap()` runs once the new one is
+    complete, just before the swap: it may refuse it (by raising; the old one then stays).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,11 +64,18 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]
         tmp = Path(name)
     try:
         yield tmp
+        if before_swap is not None:
+            before_swap()
         if is_dir:
-            if path.exists():
+            if path.exists() or path.is_symlink():
                 old = path.with_name(f".{path.name}.old-{os.getpid()}")
+                _remove(old)    # a leftover of this pid's earlier, killed swap
                 path.rename(old)
-                tmp.rename(path)
+                try:
+                    tmp.rename(path)
+                except BaseException:
+                    old.rename(path)    # the old one comes back
+                    raise
                 _remove(old)    # a directory, or a file that the new directory replaces
             else:
                 tmp.rename(path)
@@ -232,6 +248,75 @@ def check_apart(out: str | os.PathLike, inputs: dict[str, "str | os.PathLike | N
     return out
 
 
+# ---- outputs a command replaces (--overwrite) ---------------------------------------------------
+
+# Temporary entries of an interrupted write, inside an output directory: atomic_path's
+# `.NAME.tmp-PID-*` / `.NAME.old-PID` (a tokenizer/ or a file written in place) and RunDir.create's
+# `.new-PID` / `.old-PID`. They are nobody's work: no check counts them as the user's.
+TEMP_ENTRY = re.compile(r"\.((new|old)-\d+|.+\.tmp-.+|.+\.old-\d+)")
+
+
+@dataclass(frozen=True)
+class Output:
+    """What one command writes in its output directory, named by the module that owns the
+    layout (a RUNDIR: bertcore.train.rundir; a data directory: bertcore.data.shards; a tokenizer:
+    bertcore.data.tokenizer; a Hugging Face directory: bertcore.hf). Anything else in the
+    directory is the user's, and no command deletes it, --overwrite or not.
+
+    `noun` ("a run", "a tokenizer") names the output in messages; `entries` are the names it
+    writes, `patterns` the names it writes by number (tokens-00000.bin)."""
+    noun: str
+    entries: AbstractSet[str]
+    patterns: tuple[str, ...] = ()
+
+    def owns(self, name: str) -> bool:
+        return (name in self.entries or TEMP_ENTRY.fullmatch(name) is not None
+                or any(re.fullmatch(p, name) for p in self.patterns))
+
+    def foreign(self, path: str | os.PathLike) -> list[str]:
+        """The entries of directory `path` that are not this output's (the user's), sorted."""
+        p = Path(path)
+        if not p.is_dir():
+            return []
+        return sorted(e.name for e in p.iterdir() if not self.owns(e.name))
+
+
+def check_output(path: str | os.PathLike, output: Output, overwrite: bool | None = None,
+                 flag: str = "--out") -> Path:
+    """May `output` be written at `path`? The check every command that writes a directory makes
+    before it reads or writes anything. Refuses a file, and a directory holding entries that are
+    not `output`'s (even with --overwrite: naming up to 3 of them and the fix); with `overwrite`
+    given (not None), also a non-empty directory without it. Reads only. Returns `path`."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{flag} {p} is a file; {flag} names {output.noun} directory: choose "
+                        f"another {flag}")
+    foreign = output.foreign(p)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise UserError(f"{p} already holds files that are not {output.noun}'s ({shown}); "
+                        f"--overwrite replaces only {output.noun}, so choose another {flag} (or "
+                        f"move those files away)")
+    if overwrite is False and p.is_dir() and any(not TEMP_ENTRY.fullmatch(e.name)
+                                                 for e in p.iterdir()):
+        raise UserError(f"{p} already exists; pass --overwrite to replace it, or choose another "
+                        f"{flag}")
+    return p
+
+
+@contextmanager
+def replace_output(path: str | os.PathLike, output: Output, flag: str = "--out"
+                   ) -> Iterator[Path]:
+    """Yield an empty directory beside `path` to build the new `output` in; when the block ends
+    it is swapped in for whatever `path` held (`atomic_path`): the old output stays until the
+    new one is complete and in place, and comes back if the swap fails; if the block fails, the
+    new one is deleted and the old one never moved. Just before the swap `path` is checked again
+    (`check_output`): a file the user put there meanwhile refuses the swap, never is deleted."""
+    with atomic_path(path, is_dir=True,
+                     before_swap=lambda: check_output(path, output, flag=flag)) as tmp:
+        yield tmp
+
+
 def _glob_root(p: Path) -> Path:
     """The directory a glob pattern (data/*.parquet, shards/**/*.jsonl) searches; else `p`."""
     parts = p.parts
@@ -294,7 +379,7 @@ class CheckpointWriteError(UserError):
 
 
 # The errors a failed write reports that `write_failure` gives advice for.
-_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EIO, errno.EPERM)
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EIO, errno.EPERM)
 
 
 def os_error_in(e: BaseException) -> OSError | None:
@@ -317,8 +402,8 @@ def os_error_from_message(text: str) -> OSError | None:
     The one place that reads an error's text: tensorstore, which writes jaxbert's checkpoints,
     reports a failed write as a ValueError whose message quotes the operating system's strerror
     and carries no errno and no OSError cause, so the text is all there is. Only the errnos a
-    write reports are looked for (`_WRITE_ERRNOS`)."""
-    for code in _WRITE_ERRNOS:
+    write reports are looked for (`WRITE_ERRNOS`)."""
+    for code in WRITE_ERRNOS:
         if os.strerror(code) in text:
             return OSError(code, os.strerror(code))
     return None
@@ -339,3 +424,40 @@ def write_failure(e: OSError, path: str | os.PathLike, needed: int | None,
             "; there is no earlier checkpoint")
     msg += "; free space or fix the directory, then --resume"
     return CheckpointWriteError(msg)
+
+
+# ---- other outputs that fail ------------------------------------------------------------------
+
+def write_error(e: OSError, path: str | os.PathLike, what: str, kept: bool) -> UserError:
+    """The one-line error for output `what` (a data directory, a tokenizer) that could not be
+    written to `path`: the reason, the space on a full disk, and whether the old `path` is kept."""
+    reason = e.strerror or str(e)
+    msg = f"could not write {what} {path}: {reason}"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = free_bytes(path)
+        msg += f" ({format_bytes(free) if free is not None else 'unknown'} free)"
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        where = e.filename or Path(path).parent
+        msg += f" (check the permissions of {where})"
+    msg += (f"; the earlier {path} is kept as it was" if kept else "; nothing was left behind")
+    msg += "; free space or fix the directory, then run the command again"
+    return UserError(msg)
+
+
+@contextmanager
+def writing(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Run a block that writes output `path`: a write that fails there (disk full, quota,
+    read-only disk, permissions, I/O error, whatever wraps the OSError) becomes one line
+    (`write_error`) instead of a traceback. Whatever wrote `path` inside the block must leave it
+    as it was on failure (`replace_output`, `atomic_path`); errors that are no failed write (a
+    bug, a UserError) pass unchanged."""
+    existed = Path(path).exists()
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as e:
+        err = os_error_in(e)
+        if err is None or err.errno not in WRITE_ERRNOS:
+            raise
+        raise write_error(err, path, what, kept=existed and Path(path).exists()) from None

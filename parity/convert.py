@@ -16,9 +16,10 @@ from pathlib import Path
 
 from bertcore.config import arch_of
 from bertcore.errors import UserError, cli_entry
-from bertcore.files import atomic_path, check_apart
+from bertcore.files import check_apart, check_output, replace_output, writing
+from bertcore.hf import HF_OUTPUT
 from bertcore.modeldir import ModelDir
-from bertcore.train.rundir import FRAMEWORKS, RunDir, copy_tree
+from bertcore.train.rundir import FRAMEWORKS, RUN_OUTPUT, RunDir, copy_tree
 
 from .state import (TrainingState, open_source, pretraining_card_of, read_hf, write_hf,
                     write_hf_classifier)
@@ -66,7 +67,9 @@ def convert(src: str | Path, dst: str | Path, to: str, step: int | None = None,
     """Convert SRC into DST for `to` ("torch" | "jax" | "hf"); see `python -m parity.convert -h`.
 
     Everything is read and checked before anything is written; DST appears complete or not at
-    all (written into a temporary sibling, renamed into place)."""
+    all (written into a temporary sibling, swapped into place: bertcore.files.replace_output),
+    and --overwrite replaces only what convert writes (a run, a Hugging Face directory), never a
+    user's files."""
     if to not in (*FRAMEWORKS, "hf"):
         raise UserError(f"--to {to!r}: choose torch, jax or hf")
     src, dst = Path(src), Path(dst)
@@ -77,19 +80,18 @@ def convert(src: str | Path, dst: str | Path, to: str, step: int | None = None,
         raise UserError(f"--step applies to run directories; {src} is a Hugging Face BERT "
                         f"directory with a single set of weights")
     root, run = md.path, md.run
+    whole_state = run is not None and to in FRAMEWORKS
     check_apart(dst, {"SRC": src, "its run": root}, out_flag="DST")
-    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())) and not overwrite:
-        raise UserError(f"{dst} already exists; pass --overwrite to replace it, or choose "
-                        f"another DST")
+    output = RUN_OUTPUT if whole_state else HF_OUTPUT
+    check_output(dst, output, overwrite=overwrite, flag="DST")
     state = read_state(md, step)
     for note in state.notes:
         logger.info(note)
-    whole_state = run is not None and to in FRAMEWORKS
     target = RunDir(dst)
     if target.is_run():
         target.lock()    # --overwrite of a run: never while a process is writing it
     try:
-        with atomic_path(dst, is_dir=True) as tmp:
+        with writing(dst, "the converted model"), replace_output(dst, output, flag="DST") as tmp:
             if whole_state:
                 write_rundir(tmp, to, state, md)
             else:
@@ -128,10 +130,9 @@ def convert_classifier(src: ModelDir, dst: Path, to: str, step: int | None, over
         raise UserError(f"--step does not apply to a classifier; {src.path} exports its best "
                         f"epoch")
     check_apart(dst, {"SRC": src.path}, out_flag="DST")
-    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())) and not overwrite:
-        raise UserError(f"{dst} already exists; pass --overwrite to replace it, or choose "
-                        f"another DST")
-    logger.info(write_hf_classifier(src, dst))
+    check_output(dst, HF_OUTPUT, overwrite=overwrite, flag="DST")
+    with writing(dst, "the converted model"):
+        logger.info(write_hf_classifier(src, dst))
     return dst
 
 

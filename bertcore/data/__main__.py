@@ -10,32 +10,39 @@ import argparse
 import logging
 import time
 
-from bertcore.config import TrainConfig
+from bertcore.config import ModernBertConfig, TrainConfig
 from bertcore.data.prepare import prepare
-from bertcore.data.shards import Shards
+from bertcore.data.shards import DATA_OUTPUT, Shards
 from bertcore.data.tokenizer import load_tokenizer
 from bertcore.errors import HelpFormatter, UserError, cli_entry
-from bertcore.files import check_apart
+from bertcore.files import check_apart, check_output, writing
 
 logger = logging.getLogger(__name__)
+
+# prepare --seq-len: a training seq-len, from TrainConfig's least to the longest position table
+# of any model (ModernBERT's).
+SEQ_LEN_MIN, SEQ_LEN_MAX = 8, ModernBertConfig.max_position_embeddings
 
 
 def _prepare(args: argparse.Namespace) -> int:
     from bertcore.data.corpus import corpus_bytes, iter_documents
 
-    corpus = None if args.corpus in ("builtin", "imdb") else args.corpus
-    out = check_apart(args.out, {"--corpus": corpus, "--tokenizer": args.tokenizer})
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise UserError(f"{out} already exists; pass --overwrite to replace it or pick another "
-                        f"--out")
-    tok = load_tokenizer(args.tokenizer)
+    if args.seq_len is not None and not SEQ_LEN_MIN <= args.seq_len <= SEQ_LEN_MAX:
+        raise UserError(f"--seq-len {args.seq_len} is outside [{SEQ_LEN_MIN}, {SEQ_LEN_MAX}]: it "
+                        f"is the seq-len of the training runs whose first epoch to build (e.g. "
+                        f"128); leave it out to build none")
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers {args.workers} must be at least 1")
-    stats = prepare(iter_documents(args.corpus, args.text_column, args.split), tok, out,
-                    source=args.corpus,
-                    delimiters=args.delimiters, progress=not args.no_progress,
-                    workers=args.workers, eval_fraction=args.eval_fraction,
-                    total_bytes=corpus_bytes(args.corpus))
+    corpus = None if args.corpus in ("builtin", "imdb") else args.corpus
+    out = check_apart(args.out, {"--corpus": corpus, "--tokenizer": args.tokenizer})
+    check_output(out, DATA_OUTPUT, overwrite=args.overwrite)
+    tok = load_tokenizer(args.tokenizer)
+    with writing(out, "the data directory"):   # prepare swaps it in complete, or leaves the old
+        stats = prepare(iter_documents(args.corpus, args.text_column, args.split), tok, out,
+                        source=args.corpus,
+                        delimiters=args.delimiters, progress=not args.no_progress,
+                        workers=args.workers, eval_fraction=args.eval_fraction,
+                        total_bytes=corpus_bytes(args.corpus))
     logger.info(f"{stats.documents} documents, {stats.sentences} sentences, {stats.tokens} tokens "
                 f"from {stats.text_bytes / 1e6:.1f} MB of text in {stats.seconds:.1f}s "
                 f"({stats.mb_per_second:.2f} MB/s) -> {out}")

@@ -27,7 +27,7 @@ import numpy as np
 from bertcore.config import TrainConfig
 from bertcore.data.instances import LABEL, epoch_order, instance_rows
 from bertcore.data.masking import assemble, mask_tokens
-from bertcore.data.shards import Shards
+from bertcore.data.shards import EPOCHS_DIR, Shards
 from bertcore.data.tokenizer import WordPiece
 from bertcore.errors import UserError
 from bertcore.files import cache_root
@@ -112,7 +112,7 @@ def epoch_cache_dir(shards: Shards) -> Path:
     (prepare replaces the whole directory, cache included), else a folder of the cache root
     named by the directory's path and its meta.json's identity."""
     if os.access(shards.path, os.W_OK):
-        return shards.path / "epochs"
+        return shards.path / EPOCHS_DIR
     st = (shards.path / "meta.json").stat()
     ident = f"{shards.path.resolve()}|{st.st_ino}|{st.st_mtime_ns}|{st.st_size}"
     return cache_root() / "epochs" / hashlib.sha256(ident.encode()).hexdigest()[:16]
@@ -181,13 +181,28 @@ class BatchIterator(Iterator[dict]):
                                  self._instance_seed(), nsp=c.nsp,
                                  short_seq_prob=c.short_seq_prob, path=self._epoch_file())
             if len(starts) < self.global_batch:
-                raise UserError(
-                    f"the corpus in {self.shards.path} makes only {len(starts)} sequences of "
-                    f"seq-len {c.seq_len}, fewer than one batch of {self.global_batch}; "
-                    f"use a larger corpus or a smaller --batch-size")
+                raise UserError(self._too_few(len(starts)))
             self._starts, self._starts_epoch = starts, self.epoch
             self._window = -1
         return self._starts
+
+    def _too_few(self, n: int) -> str:
+        """Why an epoch has fewer sequences than one batch, and the fix. A sequence starts at a
+        sentence and a sentence longer than it is cut, so a corpus whose sentences are long
+        (text without sentence ends or line breaks) makes few sequences however large it is."""
+        c, meta = self.cfg, self.shards.meta
+        head = (f"the corpus in {self.shards.path} makes only {n} sequences of seq-len "
+                f"{c.seq_len}, fewer than one batch of {self.global_batch}")
+        sentences, tokens = max(self.shards.num_sentences, 1), len(self.shards.tokens)
+        if tokens / sentences <= c.seq_len:
+            return f"{head}; use a larger corpus or a smaller --batch-size"
+        prepare = "python -m bertcore.data prepare"
+        return (f"{head}, though it holds {tokens} tokens: each sequence starts at a sentence "
+                f"and a longer sentence is cut, and its {self.shards.num_sentences} sentences "
+                f"average {tokens // sentences} tokens (--delimiters "
+                f"{meta.get('delimiters', '.?!')!r} found few sentence ends); give the text "
+                f"line breaks between sentences, or {prepare} it with --delimiters that end its "
+                f"sentences")
 
     def _epoch_file(self) -> Path | None:
         """This epoch's file in the epoch cache, named by everything that shapes the epoch; the

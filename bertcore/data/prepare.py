@@ -5,8 +5,9 @@ The parent process reads documents (any reader of bertcore.data.corpus) and hand
 megabyte of text to `workers` processes, which split sentences and tokenize; results come back in
 order and are appended to the shard files and the int64 offset files. At most two chunks per
 worker are in flight, so memory stays flat however large the corpus is. Everything is written
-under a temporary name and renamed when complete: an interrupted prepare leaves nothing behind
-and never touches an existing directory.
+under a temporary name and swapped in when complete (bertcore.files.replace_output): an
+interrupted or failed prepare leaves nothing behind and never touches an existing directory, and
+one that holds files prepare does not write is refused, never replaced.
 
 With `eval_fraction` F, each document goes to a held-out split when a hash of its text falls
 below F: deterministic, independent of the corpus order and of `workers`, and the same text
@@ -30,11 +31,11 @@ from typing import Iterable, Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
-from bertcore.data.shards import (DOC_OFFSETS, EVAL_DIR, FORMAT, META, OFFSET_DTYPE, SENT_OFFSETS,
-                                  TOKENIZER_DIR, shard_file, token_dtype)
+from bertcore.data.shards import (DATA_OUTPUT, DOC_OFFSETS, EVAL_DIR, FORMAT, META, OFFSET_DTYPE,
+                                  SENT_OFFSETS, TOKENIZER_DIR, shard_file, token_dtype)
 from bertcore.data.tokenizer import BatchIds, WordPiece
 from bertcore.errors import UserError
-from bertcore.files import atomic_path
+from bertcore.files import replace_output
 
 SHARD_TOKENS = 1 << 28      # start a new shard file after ~268M tokens (512 MB at uint16)
 CHUNK_CHARS = 1 << 20       # text handed to a worker at a time
@@ -210,7 +211,7 @@ def prepare(documents: Iterable[str], tokenizer: WordPiece, out_dir: str | Path,
     start = time.perf_counter()
     bar = tqdm(desc="tokenizing", total=total_bytes, unit="B", unit_scale=True,
                disable=not progress, mininterval=0.5)
-    with atomic_path(out_dir, is_dir=True) as tmp:
+    with replace_output(out_dir, DATA_OUTPUT) as tmp:
         train = _Writer(tmp, dtype, shard_tokens)
         held = _Writer(tmp / EVAL_DIR, dtype, shard_tokens) if eval_fraction > 0 else None
         args = (delimiters, dtype.name, eval_fraction)

@@ -11,6 +11,8 @@ A data directory (format twinbert-shards-v2) holds
     tokenizer/            a copy of the tokenizer that made the ids (so the directory stands alone)
     eval/                 optional (prepare --eval-fraction): the held-out documents, a complete
                           data directory of its own
+    epochs/               optional: the epoch orders training builds (bertcore.data.instances)
+Nothing else: `prepare --overwrite` replaces only these (DATA_OUTPUT), never a user's files.
 Offsets are int64 and computed once by `prepare` (bertcore.data.prepare, the writer, which takes the
 names and types below from here), so opening the data is O(1) in memory: everything here is
 memory-mapped, shared through the page cache by every rank on a host, and nothing limits a
@@ -26,7 +28,7 @@ import numpy as np
 
 from bertcore.data.tokenizer import WordPiece, load_tokenizer
 from bertcore.errors import UserError
-from bertcore.files import cache_root
+from bertcore.files import Output, cache_root
 
 # ---- the format: what prepare writes and Shards reads -------------------------------------------
 FORMAT = "twinbert-shards-v2"
@@ -36,6 +38,14 @@ DOC_OFFSETS = "doc_offsets.bin"
 OFFSET_DTYPE = np.dtype(np.int64)
 TOKENIZER_DIR = "tokenizer"
 EVAL_DIR = "eval"
+EPOCHS_DIR = "epochs"
+SHARD_FILE = r"tokens-\d{5,}\.bin"
+# A data directory as prepare's output: what `prepare --overwrite` (and the cache, rebuilding an
+# old one) may replace; the files of format v1 too.
+DATA_OUTPUT = Output("a prepared data directory",
+                     frozenset({META, SENT_OFFSETS, DOC_OFFSETS, TOKENIZER_DIR, EVAL_DIR,
+                                EPOCHS_DIR, "tokens.bin", "sent_lens.bin", "doc_sents.bin"}),
+                     (SHARD_FILE,))
 
 
 def shard_file(index: int) -> str:
@@ -137,13 +147,19 @@ class Shards:
             self.doc_offsets = np.memmap(path / DOC_OFFSETS, dtype=OFFSET_DTYPE, mode="r")
         except (OSError, ValueError) as e:
             raise UserError(f"cannot read the offsets in {path} ({e}); {again}")
-        # O(1) checks only: reading every offset would cost what memory-mapping saves.
         if (len(self.tokens) != meta["tokens"] or len(self.sent_offsets) != meta["sentences"] + 1
                 or len(self.doc_offsets) != meta["documents"] + 1
                 or self.sent_offsets[0] != 0 or self.sent_offsets[-1] != meta["tokens"]
                 or self.doc_offsets[0] != 0 or self.doc_offsets[-1] != meta["sentences"]):
             raise UserError(f"the data in {path} does not match its meta.json (truncated or "
                             f"edited files); {again}")
+        # Offsets that go back (a corrupted byte) would cut sentences of negative length or
+        # beyond the tokens; with the ends checked above, rising everywhere keeps each within.
+        for name, off in ((SENT_OFFSETS, self.sent_offsets), (DOC_OFFSETS, self.doc_offsets)):
+            at = first_descent(off)
+            if at is not None:
+                raise UserError(self.damaged(f"{name} goes back at entry {at + 1}: "
+                                             f"{int(off[at])} then {int(off[at + 1])}"))
 
     def damaged(self, found: str) -> str:
         """What to say about token files found damaged while reading them (FOUND: what was
@@ -175,6 +191,22 @@ class Shards:
         m = self.meta
         return (f"Shards({str(self.path)!r}: {m['documents']} documents, {m['sentences']} "
                 f"sentences, {m['tokens']} tokens)")
+
+
+OFFSETS_BLOCK = 1 << 22     # offsets read at a time by `first_descent` (32 MB of int64)
+
+
+def first_descent(offsets: np.ndarray, block: int = OFFSETS_BLOCK) -> int | None:
+    """The first i where offsets[i + 1] < offsets[i], or None when they never go back: block by
+    block through the memory map (8 bytes a sentence read once, in memory one block at a time),
+    so opening a corpus of a billion sentences costs a second, not its size in memory."""
+    n = len(offsets)
+    for lo in range(0, max(n - 1, 0), block):
+        a = np.asarray(offsets[lo:min(lo + block + 1, n)])
+        bad = np.flatnonzero(a[1:] < a[:-1])
+        if len(bad):
+            return lo + int(bad[0])
+    return None
 
 
 def dir_is_prepared(path: str | Path) -> bool:

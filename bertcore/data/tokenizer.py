@@ -24,12 +24,17 @@ from tokenizers import (Tokenizer, decoders, models, normalizers, pre_tokenizers
                         trainers)
 
 from bertcore.errors import UserError, cli_entry
-from bertcore.files import atomic_path, check_apart
+from bertcore.files import Output, atomic_path, check_apart, check_output, replace_output, writing
 
 logger = logging.getLogger(__name__)
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIALS = [PAD, UNK, CLS, SEP, MASK]
+# What `save` writes: a tokenizer directory as the output of `train --out` (what --overwrite may
+# replace).
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
+                   "special_tokens_map.json")
+TOKENIZER_OUTPUT = Output("a tokenizer", frozenset(TOKENIZER_FILES))
 
 
 class WordPiece:
@@ -91,22 +96,27 @@ class WordPiece:
     # ---- save -------------------------------------------------------------------------------
 
     def save(self, out_dir: str | Path) -> Path:
-        """Write tokenizer.json, vocab.txt, tokenizer_config.json, special_tokens_map.json."""
+        """Write tokenizer.json, vocab.txt, tokenizer_config.json, special_tokens_map.json
+        (TOKENIZER_FILES), atomically."""
         out_dir = Path(out_dir)
         with atomic_path(out_dir, is_dir=True) as tmp:
-            self.tokenizer.save(str(tmp / "tokenizer.json"))
-            (tmp / "vocab.txt").write_text("\n".join(self.tokens) + "\n", encoding="utf-8")
-            tok_config = {
-                "tokenizer_class": "BertTokenizer", "do_lower_case": self.lowercase,
-                "model_max_length": 512, "unk_token": UNK, "sep_token": SEP, "pad_token": PAD,
-                "cls_token": CLS, "mask_token": MASK, "strip_accents": None,
-                "tokenize_chinese_chars": True, "clean_up_tokenization_spaces": True,
-            }
-            (tmp / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n")
-            specials = {"unk_token": UNK, "sep_token": SEP, "pad_token": PAD, "cls_token": CLS,
-                        "mask_token": MASK}
-            (tmp / "special_tokens_map.json").write_text(json.dumps(specials, indent=2) + "\n")
+            self.write_files(tmp)
         return out_dir
+
+    def write_files(self, folder: Path) -> None:
+        """`save`'s files, into the existing directory `folder`."""
+        self.tokenizer.save(str(folder / "tokenizer.json"))
+        (folder / "vocab.txt").write_text("\n".join(self.tokens) + "\n", encoding="utf-8")
+        tok_config = {
+            "tokenizer_class": "BertTokenizer", "do_lower_case": self.lowercase,
+            "model_max_length": 512, "unk_token": UNK, "sep_token": SEP, "pad_token": PAD,
+            "cls_token": CLS, "mask_token": MASK, "strip_accents": None,
+            "tokenize_chinese_chars": True, "clean_up_tokenization_spaces": True,
+        }
+        (folder / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n")
+        specials = {"unk_token": UNK, "sep_token": SEP, "pad_token": PAD, "cls_token": CLS,
+                    "mask_token": MASK}
+        (folder / "special_tokens_map.json").write_text(json.dumps(specials, indent=2) + "\n")
 
 
 def _pipeline(tok: Tokenizer, lowercase: bool) -> Tokenizer:
@@ -125,11 +135,35 @@ def _pipeline(tok: Tokenizer, lowercase: bool) -> Tokenizer:
     return tok
 
 
+# Text handed to the trainer at a time: a longer document (50 MB without a newline) is cut at a
+# whitespace into pieces of at most this many characters. The trainer counts words, which never
+# span whitespace, so the vocabulary is the same; its memory is that of one piece's words, not
+# of the whole line's (3.6 GB for 50 MB of text as one string).
+TRAIN_PIECE_CHARS = 1 << 20
+_LAST_SPACE = re.compile(r"\s(?=\S*\Z)")
+
+
+def pieces(text: str, limit: int = TRAIN_PIECE_CHARS) -> Iterator[str]:
+    """`text` cut after a whitespace into pieces of at most `limit` characters (where a run of
+    `limit` characters holds no whitespace, inside it: a 'word' that long is [UNK] anyway)."""
+    start, n = 0, len(text)
+    while n - start > limit:
+        m = _LAST_SPACE.search(text, start, start + limit)
+        end = m.end() if m and m.end() > start else start + limit
+        yield text[start:end]
+        start = end
+    yield text[start:]
+
+
 def train_tokenizer(documents: Iterable[str], vocab_size: int, lowercase: bool = True,
                     min_frequency: int = 2) -> WordPiece:
-    """Train a WordPiece vocabulary of exactly `vocab_size` entries (specials first)."""
+    """Train a WordPiece vocabulary of `vocab_size` entries (specials first); fewer, with a
+    warning, when the corpus (or `min_frequency`) leaves fewer."""
     if vocab_size < len(SPECIALS) + 1:
         raise UserError(f"vocab-size={vocab_size} is too small; use at least a few thousand")
+    if isinstance(min_frequency, bool) or not isinstance(min_frequency, int) or min_frequency < 0:
+        raise UserError(f"--min-frequency {min_frequency} must be a count of at least 0 (pairs "
+                        f"seen fewer times are not merged; default 2)")
     tok = Tokenizer(models.WordPiece(unk_token=UNK, max_input_chars_per_word=100))
     tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
                                                 strip_accents=None, lowercase=lowercase)
@@ -142,7 +176,10 @@ def train_tokenizer(documents: Iterable[str], vocab_size: int, lowercase: bool =
     def counted(docs: Iterable[str]) -> Iterator[str]:
         for d in docs:
             seen[0] += 1
-            yield d
+            if len(d) > TRAIN_PIECE_CHARS:
+                yield from pieces(d, TRAIN_PIECE_CHARS)
+            else:
+                yield d
 
     tok.train_from_iterator(counted(documents), trainer)
     got = tok.get_vocab_size()
@@ -153,6 +190,14 @@ def train_tokenizer(documents: Iterable[str], vocab_size: int, lowercase: bool =
                         f"--vocab-size {max(got * 2, 1000)} or more")
     if seen[0] == 0 or got <= len(SPECIALS):
         raise UserError("the corpus gave no text to train the tokenizer on; check --corpus")
+    if got < vocab_size:
+        # The trainer stops when no pair of pieces occurs min_frequency times: a small corpus
+        # (its words all whole already), or a min_frequency too high for it (words left in
+        # pieces or single characters, a vocabulary a model learns little from).
+        logger.warning(f"warning: the tokenizer has only {got} of the {vocab_size} entries asked "
+                       f"for: no more pairs of pieces occur at least {min_frequency} times "
+                       f"(--min-frequency) in this corpus; lower --min-frequency or train on a "
+                       f"larger corpus to fill it (or pass --vocab-size {got} to mean it)")
     return WordPiece(_pipeline(tok, lowercase), lowercase)
 
 
@@ -333,14 +378,13 @@ def main(argv: list[str] | None = None) -> int:
 
     out = check_apart(args.out, {"--corpus": None if args.corpus in ("builtin", "imdb")
                                  else args.corpus})
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise UserError(f"{out} already exists; pass --overwrite to replace it or pick another "
-                        f"--out")
+    check_output(out, TOKENIZER_OUTPUT, overwrite=args.overwrite)
     start = time.perf_counter()
     wp = train_tokenizer(iter_documents(args.corpus, args.text_column, args.split),
                          args.vocab_size, lowercase=not args.no_lowercase,
                          min_frequency=args.min_frequency)
-    wp.save(out)
+    with writing(out, "the tokenizer"), replace_output(out, TOKENIZER_OUTPUT) as tmp:
+        wp.write_files(tmp)
     logger.info(f"trained a {wp.vocab_size}-entry WordPiece vocabulary on {args.corpus} in "
                 f"{time.perf_counter() - start:.1f}s -> {out} (fingerprint {wp.fingerprint})")
     return 0

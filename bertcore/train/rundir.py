@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from bertcore.config import ModelConfig, TrainConfig, load_model_config
 from bertcore.errors import UserError
-from bertcore.files import hold_lock, release_lock, write_text_atomic
+from bertcore.files import Output, check_output, hold_lock, release_lock, write_text_atomic
 from bertcore.train.metrics import read_metrics
 
 
@@ -56,9 +56,9 @@ CHECKPOINT_NAME = re.compile(r"step_(?P<torch>\d{8})|(?P<jax>\d+)")
 OWN_ENTRIES = frozenset({RUN_FILE, LOCK_FILE, "config.json", "train_config.json",
                          CLASSIFY_CONFIG, "tokenizer", "metrics.jsonl", SUMMARY,
                          "loss.png", "hf", "best", CHECKPOINTS, "tb", "wandb"})
-# Temporary entries of an interrupted write: atomic_path's `.NAME.tmp-*` / `.NAME.old-PID` and
-# `create`'s `.new-PID` / `.old-PID`.
-_TEMP = re.compile(r"\.((new|old)-\d+|.+\.tmp-.+|.+\.old-\d+)")
+# A run as the output of a command (bertcore.files' one --overwrite check); the temporary
+# entries of an interrupted write (`create`'s `.new-PID` / `.old-PID`, atomic_path's) are no one's.
+RUN_OUTPUT = Output("a run", OWN_ENTRIES)
 
 
 def checkpoint_step(name: str) -> int | None:
@@ -126,10 +126,7 @@ class RunDir:
 
     def foreign(self) -> list[str]:
         """The entries that are not a run's own (the user's files), sorted."""
-        if not self.path.is_dir():
-            return []
-        return sorted(p.name for p in self.path.iterdir()
-                      if p.name not in OWN_ENTRIES and not _TEMP.fullmatch(p.name))
+        return RUN_OUTPUT.foreign(self.path)
 
     def info(self) -> dict[str, Any]:
         """run.json as a dict (any task)."""
@@ -164,15 +161,7 @@ class RunDir:
         `overwrite`. A run without a checkpoint (set up by a command that then failed) is no run
         to protect: the corrected command replaces it. Reads only."""
         p = self.path
-        if p.exists() and not p.is_dir():
-            raise UserError(f"{flag} {p} is a file; {flag} names a run directory: choose "
-                            f"another {flag}")
-        foreign = self.foreign()
-        if foreign:
-            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
-            raise UserError(f"{p} already holds files that are not a run's ({shown}); "
-                            f"--overwrite replaces only a run, so choose another {flag} (or "
-                            f"move those files away)")
+        check_output(p, RUN_OUTPUT, flag=flag)     # a file, or the user's files
         if self.has_checkpoint() and not overwrite:    # run.json or not: checkpoints are work
             self.check_run_file(flag)
             raise UserError(f"{p} already holds another run; {resume_hint}--overwrite to "

@@ -252,8 +252,14 @@ def test_existing_destination_needs_overwrite(runs, tmp_path, capsys):
     assert [p.name for p in dst.iterdir()] == ["keep.txt"]
     fails(capsys, str(runs["torch"]), str(runs["torch"]), "--to", "jax",
           needles=("source itself",))
+    # --overwrite replaces only what convert writes, never the user's files (issue 34)
+    for to in ("jax", "hf"):
+        fails(capsys, str(runs["torch"]), str(dst), "--to", to, "--overwrite",
+              needles=("keep.txt", "move those files away"))
+        assert [p.name for p in dst.iterdir()] == ["keep.txt"]
+    (dst / "keep.txt").unlink()
     assert C.main([str(runs["torch"]), str(dst), "--to", "hf", "--overwrite"]) == 0
-    assert (dst / "model.safetensors").is_file() and not (dst / "keep.txt").exists()
+    assert (dst / "model.safetensors").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no temp dirs left
 
 
