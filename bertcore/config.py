@@ -16,6 +16,7 @@ from typing import Any
 
 from bertcore.errors import UserError
 from bertcore.files import write_text_atomic
+from bertcore.flags import check_fields
 
 # Google's BERT miniatures (Turc et al. 2019) plus base and large. FFN width is 4 * hidden.
 PRESETS: dict[str, tuple[int, int, int]] = {
@@ -460,32 +461,11 @@ class TrainConfig:
 
     def validate(self, model: "ModelConfig | None" = None) -> None:
         """Every check on these settings, for both twins: each flag's range and type (a hand-edited
-        train_config.json too), so a bad value is refused before a run writes anything."""
-        def flag(name: str) -> str:
-            return name.replace("_", "-")
-
-        def integer(name: str, low: int) -> None:
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < low:
-                what = "a positive integer" if low == 1 else f"an integer >= {low}"
-                raise UserError(f"{flag(name)}={v!r} must be {what}")
-
-        def number(name: str, low: float, high: float = math.inf, low_open: bool = False,
-                   high_open: bool = True) -> None:
-            v = getattr(self, name)
-            ok = is_number(v) and math.isfinite(v) and (low < v if low_open else low <= v) and \
-                (v < high if high_open else v <= high)
-            if not ok:
-                span = (f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-                        if high < math.inf else f"{'> ' if low_open else '>= '}{low:g}")
-                raise UserError(f"{flag(name)}={v!r} must be a finite number "
-                                f"{'in ' if high < math.inf else ''}{span}")
-
-        for name in ("batch_size", "max_predictions", "steps", "grad_accum", "log_every",
-                     "checkpoint_every", "keep_checkpoints"):
-            integer(name, 1)
-        for name in ("seq_len", "warmup_steps", "seed"):
-            integer(name, 0)
+        train_config.json too; the ranges are bertcore.flags.RANGES, which the flag stage checks
+        too), so a bad value is refused before a run writes anything."""
+        check_fields(self, ("batch_size", "max_predictions", "steps", "grad_accum", "log_every",
+                            "checkpoint_every", "keep_checkpoints", "seq_len", "warmup_steps",
+                            "seed"))
         for name in ("whole_word_mask", "nsp", "dropout"):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"{name}={getattr(self, name)!r} must be true or false")
@@ -494,17 +474,11 @@ class TrainConfig:
         if self.max_predictions > self.seq_len:
             raise UserError(f"max-predictions={self.max_predictions} exceeds seq-len="
                             f"{self.seq_len}; lower --max-predictions")
-        number("mask_prob", 0.0, 1.0, low_open=True)
-        number("short_seq_prob", 0.0, 1.0, high_open=False)
+        check_fields(self, ("mask_prob", "short_seq_prob"))
         if self.schedule not in SCHEDULES:
             raise UserError(f"unknown schedule {self.schedule!r}; choose one of "
                             f"{', '.join(SCHEDULES)}")
-        number("lr", 0.0, low_open=True)
-        number("weight_decay", 0.0)
-        number("beta1", 0.0, 1.0)
-        number("beta2", 0.0, 1.0)
-        number("eps", 0.0, low_open=True)
-        number("grad_clip", 0.0)
+        check_fields(self, ("lr", "weight_decay", "beta1", "beta2", "eps", "grad_clip"))
         self.check_rows_divide(1, "process")
         if model is not None and self.seq_len > model.max_position_embeddings:
             raise UserError(f"seq-len={self.seq_len} exceeds the model's max_position_embeddings="

@@ -21,12 +21,30 @@ def configure_process(threads: int | None = None) -> None:
         torch.set_num_threads(threads)
 
 
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+
+
 def pick_device(name: str) -> torch.device:
+    """--device NAME as a torch.device: auto (cuda when there is one, else cpu), cpu, cuda,
+    cuda:N or mps; anything else, or a device this machine lacks, is a UserError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps") or \
+            (device.type != "cuda" and device.index not in (None, 0)):
+        raise UserError(f"--device {name}: not a device this command runs on; use {DEVICES}")
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name}: no CUDA device is available; use --device cpu")
-    return torch.device(name)
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA "
+                        f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {name}: MPS (Apple's GPU) is not available here; use --device "
+                        f"cpu")
+    return device
 
 
 def peak_device_memory_mb(device: torch.device) -> float | None:

@@ -37,11 +37,14 @@ import numpy as np
 from bertcore.classify.data import Classifier, Example, LabelMap, encode, evaluate, read_examples
 from bertcore.config import ModelConfig
 from bertcore.errors import UserError
+from bertcore.flags import check_fields, check_flags
 from bertcore.hf import (check_classifier_state, classifier_param_table, fresh_classifier_params,
                          head_prefixes, normalize_hf_names)
 from bertcore.train import init_from
 from bertcore.train.init_from import InitSource
-from bertcore.train.report import REPORT_TO_HELP
+from bertcore.train.cli import check_unheld, same_path
+from bertcore.train.report import REPORT_TO_HELP, parse_report_to
+from bertcore.train.rundir import RunDir
 from bertcore.train.schedule import warmup_linear
 
 
@@ -70,12 +73,11 @@ class ClassifyConfig:
                                                  total=total_steps, xp=xp)
 
     def validate(self) -> None:
-        for name in ("max_len", "batch_size", "epochs"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name.replace('_', '-')}={getattr(self, name)} must be >= 1")
-        if self.lr <= 0 or not 0 <= self.warmup_ratio < 1:
-            raise UserError(f"lr={self.lr} must be > 0 and warmup-ratio={self.warmup_ratio} in "
-                            f"[0, 1)")
+        """Each setting's range (bertcore.flags.RANGES, the table the flag stage and
+        TrainConfig use): a flag or an edited classify_config.json."""
+        check_fields(self, [f for f in FIELDS if f != "dropout"])
+        if not isinstance(self.dropout, bool):
+            raise UserError(f"dropout={self.dropout!r} must be true or false")
 
 
 FIELDS = [f.name for f in dataclasses.fields(ClassifyConfig)]
@@ -127,10 +129,56 @@ def initial_state(weights: dict[str, np.ndarray], src: InitSource, config: Model
 
 # ---- the command line -------------------------------------------------------------------------
 
+def check_classify_args(args: argparse.Namespace) -> None:
+    """The flag stage of both twins' classify commands (the parser runs it as it parses, before
+    anything is read or written): each number given against bertcore.flags.RANGES, the flags
+    that contradict each other, texts to predict that are empty."""
+    check_flags(args)
+    if args.cmd == "train":
+        if args.resume and args.overwrite:
+            raise UserError("--resume continues the run in RUNDIR and --overwrite replaces it; "
+                            "give one of them")
+        parse_report_to(getattr(args, "report_to", None))
+    if args.cmd == "predict":
+        empty = [i for i, text in enumerate(args.text, 1) if not text.strip()]
+        if empty:
+            raise UserError(f"predict: text {empty[0]} of {len(args.text)} is empty "
+                            f"({args.text[empty[0] - 1]!r}); give each text to classify as a "
+                            f"non-empty argument")
+
+
+def check_resume_args(args: argparse.Namespace, files: RunDir) -> None:
+    """`train --resume`'s checks that need RUNDIR, before the run is read: another process
+    holding it is named first; then --data, --validation or --init-from other than the run's
+    are refused (a resumed run keeps its own: they would be ignored)."""
+    check_unheld(files.path)
+    if not (files.path / "classify_config.json").is_file() or not files.is_run():
+        return      # ClassifyRun says what is missing
+    info = files.info()
+    run_init = (info.get("init_from") or {}).get("path")
+    for name, given, run in (("--data", args.data, info.get("data")),
+                             ("--validation", args.validation, info.get("validation")),
+                             ("--init-from", args.init_from, run_init)):
+        if given and not (run and same_path(given, run)):
+            verb = "started from" if name == "--init-from" else "trains on"
+            raise UserError(f"--resume: the run {verb} {run or 'no ' + name}, not {name} {given} "
+                            f"(a resumed run keeps its own); drop {name}, or start a new run "
+                            f"with --out")
+
+
+class ClassifyParser(argparse.ArgumentParser):
+    """The classify parser: its flags are checked as they are parsed (check_classify_args)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        ns, rest = super().parse_known_args(args, namespace)
+        check_classify_args(ns)
+        return ns, rest
+
+
 def parser(framework: str) -> argparse.ArgumentParser:
     """`python -m {framework}bert.classify`'s flags (framework: "torch" or "jax")."""
     prog = f"python -m {framework}bert.classify"
-    p = argparse.ArgumentParser(
+    p = ClassifyParser(
         prog=prog, description="Fine-tune BERT or ModernBERT for sequence classification (a "
         "classifier on the pooled [CLS], or ModernBERT's cls/mean pooling per its config's "
         "classifier_pooling: Hugging Face's BertForSequenceClassification or "
@@ -141,7 +189,8 @@ def parser(framework: str) -> argparse.ArgumentParser:
   {prog} predict runs/imdb "a wonderful film" "a dull, slow mess"
 data: an aclImdb tree (train|test x pos|neg), or .jsonl ({{"text", "label"}}, optional
 "text_pair") / .csv / .tsv (a header with text, label, optional text_pair columns)""")
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="{train,evaluate,predict}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="{train,evaluate,predict}",
+                           parser_class=argparse.ArgumentParser)   # checked once, by p
     t = sub.add_parser("train", help="fine-tune from a pretraining RUNDIR or a HF BERT or "
                                      "ModernBERT dir")
     t.add_argument("--init-from", metavar="DIR", help="a pretraining RUNDIR of this twin (its "
@@ -224,6 +273,10 @@ def run_predict(args: argparse.Namespace, clf: Classifier, logits: Logits) -> li
         examples = [Example(t) for t in args.text]
     if not examples:
         raise UserError("nothing to classify; pass texts or --file FILE")
+    empty = [i for i, e in enumerate(examples, 1) if not e.text.strip()]
+    if empty:
+        raise UserError(f"{args.file or 'predict'}: text {empty[0]} of {len(examples)} is empty; "
+                        f"give each text to classify some words")
     data = encode(clf.tokenizer, examples, None, clf.max_len)
     res = evaluate(logits, data, args.batch_size, len(clf.labels))
     rows = [{"text": e.text, "label": clf.labels.labels[int(p)],

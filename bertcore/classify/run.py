@@ -17,7 +17,8 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from bertcore.classify.cli import FIELDS, ClassifyConfig, InitSource, initial_state, resolve_init
+from bertcore.classify.cli import (FIELDS, ClassifyConfig, InitSource, check_resume_args,
+                                  initial_state, resolve_init)
 from bertcore.classify.data import (Encoded, LabelMap, encode, evaluate, hf_config, hold_out,
                                     is_aclimdb_path, read_examples, steps_per_epoch, train_batches,
                                     write_classifier_dir)
@@ -56,6 +57,7 @@ class ClassifyRun:
         self.src: InitSource | None = None
         given = {k: getattr(args, k) for k in FIELDS if getattr(args, k, None) is not None}
         if args.resume:
+            check_resume_args(args, self.files)   # who holds RUNDIR, then ignored data
             info = self._read_existing(framework)
             saved = ClassifyConfig(**_json(self.rundir / "classify_config.json"))
             changed = [k for k, v in given.items() if getattr(saved, k) != v]

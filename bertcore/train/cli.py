@@ -10,13 +10,26 @@ gave.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:     # Windows: no advisory locks (bertcore.files takes none either)
+    fcntl = None
 
 from bertcore.config import ARCHS, PRESETS, SCHEDULES, TrainConfig
 from bertcore.data.hfdata import add_dataset_flags
 from bertcore.errors import HelpFormatter, UserError
+from bertcore.files import Locked
+from bertcore.flags import check_flags
 from bertcore.train.recipes import RECIPES, apply_recipe, recipe_help
 from bertcore.train.report import REPORT_TO_HELP, parse_report_to
+from bertcore.train.rundir import LOCK_FILE, RunDir
 from bertcore.train.stopping import Stopper
+
+logger = logging.getLogger(__name__)
 
 _D = TrainConfig()  # the defaults shown in --help
 DEFAULT_PRESET = "tiny"
@@ -47,22 +60,117 @@ def resolve_pad_vocab(multiple: int | None, accelerator: bool) -> int:
 
 
 def check_train_args(args: argparse.Namespace) -> None:
-    """The checks on the flags that are not TrainConfig's (which `TrainConfig.validate` makes),
-    for both twins: `setup_run` calls it before it writes or deletes anything, so a usage error
-    never leaves a half-made run directory behind."""
-    def at_least(name: str, low: int, optional: bool = False) -> None:
+    """The flag stage of both twins' train command: every flag on its own (each number against
+    bertcore.flags.RANGES, the table ClassifyConfig and TrainConfig share) and together (a new
+    run's TrainConfig, the flags that contradict or would be ignored), with no file read or
+    written. The parser runs it as it parses (TrainParser), before the twin picks a device or
+    joins other processes; `setup_run` runs it again for a namespace made without the parser."""
+    def at_least(name: str, low: int) -> None:
         v = getattr(args, name, None)
-        if v is None and optional:
-            return
-        if not isinstance(v, int) or v < low:
+        if v is not None and (not isinstance(v, int) or v < low):
             raise UserError(f"--{name.replace('_', '-')} {v} must be at least {low}")
 
     at_least("eval_every", 0)
     at_least("eval_batches", 1)
-    at_least("stop_after", 1, optional=True)
+    at_least("stop_after", 1)
     resolve_pad_vocab(getattr(args, "pad_vocab", None), accelerator=False)
+    check_flags(args)
+    resume = getattr(args, "resume", False)
+    if resume and getattr(args, "overwrite", False):
+        raise UserError("--resume continues the run in RUNDIR and --overwrite deletes it to "
+                        "start over; give one of them")
+    if getattr(args, "init_from", None) and getattr(args, "config", None):
+        raise UserError(f"--init-from {args.init_from} takes the model's config from its "
+                        f"weights, so --config {args.config} would be ignored; drop --config (or "
+                        f"--init-from)")
+    _check_processes(args)
+    if not resume:
+        # A new run's settings together (a resumed run's are checked against the run's own).
+        given = {k: getattr(args, k) for k in _TRAIN_FIELDS if getattr(args, k, None) is not None}
+        cfg = TrainConfig().replace(**given)
+        stop_after = getattr(args, "stop_after", None)
+        if stop_after is not None and stop_after > cfg.steps:
+            raise UserError(f"--stop-after {stop_after} is beyond --steps {cfg.steps}: the "
+                            f"run ends at step {cfg.steps} first; lower --stop-after or raise "
+                            f"--steps")
     Stopper.from_args(args)
     parse_report_to(getattr(args, "report_to", None))   # a missing package: refused now
+
+
+_TRAIN_FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def _check_processes(args: argparse.Namespace) -> None:
+    """jaxbert's multi-host flags: all three or none, and a process id below their number."""
+    n, i = getattr(args, "num_processes", None), getattr(args, "process_id", None)
+    coordinator = getattr(args, "coordinator", None)
+    if n is None and i is None and not coordinator:
+        return
+    if not (coordinator and n is not None and i is not None):
+        given = " ".join(f"{f} {v}" for f, v in (("--coordinator", coordinator),
+                                                 ("--num-processes", n), ("--process-id", i))
+                         if v is not None)
+        raise UserError(f"{given}: multi-host needs all of --coordinator HOST:PORT, "
+                        f"--num-processes N and --process-id I (on one machine, drop them)")
+    if i >= n:
+        raise UserError(f"--process-id {i} is out of range for --num-processes {n}: give each "
+                        f"process an id from 0 to {n - 1}")
+
+
+def check_unheld(rundir: Path) -> None:
+    """Refuse a RUNDIR whose lock (bertcore.train.rundir.RunDir.lock) another process holds,
+    naming that process: what `--resume` says first, before it looks for run.json or a
+    checkpoint (which a run that has just started has not written yet). Reads only."""
+    if fcntl is None:
+        return
+    try:
+        f = open(Path(rundir) / LOCK_FILE, encoding="utf-8")   # never created here
+    except OSError:
+        return      # no lock file: nobody holds it
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = f.read().strip() or "unknown"
+            raise Locked(f"run directory {rundir} is in use by another process (pid {pid}); wait "
+                         f"for it to end or stop it, then --resume") from None
+        fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def same_path(a: str | Path, b: str | Path) -> bool:
+    """Do two paths, as given, name the same file (or are the same string)?"""
+    return str(a) == str(b) or Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def check_resume_args(args: argparse.Namespace, files: RunDir) -> None:
+    """The --resume checks that need RUNDIR (after the flag stage, before anything else reads
+    the run): another process holding it is named first; then --data, --corpus or --init-from
+    other than the run's are refused (a resumed run keeps its own: they would be ignored)."""
+    check_unheld(files.path)
+    if not files.is_run():
+        return      # setup_run says what is missing
+    info = files.info()
+    data = getattr(args, "data", None)
+    if data and not same_path(data, info.get("data") or ""):
+        raise UserError(f"--resume: the run trains on {info.get('data')}, not --data {data} "
+                        f"(a resumed run keeps its data); drop --data, or start a new run with "
+                        f"--out")
+    corpus = getattr(args, "corpus", None)
+    if getattr(args, "corpus_given", False) and not data:
+        run_corpus = info.get("corpus")
+        if run_corpus is None:
+            raise UserError(f"--resume: the run trains on its --data {info.get('data')}, not "
+                            f"--corpus {corpus} (a resumed run keeps its data); drop --corpus")
+        if not same_path(corpus, run_corpus):
+            raise UserError(f"--resume: the run trains on --corpus {run_corpus}, not --corpus "
+                            f"{corpus} (a resumed run keeps its data); drop --corpus, or start "
+                            f"a new run with --out")
+    init = getattr(args, "init_from", None)
+    if init and not (info.get("init_from") and same_path(init, info["init_from"])):
+        started = (f"started from {info['init_from']}" if info.get("init_from") else
+                   "started from fresh weights")
+        raise UserError(f"--resume: the run {started}, and goes on from its own checkpoint; "
+                        f"drop --init-from {init}")
 
 
 class TrainParser(argparse.ArgumentParser):
@@ -70,7 +178,19 @@ class TrainParser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         ns, rest = super().parse_known_args(args, namespace)
-        return apply_recipe(ns), rest
+        # --corpus defaults to None here so that --resume can tell it was given
+        ns.corpus_given = ns.corpus is not None
+        ns.corpus = ns.corpus or "builtin"
+        ns = apply_recipe(ns)
+        check_train_args(ns)     # the flag stage: before anything is read or written
+        steps = ns.steps or _D.steps
+        if ns.warmup_steps is not None and ns.warmup_steps > steps and not ns.resume:
+            # Warned, not refused: `--recipe budget --steps 100` (its warmup is 200) is a fair
+            # way to try a recipe, and the recipe's flags written out must behave the same.
+            logger.warning(f"warning: --warmup-steps {ns.warmup_steps} is beyond --steps "
+                           f"{steps}: the learning rate never reaches its peak --lr "
+                           f"{ns.lr or _D.lr:g}")
+        return ns, rest
 
 
 def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -122,11 +242,11 @@ def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
                         "on GPU/TPU, 1 = off on CPU)")
 
     d = p.add_argument_group("data")
-    d.add_argument("--corpus", default="builtin",
+    d.add_argument("--corpus", default=None,
                    help="builtin | imdb | an aclImdb dir | a .txt/.jsonl/.parquet/.arrow file or "
                         "folder | a directory saved with datasets' save_to_disk | "
                         "hf:NAME[:CONFIG] (a Hub dataset, streamed); tokenized once and cached "
-                        "(ignored with --data)")
+                        "(ignored with --data) [builtin]")
     add_dataset_flags(d)
     d.add_argument("--data", metavar="DATADIR",
                    help="a directory made by `python -m bertcore.data prepare`")

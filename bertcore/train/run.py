@@ -43,7 +43,7 @@ from bertcore.errors import UserError
 from bertcore.files import atomic_path, cache_root, check_apart, file_lock, remove_stale_temps
 from bertcore.hf import save_hf_files
 from bertcore.train import evaluation
-from bertcore.train.cli import DEFAULT_PRESET, check_train_args
+from bertcore.train.cli import DEFAULT_PRESET, check_resume_args, check_train_args
 from bertcore.train.init_from import InitSource, resolve_init
 from bertcore.train.metrics import median, peak_rss_mb, plot_metrics, read_metrics
 from bertcore.train.report import Reporters, parse_report_to, tagged
@@ -467,6 +467,7 @@ def setup_run(args: Any, framework: str, is_main: bool = True) -> Run:
     data_args = SimpleNamespace(**vars(args))
     init = None
     if args.resume:
+        check_resume_args(args, files)   # who holds RUNDIR first, then data the run would ignore
         files.check_run_file()
         if not files.is_run():
             raise UserError(f"--resume: {rundir} holds no run to resume (no run.json); drop "
