@@ -67,7 +67,7 @@ def make_batches(args) -> tuple[list[dict[str, np.ndarray]], Any]:
     from bertcore.config import TrainConfig
     from bertcore.data.batches import BatchIterator
     from bertcore.train.cli import train_parser
-    from bertcore.train.run import resolve_data
+    from bertcore.data.cache import resolve_data
 
     ns = train_parser("bench", "").parse_args(["--corpus", args.corpus])
     tok, shards = resolve_data(ns, progress=False)

@@ -1,11 +1,11 @@
 """`python -m jaxbert.classify train|evaluate|predict`: fine-tune BERT or ModernBERT for
 sequence classification with JAX/Flax (the twin of torchbert/classify.py).
 
-Flags, data, batches, the epoch loop, metrics, best/ and the RUNDIR are bertcore's
-(bertcore.classify.cli, classify_data, classify_run), shared with torchbert; this file holds what is
-JAX: reading the pretrained weights, one jitted AdamW step (optax), jitted logits, and jaxbert's
-orbax checkpoints for --resume. The model is jaxbert/classifier.py's, of the config's
-architecture (arch.py).
+Flags, data, batches, metrics, best/ and the RUNDIR are bertcore's (bertcore.classify: cli, data,
+run), and so is the loop (bertcore.train.loop, pretraining's own), shared with torchbert; this
+file fills the loop's `Twin` with what is JAX: reading the pretrained weights, one jitted AdamW
+step (optax), jitted logits, and jaxbert's orbax checkpoints. The model is
+jaxbert/classifier.py's, of the config's architecture (arch.py).
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ import optax
 
 from bertcore.classify import cli as classify
 from bertcore.classify.data import Classifier, open_classifier
-from bertcore.classify.run import ClassifyRun, fit
-from bertcore.errors import UserError, cli_entry
+from bertcore.classify.run import ClassifyRun
+from bertcore.errors import cli_entry
 from bertcore.hf import classifier_flax_to_hf, classifier_hf_to_flax, classifier_param_table
+from bertcore.train.loop import Result, Twin, train_loop
+from bertcore.train.stopping import Stopper, run_train
 
 from .arch import classifier_model
 from .checkpoint import Checkpointer
@@ -59,8 +61,13 @@ def logits_fn(model):
                                               b["attention_mask"]), np.float32)
 
 
-class JaxTwin:
-    """The JAX half of bertcore.classify.run.fit (its `Twin` protocol)."""
+class ClassifierTwin(Twin):
+    """What bertcore.train.loop.train_loop asks of JAX to fine-tune a classifier: one jitted
+    AdamW step, logits, the weights and checkpoints (torchbert/classify.py's ClassifierTwin
+    mirrors it)."""
+
+    prog = "python -m jaxbert.classify"
+    compiles = True   # the first step compiles: the loop times it apart
 
     def __init__(self, run: ClassifyRun, state: dict[str, np.ndarray] | None):
         self.run, n, mcfg = run, len(run.labels), run.model_config
@@ -83,15 +90,18 @@ class JaxTwin:
         self.apply = logits_fn(self.model)
         self.ckpt = Checkpointer(run.rundir, run.model_config, keep=1)
 
-    def train_step(self, batch: dict[str, np.ndarray], lr: float, step: int) -> float:
+    def step(self, step: int, batch: dict[str, np.ndarray], lr: float) -> dict[str, Any]:
         # lr is for the log only: optax computes the same rate from its own update count.
         self.train_state, loss = self.step_fn(self.train_state, batch, self.dropout_key)
-        return float(loss)
+        return {"loss": loss}
+
+    def wait(self, metrics: dict[str, Any]) -> None:
+        jax.block_until_ready(metrics)
 
     def logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         return self.apply(self.train_state.params, batch)
 
-    def state(self) -> dict[str, np.ndarray]:
+    def weights(self) -> dict[str, np.ndarray]:
         params = jax.tree_util.tree_map(np.asarray, self.train_state.params)
         return classifier_flax_to_hf(params, self.run.model_config, len(self.run.labels))
 
@@ -99,15 +109,9 @@ class JaxTwin:
         self.ckpt.save(step, self.train_state, extra)
 
     def restore(self) -> dict[str, Any]:
-        if self.ckpt.latest_step() is None:
-            raise UserError(f"--resume: {self.run.rundir}/checkpoints has no checkpoint; start "
-                            f"again with --overwrite")
         state, extra = self.ckpt.restore(self.train_state)
         self.train_state = jax.tree_util.tree_map(jnp.asarray, state)
         return extra
-
-    def close(self) -> None:
-        self.ckpt.close()
 
 
 def load_classifier(clf: Classifier):
@@ -117,19 +121,23 @@ def load_classifier(clf: Classifier):
     return model, jax.tree_util.tree_map(jnp.asarray, params)
 
 
+def train(args, argv: list[str], stopper: Stopper) -> Result:
+    run = ClassifyRun(args, "jax")
+    state = None if run.resume else run.initial_state(pretrained_weights(run.src))
+    twin = ClassifierTwin(run, state)
+    resumed = run.begin(twin)
+    return train_loop(run, twin, stopper, resumed=resumed, stop_after=run.stop_after, argv=argv)
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
+    """train: exit 0 (done, or --time-budget reached), 75 (stopped by a signal, with a
+    checkpoint), 74 (a checkpoint could not be written), 2 (a usage error); evaluate, predict:
+    0 or 2."""
     args = classify.parser("jax").parse_args(argv)
     configure_process()     # before JAX starts its backend
     if args.cmd == "train":
-        run = ClassifyRun(args, "jax")
-        state = None if run.resume else run.initial_state(pretrained_weights(run.src))
-        twin = JaxTwin(run, state)
-        try:
-            fit(run, twin)
-        finally:
-            twin.close()
-        return 0
+        return run_train(train, args, argv)
     clf = open_classifier(args.model)
     model, params = load_classifier(clf)
     apply = logits_fn(model)

@@ -1,7 +1,7 @@
 """Pretrain BERT with JAX/Flax: `python -m jaxbert.train`, on CPU, GPU or TPU.
 
 The twin of torchbert/train.py: the command line and the run's set-up; nothing imports this
-module. The loop is bertcore.train.loop's `pretrain`, shared with torchbert: this file fills its
+module. The loop is bertcore.train.loop's `train_loop`, shared with torchbert: this file fills its
 hooks (`JaxTwin`). The heart is step.py's pure function
 
     train_step(state, batch, dropout_key) -> (state, metrics)
@@ -25,11 +25,12 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from bertcore.errors import UserError, cli_entry
+from bertcore.errors import cli_entry
 from bertcore.hf import flax_to_hf
 from bertcore.train.cli import resolve_dtype, resolve_pad_vocab, train_parser
-from bertcore.train.loop import Result, Twin, pretrain
-from bertcore.train.run import Run, setup_run
+from bertcore.train.loop import Result, Twin, train_loop
+from bertcore.train.run import Run
+from bertcore.train.setup import setup_run
 from bertcore.train.rundir import trained_model_config
 from bertcore.train.stopping import Stopper, run_train
 
@@ -56,7 +57,7 @@ def parse_args(argv: list[str] | None = None):
 
 
 class JaxTwin(Twin):
-    """What bertcore.train.loop.pretrain asks of JAX: the compiled step on its layout, the global
+    """What bertcore.train.loop.train_loop asks of JAX: the compiled step on its layout, the global
     metrics (already summed over devices), eval and checkpoints. The loop itself (cadence,
     stopping, logging, the end of a run) is bertcore's."""
 
@@ -107,14 +108,15 @@ class JaxTwin(Twin):
         self.ckpt.save(step, self.layout.host_state(self.state),
                        {**extra, "rng": key_to_list(self.dropout_key)})
 
-    def finish(self):
-        self.ckpt.close()
+    def weights(self):
+        return flax_to_hf(jax.device_get(self.layout.host_state(self.state).params),
+                          self.ckpt.config)
+
+    def summary(self):
         params = self.layout.host_state(self.state).params
-        n_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
-        return (flax_to_hf(jax.device_get(params), self.ckpt.config),
-                {"parameters": int(n_params), **self.extra,
-                 "peak_device_memory_mb": peak_device_memory_mb(),
-                 "jax_version": jax.__version__, "step_compilations": self.layout.traces})
+        return {"parameters": int(sum(x.size for x in jax.tree_util.tree_leaves(params))),
+                **self.extra, "peak_device_memory_mb": peak_device_memory_mb(),
+                "jax_version": jax.__version__, "step_compilations": self.layout.traces}
 
     def done_detail(self):
         return (f" ({self.layout.parallel}, {jax.device_count()} {jax.default_backend()} "
@@ -160,27 +162,21 @@ def train(args, argv: list[str], stopper: Stopper) -> Result:
             run.note(f"not in {run.init_source.path}, initialised fresh: {', '.join(fresh)}")
     state = create_state(params, tx)
     ckpt = Checkpointer(run.rundir, mcfg, keep=cfg.keep_checkpoints)
-    start, batch_state = 0, None
+    resumed = None
     if args.resume:
-        if ckpt.latest_step() is None:
-            raise UserError(f"--resume: {run.checkpoint_dir} has no checkpoint; drop --resume "
-                            f"to start the run again")
         # Several processes: restore into host (numpy) arrays, which put_state then lays out
         # over the global devices (a restored single-device array would have to cross hosts).
-        state, extra = ckpt.restore(jax.device_get(state) if world > 1 else state)
-        start, batch_state = int(extra["step"]), extra["batches"]
-        dropout_key = key_from_list(extra["rng"])
-        run.note(f"resumed from {ckpt.path(start)} at step {start}")
-    eval_set = run.eval_batches(args.eval_data, args.eval_batches)
+        state, resumed = ckpt.restore(jax.device_get(state) if world > 1 else state)
+        dropout_key = key_from_list(resumed["rng"])
+        run.note(f"resumed from {ckpt.path(resumed['step'])} at step {resumed['step']}")
     twin = JaxTwin(state, layout, model, ckpt, cfg, dropout_key, rank, world, preemption_sync,
                    {"parallel": parallel,
                     "dtype": resolve_dtype(args.dtype, jax.default_backend() != "cpu"),
                     "remat": args.remat, "pad_vocab": pad_vocab,
                     "devices": jax.device_count(), "backend": jax.default_backend(),
                     "processes": world})
-    return pretrain(run, twin, stopper, start=start, batch_state=batch_state,
-                    eval_set=eval_set, eval_every=args.eval_every,
-                    stop_after=args.stop_after, argv=argv)
+    return train_loop(run, twin, stopper, resumed=resumed, stop_after=args.stop_after,
+                      argv=argv)
 
 
 @cli_entry

@@ -95,7 +95,7 @@ def test_runs_started_together_build_the_corpus_cache_once(tmp_path):
     """A second run on the same corpus (the other twin, say) waits for the first to build the
     cached tokenizer and shards, then uses them: one tokenizer, trained once."""
     from bertcore.files import file_lock
-    from bertcore.train.run import _corpus_key
+    from bertcore.data.corpus import corpus_key as _corpus_key
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(synthetic_documents(300)), encoding="utf-8")

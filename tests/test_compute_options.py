@@ -202,7 +202,7 @@ def test_dtype_and_attention_dropout_flags():
     assert resolve_dtype("bf16", accelerator=False) == "bf16"
     assert compute_dtype("auto") == jnp.float32 and compute_dtype("bf16") == jnp.bfloat16
 
-    from bertcore.train.run import model_config_from_args
+    from bertcore.train.configs import model_config_from_args
     tok = argparse.Namespace(vocab_size=300, pad_id=0, cls_id=2, sep_id=3)
     args = argparse.Namespace(config=None, preset="tiny", layer_norm_position=None,
                               attention_dropout=0.0)

@@ -162,7 +162,7 @@ def test_a_config_of_the_other_architecture_is_refused_by_name(tmp_path):
 
     from bertcore.config import ModernBertConfig
     from bertcore.errors import UserError
-    from bertcore.train.run import model_config_from_args
+    from bertcore.train.configs import model_config_from_args
 
     with pytest.raises(UserError, match="modernbert config"):
         BertConfig.from_dict(_modern().to_dict())

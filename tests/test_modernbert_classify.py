@@ -220,11 +220,11 @@ def test_one_step_agrees(tmp_path):
                                                          eps=1e-4),
                           model_config=clf.config, labels=clf.labels, rundir=tmp_path / "r",
                           total_steps=10)
-    torch_twin, jax_twin = tc.TorchTwin(run, clf.state, CPU), jc.JaxTwin(run, clf.state)
+    torch_twin, jax_twin = tc.ClassifierTwin(run, clf.state, CPU), jc.ClassifierTwin(run, clf.state)
     lr = float(run.classify_config.lr_at(run.total_steps)(0))
-    lt, lj = torch_twin.train_step(b, lr, 1), jax_twin.train_step(b, lr, 1)
+    lt, lj = (float(twin.step(1, b, lr)["loss"]) for twin in (torch_twin, jax_twin))
     assert abs(lt - lj) / abs(lt) < T.LOSS_REL
-    after_t, after_j = torch_twin.state(), jax_twin.state()
+    after_t, after_j = torch_twin.weights(), jax_twin.weights()
     assert max(np.abs(after_t[k] - clf.state[k]).max() for k in after_t) > 1e-4
     worst = max(np.abs(after_t[k] - after_j[k]).max() for k in after_t)
     assert worst < T.ADAMW_STEP_MAX_ABS, worst

@@ -99,6 +99,15 @@ def test_create_swaps_a_run_in_whole_and_puts_the_old_back_on_failure(tmp_path):
     assert snapshot(d.path) == before
     assert sorted(p.name for p in d.path.iterdir()) == ["config.json", "run.json", "tokenizer"]
     d.create({"framework": "jax"}, {"config.json": "other\n"})   # the old tokenizer/ goes too
+    assert sorted(p.name for p in d.path.iterdir()
+                  if not p.name.startswith(".old-")) == ["config.json", "run.json"]
+    # ... but waits beside until the new run has a checkpoint: a failure before then puts the
+    # old run back, whole (--overwrite loses nothing until the new run can be resumed)
+    (d.checkpoint_dir / "step_00000001").mkdir(parents=True)   # the new run's, then it fails
+    d.discard()
+    assert snapshot(d.path) == before
+    d.create({"framework": "jax"}, {"config.json": "other\n"})
+    d.keep_new()                                      # its first checkpoint: the old one goes
     assert sorted(p.name for p in d.path.iterdir()) == ["config.json", "run.json"]
 
 

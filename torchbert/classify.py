@@ -1,10 +1,11 @@
 """`python -m torchbert.classify train|evaluate|predict`: fine-tune BERT or ModernBERT for
 sequence classification with PyTorch (the twin of jaxbert/classify.py).
 
-Flags, data, batches, the epoch loop, metrics, best/ and the RUNDIR are bertcore's
-(bertcore.classify.cli, classify_data, classify_run), shared with jaxbert; this file holds what is
-PyTorch: reading the pretrained weights, one AdamW step, logits, and torchbert's checkpoints for
---resume. The model is torchbert/classifier.py's, of the config's architecture (arch.py).
+Flags, data, batches, metrics, best/ and the RUNDIR are bertcore's (bertcore.classify: cli, data,
+run), and so is the loop (bertcore.train.loop, pretraining's own), shared with jaxbert; this file
+fills the loop's `Twin` with what is PyTorch: reading the pretrained weights, one AdamW step,
+logits, and torchbert's checkpoints. The model is torchbert/classifier.py's, of the config's
+architecture (arch.py).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import torch
 
 from bertcore.classify import cli as classify
 from bertcore.classify.data import Classifier, open_classifier
-from bertcore.classify.run import ClassifyRun, fit
+from bertcore.classify.run import ClassifyRun
 from bertcore.data.batches import step_seed
-from bertcore.errors import UserError, cli_entry
+from bertcore.errors import cli_entry
+from bertcore.train.loop import Result, Twin, train_loop
+from bertcore.train.stopping import Stopper, run_train
 
 from .arch import classifier_model
 from .checkpoint import Checkpointer
@@ -31,8 +34,11 @@ from .runtime import configure_process, pick_device
 from .step import to_device
 
 
-class TorchTwin:
-    """The PyTorch half of bertcore.classify.run.fit (its `Twin` protocol)."""
+class ClassifierTwin(Twin):
+    """What bertcore.train.loop.train_loop asks of PyTorch to fine-tune a classifier: one AdamW
+    step, logits, the weights and checkpoints (jaxbert/classify.py's ClassifierTwin mirrors it)."""
+
+    prog = "python -m torchbert.classify"
 
     def __init__(self, run: ClassifyRun, state: dict[str, np.ndarray] | None,
                  device: torch.device):
@@ -49,7 +55,7 @@ class TorchTwin:
                          else contextlib.nullcontext())
         self.ckpt = Checkpointer(run.rundir, run.model_config, keep=1)
 
-    def train_step(self, batch: dict[str, np.ndarray], lr: float, step: int) -> float:
+    def step(self, step: int, batch: dict[str, np.ndarray], lr: float) -> dict[str, Any]:
         # This step's dropout masks come from (seed, step): a resumed run draws the same ones.
         # (jaxbert folds the step into its dropout key instead.)
         torch.manual_seed(step_seed(self.run.classify_config.seed, step, 0))
@@ -64,25 +70,19 @@ class TorchTwin:
             group["lr"] = lr
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        return {"loss": loss.detach()}
 
     def logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         return predict_logits(self.model, batch, self.device)
 
-    def state(self) -> dict[str, np.ndarray]:
+    def weights(self) -> dict[str, np.ndarray]:
         return {k: v.detach().cpu().float().numpy() for k, v in self.model.hf_state_dict().items()}
 
     def save(self, step: int, extra: dict[str, Any]) -> None:
         self.ckpt.save(step, self.model, self.optimizer, extra)
 
     def restore(self) -> dict[str, Any]:
-        if self.ckpt.latest_step() is None:
-            raise UserError(f"--resume: {self.run.rundir}/checkpoints has no checkpoint; start "
-                            f"again with --overwrite")
         return self.ckpt.restore(self.model, self.optimizer)
-
-    def close(self) -> None:
-        self.ckpt.close()
 
 
 def predict_logits(model: torch.nn.Module, batch: dict[str, np.ndarray],
@@ -101,21 +101,26 @@ def load_classifier(clf: Classifier, device: torch.device) -> torch.nn.Module:
     return model.to(device)
 
 
+def train(args, argv: list[str], stopper: Stopper) -> Result:
+    device = pick_device("auto")
+    run = ClassifyRun(args, "torch")
+    state = None if run.resume else run.initial_state(pretrained_weights(run.src))
+    torch.manual_seed(run.classify_config.seed)
+    twin = ClassifierTwin(run, state, device)
+    resumed = run.begin(twin)
+    return train_loop(run, twin, stopper, resumed=resumed, stop_after=run.stop_after, argv=argv)
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
+    """train: exit 0 (done, or --time-budget reached), 75 (stopped by a signal, with a
+    checkpoint), 74 (a checkpoint could not be written), 2 (a usage error); evaluate, predict:
+    0 or 2."""
     args = classify.parser("torch").parse_args(argv)
     configure_process()     # before torch starts its threads
-    device = pick_device("auto")
     if args.cmd == "train":
-        run = ClassifyRun(args, "torch")
-        state = None if run.resume else run.initial_state(pretrained_weights(run.src))
-        torch.manual_seed(run.classify_config.seed)
-        twin = TorchTwin(run, state, device)
-        try:
-            fit(run, twin)
-        finally:
-            twin.close()
-        return 0
+        return run_train(train, args, argv)
+    device = pick_device("auto")
     clf = open_classifier(args.model)
     model = load_classifier(clf, device)
     command = classify.run_evaluate if args.cmd == "evaluate" else classify.run_predict

@@ -2,7 +2,7 @@
 `torchrun --nproc-per-node K -m torchbert.train ...` (DistributedDataParallel).
 
 The command line and the run's set-up; nothing imports this module. The loop is
-bertcore.train.loop's `pretrain`, shared with jaxbert: this file fills its hooks (`TorchTwin`): one
+bertcore.train.loop's `train_loop`, shared with jaxbert: this file fills its hooks (`TorchTwin`): one
 step (step.py: forward, loss, backward, clip, AdamW), the metrics all-reduce, evaluation and
 checkpoints. The optimizer is optim.py's, the ranks parallel.py's, the device and process
 settings runtime.py's, the checkpoints checkpoint.py's. Everything that is not PyTorch
@@ -19,10 +19,11 @@ import torch
 import torch.distributed as dist
 
 from bertcore.data.batches import step_seed
-from bertcore.errors import UserError, cli_entry
+from bertcore.errors import cli_entry
 from bertcore.train.cli import resolve_dtype, resolve_pad_vocab, train_parser
-from bertcore.train.loop import Result, Twin, pretrain
-from bertcore.train.run import Run, setup_run
+from bertcore.train.loop import Result, Twin, train_loop
+from bertcore.train.run import Run
+from bertcore.train.setup import setup_run
 from bertcore.train.rundir import trained_model_config
 from bertcore.train.stopping import Stopper, run_train
 
@@ -48,7 +49,7 @@ def parse_args(argv: list[str] | None = None):
 
 
 class TorchTwin(Twin):
-    """What bertcore.train.loop.pretrain asks of PyTorch: the step, the metrics all-reduce, eval and
+    """What bertcore.train.loop.train_loop asks of PyTorch: the step, the metrics all-reduce, eval and
     checkpoints. The loop itself (cadence, stopping, logging, the end of a run) is bertcore's."""
 
     def __init__(self, net, model, optimizer, ckpt: Checkpointer, cfg, device, dtype: str,
@@ -87,12 +88,13 @@ class TorchTwin(Twin):
         if self.rank == 0:
             self.ckpt.save(step, self.model, self.optimizer, extra)
 
-    def finish(self):
-        self.ckpt.close()
-        params = {k: v.detach().cpu().numpy() for k, v in self.model.hf_state_dict().items()}
-        return params, {"parameters": self.model.num_parameters(), **self.extra,
-                        "peak_device_memory_mb": peak_device_memory_mb(self.device),
-                        "torch_version": torch.__version__}
+    def weights(self):
+        return {k: v.detach().cpu().numpy() for k, v in self.model.hf_state_dict().items()}
+
+    def summary(self):
+        return {"parameters": self.model.num_parameters(), **self.extra,
+                "peak_device_memory_mb": peak_device_memory_mb(self.device),
+                "torch_version": torch.__version__}
 
 
 def train(args, argv: list[str], stopper: Stopper) -> Result:
@@ -126,15 +128,10 @@ def train(args, argv: list[str], stopper: Stopper) -> Result:
     optimizer = make_optimizer(model, cfg)
 
     ckpt = Checkpointer(run.rundir, mcfg, keep=cfg.keep_checkpoints)
-    start, batch_state = 0, None
+    resumed = None
     if args.resume:
-        if ckpt.latest_step() is None:
-            raise UserError(f"--resume: {run.checkpoint_dir} has no checkpoint; drop --resume "
-                            f"to start the run again")
-        extra = ckpt.restore(model, optimizer)
-        start, batch_state = int(extra["step"]), extra["batches"]
-        run.note(f"resumed from {ckpt.path(start)} at step {start}")
-    eval_set = run.eval_batches(args.eval_data, args.eval_batches)
+        resumed = ckpt.restore(model, optimizer)
+        run.note(f"resumed from {ckpt.path(resumed['step'])} at step {resumed['step']}")
 
     net = model
     if args.compile:
@@ -145,9 +142,8 @@ def train(args, argv: list[str], stopper: Stopper) -> Result:
                      {"device": str(device), "dtype": dtype, "remat": args.remat,
                       "pad_vocab": pad_vocab, "world_size": world})
     try:
-        result = pretrain(run, twin, stopper, start=start, batch_state=batch_state,
-                          eval_set=eval_set, eval_every=args.eval_every,
-                          stop_after=args.stop_after, argv=argv)
+        result = train_loop(run, twin, stopper, resumed=resumed, stop_after=args.stop_after,
+                            argv=argv)
     except BaseException:
         if world > 1:
             dist.destroy_process_group()   # no barrier: the other ranks may never reach one

@@ -46,6 +46,7 @@ from bertcore.train.cli import check_unheld, same_path
 from bertcore.train.report import REPORT_TO_HELP, parse_report_to
 from bertcore.train.rundir import RunDir
 from bertcore.train.schedule import warmup_linear
+from bertcore.train.stopping import Stopper, add_stopping_flags
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ def check_classify_args(args: argparse.Namespace) -> None:
             raise UserError("--resume continues the run in RUNDIR and --overwrite replaces it; "
                             "give one of them")
         parse_report_to(getattr(args, "report_to", None))
+        Stopper.from_args(args)       # a bad --stop-signals or --time-budget: refused now
     if args.cmd == "predict":
         empty = [i for i, text in enumerate(args.text, 1) if not text.strip()]
         if empty:
@@ -222,6 +224,7 @@ data: an aclImdb tree (train|test x pos|neg), or .jsonl ({{"text", "label"}}, op
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--report-to", default="none", metavar="NAME[,NAME]",
                    help=REPORT_TO_HELP + " [none]")
+    add_stopping_flags(t)
     for name, what in (("evaluate", "accuracy (and F1) on labelled data"),
                        ("predict", "the label of each text")):
         c = sub.add_parser(name, help=what)

@@ -1,6 +1,10 @@
-"""A fine-tuning run, framework-free: its RUNDIR (`ClassifyRun`) and the epoch loop (`fit`) both
-twins' `classify.py train` run; the twin supplies only the `Twin` methods (an AdamW step, logits,
-its weights, its checkpoints). The RUNDIR layout is described in bertcore/classify/cli.py.
+"""A fine-tuning run, framework-free: `ClassifyRun`, the task bertcore.train.loop trains for
+both twins' `classify.py train` (the loop is pretraining's: signals, --time-budget, exact resume,
+dashboards, the divergence guard). The run reads and encodes its labelled data, writes its RUNDIR
+(the layout is described in bertcore/classify/cli.py), draws shuffled full batches epoch after
+epoch (`EpochBatches`), evaluates on the validation split after each epoch, keeps best/ and
+writes summary.json at the end. The twin supplies the loop's `Twin` hooks (an AdamW step,
+logits, its weights and checkpoints).
 """
 
 from __future__ import annotations
@@ -9,13 +13,11 @@ import argparse
 import dataclasses
 import json
 import logging
-import math
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterator
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from bertcore.classify.cli import (FIELDS, ClassifyConfig, InitSource, check_resume_args,
                                   initial_state, resolve_init)
@@ -26,33 +28,35 @@ from bertcore.config import ModernBertConfig, model_config_from_dict
 from bertcore.data.tokenizer import load_tokenizer
 from bertcore.errors import UserError
 from bertcore.files import check_apart
+from bertcore.sizes import check_training_fits
 from bertcore.train.metrics import read_metrics
-from bertcore.train.report import Reporters, parse_report_to, tagged
+from bertcore.train.report import parse_report_to, tagged
 from bertcore.train.rundir import RunDir
+from bertcore.train.task import Task
 
 logger = logging.getLogger(__name__)
 
 
 # ---- the run directory --------------------------------------------------------------------------
 
-class ClassifyRun:
-    """RUNDIR, configs, labels and the encoded splits of one fine-tuning run, for either twin.
-    Everything is read and checked before anything in RUNDIR is written or replaced; `fit`
-    locks RUNDIR (bertcore.train.rundir) before it writes."""
+class ClassifyRun(Task):
+    """RUNDIR, configs, labels and the encoded splits of one fine-tuning run, for either twin,
+    and the task bertcore.train.loop trains. Everything is read and checked before anything in
+    RUNDIR is written or replaced; `begin` locks RUNDIR (bertcore.train.rundir) and writes it."""
+
+    name = "classify"
+    divergence_fix = "lower --lr and start again with --overwrite"
 
     def __init__(self, args: argparse.Namespace, framework: str):
-        self.framework = framework
-        self.rundir = Path(args.out or f"runs/{framework}bert-classify")
-        self.files = RunDir(self.rundir)
+        rundir = Path(args.out or f"runs/{framework}bert-classify")
+        super().__init__(rundir, framework, RunDir(rundir), progress=not args.no_progress,
+                         report_to=parse_report_to(getattr(args, "report_to", None)))
         self.resume, self.stop_after = args.resume, args.stop_after
         self.overwrite = args.overwrite
         if args.stop_after is not None and args.stop_after < 1:
             raise UserError(f"--stop-after {args.stop_after} must be at least 1")
-        self.report_to = parse_report_to(getattr(args, "report_to", None))
-        self.reports = Reporters([])    # opened by `fit` once RUNDIR is written
         check_apart(self.rundir, {"--init-from": args.init_from, "--data": args.data,
                                   "--validation": args.validation, "--tokenizer": args.tokenizer})
-        self.progress = not args.no_progress
         self.notes: list[str] = []
         self.src: InitSource | None = None
         given = {k: getattr(args, k) for k in FIELDS if getattr(args, k, None) is not None}
@@ -91,8 +95,18 @@ class ClassifyRun:
         if max_len > max_positions:
             raise UserError(f"max-len={max_len} exceeds the model's "
                             f"max_position_embeddings={max_positions}")
+        check_training_fits(self.model_config, self.classify_config.batch_size, max_len,
+                            "--batch-size or --max-len")   # bertcore.sizes: before any data
         self.data, self.validation = data, validation
         self.train, self.val = self._data(data, validation)
+        self.steps_per_epoch = steps_per_epoch(len(self.train), self.classify_config.batch_size)
+        if self.steps_per_epoch == 0:
+            raise UserError(f"{len(self.train)} training examples are fewer than --batch-size "
+                            f"{self.classify_config.batch_size}; lower --batch-size")
+        self._lr_at = self.classify_config.lr_at(self.steps)
+        self.loss_sum, self.loss_n = 0.0, 0       # the epoch so far (its mean is train_loss)
+        self.best: dict[str, Any] | None = None   # the best epoch's row (best/ holds it)
+        self._resumed_step = 0
         if not args.resume:
             self.files.check_target(args.overwrite)   # last, so a bad flag is named first
 
@@ -130,9 +144,27 @@ class ClassifyRun:
             out.append(enc)
         return out[0], out[1]
 
+    def begin(self, twin: Any) -> dict[str, Any] | None:
+        """Lock RUNDIR (from here to the end of the command it is this process's alone), then
+        either restore the twin from the latest checkpoint (returning its extra, for the loop)
+        or write the new run. Called once the twin holds its initial weights, so a failure before
+        then leaves an existing RUNDIR untouched, even with --overwrite."""
+        self.files.lock()
+        extra = None
+        if self.resume:
+            if not self.files.has_checkpoint():
+                raise UserError(f"--resume: {self.checkpoint_dir} has no checkpoint; start "
+                                f"again with --overwrite")
+            extra = twin.restore()
+            self.note(f"resumed {self.rundir} at step {extra['step']}")
+        else:
+            self.create()
+        for note in self.notes:
+            logger.info(note)
+        return extra
+
     def create(self) -> None:
-        """Write the new RUNDIR, locked (`fit` calls it once the twin holds its initial weights,
-        so a failure before then leaves an existing RUNDIR untouched, even with --overwrite)."""
+        """Write the new RUNDIR (`begin` holds its lock)."""
         data, validation = self.data, self.validation
         info = {"framework": self.framework, "task": "classify", "data": data,
                 "validation": validation, "aclimdb": is_aclimdb_path(data),
@@ -152,7 +184,7 @@ class ClassifyRun:
 
     def report_config(self) -> dict[str, Any]:
         """The run's settings, as --report-to's dashboards show them."""
-        return {"framework": self.framework, "task": "classify", "data": self.data,
+        return {"framework": self.framework, "task": self.name, "data": self.data,
                 "validation": self.validation, "labels": self.labels.labels,
                 "model": self.model_config.to_dict(),
                 "classify": dataclasses.asdict(self.classify_config)}
@@ -162,6 +194,93 @@ class ClassifyRun:
         """Optimizer steps of the whole run: the linear decay's end (full batches only)."""
         ccfg = self.classify_config
         return ccfg.epochs * steps_per_epoch(len(self.train), ccfg.batch_size)
+
+    steps = total_steps
+
+    # ---- what the loop asks --------------------------------------------------------------------
+
+    def batches(self, rank: int = 0, world: int = 1, state: dict | None = None) -> "EpochBatches":
+        ccfg = self.classify_config
+        step = (state or {}).get("step", self._resumed_step)
+        return EpochBatches(self.train, ccfg.batch_size, ccfg.seed, ccfg.epochs, step)
+
+    def lr(self, step: int) -> float:
+        return float(self._lr_at(step - 1))
+
+    def log_due(self, step: int) -> bool:
+        return True       # every step's loss counts in its epoch's mean train_loss
+
+    def save_due(self, step: int) -> bool:
+        return step % self.steps_per_epoch == 0
+
+    def eval_due(self, step: int, last: int) -> bool:
+        return step % self.steps_per_epoch == 0        # at the end of each epoch
+
+    def log(self, step: int, row: dict[str, float]) -> None:
+        loss = row["loss"]
+        self.guard(step, loss)
+        self.loss_sum, self.loss_n = self.loss_sum + loss, self.loss_n + 1
+        self.advance_bar(step, loss=f"{loss:.3f}")
+
+    def evaluate(self, step: int, twin: Any) -> None:
+        """The epoch's line (train loss, validation scores) in metrics.jsonl; best/ when the
+        validation accuracy is the best yet."""
+        ccfg = self.classify_config
+        val = evaluate(twin.logits, self.val, ccfg.batch_size, len(self.labels))
+        row = {"epoch": step // self.steps_per_epoch, "step": step,
+               "train_loss": self.loss_sum / max(self.loss_n, 1),
+               **{f"val_{k}": val[k] for k in ("loss", "accuracy", "f1") if k in val},
+               "learning_rate": self.lr(step), "elapsed": self.elapsed}
+        self.append(step, row)
+        logger.info(" ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "elapsed"))
+        if self.best is None or row["val_accuracy"] > self.best["val_accuracy"]:
+            self.best = row
+            write_classifier_dir(self.rundir / "best", self.model_config, self.labels,
+                                 twin.weights(), self.rundir / "tokenizer", info=row,
+                                 card=self.card(row))
+        self.loss_sum, self.loss_n = 0.0, 0
+
+    def state(self) -> dict[str, Any]:
+        return {"best": self.best, "loss_sum": self.loss_sum, "loss_n": self.loss_n}
+
+    def restore(self, extra: dict[str, Any]) -> None:
+        self.best, self.loss_sum, self.loss_n = extra["best"], extra["loss_sum"], extra["loss_n"]
+        self._resumed_step = int(extra["step"])
+
+    def tagged(self, row: dict[str, Any]) -> dict[str, float]:
+        """An epoch's row as dashboard scalars: train_loss as train/loss, val_accuracy as
+        val/accuracy, the rest (epoch, learning_rate, elapsed) under train/."""
+        out = {}
+        for k, v in tagged(row, "").items():
+            split, _, name = k.partition("_")
+            out[f"{split}/{name}" if split in ("train", "val") and name else f"train/{k}"] = v
+        return out
+
+    def end(self, twin: Any, step: int, info: dict[str, Any]) -> dict[str, Any]:
+        """summary.json once every epoch is done (a run stopped before has none: --resume
+        continues it); lets go of RUNDIR."""
+        self.close_bar()
+        self.close_reports()
+        try:
+            if step < self.steps:
+                return {"stopped_at": step}
+            summary = {"framework": self.framework, "rundir": str(self.rundir), "steps": step,
+                       "epochs": self.classify_config.epochs, "labels": self.labels.labels,
+                       "best": self.best, "final": read_metrics(self.metrics_path)[-1],
+                       "train_examples": len(self.train),
+                       "validation_examples": len(self.val),
+                       "train_seconds": info["train_seconds"]}
+            self.files.write_file("summary.json", json.dumps(summary, indent=2) + "\n")
+            return summary
+        finally:
+            self.files.unlock()
+
+    def done_line(self, step: int, seconds: float, twin: Any) -> str:
+        if step < self.steps:
+            return f"stopped after step {step}; continue with train --out {self.rundir} --resume"
+        return (f"done: {step} steps; best epoch {self.best['epoch']} val accuracy "
+                f"{self.best['val_accuracy']:.4f}; weights in {self.rundir}/best (evaluate: "
+                f"evaluate {self.rundir} --data DATA)")
 
     def card(self, best: dict[str, Any]) -> str:
         """The model card of best/ (bertcore.card) when it holds the epoch `best`."""
@@ -188,112 +307,31 @@ def _json(path: Path) -> dict:
         raise UserError(f"{path} is unreadable ({e}); fix or remove it")
 
 
-# ---- the loop ------------------------------------------------------------------------------------
+class EpochBatches:
+    """Shuffled full batches, epoch after epoch, from optimizer step `step` on (the data
+    position is the step: epoch `step // steps_per_epoch`, that epoch's order seeded by
+    (seed, epoch)); `state()` is the position for a checkpoint."""
 
-class Twin(Protocol):
-    """What a twin's classify.py supplies to `fit`: one AdamW step (dropout drawn from the step
-    number, so a resumed run redraws the same masks), logits, its weights and checkpoints."""
-    def train_step(self, batch: dict[str, np.ndarray], lr: float, step: int) -> float: ...
-    def logits(self, batch: dict[str, np.ndarray]) -> np.ndarray: ...
-    def state(self) -> dict[str, np.ndarray]: ...
-    def save(self, step: int, extra: dict[str, Any]) -> None: ...
-    def restore(self) -> dict[str, Any]: ...
+    def __init__(self, data: Encoded, batch_size: int, seed: int, epochs: int, step: int = 0):
+        self.data, self.batch_size, self.seed, self.epochs = data, batch_size, seed, epochs
+        self.step = step
+        self._spe = steps_per_epoch(len(data), batch_size)
+        self._it: Iterator[dict[str, np.ndarray]] = iter(())
+        self._epoch = -1
 
+    def __iter__(self) -> "EpochBatches":
+        return self
 
-def fit(run: ClassifyRun, twin: Twin) -> dict[str, Any]:
-    """Epochs of shuffled full batches, validation after each, best/ kept, checkpoint per epoch
-    (and at --stop-after), metrics.jsonl one line per epoch. Returns the summary."""
-    ccfg = run.classify_config
-    spe = steps_per_epoch(len(run.train), ccfg.batch_size)
-    if spe == 0:
-        raise UserError(f"{len(run.train)} training examples are fewer than --batch-size "
-                        f"{ccfg.batch_size}; lower --batch-size")
-    # RUNDIR is this process's alone from here to the end of the command (bertcore.train.rundir).
-    run.files.lock()
-    try:
-        summary = _fit(run, twin, spe)
-        run.reports.close()
-        return summary
-    finally:
-        run.reports.close(failed=True)   # a no-op once closed: here, the run failed
-        run.files.unlock()
+    def __next__(self) -> dict[str, np.ndarray]:
+        epoch = self.step // self._spe
+        if epoch >= self.epochs:
+            raise StopIteration
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._it = iter(train_batches(self.data, self.batch_size, self.seed, epoch,
+                                          self.step - epoch * self._spe))
+        self.step += 1
+        return next(self._it)
 
-
-def _tagged(row: dict[str, Any]) -> dict[str, float]:
-    """An epoch's row as dashboard scalars: train_loss as train/loss, val_accuracy as
-    val/accuracy, the rest (epoch, learning_rate, elapsed) under train/."""
-    out = {}
-    for k, v in tagged(row, "").items():
-        split, _, name = k.partition("_")
-        out[f"{split}/{name}" if split in ("train", "val") and name else f"train/{k}"] = v
-    return out
-
-
-def _fit(run: ClassifyRun, twin: Twin, spe: int) -> dict[str, Any]:
-    ccfg = run.classify_config
-    total = run.total_steps
-    lr_at = ccfg.lr_at(total)
-    extra: dict[str, Any] = {"step": 0, "best": None, "loss_sum": 0.0, "loss_n": 0}
-    if run.resume:
-        extra = twin.restore()
-        logger.info(f"resumed {run.rundir} at step {extra['step']}")
-    else:
-        run.create()
-    metrics_path = run.files.metrics_path
-    kept = run.files.truncate_metrics(extra["step"])
-    run.reports = Reporters.open(run.report_to, run.rundir, run.report_config(), extra["step"],
-                                 [(m["step"], _tagged(m)) for m in kept])
-    for note in run.notes:
-        logger.info(note)
-    step, t0 = extra["step"], time.perf_counter()
-    bar = tqdm(total=total, initial=step, unit="step", disable=not run.progress,
-               desc=f"{run.framework}bert classify", dynamic_ncols=True)
-    for epoch in range(step // spe, ccfg.epochs):
-        for batch in train_batches(run.train, ccfg.batch_size, ccfg.seed, epoch,
-                                   step - epoch * spe):
-            step += 1
-            loss = twin.train_step(batch, float(lr_at(step - 1)), step)
-            if not math.isfinite(loss):
-                raise UserError(f"the loss became {loss} at step {step}; lower --lr")
-            extra.update(step=step, loss_sum=extra["loss_sum"] + loss,
-                         loss_n=extra["loss_n"] + 1)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
-            if step == run.stop_after and step % spe:
-                twin.save(step, extra)
-                run.reports.flush()
-                bar.close()
-                logger.info(f"stopped after step {step}; continue with train --out {run.rundir} "
-                            f"--resume")
-                return {"stopped_at": step}
-        val = evaluate(twin.logits, run.val, ccfg.batch_size, len(run.labels))
-        row = {"epoch": epoch + 1, "step": step,
-               "train_loss": extra["loss_sum"] / max(extra["loss_n"], 1),
-               **{f"val_{k}": val[k] for k in ("loss", "accuracy", "f1") if k in val},
-               "learning_rate": float(lr_at(step - 1)), "elapsed": time.perf_counter() - t0}
-        run.files.append_metrics(row)
-        run.reports.scalars(step, _tagged(row))
-        logger.info(" ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "elapsed"))
-        if extra["best"] is None or row["val_accuracy"] > extra["best"]["val_accuracy"]:
-            extra["best"] = row
-            write_classifier_dir(run.rundir / "best", run.model_config, run.labels, twin.state(),
-                                 run.rundir / "tokenizer", info=row, card=run.card(row))
-        extra.update(loss_sum=0.0, loss_n=0)
-        twin.save(step, extra)
-        run.reports.flush()   # every point up to where --resume continues
-        if run.stop_after and step >= run.stop_after and step < total:
-            bar.close()
-            logger.info(f"stopped after step {step}; continue with train --out {run.rundir} "
-                        f"--resume")
-            return {"stopped_at": step}
-    bar.close()
-    summary = {"framework": run.framework, "rundir": str(run.rundir), "steps": step,
-               "epochs": ccfg.epochs, "labels": run.labels.labels, "best": extra["best"],
-               "final": read_metrics(metrics_path)[-1], "train_examples": len(run.train),
-               "validation_examples": len(run.val), "train_seconds": time.perf_counter() - t0}
-    run.files.write_file("summary.json", json.dumps(summary, indent=2) + "\n")
-    best = extra["best"]
-    logger.info(f"done: {step} steps; best epoch {best['epoch']} val accuracy "
-                f"{best['val_accuracy']:.4f}; "
-                f"weights in {run.rundir}/best (evaluate: evaluate {run.rundir} --data DATA)")
-    return summary
+    def state(self) -> dict[str, int]:
+        return {"step": self.step}

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bertcore.config import ModelConfig, TrainConfig, load_model_config
-from bertcore.errors import UserError
+from bertcore.errors import UserError, at_command_end
 from bertcore.files import Output, check_output, hold_lock, release_lock, write_text_atomic
 from bertcore.train.metrics import read_metrics
 
@@ -96,6 +96,7 @@ class RunDir:
         self.path = Path(path)
         self._made = False      # `lock` created the directory (so a failed set-up removes it)
         self._locked = False
+        self._aside: Path | None = None   # the run `create` replaced, until the first checkpoint
 
     def __str__(self) -> str:
         return str(self.path)
@@ -198,6 +199,20 @@ class RunDir:
                     pass
             raise
         self._locked = True
+        self._recover()
+
+    def _recover(self) -> None:
+        """A run that --overwrite replaced, left beside by a process killed before the new run's
+        first checkpoint (`create`'s `.old-PID`), comes back; one whose new run did checkpoint
+        is deleted. Called holding the lock, so its writer is gone."""
+        for aside in self.path.glob(".old-*"):
+            if not aside.is_dir() or not aside.name[5:].isdigit():
+                continue
+            if self.has_checkpoint():
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                self._aside = aside
+                self._put_back()
 
     def unlock(self) -> None:
         if self._locked:
@@ -205,10 +220,32 @@ class RunDir:
             self._locked = False
 
     def discard(self) -> None:
-        """Undo `lock` after a failed set-up: remove the directory if `lock` made it, unlock."""
+        """Undo a set-up or a run that failed before its first checkpoint: the run that
+        `create` replaced comes back (--overwrite loses nothing until the new run has something
+        to resume from), the directory goes if `lock` made it, and the lock is let go."""
+        if self._aside is not None:
+            self._put_back()
         if self._locked and self._made:
             shutil.rmtree(self.path, ignore_errors=True)
         self.unlock()
+
+    def keep_new(self) -> None:
+        """The new run has its first checkpoint: the run `create` replaced is deleted now."""
+        if self._aside is not None:
+            shutil.rmtree(self._aside, ignore_errors=True)
+            self._aside = None
+            _REPLACING.discard(self)
+
+    def _put_back(self) -> None:
+        """The new run's own files out, the replaced run's back in (its run.json last)."""
+        aside, self._aside = self._aside, None
+        _REPLACING.discard(self)
+        for p in self.path.iterdir():
+            if p.name in OWN_ENTRIES and p.name != LOCK_FILE:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        for p in sorted(aside.iterdir(), key=lambda p: p.name == RUN_FILE):
+            p.rename(self.path / p.name)
+        aside.rmdir()
 
     def create(self, info: dict[str, Any], files: dict[str, Writer]) -> None:
         """Write a new run: `files` ({name: text or writer}, the tokenizer among them) and then
@@ -257,7 +294,13 @@ class RunDir:
             shutil.rmtree(aside, ignore_errors=True)
             raise
         shutil.rmtree(stage, ignore_errors=True)
-        shutil.rmtree(aside, ignore_errors=True)
+        if moved:
+            # The replaced run waits beside until the new one checkpoints (`keep_new`); a
+            # failure before then puts it back (`discard`, or at the end of the command).
+            self._aside = aside
+            _REPLACING.add(self)
+        else:
+            shutil.rmtree(aside, ignore_errors=True)
 
     def write_file(self, name: str, text: str) -> None:
         """Replace one file of the run atomically (a resumed run's train config)."""
@@ -281,6 +324,19 @@ class RunDir:
     def append_metrics(self, row: dict[str, Any]) -> None:
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
+
+
+# The runs being replaced by this process whose new run has no checkpoint yet: a command that
+# ends without one (a failure, a signal during the set-up) puts the old run back.
+_REPLACING: set[RunDir] = set()
+
+
+def _put_back_replaced() -> None:
+    for rundir in list(_REPLACING):
+        rundir.discard()
+
+
+at_command_end(_put_back_replaced)   # registered first, so it runs while the lock is still held
 
 
 def read_run(rundir: str | Path) -> RunFiles:

@@ -33,6 +33,7 @@ Exit codes (docs/guide.md "Stopping and resuming", `--help`):
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import re
@@ -44,7 +45,8 @@ import time
 from typing import Any, Callable
 
 from bertcore.errors import UserError
-from bertcore.files import CheckpointWriteError
+from bertcore.files import (CheckpointWriteError, WRITE_ERRNOS, format_bytes, free_bytes,
+                            os_error_in)
 
 logger = logging.getLogger(__name__)
 
@@ -284,6 +286,24 @@ class Stopper:
                 f"resume with: {command}")
 
 
+def add_stopping_flags(p: argparse.ArgumentParser) -> None:
+    """--stop-signals and --time-budget: the same in both twins' train and classify train."""
+    s = p.add_argument_group(
+        "stopping", "A caught signal or a spent --time-budget ends the step in progress, writes a "
+        "checkpoint (and, for pretraining, summary.json and the plot), and prints the command "
+        "that resumes the run. Exit codes: 0 done (or --time-budget reached), 75 stopped by a "
+        "signal (resume it), 74 a checkpoint could not be written (the last good one is kept), "
+        "130 a second Ctrl-C (aborted at once, nothing written), 2 a usage error.")
+    s.add_argument("--stop-signals", default=DEFAULT_SIGNALS, metavar="SIG,...",
+                   help="signals that stop the run cleanly with a checkpoint ('none': the "
+                        "default actions); with several ranks they stop together at the next "
+                        "log or checkpoint step")
+    s.add_argument("--time-budget", metavar="DURATION",
+                   help="stop, checkpoint and summarise before this much time has passed since "
+                        "the process started (compilation and checkpoints count): 2h, 90m, "
+                        "1h30m, 45s")
+
+
 def format_seconds(s: float | None) -> str:
     if s is None:
         return "none"
@@ -326,6 +346,19 @@ def run_train(train: Callable[[Any, list[str], Stopper], Any], args: Any,
     except CheckpointWriteError as e:
         logger.error("error: %s", e)
         return e.exit_code
+    except Exception as e:
+        # Any other run file that could not be written (hf/, best/, summary.json, the set-up's
+        # configs on a full disk): one line, the same exit code; the checkpoints are kept.
+        err = os_error_in(e)
+        if err is None or err.errno not in WRITE_ERRNOS:
+            raise                  # not a failed write: a bug, keep the traceback
+        where = err.filename or "a run file"
+        free = free_bytes(where) if err.filename else None
+        logger.error(f"error: could not write {where}: {err.strerror or err}"
+                     f"{f' ({format_bytes(free)} free)' if free is not None else ''}; the "
+                     f"checkpoints already written are kept; free space or fix the directory, "
+                     f"then run the command again (with --resume once a checkpoint exists)")
+        return EXIT_WRITE_FAILED
     except SetupInterrupted as e:
         logger.error(f"{signal.Signals(e.signum).name} received during the set-up, before the "
                      f"first step: stopped, nothing trained; run the same command to start again")

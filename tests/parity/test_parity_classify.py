@@ -92,13 +92,13 @@ def test_one_step_agrees(hf_classifier, tmp_path):
     clf = open_classifier(hf_classifier)
     run = _run(clf, tmp_path)
     b = batch(clf)
-    torch_twin = tc.TorchTwin(run, clf.state, torch.device("cpu"))
-    jax_twin = jc.JaxTwin(run, clf.state)
+    torch_twin = tc.ClassifierTwin(run, clf.state, torch.device("cpu"))
+    jax_twin = jc.ClassifierTwin(run, clf.state)
     lr = float(run.classify_config.lr_at(run.total_steps)(0))
-    lt = torch_twin.train_step(b, lr, 1)
-    lj = jax_twin.train_step(b, lr, 1)
+    lt = float(torch_twin.step(1, b, lr)["loss"])
+    lj = float(jax_twin.step(1, b, lr)["loss"])
     assert abs(lt - lj) / abs(lt) < T.LOSS_REL
-    after_t, after_j = torch_twin.state(), jax_twin.state()
+    after_t, after_j = torch_twin.weights(), jax_twin.weights()
     moved = max(np.abs(after_t[k] - clf.state[k]).max() for k in clf.state)
     assert moved > 100 * T.ADAMW_STEP_MAX_ABS       # the step really changed the weights
     worst = max(np.abs(after_t[k] - after_j[k]).max() for k in after_t)

@@ -6,7 +6,7 @@ import sys
 import types
 
 from bertcore.errors import setup_logging
-from bertcore.train.run import resolve_data
+from bertcore.data.cache import resolve_data
 
 a = types.SimpleNamespace(data=None, tokenizer=None, corpus=sys.argv[1], vocab_size=300)
 setup_logging()   # a program of its own: its entry point shows the messages

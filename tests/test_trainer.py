@@ -1,0 +1,170 @@
+"""One trainer for every task (bertcore.train.loop): fine-tuning gets what pretraining has, and
+--overwrite loses nothing until the new run has its first checkpoint. Each test that takes
+`twin` runs once per twin."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import (CLASSIFY_FAST, ROOT, ClassifyCli, assert_one_line_error, base_args,
+                     checkpoint_steps, hf_dir, reviews, train_cli, train_in_process,
+                     write_corpus, write_jsonl)
+
+
+@pytest.fixture
+def cache_in_env(cache_env, monkeypatch) -> None:
+    for k, v in cache_env.items():
+        monkeypatch.setenv(k, v)
+
+
+def epoch_rows(rundir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (rundir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "elapsed"} for r in rows]
+
+
+def files_of(rundir: Path) -> dict[str, bytes]:
+    """Every file under RUNDIR but the lock, by relative path."""
+    return {str(p.relative_to(rundir)): p.read_bytes() for p in sorted(rundir.rglob("*"))
+            if p.is_file() and p.name != ".lock"}
+
+
+@pytest.mark.slow
+def test_sigterm_during_classify_train_checkpoints_then_resume_is_exact(twin, tmp_path,
+                                                                         cache_env, capsys):
+    """SIGTERM mid-epoch in `classify train`: the step in progress ends, its checkpoint is
+    written, exit 75 with the resume command (pretraining's contract); --resume then ends with
+    the straight run's metrics.jsonl and best/, bit for bit."""
+    model = hf_dir(tmp_path / "hf")
+    data = write_jsonl(tmp_path / "train.jsonl", reviews(400, 0))
+    common = ["--init-from", str(model), "--data", str(data), "--epochs", "2", *CLASSIFY_FAST]
+    stopped = tmp_path / "stopped"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **cache_env}
+    proc = subprocess.Popen([sys.executable, "-m", f"{twin}bert.classify", "train", *common,
+                             "--out", str(stopped), "--no-progress"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not (stopped / "run.json").is_file():
+            assert proc.poll() is None, proc.stderr.read()[-2000:]
+            time.sleep(0.02)
+        time.sleep(1.0)     # into the first epoch (45 steps an epoch: it is far from done)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 75, out[-2000:] + err[-3000:]
+    assert "Traceback" not in err, err
+    (stop,) = checkpoint_steps(twin, stopped)
+    assert 1 <= stop < 90
+    line = [ln for ln in out.splitlines() if ln.startswith("stopped by SIGTERM")]
+    assert len(line) == 1 and f"after step {stop}" in line[0], out
+    assert f"python -m {twin}bert.classify train" in line[0] and "--resume" in line[0]
+    assert not (stopped / "summary.json").exists()      # not done: --resume finishes it
+    cli = ClassifyCli(twin, capsys)
+    cli("train", *common, "--out", str(stopped), "--resume")
+    straight = tmp_path / "straight"
+    cli("train", *common, "--out", str(straight))
+    assert [r["step"] for r in epoch_rows(straight)] == [45, 90]
+    assert epoch_rows(stopped) == epoch_rows(straight)
+    assert (stopped / "best" / "model.safetensors").read_bytes() == \
+        (straight / "best" / "model.safetensors").read_bytes()
+    assert json.loads((stopped / "summary.json").read_text())["steps"] == 90
+
+
+@pytest.mark.slow
+def test_classify_time_budget_stops_with_a_checkpoint(twin, tmp_path, cache_in_env, capsys):
+    """--time-budget in `classify train` (pretraining's flag, now fine-tuning's): the run stops
+    with a checkpoint, exit 0 and the resume command, and --resume goes on from there. (In this
+    process the budget, counted from the process's start, is spent at once: one step each.)"""
+    model = hf_dir(tmp_path / "hf")
+    data = write_jsonl(tmp_path / "train.jsonl", reviews(400, 0))
+    common = ["--init-from", str(model), "--data", str(data), "--epochs", "200", *CLASSIFY_FAST]
+    out = tmp_path / "budget"
+    cli = ClassifyCli(twin, capsys)
+    p = cli("train", *common, "--out", str(out), "--time-budget", "1s", check=False)
+    assert p.returncode == 0, p.stderr
+    (stop,) = checkpoint_steps(twin, out)
+    assert stop < 200 * 45
+    assert "stopped by --time-budget" in p.stdout + p.stderr
+    p = cli("train", *common, "--out", str(out), "--resume", "--time-budget", "1s",
+            check=False)
+    assert p.returncode == 0, p.stderr
+    assert checkpoint_steps(twin, out) == [stop + 1]
+    assert [r["step"] for r in epoch_rows(out)] == []     # no epoch ended
+
+
+@pytest.mark.slow
+def test_overwrite_that_fails_before_a_checkpoint_keeps_the_old_run(twin, tmp_path, cache_env):
+    """train --overwrite whose new run fails after its set-up replaced the old run's files (here:
+    a corpus too small for one batch, found when the first batch is drawn): the old run, its
+    checkpoints, hf/, metrics and summary, is back as it was."""
+    corpus = write_corpus(tmp_path)
+    run = tmp_path / "run"
+    train_cli(twin, *base_args(corpus, run, "--steps", "2"), env=cache_env)
+    before = files_of(run)
+    assert any(k.startswith("checkpoints/") for k in before) and "summary.json" in before
+    small = tmp_path / "small.txt"
+    small.write_text("one short line.\n\nanother one.\n", encoding="utf-8")
+    p = train_in_process(twin, *base_args(small, run, "--steps", "2", "--overwrite",
+                                          "--batch-size", "64"), env=cache_env)
+    assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
+    assert files_of(run) == before
+    assert not [q.name for q in run.iterdir() if q.name.startswith(".old-")]
+
+
+def test_a_replaced_run_left_beside_by_a_killed_process_comes_back(tmp_path):
+    """A process killed between --overwrite's swap and the new run's first checkpoint leaves the
+    old run in RUNDIR/.old-PID: the next command that locks RUNDIR puts it back (the new run,
+    with no checkpoint, had nothing worth keeping); once a new run has a checkpoint, the old
+    one is deleted instead."""
+    from bertcore.train.rundir import RunDir
+
+    run = tmp_path / "run"
+    aside = run / ".old-999999"
+    (aside / "checkpoints" / "step_00000002").mkdir(parents=True)
+    (aside / "run.json").write_text('{"framework": "torch"}')
+    (run / "run.json").write_text('{"framework": "jax"}')      # the new run, no checkpoint
+    files = RunDir(run)
+    files.lock()
+    files.unlock()
+    assert json.loads((run / "run.json").read_text())["framework"] == "torch"
+    assert (run / "checkpoints" / "step_00000002").is_dir() and not aside.exists()
+
+    aside.mkdir()
+    (aside / "run.json").write_text('{"framework": "jax"}')
+    files.lock()
+    files.unlock()
+    assert json.loads((run / "run.json").read_text())["framework"] == "torch"   # kept
+    assert not aside.exists()
+
+
+def test_a_full_disk_outside_checkpoints_is_one_line(twin, tmp_path, cache_in_env, capsys,
+                                                      monkeypatch):
+    """A run file that cannot be written (here best/ at the end of an epoch, on a full disk) ends
+    `classify train` with one line and exit 74 (a failed checkpoint's code), not a traceback; the
+    checkpoints already written are kept."""
+    import errno
+
+    import bertcore.classify.run as classify_run
+
+    def full(out, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out))
+
+    monkeypatch.setattr(classify_run, "write_classifier_dir", full)
+    model = hf_dir(tmp_path / "hf")
+    data = write_jsonl(tmp_path / "train.jsonl", reviews(80, 0))
+    cli = ClassifyCli(twin, capsys)
+    p = cli("train", "--init-from", str(model), "--data", str(data), "--epochs", "1",
+            *CLASSIFY_FAST, "--out", str(tmp_path / "run"), check=False)
+    assert p.returncode == 74
+    assert_one_line_error(p, "could not write", "best", "No space left")
