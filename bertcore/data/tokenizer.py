@@ -25,6 +25,7 @@ from tokenizers import (Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 from bertcore.errors import UserError, cli_entry
 from bertcore.files import Output, atomic_path, check_apart, check_output, replace_output, writing
+from bertcore.sizes import check_vocab_size
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +162,7 @@ def train_tokenizer(documents: Iterable[str], vocab_size: int, lowercase: bool =
     warning, when the corpus (or `min_frequency`) leaves fewer."""
     if vocab_size < len(SPECIALS) + 1:
         raise UserError(f"vocab-size={vocab_size} is too small; use at least a few thousand")
+    check_vocab_size(vocab_size)   # beyond 2^24 the Rust trainer aborts the process
     if isinstance(min_frequency, bool) or not isinstance(min_frequency, int) or min_frequency < 0:
         raise UserError(f"--min-frequency {min_frequency} must be a count of at least 0 (pairs "
                         f"seen fewer times are not merged; default 2)")

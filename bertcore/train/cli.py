@@ -24,6 +24,7 @@ from bertcore.data.hfdata import add_dataset_flags
 from bertcore.errors import HelpFormatter, UserError
 from bertcore.files import Locked
 from bertcore.flags import check_flags
+from bertcore.sizes import check_vocab_size
 from bertcore.train.recipes import RECIPES, apply_recipe, recipe_help
 from bertcore.train.report import REPORT_TO_HELP, parse_report_to
 from bertcore.train.rundir import LOCK_FILE, RunDir
@@ -75,6 +76,7 @@ def check_train_args(args: argparse.Namespace) -> None:
     at_least("stop_after", 1)
     resolve_pad_vocab(getattr(args, "pad_vocab", None), accelerator=False)
     check_flags(args)
+    check_vocab_size(getattr(args, "vocab_size", None))   # before the tokenizer trainer runs
     resume = getattr(args, "resume", False)
     if resume and getattr(args, "overwrite", False):
         raise UserError("--resume continues the run in RUNDIR and --overwrite deletes it to "
