@@ -28,7 +28,7 @@ from bertcore.sizes import check_vocab_size
 from bertcore.train.recipes import RECIPES, apply_recipe, recipe_help
 from bertcore.train.report import REPORT_TO_HELP, parse_report_to
 from bertcore.train.rundir import LOCK_FILE, RunDir
-from bertcore.train.stopping import Stopper
+from bertcore.train.stopping import Stopper, add_stopping_flags
 
 logger = logging.getLogger(__name__)
 
@@ -314,18 +314,5 @@ def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
     r.add_argument("--report-to", default="none", metavar="NAME[,NAME]",
                    help=REPORT_TO_HELP)
 
-    s = p.add_argument_group(
-        "stopping", "A caught signal or a spent --time-budget ends the step in progress, writes a "
-        "checkpoint, summary.json and the plot, and prints the command that resumes the run. "
-        "Exit codes: 0 done (or --time-budget reached), 75 stopped by a signal (resume it), "
-        "74 a checkpoint could not be written (the last good one is kept), 130 a second Ctrl-C "
-        "(aborted at once, nothing written), 2 a usage error.")
-    s.add_argument("--stop-signals", default="TERM,INT,USR1", metavar="SIG,...",
-                   help="signals that stop the run cleanly with a checkpoint ('none': the "
-                        "default actions); with several ranks they stop together at the next "
-                        "log or checkpoint step")
-    s.add_argument("--time-budget", metavar="DURATION",
-                   help="stop, checkpoint and summarise before this much time has passed since "
-                        "the process started (compilation and checkpoints count): 2h, 90m, "
-                        "1h30m, 45s")
+    add_stopping_flags(p)
     return p
