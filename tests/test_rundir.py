@@ -119,6 +119,23 @@ def test_truncate_metrics(tmp_path):
     assert [json.loads(x)["step"] for x in d.metrics_path.read_text().splitlines()] == [1, 2]
 
 
+def test_truncate_metrics_names_a_torn_or_damaged_line(tmp_path, caplog):
+    """A line cut off by a kill (or damaged) is named in a warning on resume, not dropped without
+    a word; a damaged line in the middle no longer hides every row after it."""
+    d = RunDir(tmp_path)
+    d.append_metrics({"step": 1})
+    with open(d.metrics_path, "a", encoding="utf-8") as f:
+        f.write('{"step": 2, "lo\n{"step": 3}\n{"step": 4, "lo')
+    with caplog.at_level("WARNING"):
+        kept = d.truncate_metrics(3)
+    assert kept == [{"step": 1}, {"step": 3}]
+    assert "lines 2, 4 are not a metrics row" in caplog.text and "after 3" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert d.truncate_metrics(3) == kept     # rewritten clean: nothing more to say
+    assert "not a metrics row" not in caplog.text
+
+
 def hold(rundir: Path) -> subprocess.Popen:
     """Another process that holds RUNDIR's lock (as a live run does)."""
     p = subprocess.Popen(program("hold_lock", str(rundir)), cwd=ROOT,

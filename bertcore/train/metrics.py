@@ -9,18 +9,24 @@ from pathlib import Path
 from typing import Any
 
 
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+def read_metrics(path: str | Path, bad: list[int] | None = None) -> list[dict[str, Any]]:
+    """metrics.jsonl's rows. A line that is not a JSON object (the torn last line of a killed
+    run, or a damaged one) is skipped, and its 1-based number appended to `bad` if given."""
     path = Path(path)
     if not path.is_file():
         return []
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         line = line.strip()
         if line:
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
-                break  # a torn last line from a killed run: the rest is rewritten on resume
+                row = None
+            if isinstance(row, dict) and "step" in row:
+                rows.append(row)
+            elif bad is not None:
+                bad.append(n)
     return rows
 
 

@@ -22,6 +22,7 @@ never deleted.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -33,6 +34,8 @@ from bertcore.config import ModelConfig, TrainConfig, load_model_config
 from bertcore.errors import UserError, at_command_end
 from bertcore.files import Output, check_output, hold_lock, release_lock, write_text_atomic
 from bertcore.train.metrics import read_metrics
+
+logger = logging.getLogger(__name__)
 
 
 def trained_model_config(model: ModelConfig, train: TrainConfig) -> ModelConfig:
@@ -309,8 +312,17 @@ class RunDir:
     # ---- metrics -----------------------------------------------------------------------------
 
     def metrics_until(self, step: int) -> list[dict[str, Any]]:
-        """The metrics lines of steps <= `step`."""
-        return [m for m in read_metrics(self.metrics_path) if m["step"] <= step]
+        """The metrics lines of steps <= `step`; a line that cannot be read is named in a
+        warning (it is dropped: the rows after `step` are logged again on resume)."""
+        bad: list[int] = []
+        rows = [m for m in read_metrics(self.metrics_path, bad) if m["step"] <= step]
+        if bad:
+            logger.warning(f"warning: {self.metrics_path}: line{'s' if len(bad) > 1 else ''} "
+                           f"{', '.join(map(str, bad[:5]))} {'are' if len(bad) > 1 else 'is'} "
+                           f"not a metrics row (cut off when the run was stopped, or damaged) "
+                           f"and {'are' if len(bad) > 1 else 'is'} dropped; the steps after "
+                           f"{step} are logged again from the checkpoint")
+        return rows
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         write_text_atomic(self.metrics_path, "".join(json.dumps(m) + "\n" for m in rows))

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from bertcore.config import ModelConfig, ModernBertConfig, TrainConfig
+from bertcore.config import ModelConfig, ModernBertConfig, TrainConfig, load_model_config
 from bertcore.data.cache import resolve_data
 from bertcore.data.shards import Shards, dir_is_prepared
 from bertcore.data.tokenizer import WordPiece, load_tokenizer
@@ -114,6 +114,8 @@ Made = tuple[ModelConfig, TrainConfig, WordPiece, Shards, dict[str, Any], InitSo
 def _new_run(args: Any, framework: str, files: RunDir, progress: bool) -> Made:
     """The configs, data and run.json of a new run (from a preset, --config or --init-from)."""
     files.check_target(args.overwrite)   # before the data work: refuse early
+    if args.config:
+        load_model_config(args.config)   # a bad or oversized config too (bertcore.sizes)
     init = (resolve_init(args.init_from, framework, fallback_tokenizer=args.tokenizer)
             if getattr(args, "init_from", None) else None)
     data_args = SimpleNamespace(**vars(args))   # resolved here, not in the caller's namespace
