@@ -34,11 +34,13 @@ def _write_rundir(path: Path, framework: str, case: Case, train: TrainConfig) ->
     return path
 
 
-def _curve_row(ln, what, ref, other, bar, first_step: int = 1) -> Row:
+def _curve_row(ln, what, ref, other, name: str, first_step: int = 1) -> Row:
+    """Two loss curves against the bar parity/thresholds.py names `name`, at every step."""
+    bar = getattr(T, name)
     ref, other = np.asarray(ref, np.float64), np.asarray(other, np.float64)
     d = np.abs(ref - other)
     r = d / np.abs(ref)
-    return Row(ln, what, float(d.max()), float(r.max()), f"rel <= {bar:g} every step",
+    return Row(ln, what, float(d.max()), float(r.max()), f"{name}: rel <= {bar:g} every step",
                bool(r.max() <= bar),
                note=f"{len(ref)} steps; worst at step {first_step + int(np.argmax(r))}")
 
@@ -74,7 +76,7 @@ def training_rows(case: Case, curves: dict, steps: int | None = None) -> list[Ro
                 c.save(step, st, {"step": step, "batches": case.batch_states[step],
                                   "rng": key_to_list(key)})
     state, lj = jax_steps(case, state, layout, key, 0, n, j_save)
-    rows = [_curve_row(ln, f"{n}-step loss curve: torch vs jax", lt, lj, T.CURVE_REL)]
+    rows = [_curve_row(ln, f"{n}-step loss curve: torch vs jax", lt, lj, "CURVE_REL")]
 
     # torch N/2 -> convert -> jax N/2, against torch N
     convert(t_dir, work / "torch-to-jax", "jax")
@@ -87,7 +89,7 @@ def training_rows(case: Case, curves: dict, steps: int | None = None) -> list[Ro
     st = layout.put_state(jax.device_get(st))
     _, l_tj = jax_steps(case, st, layout, key_from_list(extra["rng"]), half, n)
     row = _curve_row(ln, f"resume: torch {half} -> convert -> jax {n - half} vs torch {n}",
-                     lt[half:], l_tj, T.RESUME_REL, half + 1)
+                     lt[half:], l_tj, "RESUME_REL", half + 1)
     rows.append(_with_data_check(row, same_data))
 
     # jax N/2 -> convert -> torch N/2, against jax N
@@ -100,7 +102,7 @@ def training_rows(case: Case, curves: dict, steps: int | None = None) -> list[Ro
     same_data = _next_batch_equal(case, extra["batches"], half)
     l_jt = torch_steps(case, m2, o2, train, half, n)
     row = _curve_row(ln, f"resume: jax {half} -> convert -> torch {n - half} vs jax {n}",
-                     lj[half:], l_jt, T.RESUME_REL, half + 1)
+                     lj[half:], l_jt, "RESUME_REL", half + 1)
     rows.append(_with_data_check(row, same_data))
     curves.update(torch=lt, jax=lj, torch_to_jax=l_tj, jax_to_torch=l_jt, half=half)
     return rows
@@ -129,7 +131,7 @@ def bf16_rows(case: Case, steps: int | None = None) -> list[Row]:
     lt = torch_steps(case, model, opt, train, 0, n, dtype="bf16")
     state, layout, key = jax_setup(case, train, mcfg, dtype="bf16")
     _, lj = jax_steps(case, state, layout, key, 0, n)
-    return [_curve_row(ln, f"bf16 curve ({n} steps): torch vs jax", lt, lj, T.BF16_CURVE_REL)]
+    return [_curve_row(ln, f"bf16 curve ({n} steps): torch vs jax", lt, lj, "BF16_CURVE_REL")]
 
 
 def dropout_rows(case: Case, curves: dict, steps: int | None = None) -> list[Row]:
@@ -151,14 +153,14 @@ def dropout_rows(case: Case, curves: dict, steps: int | None = None) -> list[Row
     se = float(d.std(ddof=1) / math.sqrt(n_eff)) if n > 1 else float("inf")
     tol = T.DROPOUT_Z * se
     rows = [Row(ln, f"dropout on: mean loss over {n} steps, torch vs jax", abs(d.mean()),
-                abs(d.mean()) / lt.mean(), f"|diff| <= {T.DROPOUT_Z:g} SE = {tol:.3g}",
+                abs(d.mean()) / lt.mean(), f"DROPOUT_Z: |diff| <= {T.DROPOUT_Z:g} SE = {tol:.3g}",
                 abs(d.mean()) <= tol,
                 note=f"means {lt.mean():.4f} vs {lj.mean():.4f}; SE {se:.3g} "
                      f"(std {d.std(ddof=1):.3g}, lag-1 autocorr {r1:.2f}, n_eff {n_eff:.0f})")]
     off_t, off_j = np.asarray(curves["torch"][:n]), np.asarray(curves["jax"][:n])
     act = min(float(np.max(np.abs(lt - off_t) / off_t)), float(np.max(np.abs(lj - off_j) / off_j)))
     rows.append(Row(ln, "dropout on: active in both twins (vs own dropout-off curve)", act, act,
-                    f"rel > {T.DROPOUT_ACTIVE_REL:g}", act > T.DROPOUT_ACTIVE_REL,
+                    f"DROPOUT_ACTIVE_REL: rel > {T.DROPOUT_ACTIVE_REL:g}", act > T.DROPOUT_ACTIVE_REL,
                     note="the smaller of the two twins' worst-step changes"))
     curves.update(torch_dropout=lt.tolist(), jax_dropout=lj.tolist())
     return rows

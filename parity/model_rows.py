@@ -34,7 +34,8 @@ def _max_abs(a, b) -> tuple[float, float]:
 
 def _fwd_row(ln, what, a, b) -> Row:
     d, r = _max_abs(a, b)
-    return Row(ln, what, d, r, f"max abs <= {T.FORWARD_MAX_ABS:g}", d <= T.FORWARD_MAX_ABS)
+    return Row(ln, what, d, r, f"FORWARD_MAX_ABS: max abs <= {T.FORWARD_MAX_ABS:g}",
+               d <= T.FORWARD_MAX_ABS)
 
 
 @functools.lru_cache(maxsize=8)
@@ -173,7 +174,7 @@ def loss_grad_rows(case: Case) -> list[Row]:
     g_j = flax_to_hf(jax.tree_util.tree_map(np.asarray, g), mcfg)
     lt, lj = loss_t.item(), float(loss_j)
     rows = [Row(ln, "loss: torch vs jax", abs(lt - lj), abs(lt - lj) / abs(lt),
-                f"rel <= {T.LOSS_REL:g}", abs(lt - lj) / abs(lt) <= T.LOSS_REL)]
+                f"LOSS_REL: rel <= {T.LOSS_REL:g}", abs(lt - lj) / abs(lt) <= T.LOSS_REL)]
     if ln == "post" or case.modern:
         hf = _hf_model(mcfg, tm)
         with torch.no_grad():
@@ -187,7 +188,7 @@ def loss_grad_rows(case: Case) -> list[Row]:
         for name, l in (("torch", lt), ("jax", lj)):
             r = abs(l - lh) / abs(lh)
             rows.append(Row(ln, f"loss: {name} vs HF (its own loss from labels)", abs(l - lh), r,
-                            f"rel <= {T.LOSS_REL:g}", r <= T.LOSS_REL))
+                            f"LOSS_REL: rel <= {T.LOSS_REL:g}", r <= T.LOSS_REL))
     rows.append(grad_row(ln, g_t, g_j))
     return rows
 
@@ -208,7 +209,7 @@ def eval_rows(case: Case) -> list[Row]:
     rel = {k: abs(t[k] - j[k]) / max(abs(t[k]), 1e-30) for k in keys}
     worst = max(rel, key=rel.get)
     return [Row(ln, "eval metrics over 3 fixed batches: torch vs jax (train.evaluate)",
-                abs(t[worst] - j[worst]), rel[worst], f"rel <= {T.LOSS_REL:g} each",
+                abs(t[worst] - j[worst]), rel[worst], f"LOSS_REL: rel <= {T.LOSS_REL:g} each",
                 rel[worst] <= T.LOSS_REL, note=f"worst: {worst}")]
 
 
@@ -233,7 +234,7 @@ def grad_row(ln: str, g_t: dict[str, np.ndarray], g_j: dict[str, np.ndarray]) ->
     if bad_zero:
         note += f"; ZERO in torch but not in jax: {', '.join(bad_zero)}"
     return Row(ln, f"gradients: torch vs jax, worst of {len(g_t)} tensors", worst_abs, worst,
-               f"rel (norm) <= {T.GRAD_REL:g}", worst <= T.GRAD_REL and not bad_zero, note=note)
+               f"GRAD_REL: rel (norm) <= {T.GRAD_REL:g}", worst <= T.GRAD_REL and not bad_zero, note=note)
 
 
 # ---- one AdamW step, through each twin's own train_step ------------------------------------------
@@ -259,7 +260,7 @@ def adamw_rows(case: Case) -> list[Row]:
     gn_t, gn_j = float(m_t["grad_norm"]), float(m_j["grad_norm"])
     r = abs(gn_t - gn_j) / gn_t
     rows.append(Row(ln, "AdamW step: global grad norm (before clipping)", abs(gn_t - gn_j), r,
-                    f"rel <= {T.GRAD_REL:g}", r <= T.GRAD_REL,
+                    f"GRAD_REL: rel <= {T.GRAD_REL:g}", r <= T.GRAD_REL,
                     note=f"{gn_t:.3f} vs clip {train.grad_clip}: "
                          f"{'clipped' if gn_t > train.grad_clip else 'not clipped'}"))
     p_j = flax_to_hf(jax.device_get(state.params), mcfg)
@@ -269,6 +270,6 @@ def adamw_rows(case: Case) -> list[Row]:
         if d >= worst:
             worst, worst_name, worst_rel = d, n, rr
     rows.append(Row(ln, f"AdamW step: updated params (lr {lr:.2g})", worst, worst_rel,
-                    f"max abs <= {T.ADAMW_STEP_MAX_ABS:g}", worst <= T.ADAMW_STEP_MAX_ABS,
+                    f"ADAMW_STEP_MAX_ABS: max abs <= {T.ADAMW_STEP_MAX_ABS:g}", worst <= T.ADAMW_STEP_MAX_ABS,
                     note=f"worst: {worst_name}"))
     return rows

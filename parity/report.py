@@ -59,6 +59,23 @@ class Report:
                          f"{cell(r.note)} |")
         return "\n".join(lines)
 
+    def bars(self) -> str:
+        """Each bar of parity/thresholds.py the rows name (their `bar` starts with it): its
+        value, how many rows it bounds and the worst value measured against it (the largest;
+        for DROPOUT_ACTIVE_REL, a lower bound, the smallest). DROPOUT_Z's rows have a tolerance
+        of their own, in their `bar` cell."""
+        found: dict[str, list[float]] = {}
+        for r in self.rows:
+            name = r.bar.partition(":")[0]
+            if name.isupper() and hasattr(T, name) and name != "DROPOUT_Z":
+                measured = r.max_abs if name.endswith("MAX_ABS") else r.rel
+                found.setdefault(name, []).append(measured)
+        lines = ["| bar | value | rows | worst measured |", "|---|---|---|---|"]
+        for name, measured in found.items():
+            worst = min(measured) if name == "DROPOUT_ACTIVE_REL" else max(measured)
+            lines.append(f"| `{name}` | {getattr(T, name):g} | {len(measured)} | {worst:.3g} |")
+        return "\n".join(lines)
+
 
 def plot(report: Report, png: Path) -> Path:
     import matplotlib
@@ -118,7 +135,9 @@ def write_report(report: Report, out: Path) -> None:
           f"parity/thresholds.py. HF rows: post-LN BERT (transformers' BERT is post-LN) and "
           f"ModernBERT (transformers' ModernBertForMaskedLM). "
           f"{len(report.rows) - len(fails)}/{len(report.rows)} rows pass "
-          f"({report.seconds:.0f}s).\n\n{report.table()}\n\n![loss curves]({png.name})\n")
+          f"({report.seconds:.0f}s).\n\n{report.table()}\n\n"
+          f"Each bar (parity/thresholds.py, docs/parity.md says what it bounds) against the worst "
+          f"value measured:\n\n{report.bars()}\n\n![loss curves]({png.name})\n")
     write_text_atomic(out / "report.md", md)
     write_text_atomic(out / "report.json", json.dumps(
         {"preset": report.preset, "steps": report.steps, "passed": report.passed,
