@@ -386,17 +386,17 @@ def fresh_params(config: BertConfig, names: Iterable[str], seed: int = 0) -> dic
 
 def _modernbert_fresh(p: Param, config: ModernBertConfig, rng: np.random.Generator) -> np.ndarray:
     """transformers' ModernBERT initialisation of one parameter: weights ~ N(0, std) truncated at
-    +-initializer_cutoff_factor * std, std = initializer_range, or initializer_range /
-    sqrt(2 * layers) for the output projections and the MLM head's dense, or hidden_size**-0.5
-    for a sequence classifier's output layer (transformers' "final_out"); biases 0, norms 1."""
+    +-initializer_cutoff_factor * std, std = initializer_range, or `config.out_std` for the
+    output projections and the MLM head's dense, or `config.classifier_std` for a sequence
+    classifier's output layer; biases 0, norms 1."""
     leaf = p.flax_path[-1]
     if leaf in ("scale", "bias"):
         return (np.ones if leaf == "scale" else np.zeros)(p.hf_shape, np.float32)
     std = config.initializer_range
     if p.hf_name.endswith("Wo.weight") or p.hf_name == "head.dense.weight":
-        std /= (2.0 * config.num_hidden_layers) ** 0.5
+        std = config.out_std
     elif p.hf_name == f"{CLASSIFIER}.weight":
-        std = config.hidden_size ** -0.5
+        std = config.classifier_std
     bound = config.initializer_cutoff_factor * std
     w = rng.normal(0.0, std, p.hf_shape)
     while (out := np.abs(w) > bound).any():       # redraw the tails: a truncated normal
@@ -466,7 +466,7 @@ def fresh_classifier_params(config: ModelConfig, num_labels: int, names: Iterabl
     """transformers' initialisation of the named parameters of the config's sequence classifier
     (the parts a pretrained model's weights lack), drawn from `rng` in model order: BERT's
     N(0, initializer_range) weights and zero biases (the pooler, the classifier); ModernBERT's
-    truncated normals (the head's dense and norm, the classifier: std hidden_size**-0.5)."""
+    truncated normals (the head's dense and norm, the classifier)."""
     names = set(names)
     out = {}
     for p in classifier_param_table(config, num_labels):

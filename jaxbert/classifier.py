@@ -53,8 +53,7 @@ class ModernBertForSequenceClassification(modernbert._Module):
         self.model = modernbert.ModernBertModel(**self._shared())
         self.head = modernbert.ModernBertPredictionHead(**self._shared())
         self.drop = Dropout(rate=c.classifier_dropout)
-        # transformers' "final_out" std for a classifier's output layer
-        self.classifier = self._dense(self.num_labels, c.hidden_size ** -0.5, True)
+        self.classifier = self._dense(self.num_labels, c.classifier_std, True)
 
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
                  deterministic: bool = True):

@@ -78,9 +78,7 @@ class ModernBertForSequenceClassification(nn.Module):
         self.drop = Dropout(config.classifier_dropout)
         self.classifier = nn.Linear(config.hidden_size, num_labels)
         self.head.apply(lambda m: _modernbert_init_weights(m, config))
-        # transformers' "final_out" std for a classifier's output layer
-        _trunc_normal(self.classifier, config.hidden_size ** -0.5,
-                      config.initializer_cutoff_factor)
+        _trunc_normal(self.classifier, config.classifier_std, config.initializer_cutoff_factor)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
