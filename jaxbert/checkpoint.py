@@ -38,12 +38,11 @@ from bertcore.config import ModelConfig
 from bertcore.errors import UserError
 from bertcore.files import os_error_in
 from bertcore.hf import flax_to_hf
-from bertcore.train.rundir import read_run
+from bertcore.train.rundir import CHECKPOINTS, read_run
 
 from .step import abstract_state
 
 logger = logging.getLogger(__name__)
-CHECKPOINTS = "checkpoints"
 
 
 def checkpoint_dir(rundir: str | Path) -> Path:

@@ -61,16 +61,12 @@ def unroll_threefry_on_cpu() -> bool:
 
 
 # With `--xla_force_host_platform_device_count=N` (the tests, trying pmap/sharded on a laptop)
-# jaxlib 0.10 now and then aborted a run in its first steps on a loaded machine: 3 of the 4
-# simulated devices waited in the step's all-reduce, the 4th never arrived, and XLA killed the
-# process after its 40 s limit ("Expected 4 threads to join the rendezvous, but only 3 of them
-# arrived on time"). On this 2-core machine with 2-3 busy loops beside it, 4 of 17 runs aborted
-# (tests/test_jax_train.py::test_pmap_and_sharded_equal_single_device, or its pmap/sharded
-# command alone); with these two flags none of 18 runs of the test, and no device waited even
-# the 10 s that makes XLA warn. Why the flags help is not established (neither async dispatch
-# off nor single-threaded Eigen did); the longer limit turns a slow arrival into a wait rather
-# than an abort. Only for simulated devices (real accelerators have their own collectives), and
-# only on jaxlib 0.10.x, whose flags these are (XLA aborts on a flag it does not know).
+# jaxlib 0.10 may abort a run in its first steps on a loaded machine: one simulated device
+# arrives late at the step's all-reduce and XLA kills the process after its 40 s limit. A longer
+# limit turns a slow arrival into a wait rather than an abort (the runs that showed it are in
+# BENCHMARKS.md, "Measurements behind the code's choices"). Only for simulated devices (real
+# accelerators have their own collectives), and only on jaxlib 0.10.x, whose flags these are
+# (XLA aborts on a flag it does not know).
 SIMULATED_DEVICES_FLAGS = ("--xla_cpu_collective_call_terminate_timeout_seconds=400",
                            "--xla_cpu_collective_call_warn_stuck_timeout_seconds=10")
 

@@ -10,9 +10,8 @@
 A checkpoint is written into a temporary sibling directory and renamed into place, so a crash
 leaves either the old set of checkpoints or the new one, never a half-written step directory.
 `extra_state` is the training loop's (the step and the batch-iterator state) and must be JSON-able:
-there is no RNG state to save, since the loop reseeds dropout from (seed, step, rank) every step.
-Checkpoints written before that change also hold an `rng.safetensors` (never anything real in it);
-loading ignores it.
+there is no RNG state to save, since the loop reseeds dropout from (seed, step, rank) every step
+(an `rng.safetensors` found beside the files above holds nothing a run needs; loading ignores it).
 
 The API is jaxbert/checkpoint.py's, by int step: a `Checkpointer` per run (`save`, `restore`,
 `latest_step`, `path`), the module's `latest_step(rundir)`, and `restore_params(rundir)`, the
@@ -25,7 +24,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -37,13 +35,11 @@ from safetensors.torch import load_file, save_file
 from bertcore.config import ModelConfig, arch_of, model_config_from_dict
 from bertcore.errors import UserError
 from bertcore.files import atomic_path
-from bertcore.train.rundir import read_run
+from bertcore.train.rundir import CHECKPOINT_NAME, CHECKPOINTS, read_run
 
 from .arch import pretraining_model
 
 FORMAT = "twinbert-torch-checkpoint/1"
-CHECKPOINTS = "checkpoints"
-STEP_DIR = re.compile(r"^step_(\d{8})$")         # complete checkpoints; temp dirs start with "."
 TENSOR_FILES = ("model.safetensors", "optimizer.safetensors")
 
 
@@ -120,8 +116,9 @@ def _steps(rundir: str | os.PathLike) -> list[int]:
     root = Path(rundir) / CHECKPOINTS
     if not root.is_dir():
         return []
-    return sorted(int(m.group(1)) for d in root.iterdir()
-                  if (m := STEP_DIR.match(d.name)) and (d / "state.json").is_file())
+    return sorted(int(m["torch"]) for d in root.iterdir()
+                  if (m := CHECKPOINT_NAME.fullmatch(d.name)) and m["torch"]
+                  and (d / "state.json").is_file())
 
 
 def latest_step(rundir: str | os.PathLike) -> int | None:
