@@ -17,6 +17,7 @@ from typing import Any
 from bertcore.errors import UserError
 from bertcore.files import write_text_atomic
 from bertcore.flags import check_fields
+from bertcore.sizes import check_model_fits, check_size_field, check_training_fits
 
 # Google's BERT miniatures (Turc et al. 2019) plus base and large. FFN width is 4 * hidden.
 PRESETS: dict[str, tuple[int, int, int]] = {
@@ -117,9 +118,7 @@ class BertConfig(_ModelConfigFile):
     def validate(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                      "intermediate_size", "max_position_embeddings", "type_vocab_size"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise UserError(f"config {name}={v!r} must be a positive integer")
+            check_size_field(name, getattr(self, name))
         if self.hidden_size % self.num_attention_heads:
             raise UserError(
                 f"config hidden_size={self.hidden_size} is not divisible by "
@@ -144,6 +143,7 @@ class BertConfig(_ModelConfigFile):
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise UserError(f"config pad_token_id={self.pad_token_id} is outside the vocabulary "
                             f"(vocab_size={self.vocab_size})")
+        check_model_fits(self)   # last: its weights against the memory there is (bertcore.sizes)
 
     # ---- presets and (de)serialisation -------------------------------------------------------
 
@@ -267,9 +267,7 @@ class ModernBertConfig(_ModelConfigFile):
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                      "intermediate_size", "max_position_embeddings",
                      "global_attn_every_n_layers", "local_attention"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise UserError(f"config {name}={v!r} must be a positive integer")
+            check_size_field(name, getattr(self, name))
         if self.hidden_size % self.num_attention_heads or self.head_dim % 2:
             raise UserError(
                 f"config hidden_size={self.hidden_size} must split into "
@@ -305,6 +303,7 @@ class ModernBertConfig(_ModelConfigFile):
         if not self.tie_word_embeddings:
             raise UserError("config tie_word_embeddings=false is not supported: the MLM decoder "
                             "is the token embedding matrix; set it to true")
+        check_model_fits(self)   # last: its weights against the memory there is (bertcore.sizes)
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "ModernBertConfig":
@@ -488,6 +487,8 @@ class TrainConfig:
         if model is not None and self.seq_len > model.max_position_embeddings:
             raise UserError(f"seq-len={self.seq_len} exceeds the model's max_position_embeddings="
                             f"{model.max_position_embeddings}; lower --seq-len")
+        if model is not None:   # weights, optimizer state and a micro-batch's activations
+            check_training_fits(model, self.batch_size // self.grad_accum, self.seq_len)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
