@@ -86,6 +86,7 @@ class Checkpointer:
         self.root = Path(rundir) / CHECKPOINTS     # as the user named it, for messages
         self._keep = keep
         self._mgr: ocp.CheckpointManager | None = None
+        self._swept = False     # stale temp directories removed (by the first save)
 
     def path(self, step: int) -> Path:
         """The directory of checkpoint `step` (whether or not it exists)."""
@@ -119,6 +120,12 @@ class Checkpointer:
         """
         extra = dict(extra_state, model_config=self.config.to_dict())
         json.dumps(extra)  # fail here, with the offending value named, not inside orbax
+        if not self._swept and jax.process_count() == 1:
+            # The writer holds RUNDIR's lock, so orbax temp directories there are a killed or
+            # twice-interrupted earlier save's (orbax never reuses them): gone before the first
+            # save. (Several processes save together: none sweeps what another may be writing.)
+            remove_temp_dirs(self.dir.parent)
+            self._swept = True
         mgr = self._manager(create=True)
         if step in mgr.all_steps():
             logger.info("checkpoint %d already exists in %s; not overwriting it", step, self.dir)

@@ -96,6 +96,20 @@ def test_keep_last_k(tmp_path, trained):
         Checkpointer(tmp_path, CFG).restore(fresh_state(1), step=1)
 
 
+def test_first_save_sweeps_a_killed_saves_temp_dirs(tmp_path, trained):
+    """orbax's temp directories of a save that never finished (a kill, a second Ctrl-C) are
+    removed by the next writer's first save, also when it resumed from a checkpoint first."""
+    ck = Checkpointer(tmp_path, CFG)
+    ck.save(1, trained, {"s": 1})
+    stale = tmp_path / "checkpoints" / "2.orbax-checkpoint-tmp-1234" / "state"
+    stale.mkdir(parents=True)
+    ck = Checkpointer(tmp_path, CFG)
+    ck.restore(fresh_state(1))
+    assert stale.is_dir()                 # a reader leaves them: a writer may be at work
+    ck.save(3, trained, {"s": 3})
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1", "3"]
+
+
 def test_missing_checkpoint(tmp_path):
     assert latest_step(tmp_path) is None
     with pytest.raises(UserError, match=f"no checkpoint in {tmp_path}"):

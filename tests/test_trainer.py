@@ -43,20 +43,20 @@ def test_sigterm_during_classify_train_checkpoints_then_resume_is_exact(twin, tm
     written, exit 75 with the resume command (pretraining's contract); --resume then ends with
     the straight run's metrics.jsonl and best/, bit for bit."""
     model = hf_dir(tmp_path / "hf")
-    data = write_jsonl(tmp_path / "train.jsonl", reviews(400, 0))
-    common = ["--init-from", str(model), "--data", str(data), "--epochs", "2", *CLASSIFY_FAST]
+    data = write_jsonl(tmp_path / "train.jsonl", reviews(400, 0))      # 45 steps an epoch
+    common = ["--init-from", str(model), "--data", str(data), "--epochs", "100", *CLASSIFY_FAST]
     stopped = tmp_path / "stopped"
     env = {**os.environ, "PYTHONPATH": str(ROOT), **cache_env}
     proc = subprocess.Popen([sys.executable, "-m", f"{twin}bert.classify", "train", *common,
-                             "--out", str(stopped), "--no-progress"], cwd=ROOT, env=env,
+                             "--out", str(stopped)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 300
-        while time.time() < deadline and not (stopped / "run.json").is_file():
+        metrics = stopped / "metrics.jsonl"
+        while time.time() < deadline and not (metrics.is_file() and metrics.read_text()):
             assert proc.poll() is None, proc.stderr.read()[-2000:]
             time.sleep(0.02)
-        time.sleep(1.0)     # into the first epoch (45 steps an epoch: it is far from done)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGTERM)    # in epoch 2 or later, of 100
         out, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
@@ -65,20 +65,20 @@ def test_sigterm_during_classify_train_checkpoints_then_resume_is_exact(twin, tm
     assert proc.returncode == 75, out[-2000:] + err[-3000:]
     assert "Traceback" not in err, err
     (stop,) = checkpoint_steps(twin, stopped)
-    assert 1 <= stop < 90
+    assert 45 <= stop < 4500
     line = [ln for ln in out.splitlines() if ln.startswith("stopped by SIGTERM")]
     assert len(line) == 1 and f"after step {stop}" in line[0], out
     assert f"python -m {twin}bert.classify train" in line[0] and "--resume" in line[0]
-    assert not (stopped / "summary.json").exists()      # not done: --resume finishes it
+    assert not (stopped / "summary.json").exists()      # not done: --resume goes on
+    end = str((stop // 45 + 2) * 45)                    # the end of the next full epoch
     cli = ClassifyCli(twin, capsys)
-    cli("train", *common, "--out", str(stopped), "--resume")
+    cli("train", *common, "--out", str(stopped), "--resume", "--stop-after", end)
     straight = tmp_path / "straight"
-    cli("train", *common, "--out", str(straight))
-    assert [r["step"] for r in epoch_rows(straight)] == [45, 90]
+    cli("train", *common, "--out", str(straight), "--stop-after", end)
+    assert epoch_rows(straight)[-1]["step"] == int(end)
     assert epoch_rows(stopped) == epoch_rows(straight)
     assert (stopped / "best" / "model.safetensors").read_bytes() == \
         (straight / "best" / "model.safetensors").read_bytes()
-    assert json.loads((stopped / "summary.json").read_text())["steps"] == 90
 
 
 @pytest.mark.slow
