@@ -2,24 +2,11 @@
 
 Both twins parse the same flags (`parser`), resolve `--init-from` the same way (`resolve_init`),
 start from the same numpy weights (`initial_state`), read and score the same numpy batches
-(bertcore.classify.data: `evaluate`), run the same epoch loop (bertcore.classify.run: `fit`) and
-print the same reports (`run_evaluate`, `run_predict`). Only "one AdamW step" and "logits of a
-batch" (plus their own checkpoints, for --resume) are the twins' (classify_run's `Twin`).
-
-    RUNDIR/run.json              framework, task "classify", data and --init-from paths
-    RUNDIR/config.json           the model config + id2label/label2id (Hugging Face's classifier
-                                 config)
-    RUNDIR/classify_config.json  ClassifyConfig
-    RUNDIR/tokenizer/            the tokenizer of the model it started from
-    RUNDIR/metrics.jsonl         one line per epoch: train loss, validation loss/accuracy/F1
-    RUNDIR/checkpoints/          the last state, in the twin's own format (for --resume)
-    RUNDIR/best/                 the best epoch's weights as a Hugging Face directory
-                                 (BertForSequenceClassification or
-                                 ModernBertForSequenceClassification), which either twin,
-                                 parity.convert and transformers read, with its model card
-                                 (bertcore.card)
-    RUNDIR/tb/, RUNDIR/wandb/    --report-to's dashboards: the epochs' rows (train/loss,
-                                 val/accuracy, ...) and the config (bertcore.train.report)
+(bertcore.classify.data: `evaluate`), train in pretraining's loop (bertcore.train.loop) on the
+same task (bertcore.classify.run: `ClassifyRun`) and print the same reports (`run_evaluate`,
+`run_predict`). Only "one AdamW step" and "logits of a batch" (plus their own checkpoints, for
+--resume) are the twins' (the loop's `Twin`). The RUNDIR's layout, classify_config.json and
+best/ among it, is bertcore.train.rundir's.
 """
 
 from __future__ import annotations
@@ -44,7 +31,7 @@ from bertcore.train import init_from
 from bertcore.train.init_from import InitSource
 from bertcore.train.cli import check_unheld, same_path
 from bertcore.train.report import REPORT_TO_HELP, parse_report_to
-from bertcore.train.rundir import RunDir
+from bertcore.train.rundir import CLASSIFY_CONFIG, RunDir
 from bertcore.train.schedule import warmup_linear
 from bertcore.train.stopping import Stopper, add_stopping_flags
 
@@ -154,7 +141,7 @@ def check_resume_args(args: argparse.Namespace, files: RunDir) -> None:
     holding it is named first; then --data, --validation or --init-from other than the run's
     are refused (a resumed run keeps its own: they would be ignored)."""
     check_unheld(files.path)
-    if not (files.path / "classify_config.json").is_file() or not files.is_run():
+    if not (files.path / CLASSIFY_CONFIG).is_file() or not files.is_run():
         return      # ClassifyRun says what is missing
     info = files.info()
     run_init = (info.get("init_from") or {}).get("path")

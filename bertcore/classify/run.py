@@ -31,7 +31,7 @@ from bertcore.files import check_apart
 from bertcore.sizes import check_training_fits
 from bertcore.train.metrics import read_metrics
 from bertcore.train.report import parse_report_to, tagged
-from bertcore.train.rundir import RunDir
+from bertcore.train.rundir import CLASSIFY_CONFIG, CONFIG, TOKENIZER, RunDir
 from bertcore.train.task import Task
 
 logger = logging.getLogger(__name__)
@@ -63,17 +63,17 @@ class ClassifyRun(Task):
         if args.resume:
             check_resume_args(args, self.files)   # who holds RUNDIR, then ignored data
             info = self._read_existing(framework)
-            saved = ClassifyConfig(**_json(self.rundir / "classify_config.json"))
+            saved = ClassifyConfig(**_json(self.rundir / CLASSIFY_CONFIG))
             changed = [k for k, v in given.items() if getattr(saved, k) != v]
             if changed:
                 raise UserError(f"--resume with changed settings ({', '.join(changed)}); resume "
                                 f"with the run's own settings or start a new run with --out")
             self.classify_config, data, validation = saved, info["data"], info.get("validation")
             self.base_model = (info.get("init_from") or {}).get("path")
-            raw = _json(self.rundir / "config.json")
+            raw = _json(self.rundir / CONFIG)
             self.model_config = model_config_from_dict(raw)
             self.labels = LabelMap([raw["id2label"][str(i)] for i in range(len(raw["id2label"]))])
-            self.tokenizer = load_tokenizer(self.rundir / "tokenizer")
+            self.tokenizer = load_tokenizer(self.files.tokenizer_dir)
         else:
             if not args.init_from or not args.data:
                 raise UserError("train needs --init-from DIR (a pretraining RUNDIR or a Hugging "
@@ -111,7 +111,7 @@ class ClassifyRun(Task):
             self.files.check_target(args.overwrite)   # last, so a bad flag is named first
 
     def _read_existing(self, framework: str) -> dict[str, Any]:
-        if not (self.rundir / "classify_config.json").is_file():
+        if not (self.rundir / CLASSIFY_CONFIG).is_file():
             raise UserError(f"--resume: {self.rundir} holds no fine-tuning run (no "
                             f"classify_config.json); drop --resume to start one there")
         info = self.files.info()
@@ -173,10 +173,10 @@ class ClassifyRun(Task):
         try:
             self.files.check_target(self.overwrite)   # again, now that RUNDIR is ours
             self.files.create(info, {
-                "tokenizer": self.tokenizer.save,
-                "config.json": json.dumps(hf_config(self.model_config, self.labels), indent=2,
+                TOKENIZER: self.tokenizer.save,
+                CONFIG: json.dumps(hf_config(self.model_config, self.labels), indent=2,
                                           sort_keys=True) + "\n",
-                "classify_config.json": json.dumps(dataclasses.asdict(self.classify_config),
+                CLASSIFY_CONFIG: json.dumps(dataclasses.asdict(self.classify_config),
                                                    indent=2) + "\n"})
         except BaseException:
             self.files.discard()
@@ -236,7 +236,7 @@ class ClassifyRun(Task):
         if self.best is None or row["val_accuracy"] > self.best["val_accuracy"]:
             self.best = row
             write_classifier_dir(self.rundir / "best", self.model_config, self.labels,
-                                 twin.weights(), self.rundir / "tokenizer", info=row,
+                                 twin.weights(), self.files.tokenizer_dir, info=row,
                                  card=self.card(row))
         self.loss_sum, self.loss_n = 0.0, 0
 
@@ -270,7 +270,7 @@ class ClassifyRun(Task):
                        "train_examples": len(self.train),
                        "validation_examples": len(self.val),
                        "train_seconds": info["train_seconds"]}
-            self.files.write_file("summary.json", json.dumps(summary, indent=2) + "\n")
+            self.files.write_summary(summary)
             return summary
         finally:
             self.files.unlock()

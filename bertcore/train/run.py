@@ -8,7 +8,6 @@ bertcore.train.setup makes it; RUNDIR's layout is bertcore.train.rundir's.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -146,7 +145,7 @@ class Run(Task):
         if not self.is_main:
             return None
         with atomic_path(self.rundir / "hf", is_dir=True) as tmp:
-            save_hf_files(tmp, self.model_config, params, self.rundir / "tokenizer")
+            save_hf_files(tmp, self.model_config, params, self.files.tokenizer_dir)
         self.hf_dir = self.rundir / "hf"
         return self.hf_dir
 
@@ -184,7 +183,7 @@ class Run(Task):
 
         baseline = unigram_baseline(self.shards, self.tokenizer)
         summary["learned"] = learned(read_metrics(self.metrics_path), baseline)
-        self.files.write_file("summary.json", json.dumps(summary, indent=2) + "\n")
+        self.files.write_summary(summary)
         lines = learned_lines(summary["learned"], self.framework, self.rundir,
                               arch_of(self.model_config))
         if self.hf_dir is not None:

@@ -10,13 +10,19 @@ parity) reads them here.
     RUNDIR/tokenizer/          the tokenizer
     RUNDIR/metrics.jsonl       one JSON object per logged step (or epoch)
     RUNDIR/checkpoints/        the twin's checkpoints: a run with none is not yet worth keeping
+    RUNDIR/summary.json        at the end (a fine-tuning run stopped early has none yet)
+    RUNDIR/loss.png, hf/       pretraining: the curves; the final weights as a Hugging Face
+                               directory with its model card
+    RUNDIR/best/               fine-tuning: the best epoch as a Hugging Face classifier
     RUNDIR/tb/                 TensorBoard event files (--report-to tensorboard)
     RUNDIR/wandb/              W&B's run folders and the W&B run id (--report-to wandb)
 
 The rules it keeps: a run's files appear together or not at all (`create` builds them beside
 the old ones and swaps them in), one process writes a run at a time (`lock`), a run with a
-checkpoint is replaced only when asked (`check_target`), and files that are not a run's own are
-never deleted.
+checkpoint is replaced only when asked (`check_target`), a replaced run is kept beside until the
+new one has its first checkpoint and comes back if it fails before (`keep_new`, `discard`), and
+files that are not a run's own are never deleted. docs/design.md ("The run directory") says
+what each file holds.
 """
 
 from __future__ import annotations
@@ -48,7 +54,11 @@ FRAMEWORKS = ("torch", "jax")
 # The names of a RUNDIR's files, here and nowhere else.
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
+CONFIG = "config.json"
+TRAIN_CONFIG = "train_config.json"
 CLASSIFY_CONFIG = "classify_config.json"
+TOKENIZER = "tokenizer"
+METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CHECKPOINTS = "checkpoints"
 # A complete checkpoint in RUNDIR/checkpoints: torchbert's step_00000100/, orbax's (jaxbert's)
@@ -56,8 +66,8 @@ CHECKPOINTS = "checkpoints"
 CHECKPOINT_NAME = re.compile(r"step_(?P<torch>\d{8})|(?P<jax>\d+)")
 # What a pretraining, classify or converted run writes in its directory; anything else there is
 # the user's, and no command deletes it.
-OWN_ENTRIES = frozenset({RUN_FILE, LOCK_FILE, "config.json", "train_config.json",
-                         CLASSIFY_CONFIG, "tokenizer", "metrics.jsonl", SUMMARY,
+OWN_ENTRIES = frozenset({RUN_FILE, LOCK_FILE, CONFIG, TRAIN_CONFIG,
+                         CLASSIFY_CONFIG, TOKENIZER, METRICS, SUMMARY,
                          "loss.png", "hf", "best", CHECKPOINTS, "tb", "wandb"})
 # A run as the output of a command (bertcore.files' one --overwrite check); the temporary
 # entries of an interrupted write (`create`'s `.new-PID` / `.old-PID`, atomic_path's) are no one's.
@@ -112,7 +122,11 @@ class RunDir:
 
     @property
     def metrics_path(self) -> Path:
-        return self.path / "metrics.jsonl"
+        return self.path / METRICS
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.path / TOKENIZER
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -308,6 +322,10 @@ class RunDir:
     def write_file(self, name: str, text: str) -> None:
         """Replace one file of the run atomically (a resumed run's train config)."""
         write_text_atomic(self.path / name, text)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """summary.json, the record of a finished (or stopped) run."""
+        self.write_file(SUMMARY, json.dumps(summary, indent=2) + "\n")
 
     # ---- metrics -----------------------------------------------------------------------------
 

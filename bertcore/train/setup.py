@@ -27,7 +27,7 @@ from bertcore.train.configs import (RESUMABLE_CHANGES, TRAIN_FIELDS, init_model_
 from bertcore.train.init_from import InitSource, resolve_init
 from bertcore.train.report import parse_report_to
 from bertcore.train.run import Run
-from bertcore.train.rundir import RunDir
+from bertcore.train.rundir import CONFIG, TOKENIZER, TRAIN_CONFIG, RunDir
 
 
 def _inputs(args: Any) -> dict[str, Any]:
@@ -54,7 +54,7 @@ def setup_run(args: Any, framework: str, is_main: bool = True) -> Run:
         # Another data-parallel process: the main one has already set RUNDIR up (it runs
         # first, behind a barrier), so read what it wrote instead of checking again.
         saved = files.read()
-        tok = load_tokenizer(rundir / "tokenizer")
+        tok = load_tokenizer(files.tokenizer_dir)
         run = Run(rundir, framework, saved.config, saved.train, tok,
                   Shards(saved.info["data"], tok), args.resume, is_main=False,
                   progress=progress, files=files)
@@ -77,13 +77,13 @@ def setup_run(args: Any, framework: str, is_main: bool = True) -> Run:
     files.lock()
     try:
         if args.resume:
-            train_config.to_json_file(rundir / "train_config.json")   # atomic
+            train_config.to_json_file(rundir / TRAIN_CONFIG)   # atomic
         else:
             files.check_target(args.overwrite)   # again: another process may have been quicker
             files.create(info, {
-                "config.json": lambda p: model_config.to_json_file(p),
-                "train_config.json": lambda p: train_config.to_json_file(p),
-                "tokenizer": tok.save})
+                CONFIG: lambda p: model_config.to_json_file(p),
+                TRAIN_CONFIG: lambda p: train_config.to_json_file(p),
+                TOKENIZER: tok.save})
     except BaseException:
         files.discard()
         raise
@@ -174,7 +174,7 @@ def _resumed_run(args: Any, framework: str, files: RunDir, progress: bool) -> Ma
                         f"rate of every step from here; resume with --steps "
                         f"{saved.train.steps} (--stop-after N stops a job early), or start "
                         f"a new run")
-    tok = load_tokenizer(rundir / "tokenizer")
+    tok = load_tokenizer(files.tokenizer_dir)
     data = Path(info["data"])
     if not dir_is_prepared(data) and not info.get("corpus"):
         # A --data run: its prepared directory is the user's, and only they can bring it back.
@@ -187,7 +187,7 @@ def _resumed_run(args: Any, framework: str, files: RunDir, progress: bool) -> Ma
     else:
         # The cached shards were cleared: rebuild them from the run's corpus.
         data_args = SimpleNamespace(**vars(args))
-        data_args.data, data_args.tokenizer = None, str(rundir / "tokenizer")
+        data_args.data, data_args.tokenizer = None, str(files.tokenizer_dir)
         data_args.corpus = info["corpus"]
         data_args.text_column, data_args.split = info.get("text_column"), info.get("split")
         tok, shards = resolve_data(data_args, progress)
