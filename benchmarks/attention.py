@@ -49,7 +49,7 @@ def explicit_attention(q, k, v, mask=None, local_window_size=None):
     pass jax.nn.dot_product_attention (any other is a TypeError, not silently dropped)."""
     import jax.numpy as jnp
 
-    from bertcore.attention import window_mask
+    from bertcore.model.attention import window_mask
     from jaxbert.model import attention_probs
 
     TRACED["explicit"] += 1
@@ -145,8 +145,8 @@ def report(args, r: dict[str, Any], flags: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bertcore.config import ARCHS, PRESETS
-    from bertcore.errors import UserError, cli_entry
+    from bertcore.model.config import ARCHS, PRESETS
+    from bertcore.infra.errors import UserError, cli_entry
     from benchmarks.contenders import parse_presets
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.attention", description=__doc__,

@@ -60,8 +60,8 @@ import numpy as np
 
 from benchmarks.contenders import parse_contenders
 from benchmarks.realtext import find_links_args, prepare as prepare_real
-from bertcore.errors import UserError, cli_entry
-from bertcore.files import write_text_atomic
+from bertcore.infra.errors import UserError, cli_entry
+from bertcore.infra.files import write_text_atomic
 
 # The twins' runs: the module and the flags that make the contender. The "-modernbert" rows are
 # the same twin training ModernBERT (`--arch modernbert`, MLM only, as published) at the same
@@ -351,7 +351,7 @@ def peer_worker(cfg: dict) -> None:
     import transformers
 
     from benchmarks.contenders import hf_inputs
-    from bertcore.config import BertConfig, TrainConfig
+    from bertcore.model.config import BertConfig, TrainConfig
     from bertcore.data.batches import BatchIterator
     from bertcore.data.shards import Shards
     from bertcore.data.tokenizer import load_tokenizer

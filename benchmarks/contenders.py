@@ -64,7 +64,7 @@ def make_batches(args) -> tuple[list[dict[str, np.ndarray]], Any]:
     """The benchmark's batches (identical for every contender) and the data's tokenizer
     (bertcore WordPiece: its vocab_size and special ids). ModernBERT's are single segments
     without NSP labels, as its training runs draw them."""
-    from bertcore.config import TrainConfig
+    from bertcore.model.config import TrainConfig
     from bertcore.data.batches import BatchIterator
     from bertcore.train.cli import train_parser
     from bertcore.data.cache import resolve_data
@@ -81,7 +81,7 @@ def make_batches(args) -> tuple[list[dict[str, np.ndarray]], Any]:
 def model_config(args, tok):
     """The config every contender trains: `args.arch`'s `args.preset` for the data's tokenizer
     `tok` (its size and, for ModernBERT, the special ids its config names)."""
-    from bertcore.config import BertConfig, ModernBertConfig, special_ids
+    from bertcore.model.config import BertConfig, ModernBertConfig, special_ids
 
     # The batches' ids come from the built-in corpus's tokenizer (8192 entries); the model's
     # vocabulary is --vocab-size (BERT's 30522 by default), which is what the cost depends on.
@@ -97,7 +97,7 @@ def model_config(args, tok):
 
 
 def train_config(args):
-    from bertcore.config import TrainConfig
+    from bertcore.model.config import TrainConfig
 
     return TrainConfig(batch_size=args.batch_size, seq_len=args.seq_len,
                        max_predictions=args.max_predictions, lr=1e-4, warmup_steps=10,
@@ -265,7 +265,7 @@ def prepare(args) -> tuple[list, Callable, dict[str, Any]]:
         # The twins' allocator settings (the peers only with --malloc-for-peers), first, as the
         # twins' CLIs apply them: threads started before (the tokenizer's, drawing the batches)
         # keep arenas of their own that XLA's threads could be handed. Every setup runs here.
-        from bertcore.malloc import keep_freed_memory
+        from bertcore.infra.malloc import keep_freed_memory
 
         keep_freed_memory()
     batches, tok = make_batches(args)
@@ -416,7 +416,7 @@ def measure(names: list[str], argv: list[str], steps: int,
 
 def parse_presets(text: str) -> list[str]:
     """Comma-separated preset names, each checked (UserError naming the choices)."""
-    from bertcore.config import BertConfig
+    from bertcore.model.config import BertConfig
 
     names = [n.strip() for n in text.split(",") if n.strip()]
     for name in names:
@@ -458,7 +458,7 @@ def parse_contenders(text: str, allowed: tuple[str, ...] = CONTENDERS,
     """Comma-separated contender names, each checked (UserError naming the choices). A peer
     that cannot run here, or is another architecture's than `arch` (`missing`), is left out
     with one line saying why on stderr; a selection that leaves nothing to run is an error."""
-    from bertcore.errors import UserError
+    from bertcore.infra.errors import UserError
 
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in allowed]

@@ -37,13 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bertcore.config import TrainConfig
+from bertcore.model.config import TrainConfig
 from bertcore.data.batches import BatchIterator
 from bertcore.data.corpus import iter_documents
 from bertcore.data.prepare import prepare
 from bertcore.data.shards import Shards
 from bertcore.data.tokenizer import train_tokenizer
-from bertcore.errors import UserError, cli_entry
+from bertcore.infra.errors import UserError, cli_entry
 
 
 @cli_entry

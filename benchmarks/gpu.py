@@ -97,7 +97,7 @@ def param_counts(cfg) -> dict[str, int]:
     """Parameters of BertForPreTraining (or ModernBertForMaskedLM) by part, from a bertcore
     BertConfig (ModernBertConfig) (the tied decoder weight counted once, in the embeddings;
     `total` equals torchbert's num_parameters())."""
-    from bertcore.config import ModernBertConfig
+    from bertcore.model.config import ModernBertConfig
 
     if isinstance(cfg, ModernBertConfig):
         return _modernbert_param_counts(cfg)
@@ -133,8 +133,8 @@ def _modernbert_param_counts(cfg) -> dict[str, int]:
 
 def flops_per_sequence(cfg, seq_len: int, max_predictions: int) -> float:
     """Model FLOPs of one training step's forward + backward per sequence (module docstring)."""
-    from bertcore.attention import window_mask
-    from bertcore.config import ModernBertConfig
+    from bertcore.model.attention import window_mask
+    from bertcore.model.config import ModernBertConfig
 
     c, H, L = param_counts(cfg), cfg.hidden_size, seq_len
     n_mlm = c["mlm_head"] + H * cfg.vocab_size    # + the tied decoder matmul
@@ -198,7 +198,7 @@ def gpu_worker(args) -> dict[str, Any]:
 # ---- the command line ------------------------------------------------------------------------
 
 def parse_args(argv: list[str] | None):
-    from bertcore.config import ARCHS, PRESETS
+    from bertcore.model.config import ARCHS, PRESETS
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.gpu", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -230,7 +230,7 @@ def parse_args(argv: list[str] | None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bertcore.errors import UserError, cli_entry
+    from bertcore.infra.errors import UserError, cli_entry
 
     args = parse_args(argv)
 

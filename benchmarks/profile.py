@@ -147,8 +147,8 @@ def report(args, name: str, r: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bertcore.config import ARCHS, PRESETS
-    from bertcore.errors import UserError, cli_entry
+    from bertcore.model.config import ARCHS, PRESETS
+    from bertcore.infra.errors import UserError, cli_entry
     from benchmarks.contenders import make_batches, parse_contenders, parse_presets, run_worker
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__,

@@ -42,8 +42,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from bertcore.errors import UserError, cli_entry
-from bertcore.files import atomic_path, cache_root
+from bertcore.infra.errors import UserError, cli_entry
+from bertcore.infra.files import atomic_path, cache_root
 
 FORMAT = "twinbert-realtext-v1"
 SEED = 0

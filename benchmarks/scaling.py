@@ -40,7 +40,7 @@ PEER = "hf-torch"
 
 
 def parse_args(argv: list[str] | None):
-    from bertcore.config import PRESETS
+    from bertcore.model.config import PRESETS
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.scaling", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None):
 
 
 def int_list(flag: str, text: str) -> list[int]:
-    from bertcore.errors import UserError
+    from bertcore.infra.errors import UserError
 
     try:
         values = [int(s) for s in text.split(",") if s.strip()]
@@ -103,7 +103,7 @@ def threads(args) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bertcore.errors import UserError, cli_entry
+    from bertcore.infra.errors import UserError, cli_entry
 
     args = parse_args(argv)
 

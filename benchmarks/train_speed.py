@@ -30,7 +30,7 @@ Peers:
                  labels -100 elsewhere, torch.optim.AdamW, clip_grad_norm_(1.0). transformers
                  has no Flax ModernBERT: hf-flax is left out, with that reason.
 
-The twins' processes apply bertcore.malloc's allocator settings first, as their train CLIs do
+The twins' processes apply bertcore.infra.malloc's allocator settings first, as their train CLIs do
 (freed memory kept for reuse: no page faults on each step's fresh buffers); the peers run with
 the system's malloc, as their users run them. `--malloc-for-peers` gives the peers the same
 settings, to show how much of each ratio is the allocator and how much the model code.
@@ -53,8 +53,8 @@ PEERS = ("hf-torch", "hf-flax", "hf-modernbert")   # every twin is compared with
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bertcore.config import ARCHS, PRESETS
-    from bertcore.errors import UserError, cli_entry
+    from bertcore.model.config import ARCHS, PRESETS
+    from bertcore.infra.errors import UserError, cli_entry
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.train_speed", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                         "only at the labelled positions, as the twins' (default: its dense "
                         "default)")
     p.add_argument("--malloc-for-peers", action="store_true",
-                   help="give the HF peers bertcore.malloc's settings too (the twins always "
+                   help="give the HF peers bertcore.infra.malloc's settings too (the twins always "
                         "have them, as their CLIs apply them)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -122,7 +122,7 @@ def report(args, results: list[dict]) -> None:
           f"L={args.seq_len}, P={args.max_predictions}, fp32, "
           f"{'no dropout (as published)' if modern else 'dropout on'}{sparse}, CPU threads "
           f"{args.threads or os.environ.get('OMP_NUM_THREADS') or os.cpu_count()}"
-          f"{', peers with bertcore.malloc too' if args.malloc_for_peers else ''}\n")
+          f"{', peers with bertcore.infra.malloc too' if args.malloc_for_peers else ''}\n")
     print(f"{time.strftime('%Y-%m-%d')}, {platform.machine()} {os.cpu_count()} cores, "
           f"{versions()}\n")
     peers = [p for p in PEERS if "tokens_per_second" in by.get(p, {})]

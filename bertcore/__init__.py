@@ -4,7 +4,7 @@ Config, tokenizer, corpus readers, pretokenized shards, masking, batches and sch
 torchbert and jaxbert. Importing bertcore never imports torch or jax.
 """
 
-from bertcore.config import PRESETS, BertConfig, TrainConfig
-from bertcore.errors import UserError
+from bertcore.model.config import PRESETS, BertConfig, TrainConfig
+from bertcore.infra.errors import UserError
 
 __all__ = ["BertConfig", "TrainConfig", "PRESETS", "UserError"]

@@ -10,7 +10,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from bertcore.config import ModelConfig, ModernBertConfig, load_model_config
+from bertcore.model.config import ModelConfig, ModernBertConfig, load_model_config
 
 from . import classifier, model, modernbert
 

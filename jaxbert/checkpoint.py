@@ -34,10 +34,10 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from bertcore.config import ModelConfig
-from bertcore.errors import UserError
-from bertcore.files import os_error_in
-from bertcore.hf import flax_to_hf
+from bertcore.model.config import ModelConfig
+from bertcore.infra.errors import UserError
+from bertcore.infra.files import os_error_in
+from bertcore.model.hf import flax_to_hf
 from bertcore.train.rundir import CHECKPOINTS, read_run
 
 from .step import abstract_state
@@ -222,7 +222,7 @@ class _Held(logging.Handler):
 def _absl_held_back(replay: bool) -> Iterator[None]:
     """Hold back what orbax logs through absl in the block (its writer threads log each failed
     write with a traceback: ~100 lines for one full disk). A save that fails is reported once,
-    by the twin (bertcore.files.write_failure), so its records are dropped; after a save that
+    by the twin (bertcore.infra.files.write_failure), so its records are dropped; after a save that
     succeeds (`replay`) they are shown as usual."""
     log, held = logging.getLogger("absl"), _Held()
     propagate, log.propagate = log.propagate, False

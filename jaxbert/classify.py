@@ -22,8 +22,8 @@ import optax
 from bertcore.classify import cli as classify
 from bertcore.classify.data import Classifier, open_classifier
 from bertcore.classify.run import ClassifyRun
-from bertcore.errors import cli_entry
-from bertcore.hf import classifier_flax_to_hf, classifier_hf_to_flax, classifier_param_table
+from bertcore.infra.errors import cli_entry
+from bertcore.model.hf import classifier_flax_to_hf, classifier_hf_to_flax, classifier_param_table
 from bertcore.train.loop import Result, Twin, train_loop
 from bertcore.train.stopping import Stopper, run_train
 

@@ -4,7 +4,7 @@ The first two are about speed only: the numbers a run computes are the same with
 them; each is measured in BENCHMARKS.md. The third keeps simulated CPU devices from aborting.
 (The torch twin has nothing like them: its CPU matmuls are MKL's and its dropout bits come from
 one 64-bit draw per four elements; the malloc settings both twins share live in
-bertcore/malloc.py.)
+bertcore/infra/malloc.py.)
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`python -m jaxbert.fill_mask RUNDIR|HF_DIR "the movie was [MASK] ."`
 
 Top-k tokens and probabilities for every [MASK]. The flags, tokenization and output are
-bertcore.fillmask's (shared with torchbert.fill_mask); this file only loads weights and runs the
+bertcore.modeldirs.fillmask's (shared with torchbert.fill_mask); this file only loads weights and runs the
 sparse MLM head on the [MASK] positions.
 """
 
@@ -11,10 +11,10 @@ import sys
 
 import numpy as np
 
-from bertcore import fillmask
-from bertcore.errors import UserError, cli_entry
-from bertcore.hf import hf_to_flax
-from bertcore.modeldir import ModelDir
+from bertcore.modeldirs import fillmask
+from bertcore.infra.errors import UserError, cli_entry
+from bertcore.model.hf import hf_to_flax
+from bertcore.modeldirs.resolve import ModelDir
 
 from .checkpoint import latest_step, restore_params
 from .arch import from_pretrained, pretraining_model

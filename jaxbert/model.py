@@ -3,7 +3,7 @@
 The twin of `torchbert/model.py`: the same classes in the same order, and Hugging Face's
 parameter names, so the flattened Flax tree reads `bert/encoder/layer/3/attention/self/query/kernel`
 where torch reads `bert.encoder.layer.3.attention.self.query.weight`. What differs is only the
-frameworks' conventions, all handled by the one table in `bertcore/hf.py`:
+frameworks' conventions, all handled by the one table in `bertcore/model/hf.py`:
 
 - A Flax `Dense` stores `kernel` as [in, out] (x @ kernel); torch's `Linear.weight` is [out, in].
 - `LayerNorm` calls its gain `scale` (torch: `weight`); `Embed` calls its table `embedding`.
@@ -33,10 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bertcore.config import BertConfig
-from bertcore.dropout import dropout_threshold
-from bertcore.errors import UserError
-from bertcore.hf import (flatten, head_prefixes, hf_to_flax, param_table, read_hf_safetensors,
+from bertcore.model.config import BertConfig
+from bertcore.model.dropout import dropout_threshold
+from bertcore.infra.errors import UserError
+from bertcore.model.hf import (flatten, head_prefixes, hf_to_flax, param_table, read_hf_safetensors,
                          unflatten)
 
 Dtype = Any
@@ -115,7 +115,7 @@ class _Module(nn.Module):
 
 
 class Dropout(nn.Module):
-    """nn.Dropout's job, with bertcore/dropout.py's rule: 16 random bits per element from the
+    """nn.Dropout's job, with bertcore/model/dropout.py's rule: 16 random bits per element from the
     `dropout` key (each 32-bit word split in two), kept iff >= t. flax's nn.Dropout draws a 32-bit
     float per element, twice the random bits and a conversion, which on a CPU is a large share of
     a step. (Torch twin: the same class; there only on a CPU, as CUDA's F.dropout is a fused
@@ -468,8 +468,8 @@ def init_params(config: BertConfig, rng, param_dtype: Dtype = jnp.float32) -> di
 
 def merge_hf_params(state: dict[str, Any], config: BertConfig, fresh) -> tuple[dict, list[str]]:
     """Flax params of BertForPreTraining(config) (or ModernBertForMaskedLM(config), for a
-    ModernBertConfig) from HF-named weights (checked by bertcore.hf's table); the pooler and
-    heads a save may lack (bertcore.hf.head_prefixes) come from `fresh()` (fresh init params,
+    ModernBertConfig) from HF-named weights (checked by bertcore.model.hf's table); the pooler and
+    heads a save may lack (bertcore.model.hf.head_prefixes) come from `fresh()` (fresh init params,
     called only when needed). Returns (params, the HF names taken from `fresh`). torch: the same
     through BertForPreTraining.load_hf_state_dict."""
     state = {k: np.asarray(v, np.float32) for k, v in state.items()}

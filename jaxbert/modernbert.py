@@ -2,7 +2,7 @@
 
 The twin of `torchbert/modernbert.py`, with transformers' `ModernBertForMaskedLM` parameter
 names split at the dots (`model/layers/1/attn/Wqkv/kernel` is `model.layers.1.attn.Wqkv.weight`),
-so bertcore.hf converts it as it converts BERT. Built from jaxbert/model.py's pieces (Dropout,
+so bertcore.model.hf converts it as it converts BERT. Built from jaxbert/model.py's pieces (Dropout,
 _Dense, gelu, the explicit attention path, the tied decoder, the loss); what ModernBERT changes:
 
 - no position or token-type tables: rotary position embeddings (RoPE) on queries and keys, with
@@ -27,8 +27,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bertcore.attention import rope_cos_sin, window_mask
-from bertcore.config import ModernBertConfig
+from bertcore.model.attention import rope_cos_sin, window_mask
+from bertcore.model.config import ModernBertConfig
 
 from .model import _Module as _BertModule
 from .model import (Dropout, _Dense, _jitted_init, add_bias, attention_probs, gelu,
@@ -85,7 +85,7 @@ class ModernBertEmbeddings(_Module):
 
 def apply_rotary(x, cos, sin):
     """RoPE: x * cos + rotate_half(x) * sin in float32, back in x's dtype. x (B, L, N, D);
-    cos, sin (L, D) (bertcore.attention.rope_cos_sin). rotate_half(x) = cat(-x2, x1) of the two
+    cos, sin (L, D) (bertcore.model.attention.rope_cos_sin). rotate_half(x) = cat(-x2, x1) of the two
     halves of the features: pair (i, i + D/2) turns by its position's angle."""
     xf = x.astype(jnp.float32)
     x1, x2 = jnp.split(xf, 2, axis=-1)
@@ -99,7 +99,7 @@ class ModernBertAttention(_Module):
     theta), the key-padding mask the encoder passes, and in local layers the sliding window:
     jax.nn.dot_product_attention's `local_window_size` (the window as the attention op's own
     argument, which a fused kernel can use; XLA builds the same mask on a CPU), or on the explicit
-    dropout path bertcore.attention's window_mask. (Torch twin: SDPA takes the window as part of
+    dropout path bertcore.model.attention's window_mask. (Torch twin: SDPA takes the window as part of
     a boolean mask; it has no window argument.)"""
     layer: int = 0
 
@@ -259,7 +259,7 @@ def init_params(config: ModernBertConfig, rng, param_dtype: Dtype = jnp.float32)
     return _jitted_init(ModernBertForMaskedLM, config, param_dtype)(rng)
 
 
-# merge_hf_params (imported above) is jaxbert.model's: bertcore.hf's table and head prefixes
+# merge_hf_params (imported above) is jaxbert.model's: bertcore.model.hf's table and head prefixes
 # follow the config, so it loads ModernBertForMaskedLM's weights from a ModernBertConfig as is.
 
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bertcore.config import TrainConfig, weight_decay_applies
+from bertcore.model.config import TrainConfig, weight_decay_applies
 from bertcore.train.schedule import make_schedule
 
 

@@ -19,9 +19,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from bertcore.config import TrainConfig
+from bertcore.model.config import TrainConfig
 from bertcore.data.batches import split_micro_batches
-from bertcore.errors import UserError
+from bertcore.infra.errors import UserError
 
 from .step import TrainState
 

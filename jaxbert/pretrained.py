@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bertcore.errors import UserError
-from bertcore.hf import read_hf_safetensors
+from bertcore.infra.errors import UserError
+from bertcore.model.hf import read_hf_safetensors
 from bertcore.train.init_from import InitSource
 
 from .checkpoint import latest_step, restore_params

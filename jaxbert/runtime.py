@@ -10,8 +10,8 @@ import os
 import jax
 import jax.numpy as jnp
 
-from bertcore.files import cache_root
-from bertcore.malloc import keep_freed_memory
+from bertcore.infra.files import cache_root
+from bertcore.infra.malloc import keep_freed_memory
 from bertcore.train.cli import resolve_dtype
 
 from .cpu import apply_cpu_settings
@@ -19,7 +19,7 @@ from .cpu import apply_cpu_settings
 
 def configure_process() -> None:
     """Process-wide settings, for entry points only (`main`, benchmark workers), before JAX
-    starts its backend and threads: glibc malloc keeps freed memory (bertcore/malloc.py), the
+    starts its backend and threads: glibc malloc keeps freed memory (bertcore/infra/malloc.py), the
     XLA CPU settings (jaxbert/cpu.py; torchbert has none to make), the compilation cache, and
     orbax's INFO lines kept out of the log."""
     keep_freed_memory()

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from bertcore.config import BertConfig, TrainConfig
+from bertcore.model.config import BertConfig, TrainConfig
 from bertcore.train import evaluation
 
 from .arch import init_params

@@ -25,8 +25,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from bertcore.errors import cli_entry
-from bertcore.hf import flax_to_hf
+from bertcore.infra.errors import cli_entry
+from bertcore.model.hf import flax_to_hf
 from bertcore.train.cli import resolve_dtype, resolve_pad_vocab, train_parser
 from bertcore.train.loop import Result, Twin, train_loop
 from bertcore.train.run import Run

@@ -18,13 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from bertcore.config import BertConfig, ModelConfig, ModernBertConfig, TrainConfig, special_ids
+from bertcore.model.config import BertConfig, ModelConfig, ModernBertConfig, TrainConfig, special_ids
 from bertcore.data.batches import BatchIterator, step_seed
 from bertcore.data.prepare import prepare
 from bertcore.data.shards import Shards
 from bertcore.data.tokenizer import train_tokenizer
-from bertcore.errors import UserError
-from bertcore.hf import hf_to_flax
+from bertcore.infra.errors import UserError
+from bertcore.model.hf import hf_to_flax
 from bertcore.train.rundir import trained_model_config
 from bertcore.train.schedule import make_schedule
 

@@ -3,7 +3,7 @@
     python -m parity.check [--preset tiny|mini] [--steps 100] [--out DIR]
                            [--layer-norm-position post|pre|both]
 
-fp32 on CPU. One initialisation (torch's, converted to Flax with bertcore/hf.py's table), one
+fp32 on CPU. One initialisation (torch's, converted to Flax with bertcore/model/hf.py's table), one
 stream of bertcore batches (a small synthetic corpus), and then, for each LayerNorm position:
 
     forward      hidden states, pooled output, sparse + dense MLM logits, NSP logits
@@ -39,7 +39,7 @@ from pathlib import Path
 import jax
 import torch
 
-from bertcore.errors import cli_entry, notes_to_stderr
+from bertcore.infra.errors import cli_entry, notes_to_stderr
 
 from .cases import PRESETS, make_case
 from .curve_rows import bf16_rows, dropout_rows, training_rows

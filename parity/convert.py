@@ -2,7 +2,7 @@
 between torchbert, jaxbert and Hugging Face.
 
 Every reader produces one framework-free `TrainingState` (parity/state.py) and every writer
-consumes it; the names and layouts are bertcore/hf.py's one table. Per framework:
+consumes it; the names and layouts are bertcore/model/hf.py's one table. Per framework:
 parity/torch_state.py and parity/jax_state.py, which reuse the twin's own checkpoint code. The
 framework a direction needs is imported only when it is used.
 """
@@ -14,11 +14,11 @@ import logging
 import sys
 from pathlib import Path
 
-from bertcore.config import arch_of
-from bertcore.errors import UserError, cli_entry
-from bertcore.files import check_apart, check_output, replace_output, writing
-from bertcore.hf import HF_OUTPUT
-from bertcore.modeldir import ModelDir
+from bertcore.model.config import arch_of
+from bertcore.infra.errors import UserError, cli_entry
+from bertcore.infra.files import check_apart, check_output, replace_output, writing
+from bertcore.model.hf import HF_OUTPUT
+from bertcore.modeldirs.resolve import ModelDir
 from bertcore.train.rundir import FRAMEWORKS, RUN_OUTPUT, RunDir, copy_tree
 
 from .state import (TrainingState, open_source, pretraining_card_of, read_hf, write_hf,
@@ -67,7 +67,7 @@ def convert(src: str | Path, dst: str | Path, to: str, step: int | None = None,
     """Convert SRC into DST for `to` ("torch" | "jax" | "hf"); see `python -m parity.convert -h`.
 
     Everything is read and checked before anything is written; DST appears complete or not at
-    all (written into a temporary sibling, swapped into place: bertcore.files.replace_output),
+    all (written into a temporary sibling, swapped into place: bertcore.infra.files.replace_output),
     and --overwrite replaces only what convert writes (a run, a Hugging Face directory), never a
     user's files."""
     if to not in (*FRAMEWORKS, "hf"):
@@ -140,7 +140,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m parity.convert",
         description="Convert BERT weights or a whole training state between torchbert, jaxbert "
-                    "and Hugging Face, with one name/layout table (bertcore/hf.py).",
+                    "and Hugging Face, with one name/layout table (bertcore/model/hf.py).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="""SRC is one of
   a torchbert or jaxbert RUNDIR     its latest checkpoint, or --step N

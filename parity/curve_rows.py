@@ -13,7 +13,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from bertcore.config import TrainConfig
+from bertcore.model.config import TrainConfig
 from bertcore.data.batches import BatchIterator
 from bertcore.train.rundir import RunDir
 

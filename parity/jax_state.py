@@ -1,6 +1,6 @@
 """jaxbert (orbax) checkpoints <-> `TrainingState`, through jaxbert's own Checkpointer,
 TrainState and optax chain, so the format cannot drift apart. Params and AdamW moments pass
-through bertcore.hf's one table (`hf_to_flax` / `flax_to_hf`)."""
+through bertcore.model.hf's one table (`hf_to_flax` / `flax_to_hf`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bertcore.hf import fail_names, flatten, flax_to_hf, hf_to_flax, unflatten
+from bertcore.model.hf import fail_names, flatten, flax_to_hf, hf_to_flax, unflatten
 from bertcore.train.rundir import RunFiles
 from jaxbert.checkpoint import Checkpointer, key_to_list
 from jaxbert.optim import make_optimizer

@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from bertcore.config import ModelConfig, ModernBertConfig
-from bertcore.hf import flax_to_hf
+from bertcore.model.config import ModelConfig, ModernBertConfig
+from bertcore.model.hf import flax_to_hf
 from bertcore.train.schedule import make_schedule
 
 from . import thresholds as T

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import torch
 
-from bertcore.files import write_text_atomic
+from bertcore.infra.files import write_text_atomic
 
 from . import thresholds as T
 
@@ -130,7 +130,7 @@ def write_report(report: Report, out: Path) -> None:
     fails = [r for r in report.rows if not r.passed]
     md = (f"# twinbert parity report: {report.preset}\n\n"
           f"fp32 CPU; torch {torch.__version__}, jax {jax.__version__}; {report.steps} training "
-          f"steps; same torch init (converted with bertcore/hf.py's table) and the same bertcore "
+          f"steps; same torch init (converted with bertcore/model/hf.py's table) and the same bertcore "
           f"batches in both twins; dropout off except the `dropout on` rows. Bars: "
           f"parity/thresholds.py. HF rows: post-LN BERT (transformers' BERT is post-LN) and "
           f"ModernBERT (transformers' ModernBertForMaskedLM). "

@@ -3,7 +3,7 @@
 Readers (parity/torch_state.py, parity/jax_state.py, `read_hf` here) turn a torchbert
 checkpoint, a jaxbert checkpoint or a Hugging Face directory into a `TrainingState` (HF names,
 torch layout, numpy); writers turn it into the other forms. The Flax side of every tensor
-(params *and* AdamW moments) goes through bertcore.hf's `hf_to_flax` / `flax_to_hf`, so there is
+(params *and* AdamW moments) goes through bertcore.model.hf's `hf_to_flax` / `flax_to_hf`, so there is
 no second copy of the name or layout rules anywhere.
 
 This module imports neither torch nor jax at module level (only `read_hf` of a
@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from bertcore.card import pretraining_card, run_corpus, write_model_card
-from bertcore.config import BertConfig, ModelConfig, load_model_config
-from bertcore.errors import UserError
-from bertcore.hf import (check_hf_state, fresh_params, head_prefixes, hf_names,
+from bertcore.modeldirs.card import pretraining_card, run_corpus, write_model_card
+from bertcore.model.config import BertConfig, ModelConfig, load_model_config
+from bertcore.infra.errors import UserError
+from bertcore.model.hf import (check_hf_state, fresh_params, head_prefixes, hf_names,
                          normalize_hf_names, read_hf_safetensors, save_hf_files)
-from bertcore.modeldir import ModelDir, find_model_dir
+from bertcore.modeldirs.resolve import ModelDir, find_model_dir
 from bertcore.train.metrics import learned, learned_lines
 from bertcore.train.rundir import CHECKPOINTS, RunDir, checkpoint_step
 
@@ -57,7 +57,7 @@ def _as_numpy(state: dict[str, Any]) -> dict[str, np.ndarray]:
 # ---- what SRC is ----------------------------------------------------------------------------
 
 def open_source(src: Path, step: int | None) -> tuple[ModelDir, int | None]:
-    """SRC opened (bertcore.modeldir), and the step to read: a model directory, or one
+    """SRC opened (bertcore.modeldirs.resolve), and the step to read: a model directory, or one
     checkpoint directory of a pretraining run (RUNDIR/checkpoints/step_00000100 or
     RUNDIR/checkpoints/100), which opens its run at that step."""
     if not src.exists():
@@ -120,7 +120,7 @@ def read_hf(path: Path) -> TrainingState:
 
 def write_hf(out: Path, state: TrainingState, tokenizer: Path | None, card: str | None = None
              ) -> None:
-    """config.json + model.safetensors + the tokenizer files (bertcore.hf.save_hf_files): a
+    """config.json + model.safetensors + the tokenizer files (bertcore.model.hf.save_hf_files): a
     directory `transformers.BertForPreTraining.from_pretrained` loads; `card` its README.md."""
     save_hf_files(out, state.config, state.params, tokenizer)
     if card is not None:
@@ -180,7 +180,7 @@ def classifier_card_of(src: ModelDir, dst: Path, clf: Any) -> str:
     """The model card of DST, the export of classifier SRC: a classify RUNDIR's settings, data,
     --init-from and best epoch; for a Hugging Face classifier directory, its best epoch when it
     is a classify run's best/ (classifier.json)."""
-    from bertcore.card import classifier_card
+    from bertcore.modeldirs.card import classifier_card
 
     best = _json_or_none(src.weights_dir / "classifier.json")
     kw: dict[str, Any] = {}

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bertcore.errors import UserError
-from bertcore.hf import fail_names
+from bertcore.infra.errors import UserError
+from bertcore.model.hf import fail_names
 from bertcore.train.rundir import RunFiles
 from bertcore.train.schedule import make_schedule
 from torchbert.checkpoint import Checkpointer

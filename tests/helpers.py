@@ -70,7 +70,7 @@ def padded_batch(shards, tok, batch_size: int, seq_len: int, max_predictions: in
     """The first batch, over seeds 0, 1, ..., that has a padded row, unused prediction slots and
     both NSP labels: the cases a real-batch comparison must cover (which seed gives them depends
     on the instance-building code, so it is searched, deterministically, not hard-coded)."""
-    from bertcore.config import TrainConfig
+    from bertcore.model.config import TrainConfig
     from bertcore.data.batches import BatchIterator
 
     for seed in range(200):

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from bertcore.config import TrainConfig
+from bertcore.model.config import TrainConfig
 from bertcore.data.batches import BATCH_SPEC, BatchIterator, check_batch, split_micro_batches
-from bertcore.errors import UserError
+from bertcore.infra.errors import UserError
 from helpers import build_shards
 
 CFG = TrainConfig(batch_size=8, seq_len=64, max_predictions=10, seed=7)

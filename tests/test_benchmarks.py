@@ -52,7 +52,7 @@ def test_hf_flax_peer_is_left_out_with_a_reason_where_transformers_has_no_flax(c
     from importlib.metadata import version
 
     from benchmarks.contenders import parse_contenders
-    from bertcore.errors import UserError
+    from bertcore.infra.errors import UserError
 
     names = parse_contenders("torchbert,hf-torch,hf-flax")
     if int(version("transformers").split(".")[0]) < 5:      # the hf4 environment
@@ -100,7 +100,7 @@ def test_scaling_help():
 
 
 def test_gpu_flop_count_matches_the_models_parameters():
-    from bertcore.config import BertConfig
+    from bertcore.model.config import BertConfig
     from benchmarks.gpu import flops_per_sequence, param_counts, peak_tflops
     from torchbert.model import BertForPreTraining
 
@@ -119,7 +119,7 @@ def test_gpu_flop_count_matches_the_models_parameters():
 
 
 def test_gpu_flop_count_of_modernbert_matches_its_parameters_and_window():
-    from bertcore.config import ModernBertConfig
+    from bertcore.model.config import ModernBertConfig
     from benchmarks.gpu import flops_per_sequence, param_counts
     from torchbert.modernbert import ModernBertForMaskedLM
 

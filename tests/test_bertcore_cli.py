@@ -30,7 +30,7 @@ def test_train_tokenizer_then_prepare_then_show(corpus):
     # --seq-len built epoch 0's order where a default training run at that length opens it
     built = sorted((corpus / "data" / "epochs").glob("*-epoch0.npy"))
     assert len(built) == 1
-    from bertcore.config import TrainConfig
+    from bertcore.model.config import TrainConfig
     from bertcore.data.batches import BatchIterator
     from bertcore.data.shards import Shards
     shards = Shards(corpus / "data")
@@ -94,7 +94,7 @@ def test_cli_errors_are_one_line(corpus, tmp_path):
 def test_runs_started_together_build_the_corpus_cache_once(tmp_path):
     """A second run on the same corpus (the other twin, say) waits for the first to build the
     cached tokenizer and shards, then uses them: one tokenizer, trained once."""
-    from bertcore.files import file_lock
+    from bertcore.infra.files import file_lock
     from bertcore.data.corpus import corpus_key as _corpus_key
 
     corpus = tmp_path / "corpus.txt"
@@ -131,7 +131,7 @@ def test_an_error_shows_once_beside_a_basicconfig_handler(capsys):
     import logging
     import sys
 
-    from bertcore.errors import UserError, cli_entry
+    from bertcore.infra.errors import UserError, cli_entry
 
     @cli_entry
     def main(argv):

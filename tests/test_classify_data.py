@@ -13,9 +13,9 @@ import pytest
 from bertcore.classify.cli import InitSource, initial_state, resolve_init
 from bertcore.classify.data import (Example, LabelMap, encode, epoch_order, eval_batches,
                                     hold_out, read_examples, scores, train_batches)
-from bertcore.config import BertConfig
-from bertcore.errors import UserError
-from bertcore.hf import classifier_flax_to_hf, classifier_hf_to_flax, classifier_param_table
+from bertcore.model.config import BertConfig
+from bertcore.infra.errors import UserError
+from bertcore.model.hf import classifier_flax_to_hf, classifier_hf_to_flax, classifier_param_table
 from helpers import hf_dir, review_tokenizer, reviews, write_aclimdb, write_jsonl
 
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from bertcore.config import BertConfig, TrainConfig
+from bertcore.model.config import BertConfig, TrainConfig
 from bertcore.data.batches import BatchIterator
-from bertcore.hf import hf_to_flax
+from bertcore.model.hf import hf_to_flax
 from bertcore.train.cli import resolve_dtype, resolve_pad_vocab, train_parser
 from helpers import build_shards
 from jaxbert import model as jm

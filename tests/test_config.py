@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from bertcore.config import PRESETS, BertConfig, TrainConfig
-from bertcore.errors import UserError
+from bertcore.model.config import PRESETS, BertConfig, TrainConfig
+from bertcore.infra.errors import UserError
 
 
 def test_presets_match_google_miniatures():
@@ -88,7 +88,7 @@ def test_corrupt_config_file(tmp_path):
 # ---- ModernBertConfig ---------------------------------------------------------------------------
 
 def _modern(**kw):
-    from bertcore.config import ModernBertConfig
+    from bertcore.model.config import ModernBertConfig
     ids = dict(pad_token_id=0, cls_token_id=2, bos_token_id=2, sep_token_id=3, eos_token_id=3)
     return ModernBertConfig.from_preset("tiny", vocab_size=100, **{**ids, **kw})
 
@@ -98,7 +98,7 @@ def test_modernbert_config_round_trips_through_transformers(tmp_path, layers, ev
     """Our config.json loads in transformers' ModernBertConfig (its layer_types and RoPE thetas
     as ours), and transformers' own save loads back equal; the dispatch picks the class."""
     import transformers
-    from bertcore.config import ModernBertConfig, load_model_config
+    from bertcore.model.config import ModernBertConfig, load_model_config
 
     ours = _modern(num_hidden_layers=layers, global_attn_every_n_layers=every,
                    global_rope_theta=1234.0, local_rope_theta=56.0)
@@ -119,8 +119,8 @@ def test_modernbert_config_round_trips_through_transformers(tmp_path, layers, ev
 
 
 def test_modernbert_config_refuses_what_it_cannot_build():
-    from bertcore.config import ModernBertConfig, model_config_from_dict
-    from bertcore.errors import UserError
+    from bertcore.model.config import ModernBertConfig, model_config_from_dict
+    from bertcore.infra.errors import UserError
 
     with pytest.raises(UserError, match="even size"):
         _modern(hidden_size=130, num_attention_heads=26)          # head size 5: odd
@@ -139,8 +139,8 @@ def test_modernbert_config_refuses_what_it_cannot_build():
 def test_modernbert_presets_match_bert_sizes():
     """A ModernBERT preset has about the parameters of the BERT preset of the same name (its
     GeGLU width is chosen so), base and large as published."""
-    from bertcore.config import BertConfig, ModernBertConfig
-    from bertcore.hf import param_table
+    from bertcore.model.config import BertConfig, ModernBertConfig
+    from bertcore.model.hf import param_table
 
     def count(c):
         return sum(int(np.prod(p.hf_shape)) for p in param_table(c))
@@ -160,8 +160,8 @@ def test_modernbert_presets_match_bert_sizes():
 def test_a_config_of_the_other_architecture_is_refused_by_name(tmp_path):
     import argparse
 
-    from bertcore.config import ModernBertConfig
-    from bertcore.errors import UserError
+    from bertcore.model.config import ModernBertConfig
+    from bertcore.infra.errors import UserError
     from bertcore.train.configs import model_config_from_args
 
     with pytest.raises(UserError, match="modernbert config"):
@@ -186,7 +186,7 @@ def test_a_bpe_tokenizer_is_refused(tmp_path):
     from tokenizers import Tokenizer, models
 
     from bertcore.data.tokenizer import load_tokenizer
-    from bertcore.errors import UserError
+    from bertcore.infra.errors import UserError
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     bpe = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(specials + ["a", "b", "ab"])},

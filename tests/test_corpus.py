@@ -25,7 +25,7 @@ import pytest
 from bertcore.data import imdb
 from bertcore.data.corpus import builtin_documents, iter_documents, split_sentences
 from bertcore.data.imdb import download_imdb
-from bertcore.errors import UserError
+from bertcore.infra.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 

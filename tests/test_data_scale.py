@@ -10,14 +10,14 @@ import json
 import numpy as np
 import pytest
 
-from bertcore.config import TrainConfig
+from bertcore.model.config import TrainConfig
 from bertcore.data.batches import WINDOW, BatchIterator
 from bertcore.data.corpus import iter_documents, split_sentences
 from bertcore.data.instances import _Draws, _truncate, chunk_starts, create_instances, instance_rows
 from bertcore.data.prepare import prepare
 from bertcore.data.shards import Shards
 from bertcore.data.tokenizer import train_tokenizer
-from bertcore.errors import UserError
+from bertcore.infra.errors import UserError
 from helpers import assert_one_line_error, run_cli, synthetic_documents
 
 

@@ -203,7 +203,7 @@ def test_missing_datasets_package_is_one_line(tmp_path, monkeypatch):
     import sys
 
     from bertcore.data.corpus import iter_documents
-    from bertcore.errors import UserError
+    from bertcore.infra.errors import UserError
 
     save(["A document."], tmp_path / "saved")
     monkeypatch.setitem(sys.modules, "datasets", None)    # import datasets raises ImportError
@@ -266,7 +266,7 @@ def test_a_stream_that_breaks_midway_is_one_line(tmp_path, monkeypatch):
 
     from bertcore.data import hfdata
     from bertcore.data.corpus import iter_documents
-    from bertcore.errors import UserError
+    from bertcore.infra.errors import UserError
 
     docs = synthetic_documents(20, seed=4)
     folder = tmp_path / "hub-like"

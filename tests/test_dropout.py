@@ -1,4 +1,4 @@
-"""Both twins' Dropout (bertcore/dropout.py's rule: 16 random bits an element, kept iff >= t).
+"""Both twins' Dropout (bertcore/model/dropout.py's rule: 16 random bits an element, kept iff >= t).
 
 Statistical checks use bars of 5 standard errors of a binomial proportion, so a correct
 implementation fails about once in 3.5 million runs; every draw is seeded, so a run repeats.
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from bertcore.config import BertConfig
-from bertcore.dropout import LEVELS, dropout_threshold
+from bertcore.model.config import BertConfig
+from bertcore.model.dropout import LEVELS, dropout_threshold
 from jaxbert.classifier import BertForSequenceClassification as JaxClassifier
 from jaxbert.model import Dropout as JaxDropout
 from torchbert.classifier import BertForSequenceClassification as TorchClassifier

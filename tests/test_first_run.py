@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from bertcore.config import BertConfig, TrainConfig
+from bertcore.model.config import BertConfig, TrainConfig
 from helpers import run_cli
 
 # Shortened in --steps only, to keep the suite's time: the no-argument run is 1500 steps (~4-5

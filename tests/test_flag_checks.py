@@ -26,8 +26,8 @@ import pytest
 from helpers import assert_one_line_error
 
 from bertcore.classify.cli import ClassifyConfig
-from bertcore.config import TrainConfig
-from bertcore.flags import RANGES, SEED_LIMIT
+from bertcore.model.config import TrainConfig
+from bertcore.infra.flags import RANGES, SEED_LIMIT
 
 
 @pytest.fixture
@@ -215,7 +215,7 @@ def test_messages_name_the_real_problem(twin, cli, tmp_path):
 
 def test_one_range_table_for_both_configs():
     """Every numeric setting of TrainConfig and ClassifyConfig has its row in
-    bertcore.flags.RANGES (what the flag stage and the configs' validate check), and the
+    bertcore.infra.flags.RANGES (what the flag stage and the configs' validate check), and the
     defaults are inside their ranges."""
     for cls in (TrainConfig, ClassifyConfig):
         for f in dataclasses.fields(cls):

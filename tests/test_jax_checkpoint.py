@@ -10,8 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from bertcore.config import BertConfig
-from bertcore.errors import UserError
+from bertcore.model.config import BertConfig
+from bertcore.infra.errors import UserError
 from jaxbert.checkpoint import Checkpointer, key_from_list, key_to_list, latest_step
 from jaxbert.model import init_params
 

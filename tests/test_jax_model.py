@@ -1,4 +1,4 @@
-"""jaxbert.model against Hugging Face's torch BertForPreTraining, plus the name table (bertcore.hf).
+"""jaxbert.model against Hugging Face's torch BertForPreTraining, plus the name table (bertcore.model.hf).
 
 Bars from parity/thresholds.py (docs/design.md, "Quality bars"; fp32, CPU, dropout off): outputs
 max |diff| <= FORWARD_MAX_ABS, loss <= LOSS_REL relative.
@@ -16,10 +16,10 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from bertcore.config import BertConfig  # noqa: E402
+from bertcore.model.config import BertConfig  # noqa: E402
 from bertcore.data.batches import check_batch  # noqa: E402
-from bertcore.errors import UserError  # noqa: E402
-from bertcore.hf import flatten, flax_to_hf, hf_to_flax  # noqa: E402
+from bertcore.infra.errors import UserError  # noqa: E402
+from bertcore.model.hf import flatten, flax_to_hf, hf_to_flax  # noqa: E402
 from helpers import build_shards, padded_batch  # noqa: E402
 from jaxbert.classifier import BertForSequenceClassification, classification_loss  # noqa: E402
 from jaxbert.model import (BertForPreTraining, BertModel, _Dense, add_bias,  # noqa: E402

@@ -18,9 +18,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from bertcore.config import ModernBertConfig  # noqa: E402
-from bertcore.errors import UserError  # noqa: E402
-from bertcore.hf import flatten, flax_to_hf, hf_to_flax, param_table  # noqa: E402
+from bertcore.model.config import ModernBertConfig  # noqa: E402
+from bertcore.infra.errors import UserError  # noqa: E402
+from bertcore.model.hf import flatten, flax_to_hf, hf_to_flax, param_table  # noqa: E402
 from jaxbert.model import pretraining_loss  # noqa: E402
 from jaxbert.modernbert import (ModernBertForMaskedLM, ModernBertModel,  # noqa: E402
                                 apply_rotary, from_pretrained, init_params)
@@ -218,7 +218,7 @@ def test_remat_same_logits_and_gradients(plain):
 def test_apply_rotary_matches_transformers():
     from transformers.models.modernbert.modeling_modernbert import apply_rotary_pos_emb
 
-    from bertcore.attention import rope_cos_sin
+    from bertcore.model.attention import rope_cos_sin
 
     q, k = np.random.default_rng(0).standard_normal((2, 2, 12, 3, 8), np.float32)  # (B, L, N, D)
     cos, sin = map(np.array, rope_cos_sin(10000.0, 8, 12))   # copies: torch wants writable

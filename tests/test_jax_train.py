@@ -72,7 +72,7 @@ def test_learns_and_memorises_one_batch(tmp_path):
 
     import jax
 
-    from bertcore.config import BertConfig, TrainConfig
+    from bertcore.model.config import BertConfig, TrainConfig
     from bertcore.data.batches import BatchIterator
     from jaxbert.model import BertForPreTraining, init_params
     from jaxbert.optim import make_optimizer

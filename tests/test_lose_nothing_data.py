@@ -1,5 +1,5 @@
 """Lose nothing, the data commands and convert (issue 34): --overwrite never deletes a user's
-files (one check and one swap for every command, bertcore.files), a failed write leaves the old
+files (one check and one swap for every command, bertcore.infra.files), a failed write leaves the old
 output as it was, and plain mistakes are one line, never a traceback: unreadable corpus files
 and folders, absurd flags, a full disk, corrupted offsets, a corpus without sentence ends, a
 pickle that would run code. Each command is called in-process through its cli_entry `main`."""
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from helpers import build_shards, hf_dir, synthetic_documents
-from bertcore.errors import UserError
-from bertcore.files import Output, check_output, replace_output
+from bertcore.infra.errors import UserError
+from bertcore.infra.files import Output, check_output, replace_output
 
 
 def one_line_error(rc: int, err: str, *needles: str) -> str:
@@ -318,7 +318,7 @@ def test_corrupted_offsets_are_refused(tmp_path, name):
 def test_long_sentences_are_named_as_the_cause(made, tmp_path):
     """A corpus with no sentence ends and no line breaks is one sentence per document, and a
     sequence starts at a sentence: a large corpus makes one sequence, and the message says so."""
-    from bertcore.config import TrainConfig
+    from bertcore.model.config import TrainConfig
     from bertcore.data.batches import BatchIterator
     from bertcore.data.prepare import prepare
     from bertcore.data.shards import Shards

@@ -1,4 +1,4 @@
-"""bertcore.malloc: freed memory is reused (no page faults), and the user can opt out."""
+"""bertcore.infra.malloc: freed memory is reused (no page faults), and the user can opt out."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from bertcore import malloc
+from bertcore.infra import malloc
 from helpers import ROOT, program
 
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc",

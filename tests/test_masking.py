@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bertcore.config import TrainConfig
+from bertcore.model.config import TrainConfig
 from bertcore.data.batches import BatchIterator
 from bertcore.data.masking import assemble, create_instances
 from helpers import build_shards

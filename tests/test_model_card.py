@@ -1,4 +1,4 @@
-"""Model cards (bertcore/card.py): every Hugging Face directory the project writes (a pretraining
+"""Model cards (bertcore/modeldirs/card.py): every Hugging Face directory the project writes (a pretraining
 run's hf/, a classify run's best/, parity.convert's --to hf) holds a README.md whose metadata the
 hub library's card parser reads, whose body states what the run's own files say, and which leaves
 transformers loading the directory as before."""
@@ -40,7 +40,7 @@ def table_value(text: str, key: str) -> str:
 def test_front_matter_is_yaml():
     """The emitter's YAML reads back as the values it was given: quotes, colons, '#', unicode,
     numbers, booleans and nested lists of mappings."""
-    from bertcore.card import front_matter
+    from bertcore.modeldirs.card import front_matter
 
     meta = {"library_name": "transformers", "tags": ["bert", "a: b", "#not a comment", "é ü"],
             "base_model": "/tmp/with \"quotes\" and 'apostrophes'",
@@ -58,8 +58,8 @@ def test_card_of_unknown_training(tmp_path):
     """Weights whose training is not recorded: no datasets, base_model or model-index claimed,
     and a pre-LN model is said to be beyond transformers' BERT classes. Corpus names map to
     `datasets` entries as the user named them."""
-    from bertcore.card import dataset_name, pretraining_card, write_model_card
-    from bertcore.config import BertConfig
+    from bertcore.modeldirs.card import dataset_name, pretraining_card, write_model_card
+    from bertcore.model.config import BertConfig
 
     config = BertConfig.from_preset("tiny", vocab_size=100).replace(layer_norm_position="pre")
     (tmp_path / "m").mkdir()

@@ -1,4 +1,4 @@
-"""bertcore.modeldir, the one resolver of model directories, and what each command that takes a
+"""bertcore.modeldirs.resolve, the one resolver of model directories, and what each command that takes a
 model path (fill-mask, --init-from, classify evaluate/predict) says about the layouts it does not
 take. No framework: the weights are written with numpy."""
 
@@ -12,12 +12,12 @@ import pytest
 
 from bertcore.classify.cli import resolve_init as classify_init
 from bertcore.classify.data import LabelMap, open_classifier, write_classifier_dir
-from bertcore.config import BertConfig, TrainConfig
-from bertcore.errors import UserError
-from bertcore.fillmask import open_model_dir as fill_mask_model
-from bertcore.fillmask import parse_args as fill_mask_args
-from bertcore.hf import classifier_param_table, fresh_params, hf_names, save_hf_files
-from bertcore.modeldir import LAYOUTS, layout_of, open_model_dir
+from bertcore.model.config import BertConfig, TrainConfig
+from bertcore.infra.errors import UserError
+from bertcore.modeldirs.fillmask import open_model_dir as fill_mask_model
+from bertcore.modeldirs.fillmask import parse_args as fill_mask_args
+from bertcore.model.hf import classifier_param_table, fresh_params, hf_names, save_hf_files
+from bertcore.modeldirs.resolve import LAYOUTS, layout_of, open_model_dir
 from bertcore.train.init_from import resolve_init
 from helpers import review_tokenizer
 

@@ -19,8 +19,8 @@ import transformers
 
 from bertcore.classify.cli import initial_state
 from bertcore.classify.data import Example, LabelMap, encode, open_classifier
-from bertcore.config import ModernBertConfig
-from bertcore.hf import classifier_hf_to_flax, classifier_param_table
+from bertcore.model.config import ModernBertConfig
+from bertcore.model.hf import classifier_hf_to_flax, classifier_param_table
 from bertcore.train.init_from import resolve_init
 from helpers import ClassifyCli, review_corpus, review_tokenizer, reviews, write_jsonl
 from jaxbert import classify as jc

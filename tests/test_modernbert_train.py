@@ -20,7 +20,7 @@ STEPS = ("--seq-len", "32", "--batch-size", "8", "--max-predictions", "6", "--ma
 
 
 def _config(tmp_path, data) -> str:
-    from bertcore.config import ModernBertConfig
+    from bertcore.model.config import ModernBertConfig
     from bertcore.data.tokenizer import load_tokenizer
 
     tok = load_tokenizer(tmp_path / "tok")
@@ -115,7 +115,7 @@ def test_twins_agree_from_the_same_weights(tmp_path, cache_env):
 def test_arch_flag_errors(tmp_path, cache_env):
     """ModernBERT refuses BERT's LayerNorm placement, and --arch must match a --config."""
     from helpers import assert_one_line_error, base_args, train_in_process, write_corpus
-    from bertcore.config import BertConfig
+    from bertcore.model.config import BertConfig
 
     corpus = write_corpus(tmp_path, n_docs=50)
     p = train_in_process("torch", *base_args(corpus, tmp_path / "a", "--arch", "modernbert",

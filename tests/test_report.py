@@ -219,7 +219,7 @@ def test_wandb_offline_run_continues_without_repeats(tmp_path, cache_env):
 def test_only_the_main_process_reports(tmp_path):
     """A data-parallel job's other processes report nothing (the main one writes every run
     file); the main one writes its rows to RUNDIR/tb."""
-    from bertcore.config import BertConfig, TrainConfig
+    from bertcore.model.config import BertConfig, TrainConfig
     from bertcore.train.run import Run
 
     for is_main in (True, False):

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from bertcore.config import TrainConfig
-from bertcore.errors import UserError
-from bertcore.files import atomic_path, check_apart, remove_stale_temps
+from bertcore.model.config import TrainConfig
+from bertcore.infra.errors import UserError
+from bertcore.infra.files import atomic_path, check_apart, remove_stale_temps
 from bertcore.train.rundir import RunDir
 from helpers import (ROOT, assert_one_line_error, base_args, metrics, program, run_cli,
                      train_in_process, write_corpus)

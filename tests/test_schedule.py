@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from bertcore.config import TrainConfig
+from bertcore.model.config import TrainConfig
 from bertcore.train.schedule import make_schedule
 
 

@@ -8,7 +8,7 @@ import pytest
 from bertcore.data.prepare import prepare
 from bertcore.data.shards import Shards
 from bertcore.data.tokenizer import train_tokenizer
-from bertcore.errors import UserError
+from bertcore.infra.errors import UserError
 from helpers import ROOT, program, synthetic_documents
 
 
@@ -63,7 +63,7 @@ def test_truncated_or_missing_data_refused(tmp_path, tok):
 def test_damaged_tokens_are_one_error_with_the_fix(tmp_path, tok):
     """A token file overwritten at the same size passes the O(1) checks; the batch that reads
     an id beyond the vocabulary names the data directory and how to make it again."""
-    from bertcore.config import TrainConfig
+    from bertcore.model.config import TrainConfig
     from bertcore.data.batches import BatchIterator
 
     prepare(synthetic_documents(20), tok, tmp_path / "d", progress=False)

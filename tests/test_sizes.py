@@ -1,4 +1,4 @@
-"""Absurd sizes are refused at once, by one rule (bertcore.sizes), in every command: a config's
+"""Absurd sizes are refused at once, by one rule (bertcore.model.sizes), in every command: a config's
 size fields within 2^31, its weights (and, where a command trains, gradients, AdamW moments and a
 micro-batch's activations) within the memory there is, a tokenizer's --vocab-size within 2^24.
 Each refusal is one line (exit 2, no traceback) naming the field, the GB it would need and the
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from bertcore import sizes
-from bertcore.card import parameter_count as listed_parameter_count
-from bertcore.config import (MODERNBERT_PRESETS, PRESETS, BertConfig, ModernBertConfig,
+from bertcore.model import sizes
+from bertcore.modeldirs.card import parameter_count as listed_parameter_count
+from bertcore.model.config import (MODERNBERT_PRESETS, PRESETS, BertConfig, ModernBertConfig,
                              TrainConfig, load_model_config)
-from bertcore.errors import UserError
+from bertcore.infra.errors import UserError
 from helpers import (assert_one_line_error, base_args, hf_dir, reviews, train_in_process,
                      write_corpus, write_jsonl)
 

@@ -1,4 +1,4 @@
-"""bertcore.train.stopping, and a checkpoint write that fails (disk full): bertcore.files' one-line
+"""bertcore.train.stopping, and a checkpoint write that fails (disk full): bertcore.infra.files' one-line
 error and the twins' handling of it.
 
 The subprocess tests (SIGTERM mid-run then --resume, --time-budget) are in test_train.py, run
@@ -14,8 +14,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from bertcore.errors import UserError
-from bertcore.files import os_error_in, write_failure
+from bertcore.infra.errors import UserError
+from bertcore.infra.files import os_error_in, write_failure
 from bertcore.train.stopping import (EXIT_SIGNAL, EXIT_WRITE_FAILED, Stopper, parse_duration,
                                      parse_signals, resume_command, run_train)
 from helpers import base_args, checkpoint_steps, temp_dirs, write_corpus
@@ -130,7 +130,7 @@ def test_write_failure_is_one_line_with_needed_and_free_bytes(tmp_path):
 
 
 def test_low_disk_is_warned_about_once_before_a_save(tmp_path):
-    from bertcore.files import free_bytes, warn_if_low_space
+    from bertcore.infra.files import free_bytes, warn_if_low_space
 
     notes = []
     warn_if_low_space(tmp_path, 10**6, notes.append)           # plenty of space: quiet

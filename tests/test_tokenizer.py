@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bertcore.data.tokenizer import SPECIALS, load_tokenizer, train_tokenizer
-from bertcore.errors import UserError
+from bertcore.infra.errors import UserError
 from helpers import synthetic_documents
 
 TEXTS = [

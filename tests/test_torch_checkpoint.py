@@ -9,9 +9,9 @@ import torch
 from safetensors import safe_open
 
 import torchbert.checkpoint as ckpt
-from bertcore.config import BertConfig
+from bertcore.model.config import BertConfig
 from bertcore.data.batches import step_seed
-from bertcore.errors import UserError
+from bertcore.infra.errors import UserError
 from torchbert.checkpoint import Checkpointer, latest_step
 from torchbert.model import BertForPreTraining, pretraining_loss
 

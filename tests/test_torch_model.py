@@ -17,9 +17,9 @@ import torch.nn.functional as F
 import transformers
 from safetensors.torch import save_file
 
-from bertcore.config import BertConfig
+from bertcore.model.config import BertConfig
 from bertcore.data.batches import check_batch
-from bertcore.errors import UserError
+from bertcore.infra.errors import UserError
 from helpers import build_shards, padded_batch
 from parity.thresholds import FORWARD_MAX_ABS, LOSS_REL
 from torchbert.classifier import BertForSequenceClassification, classification_loss

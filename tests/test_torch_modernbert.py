@@ -18,10 +18,10 @@ import pytest
 import torch
 import transformers
 
-from bertcore.config import ModernBertConfig, TrainConfig
+from bertcore.model.config import ModernBertConfig, TrainConfig
 from bertcore.data.batches import BatchIterator, check_batch
-from bertcore.errors import UserError
-from bertcore.hf import param_table
+from bertcore.infra.errors import UserError
+from bertcore.model.hf import param_table
 from helpers import build_shards
 from parity.thresholds import FORWARD_MAX_ABS
 from torchbert.model import pretraining_loss

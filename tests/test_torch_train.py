@@ -44,7 +44,7 @@ def test_ddp_two_processes_equal_one_process(tmp_path, cache_env, nsp):
 
 
 def _direct_setup(tmp_path, **cfg):
-    from bertcore.config import BertConfig, TrainConfig
+    from bertcore.model.config import BertConfig, TrainConfig
     from bertcore.data.batches import BatchIterator
     from torchbert.model import BertForPreTraining
     from torchbert.optim import make_optimizer
@@ -92,7 +92,7 @@ def test_no_host_sync_except_at_log_and_checkpoint_steps(tmp_path, cache_env, mo
     .cpu()) waits for the queued work. train_step makes none; the loop reads the metrics once,
     through global_metrics, at log and checkpoint steps only."""
     import torchbert.parallel as tp
-    from bertcore.config import BertConfig, TrainConfig
+    from bertcore.model.config import BertConfig, TrainConfig
     from bertcore.data.batches import BatchIterator
     from torchbert.model import BertForPreTraining
     from torchbert.optim import make_optimizer

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from bertcore.config import ModelConfig, ModernBertConfig, load_model_config
+from bertcore.model.config import ModelConfig, ModernBertConfig, load_model_config
 
 from .classifier import BertForSequenceClassification, ModernBertForSequenceClassification
 from .model import BertForPreTraining

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from bertcore.config import ModelConfig, arch_of, model_config_from_dict
-from bertcore.errors import UserError
-from bertcore.files import atomic_path
+from bertcore.model.config import ModelConfig, arch_of, model_config_from_dict
+from bertcore.infra.errors import UserError
+from bertcore.infra.files import atomic_path
 from bertcore.train.rundir import CHECKPOINT_NAME, CHECKPOINTS, read_run
 
 from .arch import pretraining_model

@@ -6,7 +6,7 @@ H -> num_labels. Hugging Face's `ModernBertForSequenceClassification`: the encod
 modernbert.py's ModernBertModel), the [CLS] vector or the mean over the real tokens
 (`classifier_pooling`), the MLM head's transform (`head.*`: dense, GELU, norm), dropout
 (`classifier_dropout`) and `classifier`. `state_dict()` has exactly transformers' keys, so a
-Hugging Face classifier loads and saves with no renaming; the name table is bertcore.hf's
+Hugging Face classifier loads and saves with no renaming; the name table is bertcore.model.hf's
 `classifier_param_table`. The heads' dropout is model.py's `Dropout` (the shared 16-bit rule,
 as in the encoder), and `gradient_checkpointing_enable()` recomputes each encoder layer in the
 backward pass, as for the pretraining models.
@@ -21,8 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bertcore.config import BertConfig, ModernBertConfig
-from bertcore.hf import check_classifier_state
+from bertcore.model.config import BertConfig, ModernBertConfig
+from bertcore.model.hf import check_classifier_state
 
 from .model import BertModel, Dropout, _as_numpy, _init_weights
 from .modernbert import ModernBertModel, ModernBertPredictionHead, _trunc_normal
@@ -57,7 +57,7 @@ class BertForSequenceClassification(nn.Module):
 
     def load_hf_state_dict(self, state: dict[str, Any], source: str = "checkpoint") -> list[str]:
         """Copy a complete classifier state (HF names; torch tensors or numpy) into the model.
-        Names and shapes are checked by bertcore.hf (the table jaxbert uses too); returns the
+        Names and shapes are checked by bertcore.model.hf (the table jaxbert uses too); returns the
         missing names, always none (torchbert.checkpoint's Checkpointer.restore calls this)."""
         return _load_classifier_state(self, state, source)
 
@@ -102,7 +102,7 @@ class ModernBertForSequenceClassification(nn.Module):
 
     def load_hf_state_dict(self, state: dict[str, Any], source: str = "checkpoint") -> list[str]:
         """As BertForSequenceClassification's: a complete classifier state, checked by
-        bertcore.hf; returns the missing names, always none."""
+        bertcore.model.hf; returns the missing names, always none."""
         return _load_classifier_state(self, state, source)
 
     def num_parameters(self) -> int:

@@ -21,7 +21,7 @@ from bertcore.classify import cli as classify
 from bertcore.classify.data import Classifier, open_classifier
 from bertcore.classify.run import ClassifyRun
 from bertcore.data.batches import step_seed
-from bertcore.errors import cli_entry
+from bertcore.infra.errors import cli_entry
 from bertcore.train.loop import Result, Twin, train_loop
 from bertcore.train.stopping import Stopper, run_train
 

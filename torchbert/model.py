@@ -26,17 +26,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
-from bertcore.config import BertConfig
-from bertcore.dropout import dropout_threshold
-from bertcore.errors import UserError
-from bertcore.hf import (HEAD_PREFIXES, TIED, check_hf_state, normalize_hf_names,
+from bertcore.model.config import BertConfig
+from bertcore.model.dropout import dropout_threshold
+from bertcore.infra.errors import UserError
+from bertcore.model.hf import (HEAD_PREFIXES, TIED, check_hf_state, normalize_hf_names,
                          read_hf_safetensors)
 
 logger = logging.getLogger(__name__)
 
 
 class Dropout(nn.Module):
-    """nn.Dropout's job, with bertcore/dropout.py's rule on a CPU: 16 random bits per element
+    """nn.Dropout's job, with bertcore/model/dropout.py's rule on a CPU: 16 random bits per element
     from torch's CPU generator (one 64-bit draw makes four), kept iff >= t. `bernoulli_`, which
     nn.Dropout uses, draws a float per element, a large share of a CPU training step. On CUDA it
     is F.dropout, one fused Philox kernel. (JAX twin: the same class, bits from the `dropout`
@@ -375,7 +375,7 @@ class BertForPreTraining(nn.Module):
         """`state_dict()` without the tied aliases: each tensor once, as HF writes its files.
 
         HF exposes the decoder twice: its weight *is* the word-embedding matrix and its bias *is*
-        `cls.predictions.bias` (bertcore.hf.TIED). Both aliases are in `state_dict()`, as in HF."""
+        `cls.predictions.bias` (bertcore.model.hf.TIED). Both aliases are in `state_dict()`, as in HF."""
         return {k: v for k, v in self.state_dict().items() if k not in TIED}
 
     def load_hf_state_dict(self, state: dict[str, torch.Tensor], source: str = "checkpoint"
@@ -387,7 +387,7 @@ class BertForPreTraining(nn.Module):
         initialised; unknown keys, wrong shapes or missing encoder weights raise UserError.
         Tensors may be torch tensors or numpy arrays.
         """
-        # Names, tied copies and shapes are checked by the one table in bertcore.hf, the same
+        # Names, tied copies and shapes are checked by the one table in bertcore.model.hf, the same
         # code jaxbert's from_pretrained and parity use.
         fixed = normalize_hf_names({k: _as_numpy(t) for k, t in state.items()})
         missing = check_hf_state(fixed, self.config, missing_ok=HEAD_PREFIXES, source=source)
@@ -482,7 +482,7 @@ def _unpickling_reason(e: Exception) -> str:
 
 def read_hf_weights(path: Path) -> tuple[dict[str, Any], Path]:
     """(tensors, source file) of a HF directory: model.safetensors, its sharded index (numpy, read
-    by bertcore.hf), or pytorch_model.bin (torch tensors, read with weights_only=True)."""
+    by bertcore.model.hf), or pytorch_model.bin (torch tensors, read with weights_only=True)."""
     found = read_hf_safetensors(path)
     if found is not None:
         return found

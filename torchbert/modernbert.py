@@ -5,7 +5,7 @@ rotary position embeddings instead of a position table, pre-LN blocks without bi
 a GeGLU feed-forward, and attention that is global on every `global_attn_every_n_layers`-th layer
 (from layer 0) and local (a window of `local_attention` tokens) on the others. `state_dict()`
 has exactly transformers' keys, so its checkpoints load with no renaming; the name table is
-bertcore.hf's `param_table`. The RoPE angles and the window come from bertcore.attention as
+bertcore.model.hf's `param_table`. The RoPE angles and the window come from bertcore.model.attention as
 constants, so both twins use the same numbers. Shapes as in model.py: B = batch, L = sequence
 length, H = hidden size, N = heads, D = head size, I = intermediate size, P = masked positions
 per sequence, V = vocabulary.
@@ -24,9 +24,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
-from bertcore.attention import rope_cos_sin, window_mask
-from bertcore.config import ModernBertConfig
-from bertcore.hf import (MODERNBERT_HEAD_PREFIXES, MODERNBERT_TIED, check_hf_state,
+from bertcore.model.attention import rope_cos_sin, window_mask
+from bertcore.model.config import ModernBertConfig
+from bertcore.model.hf import (MODERNBERT_HEAD_PREFIXES, MODERNBERT_TIED, check_hf_state,
                          normalize_hf_names)
 
 from .model import (Dropout, _as_numpy, attention_probs, load_hf_directory,
@@ -302,7 +302,7 @@ class ModernBertForMaskedLM(nn.Module):
 
         Accepts a ModernBertModel save (no `model.` prefix, no head or decoder: those stay
         initialised) and the tied alias or not. Unknown names, wrong shapes or missing encoder
-        weights raise UserError (bertcore.hf's checks). Tensors may be torch or numpy."""
+        weights raise UserError (bertcore.model.hf's checks). Tensors may be torch or numpy."""
         fixed = normalize_hf_names({k: _as_numpy(t) for k, t in state.items()}, self.config)
         missing = check_hf_state(fixed, self.config, missing_ok=MODERNBERT_HEAD_PREFIXES,
                                  source=source)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import torch
 
-from bertcore.config import weight_decay_applies
+from bertcore.model.config import weight_decay_applies
 
 
 def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.AdamW:
-    """AdamW, no weight decay on biases and LayerNorm (the rule lives in bertcore.config).
+    """AdamW, no weight decay on biases and LayerNorm (the rule lives in bertcore.model.config).
     `cfg` is a TrainConfig or a ClassifyConfig: lr, beta1, beta2, eps and weight_decay."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():

@@ -12,7 +12,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from bertcore.config import TrainConfig
+from bertcore.model.config import TrainConfig
 
 
 def init_distributed(device: torch.device) -> tuple[int, int]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bertcore.errors import UserError
+from bertcore.infra.errors import UserError
 from bertcore.train.init_from import InitSource
 
 from .checkpoint import latest_step, restore_params

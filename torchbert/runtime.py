@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import torch
 
-from bertcore.errors import UserError
-from bertcore.malloc import keep_freed_memory
+from bertcore.infra.errors import UserError
+from bertcore.infra.malloc import keep_freed_memory
 
 
 def configure_process(threads: int | None = None) -> None:
     """Process-wide settings, for entry points only (`main`, benchmark workers), before torch
-    starts its threads: glibc malloc keeps freed memory (bertcore/malloc.py), and `threads`
+    starts its threads: glibc malloc keeps freed memory (bertcore/infra/malloc.py), and `threads`
     (--threads) CPU threads when given."""
     if threads is not None and threads < 1:
         raise UserError(f"--threads {threads}: give a positive number of CPU threads (or leave "

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from bertcore.config import TrainConfig
+from bertcore.model.config import TrainConfig
 from bertcore.data.batches import split_micro_batches
 from bertcore.train import evaluation
 

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from bertcore.data.batches import step_seed
-from bertcore.errors import cli_entry
+from bertcore.infra.errors import cli_entry
 from bertcore.train.cli import resolve_dtype, resolve_pad_vocab, train_parser
 from bertcore.train.loop import Result, Twin, train_loop
 from bertcore.train.run import Run

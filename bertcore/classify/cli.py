@@ -22,10 +22,10 @@ from typing import Any, Callable
 import numpy as np
 
 from bertcore.classify.data import Classifier, Example, LabelMap, encode, evaluate, read_examples
-from bertcore.config import ModelConfig
-from bertcore.errors import UserError
-from bertcore.flags import check_fields, check_flags
-from bertcore.hf import (check_classifier_state, classifier_param_table, fresh_classifier_params,
+from bertcore.model.config import ModelConfig
+from bertcore.infra.errors import UserError
+from bertcore.infra.flags import check_fields, check_flags
+from bertcore.model.hf import (check_classifier_state, classifier_param_table, fresh_classifier_params,
                          head_prefixes, normalize_hf_names)
 from bertcore.train import init_from
 from bertcore.train.init_from import InitSource
@@ -44,7 +44,7 @@ class ClassifyConfig:
     epochs: int = 3
     lr: float = 5e-5
     warmup_ratio: float = 0.1       # share of all steps spent warming up
-    weight_decay: float = 0.01      # not on biases and LayerNorm (bertcore.config's rule)
+    weight_decay: float = 0.01      # not on biases and LayerNorm (bertcore.model.config's rule)
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-6
@@ -61,7 +61,7 @@ class ClassifyConfig:
                                                  total=total_steps, xp=xp)
 
     def validate(self) -> None:
-        """Each setting's range (bertcore.flags.RANGES, the table the flag stage and
+        """Each setting's range (bertcore.infra.flags.RANGES, the table the flag stage and
         TrainConfig use): a flag or an edited classify_config.json."""
         check_fields(self, [f for f in FIELDS if f != "dropout"])
         if not isinstance(self.dropout, bool):
@@ -86,7 +86,7 @@ def initial_state(weights: dict[str, np.ndarray], src: InitSource, config: Model
     head's `head.*` (dense, norm: transformers' ModernBertForSequenceClassification reuses them
     under the same names; a missing head starts fresh), the decoder left out. `classifier.*` is
     kept only from a classifier with the same labels, else fresh: transformers' initialisation
-    (bertcore.hf.fresh_classifier_params) from `seed`, the same numbers in both twins. Returns
+    (bertcore.model.hf.fresh_classifier_params) from `seed`, the same numbers in both twins. Returns
     (state, notes)."""
     table = classifier_param_table(config, len(labels))
     # Pretraining heads that are not part of a classifier: BERT's `cls.*`, ModernBERT's decoder.
@@ -119,7 +119,7 @@ def initial_state(weights: dict[str, np.ndarray], src: InitSource, config: Model
 
 def check_classify_args(args: argparse.Namespace) -> None:
     """The flag stage of both twins' classify commands (the parser runs it as it parses, before
-    anything is read or written): each number given against bertcore.flags.RANGES, the flags
+    anything is read or written): each number given against bertcore.infra.flags.RANGES, the flags
     that contradict each other, texts to predict that are empty."""
     check_flags(args)
     if args.cmd == "train":

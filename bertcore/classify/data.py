@@ -32,16 +32,16 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from bertcore.config import ModelConfig, ModernBertConfig
+from bertcore.model.config import ModelConfig, ModernBertConfig
 from bertcore.data.corpus import BR_TAGS
 from bertcore.data.imdb import find_aclimdb
 from bertcore.data.readers import numbered_lines, read_text_file
 from bertcore.data.tokenizer import WordPiece, load_tokenizer
-from bertcore.errors import UserError
-from bertcore.files import atomic_path
-from bertcore.hf import (check_classifier_state, normalize_hf_names, read_hf_safetensors,
+from bertcore.infra.errors import UserError
+from bertcore.infra.files import atomic_path
+from bertcore.model.hf import (check_classifier_state, normalize_hf_names, read_hf_safetensors,
                          safetensors_files)
-from bertcore.modeldir import ModelDir, open_model_dir
+from bertcore.modeldirs.resolve import ModelDir, open_model_dir
 from bertcore.train.rundir import CLASSIFY_CONFIG
 
 IMDB_LABELS = ("neg", "pos")
@@ -389,7 +389,7 @@ class Classifier:
 
 def open_classifier(path: str | Path | ModelDir) -> Classifier:
     """A classify RUNDIR (its best/ weights) or a Hugging Face BertForSequenceClassification or
-    ModernBertForSequenceClassification dir (bertcore.modeldir's "classify-run" and
+    ModernBertForSequenceClassification dir (bertcore.modeldirs.resolve's "classify-run" and
     "hf-classifier"), given as a path or as the ModelDir already opened."""
     md = named = path if isinstance(path, ModelDir) else open_model_dir(path)
     rundir = md if md.layout == "classify-run" else None

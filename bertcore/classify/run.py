@@ -24,11 +24,11 @@ from bertcore.classify.cli import (FIELDS, ClassifyConfig, InitSource, check_res
 from bertcore.classify.data import (Encoded, LabelMap, encode, evaluate, hf_config, hold_out,
                                     is_aclimdb_path, read_examples, steps_per_epoch, train_batches,
                                     write_classifier_dir)
-from bertcore.config import ModernBertConfig, model_config_from_dict
+from bertcore.model.config import ModernBertConfig, model_config_from_dict
 from bertcore.data.tokenizer import load_tokenizer
-from bertcore.errors import UserError
-from bertcore.files import check_apart
-from bertcore.sizes import check_training_fits
+from bertcore.infra.errors import UserError
+from bertcore.infra.files import check_apart
+from bertcore.model.sizes import check_training_fits
 from bertcore.train.metrics import read_metrics
 from bertcore.train.report import parse_report_to, tagged
 from bertcore.train.rundir import CLASSIFY_CONFIG, CONFIG, TOKENIZER, RunDir
@@ -96,7 +96,7 @@ class ClassifyRun(Task):
             raise UserError(f"max-len={max_len} exceeds the model's "
                             f"max_position_embeddings={max_positions}")
         check_training_fits(self.model_config, self.classify_config.batch_size, max_len,
-                            "--batch-size or --max-len")   # bertcore.sizes: before any data
+                            "--batch-size or --max-len")   # bertcore.model.sizes: before any data
         self.data, self.validation = data, validation
         self.train, self.val = self._data(data, validation)
         self.steps_per_epoch = steps_per_epoch(len(self.train), self.classify_config.batch_size)
@@ -283,8 +283,8 @@ class ClassifyRun(Task):
                 f"evaluate {self.rundir} --data DATA)")
 
     def card(self, best: dict[str, Any]) -> str:
-        """The model card of best/ (bertcore.card) when it holds the epoch `best`."""
-        from bertcore.card import classifier_card
+        """The model card of best/ (bertcore.modeldirs.card) when it holds the epoch `best`."""
+        from bertcore.modeldirs.card import classifier_card
 
         return classifier_card(self.rundir / "best", self.model_config, self.labels.labels,
                                framework=self.framework, name=self.rundir.name,

@@ -10,12 +10,12 @@ import argparse
 import logging
 import time
 
-from bertcore.config import ModernBertConfig, TrainConfig
+from bertcore.model.config import ModernBertConfig, TrainConfig
 from bertcore.data.prepare import prepare
 from bertcore.data.shards import DATA_OUTPUT, Shards
 from bertcore.data.tokenizer import load_tokenizer
-from bertcore.errors import HelpFormatter, UserError, cli_entry
-from bertcore.files import check_apart, check_output, writing
+from bertcore.infra.errors import HelpFormatter, UserError, cli_entry
+from bertcore.infra.files import check_apart, check_output, writing
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _data_dir(path: str) -> str:
     """`show`'s DATADIR, or one line naming the data of the model directory given instead."""
-    from bertcore.modeldir import layout_of
+    from bertcore.modeldirs.resolve import layout_of
     from bertcore.train.rundir import RunDir
 
     layout = layout_of(path)

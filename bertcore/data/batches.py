@@ -24,13 +24,13 @@ from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
-from bertcore.config import TrainConfig
+from bertcore.model.config import TrainConfig
 from bertcore.data.instances import LABEL, epoch_order, instance_rows
 from bertcore.data.masking import assemble, mask_tokens
 from bertcore.data.shards import EPOCHS_DIR, Shards
 from bertcore.data.tokenizer import WordPiece
-from bertcore.errors import UserError
-from bertcore.files import cache_root
+from bertcore.infra.errors import UserError
+from bertcore.infra.files import cache_root
 
 
 class BatchField(NamedTuple):

@@ -18,8 +18,8 @@ from bertcore.data.corpus import corpus_key, iter_documents
 from bertcore.data.prepare import prepare
 from bertcore.data.shards import Shards, dir_is_prepared
 from bertcore.data.tokenizer import WordPiece, load_tokenizer, train_tokenizer
-from bertcore.errors import UserError
-from bertcore.files import cache_root, file_lock, remove_stale_temps
+from bertcore.infra.errors import UserError
+from bertcore.infra.files import cache_root, file_lock, remove_stale_temps
 
 logger = logging.getLogger(__name__)
 

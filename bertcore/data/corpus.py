@@ -51,8 +51,8 @@ from bertcore.data.hfdata import (HUB_PREFIX, add_dataset_flags, iter_hub, iter_
 from bertcore.data.readers import (TABLES, TEXT_COLUMN, corpus_files, format_of, glob_files,
                                    is_glob, iter_file, iter_files, read_text_file, total_bytes,
                                    unreadable)
-from bertcore.errors import UserError, cli_entry
-from bertcore.files import cache_root
+from bertcore.infra.errors import UserError, cli_entry
+from bertcore.infra.files import cache_root
 
 __all__ = ["iter_documents", "split_sentences", "builtin_documents", "corpus_bytes", "corpus_key",
            "main", "BR_TAGS"]

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterator
 
 from bertcore.data.readers import TEXT_COLUMN, check_text_column, column_documents
-from bertcore.errors import UserError
+from bertcore.infra.errors import UserError
 
 __all__ = ["HUB_PREFIX", "BATCH_ROWS", "add_dataset_flags", "saved_kind", "parse_hub",
            "iter_saved_dataset", "iter_hub", "iter_dataset", "saved_identity"]

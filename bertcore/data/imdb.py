@@ -27,8 +27,8 @@ import urllib.request
 import zlib
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from bertcore.errors import UserError
-from bertcore.files import cache_root
+from bertcore.infra.errors import UserError
+from bertcore.infra.files import cache_root
 
 logger = logging.getLogger(__name__)
 

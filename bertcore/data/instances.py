@@ -38,7 +38,7 @@ from typing import Sequence
 
 import numpy as np
 
-from bertcore.files import file_lock
+from bertcore.infra.files import file_lock
 
 # Columns of the instance table.
 A_START, A_LEN, B_START, B_LEN, LABEL = range(5)

@@ -5,7 +5,7 @@ The parent process reads documents (any reader of bertcore.data.corpus) and hand
 megabyte of text to `workers` processes, which split sentences and tokenize; results come back in
 order and are appended to the shard files and the int64 offset files. At most two chunks per
 worker are in flight, so memory stays flat however large the corpus is. Everything is written
-under a temporary name and swapped in when complete (bertcore.files.replace_output): an
+under a temporary name and swapped in when complete (bertcore.infra.files.replace_output): an
 interrupted or failed prepare leaves nothing behind and never touches an existing directory, and
 one that holds files prepare does not write is refused, never replaced.
 
@@ -34,8 +34,8 @@ from tqdm.auto import tqdm
 from bertcore.data.shards import (DATA_OUTPUT, DOC_OFFSETS, EVAL_DIR, FORMAT, META, OFFSET_DTYPE,
                                   SENT_OFFSETS, TOKENIZER_DIR, shard_file, token_dtype)
 from bertcore.data.tokenizer import BatchIds, WordPiece
-from bertcore.errors import UserError
-from bertcore.files import replace_output
+from bertcore.infra.errors import UserError
+from bertcore.infra.files import replace_output
 
 SHARD_TOKENS = 1 << 28      # start a new shard file after ~268M tokens (512 MB at uint16)
 CHUNK_CHARS = 1 << 20       # text handed to a worker at a time

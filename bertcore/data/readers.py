@@ -31,7 +31,7 @@ import zlib
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from bertcore.errors import UserError
+from bertcore.infra.errors import UserError
 
 TEXT_SUFFIXES = (".txt", ".jsonl")
 COMPRESSED = (".gz", ".zst")

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from bertcore.data.tokenizer import WordPiece, load_tokenizer
-from bertcore.errors import UserError
-from bertcore.files import Output, cache_root
+from bertcore.infra.errors import UserError
+from bertcore.infra.files import Output, cache_root
 
 # ---- the format: what prepare writes and Shards reads -------------------------------------------
 FORMAT = "twinbert-shards-v2"

@@ -23,9 +23,9 @@ import numpy as np
 from tokenizers import (Tokenizer, decoders, models, normalizers, pre_tokenizers, processors,
                         trainers)
 
-from bertcore.errors import UserError, cli_entry
-from bertcore.files import Output, atomic_path, check_apart, check_output, replace_output, writing
-from bertcore.sizes import check_vocab_size
+from bertcore.infra.errors import UserError, cli_entry
+from bertcore.infra.files import Output, atomic_path, check_apart, check_output, replace_output, writing
+from bertcore.model.sizes import check_vocab_size
 
 logger = logging.getLogger(__name__)
 

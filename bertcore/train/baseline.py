@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bertcore.files import write_text_atomic
+from bertcore.infra.files import write_text_atomic
 
 CACHE_NAME = "unigram.json"
 FORMAT = "twinbert-unigram-v2"

@@ -16,15 +16,15 @@ from pathlib import Path
 
 try:
     import fcntl
-except ImportError:     # Windows: no advisory locks (bertcore.files takes none either)
+except ImportError:     # Windows: no advisory locks (bertcore.infra.files takes none either)
     fcntl = None
 
-from bertcore.config import ARCHS, PRESETS, SCHEDULES, TrainConfig
+from bertcore.model.config import ARCHS, PRESETS, SCHEDULES, TrainConfig
 from bertcore.data.hfdata import add_dataset_flags
-from bertcore.errors import HelpFormatter, UserError
-from bertcore.files import Locked
-from bertcore.flags import check_flags
-from bertcore.sizes import check_vocab_size
+from bertcore.infra.errors import HelpFormatter, UserError
+from bertcore.infra.files import Locked
+from bertcore.infra.flags import check_flags
+from bertcore.model.sizes import check_vocab_size
 from bertcore.train.recipes import RECIPES, apply_recipe, recipe_help
 from bertcore.train.report import REPORT_TO_HELP, parse_report_to
 from bertcore.train.rundir import LOCK_FILE, RunDir
@@ -62,7 +62,7 @@ def resolve_pad_vocab(multiple: int | None, accelerator: bool) -> int:
 
 def check_train_args(args: argparse.Namespace) -> None:
     """The flag stage of both twins' train command: every flag on its own (each number against
-    bertcore.flags.RANGES, the table ClassifyConfig and TrainConfig share) and together (a new
+    bertcore.infra.flags.RANGES, the table ClassifyConfig and TrainConfig share) and together (a new
     run's TrainConfig, the flags that contradict or would be ignored), with no file read or
     written. The parser runs it as it parses (TrainParser), before the twin picks a device or
     joins other processes; `setup_run` runs it again for a namespace made without the parser."""
@@ -266,7 +266,7 @@ def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
                    help="vocabulary size when a tokenizer has to be trained for --corpus (4096 "
                         "suits the small built-in corpus; BERT's is 30522)")
 
-    t = p.add_argument_group("training (defaults from bertcore.config.TrainConfig)")
+    t = p.add_argument_group("training (defaults from bertcore.model.config.TrainConfig)")
     t.add_argument("--recipe", choices=list(RECIPES), help=recipe_help())
     t.add_argument("--steps", type=int, help=f"optimizer steps [{_D.steps}]")
     t.add_argument("--batch-size", type=int,

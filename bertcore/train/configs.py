@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from bertcore.config import (MODERNBERT_PRESETS, PRESETS, BertConfig, ModelConfig,
+from bertcore.model.config import (MODERNBERT_PRESETS, PRESETS, BertConfig, ModelConfig,
                              ModernBertConfig, TrainConfig, arch_of, load_model_config,
                              special_ids)
 from bertcore.data.tokenizer import WordPiece
-from bertcore.errors import UserError
+from bertcore.infra.errors import UserError
 from bertcore.train.cli import DEFAULT_PRESET
 from bertcore.train.init_from import InitSource
 from bertcore.train.rundir import RunFiles

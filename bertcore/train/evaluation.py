@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from bertcore.config import TrainConfig
+from bertcore.model.config import TrainConfig
 from bertcore.data.batches import BatchIterator
 from bertcore.data.shards import Shards
 from bertcore.data.tokenizer import WordPiece
-from bertcore.errors import UserError
+from bertcore.infra.errors import UserError
 
 
 def eval_shards(eval_data: str | None, train: Shards, tok: WordPiece) -> Shards | None:

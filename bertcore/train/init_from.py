@@ -6,7 +6,7 @@ PATH is a Hugging Face BERT directory, a pretraining RUNDIR of this twin (its la
 checkpoint), a RUNDIR of the other twin that holds its export RUNDIR/hf/ (a twin cannot read the
 other's checkpoint format; every pretraining run writes hf/ when it ends), or a fine-tuned
 classifier (a classify RUNDIR's best/ weights, or a Hugging Face classifier directory); which is
-which is bertcore.modeldir's to say.
+which is bertcore.modeldirs.resolve's to say.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, TypeVar
 
-from bertcore.config import BertConfig
+from bertcore.model.config import BertConfig
 from bertcore.data.tokenizer import WordPiece, load_tokenizer
-from bertcore.errors import UserError
-from bertcore.modeldir import open_model_dir
+from bertcore.infra.errors import UserError
+from bertcore.modeldirs.resolve import open_model_dir
 
 T = TypeVar("T")
 
@@ -42,7 +42,7 @@ class InitSource:
 def resolve_init(path: str | Path, framework: str, tokenizer: str | None = None,
                  fallback_tokenizer: str | None = None, keep_classifier: bool = False
                  ) -> InitSource:
-    """What `--init-from PATH` names (bertcore.modeldir's layouts): a Hugging Face BERT
+    """What `--init-from PATH` names (bertcore.modeldirs.resolve's layouts): a Hugging Face BERT
     directory, a pretraining RUNDIR of this twin (its latest checkpoint), one of the other twin
     that holds an exported RUNDIR/hf/ (a twin cannot read the other's checkpoint format), or a
     classifier (a classify RUNDIR's best/ weights, or a Hugging Face classifier directory).

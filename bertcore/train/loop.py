@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bertcore.data.prefetch import Prefetch
-from bertcore.files import os_error_in, warn_if_low_space, write_failure
+from bertcore.infra.files import os_error_in, warn_if_low_space, write_failure
 from bertcore.train.stopping import Stopper, resume_command
 from bertcore.train.task import Task
 

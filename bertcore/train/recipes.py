@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from bertcore.errors import UserError
+from bertcore.infra.errors import UserError
 
 
 @dataclass(frozen=True)

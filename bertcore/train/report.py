@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from bertcore.errors import UserError
-from bertcore.files import write_text_atomic
+from bertcore.infra.errors import UserError
+from bertcore.infra.files import write_text_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from bertcore.config import ModelConfig, TrainConfig, arch_of
+from bertcore.model.config import ModelConfig, TrainConfig, arch_of
 from bertcore.data.batches import BatchIterator
 from bertcore.data.shards import Shards
 from bertcore.data.tokenizer import WordPiece
-from bertcore.files import atomic_path
-from bertcore.hf import save_hf_files
+from bertcore.infra.files import atomic_path
+from bertcore.model.hf import save_hf_files
 from bertcore.train import evaluation
 from bertcore.train.init_from import InitSource
 from bertcore.train.metrics import median, peak_rss_mb, plot_metrics, read_metrics
@@ -195,8 +195,8 @@ class Run(Task):
         return summary
 
     def write_card(self, summary: dict[str, Any], learned_line: str | None) -> None:
-        """hf/README.md: the export's model card (bertcore.card), from the run's summary."""
-        from bertcore.card import pretraining_card, run_corpus, write_model_card
+        """hf/README.md: the export's model card (bertcore.modeldirs.card), from the run's summary."""
+        from bertcore.modeldirs.card import pretraining_card, run_corpus, write_model_card
 
         info = self.files.info()
         write_model_card(self.hf_dir, pretraining_card(

@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from bertcore.config import ModelConfig, TrainConfig, load_model_config
-from bertcore.errors import UserError, at_command_end
-from bertcore.files import Output, check_output, hold_lock, release_lock, write_text_atomic
+from bertcore.model.config import ModelConfig, TrainConfig, load_model_config
+from bertcore.infra.errors import UserError, at_command_end
+from bertcore.infra.files import Output, check_output, hold_lock, release_lock, write_text_atomic
 from bertcore.train.metrics import read_metrics
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ CHECKPOINT_NAME = re.compile(r"step_(?P<torch>\d{8})|(?P<jax>\d+)")
 OWN_ENTRIES = frozenset({RUN_FILE, LOCK_FILE, CONFIG, TRAIN_CONFIG,
                          CLASSIFY_CONFIG, TOKENIZER, METRICS, SUMMARY,
                          "loss.png", "hf", "best", CHECKPOINTS, "tb", "wandb"})
-# A run as the output of a command (bertcore.files' one --overwrite check); the temporary
+# A run as the output of a command (bertcore.infra.files' one --overwrite check); the temporary
 # entries of an interrupted write (`create`'s `.new-PID` / `.old-PID`, atomic_path's) are no one's.
 RUN_OUTPUT = Output("a run", OWN_ENTRIES)
 
@@ -195,7 +195,7 @@ class RunDir:
                             f"{flag}")
 
     def lock(self) -> None:
-        """Hold RUNDIR's lock until `unlock` or the end of the command (bertcore.errors'
+        """Hold RUNDIR's lock until `unlock` or the end of the command (bertcore.infra.errors'
         cli_entry) or process: another process that wants to write this run (either twin's
         train, --resume, --overwrite, classify train, convert) is refused, naming our pid.
         Creates the directory if needed: call it once every flag has been checked."""

@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bertcore.config import TrainConfig
-from bertcore.errors import UserError
+from bertcore.model.config import TrainConfig
+from bertcore.infra.errors import UserError
 
 
 def warmup_linear(step, *, peak: float, warmup: int, total: int, xp: Any = np):

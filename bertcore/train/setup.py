@@ -13,12 +13,12 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from bertcore.config import ModelConfig, ModernBertConfig, TrainConfig, load_model_config
+from bertcore.model.config import ModelConfig, ModernBertConfig, TrainConfig, load_model_config
 from bertcore.data.cache import resolve_data
 from bertcore.data.shards import Shards, dir_is_prepared
 from bertcore.data.tokenizer import WordPiece, load_tokenizer
-from bertcore.errors import UserError
-from bertcore.files import check_apart
+from bertcore.infra.errors import UserError
+from bertcore.infra.files import check_apart
 from bertcore.train import evaluation
 from bertcore.train.cli import DEFAULT_PRESET, check_resume_args, check_train_args
 from bertcore.train.configs import (RESUMABLE_CHANGES, TRAIN_FIELDS, init_model_config,
@@ -31,7 +31,7 @@ from bertcore.train.rundir import CONFIG, TOKENIZER, TRAIN_CONFIG, RunDir
 
 
 def _inputs(args: Any) -> dict[str, Any]:
-    """The paths a run reads, by flag (for bertcore.files.check_apart)."""
+    """The paths a run reads, by flag (for bertcore.infra.files.check_apart)."""
     corpus = getattr(args, "corpus", None)
     return {"--corpus": None if corpus in (None, "builtin", "imdb") else corpus,
             "--data": args.data, "--tokenizer": args.tokenizer,
@@ -115,7 +115,7 @@ def _new_run(args: Any, framework: str, files: RunDir, progress: bool) -> Made:
     """The configs, data and run.json of a new run (from a preset, --config or --init-from)."""
     files.check_target(args.overwrite)   # before the data work: refuse early
     if args.config:
-        load_model_config(args.config)   # a bad or oversized config too (bertcore.sizes)
+        load_model_config(args.config)   # a bad or oversized config too (bertcore.model.sizes)
     init = (resolve_init(args.init_from, framework, fallback_tokenizer=args.tokenizer)
             if getattr(args, "init_from", None) else None)
     data_args = SimpleNamespace(**vars(args))   # resolved here, not in the caller's namespace

@@ -26,7 +26,7 @@ Exit codes (docs/guide.md "Stopping and resuming", `--help`):
     0    finished, or stopped by --time-budget with a checkpoint
     75   stopped by a signal (EX_TEMPFAIL: "try again"), with a checkpoint: --resume continues
     74   a checkpoint could not be written (EX_IOERR); the last good one is kept and named
-         (bertcore.files: CheckpointWriteError, write_failure)
+         (bertcore.infra.files: CheckpointWriteError, write_failure)
     130  a second Ctrl-C: aborted at once, nothing written
     128+N  signal N during the set-up, before the first step (143 for SIGTERM, 130 for SIGINT)
 """
@@ -44,8 +44,8 @@ import threading
 import time
 from typing import Any, Callable
 
-from bertcore.errors import UserError
-from bertcore.files import (CheckpointWriteError, WRITE_ERRNOS, format_bytes, free_bytes,
+from bertcore.infra.errors import UserError
+from bertcore.infra.files import (CheckpointWriteError, WRITE_ERRNOS, format_bytes, free_bytes,
                             os_error_in)
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 from tqdm.auto import tqdm
 
-from bertcore.errors import UserError
+from bertcore.infra.errors import UserError
 from bertcore.train.report import Reporters
 from bertcore.train.rundir import RunDir
 

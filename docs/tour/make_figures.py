@@ -7,7 +7,7 @@ attention_mask.png  the boolean key mask of one batch, broadcast to (L, L) per r
 lr_schedules.png    the four schedules of bertcore.train.schedule
 data_parallel.png   where gradients are reduced: torch DDP, jax pmap, jax sharded jit
 modernbert_masks.png  ModernBERT's global and local (sliding-window) attention masks, and which
-                    layers use which (bertcore.attention.window_mask, ModernBertConfig)
+                    layers use which (bertcore.model.attention.window_mask, ModernBertConfig)
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parents[1])]
 
 import tour  # noqa: E402
-from bertcore.attention import window_mask  # noqa: E402
-from bertcore.config import ModernBertConfig, TrainConfig  # noqa: E402
+from bertcore.model.attention import window_mask  # noqa: E402
+from bertcore.model.config import ModernBertConfig, TrainConfig  # noqa: E402
 from bertcore.train.schedule import make_schedule  # noqa: E402
 
 COLORS = {"mask": "#d62728", "random": "#ff7f0e", "same": "#2ca02c", "plain": "#f0f0f0",

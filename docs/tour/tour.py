@@ -61,7 +61,7 @@ def shards(out: str | Path = "tour-data"):
 
 def batches(batch_size: int = 4, seq_len: int = 32, max_predictions: int = 5, **cfg):
     """A BatchIterator over the tour's shards, with TrainConfig fields overridden by `cfg`."""
-    from bertcore.config import TrainConfig
+    from bertcore.model.config import TrainConfig
     from bertcore.data.batches import BatchIterator
 
     data, tok = shards()

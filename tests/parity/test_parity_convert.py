@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from helpers import assert_one_line_error, base_args, metrics, run_cli, write_corpus
-from bertcore.hf import flax_to_hf
+from bertcore.model.hf import flax_to_hf
 from bertcore.train.rundir import read_run
 from jaxbert.checkpoint import key_to_list
 from jaxbert.step import seed_keys

@@ -3,7 +3,7 @@
 import sys
 import time
 
-from bertcore.files import hold_lock
+from bertcore.infra.files import hold_lock
 
 hold_lock(sys.argv[1] + "/.lock", "x")
 print("held", flush=True)

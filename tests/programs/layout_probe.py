@@ -9,7 +9,7 @@ import sys
 
 import jax
 
-from bertcore.config import BertConfig, TrainConfig
+from bertcore.model.config import BertConfig, TrainConfig
 from bertcore.data.batches import BatchIterator
 from bertcore.data.prefetch import Prefetch
 from bertcore.data.shards import Shards

@@ -1,11 +1,11 @@
 """Allocate, fill and free a 200 MB array five times (a training step's pattern) after
-bertcore.malloc.keep_freed_memory, and print as JSON whether it applied and the minor page
+bertcore.infra.malloc.keep_freed_memory, and print as JSON whether it applied and the minor page
 faults of the last four rounds."""
 
 import json
 import resource
 
-from bertcore.malloc import keep_freed_memory
+from bertcore.infra.malloc import keep_freed_memory
 
 applied = keep_freed_memory()
 import numpy as np  # noqa: E402  (after the malloc settings, as in the entry points)

@@ -5,7 +5,7 @@ the data directory."""
 import sys
 import types
 
-from bertcore.errors import setup_logging
+from bertcore.infra.errors import setup_logging
 from bertcore.data.cache import resolve_data
 
 a = types.SimpleNamespace(data=None, tokenizer=None, corpus=sys.argv[1], vocab_size=300)

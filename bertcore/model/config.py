@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bertcore.errors import UserError
-from bertcore.files import write_text_atomic
-from bertcore.flags import check_fields
-from bertcore.sizes import check_model_fits, check_size_field, check_training_fits
+from bertcore.infra.errors import UserError
+from bertcore.infra.files import write_text_atomic
+from bertcore.infra.flags import check_fields
+from bertcore.model.sizes import check_model_fits, check_size_field, check_training_fits
 
 # Google's BERT miniatures (Turc et al. 2019) plus base and large. FFN width is 4 * hidden.
 PRESETS: dict[str, tuple[int, int, int]] = {
@@ -71,7 +71,7 @@ def _check_model_type(d: dict[str, Any], want: str) -> None:
     kind = d.get("model_type")      # absent: take the dict as the class asked for
     if kind in ("bert", "modernbert") and kind != want:
         raise UserError(f"this is a {kind} config (model_type), not a {want} one; load it with "
-                        f"bertcore.config.load_model_config, or a model with torchbert.arch / "
+                        f"bertcore.model.config.load_model_config, or a model with torchbert.arch / "
                         f"jaxbert.arch's from_pretrained, which pick the architecture")
 
 
@@ -143,7 +143,7 @@ class BertConfig(_ModelConfigFile):
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise UserError(f"config pad_token_id={self.pad_token_id} is outside the vocabulary "
                             f"(vocab_size={self.vocab_size})")
-        check_model_fits(self)   # last: its weights against the memory there is (bertcore.sizes)
+        check_model_fits(self)   # last: its weights against the memory there is (bertcore.model.sizes)
 
     # ---- presets and (de)serialisation -------------------------------------------------------
 
@@ -303,7 +303,7 @@ class ModernBertConfig(_ModelConfigFile):
         if not self.tie_word_embeddings:
             raise UserError("config tie_word_embeddings=false is not supported: the MLM decoder "
                             "is the token embedding matrix; set it to true")
-        check_model_fits(self)   # last: its weights against the memory there is (bertcore.sizes)
+        check_model_fits(self)   # last: its weights against the memory there is (bertcore.model.sizes)
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "ModernBertConfig":
@@ -465,7 +465,7 @@ class TrainConfig:
 
     def validate(self, model: "ModelConfig | None" = None) -> None:
         """Every check on these settings, for both twins: each flag's range and type (a hand-edited
-        train_config.json too; the ranges are bertcore.flags.RANGES, which the flag stage checks
+        train_config.json too; the ranges are bertcore.infra.flags.RANGES, which the flag stage checks
         too), so a bad value is refused before a run writes anything."""
         check_fields(self, ("batch_size", "max_predictions", "steps", "grad_accum", "log_every",
                             "checkpoint_every", "keep_checkpoints", "seq_len", "warmup_steps",

@@ -9,7 +9,7 @@ WARNING), and `cli_entry` sets up the one console handler for the project's pack
 alone on its line, written through tqdm so a progress bar stays below it; notes on stdout (or
 stderr, for a command whose stdout is data: `notes_to_stderr()`), warnings and errors on stderr.
 `print` is only for a command's result (predictions, tables, statistics, --json output).
-Atomic writes and file locks live in bertcore.files.
+Atomic writes and file locks live in bertcore.infra.files.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
     return wrapper
 
 
-# What a command holds until it ends: bertcore.files.hold_lock registers the release of the
+# What a command holds until it ends: bertcore.infra.files.hold_lock registers the release of the
 # locks it took here, so every command line lets them go when it returns.
 _AT_COMMAND_END: list[Callable[[], None]] = []
 
@@ -139,7 +139,7 @@ def setup_logging() -> None:
         log.setLevel(logging.INFO)
     # A library that calls logging.basicConfig() (absl does, at its first message, when the
     # root logger has no handler) would repeat every project message a second time, as
-    # "ERROR:bertcore.errors:error: ...": its handler, already there or yet to come, passes only
+    # "ERROR:bertcore.infra.errors:error: ...": its handler, already there or yet to come, passes only
     # other loggers' records.
     for h in logging.root.handlers:
         if type(h) is logging.StreamHandler and _not_ours not in h.filters:

@@ -4,7 +4,7 @@ Both twins parse the same flags, find the model directory the same way, tokenize
 print the same table; only "weights -> logits at the [MASK] positions" is theirs.
 
 The model is a pretraining RUNDIR (its latest checkpoint) or a Hugging Face BERT directory
-(bertcore.modeldir's layouts "pretraining-run" and "hf"); a fine-tuned classifier has no
+(bertcore.modeldirs.resolve's layouts "pretraining-run" and "hf"); a fine-tuned classifier has no
 masked-language-model head, and is refused with the command that uses it.
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from bertcore.data.tokenizer import WordPiece
-from bertcore.errors import UserError
-from bertcore.modeldir import ModelDir
-from bertcore.modeldir import open_model_dir as _open
+from bertcore.infra.errors import UserError
+from bertcore.modeldirs.resolve import ModelDir
+from bertcore.modeldirs.resolve import open_model_dir as _open
 
 
 def parser(prog: str) -> argparse.ArgumentParser:
@@ -45,7 +45,7 @@ def parse_args(prog: str, argv: list[str] | None) -> argparse.Namespace:
 
 def open_model_dir(path: str | Path, framework: str) -> ModelDir:
     """The model `python -m {framework}bert.fill_mask PATH` runs: a pretraining RUNDIR or a
-    Hugging Face BERT directory (bertcore.modeldir.open_model_dir, which names anything else)."""
+    Hugging Face BERT directory (bertcore.modeldirs.resolve.open_model_dir, which names anything else)."""
     md = _open(path)
     if md.is_classifier:
         what = ("a fine-tuned classifier (a classify RUNDIR)" if md.layout == "classify-run" else

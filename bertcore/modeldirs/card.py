@@ -26,9 +26,9 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from bertcore.config import BertConfig, ModelConfig, ModernBertConfig, arch_of
-from bertcore.files import write_text_atomic
-from bertcore.hf import classifier_param_table, param_table
+from bertcore.model.config import BertConfig, ModelConfig, ModernBertConfig, arch_of
+from bertcore.infra.files import write_text_atomic
+from bertcore.model.hf import classifier_param_table, param_table
 
 CARD = "README.md"
 LICENSE_NOTE = ("placeholder: set the license of your weights and data (e.g. apache-2.0), or "

@@ -36,9 +36,9 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from bertcore.config import BertConfig, ModelConfig, ModernBertConfig
-from bertcore.errors import UserError
-from bertcore.files import Output
+from bertcore.model.config import BertConfig, ModelConfig, ModernBertConfig
+from bertcore.infra.errors import UserError
+from bertcore.infra.files import Output
 
 # ---- the table -------------------------------------------------------------------------------
 # (module name in Hugging Face's BertForPreTraining, layer type). "{i}" is a layer index. The Flax
@@ -525,7 +525,7 @@ def classifier_flax_to_hf(params: Mapping[str, Any], config: BertConfig, num_lab
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
                    "special_tokens_map.json")
 # A Hugging Face directory as the output of parity.convert (--to hf, or a weights-only export):
-# what its --overwrite may replace. README.md is the model card (bertcore.card), classifier.json
+# what its --overwrite may replace. README.md is the model card (bertcore.modeldirs.card), classifier.json
 # a classifier's best epoch (bertcore.classify.data).
 HF_OUTPUT = Output("a Hugging Face model directory",
                    frozenset({"config.json", "model.safetensors", "README.md", "classifier.json",

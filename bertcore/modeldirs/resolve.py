@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bertcore.config import ModelConfig, load_model_config
+from bertcore.model.config import ModelConfig, load_model_config
 from bertcore.data.tokenizer import WordPiece, load_tokenizer
-from bertcore.errors import UserError
-from bertcore.hf import safetensors_files
+from bertcore.infra.errors import UserError
+from bertcore.model.hf import safetensors_files
 from bertcore.train.rundir import CLASSIFY_CONFIG, RUN_FILE, SUMMARY, RunFiles, read_run
 
 LAYOUTS = ("pretraining-run", "classify-run", "hf", "hf-classifier")

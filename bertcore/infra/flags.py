@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from bertcore.errors import UserError
+from bertcore.infra.errors import UserError
 
 # jax.random.PRNGKey keeps only the low 32 bits of a seed (64-bit mode is off), so seeds 0 and
 # 2^32 would draw the same weights and dropout in jaxbert but not in torchbert; torch takes

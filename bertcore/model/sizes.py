@@ -6,7 +6,7 @@ command, checked before anything is allocated or written.
     VOCAB_CAP           a tokenizer's --vocab-size above 2^24 is refused before the (Rust)
                         trainer runs (`check_vocab_size`)
     parameter_count     a config's parameters, in closed form (no per-layer loop, so 10^9 layers
-                        cost nothing to count); equal to bertcore.card.parameter_count
+                        cost nothing to count); equal to bertcore.modeldirs.card.parameter_count
     check_model_fits    its fp32 weights against the memory there is: every model config's
                         `validate` calls it, so every command that makes or reads a config
                         (--config, --init-from, --preset, an edited config.json, fill-mask,
@@ -33,7 +33,7 @@ import math
 import os
 from typing import Any
 
-from bertcore.errors import UserError
+from bertcore.infra.errors import UserError
 
 SIZE_CAP = 2 ** 31
 VOCAB_CAP = 2 ** 24
@@ -72,7 +72,7 @@ def _arch(config: Any) -> str:
 
 def parameter_count(config: Any) -> int:
     """Parameters of BertForPreTraining(config) or ModernBertForMaskedLM(config) (the tied MLM
-    decoder once), as bertcore.hf.param_table lists them, without listing them."""
+    decoder once), as bertcore.model.hf.param_table lists them, without listing them."""
     H, I, V, L = (config.hidden_size, config.intermediate_size, config.vocab_size,
                   config.num_hidden_layers)
     if _arch(config) == "modernbert":

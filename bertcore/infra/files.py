@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import AbstractSet, Any, Callable, Iterator
 
-from bertcore.errors import UserError, at_command_end
+from bertcore.infra.errors import UserError, at_command_end
 
 try:
     import fcntl
@@ -260,7 +260,7 @@ TEMP_ENTRY = re.compile(r"\.((new|old)-\d+|.+\.tmp-.+|.+\.old-\d+)")
 class Output:
     """What one command writes in its output directory, named by the module that owns the
     layout (a RUNDIR: bertcore.train.rundir; a data directory: bertcore.data.shards; a tokenizer:
-    bertcore.data.tokenizer; a Hugging Face directory: bertcore.hf). Anything else in the
+    bertcore.data.tokenizer; a Hugging Face directory: bertcore.model.hf). Anything else in the
     directory is the user's, and no command deletes it, --overwrite or not.
 
     `noun` ("a run", "a tokenizer") names the output in messages; `entries` are the names it
