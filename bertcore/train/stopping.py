@@ -346,6 +346,8 @@ def run_train(train: Callable[[Any, list[str], Stopper], Any], args: Any,
     except CheckpointWriteError as e:
         logger.error("error: %s", e)
         return e.exit_code
+    except UserError:
+        raise                      # already one line (cli_entry prints it)
     except Exception as e:
         # Any other run file that could not be written (hf/, best/, summary.json, the set-up's
         # configs on a full disk): one line, the same exit code; the checkpoints are kept.
