@@ -13,9 +13,10 @@ The twin of `torchbert/checkpoint.py` (safetensors + JSON there). Each checkpoin
 Orbax writes each step into a temporary directory and renames it when complete, so a crash never
 leaves a half-written checkpoint where `latest_step` would find it; it keeps the last K steps.
 
-The API is torchbert/checkpoint.py's, by int step: a `Checkpointer` per run (`save`, `restore`,
-`latest_step`, `path`), the module's `latest_step(rundir)`, and `restore_params(rundir)`, the
-weights alone as HF-named numpy arrays.
+The API is torchbert/checkpoint.py's, by int step, in the same order: the module's
+`latest_step(rundir)` and `remove_temp_dirs(rundir)` (what killed saves left), a `Checkpointer`
+per run (`path`, `steps`, `latest_step`, `save`, `restore`, `abandon`, `close`), and
+`restore_params(rundir)`, the weights alone as HF-named numpy arrays.
 """
 
 from __future__ import annotations
@@ -45,9 +46,7 @@ from .step import abstract_state
 logger = logging.getLogger(__name__)
 
 
-def checkpoint_dir(rundir: str | Path) -> Path:
-    return Path(rundir).absolute() / CHECKPOINTS  # orbax wants absolute paths
-
+# ---- what a checkpoint holds: the RNG key as ints --------------------------------------------
 
 def key_to_list(key) -> list[int]:
     """A PRNG key (raw uint32 `PRNGKey` or typed `jax.random.key`) as JSON-able ints."""
@@ -62,14 +61,104 @@ def key_from_list(data: list[int], typed: bool = False):
     return jax.random.wrap_key_data(raw) if typed else raw
 
 
-def _config_diff(stored: dict[str, Any], config: ModelConfig) -> list[str]:
+# ---- the checkpoints of a run, on disk -------------------------------------------------------
+
+def checkpoint_dir(rundir: str | Path) -> Path:
+    return Path(rundir).absolute() / CHECKPOINTS  # orbax wants absolute paths
+
+
+def _steps(rundir: str | Path) -> list[int]:
+    d = checkpoint_dir(rundir)
+    if not d.is_dir():
+        return []
+    return sorted(ocp.utils.checkpoint_steps(d))  # finalised steps, not orbax's tmp directories
+
+
+def latest_step(rundir: str | Path) -> int | None:
+    """The newest complete checkpoint step in RUNDIR/checkpoints, or None."""
+    steps = _steps(rundir)
+    return steps[-1] if steps else None
+
+
+def remove_temp_dirs(rundir: str | Path) -> list[Path]:
+    """Delete the temporary directories of saves that did not finish (orbax names them
+    `<step>.orbax-checkpoint-tmp-<n>`, in RUNDIR/checkpoints and inside a step); returns them."""
+    d = checkpoint_dir(rundir)
+    if not d.is_dir():
+        return []
+    gone = sorted(p for p in d.rglob("*.orbax-checkpoint-tmp*") if p.is_dir())
+    for p in gone:
+        shutil.rmtree(p, ignore_errors=True)
+    return gone
+
+
+# ---- save ------------------------------------------------------------------------------------
+
+class _Held(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextmanager
+def _absl_held_back(replay: bool) -> Iterator[None]:
+    """Hold back what orbax logs through absl in the block (its writer threads log each failed
+    write with a traceback: ~100 lines for one full disk). A save that fails is reported once,
+    by the twin (bertcore.infra.files.write_failure), so its records are dropped; after a save that
+    succeeds (`replay`) they are shown as usual."""
+    log, held = logging.getLogger("absl"), _Held()
+    propagate, log.propagate = log.propagate, False
+    log.addHandler(held)
+    hook = sys.unraisablehook
+    sys.unraisablehook = _drop_closed_loop_errors
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        log.removeHandler(held)
+        log.propagate = propagate
+        if ok:
+            sys.unraisablehook = hook   # after a failure, the failed save's writes end later
+            if replay:
+                for record in held.records:
+                    log.handle(record)
+
+
+def _drop_closed_loop_errors(unraisable: Any) -> None:
+    """sys.unraisablehook while orbax saves: tensorstore's writes that end after orbax closed
+    their asyncio loop (a save that failed) report "Event loop is closed" through it, each with
+    its traceback; anything else is shown as usual."""
+    if not (unraisable.exc_type is RuntimeError
+            and str(unraisable.exc_value) == "Event loop is closed"):
+        sys.__unraisablehook__(unraisable)
+
+
+# ---- restore ---------------------------------------------------------------------------------
+
+def _short(e: BaseException, limit: int = 300) -> str:
+    text = " ".join(f"{type(e).__name__}: {e}".split())
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _check_config(stored: dict[str, Any], config: ModelConfig, path: Path) -> None:
+    """Refuse a checkpoint written for another model config, naming the fields that differ."""
     now = config.to_dict()
     names = [f for f in now if f in type(config).__dataclass_fields__]
     if stored.get("model_type", "bert") != now.get("model_type", "bert"):
         names = ["model_type"]
-    return [f"{n}: checkpoint {stored.get(n, '(absent)')!r}, now {now[n]!r}"
+    diff = [f"{n}: checkpoint {stored.get(n, '(absent)')!r}, now {now[n]!r}"
             for n in names if stored.get(n) != now[n]]
+    if diff:
+        raise UserError(f"checkpoint {path} was written for another model config ("
+                        f"{'; '.join(diff)}); resume with the run's own config.json or start "
+                        f"a new run directory")
 
+
+# ---- the Checkpointer ------------------------------------------------------------------------
 
 class Checkpointer:
     """Save and restore the training state of one run, RUNDIR/checkpoints/<step>/, by int step (a
@@ -167,11 +256,7 @@ class Checkpointer:
         except Exception as e:  # orbax raises many kinds (ValueError, FileNotFoundError, ...)
             raise UserError(f"checkpoint {path} is corrupt or unreadable ({_short(e)}); delete "
                             f"it to resume from an earlier one") from e
-        diff = _config_diff(extra["model_config"], self.config)
-        if diff:
-            raise UserError(f"checkpoint {path} was written for another model config ("
-                            f"{'; '.join(diff)}); resume with the run's own config.json or start "
-                            f"a new run directory")
+        _check_config(extra["model_config"], self.config, path)
         t = time.perf_counter()
         try:
             state = mgr.restore(step, args=ocp.args.Composite(
@@ -207,79 +292,6 @@ class Checkpointer:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-class _Held(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@contextmanager
-def _absl_held_back(replay: bool) -> Iterator[None]:
-    """Hold back what orbax logs through absl in the block (its writer threads log each failed
-    write with a traceback: ~100 lines for one full disk). A save that fails is reported once,
-    by the twin (bertcore.infra.files.write_failure), so its records are dropped; after a save that
-    succeeds (`replay`) they are shown as usual."""
-    log, held = logging.getLogger("absl"), _Held()
-    propagate, log.propagate = log.propagate, False
-    log.addHandler(held)
-    hook = sys.unraisablehook
-    sys.unraisablehook = _drop_closed_loop_errors
-    ok = False
-    try:
-        yield
-        ok = True
-    finally:
-        log.removeHandler(held)
-        log.propagate = propagate
-        if ok:
-            sys.unraisablehook = hook   # after a failure, the failed save's writes end later
-            if replay:
-                for record in held.records:
-                    log.handle(record)
-
-
-def _drop_closed_loop_errors(unraisable: Any) -> None:
-    """sys.unraisablehook while orbax saves: tensorstore's writes that end after orbax closed
-    their asyncio loop (a save that failed) report "Event loop is closed" through it, each with
-    its traceback; anything else is shown as usual."""
-    if not (unraisable.exc_type is RuntimeError
-            and str(unraisable.exc_value) == "Event loop is closed"):
-        sys.__unraisablehook__(unraisable)
-
-
-def _short(e: BaseException, limit: int = 300) -> str:
-    text = " ".join(f"{type(e).__name__}: {e}".split())
-    return text if len(text) <= limit else text[:limit] + " ..."
-
-
-def remove_temp_dirs(rundir: str | Path) -> list[Path]:
-    """Delete the temporary directories of saves that did not finish (orbax names them
-    `<step>.orbax-checkpoint-tmp-<n>`, in RUNDIR/checkpoints and inside a step); returns them."""
-    d = checkpoint_dir(rundir)
-    if not d.is_dir():
-        return []
-    gone = sorted(p for p in d.rglob("*.orbax-checkpoint-tmp*") if p.is_dir())
-    for p in gone:
-        shutil.rmtree(p, ignore_errors=True)
-    return gone
-
-
-def _steps(rundir: str | Path) -> list[int]:
-    d = checkpoint_dir(rundir)
-    if not d.is_dir():
-        return []
-    return sorted(ocp.utils.checkpoint_steps(d))  # finalised steps, not orbax's tmp directories
-
-
-def latest_step(rundir: str | Path) -> int | None:
-    """The newest complete checkpoint step in RUNDIR/checkpoints, or None."""
-    steps = _steps(rundir)
-    return steps[-1] if steps else None
 
 
 def restore_params(rundir: str | Path, step: int | None = None) -> dict[str, np.ndarray]:

@@ -36,8 +36,8 @@ import numpy as np
 from bertcore.model.config import BertConfig
 from bertcore.model.dropout import dropout_threshold
 from bertcore.infra.errors import UserError
-from bertcore.model.hf import (flatten, head_prefixes, hf_to_flax, param_table, read_hf_safetensors,
-                         unflatten)
+from bertcore.model.hf import (flatten, flax_to_hf, head_prefixes, hf_to_flax, param_table,
+                               read_hf_safetensors, save_hf_directory, unflatten)
 
 Dtype = Any
 logger = logging.getLogger(__name__)
@@ -407,6 +407,15 @@ class BertForPreTraining(_Module):
             seq = jnp.take_along_axis(seq, masked_positions[:, :, None], axis=1)  # (B, P, H)
         return self.cls(seq, pooled, self.bert.embeddings.word_embeddings)
 
+    @nn.nowrap
+    def save_pretrained(self, path: str | Path, params: dict, tokenizer: str | Path | None = None
+                        ) -> None:
+        """Write config.json + model.safetensors of `params` (this model's 'params' dict, as
+        `from_pretrained` returns it), and `tokenizer`'s files if given, in HF layout: the files
+        torchbert's `save_pretrained` writes (bertcore.model.hf.save_hf_directory)."""
+        save_hf_directory(path, self.config, flax_to_hf(params, self.config),
+                          None if tokenizer is None else Path(tokenizer))
+
 
 def pretraining_loss(mlm_logits, nsp_logits, batch, mlm_denominator=None, nsp_denominator=None,
                      nsp: bool = True):
@@ -492,31 +501,38 @@ def from_pretrained(path: str | Path, output_loading_info: bool = False,
     initialised from `rng` and logged. Params are fp32; `dtype` is the compute dtype.
     (No pytorch_model.bin here: unpickling it needs torch; convert it to safetensors.)
     """
-    config, params, missing = read_hf_directory(path, BertConfig, init_params, rng,
-                                                config_overrides)
+    config, params, missing = load_hf_directory(path, BertConfig, config_overrides, init_params,
+                                                rng)
     model = BertForPreTraining(config, dtype=dtype)
     return (model, params, {"missing_keys": missing}) if output_loading_info else (model, params)
 
 
-def read_hf_directory(path: str | Path, config_cls: Any, init, rng,
-                      config_overrides: dict[str, Any]) -> tuple[Any, dict, list[str]]:
+def load_hf_directory(path: str | Path, config_cls: Any, config_overrides: dict[str, Any], init,
+                      rng) -> tuple[Any, dict, list[str]]:
     """(config, params, missing HF names) of a Hugging Face directory: `config_cls` (BertConfig
-    or ModernBertConfig) from its config.json with `config_overrides`, the weights from its
-    safetensors through `merge_hf_params`, and what they lack from `init(config, rng)`, logged.
-    What both architectures' `from_pretrained` share."""
+    or ModernBertConfig) from its config.json with `config_overrides`, params from the weights
+    `read_hf_weights` finds (through `merge_hf_params`); what they lack comes from
+    `init(config, rng)`, logged. What both architectures' `from_pretrained` share."""
     path = Path(path)
     arch = "ModernBERT" if getattr(config_cls, "model_type", "bert") == "modernbert" else "BERT"
     if not path.is_dir():
         raise UserError(f"{path} is not a directory; pass a Hugging Face {arch} directory")
     config = config_cls.from_json_file(path / "config.json").replace(**config_overrides)
-    found = read_hf_safetensors(path)
-    if found is None:
-        hint = (" (it has pytorch_model.bin: convert it to safetensors, e.g. load and re-save "
-                "it with torchbert)" if (path / "pytorch_model.bin").is_file() else "")
-        raise UserError(f"{path} has no model.safetensors{hint}")
+    state, source = read_hf_weights(path)
     params, missing = merge_hf_params(
-        found[0], config, lambda: init(config, jax.random.PRNGKey(0) if rng is None else rng))
+        state, config, lambda: init(config, jax.random.PRNGKey(0) if rng is None else rng))
     if missing:
         logger.warning("%s: %d tensor(s) not in the checkpoint, initialised: %s", path,
                        len(missing), ", ".join(missing))
     return config, params, missing
+
+
+def read_hf_weights(path: Path) -> tuple[dict[str, Any], Path]:
+    """(arrays, source file) of a HF directory: model.safetensors or its sharded index (read by
+    bertcore.model.hf). A pytorch_model.bin is refused by name: unpickling it needs torch."""
+    found = read_hf_safetensors(path)
+    if found is not None:
+        return found
+    hint = (" (it has pytorch_model.bin: convert it to safetensors, e.g. load and re-save it "
+            "with torchbert or transformers)" if (path / "pytorch_model.bin").is_file() else "")
+    raise UserError(f"{path} has no model.safetensors{hint}")

@@ -29,10 +29,11 @@ import jax.numpy as jnp
 
 from bertcore.model.attention import rope_cos_sin, window_mask
 from bertcore.model.config import ModernBertConfig
+from bertcore.model.hf import flax_to_hf, save_hf_directory
 
 from .model import _Module as _BertModule
 from .model import (Dropout, _Dense, _jitted_init, add_bias, attention_probs, gelu,
-                    merge_hf_params, read_hf_directory, tied_logits)
+                    load_hf_directory, merge_hf_params, tied_logits)
 
 Dtype = Any
 
@@ -253,6 +254,15 @@ class ModernBertForMaskedLM(_Module):
             seq = jnp.take_along_axis(seq, masked_positions[:, :, None], axis=1)  # (B, P, H)
         return self.decoder(self.head(seq), self.model.embeddings.tok_embeddings), None
 
+    @nn.nowrap
+    def save_pretrained(self, path: str | Path, params: dict, tokenizer: str | Path | None = None
+                        ) -> None:
+        """Write config.json + model.safetensors of `params` (this model's 'params' dict, as
+        `from_pretrained` returns it), and `tokenizer`'s files if given, in HF layout: the files
+        torchbert's `save_pretrained` writes (bertcore.model.hf.save_hf_directory)."""
+        save_hf_directory(path, self.config, flax_to_hf(params, self.config),
+                          None if tokenizer is None else Path(tokenizer))
+
 
 def init_params(config: ModernBertConfig, rng, param_dtype: Dtype = jnp.float32) -> dict:
     """Fresh parameters of ModernBertForMaskedLM(config): the nested 'params' dict."""
@@ -272,7 +282,7 @@ def from_pretrained(path: str | Path, output_loading_info: bool = False,
     `output_loading_info=True`. Missing heads (`head.*`, `decoder.*`, HF names) are initialised
     from `rng` and logged. Params are fp32; `dtype` is the compute dtype.
     """
-    config, params, missing = read_hf_directory(path, ModernBertConfig, init_params, rng,
-                                                config_overrides)
+    config, params, missing = load_hf_directory(path, ModernBertConfig, config_overrides,
+                                                init_params, rng)
     model = ModernBertForMaskedLM(config, dtype=dtype)
     return (model, params, {"missing_keys": missing}) if output_loading_info else (model, params)

@@ -13,9 +13,10 @@ leaves either the old set of checkpoints or the new one, never a half-written st
 there is no RNG state to save, since the loop reseeds dropout from (seed, step, rank) every step
 (an `rng.safetensors` found beside the files above holds nothing a run needs; loading ignores it).
 
-The API is jaxbert/checkpoint.py's, by int step: a `Checkpointer` per run (`save`, `restore`,
-`latest_step`, `path`), the module's `latest_step(rundir)`, and `restore_params(rundir)`, the
-weights alone as HF-named numpy arrays.
+The API is jaxbert/checkpoint.py's, by int step, in the same order: the module's
+`latest_step(rundir)` and `remove_temp_dirs(rundir)` (what killed saves left), a `Checkpointer`
+per run (`path`, `steps`, `latest_step`, `save`, `restore`, `abandon`, `close`), and
+`restore_params(rundir)`, the weights alone as HF-named numpy arrays.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ FORMAT = "twinbert-torch-checkpoint/1"
 TENSOR_FILES = ("model.safetensors", "optimizer.safetensors")
 
 
+# ---- what a checkpoint holds: the optimizer by parameter name --------------------------------
+
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The BertForPreTraining inside DistributedDataParallel (.module) / torch.compile."""
     while True:
@@ -53,24 +56,6 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
         else:
             return model
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-# ---- the optimizer, by parameter name ----------------------------------------------------
 
 def _param_names(model: torch.nn.Module) -> dict[int, str]:
     # named_parameters() lists a tied Parameter once, under its first name (the embedding).
@@ -108,7 +93,7 @@ def _optimizer_tensors(model, optimizer) -> tuple[dict[str, torch.Tensor], dict,
     return tensors, scalars, layout
 
 
-# ---- save ----------------------------------------------------------------------------------
+# ---- the checkpoints of a run, on disk -------------------------------------------------------
 
 def _steps(rundir: str | os.PathLike) -> list[int]:
     """Steps of the complete checkpoints of a run, oldest first (temp and half-written dirs are
@@ -125,6 +110,43 @@ def latest_step(rundir: str | os.PathLike) -> int | None:
     """The newest complete checkpoint step in RUNDIR/checkpoints, or None."""
     found = _steps(rundir)
     return found[-1] if found else None
+
+
+def remove_temp_dirs(rundir: str | os.PathLike) -> list[Path]:
+    """Delete the temporary directories of saves that did not finish (atomic_path names them
+    `.step_XXXXXXXX.tmp-<pid>-<n>`, in RUNDIR/checkpoints); returns them."""
+    root = Path(rundir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    gone = sorted(root.glob(".step_*"))
+    for p in gone:
+        shutil.rmtree(p, ignore_errors=True)
+    return gone
+
+
+def _prune(rundir: Path, keep: int) -> None:
+    """Keep the newest `keep` checkpoints; what killed saves left goes too."""
+    for old in _steps(rundir)[:-keep]:
+        shutil.rmtree(Path(rundir) / CHECKPOINTS / f"step_{old:08d}", ignore_errors=True)
+    remove_temp_dirs(rundir)
+
+
+# ---- save ------------------------------------------------------------------------------------
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _save(final: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -147,14 +169,7 @@ def _save(final: Path, step: int, model: torch.nn.Module, optimizer: torch.optim
     _fsync(final.parent)
 
 
-def _prune(root: Path, keep: int) -> None:
-    for old in _steps(root.parent)[:-keep]:
-        shutil.rmtree(root / f"step_{old:08d}", ignore_errors=True)
-    for leftover in root.glob(".step_*"):   # temp dirs of saves that were killed midway
-        shutil.rmtree(leftover, ignore_errors=True)
-
-
-# ---- load --------------------------------------------------------------------------------
+# ---- restore ---------------------------------------------------------------------------------
 
 def _earlier(path: Path) -> str:
     """How to use the checkpoint before a corrupt one (train has no flag that picks a step)."""
@@ -280,7 +295,7 @@ def _load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer |
     return extra
 
 
-# ---- the checkpoints of a run ------------------------------------------------------------
+# ---- the Checkpointer ------------------------------------------------------------------------
 
 class Checkpointer:
     """Save and restore the training state of one run, RUNDIR/checkpoints/step_XXXXXXXX/, by
@@ -323,7 +338,7 @@ class Checkpointer:
         anything else raises TypeError before a file is written."""
         final = self.path(step)
         _save(final, step, self._model(model), optimizer, self.config, extra_state)
-        _prune(self.root, self.keep)
+        _prune(self.root.parent, self.keep)
         return final
 
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,

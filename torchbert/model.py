@@ -11,13 +11,10 @@ class, and splitting one would split its mirror too.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +27,7 @@ from bertcore.model.config import BertConfig
 from bertcore.model.dropout import dropout_threshold
 from bertcore.infra.errors import UserError
 from bertcore.model.hf import (HEAD_PREFIXES, TIED, check_hf_state, normalize_hf_names,
-                         read_hf_safetensors)
+                               read_hf_safetensors, save_hf_directory)
 
 logger = logging.getLogger(__name__)
 
@@ -405,101 +402,15 @@ class BertForPreTraining(nn.Module):
         `weights_only=True`, pytorch_model.bin), saved from BertForPreTraining, BertForMaskedLM
         or BertModel. Missing heads stay initialised and are logged; with
         `output_loading_info=True` returns `(model, {"missing_keys": [...]})` as HF does."""
-        return load_hf_directory(cls, BertConfig, "BERT", path, output_loading_info,
-                                 config_overrides)
+        model, missing = load_hf_directory(path, BertConfig, config_overrides, cls)
+        return (model, {"missing_keys": missing}) if output_loading_info else model
 
-    def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write config.json + model.safetensors in HF layout (loads in `transformers`)."""
-        save_hf_directory(path, self.hf_state_dict(), self.config)
-
-
-def load_hf_directory(model_cls: Any, config_cls: Any, kind: str, path: str | os.PathLike,
-                      output_loading_info: bool, config_overrides: dict[str, Any]):
-    """`from_pretrained` of a model class with `load_hf_state_dict`: its config from
-    config.json (with overrides), its weights from `read_hf_weights`; missing heads are logged
-    and stay initialised. `kind` names the architecture in the error for a missing directory."""
-    path = Path(path)
-    if not path.is_dir():
-        raise UserError(f"{path} is not a directory; pass a Hugging Face {kind} directory")
-    config = config_cls.from_json_file(path / "config.json").replace(**config_overrides)
-    model = model_cls(config)
-    state, source = read_hf_weights(path)
-    missing = model.load_hf_state_dict(state, source=str(source))
-    if missing:
-        logger.warning("%s: %d tensor(s) not in the checkpoint, left initialised: %s",
-                       source, len(missing), ", ".join(missing))
-    return (model, {"missing_keys": missing}) if output_loading_info else model
-
-
-def save_hf_directory(path: str | os.PathLike, state: dict[str, torch.Tensor], config: Any
-                      ) -> None:
-    """config.json + model.safetensors of `state` (HF names, each tensor once) in `path`.
-
-    Files are written into a temporary sibling directory first; a new directory is then
-    renamed into place in one step, and in an existing one each file is replaced atomically
-    (other files there, e.g. a tokenizer, are kept)."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        (tmp / "config.json").write_text(
-            json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        if not path.exists():
-            tmp.rename(path)
-            return
-        for name in ("model.safetensors", "config.json"):   # weights first, config last
-            os.replace(tmp / name, path / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _as_numpy(t: Any) -> Any:
-    """A CPU numpy view of a tensor (bf16/fp16 widened to fp32: numpy has no bfloat16)."""
-    if not isinstance(t, torch.Tensor):
-        return t
-    t = t.detach().cpu()
-    return (t.float() if t.dtype in (torch.bfloat16, torch.float16) else t).numpy()
-
-
-def _unpickling_reason(e: Exception) -> str:
-    """Why torch.load refused a file, in our words: the Python object the pickle names (code a
-    weights file never needs), or else the first line of torch's reason. Never torch's advice to
-    allowlist that object or to turn weights_only off: either would run the code the file may
-    carry."""
-    m = re.search(r"GLOBAL ([\w.]+)", str(e))
-    if m:
-        return (f"it is a pickle that calls {m.group(1)}, which is no tensor or number: loading "
-                f"it could run code")
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    why = [ln for ln in lines if not any(w in ln for w in (
-        "weights_only", "torch.load", "safe_globals", "allowlist", "Weights only load failed"))]
-    return (why or [type(e).__name__])[0].removeprefix("WeightsUnpickler error: ")
-
-
-def read_hf_weights(path: Path) -> tuple[dict[str, Any], Path]:
-    """(tensors, source file) of a HF directory: model.safetensors, its sharded index (numpy, read
-    by bertcore.model.hf), or pytorch_model.bin (torch tensors, read with weights_only=True)."""
-    found = read_hf_safetensors(path)
-    if found is not None:
-        return found
-    binary = path / "pytorch_model.bin"
-    if binary.is_file():
-        try:
-            # weights_only=True: the restricted unpickler that refuses arbitrary code.
-            state = torch.load(binary, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise UserError(f"{binary} is refused: torch.load with weights_only=True, which "
-                            f"reads tensors only, could not read it ({_unpickling_reason(e)}); "
-                            f"it was not loaded. Use a model.safetensors of these weights "
-                            f"(safetensors holds no code)")
-        if not isinstance(state, dict):
-            raise UserError(f"{binary} does not hold a state dict")
-        return state, binary
-    raise UserError(f"{path} has no model.safetensors or pytorch_model.bin")
+    def save_pretrained(self, path: str | os.PathLike, tokenizer: str | os.PathLike | None = None
+                        ) -> None:
+        """Write config.json + model.safetensors (and `tokenizer`'s files, if given) in HF
+        layout (loads in `transformers`; bertcore.model.hf.save_hf_directory)."""
+        state = {k: _as_numpy(v) for k, v in self.hf_state_dict().items()}
+        save_hf_directory(path, self.config, state, None if tokenizer is None else Path(tokenizer))
 
 
 def _select_masked(mlm_logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
@@ -548,3 +459,68 @@ def pretraining_loss(mlm_logits: torch.Tensor, nsp_logits: torch.Tensor, batch: 
         loss = loss + nsp_loss
     metrics["loss"] = loss.detach()
     return loss, metrics
+
+
+def load_hf_directory(path: str | os.PathLike, config_cls: Any,
+                      config_overrides: dict[str, Any], model_cls: Any) -> tuple[Any, list[str]]:
+    """(model, missing HF names) of a Hugging Face directory: `config_cls` (BertConfig or
+    ModernBertConfig) from its config.json with `config_overrides`, `model_cls(config)` with the
+    weights `read_hf_weights` finds; what they lack stays initialised, logged. What both
+    architectures' `from_pretrained` share."""
+    path = Path(path)
+    arch = "ModernBERT" if getattr(config_cls, "model_type", "bert") == "modernbert" else "BERT"
+    if not path.is_dir():
+        raise UserError(f"{path} is not a directory; pass a Hugging Face {arch} directory")
+    config = config_cls.from_json_file(path / "config.json").replace(**config_overrides)
+    model = model_cls(config)
+    state, source = read_hf_weights(path)
+    missing = model.load_hf_state_dict(state, source=str(source))
+    if missing:
+        logger.warning("%s: %d tensor(s) not in the checkpoint, left initialised: %s",
+                       source, len(missing), ", ".join(missing))
+    return model, missing
+
+
+def _as_numpy(t: Any) -> Any:
+    """A CPU numpy view of a tensor (bf16/fp16 widened to fp32: numpy has no bfloat16)."""
+    if not isinstance(t, torch.Tensor):
+        return t
+    t = t.detach().cpu()
+    return (t.float() if t.dtype in (torch.bfloat16, torch.float16) else t).numpy()
+
+
+def _unpickling_reason(e: Exception) -> str:
+    """Why torch.load refused a file, in our words: the Python object the pickle names (code a
+    weights file never needs), or else the first line of torch's reason. Never torch's advice to
+    allowlist that object or to turn weights_only off: either would run the code the file may
+    carry."""
+    m = re.search(r"GLOBAL ([\w.]+)", str(e))
+    if m:
+        return (f"it is a pickle that calls {m.group(1)}, which is no tensor or number: loading "
+                f"it could run code")
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    why = [ln for ln in lines if not any(w in ln for w in (
+        "weights_only", "torch.load", "safe_globals", "allowlist", "Weights only load failed"))]
+    return (why or [type(e).__name__])[0].removeprefix("WeightsUnpickler error: ")
+
+
+def read_hf_weights(path: Path) -> tuple[dict[str, Any], Path]:
+    """(tensors, source file) of a HF directory: model.safetensors, its sharded index (numpy, read
+    by bertcore.model.hf), or pytorch_model.bin (torch tensors, read with weights_only=True)."""
+    found = read_hf_safetensors(path)
+    if found is not None:
+        return found
+    binary = path / "pytorch_model.bin"
+    if binary.is_file():
+        try:
+            # weights_only=True: the restricted unpickler that refuses arbitrary code.
+            state = torch.load(binary, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise UserError(f"{binary} is refused: torch.load with weights_only=True, which "
+                            f"reads tensors only, could not read it ({_unpickling_reason(e)}); "
+                            f"it was not loaded. Use a model.safetensors of these weights "
+                            f"(safetensors holds no code)")
+        if not isinstance(state, dict):
+            raise UserError(f"{binary} does not hold a state dict")
+        return state, binary
+    raise UserError(f"{path} has no model.safetensors or pytorch_model.bin")

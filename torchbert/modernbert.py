@@ -17,6 +17,7 @@ Hugging Face directory, the loss) are model.py's.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,10 +28,9 @@ import torch.utils.checkpoint
 from bertcore.model.attention import rope_cos_sin, window_mask
 from bertcore.model.config import ModernBertConfig
 from bertcore.model.hf import (MODERNBERT_HEAD_PREFIXES, MODERNBERT_TIED, check_hf_state,
-                         normalize_hf_names)
+                               normalize_hf_names, save_hf_directory)
 
-from .model import (Dropout, _as_numpy, attention_probs, load_hf_directory,
-                    save_hf_directory)
+from .model import Dropout, _as_numpy, attention_probs, load_hf_directory
 
 
 class ModernBertEmbeddings(nn.Module):
@@ -319,9 +319,12 @@ class ModernBertForMaskedLM(nn.Module):
         pytorch_model.bin), saved from ModernBertForMaskedLM or ModernBertModel; missing heads
         stay initialised and are logged. `output_loading_info=True` returns
         `(model, {"missing_keys": [...]})` as HF does."""
-        return load_hf_directory(cls, ModernBertConfig, "ModernBERT", path,
-                                 output_loading_info, config_overrides)
+        model, missing = load_hf_directory(path, ModernBertConfig, config_overrides, cls)
+        return (model, {"missing_keys": missing}) if output_loading_info else model
 
-    def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write config.json + model.safetensors in HF layout (loads in `transformers`)."""
-        save_hf_directory(path, self.hf_state_dict(), self.config)
+    def save_pretrained(self, path: str | os.PathLike, tokenizer: str | os.PathLike | None = None
+                        ) -> None:
+        """Write config.json + model.safetensors (and `tokenizer`'s files, if given) in HF
+        layout (loads in `transformers`; bertcore.model.hf.save_hf_directory)."""
+        state = {k: _as_numpy(v) for k, v in self.hf_state_dict().items()}
+        save_hf_directory(path, self.config, state, None if tokenizer is None else Path(tokenizer))

@@ -28,6 +28,7 @@ One module because the table, its checks and the files it describes change toget
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ import numpy as np
 
 from bertcore.model.config import BertConfig, ModelConfig, ModernBertConfig
 from bertcore.infra.errors import UserError
-from bertcore.infra.files import Output
+from bertcore.infra.files import Output, atomic_path
 
 # ---- the table -------------------------------------------------------------------------------
 # (module name in Hugging Face's BertForPreTraining, layer type). "{i}" is a layer index. The Flax
@@ -534,18 +535,39 @@ HF_OUTPUT = Output("a Hugging Face model directory",
 
 def save_hf_files(out: Path, config: BertConfig, params: Mapping[str, Any],
                   tokenizer: Path | None = None) -> None:
-    """Write a Hugging Face BERT directory's files into the existing directory `out` (callers
-    make it atomic with files.atomic_path): config.json, model.safetensors (HF names in model
-    order, the tied decoder stored once, as HF saves it) and the tokenizer's files, so
-    `transformers.BertForPreTraining.from_pretrained(out)` and both twins load it."""
+    """Write a Hugging Face BERT directory's files into the existing directory `out`:
+    config.json, model.safetensors (HF names in model order, the tied decoder stored once, as HF
+    saves it) and the tokenizer's files, so `transformers.BertForPreTraining.from_pretrained(out)`
+    and both twins load it. Each file is replaced in one rename (files.atomic_path), the weights
+    before config.json; a whole new directory is `save_hf_directory`'s (or a caller's
+    files.replace_output)."""
     from safetensors.numpy import save_file
 
     names = hf_names(config)
     fail_names("missing parameters", set(names) - set(params), "the state is incomplete")
-    save_file({n: np.ascontiguousarray(params[n], dtype=np.float32) for n in names},
-              str(out / "model.safetensors"), metadata={"format": "pt"})
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file({n: np.ascontiguousarray(params[n], dtype=np.float32) for n in names},
+                  str(tmp), metadata={"format": "pt"})
     config.to_json_file(out / "config.json")
     if tokenizer is not None:
         for f in TOKENIZER_FILES:
             if (tokenizer / f).is_file():
-                shutil.copy2(tokenizer / f, out / f)
+                with atomic_path(out / f) as tmp:
+                    shutil.copy2(tokenizer / f, tmp)
+
+
+def save_hf_directory(path: str | os.PathLike, config: BertConfig, params: Mapping[str, Any],
+                      tokenizer: Path | None = None) -> None:
+    """Both twins' `save_pretrained`: `save_hf_files` into `path`. A new directory is built
+    beside and renamed into place whole (files.atomic_path); in an existing one each file is
+    replaced on its own and whatever else it holds (a tokenizer, a model card) is kept, as
+    transformers' `save_pretrained` does."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path} is a file; a Hugging Face model is a directory: choose another "
+                        f"path")
+    if path.is_dir():
+        save_hf_files(path, config, params, tokenizer)
+        return
+    with atomic_path(path, is_dir=True) as tmp:
+        save_hf_files(tmp, config, params, tokenizer)
