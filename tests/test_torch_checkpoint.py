@@ -1,4 +1,8 @@
-"""torchbert.checkpoint: exact round trip, pruning, atomicity and clear errors."""
+"""torchbert.checkpoint's own: its files (safetensors with HF and parameter names, state.json),
+a failed write, each file missing or corrupt, a model of another config, restoring the model
+alone, an older checkpoint's rng file. What both twins' checkpoints promise (round trip, keeping
+the newest k, temp directories, missing/corrupt/mismatched checkpoints, JSON extra state) is
+tests/test_checkpoint.py's."""
 
 from __future__ import annotations
 
@@ -63,28 +67,6 @@ def assert_same(a: torch.nn.Module, b: torch.nn.Module) -> None:
         assert torch.equal(x, y), k
 
 
-def test_round_trip_continues_bit_exactly(tmp_path):
-    model, opt = make(0)
-    train(model, opt, range(2))
-    ck = Checkpointer(tmp_path, CFG, keep=3)
-    path = ck.save(2, model, opt, extra(2))
-    assert path == ck.path(2) == tmp_path / "checkpoints" / "step_00000002"
-    assert latest_step(tmp_path) == ck.latest_step() == 2
-    train(model, opt, range(2, 5))                        # the original goes on
-
-    copy, copy_opt = make(1)                              # other weights until loaded
-    state = Checkpointer(tmp_path, CFG).restore(copy, copy_opt)
-    assert state == extra(2)
-    train(copy, copy_opt, range(2, 5))
-    assert_same(model, copy)
-    for p, q in zip(model.parameters(), copy.parameters()):
-        sp, sq = opt.state[p], copy_opt.state[q]
-        assert set(sp) == {"step", "exp_avg", "exp_avg_sq"}
-        for k in sp:
-            assert torch.equal(sp[k], sq[k]), k
-    assert copy_opt.param_groups[1]["weight_decay"] == 0.0
-    assert copy_opt.param_groups[0]["betas"] == (0.9, 0.999)
-
 
 def test_files_use_hf_and_parameter_names(tmp_path):
     model, opt = make()
@@ -106,25 +88,11 @@ def test_files_use_hf_and_parameter_names(tmp_path):
     assert state["optimizer"]["param_groups"][0]["params"][0] == name
 
 
-def test_keeps_the_newest_k(tmp_path):
-    model, opt = make()
-    ck = Checkpointer(tmp_path, CFG, keep=2)
-    for step in (10, 20, 30, 40, 50):
-        ck.save(step, model, opt, {})
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_00000040",
-                                                                            "step_00000050"]
-    assert ck.steps() == [40, 50]
-    assert latest_step(tmp_path) == 50
-    assert latest_step(tmp_path / "elsewhere") is None
 
-
-def test_latest_ignores_temp_and_incomplete_dirs(tmp_path):
+def test_a_step_without_state_json_is_incomplete(tmp_path):
     model, opt = make()
     Checkpointer(tmp_path, CFG).save(5, model, opt, {})
-    root = tmp_path / "checkpoints"
-    (root / ".step_00000009.tmp-abc123").mkdir()               # a save killed midway
-    (root / ".step_00000009.tmp-abc123" / "model.safetensors").write_bytes(b"half")
-    (root / "step_00000007").mkdir()                           # no state.json: not complete
+    (tmp_path / "checkpoints" / "step_00000007").mkdir()      # no state.json: not complete
     assert latest_step(tmp_path) == 5
 
 
@@ -178,32 +146,25 @@ def test_missing_and_corrupt_files_name_the_file(tmp_path):
         Checkpointer(tmp_path / "elsewhere", CFG).restore(model, opt)
 
 
-def test_config_mismatch_names_the_fields(tmp_path):
+def test_a_model_of_another_config_is_a_bug(tmp_path):
+    # torch's restore takes the model: one built from another config than the Checkpointer's is
+    # the caller's mistake, not the checkpoint's (tests/test_checkpoint.py has a config mismatch).
     model, opt = make()
     Checkpointer(tmp_path, CFG).save(1, model, opt, {})
     other = BertForPreTraining(CFG.replace(hidden_size=64, layer_norm_position="pre"))
-    with pytest.raises(UserError, match=r"hidden_size: checkpoint 32 vs model 64.*"
-                                        r"layer_norm_position"):
-        Checkpointer(tmp_path, other.config).restore(other)
-    with pytest.raises(ValueError, match="another config"):     # a Checkpointer of another model
+    with pytest.raises(ValueError, match="another config"):
         Checkpointer(tmp_path, CFG).restore(other)
 
 
-def test_optimizer_layout_mismatch(tmp_path):
+def test_restore_without_optimizer_loads_the_model(tmp_path):
     model, opt = make()
+    train(model, opt, range(1))
     ck = Checkpointer(tmp_path, CFG)
     ck.save(1, model, opt, {})
-    one_group = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    with pytest.raises(UserError, match="parameter groups differ"):
-        ck.restore(model, one_group)
-    ck.restore(model)                                          # model only: fine
+    copy, _ = make(1)
+    ck.restore(copy)                                           # model only: fine
+    assert_same(model, copy)
 
-
-def test_extra_state_must_be_json(tmp_path):
-    model, opt = make()
-    with pytest.raises(TypeError, match="Tensor"):
-        Checkpointer(tmp_path, CFG).save(1, model, opt, {"rng": torch.get_rng_state()})
-    assert latest_step(tmp_path) is None                        # nothing was written
 
 
 def test_older_checkpoint_with_rng_file_loads(tmp_path):
