@@ -145,7 +145,7 @@ def test_forward_and_loss_match_hf(hf_model, params, source, request):
     assert float(out["dense_loss"]) == pytest.approx(float(out["loss"]), rel=SAME_MODEL_TOL)
 
 
-def test_sparse_logits_are_gathered_dense_logits(params):
+def test_sparse_logits_equal_gathered_dense(params):
     batch = make_batch()
     out = outputs(params, batch)
     gathered = np.take_along_axis(np.asarray(out["dense"]),
@@ -325,7 +325,22 @@ def test_convert_rejects_unknown_missing_and_misshapen(hf_state):
         flax_to_hf({"bert": {"mystery": {"kernel": np.zeros((2, 2))}}})
 
 
-def test_from_pretrained_hf_dirs(tmp_path, hf_model, params, caplog):
+def test_save_pretrained_loads_in_hf(tmp_path, params):
+    model = BertForPreTraining(CFG)
+    model.save_pretrained(tmp_path / "m", params)
+    back, info = transformers.BertForPreTraining.from_pretrained(tmp_path / "m",
+                                                                 output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert not info["mismatched_keys"]
+    for k, a in flax_to_hf(params, CFG, include_tied=True).items():
+        assert np.array_equal(back.state_dict()[k].numpy(), a), k
+    model.save_pretrained(tmp_path / "m", params)      # saving over an existing directory works too
+    _, again = from_pretrained(tmp_path / "m")
+    for k, a in flatten(params).items():
+        assert np.array_equal(flatten(again)[k], a), k
+
+
+def test_from_pretrained_hf_directories(tmp_path, hf_model, params, caplog):
     hf_model.save_pretrained(tmp_path / "full")
     model, loaded, info = from_pretrained(tmp_path / "full", output_loading_info=True)
     assert info["missing_keys"] == [] and model.config == CFG
@@ -349,6 +364,9 @@ def test_from_pretrained_hf_dirs(tmp_path, hf_model, params, caplog):
     assert maxdiff(out["pooled"], ref.pooler_output) <= ATOL
     assert out["sparse"].shape == (B, P, CFG.vocab_size) and np.isfinite(out["sparse"]).all()
 
+
+def test_from_pretrained_refuses_bad_weights(tmp_path, hf_model):
+    hf_model.save_pretrained(tmp_path / "full")
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="config.json"):
         from_pretrained(tmp_path / "empty")
@@ -360,7 +378,7 @@ def test_from_pretrained_hf_dirs(tmp_path, hf_model, params, caplog):
         from_pretrained(tmp_path / "full")
 
 
-def test_dropout_keys_and_bf16_compute(params):
+def test_dropout_and_bf16_compute(params):
     # One layer is enough here (it halves the compile); bf16 compute with fp32 params, as on
     # accelerators, exercises the explicit attention path in bf16 too.
     cfg = CFG.replace(num_hidden_layers=1)

@@ -159,7 +159,7 @@ def plain():
     return build_case(CFG)
 
 
-def test_forward_matches_transformers(case):
+def test_forward_matches_hf(case):
     cfg, hf, params, batch, out, ref = case
     assert hf.config.layer_types[1] == "sliding_attention" and L > cfg.local_attention
     assert maxdiff(out["seq"], ref["seq"], REAL) <= ATOL
@@ -173,7 +173,7 @@ def test_forward_matches_transformers(case):
     assert maxdiff(out["padded"], out["dense"]) <= SAME_MODEL_TOL
 
 
-def test_gradients_match_transformers(case):
+def test_gradients_match_hf(case):
     cfg, hf, params, batch, out, ref = case
     ours = flax_to_hf(out["grads"], cfg)
     assert set(ours) == set(ref["grads"]) == {p.hf_name for p in param_table(cfg)}
@@ -269,7 +269,7 @@ def test_init_tree_and_statistics():
     assert ours["model.embeddings.tok_embeddings.weight"][cfg.pad_token_id].any()
 
 
-def test_from_pretrained_transformers_saves(tmp_path, plain, caplog):
+def test_from_pretrained_hf_directory(tmp_path, plain):
     cfg, hf, params, batch, out, ref = plain
     hf.save_pretrained(tmp_path / "mlm")
     model, loaded, info = from_pretrained(tmp_path / "mlm", output_loading_info=True)
@@ -279,6 +279,25 @@ def test_from_pretrained_transformers_saves(tmp_path, plain, caplog):
         assert np.array_equal(flatten(loaded)[k], a), k
     assert maxdiff(outputs(loaded, batch, model.config)["dense"], ref["dense"], REAL) <= ATOL
 
+
+def test_save_pretrained_loads_in_hf(tmp_path, plain):
+    cfg, hf, params, batch, out, ref = plain
+    model = ModernBertForMaskedLM(CFG)
+    model.save_pretrained(tmp_path / "m", params)
+    back, info = transformers.ModernBertForMaskedLM.from_pretrained(
+        tmp_path / "m", output_loading_info=True, attn_implementation="eager")
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert not info["mismatched_keys"]
+    for k, v in hf.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v), k
+    model.save_pretrained(tmp_path / "m", params)      # saving over an existing directory works too
+    _, again = from_pretrained(tmp_path / "m")
+    for k, a in flatten(params).items():
+        assert np.array_equal(flatten(again)[k], a), k
+
+
+def test_encoder_only_save_loads_with_heads_missing(tmp_path, plain, caplog):
+    cfg, hf, params, batch, out, ref = plain
     torch.manual_seed(1)
     bare = perturbed(transformers.ModernBertModel(hf_config(CFG)), seed=1)
     bare.save_pretrained(tmp_path / "bare")
@@ -294,6 +313,10 @@ def test_from_pretrained_transformers_saves(tmp_path, plain, caplog):
     fresh = flatten(init_params(CFG, jax.random.PRNGKey(0)))
     assert np.array_equal(flatten(loaded)["head/dense/kernel"], fresh["head/dense/kernel"])
 
+
+def test_from_pretrained_refuses_bad_weights(tmp_path, plain):
+    cfg, hf, params, batch, out, ref = plain
+    hf.save_pretrained(tmp_path / "bare")
     with pytest.raises(UserError, match="not a directory.*ModernBERT"):
         from_pretrained(tmp_path / "nowhere")
     (tmp_path / "bare" / "model.safetensors").unlink()
@@ -308,7 +331,7 @@ def test_no_next_sentence_head():
 
 
 @pytest.mark.slow
-def test_dropout_keys_and_bf16_compute(plain):
+def test_dropout_and_bf16_compute(plain):
     # bf16 compute with fp32 params, dropout on: the explicit attention path in bf16 too.
     cfg, hf, params, batch, out, ref = plain
     drop = CFG.replace(attention_dropout=0.1, embedding_dropout=0.1, mlp_dropout=0.1)

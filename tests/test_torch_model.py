@@ -203,9 +203,9 @@ def test_explicit_attention_equals_fused():
     assert (fused - attention_probs(q, k, mask) @ v).abs().max() <= 1e-6
 
 
-def test_dropout_seeds_and_bf16_compute():
+def test_dropout_and_bf16_compute():
     # Training mode on CPU takes the explicit attention path with Dropout's masks; under bf16
-    # autocast too (the JAX twin's test_dropout_keys_and_bf16_compute, mirrored).
+    # autocast too (the JAX twin's test_dropout_and_bf16_compute, mirrored).
     torch.manual_seed(0)
     m = BertForPreTraining(CFG.replace(num_hidden_layers=1)).train()
     b = make_batch()
@@ -240,7 +240,7 @@ def test_init_statistics():
     assert torch.all(m.cls.predictions.bias == 0)
 
 
-def test_pre_ln_runs_and_differs():
+def test_pre_layer_norm_runs_and_differs():
     torch.manual_seed(0)
     cfg = CFG.replace(initializer_range=0.2)   # big enough sublayers that the wiring matters
     post = BertForPreTraining(cfg).eval()
@@ -348,7 +348,7 @@ def test_from_pretrained_refuses_bad_weights(pair, tmp_path):
         BertForPreTraining.from_pretrained(tmp_path / "nowhere")
 
 
-def test_classifier_gradient_checkpointing_recomputes_the_layers():
+def test_classifier_remat_recomputes_the_layers():
     # As BertForPreTraining's (tests/test_compute_options.py): same loss and gradients, dropout
     # on, each layer run again in the backward pass. JAX twin: BertForSequenceClassification's
     # remat=True (tests/test_jax_model.py).

@@ -315,7 +315,7 @@ def test_adamw_steps_reduce_the_loss(tmp_path):
         model(b["input_ids"], b["token_type_ids"], b["attention_mask"], nsp=True)
 
 
-def test_gradient_checkpointing_recomputes_the_layers():
+def test_remat_recomputes_the_layers():
     # Same loss and gradients with dropout on, each layer run again in the backward pass.
     torch.manual_seed(0)
     model = ModernBertForMaskedLM(CFG.replace(attention_dropout=0.1, mlp_dropout=0.1)).train()
@@ -343,7 +343,7 @@ def test_gradient_checkpointing_recomputes_the_layers():
         assert torch.equal(grads[n], grads_r[n]), n
 
 
-def test_dropout_seeds_and_bf16_compute():
+def test_dropout_and_bf16_compute():
     # Training mode on CPU takes the explicit attention path with Dropout's masks (fully masked
     # rows of far padded queries included), under bf16 autocast too; RoPE runs in float32.
     torch.manual_seed(0)
