@@ -43,6 +43,13 @@ def cache_env(tmp_path, jax_compilation_cache) -> dict[str, str]:
             "JAX_COMPILATION_CACHE_DIR": jax_compilation_cache}
 
 
+@pytest.fixture
+def cache_in_env(cache_env, monkeypatch) -> None:
+    """In-process runs use the test's data cache and the session's XLA cache."""
+    for k, v in cache_env.items():
+        monkeypatch.setenv(k, v)
+
+
 @pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory) -> str:
     """One data cache (TWINBERT_CACHE) for tests that train on the same corpus with the same

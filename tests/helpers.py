@@ -7,10 +7,13 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Callable
 
 import numpy as np
 
@@ -83,6 +86,30 @@ def padded_batch(shards, tok, batch_size: int, seq_len: int, max_predictions: in
     raise AssertionError("no seed below 200 gives a padded batch with unused prediction slots")
 
 
+def signal_when(args: list[str], env: dict, ready: Callable[[], bool],
+                sig: int = signal.SIGTERM, timeout: float = 300) -> tuple[int, str, str]:
+    """Run `python ARGS` (PYTHONPATH=ROOT, `env` added), send `sig` once `ready()` holds and return
+    (exit status, stdout, stderr) when it ends; a process that ends before `ready()` fails the
+    test with its stderr."""
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline and not ready():
+            if proc.poll() is not None:
+                raise AssertionError(f"it ended before it got {signal.Signals(sig).name}: "
+                                     + proc.stderr.read()[-2000:])
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, out, err
+
+
 def program(name: str, *args: str) -> list[str]:
     """The command line that runs tests/programs/NAME.py with ARGS (its imports need
     PYTHONPATH=ROOT in the environment, as `run_cli` sets)."""
@@ -120,6 +147,12 @@ def base_args(corpus: Path, out: Path, *extra: str) -> list[str]:
 
 def metrics(rundir: Path) -> list[dict]:
     return [json.loads(l) for l in (rundir / "metrics.jsonl").read_text().splitlines() if l]
+
+
+def epoch_rows(rundir: Path) -> list[dict]:
+    """A fine-tuning run's metrics.jsonl rows without their wall-clock `elapsed` (what two runs
+    that computed the same thing share, bit for bit)."""
+    return [{k: v for k, v in r.items() if k != "elapsed"} for r in metrics(rundir)]
 
 
 def train_cli(twin: str, *args: str, env: dict | None = None, check: bool = True):

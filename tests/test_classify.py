@@ -6,19 +6,11 @@ from __future__ import annotations
 
 import importlib
 import json
-from pathlib import Path
 
 import pytest
 
-from helpers import (CLASSIFY_FAST, ClassifyCli, assert_one_line_error, hf_dir, review_corpus,
-                     review_tokenizer, reviews, run_cli, write_jsonl)
-
-
-@pytest.fixture
-def cache_in_env(cache_env, monkeypatch) -> None:
-    """In-process runs use the test's data cache and the session's XLA cache."""
-    for k, v in cache_env.items():
-        monkeypatch.setenv(k, v)
+from helpers import (CLASSIFY_FAST, ClassifyCli, assert_one_line_error, epoch_rows, hf_dir,
+                     review_corpus, review_tokenizer, reviews, run_cli, write_jsonl)
 
 
 def classify(twin: str, *args: str, env: dict | None = None, check: bool = True):
@@ -27,11 +19,6 @@ def classify(twin: str, *args: str, env: dict | None = None, check: bool = True)
     if check:
         assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return p
-
-
-def metrics(rundir: Path, drop=("elapsed",)) -> list[dict]:
-    rows = [json.loads(line) for line in (rundir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in drop} for r in rows]
 
 
 @pytest.mark.slow
@@ -45,7 +32,7 @@ def test_learns_from_hf_dir(twin, tmp_path, cache_env, capsys):
     cli = ClassifyCli(twin, capsys)
     cli("train", "--init-from", str(model), "--data", str(train), "--out", str(out),
         "--epochs", "4", "--lr", "2e-3", *CLASSIFY_FAST)
-    rows = metrics(out)
+    rows = epoch_rows(out)
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     assert max(r["val_accuracy"] for r in rows) >= 0.85, rows
     assert {"val_f1", "train_loss", "val_loss", "learning_rate"} <= set(rows[0])
@@ -114,18 +101,18 @@ def test_resume_is_exact(twin, tmp_path, cache_in_env, capsys):
     a, b = tmp_path / "straight", tmp_path / "resumed"
     cli("train", *common, "--out", str(a))
     cli("train", *common, "--out", str(b), "--stop-after", "13")   # 9 steps per epoch
-    assert [r["step"] for r in metrics(b)] == [9]
+    assert [r["step"] for r in epoch_rows(b)] == [9]
     p = cli("train", *common, "--out", str(b), "--resume", "--lr", "1e-3", check=False)
     assert_one_line_error(p, "changed settings (lr)")
     cli("train", *common, "--out", str(b), "--resume")
-    assert [r["step"] for r in metrics(a)] == [9, 18, 27]
-    assert metrics(b) == metrics(a)
+    assert [r["step"] for r in epoch_rows(a)] == [9, 18, 27]
+    assert epoch_rows(b) == epoch_rows(a)
     assert (b / "best" / "model.safetensors").read_bytes() == \
         (a / "best" / "model.safetensors").read_bytes()
     # the comparison has teeth: another seed gives other numbers
     c = tmp_path / "other-seed"
     cli("train", *common, "--out", str(c), "--seed", "1", "--stop-after", "9")
-    assert metrics(c)[0]["train_loss"] != metrics(a)[0]["train_loss"]
+    assert epoch_rows(c)[0]["train_loss"] != epoch_rows(a)[0]["train_loss"]
 
 
 @pytest.mark.slow
@@ -143,7 +130,7 @@ def test_learns_from_pretraining_run(twin, tmp_path, cache_in_env, capsys):
     cli("train", "--init-from", str(rundir), "--data",
         str(write_jsonl(tmp_path / "train.jsonl", reviews(240, 0))), "--out", str(out),
         "--epochs", "3", "--lr", "1e-3", *CLASSIFY_FAST)
-    rows = metrics(out)
+    rows = epoch_rows(out)
     assert max(r["val_accuracy"] for r in rows) >= 0.85, rows
     info = json.loads((out / "run.json").read_text())
     assert info["init_from"] == {"path": str(rundir.resolve()), "kind": "rundir"}

@@ -22,7 +22,8 @@ from bertcore.classify.data import Example, LabelMap, encode, open_classifier
 from bertcore.model.config import ModernBertConfig
 from bertcore.model.hf import classifier_hf_to_flax, classifier_param_table
 from bertcore.train.init_from import resolve_init
-from helpers import ClassifyCli, review_corpus, review_tokenizer, reviews, write_jsonl
+from helpers import (ClassifyCli, epoch_rows, review_corpus, review_tokenizer, reviews,
+                     write_jsonl)
 from jaxbert import classify as jc
 from jaxbert.arch import classifier_model as jax_classifier
 from torchbert import classify as tc
@@ -232,17 +233,6 @@ def test_one_step_agrees(tmp_path):
 
 # ---- the command lines ------------------------------------------------------------------------
 
-@pytest.fixture
-def cache_in_env(cache_env, monkeypatch) -> None:
-    for k, v in cache_env.items():
-        monkeypatch.setenv(k, v)
-
-
-def metrics(rundir: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (rundir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k != "elapsed"} for r in rows]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("twin,pooling", [("torch", "cls"), ("torch", "mean"), ("jax", "cls"),
                                           ("jax", "mean")])
@@ -257,7 +247,7 @@ def test_train_writes_what_transformers_loads(twin, pooling, tmp_path, cache_in_
     cli = ClassifyCli(twin, capsys)
     cli("train", "--init-from", str(model), "--data", str(train), "--out", str(out),
         "--epochs", "2", "--lr", "2e-3", *FAST, *(("--no-dropout",) if twin == "jax" else ()))
-    assert [r["epoch"] for r in metrics(out)] == [1, 2]
+    assert [r["epoch"] for r in epoch_rows(out)] == [1, 2]
     cfg = json.loads((out / "best" / "config.json").read_text())
     assert cfg["model_type"] == "modernbert" and cfg["classifier_pooling"] == pooling
     assert cfg["architectures"] == ["ModernBertForSequenceClassification"]
@@ -320,11 +310,11 @@ def test_resume_with_dropout(tmp_path, cache_in_env, capsys):
     cli("train", *common, "--out", str(a))
     cli("train", *common, "--out", str(b), "--stop-after", "6")
     cli("train", *common, "--out", str(b), "--resume")
-    assert metrics(b) == metrics(a)
+    assert epoch_rows(b) == epoch_rows(a)
     assert (b / "best" / "model.safetensors").read_bytes() == \
         (a / "best" / "model.safetensors").read_bytes()
     cli("train", *common, "--out", str(c), "--no-dropout", "--stop-after", "4")
-    assert metrics(c)[0]["train_loss"] != metrics(a)[0]["train_loss"]    # dropout was on
+    assert epoch_rows(c)[0]["train_loss"] != epoch_rows(a)[0]["train_loss"]    # dropout was on
 
 
 @pytest.mark.slow

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from helpers import (ROOT, assert_one_line_error, base_args, checkpoint_steps, metrics,
-                     prepared_data, run_cli, temp_dirs, train_cli, train_in_process, wait_all,
+                     prepared_data, run_cli, signal_when, temp_dirs, train_cli, train_in_process,
+                     wait_all,
                      write_corpus)
 
 
@@ -259,28 +260,11 @@ def test_sigterm_mid_run_checkpoints_then_resume_is_exact(twin, tmp_path, cache_
     corpus = write_corpus(tmp_path)
     common = ("--schedule", "constant", "--warmup-steps", "5", "--checkpoint-every", "1000")
     stopped = tmp_path / "stopped"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **cache_env}
-    proc = subprocess.Popen([sys.executable, "-m", f"{twin}bert.train",
-                             *base_args(corpus, stopped, "--steps", "100000", *common)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                raise AssertionError("the run ended before it got SIGTERM: "
-                                     + proc.stderr.read()[-2000:])
-            path = stopped / "metrics.jsonl"
-            if path.is_file() and len(path.read_text().splitlines()) >= 3:
-                break
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 75, out[-2000:] + err[-3000:]
+    path = stopped / "metrics.jsonl"
+    rc, out, err = signal_when(
+        ["-m", f"{twin}bert.train", *base_args(corpus, stopped, "--steps", "100000", *common)],
+        cache_env, lambda: path.is_file() and len(path.read_text().splitlines()) >= 3)
+    assert rc == 75, out[-2000:] + err[-3000:]
     assert "Traceback" not in err, err
     steps = checkpoint_steps(twin, stopped)
     assert len(steps) == 1, steps          # no checkpoint was due: this one is the stop's

@@ -5,29 +5,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from helpers import (CLASSIFY_FAST, ROOT, ClassifyCli, assert_one_line_error, base_args,
-                     checkpoint_steps, hf_dir, reviews, train_cli, train_in_process,
-                     write_corpus, write_jsonl)
-
-
-@pytest.fixture
-def cache_in_env(cache_env, monkeypatch) -> None:
-    for k, v in cache_env.items():
-        monkeypatch.setenv(k, v)
-
-
-def epoch_rows(rundir: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (rundir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k != "elapsed"} for r in rows]
+from helpers import (CLASSIFY_FAST, ClassifyCli, assert_one_line_error, base_args,
+                     checkpoint_steps, epoch_rows, hf_dir, reviews, signal_when, train_cli,
+                     train_in_process, write_corpus, write_jsonl)
 
 
 def files_of(rundir: Path) -> dict[str, bytes]:
@@ -46,23 +30,11 @@ def test_sigterm_during_classify_train_checkpoints_then_resume_is_exact(twin, tm
     data = write_jsonl(tmp_path / "train.jsonl", reviews(400, 0))      # 45 steps an epoch
     common = ["--init-from", str(model), "--data", str(data), "--epochs", "100", *CLASSIFY_FAST]
     stopped = tmp_path / "stopped"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **cache_env}
-    proc = subprocess.Popen([sys.executable, "-m", f"{twin}bert.classify", "train", *common,
-                             "--out", str(stopped)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 300
-        metrics = stopped / "metrics.jsonl"
-        while time.time() < deadline and not (metrics.is_file() and metrics.read_text()):
-            assert proc.poll() is None, proc.stderr.read()[-2000:]
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)    # in epoch 2 or later, of 100
-        out, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 75, out[-2000:] + err[-3000:]
+    metrics = stopped / "metrics.jsonl"
+    rc, out, err = signal_when(      # in epoch 2 or later, of 100
+        ["-m", f"{twin}bert.classify", "train", *common, "--out", str(stopped)], cache_env,
+        lambda: metrics.is_file() and bool(metrics.read_text()))
+    assert rc == 75, out[-2000:] + err[-3000:]
     assert "Traceback" not in err, err
     (stop,) = checkpoint_steps(twin, stopped)
     assert 45 <= stop < 4500
