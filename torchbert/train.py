@@ -150,10 +150,10 @@ def train(args, argv: list[str], stopper: Stopper) -> Result:
         raise
     if world > 1:
         # Leave together: rank 0 still writes the last checkpoint and the export when the
-        # others are done. On a loaded CI machine a rank that had already left aborted in its
-        # C++ teardown meanwhile ("terminate called without an active exception", SIGABRT).
-        # DDP holds the group too: drop it before destroying the group. (No jaxbert mirror: one
-        # JAX process drives all its devices, and multi-host shutdown is jax.distributed's.)
+        # others are done, and a rank that tears its process group down while another still
+        # uses it can abort in gloo's C++ teardown. DDP holds the group too: drop it before
+        # destroying the group. (No jaxbert mirror: one JAX process drives all its devices,
+        # and multi-host shutdown is jax.distributed's.)
         dist.barrier()
         del twin, net
         dist.destroy_process_group()
