@@ -7,8 +7,8 @@ H -> num_labels. Hugging Face's `ModernBertForSequenceClassification`: the encod
 modernbert.py's ModernBertModel), the [CLS] vector or the mean over the real tokens
 (`classifier_pooling`), the MLM head's transform (`head/...`: dense, GELU, norm), dropout
 (`classifier_dropout`) and `classifier`. The Flax paths are the HF names split at the dots
-(`classifier/kernel` is `classifier.weight` transposed); bertcore.model.hf's `classifier_hf_to_flax` /
-`classifier_flax_to_hf` convert, from the one table both twins use. The heads' dropout is
+(`classifier/kernel` is `classifier.weight` transposed); bertcore.model.hf's `classifier_hf_to_flax`
+/ `classifier_flax_to_hf` convert, from the one table both twins use. The heads' dropout is
 model.py's `Dropout` (the shared 16-bit rule, as in the encoder), and `remat=True` recomputes
 each encoder layer in the backward pass, as for the pretraining models.
 """

@@ -1,8 +1,8 @@
 """`python -m jaxbert.fill_mask RUNDIR|HF_DIR "the movie was [MASK] ."`
 
 Top-k tokens and probabilities for every [MASK]. The flags, tokenization and output are
-bertcore.modeldirs.fillmask's (shared with torchbert.fill_mask); this file only loads weights and runs the
-sparse MLM head on the [MASK] positions.
+bertcore.modeldirs.fillmask's (shared with torchbert.fill_mask); this file only loads weights and
+runs the sparse MLM head on the [MASK] positions.
 """
 
 from __future__ import annotations

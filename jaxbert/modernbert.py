@@ -86,8 +86,8 @@ class ModernBertEmbeddings(_Module):
 
 def apply_rotary(x, cos, sin):
     """RoPE: x * cos + rotate_half(x) * sin in float32, back in x's dtype. x (B, L, N, D);
-    cos, sin (L, D) (bertcore.model.attention.rope_cos_sin). rotate_half(x) = cat(-x2, x1) of the two
-    halves of the features: pair (i, i + D/2) turns by its position's angle."""
+    cos, sin (L, D) (bertcore.model.attention.rope_cos_sin). rotate_half(x) = cat(-x2, x1) of the
+    two halves of the features: pair (i, i + D/2) turns by its position's angle."""
     xf = x.astype(jnp.float32)
     x1, x2 = jnp.split(xf, 2, axis=-1)
     rotated = jnp.concatenate([-x2, x1], axis=-1)
@@ -100,8 +100,8 @@ class ModernBertAttention(_Module):
     theta), the key-padding mask the encoder passes, and in local layers the sliding window:
     jax.nn.dot_product_attention's `local_window_size` (the window as the attention op's own
     argument, which a fused kernel can use; XLA builds the same mask on a CPU), or on the explicit
-    dropout path bertcore.model.attention's window_mask. (Torch twin: SDPA takes the window as part of
-    a boolean mask; it has no window argument.)"""
+    dropout path bertcore.model.attention's window_mask. (Torch twin: SDPA takes the window as part
+    of a boolean mask; it has no window argument.)"""
     layer: int = 0
 
     def setup(self):

@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from bertcore.model.config import BertConfig, ModelConfig, ModernBertConfig, TrainConfig, special_ids
+from bertcore.model.config import (BertConfig, ModelConfig, ModernBertConfig, TrainConfig,
+                                   special_ids)
 from bertcore.data.batches import BatchIterator, step_seed
 from bertcore.data.prepare import prepare
 from bertcore.data.shards import Shards

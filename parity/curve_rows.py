@@ -160,7 +160,8 @@ def dropout_rows(case: Case, curves: dict, steps: int | None = None) -> list[Row
     off_t, off_j = np.asarray(curves["torch"][:n]), np.asarray(curves["jax"][:n])
     act = min(float(np.max(np.abs(lt - off_t) / off_t)), float(np.max(np.abs(lj - off_j) / off_j)))
     rows.append(Row(ln, "dropout on: active in both twins (vs own dropout-off curve)", act, act,
-                    f"DROPOUT_ACTIVE_REL: rel > {T.DROPOUT_ACTIVE_REL:g}", act > T.DROPOUT_ACTIVE_REL,
+                    f"DROPOUT_ACTIVE_REL: rel > {T.DROPOUT_ACTIVE_REL:g}",
+                    act > T.DROPOUT_ACTIVE_REL,
                     note="the smaller of the two twins' worst-step changes"))
     curves.update(torch_dropout=lt.tolist(), jax_dropout=lj.tolist())
     return rows

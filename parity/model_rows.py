@@ -234,7 +234,8 @@ def grad_row(ln: str, g_t: dict[str, np.ndarray], g_j: dict[str, np.ndarray]) ->
     if bad_zero:
         note += f"; ZERO in torch but not in jax: {', '.join(bad_zero)}"
     return Row(ln, f"gradients: torch vs jax, worst of {len(g_t)} tensors", worst_abs, worst,
-               f"GRAD_REL: rel (norm) <= {T.GRAD_REL:g}", worst <= T.GRAD_REL and not bad_zero, note=note)
+               f"GRAD_REL: rel (norm) <= {T.GRAD_REL:g}", worst <= T.GRAD_REL and not bad_zero,
+               note=note)
 
 
 # ---- one AdamW step, through each twin's own train_step ------------------------------------------
@@ -270,6 +271,7 @@ def adamw_rows(case: Case) -> list[Row]:
         if d >= worst:
             worst, worst_name, worst_rel = d, n, rr
     rows.append(Row(ln, f"AdamW step: updated params (lr {lr:.2g})", worst, worst_rel,
-                    f"ADAMW_STEP_MAX_ABS: max abs <= {T.ADAMW_STEP_MAX_ABS:g}", worst <= T.ADAMW_STEP_MAX_ABS,
+                    f"ADAMW_STEP_MAX_ABS: max abs <= {T.ADAMW_STEP_MAX_ABS:g}",
+                    worst <= T.ADAMW_STEP_MAX_ABS,
                     note=f"worst: {worst_name}"))
     return rows

@@ -130,8 +130,8 @@ def write_report(report: Report, out: Path) -> None:
     fails = [r for r in report.rows if not r.passed]
     md = (f"# twinbert parity report: {report.preset}\n\n"
           f"fp32 CPU; torch {torch.__version__}, jax {jax.__version__}; {report.steps} training "
-          f"steps; same torch init (converted with bertcore/model/hf.py's table) and the same bertcore "
-          f"batches in both twins; dropout off except the `dropout on` rows. Bars: "
+          f"steps; same torch init (converted with bertcore/model/hf.py's table) and the same "
+          f"bertcore batches in both twins; dropout off except the `dropout on` rows. Bars: "
           f"parity/thresholds.py. HF rows: post-LN BERT (transformers' BERT is post-LN) and "
           f"ModernBERT (transformers' ModernBertForMaskedLM). "
           f"{len(report.rows) - len(fails)}/{len(report.rows)} rows pass "

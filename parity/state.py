@@ -3,8 +3,8 @@
 Readers (parity/torch_state.py, parity/jax_state.py, `read_hf` here) turn a torchbert
 checkpoint, a jaxbert checkpoint or a Hugging Face directory into a `TrainingState` (HF names,
 torch layout, numpy); writers turn it into the other forms. The Flax side of every tensor
-(params *and* AdamW moments) goes through bertcore.model.hf's `hf_to_flax` / `flax_to_hf`, so there is
-no second copy of the name or layout rules anywhere.
+(params *and* AdamW moments) goes through bertcore.model.hf's `hf_to_flax` / `flax_to_hf`, so there
+is no second copy of the name or layout rules anywhere.
 
 This module imports neither torch nor jax at module level (only `read_hf` of a
 `pytorch_model.bin` borrows torchbert's safe reader).
@@ -23,7 +23,7 @@ from bertcore.modeldirs.card import pretraining_card, run_corpus, write_model_ca
 from bertcore.model.config import BertConfig, ModelConfig, load_model_config
 from bertcore.infra.errors import UserError
 from bertcore.model.hf import (check_hf_state, fresh_params, head_prefixes, hf_names,
-                         normalize_hf_names, read_hf_safetensors, save_hf_files)
+                               normalize_hf_names, read_hf_safetensors, save_hf_files)
 from bertcore.modeldirs.resolve import ModelDir, find_model_dir
 from bertcore.train.metrics import learned, learned_lines
 from bertcore.train.rundir import CHECKPOINTS, RunDir, checkpoint_step

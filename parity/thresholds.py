@@ -45,9 +45,9 @@ BF16_CURVE_REL = 2e-3
 RESUME_REL = 1e-5
 
 # Dropout on: the twins draw different masks (torch's generator reseeded per step vs JAX's threefry
-# keys; one rule, bertcore/model/dropout.py, different bits), so only statistics can agree. With paired
-# per-step differences d_s = l_torch(s) - l_jax(s) on the same batches, the mean difference must be
-# within DROPOUT_Z standard errors:
+# keys; one rule, bertcore/model/dropout.py, different bits), so only statistics can agree. With
+# paired per-step differences d_s = l_torch(s) - l_jax(s) on the same batches, the mean difference
+# must be within DROPOUT_Z standard errors:
 #   |mean(d)| <= DROPOUT_Z * std(d) / sqrt(n_eff),  n_eff = n (1 - r1) / (1 + r1)
 # where r1 (clipped to [0, 0.9]) is the lag-1 autocorrelation of d, since neighbouring steps of two
 # diverging trajectories are not independent. Z = 4 makes a false alarm about 1 in 16,000 runs.

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from bertcore.classify.cli import InitSource, initial_state, resolve_init
-from bertcore.classify.data import (Example, LabelMap, encode, epoch_order, eval_batches,
-                                    hold_out, read_examples, scores, train_batches)
+from bertcore.classify.data import (Example, LabelMap, encode, epoch_order, eval_batches, hold_out,
+                                    read_examples, scores, train_batches)
 from bertcore.model.config import BertConfig
 from bertcore.infra.errors import UserError
 from bertcore.model.hf import classifier_flax_to_hf, classifier_hf_to_flax, classifier_param_table

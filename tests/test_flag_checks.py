@@ -9,8 +9,8 @@ torch classify --lr nan, --device banana, --process-id 5 --num-processes 2); sil
 (classify --grad-clip nan written into classify_config.json as NaN, classify --weight-decay -1,
 --num-processes 0, --process-id alone, --stop-after beyond --steps, --resume with another
 --corpus/--data/--init-from, --init-from with --config, --resume --overwrite, predict "";
---warmup-steps beyond --steps is warned about, not refused); misleading messages (jax classify --lr nan told to "lower --lr"; --resume on a
-RUNDIR another process holds told to "drop --resume")."""
+--warmup-steps beyond --steps is warned about, not refused); misleading messages (jax classify --lr
+nan told to "lower --lr"; --resume on a RUNDIR another process holds told to "drop --resume")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""jaxbert.model against Hugging Face's torch BertForPreTraining, plus the name table (bertcore.model.hf).
+"""jaxbert.model against Hugging Face's torch BertForPreTraining, plus the name table
+(bertcore.model.hf).
 
 Bars from parity/thresholds.py (docs/design.md, "Quality bars"; fp32, CPU, dropout off): outputs
 max |diff| <= FORWARD_MAX_ABS, loss <= LOSS_REL relative.

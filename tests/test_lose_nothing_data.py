@@ -1,13 +1,12 @@
 """Lose nothing, the data commands and convert (issue 34): --overwrite never deletes a user's
-files (one check and one swap for every command, bertcore.infra.files), a failed write leaves the old
-output as it was, and plain mistakes are one line, never a traceback: unreadable corpus files
+files (one check and one swap for every command, bertcore.infra.files), a failed write leaves the
+old output as it was, and plain mistakes are one line, never a traceback: unreadable corpus files
 and folders, absurd flags, a full disk, corrupted offsets, a corpus without sentence ends, a
 pickle that would run code. Each command is called in-process through its cli_entry `main`."""
 
 from __future__ import annotations
 
 import errno
-import json
 import os
 from pathlib import Path
 
@@ -281,7 +280,7 @@ def test_full_disk_keeps_the_old_output(made, tmp_path, monkeypatch, capsys):
                      (lambda: tokenizer_main("--corpus", corpus, "--vocab-size", "150",
                                              "--out", str(tdir), "--overwrite"), tdir)):
         capsys.readouterr()
-        one_line_error(run(), capsys.readouterr().err, f"could not write", str(out),
+        one_line_error(run(), capsys.readouterr().err, "could not write", str(out),
                        "No space left on device", "free)", "is kept as it was")
     assert snapshot(data) == old_data and snapshot(tdir) == old_tok
     no_temps(tmp_path)
@@ -294,7 +293,8 @@ def test_full_disk_keeps_the_old_output(made, tmp_path, monkeypatch, capsys):
     no_temps(tmp_path)
 
 
-# ---- data that is wrong ---------------------------------------------------------------------------
+# ---- data that is wrong
+# ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["sent_offsets.bin", "doc_offsets.bin"])
 def test_corrupted_offsets_are_refused(tmp_path, name):
@@ -355,7 +355,8 @@ def test_pickle_refusal_never_advises_allowlisting(tmp_path):
         assert advice not in msg, msg
 
 
-# ---- tokenizer memory on one long line ------------------------------------------------------------
+# ---- tokenizer memory on one long line
+# ------------------------------------------------------------
 
 def test_long_lines_reach_the_trainer_in_pieces(monkeypatch):
     import bertcore.data.tokenizer as T

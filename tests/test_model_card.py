@@ -1,7 +1,7 @@
-"""Model cards (bertcore/modeldirs/card.py): every Hugging Face directory the project writes (a pretraining
-run's hf/, a classify run's best/, parity.convert's --to hf) holds a README.md whose metadata the
-hub library's card parser reads, whose body states what the run's own files say, and which leaves
-transformers loading the directory as before."""
+"""Model cards (bertcore/modeldirs/card.py): every Hugging Face directory the project writes (a
+pretraining run's hf/, a classify run's best/, parity.convert's --to hf) holds a README.md whose
+metadata the hub library's card parser reads, whose body states what the run's own files say, and
+which leaves transformers loading the directory as before."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""bertcore.modeldirs.resolve, the one resolver of model directories, and what each command that takes a
-model path (fill-mask, --init-from, classify evaluate/predict) says about the layouts it does not
-take. No framework: the weights are written with numpy."""
+"""bertcore.modeldirs.resolve, the one resolver of model directories, and what each command that
+takes a model path (fill-mask, --init-from, classify evaluate/predict) says about the layouts it
+does not take. No framework: the weights are written with numpy."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Absurd sizes are refused at once, by one rule (bertcore.model.sizes), in every command: a config's
-size fields within 2^31, its weights (and, where a command trains, gradients, AdamW moments and a
-micro-batch's activations) within the memory there is, a tokenizer's --vocab-size within 2^24.
+"""Absurd sizes are refused at once, by one rule (bertcore.model.sizes), in every command: a
+config's size fields within 2^31, its weights (and, where a command trains, gradients, AdamW moments
+and a micro-batch's activations) within the memory there is, a tokenizer's --vocab-size within 2^24.
 Each refusal is one line (exit 2, no traceback) naming the field, the GB it would need and the
 memory there is, before anything is allocated or written (no RUNDIR, no lock). Before: hangs
 until killed (10^9 layers), terabyte allocation tracebacks, a Rust abort (exit 134) in the
@@ -19,7 +19,7 @@ import pytest
 from bertcore.model import sizes
 from bertcore.modeldirs.card import parameter_count as listed_parameter_count
 from bertcore.model.config import (MODERNBERT_PRESETS, PRESETS, BertConfig, ModernBertConfig,
-                             TrainConfig, load_model_config)
+                                   TrainConfig, load_model_config)
 from bertcore.infra.errors import UserError
 from helpers import (assert_one_line_error, base_args, hf_dir, reviews, train_in_process,
                      write_corpus, write_jsonl)

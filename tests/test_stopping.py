@@ -1,5 +1,5 @@
-"""bertcore.train.stopping, and a checkpoint write that fails (disk full): bertcore.infra.files' one-line
-error and the twins' handling of it.
+"""bertcore.train.stopping, and a checkpoint write that fails (disk full): bertcore.infra.files'
+one-line error and the twins' handling of it.
 
 The subprocess tests (SIGTERM mid-run then --resume, --time-budget) are in test_train.py, run
 for both twins."""

@@ -372,7 +372,8 @@ class BertForPreTraining(nn.Module):
         """`state_dict()` without the tied aliases: each tensor once, as HF writes its files.
 
         HF exposes the decoder twice: its weight *is* the word-embedding matrix and its bias *is*
-        `cls.predictions.bias` (bertcore.model.hf.TIED). Both aliases are in `state_dict()`, as in HF."""
+        `cls.predictions.bias` (bertcore.model.hf.TIED). Both aliases are in `state_dict()`, as in
+        HF."""
         return {k: v for k, v in self.state_dict().items() if k not in TIED}
 
     def load_hf_state_dict(self, state: dict[str, torch.Tensor], source: str = "checkpoint"

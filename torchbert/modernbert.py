@@ -5,8 +5,8 @@ rotary position embeddings instead of a position table, pre-LN blocks without bi
 a GeGLU feed-forward, and attention that is global on every `global_attn_every_n_layers`-th layer
 (from layer 0) and local (a window of `local_attention` tokens) on the others. `state_dict()`
 has exactly transformers' keys, so its checkpoints load with no renaming; the name table is
-bertcore.model.hf's `param_table`. The RoPE angles and the window come from bertcore.model.attention as
-constants, so both twins use the same numbers. Shapes as in model.py: B = batch, L = sequence
+bertcore.model.hf's `param_table`. The RoPE angles and the window come from bertcore.model.attention
+as constants, so both twins use the same numbers. Shapes as in model.py: B = batch, L = sequence
 length, H = hidden size, N = heads, D = head size, I = intermediate size, P = masked positions
 per sequence, V = vocabulary.
 

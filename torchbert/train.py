@@ -2,8 +2,8 @@
 `torchrun --nproc-per-node K -m torchbert.train ...` (DistributedDataParallel).
 
 The command line and the run's set-up; nothing imports this module. The loop is
-bertcore.train.loop's `train_loop`, shared with jaxbert: this file fills its hooks (`TorchTwin`): one
-step (step.py: forward, loss, backward, clip, AdamW), the metrics all-reduce, evaluation and
+bertcore.train.loop's `train_loop`, shared with jaxbert: this file fills its hooks (`TorchTwin`):
+one step (step.py: forward, loss, backward, clip, AdamW), the metrics all-reduce, evaluation and
 checkpoints. The optimizer is optim.py's, the ranks parallel.py's, the device and process
 settings runtime.py's, the checkpoints checkpoint.py's. Everything that is not PyTorch
 (configs, data, RUNDIR, metrics, plots, the loop) is bertcore's.
@@ -49,8 +49,9 @@ def parse_args(argv: list[str] | None = None):
 
 
 class TorchTwin(Twin):
-    """What bertcore.train.loop.train_loop asks of PyTorch: the step, the metrics all-reduce, eval and
-    checkpoints. The loop itself (cadence, stopping, logging, the end of a run) is bertcore's."""
+    """What bertcore.train.loop.train_loop asks of PyTorch: the step, the metrics all-reduce, eval
+    and checkpoints. The loop itself (cadence, stopping, logging, the end of a run) is
+    bertcore's."""
 
     def __init__(self, net, model, optimizer, ckpt: Checkpointer, cfg, device, dtype: str,
                  rank: int, world: int, extra: dict[str, Any]):

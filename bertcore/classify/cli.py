@@ -25,8 +25,8 @@ from bertcore.classify.data import Classifier, Example, LabelMap, encode, evalua
 from bertcore.model.config import ModelConfig
 from bertcore.infra.errors import UserError
 from bertcore.infra.flags import check_fields, check_flags
-from bertcore.model.hf import (check_classifier_state, classifier_param_table, fresh_classifier_params,
-                         head_prefixes, normalize_hf_names)
+from bertcore.model.hf import (check_classifier_state, classifier_param_table,
+                               fresh_classifier_params, head_prefixes, normalize_hf_names)
 from bertcore.train import init_from
 from bertcore.train.init_from import InitSource
 from bertcore.train.cli import check_unheld, same_path

@@ -40,7 +40,7 @@ from bertcore.data.tokenizer import WordPiece, load_tokenizer
 from bertcore.infra.errors import UserError
 from bertcore.infra.files import atomic_path
 from bertcore.model.hf import (check_classifier_state, normalize_hf_names, read_hf_safetensors,
-                         safetensors_files)
+                               safetensors_files)
 from bertcore.modeldirs.resolve import ModelDir, open_model_dir
 from bertcore.train.rundir import CLASSIFY_CONFIG
 

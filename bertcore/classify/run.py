@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from bertcore.classify.cli import (FIELDS, ClassifyConfig, InitSource, check_resume_args,
-                                  initial_state, resolve_init)
+                                   initial_state, resolve_init)
 from bertcore.classify.data import (Encoded, LabelMap, encode, evaluate, hf_config, hold_out,
                                     is_aclimdb_path, read_examples, steps_per_epoch, train_batches,
                                     write_classifier_dir)

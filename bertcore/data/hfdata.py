@@ -210,9 +210,9 @@ def _streamed(docs: Iterator[str], where: str) -> Iterator[str]:
 def iter_dataset(ds, column: str = TEXT_COLUMN, where: str = "the dataset",
                  batch_rows: int | None = None) -> Iterator[str]:
     """The documents of a `datasets` Dataset or IterableDataset: column `column` of each row, read
-    `batch_rows` [BATCH_ROWS] rows at a time as Arrow tables (no Python dict per row, no tensor format, only
-    that column). The column is checked now when the dataset knows its features (a streamed
-    one may not: then at its first batch)."""
+    `batch_rows` [BATCH_ROWS] rows at a time as Arrow tables (no Python dict per row, no tensor
+    format, only that column). The column is checked now when the dataset knows its features (a
+    streamed one may not: then at its first batch)."""
     import datasets
 
     features = ds.features

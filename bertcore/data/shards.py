@@ -12,6 +12,8 @@ A data directory (format twinbert-shards-v2) holds
     eval/                 optional (prepare --eval-fraction): the held-out documents, a complete
                           data directory of its own
     epochs/               optional: the epoch orders training builds (bertcore.data.instances)
+    unigram.json          optional: the context-free baseline's counts, cached by training's
+                          summary (bertcore.train.baseline)
 Nothing else: `prepare --overwrite` replaces only these (DATA_OUTPUT), never a user's files.
 Offsets are int64 and computed once by `prepare` (bertcore.data.prepare, the writer, which takes the
 names and types below from here), so opening the data is O(1) in memory: everything here is
@@ -39,12 +41,14 @@ OFFSET_DTYPE = np.dtype(np.int64)
 TOKENIZER_DIR = "tokenizer"
 EVAL_DIR = "eval"
 EPOCHS_DIR = "epochs"
+UNIGRAM = "unigram.json"
 SHARD_FILE = r"tokens-\d{5,}\.bin"
 # A data directory as prepare's output: what `prepare --overwrite` (and the cache, rebuilding an
 # old one) may replace; the files of format v1 too.
 DATA_OUTPUT = Output("a prepared data directory",
                      frozenset({META, SENT_OFFSETS, DOC_OFFSETS, TOKENIZER_DIR, EVAL_DIR,
-                                EPOCHS_DIR, "tokens.bin", "sent_lens.bin", "doc_sents.bin"}),
+                                EPOCHS_DIR, UNIGRAM, "tokens.bin", "sent_lens.bin",
+                                "doc_sents.bin"}),
                      (SHARD_FILE,))
 
 

@@ -24,7 +24,8 @@ from tokenizers import (Tokenizer, decoders, models, normalizers, pre_tokenizers
                         trainers)
 
 from bertcore.infra.errors import UserError, cli_entry
-from bertcore.infra.files import Output, atomic_path, check_apart, check_output, replace_output, writing
+from bertcore.infra.files import (Output, atomic_path, check_apart, check_output, replace_output,
+                                  writing)
 from bertcore.model.sizes import check_vocab_size
 
 logger = logging.getLogger(__name__)

@@ -139,8 +139,8 @@ def setup_logging() -> None:
         log.setLevel(logging.INFO)
     # A library that calls logging.basicConfig() (absl does, at its first message, when the
     # root logger has no handler) would repeat every project message a second time, as
-    # "ERROR:bertcore.infra.errors:error: ...": its handler, already there or yet to come, passes only
-    # other loggers' records.
+    # "ERROR:bertcore.infra.errors:error: ...": its handler, already there or yet to come, passes
+    # only other loggers' records.
     for h in logging.root.handlers:
         if type(h) is logging.StreamHandler and _not_ours not in h.filters:
             h.addFilter(_not_ours)

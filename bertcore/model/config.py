@@ -71,8 +71,9 @@ def _check_model_type(d: dict[str, Any], want: str) -> None:
     kind = d.get("model_type")      # absent: take the dict as the class asked for
     if kind in ("bert", "modernbert") and kind != want:
         raise UserError(f"this is a {kind} config (model_type), not a {want} one; load it with "
-                        f"bertcore.model.config.load_model_config, or a model with torchbert.arch / "
-                        f"jaxbert.arch's from_pretrained, which pick the architecture")
+                        f"bertcore.model.config.load_model_config, or a model with "
+                        f"torchbert.arch / jaxbert.arch's from_pretrained, which pick the "
+                        f"architecture")
 
 
 class _ModelConfigFile:
@@ -143,7 +144,8 @@ class BertConfig(_ModelConfigFile):
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise UserError(f"config pad_token_id={self.pad_token_id} is outside the vocabulary "
                             f"(vocab_size={self.vocab_size})")
-        check_model_fits(self)   # last: its weights against the memory there is (bertcore.model.sizes)
+        # last: its weights against the memory there is (bertcore.model.sizes)
+        check_model_fits(self)
 
     # ---- presets and (de)serialisation -------------------------------------------------------
 
@@ -303,7 +305,8 @@ class ModernBertConfig(_ModelConfigFile):
         if not self.tie_word_embeddings:
             raise UserError("config tie_word_embeddings=false is not supported: the MLM decoder "
                             "is the token embedding matrix; set it to true")
-        check_model_fits(self)   # last: its weights against the memory there is (bertcore.model.sizes)
+        # last: its weights against the memory there is (bertcore.model.sizes)
+        check_model_fits(self)
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "ModernBertConfig":
@@ -465,8 +468,8 @@ class TrainConfig:
 
     def validate(self, model: "ModelConfig | None" = None) -> None:
         """Every check on these settings, for both twins: each flag's range and type (a hand-edited
-        train_config.json too; the ranges are bertcore.infra.flags.RANGES, which the flag stage checks
-        too), so a bad value is refused before a run writes anything."""
+        train_config.json too; the ranges are bertcore.infra.flags.RANGES, which the flag stage
+        checks too), so a bad value is refused before a run writes anything."""
         check_fields(self, ("batch_size", "max_predictions", "steps", "grad_accum", "log_every",
                             "checkpoint_every", "keep_checkpoints", "seq_len", "warmup_steps",
                             "seed"))

@@ -526,8 +526,8 @@ def classifier_flax_to_hf(params: Mapping[str, Any], config: BertConfig, num_lab
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
                    "special_tokens_map.json")
 # A Hugging Face directory as the output of parity.convert (--to hf, or a weights-only export):
-# what its --overwrite may replace. README.md is the model card (bertcore.modeldirs.card), classifier.json
-# a classifier's best epoch (bertcore.classify.data).
+# what its --overwrite may replace. README.md is the model card (bertcore.modeldirs.card),
+# classifier.json a classifier's best epoch (bertcore.classify.data).
 HF_OUTPUT = Output("a Hugging Face model directory",
                    frozenset({"config.json", "model.safetensors", "README.md", "classifier.json",
                               *TOKENIZER_FILES}))

@@ -152,8 +152,8 @@ def check_model_fits(config: Any) -> None:
     if have and need > have:
         name = _culprit(config)
         raise UserError(f"config {name}={getattr(config, name)} makes a model of "
-                        f"{_count(params)} parameters: {_gb(need)} for its weights alone, and {_have()}; use a "
-                        f"smaller {name}, or a machine with more memory")
+                        f"{_count(params)} parameters: {_gb(need)} for its weights alone, and "
+                        f"{_have()}; use a smaller {name}, or a machine with more memory")
 
 
 def training_bytes(config: Any, rows: int, seq_len: int) -> tuple[int, int]:

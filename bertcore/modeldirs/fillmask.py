@@ -45,7 +45,8 @@ def parse_args(prog: str, argv: list[str] | None) -> argparse.Namespace:
 
 def open_model_dir(path: str | Path, framework: str) -> ModelDir:
     """The model `python -m {framework}bert.fill_mask PATH` runs: a pretraining RUNDIR or a
-    Hugging Face BERT directory (bertcore.modeldirs.resolve.open_model_dir, which names anything else)."""
+    Hugging Face BERT directory (bertcore.modeldirs.resolve.open_model_dir, which names anything
+    else)."""
     md = _open(path)
     if md.is_classifier:
         what = ("a fine-tuned classifier (a classify RUNDIR)" if md.layout == "classify-run" else

@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from bertcore.data.shards import UNIGRAM
 from bertcore.infra.files import write_text_atomic
 
-CACHE_NAME = "unigram.json"
+CACHE_NAME = UNIGRAM   # beside the data it counts (bertcore.data.shards names it)
 FORMAT = "twinbert-unigram-v2"
 CHUNK = 1 << 24  # tokens per bincount: bounded memory on any corpus
 

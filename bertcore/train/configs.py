@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from bertcore.model.config import (MODERNBERT_PRESETS, PRESETS, BertConfig, ModelConfig,
-                             ModernBertConfig, TrainConfig, arch_of, load_model_config,
-                             special_ids)
+                                   ModernBertConfig, TrainConfig, arch_of, load_model_config,
+                                   special_ids)
 from bertcore.data.tokenizer import WordPiece
 from bertcore.infra.errors import UserError
 from bertcore.train.cli import DEFAULT_PRESET

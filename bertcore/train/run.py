@@ -195,7 +195,8 @@ class Run(Task):
         return summary
 
     def write_card(self, summary: dict[str, Any], learned_line: str | None) -> None:
-        """hf/README.md: the export's model card (bertcore.modeldirs.card), from the run's summary."""
+        """hf/README.md: the export's model card (bertcore.modeldirs.card), from the run's
+        summary."""
         from bertcore.modeldirs.card import pretraining_card, run_corpus, write_model_card
 
         info = self.files.info()

@@ -22,8 +22,7 @@ from bertcore.infra.files import check_apart
 from bertcore.train import evaluation
 from bertcore.train.cli import DEFAULT_PRESET, check_resume_args, check_train_args
 from bertcore.train.configs import (RESUMABLE_CHANGES, TRAIN_FIELDS, init_model_config,
-                                    model_changes, model_config_from_args,
-                                    train_config_from_args)
+                                    model_changes, model_config_from_args, train_config_from_args)
 from bertcore.train.init_from import InitSource, resolve_init
 from bertcore.train.report import parse_report_to
 from bertcore.train.run import Run

@@ -17,7 +17,8 @@ checkpoints it and ends the run as usual. During the set-up before it (building 
 shards, waiting for another process's build, a rank waiting at a barrier) there is no step to
 finish: the handler raises `SetupInterrupted`, the set-up unwinds (its worker pool is ended, its
 locks released) and the command exits 128 + the signal's number, as an uncaught signal would,
-with one line; nothing was trained, so the same command starts again. A second SIGINT (Ctrl-C) raises KeyboardInterrupt at once (exit 130, no checkpoint).
+with one line; nothing was trained, so the same command starts again. A second SIGINT (Ctrl-C)
+raises KeyboardInterrupt at once (exit 130, no checkpoint).
 Several ranks or processes must stop at the same step: each twin folds the local flag into a
 collective it already runs (torch: the metrics all-reduce at log and checkpoint steps; jax
 multi-process: an allgather at the same steps), so every rank reads the same decision.
@@ -46,7 +47,7 @@ from typing import Any, Callable
 
 from bertcore.infra.errors import UserError
 from bertcore.infra.files import (CheckpointWriteError, WRITE_ERRNOS, format_bytes, free_bytes,
-                            os_error_in)
+                                  os_error_in)
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The agreement rows of `python -m parity.check` (parity/model_rows.py, parity/curve_rows.py)
-for `tiny`, both LayerNorm positions and ModernBERT, against the bars in parity/thresholds.py. Fast tests run
-each part on one batch or a few steps; the slow test runs the whole
+for `tiny`, both LayerNorm positions and ModernBERT, against the bars in parity/thresholds.py. Fast
+tests run each part on one batch or a few steps; the slow test runs the whole
 `python -m parity.check --preset tiny` (100 steps, resume, dropout statistics)."""
 
 from __future__ import annotations

@@ -16,8 +16,7 @@ import torch
 import transformers
 
 from bertcore.classify.cli import ClassifyConfig
-from bertcore.classify.data import (Example, encode, open_classifier,
-                                    train_batches)
+from bertcore.classify.data import (Example, encode, open_classifier, train_batches)
 from bertcore.model.hf import classifier_flax_to_hf
 from helpers import (CLASSIFY_FAST, ClassifyCli, assert_one_line_error, hf_dir, review_tokenizer,
                      reviews, write_jsonl)
