@@ -143,3 +143,56 @@ def test_a_full_disk_outside_checkpoints_is_one_line(twin, tmp_path, cache_in_en
             *CLASSIFY_FAST, "--out", str(tmp_path / "run"), check=False)
     assert p.returncode == 74
     assert_one_line_error(p, "could not write", "best", "No space left")
+
+
+def nan_from(step: int):
+    """A host_metrics wrapper whose loss turns NaN at optimizer `step` (a diverged model, without
+    waiting for one: the guard is what is tested)."""
+    seen = []
+
+    def wrap(original):
+        def host_metrics(self, metrics, want_stop):
+            row, stop = original(self, metrics, want_stop)
+            seen.append(row)
+            if len(seen) >= step:
+                row = {**row, "loss": float("nan")}
+            return row, stop
+        return host_metrics
+    return wrap
+
+
+@pytest.mark.slow
+def test_a_diverged_pretraining_run_stops_keeping_its_last_good_checkpoint(twin, tmp_path,
+                                                                         cache_env, monkeypatch):
+    """The loop's guard: a loss that stops being finite ends the run with one line (exit 2)
+    before that step is checkpointed; the last good checkpoint stays, and the advice is one a
+    user can follow (--resume would refuse another --lr)."""
+    import importlib
+
+    mod = importlib.import_module(f"{twin}bert.train")
+    cls = mod.TorchTwin if twin == "torch" else mod.JaxTwin
+    monkeypatch.setattr(cls, "host_metrics", nan_from(3)(cls.host_metrics))
+    run = tmp_path / "run"
+    p = train_in_process(twin, *base_args(write_corpus(tmp_path), run, "--steps", "6",
+                                          "--checkpoint-every", "2"), env=cache_env)
+    assert_one_line_error(p, "loss became nan at step 3", str(run / "checkpoints"),
+                          "lower --lr", "--overwrite", f"--init-from {run}")
+    assert checkpoint_steps(twin, run) == [2]
+
+
+@pytest.mark.slow
+def test_a_diverged_fine_tuning_run_stops_with_one_line(twin, tmp_path, cache_in_env, capsys,
+                                                        monkeypatch):
+    """The same guard in `classify train` (it had its own): one line, no checkpoint of the
+    diverged step."""
+    import importlib
+
+    cls = importlib.import_module(f"{twin}bert.classify").ClassifierTwin
+    monkeypatch.setattr(cls, "host_metrics", nan_from(12)(cls.host_metrics))
+    model = hf_dir(tmp_path / "hf")
+    data = write_jsonl(tmp_path / "train.jsonl", reviews(80, 0))     # 9 steps an epoch
+    run = tmp_path / "run"
+    p = ClassifyCli(twin, capsys)("train", "--init-from", str(model), "--data", str(data),
+                                  *CLASSIFY_FAST, "--out", str(run), check=False)
+    assert_one_line_error(p, "loss became nan at step 12", "lower --lr", "--overwrite")
+    assert checkpoint_steps(twin, run) == [9]

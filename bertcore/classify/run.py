@@ -45,7 +45,6 @@ class ClassifyRun(Task):
     RUNDIR is written or replaced; `begin` locks RUNDIR (bertcore.train.rundir) and writes it."""
 
     name = "classify"
-    divergence_fix = "lower --lr and start again with --overwrite"
 
     def __init__(self, args: argparse.Namespace, framework: str):
         rundir = Path(args.out or f"runs/{framework}bert-classify")

@@ -33,8 +33,9 @@ class Run(Task):
     """One pretraining run's configs and data, and its record (bertcore.train.task)."""
 
     name = "pretrain"
-    divergence_fix = ("lower --lr, raise --warmup-steps or use --layer-norm-position pre, then "
-                      "--resume")
+    divergence_fix = ("start again with a lower --lr, a longer --warmup-steps or "
+                      "--layer-norm-position pre: --overwrite replaces this run, --init-from "
+                      "{rundir} --out NEW starts from its last good weights")
 
     def __init__(self, rundir: Path, framework: str, model_config: ModelConfig,
                  train_config: TrainConfig, tokenizer: WordPiece, shards: Shards, resume: bool,

@@ -37,7 +37,10 @@ class Task:
     that raise NotImplementedError) and may refine the record's defaults."""
 
     name = ""                 # run.json's "task" and the dashboards' name: pretrain, classify
-    divergence_fix = "lower --lr, then --resume"     # the advice when the loss is not finite
+    # The advice when the loss stops being finite: the run's settings (its --lr among them)
+    # cannot change on --resume, so the way on is a new start, from scratch or from the last
+    # good weights.
+    divergence_fix = "start again with a lower --lr (--overwrite replaces this run)"
 
     def __init__(self, rundir: Path, framework: str, files: RunDir, *, is_main: bool = True,
                  progress: bool = True, report_to: tuple[str, ...] = ()):
@@ -170,8 +173,7 @@ class Task:
         if not math.isfinite(value):
             raise TrainingDiverged(
                 f"{name} became {value} at step {step}; the last good checkpoint is kept in "
-                f"{self.checkpoint_dir}. {self.divergence_fix[:1].upper()}"
-                f"{self.divergence_fix[1:]}")
+                f"{self.checkpoint_dir}; {self.divergence_fix.format(rundir=self.rundir)}")
 
     def note(self, text: str) -> None:
         """A message to the user, from the main process only (the console handler writes it
