@@ -99,28 +99,41 @@ def test_overwrite_that_fails_before_a_checkpoint_keeps_the_old_run(twin, tmp_pa
 
 def test_a_replaced_run_left_beside_by_a_killed_process_comes_back(tmp_path):
     """A process killed between --overwrite's swap and the new run's first checkpoint leaves the
-    old run in RUNDIR/.old-PID: the next command that locks RUNDIR puts it back (the new run,
-    with no checkpoint, had nothing worth keeping); once a new run has a checkpoint, the old
-    one is deleted instead."""
+    old run in RUNDIR/.old-PID: the next command on RUNDIR puts it back before it reads anything
+    (the new run, with no checkpoint, had nothing worth keeping); once a new run has a
+    checkpoint, the old one is deleted instead. A kill during the swap itself (no mark on the
+    aside) loses nothing either: the old files win, and none of the old run's is deleted."""
     from bertcore.train.rundir import RunDir
 
     run = tmp_path / "run"
     aside = run / ".old-999999"
     (aside / "checkpoints" / "step_00000002").mkdir(parents=True)
     (aside / "run.json").write_text('{"framework": "torch"}')
+    (aside / ".swapped").touch()                                # the swap was whole
     (run / "run.json").write_text('{"framework": "jax"}')      # the new run, no checkpoint
-    files = RunDir(run)
-    files.lock()
-    files.unlock()
+    assert RunDir(run).recover() is True                        # what train and classify call
     assert json.loads((run / "run.json").read_text())["framework"] == "torch"
     assert (run / "checkpoints" / "step_00000002").is_dir() and not aside.exists()
+    assert RunDir(run).recover() is False                       # nothing more to do
 
     aside.mkdir()
     (aside / "run.json").write_text('{"framework": "jax"}')
-    files.lock()
+    (aside / ".swapped").touch()
+    files = RunDir(run)
+    files.lock()                       # the new run (torch) has a checkpoint: the aside goes
     files.unlock()
-    assert json.loads((run / "run.json").read_text())["framework"] == "torch"   # kept
+    assert json.loads((run / "run.json").read_text())["framework"] == "torch"
     assert not aside.exists()
+
+    # killed mid-swap: run.json had gone aside, the checkpoints had not; the stage is half-placed
+    aside.mkdir()
+    (run / "run.json").rename(aside / "run.json")
+    (run / "config.json").write_text("new, half-placed")
+    (aside / "config.json").write_text("old")
+    assert RunDir(run).recover() is True
+    assert json.loads((run / "run.json").read_text())["framework"] == "torch"
+    assert (run / "config.json").read_text() == "old"
+    assert (run / "checkpoints" / "step_00000002").is_dir() and not aside.exists()
 
 
 def test_a_full_disk_outside_checkpoints_is_one_line(twin, tmp_path, cache_in_env, capsys,
@@ -176,8 +189,15 @@ def test_a_diverged_pretraining_run_stops_keeping_its_last_good_checkpoint(twin,
     p = train_in_process(twin, *base_args(write_corpus(tmp_path), run, "--steps", "6",
                                           "--checkpoint-every", "2"), env=cache_env)
     assert_one_line_error(p, "loss became nan at step 3", str(run / "checkpoints"),
-                          "lower --lr", "--overwrite", f"--init-from {run}")
+                          "lower --lr", "--overwrite", f"--init-from {run} --out NEW")
     assert checkpoint_steps(twin, run) == [2]
+    # before the first checkpoint: no checkpoint to name, nor to start from
+    monkeypatch.setattr(cls, "host_metrics", nan_from(1)(cls.host_metrics))
+    p = train_in_process(twin, *base_args(write_corpus(tmp_path), tmp_path / "early", "--steps",
+                                          "6", "--checkpoint-every", "2"), env=cache_env)
+    assert_one_line_error(p, "loss became nan at step 1", "no checkpoint was written yet",
+                          "lower --lr")
+    assert "--init-from" not in p.stderr
 
 
 @pytest.mark.slow

@@ -45,6 +45,8 @@ class ClassifyRun(Task):
     RUNDIR is written or replaced; `begin` locks RUNDIR (bertcore.train.rundir) and writes it."""
 
     name = "classify"
+    evaluate_before_checkpoint = True   # the epoch's checkpoint holds the best epoch so far and
+                                        # the next epoch's zeroed loss sums
 
     def __init__(self, args: argparse.Namespace, framework: str):
         rundir = Path(args.out or f"runs/{framework}bert-classify")
@@ -56,6 +58,7 @@ class ClassifyRun(Task):
             raise UserError(f"--stop-after {args.stop_after} must be at least 1")
         check_apart(self.rundir, {"--init-from": args.init_from, "--data": args.data,
                                   "--validation": args.validation, "--tokenizer": args.tokenizer})
+        self.files.recover()   # a run an interrupted --overwrite left beside is back first
         self.notes: list[str] = []
         self.src: InitSource | None = None
         given = {k: getattr(args, k) for k in FIELDS if getattr(args, k, None) is not None}

@@ -178,10 +178,16 @@ def train_loop(run: Task, twin: Twin, stopper: Stopper, *, resumed: dict[str, An
                     run.log(step, {**row, "learning_rate": lr})
                 if save_now:
                     run.guard(step, row["loss"])  # never checkpoint a diverged model
-            if run.eval_due(step, last):
+            # A task whose checkpoint carries what its evaluation decides (fine-tuning's best
+            # epoch) evaluates first; pretraining checkpoints first, so a stop or a failed
+            # evaluation never costs the step's checkpoint.
+            due = run.eval_due(step, last)
+            if due and run.evaluate_before_checkpoint:
                 run.evaluate(step, twin)
             if save_now:
                 checkpoint(step)
+            if due and not run.evaluate_before_checkpoint:
+                run.evaluate(step, twin)
             if stop:
                 break
         if step == last:

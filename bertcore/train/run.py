@@ -34,8 +34,8 @@ class Run(Task):
 
     name = "pretrain"
     divergence_fix = ("start again with a lower --lr, a longer --warmup-steps or "
-                      "--layer-norm-position pre: --overwrite replaces this run, --init-from "
-                      "{rundir} --out NEW starts from its last good weights")
+                      "--layer-norm-position pre (--overwrite replaces this run)")
+    from_checkpoint = ", or from its last good weights: --init-from {rundir} --out NEW"
 
     def __init__(self, rundir: Path, framework: str, model_config: ModelConfig,
                  train_config: TrainConfig, tokenizer: WordPiece, shards: Shards, resume: bool,

@@ -110,6 +110,7 @@ class RunDir:
         self._made = False      # `lock` created the directory (so a failed set-up removes it)
         self._locked = False
         self._aside: Path | None = None   # the run `create` replaced, until the first checkpoint
+        self._recovered = False           # `lock` put back a run an interrupted --overwrite left
 
     def __str__(self) -> str:
         return str(self.path)
@@ -216,20 +217,39 @@ class RunDir:
                     pass
             raise
         self._locked = True
-        self._recover()
+        self._recovered = self._recover()
 
-    def _recover(self) -> None:
+    def _recover(self) -> bool:
         """A run that --overwrite replaced, left beside by a process killed before the new run's
         first checkpoint (`create`'s `.old-PID`), comes back; one whose new run did checkpoint
-        is deleted. Called holding the lock, so its writer is gone."""
+        is deleted. An aside without its mark (the kill came during the swap itself) always
+        comes back, its files winning over the half-placed new ones. Called holding the lock,
+        so its writer is gone. Returns whether a run came back."""
+        back = False
         for aside in self.path.glob(".old-*"):
             if not aside.is_dir() or not aside.name[5:].isdigit():
                 continue
-            if self.has_checkpoint():
+            if (aside / _SWAPPED).exists() and self.has_checkpoint():
                 shutil.rmtree(aside, ignore_errors=True)
             else:
                 self._aside = aside
                 self._put_back()
+                back = True
+        return back
+
+    def recover(self) -> bool:
+        """Put back a run an interrupted --overwrite left beside, before anything reads RUNDIR
+        (a --resume must not read the half-made run that replaced it); True if one came back.
+        Takes the lock for a moment (refused, naming the holder, while a process writes it)."""
+        if not any(p.is_dir() for p in self.path.glob(".old-*")):
+            return False
+        if self._locked:
+            return self._recover()
+        self.lock()
+        try:
+            return self._recovered
+        finally:
+            self.unlock()
 
     def unlock(self) -> None:
         if self._locked:
@@ -254,11 +274,18 @@ class RunDir:
             _REPLACING.discard(self)
 
     def _put_back(self) -> None:
-        """The new run's own files out, the replaced run's back in (its run.json last)."""
+        """The new run's own files out, the replaced run's back in (its run.json last). The
+        aside's mark goes first: a kill in between leaves an unmarked aside, which the next
+        lock puts back (`_recover`)."""
         aside, self._aside = self._aside, None
         _REPLACING.discard(self)
+        whole = (aside / _SWAPPED).exists()
+        (aside / _SWAPPED).unlink(missing_ok=True)
+        # After a whole swap every run file here is the new run's; after an interrupted one
+        # only those the aside has a copy of may be (the rest are the old run's, never moved).
         for p in self.path.iterdir():
-            if p.name in OWN_ENTRIES and p.name != LOCK_FILE:
+            if (p.name in OWN_ENTRIES and p.name != LOCK_FILE
+                    and (whole or (aside / p.name).exists())):
                 shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
         for p in sorted(aside.iterdir(), key=lambda p: p.name == RUN_FILE):
             p.rename(self.path / p.name)
@@ -313,7 +340,9 @@ class RunDir:
         shutil.rmtree(stage, ignore_errors=True)
         if moved:
             # The replaced run waits beside until the new one checkpoints (`keep_new`); a
-            # failure before then puts it back (`discard`, or at the end of the command).
+            # failure before then puts it back (`discard`, or at the end of the command). The
+            # mark says the swap is whole (a kill during it leaves an aside without one).
+            (aside / _SWAPPED).touch()
             self._aside = aside
             _REPLACING.add(self)
         else:
@@ -355,6 +384,9 @@ class RunDir:
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
 
+
+# In a replaced run's `.old-PID`: the swap that moved it there is complete.
+_SWAPPED = ".swapped"
 
 # The runs being replaced by this process whose new run has no checkpoint yet: a command that
 # ends without one (a failure, a signal during the set-up) puts the old run back.

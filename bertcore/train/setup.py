@@ -61,6 +61,7 @@ def setup_run(args: Any, framework: str, is_main: bool = True) -> Run:
         return run
     check_train_args(args)
     check_apart(rundir, _inputs(args))
+    files.recover()   # a run an interrupted --overwrite left beside is back before it is read
     made = (_resumed_run if args.resume else _new_run)(args, framework, files, progress)
     model_config, train_config, tok, shards, info, init = made
     if model_config.vocab_size != tok.vocab_size:

@@ -35,6 +35,7 @@ Exit codes (docs/guide.md "Stopping and resuming", `--help`):
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import re
@@ -47,7 +48,7 @@ from typing import Any, Callable
 
 from bertcore.infra.errors import UserError
 from bertcore.infra.files import (CheckpointWriteError, WRITE_ERRNOS, format_bytes, free_bytes,
-                                  os_error_in)
+                                  os_error_from_message)
 
 logger = logging.getLogger(__name__)
 
@@ -305,6 +306,18 @@ def add_stopping_flags(p: argparse.ArgumentParser) -> None:
                         "1h30m, 45s")
 
 
+def _os_error(e: BaseException) -> OSError | None:
+    """The OSError `e` is, or wraps on purpose (`raise ... from`), or names in its message."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno is not None:
+            return cur
+        cur = cur.__cause__
+    return os_error_from_message(str(e))
+
+
 def format_seconds(s: float | None) -> str:
     if s is None:
         return "none"
@@ -350,17 +363,24 @@ def run_train(train: Callable[[Any, list[str], Stopper], Any], args: Any,
     except UserError:
         raise                      # already one line (cli_entry prints it)
     except Exception as e:
-        # Any other run file that could not be written (hf/, best/, summary.json, the set-up's
-        # configs on a full disk): one line, the same exit code; the checkpoints are kept.
-        err = os_error_in(e)
+        # A run file that could not be written (hf/, best/, summary.json, the set-up's configs
+        # on a full disk) or a file the disk refused (permissions, I/O): one line, the same
+        # exit code; the checkpoints are kept. Only the error itself and what it wraps (its
+        # __cause__, or a library's message) count: a bug raised while handling an OSError keeps
+        # its traceback.
+        err = _os_error(e)
         if err is None or err.errno not in WRITE_ERRNOS:
             raise                  # not a failed write: a bug, keep the traceback
         where = err.filename or "a run file"
-        free = free_bytes(where) if err.filename else None
-        logger.error(f"error: could not write {where}: {err.strerror or err}"
-                     f"{f' ({format_bytes(free)} free)' if free is not None else ''}; the "
-                     f"checkpoints already written are kept; free space or fix the directory, "
-                     f"then run the command again (with --resume once a checkpoint exists)")
+        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            free = free_bytes(where) if err.filename else None
+            what = (f"could not write {where}: {err.strerror or err}"
+                    f"{f' ({format_bytes(free)} free)' if free is not None else ''}")
+        else:                      # EACCES, EPERM, EIO: a read as well as a write
+            what = f"{where}: {err.strerror or err} (check its permissions and its disk)"
+        logger.error(f"error: {what}; the checkpoints already written are kept; free space or "
+                     f"fix the directory, then run the command again (with --resume once a "
+                     f"checkpoint exists)")
         return EXIT_WRITE_FAILED
     except SetupInterrupted as e:
         logger.error(f"{signal.Signals(e.signum).name} received during the set-up, before the "

@@ -38,9 +38,13 @@ class Task:
 
     name = ""                 # run.json's "task" and the dashboards' name: pretrain, classify
     # The advice when the loss stops being finite: the run's settings (its --lr among them)
-    # cannot change on --resume, so the way on is a new start, from scratch or from the last
-    # good weights.
+    # cannot change on --resume, so the way on is a new start, from scratch or (where the task
+    # can start from a run's weights: `from_checkpoint`) from the last good checkpoint.
     divergence_fix = "start again with a lower --lr (--overwrite replaces this run)"
+    from_checkpoint = ""
+
+    evaluate_before_checkpoint = False   # True: a step's checkpoint holds its evaluation's
+                                         # outcome (the loop runs `evaluate` first)
 
     def __init__(self, rundir: Path, framework: str, files: RunDir, *, is_main: bool = True,
                  progress: bool = True, report_to: tuple[str, ...] = ()):
@@ -85,8 +89,7 @@ class Task:
         raise NotImplementedError
 
     def evaluate(self, step: int, twin: Any) -> None:
-        """Evaluate the twin's model after `step` and record it (before that step's checkpoint,
-        so the checkpoint carries what the evaluation decided)."""
+        """Evaluate the twin's model after `step` and record it."""
         raise NotImplementedError
 
     def state(self) -> dict[str, Any]:
@@ -171,9 +174,12 @@ class Task:
     def guard(self, step: int, value: float, name: str = "loss") -> None:
         """Stop a diverged run (before it can write a checkpoint), keeping the last good one."""
         if not math.isfinite(value):
-            raise TrainingDiverged(
-                f"{name} became {value} at step {step}; the last good checkpoint is kept in "
-                f"{self.checkpoint_dir}; {self.divergence_fix.format(rundir=self.rundir)}")
+            kept = self.files.has_checkpoint()
+            where = (f"the last good checkpoint is kept in {self.checkpoint_dir}" if kept else
+                     "no checkpoint was written yet")
+            also = self.from_checkpoint.format(rundir=self.rundir) if kept else ""
+            raise TrainingDiverged(f"{name} became {value} at step {step}; {where}; "
+                                   f"{self.divergence_fix}{also}")
 
     def note(self, text: str) -> None:
         """A message to the user, from the main process only (the console handler writes it
