@@ -29,11 +29,10 @@ import jax.numpy as jnp
 
 from bertcore.model.attention import rope_cos_sin, window_mask
 from bertcore.model.config import ModernBertConfig
-from bertcore.model.hf import flax_to_hf, save_hf_directory
 
 from .model import _Module as _BertModule
-from .model import (Dropout, _Dense, _jitted_init, add_bias, attention_probs, gelu,
-                    load_hf_directory, merge_hf_params, tied_logits)
+from .model import (BertForPreTraining, Dropout, _Dense, _jitted_init, add_bias,
+                    attention_probs, gelu, load_hf_directory, merge_hf_params, tied_logits)
 
 Dtype = Any
 
@@ -254,14 +253,8 @@ class ModernBertForMaskedLM(_Module):
             seq = jnp.take_along_axis(seq, masked_positions[:, :, None], axis=1)  # (B, P, H)
         return self.decoder(self.head(seq), self.model.embeddings.tok_embeddings), None
 
-    @nn.nowrap
-    def save_pretrained(self, path: str | Path, params: dict, tokenizer: str | Path | None = None
-                        ) -> None:
-        """Write config.json + model.safetensors of `params` (this model's 'params' dict, as
-        `from_pretrained` returns it), and `tokenizer`'s files if given, in HF layout: the files
-        torchbert's `save_pretrained` writes (bertcore.model.hf.save_hf_directory)."""
-        save_hf_directory(path, self.config, flax_to_hf(params, self.config),
-                          None if tokenizer is None else Path(tokenizer))
+    # config.json + model.safetensors of `params` under this config's HF names: BERT's method.
+    save_pretrained = BertForPreTraining.save_pretrained
 
 
 def init_params(config: ModernBertConfig, rng, param_dtype: Dtype = jnp.float32) -> dict:

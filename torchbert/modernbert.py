@@ -17,7 +17,6 @@ Hugging Face directory, the loss) are model.py's.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,9 +27,9 @@ import torch.utils.checkpoint
 from bertcore.model.attention import rope_cos_sin, window_mask
 from bertcore.model.config import ModernBertConfig
 from bertcore.model.hf import (MODERNBERT_HEAD_PREFIXES, MODERNBERT_TIED, check_hf_state,
-                               normalize_hf_names, save_hf_directory)
+                               normalize_hf_names)
 
-from .model import Dropout, _as_numpy, attention_probs, load_hf_directory
+from .model import BertForPreTraining, Dropout, _as_numpy, attention_probs, load_hf_directory
 
 
 class ModernBertEmbeddings(nn.Module):
@@ -322,9 +321,5 @@ class ModernBertForMaskedLM(nn.Module):
         model, missing = load_hf_directory(path, ModernBertConfig, config_overrides, cls)
         return (model, {"missing_keys": missing}) if output_loading_info else model
 
-    def save_pretrained(self, path: str | os.PathLike, tokenizer: str | os.PathLike | None = None
-                        ) -> None:
-        """Write config.json + model.safetensors (and `tokenizer`'s files, if given) in HF
-        layout (loads in `transformers`; bertcore.model.hf.save_hf_directory)."""
-        state = {k: _as_numpy(v) for k, v in self.hf_state_dict().items()}
-        save_hf_directory(path, self.config, state, None if tokenizer is None else Path(tokenizer))
+    # config.json + model.safetensors of whatever hf_state_dict() gives: BERT's method.
+    save_pretrained = BertForPreTraining.save_pretrained
