@@ -1,5 +1,5 @@
-"""The model a config builds: BERT (model.py) or ModernBERT (modernbert.py), for pretraining or
-sequence classification (classifier.py). The twin of torchbert/arch.py; the training, fill-mask,
+"""The model a config builds: BERT (model.py), ModernBERT (modernbert.py) or ELECTRA
+(electra.py), for pretraining or sequence classification (classifier.py). The twin of torchbert/arch.py; the training, fill-mask,
 classify and conversion code asks here, so neither architecture's file knows of the other."""
 
 from __future__ import annotations
@@ -10,18 +10,22 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from bertcore.model.config import ModelConfig, ModernBertConfig, load_model_config
+from bertcore.model.config import ElectraConfig, ModelConfig, ModernBertConfig, load_model_config
 
-from . import classifier, model, modernbert
+from . import classifier, electra, model, modernbert
 
 
 def _module(config: ModelConfig):
+    if isinstance(config, ElectraConfig):
+        return electra
     return modernbert if isinstance(config, ModernBertConfig) else model
 
 
 def pretraining_model(config: ModelConfig, **kwargs: Any):
     """BertForPreTraining(config, ...) or ModernBertForMaskedLM(config, ...) (dtype, remat,
     pad_vocab_to): the same `apply` signature, (mlm_logits, nsp_logits) out."""
+    if isinstance(config, ElectraConfig):     # its own apply: generator + discriminator
+        return electra.ElectraPreTrainingModel(config, **kwargs)
     if isinstance(config, ModernBertConfig):
         return modernbert.ModernBertForMaskedLM(config, **kwargs)
     return model.BertForPreTraining(config, **kwargs)

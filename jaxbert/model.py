@@ -136,12 +136,13 @@ class BertEmbeddings(_Module):
 
     def setup(self):
         c, kw = self.config, dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.word_embeddings = nn.Embed(c.vocab_size, c.hidden_size,
-                                        embedding_init=_word_embedding_init(c), **kw)
-        self.position_embeddings = nn.Embed(c.max_position_embeddings, c.hidden_size,
+        E = getattr(c, "embedding_size", c.hidden_size)   # ELECTRA's may be narrower
+        self.word_embeddings = nn.Embed(c.vocab_size, E, embedding_init=_word_embedding_init(c),
+                                        **kw)
+        self.position_embeddings = nn.Embed(c.max_position_embeddings, E,
                                             embedding_init=_normal(c), **kw)
-        self.token_type_embeddings = nn.Embed(c.type_vocab_size, c.hidden_size,
-                                              embedding_init=_normal(c), **kw)
+        self.token_type_embeddings = nn.Embed(c.type_vocab_size, E, embedding_init=_normal(c),
+                                              **kw)
         self.LayerNorm = self._layer_norm()
         self.dropout = Dropout(rate=c.hidden_dropout_prob)
 
@@ -514,7 +515,8 @@ def load_hf_directory(path: str | Path, config_cls: Any, config_overrides: dict[
     `read_hf_weights` finds (through `merge_hf_params`); what they lack comes from
     `init(config, rng)`, logged. What both architectures' `from_pretrained` share."""
     path = Path(path)
-    arch = "ModernBERT" if getattr(config_cls, "model_type", "bert") == "modernbert" else "BERT"
+    arch = {"modernbert": "ModernBERT", "electra": "ELECTRA"}.get(
+        getattr(config_cls, "model_type", "bert"), "BERT")
     if not path.is_dir():
         raise UserError(f"{path} is not a directory; pass a Hugging Face {arch} directory")
     config = config_cls.from_json_file(path / "config.json").replace(**config_overrides)

@@ -73,11 +73,11 @@ class BertEmbeddings(nn.Module):
         # padding_idx as in HF: the [PAD] row starts at zero and gets no gradient from lookups.
         # (The JAX twin has no padding_idx; it needs none, since a padded position never reaches
         # the loss, so that row's lookup gradient is zero there too.)
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size,
-                                            padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        E = getattr(config, "embedding_size", config.hidden_size)   # ELECTRA's may be narrower
+        self.word_embeddings = nn.Embedding(config.vocab_size, E, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, E)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, E)
+        self.LayerNorm = nn.LayerNorm(E, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
@@ -469,7 +469,8 @@ def load_hf_directory(path: str | os.PathLike, config_cls: Any,
     weights `read_hf_weights` finds; what they lack stays initialised, logged. What both
     architectures' `from_pretrained` share."""
     path = Path(path)
-    arch = "ModernBERT" if getattr(config_cls, "model_type", "bert") == "modernbert" else "BERT"
+    arch = {"modernbert": "ModernBERT", "electra": "ELECTRA"}.get(
+        getattr(config_cls, "model_type", "bert"), "BERT")
     if not path.is_dir():
         raise UserError(f"{path} is not a directory; pass a Hugging Face {arch} directory")
     config = config_cls.from_json_file(path / "config.json").replace(**config_overrides)

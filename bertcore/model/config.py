@@ -69,7 +69,7 @@ def _config_json(path: str | Path) -> Path:
 def _check_model_type(d: dict[str, Any], want: str) -> None:
     """A config of the other architecture is refused by name (its fields would half match)."""
     kind = d.get("model_type")      # absent: take the dict as the class asked for
-    if kind in ("bert", "modernbert") and kind != want:
+    if kind in ("bert", "modernbert", "electra") and kind != want:
         raise UserError(f"this is a {kind} config (model_type), not a {want} one; load it with "
                         f"bertcore.model.config.load_model_config, or a model with "
                         f"torchbert.arch / jaxbert.arch's from_pretrained, which pick the "
@@ -374,6 +374,152 @@ class ModernBertConfig(_ModelConfigFile):
         return self.replace(attention_dropout=0.0, embedding_dropout=0.0, mlp_dropout=0.0)
 
 
+# ---- ELECTRA (Clark et al. 2020, "Pre-training Text Encoders as Discriminators Rather Than
+# Generators"; transformers' ElectraConfig) ----------------------------------------------------
+
+# The same depths, widths and heads as BERT's presets (so an ELECTRA run and a BERT run of one
+# preset name train encoders of one size), embeddings factorised to 128 below base as
+# ELECTRA-Small does; base and large as published; `electra-small` is ELECTRA-Small as published.
+ELECTRA_PRESETS: dict[str, tuple[int, int, int, int]] = {
+    #          layers, hidden, heads, embedding_size
+    "tiny": (2, 128, 2, 128),
+    "mini": (4, 256, 4, 128),
+    "small": (4, 512, 8, 128),
+    "medium": (8, 512, 8, 128),
+    "base": (12, 768, 12, 768),
+    "large": (24, 1024, 16, 1024),
+    "electra-small": (12, 256, 4, 128),
+}
+ELECTRA_ROLES = ("pretraining", "discriminator", "generator")
+
+
+@dataclass(frozen=True)
+class ElectraConfig(_ModelConfigFile):
+    """ELECTRA's config with Hugging Face `ElectraConfig`'s field names, so the config.json of a
+    published ELECTRA (discriminator or generator) loads as is and ours loads in transformers.
+
+    The config describes the *discriminator*, the encoder a run keeps; the generator is derived
+    from it as google-research/electra's `get_generator_config` does: `generator_hidden_size`
+    and `generator_layers` are fractions of the discriminator's width and depth (their names in
+    that repository's configure_pretraining.py; not HF fields, which transformers keeps as extra
+    attributes). Both models share the token, position and token-type embeddings (width
+    `embedding_size`, each model projecting them to its own hidden size where that differs)."""
+    vocab_size: int = 30522
+    embedding_size: int = 128
+    hidden_size: int = 256
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 4
+    intermediate_size: int = 1024
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    generator_hidden_size: float = 0.25
+    generator_layers: float = 1.0
+
+    model_type = "electra"               # class attributes, not fields
+    layer_norm_position = "post"         # ELECTRA's layers are post-LN BERT layers
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def validate(self) -> None:
+        for name in ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers",
+                     "num_attention_heads", "intermediate_size", "max_position_embeddings",
+                     "type_vocab_size"):
+            check_size_field(name, getattr(self, name))
+        if self.hidden_size % self.num_attention_heads:
+            raise UserError(
+                f"config hidden_size={self.hidden_size} is not divisible by "
+                f"num_attention_heads={self.num_attention_heads}; pick a head count that "
+                f"divides it")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            v = getattr(self, name)
+            if not is_number(v) or not 0.0 <= v < 1.0:
+                raise UserError(f"config {name}={v!r} must be a number in [0, 1)")
+        for name in ("initializer_range", "layer_norm_eps"):
+            v = getattr(self, name)
+            if not is_number(v) or not 0.0 < v < math.inf:
+                raise UserError(f"config {name}={v!r} must be a positive number")
+        if self.hidden_act not in HIDDEN_ACTS:
+            raise UserError(f"config hidden_act={self.hidden_act!r} is not supported; use one of "
+                            f"{', '.join(HIDDEN_ACTS)}")
+        if (not isinstance(self.pad_token_id, int) or isinstance(self.pad_token_id, bool)
+                or not 0 <= self.pad_token_id < self.vocab_size):
+            raise UserError(f"config pad_token_id={self.pad_token_id!r} must be a token id below "
+                            f"vocab_size={self.vocab_size}")
+        for name, flag in (("generator_hidden_size", "--generator-size"),
+                           ("generator_layers", "--generator-layers")):
+            v = getattr(self, name)
+            if not is_number(v) or not 0.0 < v <= 1.0:
+                raise UserError(f"config {name}={v!r} ({flag}) must be a fraction in (0, 1]: the "
+                                f"generator is at most as wide and deep as the discriminator "
+                                f"(the paper's best are 1/4 to 1/2 as wide)")
+        self._generator_shape()
+        # last: its weights against the memory there is (bertcore.model.sizes)
+        check_model_fits(self)
+
+    def _generator_shape(self) -> tuple[int, int, int]:
+        """(hidden, layers, heads) of the generator: google-research/electra's rule (hidden and
+        depth the fractions of the discriminator's, rounded; one head per 64 features)."""
+        hidden = max(1, int(round(self.hidden_size * self.generator_hidden_size)))
+        layers = max(1, int(round(self.num_hidden_layers * self.generator_layers)))
+        heads = max(1, hidden // 64)
+        if hidden % heads:
+            raise UserError(f"config generator_hidden_size={self.generator_hidden_size} makes a "
+                            f"generator {hidden} wide, which does not split into {heads} heads of "
+                            f"64; pick a --generator-size that gives a multiple of 64")
+        return hidden, layers, heads
+
+    def generator_config(self) -> "ElectraConfig":
+        """The generator's own config (what its Hugging Face directory's config.json holds)."""
+        hidden, layers, heads = self._generator_shape()
+        return self.replace(hidden_size=hidden, num_hidden_layers=layers,
+                            num_attention_heads=heads, intermediate_size=4 * hidden,
+                            generator_hidden_size=1.0, generator_layers=1.0)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "ElectraConfig":
+        if name not in ELECTRA_PRESETS:
+            raise UserError(f"unknown preset {name!r}; choose one of "
+                            f"{', '.join(ELECTRA_PRESETS)}")
+        layers, hidden, heads, emb = ELECTRA_PRESETS[name]
+        kw: dict[str, Any] = dict(num_hidden_layers=layers, hidden_size=hidden,
+                                  num_attention_heads=heads, intermediate_size=4 * hidden,
+                                  embedding_size=emb)
+        kw.update(overrides)
+        return cls(**kw)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ElectraConfig":
+        _check_model_type(d, "electra")
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_dict(self, role: str = "pretraining") -> dict[str, Any]:
+        """The config.json of a run (role "pretraining": the discriminator's config with the
+        generator's fractions) or of one exported model ("discriminator", "generator": the
+        architectures transformers builds from it)."""
+        d = dataclasses.asdict(self)
+        arch = "ElectraForMaskedLM" if role == "generator" else "ElectraForPreTraining"
+        d.update(model_type="electra", architectures=[arch], position_embedding_type="absolute",
+                 tie_word_embeddings=True)
+        if role != "pretraining":
+            del d["generator_hidden_size"], d["generator_layers"]
+        return d
+
+    def without_dropout(self) -> "ElectraConfig":
+        return self.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
 def special_ids(tok: Any) -> dict[str, int]:
     """ModernBertConfig's special-token fields from a tokenizer (bertcore.data.tokenizer's
     WordPiece: pad_id, cls_id, sep_id): [CLS] begins a sequence and [SEP] ends it."""
@@ -381,23 +527,26 @@ def special_ids(tok: Any) -> dict[str, int]:
                 sep_token_id=tok.sep_id, eos_token_id=tok.sep_id)
 
 
-ModelConfig = BertConfig | ModernBertConfig
-ARCHS = {"bert": BertConfig, "modernbert": ModernBertConfig}
+ModelConfig = BertConfig | ModernBertConfig | ElectraConfig
+ARCHS = {"bert": BertConfig, "modernbert": ModernBertConfig, "electra": ElectraConfig}
 
 
 def arch_of(config: ModelConfig) -> str:
-    """"bert" or "modernbert": the architecture a model config describes."""
-    return "modernbert" if isinstance(config, ModernBertConfig) else "bert"
+    """"bert", "modernbert" or "electra": the architecture a model config describes."""
+    return getattr(config, "model_type", "bert")
 
 
 def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
-    """BertConfig or ModernBertConfig by the dict's `model_type` (none: BERT, as older files)."""
+    """BertConfig, ModernBertConfig or ElectraConfig by the dict's `model_type` (none: BERT, as
+    older files)."""
     kind = d.get("model_type", "bert")
     if kind == "modernbert":
         return ModernBertConfig.from_dict(d)
+    if kind == "electra":
+        return ElectraConfig.from_dict(d)
     if kind not in ("bert", None):
-        raise UserError(f"model_type {kind!r} is not supported; this project trains 'bert' and "
-                        f"'modernbert'")
+        raise UserError(f"model_type {kind!r} is not supported; this project trains 'bert', "
+                        f"'modernbert' and 'electra'")
     return BertConfig.from_dict(d)
 
 

@@ -37,9 +37,9 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from bertcore.model.config import BertConfig, ModelConfig, ModernBertConfig
+from bertcore.model.config import BertConfig, ElectraConfig, ModelConfig, ModernBertConfig
 from bertcore.infra.errors import UserError
-from bertcore.infra.files import Output, atomic_path
+from bertcore.infra.files import Output, atomic_path, write_text_atomic
 
 # ---- the table -------------------------------------------------------------------------------
 # (module name in Hugging Face's BertForPreTraining, layer type). "{i}" is a layer index. The Flax
@@ -87,6 +87,37 @@ MODERNBERT_TABLE: tuple[tuple[str, str], ...] = (
 MODERNBERT_TIED = {"decoder.weight": "model.embeddings.tok_embeddings.weight"}
 MODERNBERT_HEAD_PREFIXES = ("head.", "decoder.")   # a ModernBertModel save has neither
 
+# ELECTRA's modules (transformers' ElectraForPreTraining, ElectraForMaskedLM and
+# ElectraForSequenceClassification; the twins' torchbert/electra.py and jaxbert/electra.py use
+# them). The encoder is BERT's under `electra.` (no pooler); `embeddings_project` exists where
+# embedding_size differs from hidden_size. Our pretraining model holds both, as
+# `discriminator.<its HF names>` and `generator.<its HF names>`, the generator without embeddings
+# of its own (it uses the discriminator's, as in the paper): ELECTRA_PREFIXES.
+ELECTRA_TABLE: tuple[tuple[str, str], ...] = (
+    ("electra.embeddings.word_embeddings", "embed"),
+    ("electra.embeddings.position_embeddings", "embed"),
+    ("electra.embeddings.token_type_embeddings", "embed"),
+    ("electra.embeddings.LayerNorm", "layernorm"),
+    ("electra.embeddings_project", "dense"),
+    ("electra.encoder.layer.{i}.attention.self.query", "dense"),
+    ("electra.encoder.layer.{i}.attention.self.key", "dense"),
+    ("electra.encoder.layer.{i}.attention.self.value", "dense"),
+    ("electra.encoder.layer.{i}.attention.output.dense", "dense"),
+    ("electra.encoder.layer.{i}.attention.output.LayerNorm", "layernorm"),
+    ("electra.encoder.layer.{i}.intermediate.dense", "dense"),
+    ("electra.encoder.layer.{i}.output.dense", "dense"),
+    ("electra.encoder.layer.{i}.output.LayerNorm", "layernorm"),
+    ("discriminator_predictions.dense", "dense"),
+    ("discriminator_predictions.dense_prediction", "dense"),
+    ("generator_predictions.dense", "dense"),
+    ("generator_predictions.LayerNorm", "layernorm"),
+    ("generator_lm_head", "bias"),     # its weight is the word embedding matrix
+    ("classifier.dense", "dense"),     # ElectraForSequenceClassification's head
+    ("classifier.out_proj", "dense"),
+)
+ELECTRA_PREFIXES = ("discriminator.", "generator.")
+ELECTRA_BUFFERS = ("electra.embeddings.position_ids", "electra.embeddings.token_type_ids")
+
 # layer type -> ((torch leaf, Flax leaf, transpose), ...)
 LEAVES: dict[str, tuple[tuple[str, str, bool], ...]] = {
     "dense": (("weight", "kernel", True), ("bias", "bias", False)),
@@ -116,7 +147,7 @@ class Param:
 def _rule_regexes() -> list[tuple[re.Pattern, re.Pattern, str, str, bool]]:
     """Each (module, leaf) rule as a regex over HF names and one over Flax paths ("/"-joined)."""
     rules = []
-    for module, layer_type in TABLE + MODERNBERT_TABLE:
+    for module, layer_type in _ALL_MODULES:
         for hf_leaf, flax_leaf, transpose in LEAVES[layer_type]:
             hf = re.escape(f"{module}.{hf_leaf}").replace(re.escape("{i}"), r"(\d+)")
             fx = re.escape("/".join(module.split(".") + [flax_leaf])).replace(
@@ -126,6 +157,8 @@ def _rule_regexes() -> list[tuple[re.Pattern, re.Pattern, str, str, bool]]:
     return rules
 
 
+_ALL_MODULES = TABLE + MODERNBERT_TABLE + tuple(
+    (prefix + module, kind) for prefix in ("", *ELECTRA_PREFIXES) for module, kind in ELECTRA_TABLE)
 _RULES = _rule_regexes()
 
 
@@ -171,11 +204,65 @@ def _modernbert_param_table(config: ModernBertConfig) -> list[Param]:
     return out
 
 
+def electra_param_table(config: ElectraConfig, role: str = "pretraining") -> list[Param]:
+    """Every parameter of one ELECTRA model, in model order, with its HF shape: role
+    "discriminator" (ElectraForPreTraining(config)), "generator" (ElectraForMaskedLM of
+    `config.generator_config()`), or "pretraining" (the twins' ElectraPreTrainingModel: both,
+    as `discriminator.*` and `generator.*`, the generator's embeddings being the
+    discriminator's)."""
+    if role == "pretraining":
+        return ([_prefixed(p, "discriminator.") for p in electra_param_table(config,
+                                                                             "discriminator")]
+                + [_prefixed(p, "generator.") for p in electra_param_table(config, "generator")
+                   if not p.hf_name.startswith("electra.embeddings.")])
+    return electra_model_table(config.generator_config() if role == "generator" else config,
+                               role)
+
+
+def electra_model_table(own: ElectraConfig, role: str) -> list[Param]:
+    """The parameters of one transformers ELECTRA model whose config.json is `own` (for a
+    generator, the generator's own config: what its directory holds)."""
+    E, H, I, V = own.embedding_size, own.hidden_size, own.intermediate_size, own.vocab_size
+    shapes = {"electra.embeddings.word_embeddings": (V, E),
+              "electra.embeddings.position_embeddings": (own.max_position_embeddings, E),
+              "electra.embeddings.token_type_embeddings": (own.type_vocab_size, E),
+              "electra.embeddings.LayerNorm": (E,), "electra.embeddings_project": (H, E),
+              "electra.encoder.layer.{i}.intermediate.dense": (I, H),
+              "electra.encoder.layer.{i}.output.dense": (H, I),
+              "discriminator_predictions.dense_prediction": (1, H),
+              "generator_predictions.dense": (E, H), "generator_predictions.LayerNorm": (E,),
+              "generator_lm_head": (V,)}
+    heads = {"discriminator": "discriminator_predictions.",
+             "generator": ("generator_predictions.", "generator_lm_head")}[role]
+    out = []
+    for module, layer_type in ELECTRA_TABLE:
+        if not module.startswith(("electra.", *((heads,) if isinstance(heads, str) else heads))):
+            continue
+        if module == "electra.embeddings_project" and E == H:
+            continue
+        layers = range(own.num_hidden_layers) if "{i}" in module else [None]
+        for i in layers:
+            name = module.replace("{i}", str(i))
+            w = shapes.get(module, (H, H) if layer_type == "dense" else (H,))
+            for hf_leaf, flax_leaf, transpose in LEAVES[layer_type]:
+                shape = w if hf_leaf == "weight" or layer_type == "bias" else (w[0],)
+                out.append(Param(f"{name}.{hf_leaf}", tuple(name.split(".")) + (flax_leaf,),
+                                 transpose, shape))
+    return out
+
+
+def _prefixed(p: Param, prefix: str) -> Param:
+    return Param(prefix + p.hf_name, tuple(prefix.rstrip(".").split(".")) + p.flax_path,
+                 p.transpose, p.hf_shape)
+
+
 def param_table(config: ModelConfig) -> list[Param]:
-    """Every parameter of `BertForPreTraining(config)` (or `ModernBertForMaskedLM(config)`), in
-    model order, with its HF shape."""
+    """Every parameter of `BertForPreTraining(config)` (or `ModernBertForMaskedLM(config)`, or
+    ELECTRA's generator + discriminator), in model order, with its HF shape."""
     if isinstance(config, ModernBertConfig):
         return _modernbert_param_table(config)
+    if isinstance(config, ElectraConfig):
+        return electra_param_table(config)
     H = config.hidden_size
     shapes = _shapes(config)
     out = []
@@ -208,7 +295,7 @@ def _lookup(key: str, to_flax: bool) -> tuple[str, bool] | None:
             name = name.replace("{i}", idx, 1)
         if to_flax:
             return "/".join(name.split(".") + [flax_leaf]), transpose
-        hf_leaf = next(h for h, f, _ in LEAVES[dict(TABLE + MODERNBERT_TABLE)[module]]
+        hf_leaf = next(h for h, f, _ in LEAVES[dict(_ALL_MODULES)[module]]
                        if f == flax_leaf)
         return f"{name}.{hf_leaf}", transpose
     return None
@@ -232,13 +319,31 @@ def _convert(flat: Mapping[str, Any], to_flax: bool) -> tuple[dict[str, np.ndarr
     return out, unknown
 
 
+# ELECTRA's tied copies: a generator's decoder is its word embedding matrix; in the pretraining
+# model the generator's embeddings (and so its decoder) are the discriminator's.
+ELECTRA_TIED = {"generator_lm_head.weight": "electra.embeddings.word_embeddings.weight"}
+ELECTRA_PAIR_TIED = {
+    "generator.generator_lm_head.weight": "discriminator.electra.embeddings.word_embeddings.weight",
+    **{f"generator.electra.embeddings.{m}.{leaf}": f"discriminator.electra.embeddings.{m}.{leaf}"
+       for m, leaf in (("word_embeddings", "weight"), ("position_embeddings", "weight"),
+                       ("token_type_embeddings", "weight"), ("LayerNorm", "weight"),
+                       ("LayerNorm", "bias"))}}
+# What an ELECTRA pretraining state may lack: a model made from one of the two published models
+# (the other starts fresh), or an ElectraModel save (no heads).
+ELECTRA_HEAD_PREFIXES = ("generator.", "discriminator.discriminator_predictions.")
+
+
 def tied_names(config: ModelConfig | None) -> dict[str, str]:
     """Tied copy -> the parameter it is, for this architecture."""
+    if isinstance(config, ElectraConfig):
+        return ELECTRA_PAIR_TIED
     return MODERNBERT_TIED if isinstance(config, ModernBertConfig) else TIED
 
 
 def head_prefixes(config: ModelConfig) -> tuple[str, ...]:
     """Names an encoder-only save may lack, for this architecture."""
+    if isinstance(config, ElectraConfig):
+        return ELECTRA_HEAD_PREFIXES
     return MODERNBERT_HEAD_PREFIXES if isinstance(config, ModernBertConfig) else HEAD_PREFIXES
 
 
@@ -249,6 +354,11 @@ def normalize_hf_names(state: Mapping[str, Any], config: ModelConfig | None = No
     copies equal what they tie to. The architecture is `config`'s, else read from the names."""
     if config is None and any("tok_embeddings" in k for k in state):
         config = ModernBertConfig
+    if isinstance(config, ElectraConfig) or (config is None and any(
+            k.startswith(("electra.", "discriminator.electra.")) for k in state)):
+        tied = {**ELECTRA_TIED, **ELECTRA_PAIR_TIED}
+        return _check_tied({k: np.asarray(v) for k, v in state.items()
+                            if not k.endswith(ELECTRA_BUFFERS)}, tied)
     if isinstance(config, ModernBertConfig) or config is ModernBertConfig:
         return _check_tied({k if k.startswith(("model.", "head.", "decoder.", "classifier."))
                             else f"model.{k}": np.asarray(v) for k, v in state.items()},
@@ -293,7 +403,7 @@ def check_hf_state(state: Mapping[str, Any], config: BertConfig,
     (sorted), which the caller initialises fresh."""
     expected = {p.hf_name: p for p in param_table(config)}
     kind = (f"layer_norm_position={config.layer_norm_position!r}" if isinstance(config, BertConfig)
-            else "ModernBERT")
+            else "ELECTRA" if isinstance(config, ElectraConfig) else "ModernBERT")
     fail_names(f"{source} has unexpected parameter names for this config ({kind})",
                set(state) - set(expected),
                "check that the checkpoint and config.json belong together")
@@ -456,8 +566,17 @@ def classifier_param_table(config: ModelConfig, num_labels: int) -> list[Param]:
     """Every parameter of `BertForSequenceClassification(config, num_labels)` (or
     `ModernBertForSequenceClassification`: the encoder `model.*`, the pooled vector's `head.*`
     and the classifier), in model order."""
-    body = [p for p in param_table(config) if p.hf_name.startswith(("bert.", "model.", "head."))]
     H = config.hidden_size
+    if isinstance(config, ElectraConfig):
+        # ElectraForSequenceClassification: the discriminator's encoder, then its own head
+        # (dense + GELU on [CLS], out_proj; no pooler).
+        body = [p for p in electra_param_table(config, "discriminator")
+                if p.hf_name.startswith("electra.")]
+        return body + [Param(f"{CLASSIFIER}.{m}.{leaf}", (CLASSIFIER, m, fx), t, shape)
+                       for m, rows in (("dense", H), ("out_proj", num_labels))
+                       for leaf, fx, t, shape in (("weight", "kernel", True, (rows, H)),
+                                                  ("bias", "bias", False, (rows,)))]
+    body = [p for p in param_table(config) if p.hf_name.startswith(("bert.", "model.", "head."))]
     return body + [Param(f"{CLASSIFIER}.weight", (CLASSIFIER, "kernel"), True, (num_labels, H)),
                    Param(f"{CLASSIFIER}.bias", (CLASSIFIER, "bias"), False, (num_labels,))]
 
@@ -534,21 +653,29 @@ HF_OUTPUT = Output("a Hugging Face model directory",
 
 
 def save_hf_files(out: Path, config: BertConfig, params: Mapping[str, Any],
-                  tokenizer: Path | None = None) -> None:
+                  tokenizer: Path | None = None, role: str = "pretraining") -> None:
     """Write a Hugging Face BERT directory's files into the existing directory `out`:
     config.json, model.safetensors (HF names in model order, the tied decoder stored once, as HF
     saves it) and the tokenizer's files, so `transformers.BertForPreTraining.from_pretrained(out)`
     and both twins load it. Each file is replaced in one rename (files.atomic_path), the weights
     before config.json; a whole new directory is `save_hf_directory`'s (or a caller's
-    files.replace_output)."""
+    files.replace_output). For ELECTRA, `role` "discriminator" or "generator" writes that one
+    model from its own HF-named state (`electra_split`), as transformers' ElectraForPreTraining
+    or ElectraForMaskedLM."""
     from safetensors.numpy import save_file
 
-    names = hf_names(config)
+    names = (hf_names(config) if role == "pretraining"
+             else [p.hf_name for p in electra_param_table(config, role)])
     fail_names("missing parameters", set(names) - set(params), "the state is incomplete")
     with atomic_path(out / "model.safetensors") as tmp:
         save_file({n: np.ascontiguousarray(params[n], dtype=np.float32) for n in names},
                   str(tmp), metadata={"format": "pt"})
-    config.to_json_file(out / "config.json")
+    if role == "pretraining":
+        config.to_json_file(out / "config.json")
+    else:
+        own = config.generator_config() if role == "generator" else config
+        write_text_atomic(out / "config.json",
+                          json.dumps(own.to_dict(role), indent=2, sort_keys=True) + "\n")
     if tokenizer is not None:
         for f in TOKENIZER_FILES:
             if (tokenizer / f).is_file():
@@ -557,7 +684,7 @@ def save_hf_files(out: Path, config: BertConfig, params: Mapping[str, Any],
 
 
 def save_hf_directory(path: str | os.PathLike, config: BertConfig, params: Mapping[str, Any],
-                      tokenizer: Path | None = None) -> None:
+                      tokenizer: Path | None = None, role: str = "pretraining") -> None:
     """Both twins' `save_pretrained`: `save_hf_files` into `path`. A new directory is built
     beside and renamed into place whole (files.atomic_path); in an existing one each file is
     replaced on its own and whatever else it holds (a tokenizer, a model card) is kept, as
@@ -567,7 +694,92 @@ def save_hf_directory(path: str | os.PathLike, config: BertConfig, params: Mappi
         raise UserError(f"{path} is a file; a Hugging Face model is a directory: choose another "
                         f"path")
     if path.is_dir():
-        save_hf_files(path, config, params, tokenizer)
+        save_hf_files(path, config, params, tokenizer, role)
         return
     with atomic_path(path, is_dir=True) as tmp:
-        save_hf_files(tmp, config, params, tokenizer)
+        save_hf_files(tmp, config, params, tokenizer, role)
+
+
+# ---- ELECTRA: one pretraining state <-> the two Hugging Face models -----------------------------
+
+ELECTRA_ROLES = ("discriminator", "generator")
+
+
+def electra_split(state: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """A pretraining state (`discriminator.*`, `generator.*` HF names) -> the HF states of
+    ElectraForPreTraining and ElectraForMaskedLM: the prefixes dropped, and the generator given
+    the shared embeddings under its own names (each exported model is whole)."""
+    out: dict[str, dict[str, Any]] = {role: {} for role in ELECTRA_ROLES}
+    for k, v in state.items():
+        for role in ELECTRA_ROLES:
+            if k.startswith(role + "."):
+                out[role][k[len(role) + 1:]] = v
+    for k, v in out["discriminator"].items():
+        if k.startswith("electra.embeddings."):
+            out["generator"].setdefault(k, v)
+    return out
+
+
+def electra_join(parts: Mapping[str, Mapping[str, Any] | None], config: ElectraConfig,
+                 sources: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """The HF states of the two ELECTRA models (either may be None: it is left out, for the
+    caller to initialise) -> one pretraining state (`discriminator.*`, `generator.*`). The
+    generator's embeddings are the discriminator's (shared, as in the paper): where both are
+    given they must be equal, else one UserError; a generator alone gives them to both."""
+    disc = normalize_hf_names(parts.get("discriminator") or {}, config)
+    gen = normalize_hf_names(parts.get("generator") or {}, config)
+    emb = "electra.embeddings."
+    shared = {k: v for k, v in gen.items() if k.startswith(emb)}
+    for k, v in shared.items():
+        if k in disc and (np.shape(disc[k]) != np.shape(v) or not np.array_equal(disc[k], v)):
+            raise UserError(f"{sources.get('generator', 'the generator')} and "
+                            f"{sources.get('discriminator', 'the discriminator')} have different "
+                            f"embeddings ({k}); ELECTRA's generator and discriminator share "
+                            f"them. Start from the discriminator alone (the generator then "
+                            f"starts fresh), or from a pair trained together")
+        disc.setdefault(k, v)
+    out = {f"discriminator.{k}": v for k, v in disc.items()}
+    out.update({f"generator.{k}": v for k, v in gen.items() if not k.startswith(emb)})
+    return out
+
+
+def check_electra_state(state: Mapping[str, Any], own: ElectraConfig, role: str,
+                        source: str = "the checkpoint") -> list[str]:
+    """Check one transformers ELECTRA model's canonical HF names (`normalize_hf_names`) against
+    `electra_model_table(own, role)`: unknown, misshaped or missing encoder parameters raise one
+    UserError; missing heads (an ElectraModel save) are allowed. Returns the missing names."""
+    table = {p.hf_name: p for p in electra_model_table(own, role)}
+    fail_names(f"{source} has unexpected parameter names for an ELECTRA {role}",
+               set(state) - set(table), "is it the other ELECTRA model, or another model?")
+    missing = sorted(set(table) - set(state))
+    fail_names(f"{source} has missing parameters", [n for n in missing if n.startswith("electra.")],
+               "the checkpoint is incomplete or from another model")
+    fail_names(f"{source} has parameters with the wrong shape", [
+        f"{n} {tuple(np.shape(a))} (config wants {table[n].hf_shape})"
+        for n, a in state.items() if tuple(np.shape(a)) != table[n].hf_shape],
+        "config.json does not match the weights")
+    return missing
+
+
+def table_to_flax(state: Mapping[str, Any], table: list[Param]) -> dict:
+    """HF-named arrays (torch layout) of the table's parameters that `state` has -> nested Flax
+    params (Dense kernels transposed)."""
+    return unflatten({"/".join(p.flax_path): (np.ascontiguousarray(np.asarray(state[p.hf_name]).T)
+                                              if p.transpose else np.asarray(state[p.hf_name]))
+                      for p in table if p.hf_name in state})
+
+
+def table_to_hf(params: Mapping[str, Any], table: list[Param]) -> dict[str, np.ndarray]:
+    """Nested Flax params (or AdamW moments shaped like them) -> HF name -> array, by `table`;
+    a path the table lacks, or a parameter the tree lacks, is one UserError."""
+    flat = flatten(params)
+    fail_names("unknown Flax parameter paths", set(flat) - {"/".join(p.flax_path) for p in table},
+               "the parameter tree does not match the config")
+    fail_names("missing parameters", [p.hf_name for p in table
+                                      if "/".join(p.flax_path) not in flat],
+               "the parameter tree does not match the config")
+    out = {}
+    for p in table:
+        a = np.asarray(flat["/".join(p.flax_path)])
+        out[p.hf_name] = np.ascontiguousarray(a.T) if p.transpose else a
+    return out

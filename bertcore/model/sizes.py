@@ -44,6 +44,9 @@ GB = 1e9
 # default (BERT-base, ModernBERT-base): the one furthest above its default is "the" culprit.
 _USUAL = {"bert": {"num_hidden_layers": 12, "hidden_size": 768, "intermediate_size": 3072,
                    "vocab_size": 30522, "max_position_embeddings": 512, "type_vocab_size": 2},
+          "electra": {"num_hidden_layers": 12, "hidden_size": 256, "intermediate_size": 1024,
+                      "vocab_size": 30522, "max_position_embeddings": 512, "type_vocab_size": 2,
+                      "embedding_size": 128},
           "modernbert": {"num_hidden_layers": 22, "hidden_size": 768, "intermediate_size": 1152,
                          "vocab_size": 50368, "max_position_embeddings": 8192}}
 
@@ -67,7 +70,24 @@ def check_vocab_size(n: Any, flag: str = "--vocab-size") -> None:
 
 
 def _arch(config: Any) -> str:
-    return "modernbert" if getattr(config, "model_type", "bert") == "modernbert" else "bert"
+    return getattr(config, "model_type", "bert")
+
+
+def _electra_count(config: Any) -> int:
+    """ELECTRA's discriminator + generator, sharing one embedding block (width E)."""
+    E, V = config.embedding_size, config.vocab_size
+    embeddings = (V + config.max_position_embeddings + config.type_vocab_size) * E + 2 * E
+
+    def encoder(H: int, I: int, L: int) -> int:
+        project = E * H + H if E != H else 0
+        return project + L * (4 * (H * H + H) + 2 * H * I + I + H + 4 * H)
+
+    H, I, L = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    gh = max(1, int(round(H * config.generator_hidden_size)))
+    gl = max(1, int(round(L * config.generator_layers)))
+    discriminator = encoder(H, I, L) + (H * H + H) + (H + 1)
+    generator = encoder(gh, 4 * gh, gl) + (gh * E + E) + 2 * E + V
+    return embeddings + discriminator + generator
 
 
 def parameter_count(config: Any) -> int:
@@ -75,6 +95,8 @@ def parameter_count(config: Any) -> int:
     decoder once), as bertcore.model.hf.param_table lists them, without listing them."""
     H, I, V, L = (config.hidden_size, config.intermediate_size, config.vocab_size,
                   config.num_hidden_layers)
+    if _arch(config) == "electra":
+        return _electra_count(config)
     if _arch(config) == "modernbert":
         norm = H * (2 if config.norm_bias else 1)
         attn = 4 * H * H + (4 * H if config.attention_bias else 0)           # Wqkv, Wo
