@@ -25,7 +25,7 @@ def equal(a, b):
 def test_contract_shapes_and_dtypes(data):
     b = next(BatchIterator(*data, CFG))
     check_batch(b, 8, 64, 10, nsp=True)
-    assert set(b) == set(BATCH_SPEC)
+    assert set(b) == set(BATCH_SPEC) - {"sample_seeds"}
     nonsp = next(BatchIterator(*data, CFG.replace(nsp=False)))
     check_batch(nonsp, 8, 64, 10, nsp=False)
     assert "next_sentence_label" not in nonsp and (nonsp["token_type_ids"] == 0).all()
@@ -140,3 +140,23 @@ def test_resume_with_other_settings_refused(data):
 def test_corpus_smaller_than_a_batch(data):
     with pytest.raises(UserError, match="fewer than one batch"):
         next(BatchIterator(*data, CFG.replace(batch_size=100000)))
+
+
+def test_electra_batches_add_sample_seeds_and_keep_the_masks(data):
+    """objective="electra" adds one seed per slot (drawn after the masks, so the masked tokens
+    are those of the same seed's MLM batch with the same replacement shares), and 85/0/15
+    masking leaves no random replacement: every chosen slot is [MASK] or its own token."""
+    mlm = CFG.replace(nsp=False, mask_replace_prob=0.85, random_replace_prob=0.0)
+    a = next(BatchIterator(*data, mlm))
+    e = next(BatchIterator(*data, mlm.replace(objective="electra")))
+    check_batch(e, 8, 64, 10, nsp=False)
+    assert set(e) - set(a) == {"sample_seeds"}
+    assert all(np.array_equal(a[k], e[k]) for k in a)
+    seeds = e["sample_seeds"]
+    assert seeds.dtype == np.int32 and seeds.min() >= 0 and len(np.unique(seeds)) > 70
+    tok = data[1]
+    live = e["masked_weights"] > 0
+    rows = np.broadcast_to(np.arange(8)[:, None], live.shape)
+    now = e["input_ids"][rows[live], e["masked_positions"][live]]
+    assert np.all((now == tok.mask_id) | (now == e["masked_ids"][live]))
+    assert 0.7 < (now == tok.mask_id).mean() < 0.97

@@ -1,8 +1,8 @@
 """One torchbert training step and the held-out evaluation: the pure computation of a step,
 without the loop around it (torchbert/train.py) or the device layout (torchbert/parallel.py).
 
-    batch (numpy, from bertcore) -> micro-batches -> forward -> pretraining_loss -> backward
-    -> clip -> learning rate of this step -> AdamW
+    batch (numpy, from bertcore) -> micro-batches -> forward -> loss (pretraining_loss, or
+    electra_loss) -> backward -> clip -> learning rate of this step -> AdamW
 
 (The twin of jaxbert/step.py, whose `train_step` is a pure function of an explicit state.)
 """
@@ -18,6 +18,7 @@ from bertcore.model.config import TrainConfig
 from bertcore.data.batches import split_micro_batches
 from bertcore.train import evaluation
 
+from .electra import electra_loss
 from .model import pretraining_loss
 from .optim import clip_grad_norm
 from .parallel import all_reduce_sum
@@ -49,6 +50,9 @@ def train_step(model, optimizer, batch: dict[str, Any], lr: float, cfg: TrainCon
     # device: no host sync (the loop reads device values only at log and checkpoint steps).
     mlm_den = all_reduce_sum(batch["masked_weights"].sum().float(), world).clamp(min=1.0)
     nsp_den = float(cfg.batch_size)
+    # ELECTRA's discriminator loss is a mean over every real token of the global batch.
+    tok_den = (all_reduce_sum(batch["attention_mask"].sum().float(), world).clamp(min=1.0)
+               if cfg.objective == "electra" else None)
     # bf16 autocast (--dtype, on CPU too): matmuls in bf16, parameters, optimizer state and the
     # loss (pretraining_loss upcasts the logits) in fp32. JAX twin: the modules' dtype.
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
@@ -60,11 +64,7 @@ def train_step(model, optimizer, batch: dict[str, Any], lr: float, cfg: TrainCon
         # micro-batch.
         sync = (i == cfg.grad_accum - 1) or not hasattr(model, "no_sync")
         with (contextlib.nullcontext() if sync else model.no_sync()), autocast:
-            mlm_logits, nsp_logits = model(mb["input_ids"], mb["token_type_ids"],
-                                           mb["attention_mask"], mb["masked_positions"],
-                                           nsp=cfg.nsp)
-            loss, metrics = pretraining_loss(mlm_logits, nsp_logits, mb, mlm_denominator=mlm_den,
-                                             nsp_denominator=nsp_den, nsp=cfg.nsp)
+            loss, metrics = forward_loss(model, mb, cfg, mlm_den, nsp_den, tok_den)
         (loss * world).backward()
         for k, v in metrics.items():
             totals[k] = totals.get(k, 0.0) + v
@@ -82,22 +82,35 @@ def train_step(model, optimizer, batch: dict[str, Any], lr: float, cfg: TrainCon
     return totals
 
 
+def forward_loss(model, mb: dict[str, torch.Tensor], cfg: TrainConfig, mlm_den, nsp_den,
+                 tok_den=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The model's forward and its objective's loss on one micro-batch: MLM (+ NSP) for BERT and
+    ModernBERT, replaced-token detection for ELECTRA (electra.py; `tok_den`: real tokens).
+    JAX twin: step.py's function of the same name."""
+    if cfg.objective == "electra":
+        outputs = model(mb["input_ids"], mb["token_type_ids"], mb["attention_mask"],
+                        mb["masked_positions"], mb["masked_ids"], mb["masked_weights"],
+                        mb["sample_seeds"])
+        return electra_loss(*outputs, mb, mlm_den, tok_den, cfg.disc_weight)
+    mlm_logits, nsp_logits = model(mb["input_ids"], mb["token_type_ids"], mb["attention_mask"],
+                                   mb["masked_positions"], nsp=cfg.nsp)
+    return pretraining_loss(mlm_logits, nsp_logits, mb, mlm_denominator=mlm_den,
+                            nsp_denominator=nsp_den, nsp=cfg.nsp)
+
+
 def evaluate(model, batches: list[dict], cfg: TrainConfig, device: torch.device,
              dtype: str) -> dict[str, Any]:
     """MLM (and NSP) metrics over the fixed eval batches (bertcore.train.evaluation), dropout off.
     Every rank evaluates all of them on its own copy of the model: the same numbers everywhere,
     no collective (`model` is the plain module, not the DDP wrapper)."""
     mlm_den, nsp_den = evaluation.denominators(batches)
+    tok_den = evaluation.token_denominator(batches)
     rows = []
     model.eval()
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
                                          enabled=dtype == "bf16"):
         for b in batches:
-            t = to_device(b, device)
-            mlm_logits, nsp_logits = model(t["input_ids"], t["token_type_ids"],
-                                           t["attention_mask"], t["masked_positions"],
-                                           nsp=cfg.nsp)
-            rows.append(pretraining_loss(mlm_logits, nsp_logits, t, mlm_denominator=mlm_den,
-                                         nsp_denominator=nsp_den, nsp=cfg.nsp)[1])
+            rows.append(forward_loss(model, to_device(b, device), cfg, mlm_den, nsp_den,
+                                     tok_den)[1])
     model.train()
     return evaluation.eval_row(evaluation.sum_metrics(rows))

@@ -52,8 +52,12 @@ BATCH_SPEC: dict[str, BatchField] = {
     "masked_weights": BatchField(("B", "P"), np.float32, "1.0 real prediction, 0.0 unused slot"),
     "next_sentence_label": BatchField(("B",), np.int32, "0 = B follows A, 1 = B is a random "
                                                         "span; absent when NSP is off"),
+    "sample_seeds": BatchField(("B", "P"), np.int32, "ELECTRA only: a seed in [0, 2^31 - 1) "
+                                                     "per slot for the generator's sample "
+                                                     "(bertcore.model.sampling)"),
 }
 NSP_KEYS = frozenset({"next_sentence_label"})   # required with NSP on, optional with it off
+ELECTRA_KEYS = frozenset({"sample_seeds"})      # present in objective="electra" batches only
 
 
 def check_batch(batch: dict[str, Any], batch_size: int, seq_len: int, max_predictions: int,
@@ -71,7 +75,7 @@ def check_batch(batch: dict[str, Any], batch_size: int, seq_len: int, max_predic
                          f"(keys: {', '.join(BATCH_SPEC)})")
     for key, field in BATCH_SPEC.items():
         if key not in batch:
-            if key in NSP_KEYS and not nsp:
+            if (key in NSP_KEYS and not nsp) or key in ELECTRA_KEYS:
                 continue
             raise ValueError(f"batch key {key!r} is missing" +
                              (" (it is required with NSP on)" if key in NSP_KEYS else ""))
@@ -148,7 +152,13 @@ class BatchIterator(Iterator[dict]):
                 "whole_word_mask": c.whole_word_mask, "nsp": c.nsp,
                 "short_seq_prob": c.short_seq_prob,
                 "tokenizer_fingerprint": self.shards.meta["tokenizer_fingerprint"],
-                "tokens": self.shards.meta["tokens"]}
+                "tokens": self.shards.meta["tokens"],
+                # Newer settings only where they differ from the defaults, so the states of
+                # runs made before them still match.
+                **{k: getattr(c, k) for k, default in (("mask_replace_prob", 0.8),
+                                                       ("random_replace_prob", 0.1),
+                                                       ("objective", "mlm"))
+                   if getattr(c, k) != default}}
 
     def state(self) -> dict[str, Any]:
         """Where the iterator stands: the next batch is the one for `step`."""
@@ -281,7 +291,13 @@ class BatchIterator(Iterator[dict]):
             is_special=tok.is_special,
             is_continuation=tok.is_continuation if c.whole_word_mask else None,
             replacement_ids=tok.replacement_ids, mask_id=tok.mask_id, mask_prob=c.mask_prob,
-            max_predictions=P))
+            max_predictions=P, mask_replace_prob=c.mask_replace_prob,
+            random_replace_prob=c.random_replace_prob))
+        if c.objective == "electra":
+            # One 31-bit seed per masked slot for the generator's sample
+            # (bertcore.model.sampling), drawn after the masks so they stay as they were.
+            batch["sample_seeds"] = rng.integers(0, 2**31 - 1, size=(G, P),
+                                                 dtype=np.int32)[sl]
         if c.nsp:
             batch["next_sentence_label"] = rows[:, LABEL].astype(np.int32)
         return batch

@@ -5,7 +5,7 @@ shards) are made by bertcore.data.instances; `assemble` lays them out as rows.
 
 Masking happens per batch (dynamic, like RoBERTa), fully vectorised over [B, L]:
 15% of the real, non-special tokens (at most P = max_predictions), of which 80% become [MASK],
-10% a random token and 10% stay unchanged.
+10% a random token and 10% stay unchanged (settable: ELECTRA's pretraining uses 85/0/15).
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ def assemble(tokens: np.ndarray, instances: np.ndarray, seq_len: int, cls_id: in
 def mask_tokens(input_ids: np.ndarray, attention_mask: np.ndarray, uniforms: np.ndarray,
                 replace_u: np.ndarray, random_pick: np.ndarray, *, is_special: np.ndarray,
                 is_continuation: np.ndarray | None, replacement_ids: np.ndarray, mask_id: int,
-                mask_prob: float, max_predictions: int) -> dict[str, np.ndarray]:
+                mask_prob: float, max_predictions: int, mask_replace_prob: float = 0.8,
+                random_replace_prob: float = 0.1) -> dict[str, np.ndarray]:
     """Choose and corrupt the MLM targets of a batch.
 
     The random numbers come in as arrays (`uniforms` [B, L] selection scores, `replace_u` and
@@ -95,9 +96,12 @@ def mask_tokens(input_ids: np.ndarray, attention_mask: np.ndarray, uniforms: np.
     rows = np.arange(B)[:, None]
     masked_ids = np.where(weights > 0, input_ids[rows, positions], 0).astype(np.int32)
 
-    # 80% [MASK], 10% a random token, 10% unchanged.
+    # mask_replace_prob [MASK], random_replace_prob a random token, the rest unchanged (BERT:
+    # 80/10/10; ELECTRA: 85/0/15).
     random_tok = replacement_ids[random_pick % len(replacement_ids)]
-    new = np.where(replace_u < 0.8, mask_id, np.where(replace_u < 0.9, random_tok, masked_ids))
+    keep_from = mask_replace_prob + random_replace_prob
+    new = np.where(replace_u < mask_replace_prob, mask_id,
+                   np.where(replace_u < keep_from, random_tok, masked_ids))
     out_ids = input_ids.copy()
     live = weights > 0
     out_ids[np.broadcast_to(rows, positions.shape)[live], positions[live]] = new[live]

@@ -83,12 +83,17 @@ RANGES: dict[str, Range] = {
     "lr": _float(0.0, low_open=True), "weight_decay": _float(0.0),
     "beta1": _BETA, "beta2": _BETA, "eps": _float(0.0, low_open=True),
     "grad_clip": _float(0.0),
+    "mask_replace_prob": _float(0.0, 1.0, high_open=False),
+    "random_replace_prob": _float(0.0, 1.0, high_open=False),
+    "disc_weight": _float(0.0, low_open=True),
     # ClassifyConfig (and classify train's flags)
     "max_len": _int(1), "epochs": _int(1), "warmup_ratio": _float(0.0, 1.0),
     "val_fraction": _float(0.0, 1.0, low_open=True),
     # the command lines' own
     "eval_every": _int(0), "eval_batches": _int(1), "stop_after": _int(1), "pad_vocab": _int(1),
     "attention_dropout": _PROBABILITY, "vocab_size": _int(1),
+    "generator_size": _float(0.0, 1.0, low_open=True, high_open=False),
+    "generator_layers": _float(0.0, 1.0, low_open=True, high_open=False),
     "num_processes": _int(1), "process_id": _int(0),
 }
 

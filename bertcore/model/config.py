@@ -560,6 +560,7 @@ class _Dispatch:
 
 
 SCHEDULES = ("linear", "cosine", "noam", "constant")
+OBJECTIVES = ("mlm", "electra")
 
 
 @dataclass(frozen=True)
@@ -578,8 +579,17 @@ class TrainConfig:
     seq_len: int = 32
     max_predictions: int = 5        # P: static number of MLM slots per sequence (15% of 32)
     mask_prob: float = 0.15
+    # Of the slots chosen: the share set to [MASK], the share set to a random token (the rest
+    # keep their token). BERT's 80/10/10; ELECTRA's pretraining (google-research/electra's
+    # pretrain_helpers.mask) 85/0/15, which `--arch electra` sets unless the flags are given.
+    mask_replace_prob: float = 0.8
+    random_replace_prob: float = 0.1
     whole_word_mask: bool = False
     nsp: bool = True                # next-sentence prediction on/off
+    # "mlm" (BERT, ModernBERT: masked LM, optional NSP) or "electra" (replaced-token detection:
+    # the batches carry `sample_seeds`, one per masked slot, for the generator's sample).
+    objective: str = "mlm"
+    disc_weight: float = 50.0       # ELECTRA: loss = generator MLM + disc_weight x discriminator
     short_seq_prob: float = 0.1     # google-research/bert: sometimes build shorter sequences
     lr: float = 2e-3
     schedule: str = "linear"        # linear | cosine | noam | constant (all with warmup)
@@ -630,7 +640,22 @@ class TrainConfig:
         if self.max_predictions > self.seq_len:
             raise UserError(f"max-predictions={self.max_predictions} exceeds seq-len="
                             f"{self.seq_len}; lower --max-predictions")
-        check_fields(self, ("mask_prob", "short_seq_prob"))
+        check_fields(self, ("mask_prob", "short_seq_prob", "mask_replace_prob",
+                            "random_replace_prob", "disc_weight"))
+        if self.mask_replace_prob + self.random_replace_prob > 1.0 + 1e-9:
+            raise UserError(f"mask-replace-prob={self.mask_replace_prob:g} + random-replace-prob="
+                            f"{self.random_replace_prob:g} exceed 1: they are shares of the same "
+                            f"masked slots; lower one of them")
+        if self.objective not in OBJECTIVES:
+            raise UserError(f"objective={self.objective!r} must be one of "
+                            f"{', '.join(OBJECTIVES)}")
+        if self.objective == "electra" and self.nsp:
+            raise UserError("objective=electra has no next-sentence prediction; set nsp to false")
+        if model is not None and (self.objective == "electra") != (
+                getattr(model, "model_type", "bert") == "electra"):
+            raise UserError(f"objective={self.objective!r} does not fit a "
+                            f"{getattr(model, 'model_type', 'bert')} model: ELECTRA models train "
+                            f"with objective electra, the others with mlm")
         if self.schedule not in SCHEDULES:
             raise UserError(f"unknown schedule {self.schedule!r}; choose one of "
                             f"{', '.join(SCHEDULES)}")

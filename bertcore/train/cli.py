@@ -19,7 +19,7 @@ try:
 except ImportError:     # Windows: no advisory locks (bertcore.infra.files takes none either)
     fcntl = None
 
-from bertcore.model.config import ARCHS, PRESETS, SCHEDULES, TrainConfig
+from bertcore.model.config import ARCHS, ELECTRA_PRESETS, SCHEDULES, TrainConfig
 from bertcore.data.hfdata import add_dataset_flags
 from bertcore.infra.errors import HelpFormatter, UserError
 from bertcore.infra.files import Locked
@@ -86,6 +86,7 @@ def check_train_args(args: argparse.Namespace) -> None:
                         f"weights, so --config {args.config} would be ignored; drop --config (or "
                         f"--init-from)")
     _check_processes(args)
+    _check_arch_flags(args)
     if not resume:
         # A new run's settings together (a resumed run's are checked against the run's own).
         given = {k: getattr(args, k) for k in _TRAIN_FIELDS if getattr(args, k, None) is not None}
@@ -100,6 +101,22 @@ def check_train_args(args: argparse.Namespace) -> None:
 
 
 _TRAIN_FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
+ELECTRA_FLAGS = ("generator_size", "generator_layers", "disc_weight")
+
+
+def _check_arch_flags(args: argparse.Namespace) -> None:
+    """Flags that only one architecture reads, given with another --arch: refused, not ignored.
+    (Without --arch, a --config or --init-from may still be ELECTRA: configs.py checks those.)"""
+    arch = getattr(args, "arch", None)
+    if arch in (None, "electra"):
+        return
+    given = [f for f in ELECTRA_FLAGS if getattr(args, f, None) is not None]
+    if given:
+        raise UserError(f"--{given[0].replace('_', '-')} applies to --arch electra; this run is "
+                        f"--arch {arch}: drop the flag")
+    if getattr(args, "preset", None) == "electra-small":
+        raise UserError(f"--preset electra-small is ELECTRA-Small; with --arch {arch} pick one "
+                        f"of tiny, mini, small, medium, base, large")
 
 
 def _check_processes(args: argparse.Namespace) -> None:
@@ -206,16 +223,25 @@ def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
     # No default here either ("bert" applies): --resume must tell a given --arch from none.
     m.add_argument("--arch", default=None, choices=list(ARCHS),
                    help="bert (2018: learned positions, post-LN, NSP) | modernbert (Warner et al. "
-                        "2024: RoPE, pre-norm, GeGLU, local/global attention, MLM only) [bert]")
+                        "2024: RoPE, pre-norm, GeGLU, local/global attention, MLM only) | electra "
+                        "(Clark et al. 2020: a small generator fills the masked slots, the encoder "
+                        "learns to spot replaced tokens, from every token) [bert]")
     # No default here (DEFAULT_PRESET applies): --resume must tell a given --preset from none.
-    m.add_argument("--preset", default=None, choices=list(PRESETS),
+    m.add_argument("--preset", default=None, choices=list(ELECTRA_PRESETS),
                    help=f"model size (Google's BERT miniatures, base, large; for --arch "
-                        f"modernbert the same depths and widths, base and large as published) "
+                        f"modernbert and electra the same depths and widths, base and large as "
+                        f"published; electra-small: ELECTRA-Small as published, --arch electra) "
                         f"[{DEFAULT_PRESET}]; tiny is the no-argument demo, mini and up want more "
                         f"steps than a few minutes' worth")
     m.add_argument("--config", metavar="CONFIG_JSON",
                    help="a Hugging Face BERT or ModernBERT config.json instead of --preset (its "
                         "model_type picks the architecture)")
+    m.add_argument("--generator-size", type=float, metavar="F",
+                   help="--arch electra: the generator's width as a fraction of the "
+                        "discriminator's (the paper's best: 1/4 to 1/2) [0.25]")
+    m.add_argument("--generator-layers", type=float, metavar="F",
+                   help="--arch electra: the generator's depth as a fraction of the "
+                        "discriminator's [1.0]")
     m.add_argument("--layer-norm-position", choices=["post", "pre"], default=None,
                    help="post = original BERT (default); pre = pre-LN variant")
     m.add_argument("--init-from", metavar="RUNDIR|HF_DIR",
@@ -276,6 +302,15 @@ def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
     t.add_argument("--max-predictions", type=int,
                    help=f"MLM slots per sequence, P [{_D.max_predictions}]")
     t.add_argument("--mask-prob", type=float, help=f"share of tokens to predict [{_D.mask_prob}]")
+    t.add_argument("--mask-replace-prob", type=float, metavar="P",
+                   help=f"share of the chosen slots set to [MASK] [{_D.mask_replace_prob}; "
+                        f"--arch electra: 0.85]")
+    t.add_argument("--random-replace-prob", type=float, metavar="P",
+                   help=f"share of the chosen slots set to a random token (the rest keep "
+                        f"theirs) [{_D.random_replace_prob}; --arch electra: 0]")
+    t.add_argument("--disc-weight", type=float, metavar="W",
+                   help=f"--arch electra: loss = generator MLM + W x discriminator "
+                        f"[{_D.disc_weight}, the paper's]")
     t.add_argument("--whole-word-mask", action="store_true", default=None,
                    help="mask every piece of a chosen word together")
     t.add_argument("--no-nsp", dest="nsp", action="store_false", default=None,
@@ -298,7 +333,7 @@ def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
     r = p.add_argument_group("run directory")
     r.add_argument("--out", metavar="RUNDIR",
                    help="where config, metrics, checkpoints go (default: runs/<twin>-<preset>; "
-                        "--arch modernbert: runs/<twin>-modernbert-<preset>)")
+                        "--arch modernbert or electra: runs/<twin>-<arch>-<preset>)")
     r.add_argument("--resume", action="store_true",
                    help="continue the run in RUNDIR from its latest checkpoint")
     r.add_argument("--overwrite", action="store_true",

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from bertcore.model.config import (MODERNBERT_PRESETS, PRESETS, BertConfig, ModelConfig,
-                                   ModernBertConfig, TrainConfig, arch_of, load_model_config,
-                                   special_ids)
+from bertcore.model.config import (ELECTRA_PRESETS, MODERNBERT_PRESETS, PRESETS, BertConfig,
+                                   ElectraConfig, ModelConfig, ModernBertConfig, TrainConfig,
+                                   arch_of, load_model_config, special_ids)
 from bertcore.data.tokenizer import WordPiece
 from bertcore.infra.errors import UserError
 from bertcore.train.cli import DEFAULT_PRESET
@@ -53,9 +53,25 @@ def model_config_from_args(args: Any, tok: WordPiece) -> ModelConfig:
         # ModernBERT's config names its special tokens; ours are the tokenizer's.
         mcfg = ModernBertConfig.from_preset(args.preset or DEFAULT_PRESET, vocab_size=vocab_size,
                                             **special_ids(tok))
+    elif arch == "electra":
+        mcfg = ElectraConfig.from_preset(args.preset or DEFAULT_PRESET, vocab_size=vocab_size,
+                                         pad_token_id=tok.pad_id)
     else:
         mcfg = BertConfig.from_preset(args.preset or DEFAULT_PRESET, vocab_size=vocab_size)
-    return _model_flags(args, mcfg, "this config")
+    return _generator_flags(args, _model_flags(args, mcfg, "this config"), "this config")
+
+
+def _generator_flags(args: Any, mcfg: ModelConfig, whose: str) -> ModelConfig:
+    """--generator-size and --generator-layers applied to an ELECTRA config (refused on others:
+    cli.py refuses them with another --arch; here a --config or --init-from decides)."""
+    given = {field: getattr(args, flag) for flag, field in
+             (("generator_size", "generator_hidden_size"), ("generator_layers",
+                                                            "generator_layers"))
+             if getattr(args, flag, None) is not None}
+    if given and not isinstance(mcfg, ElectraConfig):
+        raise UserError(f"--{next(iter(given)).replace('_hidden_size', '_size').replace('_', '-')} "
+                        f"applies to ELECTRA; {whose} is {arch_of(mcfg)}: drop the flag")
+    return mcfg.replace(**given) if given else mcfg
 
 
 def _model_flags(args: Any, mcfg: ModelConfig, whose: str) -> ModelConfig:
@@ -64,6 +80,9 @@ def _model_flags(args: Any, mcfg: ModelConfig, whose: str) -> ModelConfig:
     if args.layer_norm_position and isinstance(mcfg, ModernBertConfig):
         raise UserError(f"--layer-norm-position applies to BERT; {whose} is ModernBERT, which "
                         f"is pre-norm by design; drop the flag")
+    if args.layer_norm_position and isinstance(mcfg, ElectraConfig):
+        raise UserError(f"--layer-norm-position applies to BERT; {whose} is ELECTRA, whose "
+                        f"layers are post-LN as published; drop the flag")
     if args.layer_norm_position:
         mcfg = mcfg.replace(layer_norm_position=args.layer_norm_position)
     if getattr(args, "attention_dropout", None) is not None:
@@ -90,6 +109,9 @@ def init_model_config(init: InitSource, args: Any, tok: WordPiece) -> ModelConfi
             and args.layer_norm_position != mcfg.layer_norm_position):
         raise UserError(f"--layer-norm-position {args.layer_norm_position}: the weights of "
                         f"{init.path} are {mcfg.layer_norm_position}-LN; drop the flag")
+    if isinstance(mcfg, ElectraConfig) and _generator_flags(args, mcfg, "") != mcfg:
+        raise UserError(f"--generator-size/--generator-layers: the weights of {init.path} fix "
+                        f"the generator's size; drop the flags")
     return _model_flags(args, mcfg, f"--init-from {init.path}")
 
 
@@ -103,6 +125,7 @@ def model_changes(args: Any, run: RunFiles) -> list[str]:
     A preset names a depth, width and head count; a --config file, every field."""
     saved, changed = run.config, []
     modern = isinstance(saved, ModernBertConfig)
+    electra = isinstance(saved, ElectraConfig)
     arch = getattr(args, "arch", None)
     if arch and arch != arch_of(saved):
         changed.append("arch")
@@ -112,14 +135,25 @@ def model_changes(args: Any, run: RunFiles) -> list[str]:
             # what --layer-norm-position and --attention-dropout set is compared on its own
             if type(given) is not type(saved) or (
                     given.replace(attention_dropout=saved.attention_dropout) if modern else
+                    given.replace(attention_probs_dropout_prob=saved.attention_probs_dropout_prob,
+                                  generator_hidden_size=saved.generator_hidden_size,
+                                  generator_layers=saved.generator_layers) if electra else
                     given.replace(layer_norm_position=saved.layer_norm_position,
                                   attention_probs_dropout_prob=saved.attention_probs_dropout_prob)
             ) != saved:
                 changed.append("config")
-        elif args.preset and ((MODERNBERT_PRESETS if modern else PRESETS)[args.preset][:3]
+        elif args.preset and args.preset not in (ELECTRA_PRESETS if electra else PRESETS):
+            changed.append("preset")
+        elif args.preset and ((MODERNBERT_PRESETS if modern else ELECTRA_PRESETS if electra
+                               else PRESETS)[args.preset][:3]
                               != (saved.num_hidden_layers, saved.hidden_size,
                                   saved.num_attention_heads)):
             changed.append("preset")
+    for flag, field in (("generator_size", "generator_hidden_size"),
+                        ("generator_layers", "generator_layers")):
+        given_value = getattr(args, flag, None)
+        if given_value is not None and given_value != getattr(saved, field, None):
+            changed.append(flag)
     if args.layer_norm_position and (modern or
                                      args.layer_norm_position != saved.layer_norm_position):
         changed.append("layer_norm_position")

@@ -53,10 +53,32 @@ def denominators(batches: list[dict]) -> tuple[float, float]:
     return max(predictions, 1.0), float(sum(len(b["input_ids"]) for b in batches))
 
 
+def token_denominator(batches: list[dict]) -> float:
+    """Real tokens over all eval batches (ELECTRA's discriminator is scored on every one)."""
+    return max(float(sum(b["attention_mask"].sum() for b in batches)), 1.0)
+
+
 def eval_row(totals: dict[str, float]) -> dict[str, Any]:
-    """The metrics line of one evaluation: summed metrics + perplexity = exp(MLM loss)."""
-    row = {"split": "eval", **{k: float(v) for k, v in totals.items()}}
+    """The metrics line of one evaluation: summed metrics + perplexity = exp(MLM loss) (ELECTRA:
+    the generator's), and ELECTRA's discriminator precision and recall (`detection_rates`)."""
+    row = {"split": "eval", **detection_rates({k: float(v) for k, v in totals.items()})}
     row["perplexity"] = math.exp(min(row["mlm_loss"], 700.0))   # exp overflows past ~709
+    return row
+
+
+def detection_rates(row: dict[str, float]) -> dict[str, float]:
+    """An ELECTRA metrics row's summed shares of real tokens (disc_tp: predicted and replaced;
+    disc_predicted; disc_replaced) as the discriminator's precision and recall on replaced
+    tokens, and the share replaced (`replaced`: how often the generator's sample differs from
+    the original). Ratios of sums, so they come after adding up micro-batches, ranks and eval
+    batches. Other rows pass through."""
+    if "disc_tp" not in row:
+        return row
+    row = dict(row)
+    tp, predicted, replaced = (row.pop(k) for k in ("disc_tp", "disc_predicted", "disc_replaced"))
+    row["disc_precision"] = tp / predicted if predicted > 0 else 0.0
+    row["disc_recall"] = tp / replaced if replaced > 0 else 0.0
+    row["replaced"] = replaced
     return row
 
 

@@ -12,12 +12,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from bertcore.model.config import ModelConfig, TrainConfig, arch_of
+from bertcore.model.config import ElectraConfig, ModelConfig, TrainConfig, arch_of
 from bertcore.data.batches import BatchIterator
 from bertcore.data.shards import Shards
 from bertcore.data.tokenizer import WordPiece
 from bertcore.infra.files import atomic_path
-from bertcore.model.hf import save_hf_files
+from bertcore.model.hf import ELECTRA_ROLES, electra_split, save_hf_files
 from bertcore.train import evaluation
 from bertcore.train.init_from import InitSource
 from bertcore.train.metrics import median, peak_rss_mb, plot_metrics, read_metrics
@@ -81,7 +81,9 @@ class Run(Task):
         last log) and elapsed seconds."""
         c = self.train_config
         steps, seconds = self.lap(step)
-        row = {"step": step, **{k: float(v) for k, v in metrics.items()}}
+        # (ELECTRA: the discriminator's precision and recall from its summed shares)
+        row = {"step": step, **evaluation.detection_rates({k: float(v)
+                                                           for k, v in metrics.items()})}
         row["tokens_per_second"] = steps * c.batch_size * c.seq_len / seconds
         row["elapsed"] = self.elapsed
         for k in ("loss", "grad_norm"):
@@ -146,7 +148,15 @@ class Run(Task):
         if not self.is_main:
             return None
         with atomic_path(self.rundir / "hf", is_dir=True) as tmp:
-            save_hf_files(tmp, self.model_config, params, self.files.tokenizer_dir)
+            if isinstance(self.model_config, ElectraConfig):
+                # ELECTRA: two transformers models, hf/discriminator (ElectraForPreTraining: the
+                # encoder to fine-tune) and hf/generator (ElectraForMaskedLM: fill-mask).
+                for role, state in electra_split(params).items():
+                    (tmp / role).mkdir()
+                    save_hf_files(tmp / role, self.model_config, state,
+                                  self.files.tokenizer_dir, role=role)
+            else:
+                save_hf_files(tmp, self.model_config, params, self.files.tokenizer_dir)
         self.hf_dir = self.rundir / "hf"
         return self.hf_dir
 
@@ -201,9 +211,13 @@ class Run(Task):
         from bertcore.modeldirs.card import pretraining_card, run_corpus, write_model_card
 
         info = self.files.info()
-        write_model_card(self.hf_dir, pretraining_card(
-            self.hf_dir, self.model_config, framework=self.framework, name=self.rundir.name,
-            train=summary["train_config"], steps=summary["steps"], corpus=run_corpus(info),
-            data=info.get("data"), init_from=info.get("init_from"),
-            learned_line=learned_line, held_out=summary["learned"].get("eval"),
-            train_seconds=summary.get("train_seconds")))
+        # ELECTRA's export is two models, each a directory with its own card.
+        dirs = ([self.hf_dir / role for role in ELECTRA_ROLES]
+                if isinstance(self.model_config, ElectraConfig) else [self.hf_dir])
+        for hf_dir in dirs:
+            write_model_card(hf_dir, pretraining_card(
+                hf_dir, self.model_config, framework=self.framework, name=self.rundir.name,
+                train=summary["train_config"], steps=summary["steps"], corpus=run_corpus(info),
+                data=info.get("data"), init_from=info.get("init_from"),
+                learned_line=learned_line, held_out=summary["learned"].get("eval"),
+                train_seconds=summary.get("train_seconds")))

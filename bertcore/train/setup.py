@@ -13,7 +13,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from bertcore.model.config import ModelConfig, ModernBertConfig, TrainConfig, load_model_config
+from bertcore.model.config import (ElectraConfig, ModelConfig, ModernBertConfig, TrainConfig,
+                                   load_model_config)
 from bertcore.data.cache import resolve_data
 from bertcore.data.shards import Shards, dir_is_prepared
 from bertcore.data.tokenizer import WordPiece, load_tokenizer
@@ -42,7 +43,8 @@ def setup_run(args: Any, framework: str, is_main: bool = True) -> Run:
     """Check every flag, resolve configs and data, then lock and prepare RUNDIR (nothing is
     written there before all checks pass). Data-parallel jobs call it on the main process first
     and on the others after a barrier (they only read what it wrote)."""
-    arch = "modernbert-" if getattr(args, "arch", None) == "modernbert" else ""
+    arch = getattr(args, "arch", None)
+    arch = f"{arch}-" if arch in ("modernbert", "electra") else ""
     rundir = Path(args.out or f"runs/{framework}bert-{arch}{args.preset or DEFAULT_PRESET}")
     files = RunDir(rundir)
     progress = not getattr(args, "no_progress", False)
@@ -131,6 +133,13 @@ def _new_run(args: Any, framework: str, files: RunDir, progress: bool) -> Made:
         # ModernBERT has no next-sentence head (nor RoBERTa's lineage before it): MLM only,
         # whether or not --no-nsp was given.
         train_config = train_config.replace(nsp=False)
+    if isinstance(model_config, ElectraConfig):
+        # ELECTRA: replaced-token detection, no NSP, and google-research/electra's masking
+        # (85% [MASK], 15% kept, none random) unless the flags say otherwise.
+        train_config = train_config.replace(
+            objective="electra", nsp=False,
+            **{k: v for k, v in (("mask_replace_prob", 0.85), ("random_replace_prob", 0.0))
+               if getattr(args, k, None) is None})
     info = {"framework": framework, "data": str(shards.path.resolve()),
             "corpus": args.corpus if not args.data else None,
             # --text-column and --split as given (None: the default), to rebuild the cache
