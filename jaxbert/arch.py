@@ -1,6 +1,7 @@
 """The model a config builds: BERT (model.py), ModernBERT (modernbert.py) or ELECTRA
-(electra.py), for pretraining or sequence classification (classifier.py). The twin of torchbert/arch.py; the training, fill-mask,
-classify and conversion code asks here, so neither architecture's file knows of the other."""
+(electra.py), for pretraining or sequence classification (classifier.py). The twin of
+torchbert/arch.py; the training, fill-mask, classify and conversion code asks here, so neither
+architecture's file knows of the other."""
 
 from __future__ import annotations
 
@@ -32,8 +33,11 @@ def pretraining_model(config: ModelConfig, **kwargs: Any):
 
 
 def classifier_model(config: ModelConfig, num_labels: int, **kwargs: Any):
-    """BertForSequenceClassification or ModernBertForSequenceClassification (config, ...,
-    num_labels) (dtype, remat): the same `apply` signature, logits out."""
+    """BertForSequenceClassification, ModernBertForSequenceClassification or
+    ElectraForSequenceClassification (config, ..., num_labels) (dtype, remat): the same `apply`
+    signature, logits out."""
+    if isinstance(config, ElectraConfig):
+        return classifier.ElectraForSequenceClassification(config, num_labels=num_labels, **kwargs)
     if isinstance(config, ModernBertConfig):
         return classifier.ModernBertForSequenceClassification(config, num_labels=num_labels,
                                                               **kwargs)

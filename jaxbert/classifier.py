@@ -1,4 +1,4 @@
-"""Sequence classification in JAX/Flax linen, BERT and ModernBERT: the twin of
+"""Sequence classification in JAX/Flax linen, BERT, ModernBERT and ELECTRA: the twin of
 `torchbert/classifier.py`.
 
 Hugging Face's `BertForSequenceClassification`: the encoder with its pooler (`bert/...`, reused
@@ -6,7 +6,10 @@ from model.py's BertModel), dropout on the pooled [CLS] vector, and `classifier`
 H -> num_labels. Hugging Face's `ModernBertForSequenceClassification`: the encoder (`model/...`,
 modernbert.py's ModernBertModel), the [CLS] vector or the mean over the real tokens
 (`classifier_pooling`), the MLM head's transform (`head/...`: dense, GELU, norm), dropout
-(`classifier_dropout`) and `classifier`. The Flax paths are the HF names split at the dots
+(`classifier_dropout`) and `classifier`. Hugging Face's `ElectraForSequenceClassification`: the
+discriminator's encoder (`electra/...`, electra.py's ElectraModel; no pooler) and `classifier`,
+ELECTRA's own head on the [CLS] vector (dropout, dense, GELU, dropout, `out_proj`). The Flax
+paths are the HF names split at the dots
 (`classifier/kernel` is `classifier.weight` transposed); bertcore.model.hf's `classifier_hf_to_flax`
 / `classifier_flax_to_hf` convert, from the one table both twins use. The heads' dropout is
 model.py's `Dropout` (the shared 16-bit rule, as in the encoder), and `remat=True` recomputes
@@ -18,8 +21,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from . import modernbert
-from .model import BertModel, Dropout, _Module
+from . import electra, modernbert
+from .model import BertModel, Dropout, _Module, gelu
 
 
 class BertForSequenceClassification(_Module):
@@ -68,6 +71,43 @@ class ModernBertForSequenceClassification(modernbert._Module):
                       / mask.sum(axis=1)).astype(seq.dtype)                        # (B, H)
         h = self.drop(self.head(pooled), deterministic=deterministic)
         return self.classifier(h)                                                  # (B, labels)
+
+
+class ElectraClassificationHead(_Module):
+    """transformers' ElectraClassificationHead: the [CLS] vector through dropout, dense, GELU
+    (exact erf, whatever hidden_act says: transformers fixes it), dropout and `out_proj`. Not
+    BERT's pooler (tanh), which ELECTRA does not have. Each call of `dropout` draws its own
+    key (make_rng counts the calls)."""
+    num_labels: int = 2
+
+    def setup(self):
+        self.dense = self._dense(self.config.hidden_size)
+        # HF: classifier_dropout when set, else hidden_dropout_prob; we write
+        # classifier_dropout=None into config.json, so it is always the latter.
+        self.dropout = Dropout(rate=self.config.hidden_dropout_prob)
+        self.out_proj = self._dense(self.num_labels)
+
+    def __call__(self, features, deterministic: bool = True):
+        x = self.dropout(features[:, 0], deterministic=deterministic)              # (B, H)
+        x = self.dropout(gelu(self.dense(x)), deterministic=deterministic)
+        return self.out_proj(x)                                                    # (B, labels)
+
+
+class ElectraForSequenceClassification(_Module):
+    """`model.apply({'params': p}, input_ids, token_type_ids, attention_mask, deterministic=True,
+    rngs={'dropout': key})` -> logits (B, num_labels): the discriminator's encoder (a pretraining
+    run's `discriminator/electra/...`) and a fresh head. `remat=True`: activation checkpointing
+    of each encoder layer."""
+    num_labels: int = 2
+
+    def setup(self):
+        self.electra = electra.ElectraModel(**self._shared())
+        self.classifier = ElectraClassificationHead(**self._shared(), num_labels=self.num_labels)
+
+    def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
+                 deterministic: bool = True):
+        seq = self.electra(input_ids, token_type_ids, attention_mask, deterministic)  # (B, L, H)
+        return self.classifier(seq, deterministic)                                 # (B, labels)
 
 
 def classification_loss(logits, labels) -> tuple[jax.Array, dict]:

@@ -1,5 +1,6 @@
-"""`python -m jaxbert.classify train|evaluate|predict`: fine-tune BERT or ModernBERT for
-sequence classification with JAX/Flax (the twin of torchbert/classify.py).
+"""`python -m jaxbert.classify train|evaluate|predict`: fine-tune BERT, ModernBERT or
+ELECTRA (its discriminator) for sequence classification with JAX/Flax (the twin of
+torchbert/classify.py).
 
 Flags, data, batches, metrics, best/ and the RUNDIR are bertcore's (bertcore.classify: cli, data,
 run), and so is the loop (bertcore.train.loop, pretraining's own), shared with torchbert; this

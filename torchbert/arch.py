@@ -1,6 +1,7 @@
 """The model a config builds: BERT (model.py), ModernBERT (modernbert.py) or ELECTRA
-(electra.py), for pretraining or sequence classification (classifier.py). The twin of jaxbert/arch.py; the training, fill-mask,
-classify and conversion code asks here, so neither architecture's file knows of the other."""
+(electra.py), for pretraining or sequence classification (classifier.py). The twin of
+jaxbert/arch.py; the training, fill-mask, classify and conversion code asks here, so neither
+architecture's file knows of the other."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 
 from bertcore.model.config import ElectraConfig, ModelConfig, ModernBertConfig, load_model_config
 
-from .classifier import BertForSequenceClassification, ModernBertForSequenceClassification
+from .classifier import (BertForSequenceClassification, ElectraForSequenceClassification,
+                         ModernBertForSequenceClassification)
 from .electra import ElectraPreTrainingModel
 from .model import BertForPreTraining
 from .modernbert import ModernBertForMaskedLM
@@ -31,9 +33,12 @@ def _pretraining_class(config: ModelConfig):
 
 
 def classifier_model(config: ModelConfig, num_labels: int):
-    """BertForSequenceClassification or ModernBertForSequenceClassification (config,
-    num_labels): the same forward (input_ids, token_type_ids, attention_mask) -> logits and the
-    same helpers (hf_state_dict, load_hf_state_dict, gradient_checkpointing_enable)."""
+    """BertForSequenceClassification, ModernBertForSequenceClassification or
+    ElectraForSequenceClassification (config, num_labels): the same forward (input_ids,
+    token_type_ids, attention_mask) -> logits and the same helpers (hf_state_dict,
+    load_hf_state_dict, gradient_checkpointing_enable)."""
+    if isinstance(config, ElectraConfig):
+        return ElectraForSequenceClassification(config, num_labels)
     cls = (ModernBertForSequenceClassification if isinstance(config, ModernBertConfig)
            else BertForSequenceClassification)
     return cls(config, num_labels)

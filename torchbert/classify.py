@@ -1,5 +1,6 @@
-"""`python -m torchbert.classify train|evaluate|predict`: fine-tune BERT or ModernBERT for
-sequence classification with PyTorch (the twin of jaxbert/classify.py).
+"""`python -m torchbert.classify train|evaluate|predict`: fine-tune BERT, ModernBERT or
+ELECTRA (its discriminator) for sequence classification with PyTorch (the twin of
+jaxbert/classify.py).
 
 Flags, data, batches, metrics, best/ and the RUNDIR are bertcore's (bertcore.classify: cli, data,
 run), and so is the loop (bertcore.train.loop, pretraining's own), shared with jaxbert; this file

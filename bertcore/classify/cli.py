@@ -22,11 +22,13 @@ from typing import Any, Callable
 import numpy as np
 
 from bertcore.classify.data import Classifier, Example, LabelMap, encode, evaluate, read_examples
-from bertcore.model.config import ModelConfig
+from bertcore.model.config import ElectraConfig, ModelConfig
 from bertcore.infra.errors import UserError
 from bertcore.infra.flags import check_fields, check_flags
-from bertcore.model.hf import (check_classifier_state, classifier_param_table,
-                               fresh_classifier_params, head_prefixes, normalize_hf_names)
+from bertcore.model.hf import (ELECTRA_PREFIXES, check_classifier_state, classifier_param_table,
+                               electra_split, fresh_classifier_params, head_prefixes,
+                               normalize_hf_names)
+from bertcore.modeldirs.resolve import ELECTRA_MODELS, electra_export, find_model_dir, layout_of
 from bertcore.train import init_from
 from bertcore.train.init_from import InitSource
 from bertcore.train.cli import check_unheld, same_path
@@ -75,8 +77,32 @@ FIELDS = [f.name for f in dataclasses.fields(ClassifyConfig)]
 
 def resolve_init(path: str | Path, framework: str, tokenizer: str | None = None) -> InitSource:
     """bertcore.train.init_from.resolve_init, keeping the classifier head (and its labels) of a
-    classifier's weights, so fine-tuning can go on with the same labels."""
-    return init_from.resolve_init(path, framework, tokenizer, keep_classifier=True)
+    classifier's weights, so fine-tuning can go on with the same labels. An ELECTRA generator
+    is refused: ELECTRA fine-tunes the discriminator."""
+    path = _discriminator_of(Path(path).expanduser(), framework)
+    src = init_from.resolve_init(path, framework, tokenizer, keep_classifier=True)
+    if src.weights_from == "hf" and isinstance(src.config, ElectraConfig):
+        md = find_model_dir(src.path)
+        if md is not None and md.electra == "generator":
+            cls, what = ELECTRA_MODELS["generator"]
+            raise UserError(f"--init-from {src.path} is {what} ({cls}); ELECTRA fine-tunes the "
+                            f"discriminator, the encoder pretraining keeps: pass the "
+                            f"{ELECTRA_MODELS['discriminator'][0]} directory trained with it, or "
+                            f"the ELECTRA pretraining RUNDIR")
+    return src
+
+
+def _discriminator_of(path: Path, framework: str) -> Path:
+    """What ELECTRA fine-tunes where --init-from names both of its models: an export's
+    discriminator/ (a run's hf/, parity.convert --to hf), or the other twin's ELECTRA run's
+    hf/discriminator (the run's checkpoints are that twin's format); else `path` as given."""
+    if (found := electra_export(path, "discriminator")) is not None:
+        return found
+    if layout_of(path) == "pretraining-run":
+        md = find_model_dir(path)
+        if md is not None and md.framework != framework and isinstance(md.config, ElectraConfig):
+            return electra_export(path / "hf", "discriminator") or path
+    return path
 
 
 def initial_state(weights: dict[str, np.ndarray], src: InitSource, config: ModelConfig,
@@ -84,14 +110,23 @@ def initial_state(weights: dict[str, np.ndarray], src: InitSource, config: Model
     """The classifier's starting weights (HF names, numpy) from a pretrained model's weights.
     BERT: `bert.*` as they are (a missing pooler starts fresh). ModernBERT: `model.*` and the MLM
     head's `head.*` (dense, norm: transformers' ModernBertForSequenceClassification reuses them
-    under the same names; a missing head starts fresh), the decoder left out. `classifier.*` is
-    kept only from a classifier with the same labels, else fresh: transformers' initialisation
+    under the same names; a missing head starts fresh), the decoder left out. ELECTRA: the
+    discriminator's `electra.*` (a pretraining pair's `discriminator.electra.*`), the generator
+    and the replaced-token head left out (ElectraForSequenceClassification's head is its own,
+    `classifier.dense` and `classifier.out_proj`). `classifier.*` is kept only from a classifier
+    with the same labels, else fresh: transformers' initialisation
     (bertcore.model.hf.fresh_classifier_params) from `seed`, the same numbers in both twins. Returns
     (state, notes)."""
     table = classifier_param_table(config, len(labels))
     # Pretraining heads that are not part of a classifier: BERT's `cls.*`, ModernBERT's decoder.
     pretraining_only = tuple(x for x in head_prefixes(config)
                              if not any(p.hf_name.startswith(x) for p in table))
+    if isinstance(config, ElectraConfig):
+        # A run's pair: its discriminator, whose encoder is the one ELECTRA keeps (the generator
+        # only served pretraining); then, as a transformers discriminator, without its head.
+        if any(k.startswith(ELECTRA_PREFIXES) for k in weights):
+            weights = electra_split(weights)["discriminator"]
+        pretraining_only = ("discriminator_predictions.",)
     named = {k: v for k, v in weights.items() if not k.startswith("classifier.")}
     named = {k: np.asarray(v, np.float32) for k, v in normalize_hf_names(named, config).items()
              if not k.startswith(pretraining_only)}
@@ -168,10 +203,11 @@ def parser(framework: str) -> argparse.ArgumentParser:
     """`python -m {framework}bert.classify`'s flags (framework: "torch" or "jax")."""
     prog = f"python -m {framework}bert.classify"
     p = ClassifyParser(
-        prog=prog, description="Fine-tune BERT or ModernBERT for sequence classification (a "
-        "classifier on the pooled [CLS], or ModernBERT's cls/mean pooling per its config's "
-        "classifier_pooling: Hugging Face's BertForSequenceClassification or "
-        "ModernBertForSequenceClassification), evaluate it, predict.",
+        prog=prog, description="Fine-tune BERT, ModernBERT or ELECTRA for sequence "
+        "classification (a classifier on the pooled [CLS], ModernBERT's cls/mean pooling per its "
+        "config's classifier_pooling, or ELECTRA's head on [CLS] over the discriminator: Hugging "
+        "Face's BertForSequenceClassification, ModernBertForSequenceClassification or "
+        "ElectraForSequenceClassification), evaluate it, predict.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=f"""examples:
   {prog} train --init-from runs/{framework}bert-mini --data ~/.cache/twinbert/aclImdb --out runs/imdb
   {prog} evaluate runs/imdb --data ~/.cache/twinbert/aclImdb      (its test/ split)

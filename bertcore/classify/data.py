@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from bertcore.model.config import ModelConfig, ModernBertConfig
+from bertcore.model.config import ElectraConfig, ModelConfig, ModernBertConfig
 from bertcore.data.corpus import BR_TAGS
 from bertcore.data.imdb import find_aclimdb
 from bertcore.data.readers import numbered_lines, read_text_file
@@ -335,19 +335,24 @@ def evaluate(logits: Callable[[dict], np.ndarray], data: Encoded, batch_size: in
 
 def classifier_class(config: ModelConfig) -> str:
     """The transformers class a classifier of this config is: its config.json's architectures."""
+    if isinstance(config, ElectraConfig):
+        return "ElectraForSequenceClassification"
     return ("ModernBertForSequenceClassification" if isinstance(config, ModernBertConfig)
             else "BertForSequenceClassification")
 
 
 def hf_config(config: ModelConfig, labels: LabelMap) -> dict[str, Any]:
-    """config.json of transformers' BertForSequenceClassification or
-    ModernBertForSequenceClassification (num_labels from id2label; model_type from the config)."""
+    """config.json of transformers' BertForSequenceClassification,
+    ModernBertForSequenceClassification or ElectraForSequenceClassification (num_labels from
+    id2label; model_type from the config; ELECTRA's keeps the pretraining run's generator
+    fractions, which transformers ignores and --resume compares)."""
     out = {**config.to_dict(), "architectures": [classifier_class(config)],
            "id2label": labels.id2label(), "label2id": {k: int(i) for i, k in
                                                        labels.id2label().items()},
            "problem_type": "single_label_classification"}
     if not isinstance(config, ModernBertConfig):
-        # BERT's head dropout is hidden_dropout_prob (ModernBERT's config has its own field).
+        # BERT's and ELECTRA's head dropout is hidden_dropout_prob (ModernBERT's config has
+        # its own field).
         out["classifier_dropout"] = None
     return out
 
@@ -405,6 +410,11 @@ def open_classifier(path: str | Path | ModelDir) -> Classifier:
         raise UserError(f"{md.path} has no model.safetensors (a pytorch_model.bin: load and "
                         f"re-save it with transformers' save_pretrained(..., "
                         f"safe_serialization=True))")
+    if md.electra == "generator":
+        raise UserError(f"{md.path} is an ELECTRA generator (ElectraForMaskedLM), not a "
+                        f"classifier; fine-tune ELECTRA's discriminator first: classify train "
+                        f"--init-from DIR --data DATA, DIR the ElectraForPreTraining directory "
+                        f"trained with it or the pretraining RUNDIR")
     if md.layout == "hf" or md.labels is None:
         raise UserError(f"{md.path} is a Hugging Face model directory but not a sequence "
                         f"classifier (no id2label in its config.json, or no classifier.* "

@@ -79,8 +79,8 @@ class ClassifyRun(Task):
         else:
             if not args.init_from or not args.data:
                 raise UserError("train needs --init-from DIR (a pretraining RUNDIR or a Hugging "
-                                "Face BERT or ModernBERT directory) and --data (an aclImdb tree "
-                                "or a file)")
+                                "Face BERT, ModernBERT or ELECTRA directory) and --data (an "
+                                "aclImdb tree or a file)")
             self.classify_config = ClassifyConfig(**given)
             self.src = resolve_init(args.init_from, framework, args.tokenizer)
             self.base_model = str(self.src.path.resolve())

@@ -117,6 +117,8 @@ ELECTRA_TABLE: tuple[tuple[str, str], ...] = (
 )
 ELECTRA_PREFIXES = ("discriminator.", "generator.")
 ELECTRA_BUFFERS = ("electra.embeddings.position_ids", "electra.embeddings.token_type_ids")
+# The names a transformers ElectraModel saves (no `electra.` prefix: it is the base model).
+ELECTRA_BARE = ("embeddings.", "embeddings_project.", "encoder.")
 
 # layer type -> ((torch leaf, Flax leaf, transpose), ...)
 LEAVES: dict[str, tuple[tuple[str, str, bool], ...]] = {
@@ -350,15 +352,18 @@ def head_prefixes(config: ModelConfig) -> tuple[str, ...]:
 def normalize_hf_names(state: Mapping[str, Any], config: ModelConfig | None = None
                        ) -> dict[str, np.ndarray]:
     """Bring a HF state dict to canonical names: add the `bert.` prefix that BertModel saves lack
-    (`model.` for ModernBertModel's), rename TF-era `gamma`/`beta`, drop buffers, and check tied
-    copies equal what they tie to. The architecture is `config`'s, else read from the names."""
+    (`model.` for ModernBertModel's, `electra.` for ElectraModel's), rename TF-era `gamma`/`beta`,
+    drop buffers, and check tied copies equal what they tie to. The architecture is `config`'s,
+    else read from the names."""
     if config is None and any("tok_embeddings" in k for k in state):
         config = ModernBertConfig
     if isinstance(config, ElectraConfig) or (config is None and any(
             k.startswith(("electra.", "discriminator.electra.")) for k in state)):
         tied = {**ELECTRA_TIED, **ELECTRA_PAIR_TIED}
-        return _check_tied({k: np.asarray(v) for k, v in state.items()
-                            if not k.endswith(ELECTRA_BUFFERS)}, tied)
+        named = {(f"electra.{k}" if k.startswith(ELECTRA_BARE) else k): np.asarray(v)
+                 for k, v in state.items()}
+        return _check_tied({k: v for k, v in named.items() if not k.endswith(ELECTRA_BUFFERS)},
+                           tied)
     if isinstance(config, ModernBertConfig) or config is ModernBertConfig:
         return _check_tied({k if k.startswith(("model.", "head.", "decoder.", "classifier."))
                             else f"model.{k}": np.asarray(v) for k, v in state.items()},

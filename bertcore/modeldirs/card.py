@@ -26,7 +26,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from bertcore.model.config import BertConfig, ModelConfig, ModernBertConfig, arch_of
+from bertcore.model.config import (BertConfig, ElectraConfig, ModelConfig, ModernBertConfig,
+                                   arch_of)
 from bertcore.infra.files import write_text_atomic
 from bertcore.model.hf import classifier_param_table, param_table
 
@@ -145,6 +146,8 @@ def _architecture(config: ModelConfig, params: int, num_labels: int | None = Non
     else:
         rows += [("LayerNorm", f"{config.layer_norm_position}-LN"),
                  ("activation", config.hidden_act)]
+    if isinstance(config, ElectraConfig):
+        rows.insert(-2, ("embedding size", config.embedding_size))
     if num_labels is not None:
         rows.append(("labels", num_labels))
     rows.append(("parameters", f"{params:,} ({_number(params)})"))
@@ -315,8 +318,8 @@ def classifier_card(hf_dir: str | Path, config: ModelConfig, labels: list[str], 
                     validation: str | None = None, best: Mapping[str, Any] | None = None,
                     steps_per_epoch: int | None = None, train_examples: int | None = None,
                     source: str | None = None) -> str:
-    """The card of a BertForSequenceClassification (or ModernBertForSequenceClassification)
-    export at `hf_dir`.
+    """The card of a BertForSequenceClassification (or ModernBertForSequenceClassification, or
+    ElectraForSequenceClassification) export at `hf_dir`.
 
     `settings`: the run's ClassifyConfig as a dict; `base_model`: the --init-from it was
     fine-tuned from; `data` / `validation`: its training and validation data (None: held out of
@@ -336,17 +339,21 @@ def classifier_card(hf_dir: str | Path, config: ModelConfig, labels: list[str], 
     meta = _meta("text-classification", framework, [ds] if ds else [], base_model, index,
                  arch_of(config))
     who = FRAMEWORK_NAMES.get(framework or "", "this project")
-    modern = isinstance(config, ModernBertConfig)
-    if modern:
+    if isinstance(config, ModernBertConfig):
         pooled = ("the [CLS] vector" if config.classifier_pooling == "cls" else
                   "the mean of the token vectors")
         head = f"the MLM head's transform (dense, GELU, norm) and a linear layer on {pooled}"
+    elif isinstance(config, ElectraConfig):
+        head = ("the discriminator's encoder and ELECTRA's head on the [CLS] vector (dense, "
+                "GELU, linear)")
     else:
         head = "a linear layer on the pooled [CLS] vector"
-    what = (f"A {'ModernBERT' if modern else 'BERT'} sequence classifier ({len(labels)} labels: "
+    name_of = {"modernbert": "ModernBERT", "electra": "ELECTRA"}.get(arch_of(config), "BERT")
+    what = (f"{'An' if name_of == 'ELECTRA' else 'A'} {name_of} sequence classifier "
+            f"({len(labels)} labels: "
             f"{', '.join(f'`{x}`' for x in labels)}) fine-tuned by {who}, one of twinbert's two "
             f"implementations (PyTorch and JAX/Flax). Its weights are a Hugging Face "
-            f"`{_classifier_class(modern)}` directory: {head}.")
+            f"`{_classifier_class(config)}` directory: {head}.")
     out = _head(meta, name, what)
     out += ["## Architecture", "", *_architecture(config, params, len(labels)),
             *_pre_ln_note(config), ""]
@@ -393,16 +400,18 @@ def classifier_card(hf_dir: str | Path, config: ModelConfig, labels: list[str], 
                 + (f"; train loss {best['train_loss']:.4f}" if best.get("train_loss") is not None
                    else "") + ".", "",
                 "Test accuracy: run `evaluate` (below) on your test data.", ""]
-    out += _use_classifier(str(hf_dir), labels, modern)
+    out += _use_classifier(str(hf_dir), labels, config)
     return "\n".join(out).rstrip() + "\n"
 
 
-def _classifier_class(modern: bool) -> str:
-    return "ModernBertForSequenceClassification" if modern else "BertForSequenceClassification"
+def _classifier_class(config: ModelConfig) -> str:
+    return {"modernbert": "ModernBertForSequenceClassification",
+            "electra": "ElectraForSequenceClassification"}.get(arch_of(config),
+                                                               "BertForSequenceClassification")
 
 
-def _use_classifier(path: str, labels: list[str], modern: bool = False) -> list[str]:
-    cls = _classifier_class(modern)
+def _use_classifier(path: str, labels: list[str], config: ModelConfig) -> list[str]:
+    cls = _classifier_class(config)
     return [
         "## How to use", "",
         f"`{path}` is this directory; after you push it to the Hub, use the repository's name "

@@ -10,7 +10,8 @@ predict, parity.convert). Its four layouts:
                      hf-classifier directory) once an epoch has ended
     hf               a Hugging Face BERT directory: config.json beside model.safetensors (or the
                      shards of model.safetensors.index.json, or a pytorch_model.bin); tokenizer
-                     files (vocab.txt, tokenizer.json) optional
+                     files (vocab.txt, tokenizer.json) optional. An ELECTRA one holds one of
+                     transformers' ELECTRA models, which `ModelDir.electra` names (ELECTRA_MODELS)
     hf-classifier    an hf directory of a BertForSequenceClassification: id2label in config.json
                      and classifier.* among its safetensors weights
 
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bertcore.model.config import ModelConfig, load_model_config
+from bertcore.model.config import ElectraConfig, ModelConfig, load_model_config
 from bertcore.data.tokenizer import WordPiece, load_tokenizer
 from bertcore.infra.errors import UserError
 from bertcore.model.hf import safetensors_files
@@ -39,6 +40,16 @@ LAYOUTS = ("pretraining-run", "classify-run", "hf", "hf-classifier")
 # The files that hold a vocabulary: a directory with either holds a tokenizer
 # (bertcore.data.tokenizer.load_tokenizer).
 VOCAB_FILES = ("tokenizer.json", "vocab.txt")
+# Which ELECTRA model an hf directory holds: the transformers class, and how a command names it.
+# "pair" is the twins' ElectraPreTrainingModel (generator + discriminator, `discriminator.*` and
+# `generator.*` names), which a run's checkpoints hold.
+ELECTRA_MODELS = {
+    "discriminator": ("ElectraForPreTraining", "an ELECTRA discriminator"),
+    "generator": ("ElectraForMaskedLM", "an ELECTRA generator"),
+    "classifier": ("ElectraForSequenceClassification", "an ELECTRA sequence classifier"),
+    "encoder": ("ElectraModel", "an ELECTRA encoder without heads"),
+    "pair": ("ElectraPreTrainingModel", "an ELECTRA generator + discriminator pair"),
+}
 
 
 @dataclass
@@ -60,6 +71,8 @@ class ModelDir:
     settings: dict[str, Any] | None = None  # a classify run's classify_config.json (None if
     #                                   unreadable)
     summary: dict[str, Any] | None = None   # a run's summary.json, written when it ended
+    electra: str | None = None        # an ELECTRA hf directory's model (ELECTRA_MODELS); None:
+    #                                   not ELECTRA, not hf, or not to be told from its files
 
     @property
     def trained_config(self) -> ModelConfig:
@@ -130,8 +143,9 @@ def find_model_dir(path: Path) -> ModelDir | None:
                         summary=_dict_or_none(path / SUMMARY))
     if layout in ("hf", "hf-classifier"):
         tok = path if any((path / f).is_file() for f in VOCAB_FILES) else None
-        return ModelDir(path, layout, load_model_config(path / "config.json"), tok, path,
-                        labels=_labels(path))
+        config = load_model_config(path / "config.json")
+        return ModelDir(path, layout, config, tok, path, labels=_labels(path),
+                        electra=electra_model(path) if isinstance(config, ElectraConfig) else None)
     return None
 
 
@@ -140,6 +154,14 @@ def is_hf_dir(path: Path) -> bool:
     return (path / "config.json").is_file() and any(
         (path / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json",
                                        "pytorch_model.bin"))
+
+
+def electra_export(path: Path, role: str) -> Path | None:
+    """`path/role` ("discriminator" or "generator") when `path` is ELECTRA's export, two
+    transformers directories side by side (an ELECTRA run's hf/, `parity.convert --to hf`); else
+    None. Not a layout of its own: each command takes the one of the two models it needs."""
+    sub = Path(path) / role
+    return sub if layout_of(path) is None and is_hf_dir(sub) else None
 
 
 def _hf_or_none(path: Path) -> Path | None:
@@ -171,7 +193,29 @@ def _labels(hf_dir: Path) -> list[str] | None:
     classifier head (transformers writes an id2label into every BERT config, so the weights
     decide). A pytorch_model.bin cannot be looked into without torch: no labels."""
     labels = _id2label(hf_dir / "config.json")
-    return labels if labels is not None and "classifier.weight" in _tensor_names(hf_dir) else None
+    # ELECTRA's head is two layers (classifier.dense, classifier.out_proj); the others' one.
+    heads = {"classifier.weight", "classifier.out_proj.weight"}
+    return labels if labels is not None and heads & _tensor_names(hf_dir) else None
+
+
+def electra_model(hf_dir: Path) -> str | None:
+    """Which ELECTRA model (a key of ELECTRA_MODELS) a Hugging Face ELECTRA directory holds: its
+    weights' names decide (the heads each class has), else its config.json's `architectures`
+    (a pytorch_model.bin cannot be looked into without torch); None if neither tells."""
+    names = _tensor_names(hf_dir)
+    for model, prefixes in (("pair", ("discriminator.", "generator.")),
+                            ("generator", ("generator_predictions.", "generator_lm_head.")),
+                            ("classifier", ("classifier.",)),
+                            ("discriminator", ("discriminator_predictions.",))):
+        if any(n.startswith(prefixes) for n in names):
+            return model
+    if names:
+        return "encoder"
+    try:
+        archs = json.loads((hf_dir / "config.json").read_text(encoding="utf-8"))["architectures"]
+        return next(m for m, (cls, _) in ELECTRA_MODELS.items() if cls in archs)
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        return None
 
 
 def _tensor_names(hf_dir: Path) -> set[str]:
