@@ -2,7 +2,7 @@
 
 Top-k tokens and probabilities for every [MASK]. The flags, tokenization and output are
 bertcore.modeldirs.fillmask's (shared with torchbert.fill_mask); this file only loads weights and
-runs the sparse MLM head on the [MASK] positions.
+runs the sparse MLM head on the [MASK] positions (ELECTRA's: its generator's).
 """
 
 from __future__ import annotations
@@ -16,13 +16,18 @@ from bertcore.infra.errors import UserError, cli_entry
 from bertcore.model.hf import hf_to_flax
 from bertcore.modeldirs.resolve import ModelDir
 
+from . import electra
 from .checkpoint import latest_step, restore_params
 from .arch import from_pretrained, pretraining_model
 
 
 def load_model(md: ModelDir):
-    """(model, params) from a Hugging Face directory or a jaxbert RUNDIR's latest checkpoint."""
+    """(model, params) of BertForPreTraining, ModernBertForMaskedLM or ELECTRA's
+    ElectraPreTrainingModel (the pair; a transformers generator directory: ElectraForMaskedLM),
+    from a Hugging Face directory or a jaxbert RUNDIR's latest checkpoint."""
     if md.layout == "hf":
+        if md.electra == "generator":
+            return electra.generator_from_pretrained(md.path)
         return from_pretrained(md.path)
     if md.framework != "jax":
         raise UserError(f"{md.path} is a {md.framework}bert run; use python -m "
@@ -35,10 +40,22 @@ def load_model(md: ModelDir):
     return pretraining_model(config), hf_to_flax(restore_params(md.path), config)
 
 
+def _generator_logits(pair, *args):
+    """ELECTRA's MLM is the generator's, on the embeddings the discriminator holds (`apply`'s
+    method on the pair: torch calls model.generator the same way)."""
+    return pair.generator(*args, embeddings=pair.discriminator.electra.embeddings)
+
+
 def predict(model, params, batch: dict) -> np.ndarray:
     """Logits [n_masks, V] at batch['masked_positions'] (the sparse MLM head)."""
-    mlm_logits, _ = model.apply({"params": params}, batch["input_ids"], batch["token_type_ids"],
-                                batch["attention_mask"], batch["masked_positions"])
+    args = (batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
+            batch["masked_positions"])
+    if isinstance(model, electra.ElectraPreTrainingModel):
+        mlm_logits = model.apply({"params": params}, *args, method=_generator_logits)
+    elif isinstance(model, electra.ElectraForMaskedLM):
+        mlm_logits = model.apply({"params": params}, *args)
+    else:
+        mlm_logits, _ = model.apply({"params": params}, *args)
     return np.asarray(mlm_logits[0])
 
 

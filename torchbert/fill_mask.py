@@ -2,7 +2,7 @@
 
 Top-k tokens and probabilities for every [MASK]. The flags, tokenization and output are
 bertcore.modeldirs.fillmask's (shared with jaxbert.fill_mask); this file only loads weights and runs
-the sparse MLM head on the [MASK] positions.
+the sparse MLM head on the [MASK] positions (ELECTRA's: its generator's).
 """
 
 from __future__ import annotations
@@ -17,12 +17,16 @@ from bertcore.modeldirs.resolve import ModelDir
 
 from .checkpoint import latest_step, restore_params
 from .arch import from_pretrained, pretraining_model
+from .electra import ElectraForMaskedLM, ElectraPreTrainingModel
 
 
 def load_model(md: ModelDir):
-    """BertForPreTraining or ModernBertForMaskedLM, from a Hugging Face directory or a torchbert
-    RUNDIR's latest checkpoint."""
+    """BertForPreTraining, ModernBertForMaskedLM or ELECTRA's ElectraPreTrainingModel (the pair;
+    a transformers generator directory: ElectraForMaskedLM), from a Hugging Face directory or a
+    torchbert RUNDIR's latest checkpoint."""
     if md.layout == "hf":
+        if md.electra == "generator":
+            return ElectraForMaskedLM.from_pretrained(md.path)
         return from_pretrained(md.path)
     if md.framework != "torch":
         raise UserError(f"{md.path} is a {md.framework}bert run; use python -m "
@@ -39,10 +43,17 @@ def load_model(md: ModelDir):
 def predict(model, batch: dict) -> torch.Tensor:
     """Logits [n_masks, V] at batch['masked_positions'] (the sparse MLM head)."""
     t = {k: torch.from_numpy(v).long() for k, v in batch.items()}
+    args = (t["input_ids"], t["token_type_ids"], t["attention_mask"], t["masked_positions"])
     model.eval()
     with torch.no_grad():
-        mlm_logits, _ = model(t["input_ids"], t["token_type_ids"], t["attention_mask"],
-                              t["masked_positions"])
+        if isinstance(model, ElectraPreTrainingModel):
+            # ELECTRA's MLM is the generator's, on the embeddings the discriminator holds
+            mlm_logits = model.generator(*args,
+                                         embeddings=model.discriminator.electra.embeddings)
+        elif isinstance(model, ElectraForMaskedLM):
+            mlm_logits = model(*args)
+        else:
+            mlm_logits, _ = model(*args)
     return mlm_logits[0]
 
 

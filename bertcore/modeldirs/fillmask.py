@@ -5,7 +5,9 @@ print the same table; only "weights -> logits at the [MASK] positions" is theirs
 
 The model is a pretraining RUNDIR (its latest checkpoint) or a Hugging Face BERT directory
 (bertcore.modeldirs.resolve's layouts "pretraining-run" and "hf"); a fine-tuned classifier has no
-masked-language-model head, and is refused with the command that uses it.
+masked-language-model head, and is refused with the command that uses it. ELECTRA fills masks
+with its generator: an ELECTRA RUNDIR's (the pair's generator, on the discriminator's
+embeddings) or a transformers ElectraForMaskedLM directory; its other models have no MLM head.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 
 from bertcore.data.tokenizer import WordPiece
 from bertcore.infra.errors import UserError
-from bertcore.modeldirs.resolve import ModelDir
+from bertcore.modeldirs.resolve import ELECTRA_MODELS, ModelDir, electra_export
 from bertcore.modeldirs.resolve import open_model_dir as _open
 
 
@@ -46,15 +48,22 @@ def parse_args(prog: str, argv: list[str] | None) -> argparse.Namespace:
 def open_model_dir(path: str | Path, framework: str) -> ModelDir:
     """The model `python -m {framework}bert.fill_mask PATH` runs: a pretraining RUNDIR or a
     Hugging Face BERT directory (bertcore.modeldirs.resolve.open_model_dir, which names anything
-    else)."""
-    md = _open(path)
+    else). ELECTRA's export (a run's hf/: discriminator/ + generator/) is its generator."""
+    path = Path(path).expanduser()
+    md = _open(electra_export(path, "generator") or path)
     if md.is_classifier:
         what = ("a fine-tuned classifier (a classify RUNDIR)" if md.layout == "classify-run" else
-                "a Hugging Face sequence classifier (BertForSequenceClassification)")
+                "a Hugging Face sequence classifier")
         raise UserError(f"{md.path} is {what}, which has no masked-language-model head to fill "
                         f"[MASK] with; classify texts with python -m {framework}bert.classify "
                         f"predict {md.path} \"TEXT\", or fill masks with the pretraining RUNDIR "
                         f"or BERT directory it was fine-tuned from")
+    if md.electra in ("discriminator", "classifier", "encoder"):
+        cls, what = ELECTRA_MODELS[md.electra]
+        raise UserError(f"{md.path} is {what} ({cls}), which has no masked-language-model head; "
+                        f"ELECTRA fills [MASK] with its generator: pass the "
+                        f"{ELECTRA_MODELS['generator'][0]} directory trained with it, or the "
+                        f"ELECTRA pretraining RUNDIR")
     return md
 
 
