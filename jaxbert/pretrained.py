@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from bertcore.infra.errors import UserError
-from bertcore.train.init_from import InitSource
+from bertcore.train.init_from import InitSource, electra_state
 
 from .checkpoint import latest_step, restore_params
 from .model import read_hf_weights
@@ -23,3 +23,12 @@ def pretrained_weights(src: InitSource) -> dict[str, np.ndarray]:
     if latest_step(src.path) is None:
         raise UserError(f"--init-from {src.path} has no checkpoint yet; pretrain it first")
     return restore_params(src.path)     # checks config, structure and shapes
+
+
+def pretraining_weights(src: InitSource) -> dict[str, np.ndarray]:
+    """`pretrained_weights` as pretraining's model names them: for ELECTRA from Hugging Face
+    directories, its two transformers models joined into the pair's `discriminator.*` and
+    `generator.*` (bertcore.train.init_from.electra_state)."""
+    if src.electra is None:
+        return pretrained_weights(src)
+    return electra_state(src, lambda d: read_hf_weights(d)[0])

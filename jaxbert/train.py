@@ -29,6 +29,7 @@ from bertcore.infra.errors import cli_entry
 from bertcore.model.hf import flax_to_hf
 from bertcore.train.cli import resolve_dtype, resolve_pad_vocab, train_parser
 from bertcore.train.loop import Result, Twin, train_loop
+from bertcore.train.init_from import fresh_note
 from bertcore.train.run import Run
 from bertcore.train.setup import setup_run
 from bertcore.train.rundir import trained_model_config
@@ -38,7 +39,7 @@ from .checkpoint import Checkpointer, key_from_list, key_to_list
 from .arch import init_params, merge_hf_params, pretraining_model
 from .optim import make_optimizer
 from .parallel import Layout, init_distributed, pick_parallel
-from .pretrained import pretrained_weights
+from .pretrained import pretraining_weights
 from .runtime import compute_dtype, configure_process, peak_device_memory_mb
 from .step import create_state, eval_step, evaluate, seed_keys, train_step
 
@@ -156,10 +157,10 @@ def train(args, argv: list[str], stopper: Stopper) -> Result:
     init_key, dropout_key = seed_keys(cfg.seed)
     params = init_params(mcfg, init_key)
     if run.init_source is not None:
-        params, fresh = merge_hf_params(pretrained_weights(run.init_source), mcfg,
+        params, fresh = merge_hf_params(pretraining_weights(run.init_source), mcfg,
                                         lambda: params)
         if fresh:
-            run.note(f"not in {run.init_source.path}, initialised fresh: {', '.join(fresh)}")
+            run.note(fresh_note(run.init_source.path, fresh))
     state = create_state(params, tx)
     ckpt = Checkpointer(run.rundir, mcfg, keep=cfg.keep_checkpoints)
     resumed = None

@@ -118,3 +118,27 @@ def test_electra_flags_that_do_not_fit_are_refused_in_one_line(twin, tmp_path, c
     p = train_in_process(twin, *base_args(corpus, out, "--steps", "2"), *flags, env=cache_env)
     assert_one_line_error(p, *needles)
     assert not (out / "run.json").exists()
+
+
+@pytest.mark.slow
+def test_electra_init_from_the_other_twin_and_transformers_directories(tmp_path, cache_env):
+    """jaxbert starts from a torchbert ELECTRA run (its hf/: both models joined into the pair,
+    shared embeddings and all) and from the discriminator alone (the generator starts fresh,
+    said once); a generator alone cannot say the discriminator's size: one line."""
+    corpus = write_corpus(tmp_path)
+    src = tmp_path / "torch-run"
+    train_cli("torch", *base_args(corpus, src, *ELECTRA, "--steps", "2"), env=cache_env)
+    out = tmp_path / "jax-run"
+    p = train_cli("jax", *base_args(corpus, out, "--init-from", str(src), "--steps", "1"),
+                  env=cache_env)
+    assert "reading its export" in p.stdout + p.stderr
+    assert "initialised fresh" not in p.stdout + p.stderr      # both models came
+    assert json.loads((out / "config.json").read_text())["model_type"] == "electra"
+    out2 = tmp_path / "from-disc"
+    p = train_cli("jax", *base_args(corpus, out2, "--init-from", str(src / "hf" / "discriminator"),
+                                    "--steps", "1"), env=cache_env)
+    assert "the generator starts fresh" in p.stdout + p.stderr
+    assert "the generator (" in p.stdout + p.stderr            # named once, not tensor by tensor
+    p = train_in_process("jax", *base_args(corpus, tmp_path / "x", "--init-from",
+                                           str(src / "hf" / "generator")), env=cache_env)
+    assert_one_line_error(p, "ELECTRA generator", "discriminator")

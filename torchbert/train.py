@@ -22,6 +22,7 @@ from bertcore.data.batches import step_seed
 from bertcore.infra.errors import cli_entry
 from bertcore.train.cli import resolve_dtype, resolve_pad_vocab, train_parser
 from bertcore.train.loop import Result, Twin, train_loop
+from bertcore.train.init_from import fresh_note
 from bertcore.train.run import Run
 from bertcore.train.setup import setup_run
 from bertcore.train.rundir import trained_model_config
@@ -32,7 +33,7 @@ from .checkpoint import Checkpointer
 from .arch import pretraining_model
 from .optim import make_optimizer
 from .parallel import init_distributed, wrap_ddp
-from .pretrained import pretrained_weights
+from .pretrained import pretraining_weights
 from .runtime import configure_process, peak_device_memory_mb, pick_device
 from .step import evaluate, to_device, train_step
 
@@ -118,10 +119,10 @@ def train(args, argv: list[str], stopper: Stopper) -> Result:
     pad_vocab = resolve_pad_vocab(args.pad_vocab, accelerator=device.type == "cuda")
     model = pretraining_model(mcfg, pad_vocab_to=pad_vocab)
     if run.init_source is not None:
-        fresh = model.load_hf_state_dict(pretrained_weights(run.init_source),
+        fresh = model.load_hf_state_dict(pretraining_weights(run.init_source),
                                          source=str(run.init_source.path))
         if fresh:
-            run.note(f"not in {run.init_source.path}, initialised fresh: {', '.join(fresh)}")
+            run.note(fresh_note(run.init_source.path, fresh))
     model = model.to(device)
     if args.remat:
         model.gradient_checkpointing_enable()

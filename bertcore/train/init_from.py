@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, TypeVar
+from typing import Callable, Mapping, TypeVar
 
-from bertcore.model.config import BertConfig
+from bertcore.model.config import BertConfig, ElectraConfig, load_model_config
 from bertcore.data.tokenizer import WordPiece, load_tokenizer
 from bertcore.infra.errors import UserError
-from bertcore.modeldirs.resolve import open_model_dir
+from bertcore.model.hf import electra_join
+from bertcore.modeldirs.resolve import electra_export, open_model_dir
 
 T = TypeVar("T")
 
@@ -33,6 +34,9 @@ class InitSource:
     labels: list[str] | None = None     # the labels of the classifier head its weights hold
     tokenizer_dir: Path | None = None   # where `tokenizer` was loaded from
     unused: tuple[str, ...] = ()        # prefixes of its weight names the run leaves out
+    # ELECTRA from Hugging Face weights: the directory of each of its two transformers models
+    # (None: that one starts fresh), which pretraining joins into its pair (`electra_state`).
+    electra: dict[str, Path | None] | None = None
 
     def used(self, weights: Mapping[str, T]) -> dict[str, T]:
         """`weights` without the ones this run leaves out (a pretraining run: a classifier)."""
@@ -53,6 +57,8 @@ def resolve_init(path: str | Path, framework: str, tokenizer: str | None = None,
     The model's tokenizer is `tokenizer` if given (classify's --tokenizer), else its own, else
     `fallback_tokenizer` (pretraining: a HF directory without tokenizer files takes the run's
     --tokenizer; with its own files, those are the model's vocabulary and the run must match)."""
+    if _is_electra_export(Path(path).expanduser()):
+        return _electra_export_source(Path(path).expanduser(), tokenizer, fallback_tokenizer, "")
     md = open_model_dir(path, flag="--init-from")
     note = ""
     if md.layout == "classify-run":     # a fine-tuned run: start from its best weights
@@ -66,6 +72,11 @@ def resolve_init(path: str | Path, framework: str, tokenizer: str | None = None,
             tok_dir = Path(tokenizer or md.tokenizer_dir)
             return _checked(InitSource("rundir", md.path, md.config, load_tokenizer(tok_dir),
                                        tokenizer_dir=tok_dir))
+        if md.weights_dir is None and _is_electra_export(md.path / "hf"):
+            return _electra_export_source(md.path / "hf", tokenizer,
+                                          str(tokenizer or md.tokenizer_dir),
+                                          f"{md.framework}bert run: reading its export "
+                                          f"{md.path}/hf")
         if md.weights_dir is None:
             raise UserError(f"--init-from {md.path} is a {md.framework}bert run, whose "
                             f"checkpoints {framework}bert cannot read; export it with python "
@@ -81,8 +92,78 @@ def resolve_init(path: str | Path, framework: str, tokenizer: str | None = None,
     if tok_dir is None:
         raise UserError(f"--init-from {md.path} has no tokenizer (vocab.txt or tokenizer.json); "
                         f"pass the one it was trained with as --tokenizer DIR")
+    electra = None
+    if isinstance(md.config, ElectraConfig):
+        if md.electra == "generator" and not keep_classifier:
+            raise UserError(f"--init-from {md.path} is an ELECTRA generator "
+                            f"(ElectraForMaskedLM), which cannot say the discriminator's size; "
+                            f"pass the discriminator, or the directory holding both "
+                            f"(discriminator/ and generator/, as a run's hf/ export)")
+        electra = {"discriminator": md.path, "generator": None}
+        if not keep_classifier:
+            note = "; ".join(filter(None, [note, "the generator starts fresh (only the "
+                                                 "discriminator was given)"]))
     return _checked(InitSource("hf", md.path, md.config, load_tokenizer(tok_dir), note,
-                               md.labels if keep_classifier else None, Path(tok_dir), unused))
+                               md.labels if keep_classifier else None, Path(tok_dir), unused,
+                               electra))
+
+
+def _is_electra_export(path: Path) -> bool:
+    """ELECTRA's export: discriminator/ and/or generator/ transformers directories side by side
+    (a run's hf/, parity.convert --to hf)."""
+    return any(electra_export(path, role) is not None for role in ("discriminator", "generator"))
+
+
+def _electra_export_source(path: Path, tokenizer: str | None, fallback: str | None,
+                           note: str) -> InitSource:
+    """An ELECTRA export as --init-from of a pretraining run: the discriminator's config, with
+    the generator's size read from its own config.json (it must be one google-research/electra's
+    rule derives: a fraction of the width and depth, a head per 64 features, 4x wide
+    feed-forward); without generator/ the generator starts fresh at the default size."""
+    disc, gen = electra_export(path, "discriminator"), electra_export(path, "generator")
+    if disc is None:
+        raise UserError(f"--init-from {path} holds an ELECTRA generator but no discriminator/; "
+                        f"pretraining needs the discriminator (the generator cannot say its "
+                        f"size): pass the directory a run exported, with both models")
+    config = load_model_config(disc / "config.json")
+    if not isinstance(config, ElectraConfig):
+        raise UserError(f"--init-from {disc} is not an ELECTRA model (model_type "
+                        f"{config.model_type if hasattr(config, 'model_type') else 'bert'})")
+    if gen is not None:
+        g = load_model_config(gen / "config.json")
+        config = config.replace(generator_hidden_size=g.hidden_size / config.hidden_size,
+                                generator_layers=g.num_hidden_layers / config.num_hidden_layers)
+        d = config.generator_config()
+        shape = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                 "embedding_size", "vocab_size")
+        if any(getattr(d, k) != getattr(g, k) for k in shape):
+            raise UserError(f"--init-from {path}: the generator's shape ("
+                            f"{', '.join(f'{k}={getattr(g, k)}' for k in shape)}) is not one "
+                            f"this project derives from the discriminator's (a fraction of its "
+                            f"width and depth, a head per 64 features, 4x wide feed-forward, "
+                            f"the same embeddings); pass {disc} alone (the generator then starts "
+                            f"fresh)")
+    else:
+        note = "; ".join(filter(None, [note, "the generator starts fresh (no generator/)"]))
+    tok_dir = tokenizer or (disc if (disc / "vocab.txt").is_file() or
+                            (disc / "tokenizer.json").is_file() else None) or fallback
+    if tok_dir is None:
+        raise UserError(f"--init-from {disc} has no tokenizer (vocab.txt or tokenizer.json); "
+                        f"pass the one it was trained with as --tokenizer DIR")
+    return _checked(InitSource("hf", path, config, load_tokenizer(tok_dir), note,
+                               tokenizer_dir=Path(tok_dir),
+                               electra={"discriminator": disc, "generator": gen}))
+
+
+def electra_state(src: InitSource, read: Callable[[Path], Mapping[str, T]]) -> dict[str, T]:
+    """ELECTRA pretraining's starting weights from `src.electra`'s transformers directories, each
+    read by the twin's `read` (HF name -> array), joined into the pair's names
+    (bertcore.model.hf.electra_join: shared embeddings checked equal); a model not given is
+    absent, for the twin to initialise."""
+    assert src.electra is not None
+    parts = {role: (None if d is None else src.used(read(d))) for role, d in src.electra.items()}
+    return electra_join(parts, src.config, {role: str(d) for role, d in src.electra.items()
+                                            if d is not None})
 
 
 def _checked(src: InitSource) -> InitSource:
@@ -91,3 +172,13 @@ def _checked(src: InitSource) -> InitSource:
                         f"tokenizer has {src.tokenizer.vocab_size} entries; the vocabularies "
                         f"differ: pass the tokenizer the model was trained with (--tokenizer)")
     return src
+
+
+def fresh_note(path: Path, fresh: list[str]) -> str:
+    """The run's note on the parameters --init-from's weights lacked (initialised fresh): the
+    names, with a whole model that was missing (ELECTRA's generator) named once."""
+    whole = [m for m in ("generator.",) if any(n.startswith(m) for n in fresh)]
+    rest = [n for n in fresh if not n.startswith(tuple(whole))]
+    parts = [f"the {m.rstrip('.')} ({sum(n.startswith(m) for n in fresh)} tensors)"
+             for m in whole] + rest
+    return f"not in {path}, initialised fresh: {', '.join(parts)}"
