@@ -171,3 +171,22 @@ def test_plot_is_skipped_quietly_without_matplotlib(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)   # import matplotlib -> ImportError
     assert plot_metrics(metrics, tmp_path / "loss.png", baseline=BASELINE) is None
     assert not (tmp_path / "loss.png").exists()
+
+
+def test_electra_rows_say_what_the_generator_and_the_discriminator_learned():
+    """An ELECTRA run's end lines: the MLM figures are the generator's, and the discriminator
+    is set against guessing 'original' everywhere (right on every token not replaced)."""
+    rows = [{"step": s, "loss": 20.0, "mlm_loss": 6.0, "mlm_accuracy": 0.1, "disc_loss": 0.3,
+             "disc_accuracy": 0.9, "disc_precision": 0.6, "disc_recall": 0.25,
+             "replaced": 0.12} for s in (10, 20)]
+    rows.append({"step": 20, "split": "eval", "loss": 21.0, "mlm_loss": 6.1,
+                 "mlm_accuracy": 0.1, "disc_accuracy": 0.89, "disc_precision": 0.5,
+                 "disc_recall": 0.2, "replaced": 0.13, "disc_loss": 0.31})
+    got = learned(rows, BASELINE)
+    assert got["final_disc_accuracy"] == pytest.approx(0.9)
+    assert got["eval"]["disc_precision"] == 0.5
+    gen, disc, nxt = learned_lines(got, "torch", "runs/e", "electra")
+    assert gen.startswith("learned: generator MLM loss 6.00")
+    assert ("discriminator accuracy 90.0% on every token (all 'original': 88.0%), precision "
+            "60.0% and recall 25.0% on the 12.0% replaced") in disc
+    assert nxt.endswith("python -m parity.check --arch electra")

@@ -79,11 +79,19 @@ def learned(hist: list[dict[str, Any]], baseline: dict[str, Any] | None,
         "context_free_accuracy": baseline.get("context_free_accuracy") if baseline else None,
         "eval": None,
     }
+    # ELECTRA: the discriminator's figures too (the MLM ones are its generator's)
+    disc = [m for m in tail if "disc_accuracy" in m]
+    for k in DISC_KEYS if disc else ():
+        out[f"final_{k}"] = sum(m.get(k, 0.0) for m in disc) / len(disc)
     if evals:
         out["eval"] = {k: evals[-1][k] for k in ("step", "mlm_loss", "mlm_accuracy",
-                                                 "perplexity", "nsp_loss", "nsp_accuracy")
+                                                 "perplexity", "nsp_loss", "nsp_accuracy",
+                                                 *DISC_KEYS)
                        if k in evals[-1]}
     return out
+
+
+DISC_KEYS = ("disc_loss", "disc_accuracy", "disc_precision", "disc_recall", "replaced")
 
 
 # The fill-mask example of the end-of-run lines: the blank can only be filled from its context.
@@ -99,7 +107,8 @@ def learned_lines(summary: dict[str, Any], framework: str, rundir: str | Path,
         return []
     h, share = summary.get("unigram_entropy"), summary.get("unigram_top_share")
     cf, cf_acc = summary.get("context_free_loss"), summary.get("context_free_accuracy")
-    text = f"learned: MLM loss {loss:.2f}"
+    electra = arch == "electra"
+    text = f"learned: {'generator ' if electra else ''}MLM loss {loss:.2f}"
     if h is not None:
         text += f" (word frequencies alone: {h:.2f}"
         text += f"; blind to context: {cf:.2f})" if cf is not None else ")"
@@ -119,11 +128,20 @@ def learned_lines(summary: dict[str, Any], framework: str, rundir: str | Path,
     if ev:
         text += (f"; held-out (step {ev['step']}): MLM loss {ev['mlm_loss']:.2f}, accuracy "
                  f"{100 * ev['mlm_accuracy']:.1f}%")
+    lines = [text]
+    if electra and summary.get("final_disc_accuracy") is not None:
+        # The discriminator against guessing "original" everywhere, which is right on every
+        # token the generator's samples did not change.
+        r = summary["final_replaced"]
+        lines.append(f"learned: discriminator accuracy {100 * summary['final_disc_accuracy']:.1f}%"
+                     f" on every token (all 'original': {100 * (1 - r):.1f}%), precision "
+                     f"{100 * summary['final_disc_precision']:.1f}% and recall "
+                     f"{100 * summary['final_disc_recall']:.1f}% on the {100 * r:.1f}% replaced")
     other = "torch" if framework == "jax" else "jax"
     nxt = (f"next: python -m {framework}bert.fill_mask {rundir} \"{FILL_MASK_EXAMPLE}\"  |  "
            f"python -m parity.convert {rundir} {rundir}-{other} --to {other}  |  "
-           f"python -m parity.check{' --arch modernbert' if arch == 'modernbert' else ''}")
-    return [text, nxt]
+           f"python -m parity.check{'' if arch == 'bert' else f' --arch {arch}'}")
+    return [*lines, nxt]
 
 
 def plot_metrics(metrics_path: Path, png: Path, title: str = "",
