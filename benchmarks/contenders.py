@@ -2,10 +2,13 @@
 benchmarks.train_speed, benchmarks.gpu, benchmarks.scaling and benchmarks.profile.
 
 - The workload: `make_batches` (the same bertcore batches for every contender), `model_config`,
-  `train_config`; `args.arch` ("bert" unless set, or "modernbert") picks the architecture.
+  `train_config`; `args.arch` ("bert" unless set, "modernbert" or "electra") picks the
+  architecture.
 - One step function per contender (`SETUPS`: torchbert, jaxbert, hf-torch, hf-flax,
-  hf-modernbert) and `prepare`, which sets one up and runs its untimed warm-up steps. The twins
-  build either architecture; each peer is one architecture's (`ARCH_CONTENDERS`).
+  hf-modernbert, hf-electra) and `prepare`, which sets one up and runs its untimed warm-up steps.
+  The twins build every architecture; each peer is one architecture's (`ARCH_CONTENDERS`).
+- ELECTRA's peer as transformers' two models (`hf_electra_pair`, `hf_electra_forward`), also
+  trained by benchmarks.budget's plain loop.
 - In a worker subprocess: `worker` times one contender alone; `serve` times one step per line
   read from stdin, for `measure`.
 - In the parent: `run_worker` times one contender alone in its own subprocess; `measure` times
@@ -31,16 +34,21 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-CONTENDERS = ("torchbert", "jaxbert", "hf-torch", "hf-flax", "hf-modernbert")
+CONTENDERS = ("torchbert", "jaxbert", "hf-torch", "hf-flax", "hf-modernbert", "hf-electra")
 # Each architecture's contenders, by default: the twins and transformers' models of it. hf-flax
 # stays in ModernBERT's list so the table's reader is told why it has no Flax peer (`missing`).
 ARCH_CONTENDERS = {"bert": ("torchbert", "jaxbert", "hf-torch", "hf-flax"),
-                   "modernbert": ("torchbert", "jaxbert", "hf-modernbert", "hf-flax")}
+                   "modernbert": ("torchbert", "jaxbert", "hf-modernbert", "hf-flax"),
+                   "electra": ("torchbert", "jaxbert", "hf-electra")}
+# Each peer's architecture (a peer trains one).
+PEER_ARCH = {"hf-torch": "bert", "hf-flax": "bert", "hf-modernbert": "modernbert",
+             "hf-electra": "electra"}
 MODERNBERT_TRANSFORMERS = (4, 48)   # the first transformers release with ModernBertForMaskedLM
 
 
 def arch(args) -> str:
-    """The benchmarked architecture: "bert" unless the benchmark's flags say "modernbert"."""
+    """The benchmarked architecture: "bert" unless the benchmark's flags say "modernbert" or
+    "electra"."""
     return getattr(args, "arch", None) or "bert"
 
 
@@ -63,7 +71,8 @@ def hf_inputs(b: dict[str, np.ndarray]) -> dict:
 def make_batches(args) -> tuple[list[dict[str, np.ndarray]], Any]:
     """The benchmark's batches (identical for every contender) and the data's tokenizer
     (bertcore WordPiece: its vocab_size and special ids). ModernBERT's are single segments
-    without NSP labels, as its training runs draw them."""
+    without NSP labels, as its training runs draw them; ELECTRA's too, masked 85/0/15 and with
+    a sample seed per slot, as `--arch electra` draws them."""
     from bertcore.model.config import TrainConfig
     from bertcore.data.batches import BatchIterator
     from bertcore.train.cli import train_parser
@@ -72,20 +81,34 @@ def make_batches(args) -> tuple[list[dict[str, np.ndarray]], Any]:
     ns = train_parser("bench", "").parse_args(["--corpus", args.corpus])
     tok, shards = resolve_data(ns, progress=False)
     cfg = TrainConfig(batch_size=args.batch_size, seq_len=args.seq_len,
-                      max_predictions=args.max_predictions, seed=0,
-                      nsp=arch(args) != "modernbert")
+                      max_predictions=args.max_predictions, seed=0, nsp=arch(args) == "bert",
+                      **objective_fields(args))
     it = BatchIterator(shards, tok, cfg)
     return [next(it) for _ in range(args.warmup + args.steps)], tok
+
+
+def objective_fields(args) -> dict:
+    """TrainConfig's objective and masking shares for `args.arch`: ELECTRA's as its train CLI
+    sets them (replaced-token detection, 85% [MASK] / 15% kept), the defaults otherwise."""
+    if arch(args) != "electra":
+        return {}
+    return {"objective": "electra", "mask_replace_prob": 0.85, "random_replace_prob": 0.0}
 
 
 def model_config(args, tok):
     """The config every contender trains: `args.arch`'s `args.preset` for the data's tokenizer
     `tok` (its size and, for ModernBERT, the special ids its config names)."""
-    from bertcore.model.config import BertConfig, ModernBertConfig, special_ids
+    from bertcore.model.config import BertConfig, ElectraConfig, ModernBertConfig, special_ids
 
     # The batches' ids come from the built-in corpus's tokenizer (8192 entries); the model's
     # vocabulary is --vocab-size (BERT's 30522 by default), which is what the cost depends on.
     vocab_size = max(tok.vocab_size, args.vocab_size)
+    if arch(args) == "electra":
+        # As `--arch electra` makes it: the preset (embedding size 128 below base), the
+        # generator a quarter as wide, the tokenizer's padding id.
+        return ElectraConfig.from_preset(args.preset, vocab_size=vocab_size,
+                                         max_position_embeddings=max(512, args.seq_len),
+                                         pad_token_id=tok.pad_id)
     if arch(args) == "modernbert":
         # As the twins' train CLIs make it: the preset, the tokenizer's specials, and the
         # published dropout (none).
@@ -101,7 +124,7 @@ def train_config(args):
 
     return TrainConfig(batch_size=args.batch_size, seq_len=args.seq_len,
                        max_predictions=args.max_predictions, lr=1e-4, warmup_steps=10,
-                       steps=10_000, nsp=arch(args) != "modernbert")
+                       steps=10_000, nsp=arch(args) == "bert", **objective_fields(args))
 
 
 # ---- one step function per contender (each returns a callable(batch) that blocks) -----------
@@ -255,8 +278,125 @@ def setup_hf_modernbert(args, tok) -> Callable:
     return _hf_torch_step(model, device, ("input_ids", "attention_mask", "labels"))
 
 
+def hf_electra_pair(c, device=None):
+    """transformers' ELECTRA pair for our ElectraConfig `c`: (ElectraForMaskedLM, the generator
+    of c.generator_config(); ElectraForPreTraining, the discriminator), built from the
+    config.json each of a run's hf/ directories holds. As the paper (and google-research/electra)
+    trains them, the generator has no embeddings of its own: its `electra.embeddings` module is
+    the discriminator's, and its tied decoder weight that module's word embeddings."""
+    import transformers
+
+    def build(cls, cfg, role):
+        return cls(transformers.ElectraConfig.from_dict(cfg.to_dict(role)))
+
+    disc = build(transformers.ElectraForPreTraining, c, "discriminator")
+    gen = build(transformers.ElectraForMaskedLM, c.generator_config(), "generator")
+    gen.electra.embeddings = disc.electra.embeddings
+    gen.generator_lm_head.weight = disc.electra.embeddings.word_embeddings.weight
+    if device is not None:
+        gen.to(device), disc.to(device)
+    return gen, disc
+
+
+def hf_electra_parameters(gen, disc) -> list:
+    """Both models' parameters, each once (the shared embeddings are in both)."""
+    seen, out = set(), []
+    for p in [*disc.parameters(), *gen.parameters()]:
+        if id(p) not in seen:
+            seen.add(id(p))
+            out.append(p)
+    return out
+
+
+def hf_electra_forward(gen, disc, b: dict[str, np.ndarray], rng=None, disc_weight: float = 50.0,
+                       device=None) -> tuple[Any, dict[str, float]]:
+    """ELECTRA's pretraining loss on a bertcore batch with transformers' models, as a plain
+    PyTorch user writes it: the generator's own MLM loss (`labels`, -100 off the masked slots;
+    its dense head over all L positions), one token per masked slot sampled from its softmax
+    without gradient (`torch.multinomial`, `rng` a torch.Generator), the corrupted sequence
+    labelled replaced where the sample differs from the original, the discriminator's own loss
+    (binary cross-entropy over the real tokens); loss = MLM + disc_weight x BCE. Returns (loss,
+    sums for held-out metrics: mlm_loss_sum, mlm_correct, predictions, disc_loss_sum,
+    disc_correct, disc_tp, disc_predicted, replaced, tokens)."""
+    import torch
+
+    inputs = {k: v.to(device) if device is not None else v for k, v in hf_inputs(b).items()}
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    g = gen(input_ids=ids, attention_mask=mask, token_type_ids=inputs["token_type_ids"],
+            labels=inputs["labels"])
+    pos = torch.as_tensor(b["masked_positions"], device=ids.device).long()          # (B, P)
+    target = torch.as_tensor(b["masked_ids"], device=ids.device).long()
+    live = torch.as_tensor(b["masked_weights"], device=ids.device) > 0
+    rows = torch.arange(ids.shape[0], device=ids.device)[:, None].expand_as(pos)
+    with torch.no_grad():
+        logits = g.logits[rows, pos].float()                                        # (B, P, V)
+        probs = torch.softmax(logits, -1).reshape(-1, logits.shape[-1])
+        sampled = torch.multinomial(probs, 1, generator=rng).reshape(pos.shape)
+        corrupted, original = ids.clone(), ids.clone()
+        corrupted[rows[live], pos[live]] = sampled[live]
+        original[rows[live], pos[live]] = target[live]
+        replaced = (corrupted != original) & (mask > 0)
+    d = disc(input_ids=corrupted, attention_mask=mask, token_type_ids=inputs["token_type_ids"],
+             labels=replaced.long())
+    loss = g.loss + disc_weight * d.loss
+    with torch.no_grad():
+        real = mask > 0
+        pred = d.logits > 0
+        ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none")
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(
+            d.logits.float(), replaced.float(), reduction="none")
+        sums = {"mlm_loss_sum": float(ce[live].sum()),
+                "mlm_correct": float((logits.argmax(-1) == target)[live].sum()),
+                "predictions": float(live.sum()), "disc_loss_sum": float(bce[real].sum()),
+                "disc_correct": float((pred == replaced)[real].sum()),
+                "disc_tp": float((pred & replaced)[real].sum()),
+                "disc_predicted": float(pred[real].sum()), "replaced": float(replaced.sum()),
+                "tokens": float(real.sum())}
+    return loss, sums
+
+
+def electra_rates(s: dict[str, float]) -> dict[str, float]:
+    """hf_electra_forward's sums (added up over batches) as the twins' held-out row names
+    them (bertcore.train.evaluation.detection_rates)."""
+    n = max(s["predictions"], 1.0)
+    t = max(s["tokens"], 1.0)
+    return {"mlm_loss": s["mlm_loss_sum"] / n, "mlm_accuracy": s["mlm_correct"] / n,
+            "disc_loss": s["disc_loss_sum"] / t, "disc_accuracy": s["disc_correct"] / t,
+            "disc_precision": s["disc_tp"] / s["disc_predicted"] if s["disc_predicted"] else 0.0,
+            "disc_recall": s["disc_tp"] / s["replaced"] if s["replaced"] else 0.0,
+            "replaced": s["replaced"] / t}
+
+
+def setup_hf_electra(args, tok) -> Callable:
+    """transformers' ElectraForMaskedLM + ElectraForPreTraining sharing their embeddings
+    (`hf_electra_pair`), trained on ELECTRA's loss (`hf_electra_forward`: dense MLM head,
+    multinomial sample, MLM + 50 x BCE), torch.optim.AdamW, clip_grad_norm_(1.0)."""
+    import torch
+
+    device = torch.device(getattr(args, "device", "cpu"))
+    torch.manual_seed(0)
+    gen, disc = hf_electra_pair(model_config(args, tok), device)
+    gen.train(), disc.train()
+    params = hf_electra_parameters(gen, disc)
+    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01)
+    rng = torch.Generator(device=device).manual_seed(0)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step(b):
+        with autocast:
+            loss, _ = hf_electra_forward(gen, disc, b, rng, device=device)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss)
+
+    return step
+
+
 SETUPS = {"torchbert": setup_torchbert, "jaxbert": setup_jaxbert, "hf-torch": setup_hf_torch,
-          "hf-flax": setup_hf_flax, "hf-modernbert": setup_hf_modernbert}
+          "hf-flax": setup_hf_flax, "hf-modernbert": setup_hf_modernbert,
+          "hf-electra": setup_hf_electra}
 
 
 def prepare(args) -> tuple[list, Callable, dict[str, Any]]:
@@ -425,7 +565,8 @@ def parse_presets(text: str) -> list[str]:
 
 
 def missing(name: str, arch: str = "bert") -> str | None:
-    """Why contender `name` cannot run in this environment for architecture `arch`, or None.
+    """Why contender `name` cannot run in this environment for architecture `arch` (None: any;
+    benchmarks.budget's rows each name their own), or None.
     Each HF peer is one architecture's; they need transformers, hf-flax its 4.x line
     (transformers 5 ships no Flax models) and hf-modernbert 4.48 or later. Asked of the
     installed distribution's metadata, so nothing heavy is imported to find out."""
@@ -439,6 +580,9 @@ def missing(name: str, arch: str = "bert") -> str | None:
         return "hf-torch is BERT's peer; ModernBERT's is hf-modernbert"
     if arch == "bert" and name == "hf-modernbert":
         return "hf-modernbert is ModernBERT's peer; pass --arch modernbert"
+    if arch is not None and arch != PEER_ARCH[name] and "electra" in (arch, PEER_ARCH[name]):
+        return ("hf-electra is ELECTRA's peer; pass --arch electra" if name == "hf-electra" else
+                f"{name} is {PEER_ARCH[name]}'s peer; ELECTRA's is hf-electra")
     try:
         installed = version("transformers")
     except PackageNotFoundError:

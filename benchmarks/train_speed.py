@@ -1,6 +1,6 @@
 """Training throughput of both twins and their Hugging Face peers, side by side, in one run.
 
-    python -m benchmarks.train_speed [--arch bert|modernbert] [--preset mini]
+    python -m benchmarks.train_speed [--arch bert|modernbert|electra] [--preset mini]
                                      [--batch-size 32] [--seq-len 128]
                                      [--steps 20] [--warmup 3] [--threads N]
                                      [--only torchbert,jaxbert,hf-torch,hf-flax]
@@ -15,9 +15,12 @@ timed steps), milliseconds per step, the first step (compilation and warm-up, ex
 median), peak RSS, and each twin's ratios to every peer (tokens/s and peak RSS; the issue's
 targets are stated against hf-torch, and for ModernBERT against hf-modernbert).
 
---arch picks the architecture (the twins build either one): bert (default; NSP on, dropout on)
-or modernbert (ModernBertConfig's preset of the same name, about BERT's parameter count; MLM
-only on single-segment batches, NSP off for every contender; no dropout, as published).
+--arch picks the architecture (the twins build each one): bert (default; NSP on, dropout on),
+modernbert (ModernBertConfig's preset of the same name, about BERT's parameter count; MLM
+only on single-segment batches, NSP off for every contender; no dropout, as published) or
+electra (ElectraConfig's preset: the discriminator at the preset's size, embedding size 128 below
+base, a generator a quarter as wide; replaced-token detection on single-segment batches masked
+85/0/15, loss = generator MLM + 50 x discriminator BCE, dropout on, as `--arch electra` trains).
 
 Peers:
   hf-torch       transformers.BertForPreTraining (PyTorch, SDPA attention, dense MLM head over
@@ -29,6 +32,13 @@ Peers:
                  config's sparse_prediction=False; --peer-sparse-prediction turns it on),
                  labels -100 elsewhere, torch.optim.AdamW, clip_grad_norm_(1.0). transformers
                  has no Flax ModernBERT: hf-flax is left out, with that reason.
+  hf-electra     (--arch electra) transformers.ElectraForMaskedLM (the generator) +
+                 ElectraForPreTraining (the discriminator) sharing one embedding module, as
+                 the paper trains them, each with its own loss from labels (the generator's
+                 dense MLM head over all L positions), replacements sampled from the
+                 generator's softmax by torch.multinomial without gradient, loss = MLM + 50 x
+                 BCE, torch.optim.AdamW, clip_grad_norm_(1.0)
+                 (benchmarks.contenders.hf_electra_forward).
 
 The twins' processes apply bertcore.infra.malloc's allocator settings first, as their train CLIs do
 (freed memory kept for reuse: no page faults on each step's fresh buffers); the peers run with
@@ -49,7 +59,8 @@ from pathlib import Path
 from benchmarks.contenders import ARCH_CONTENDERS, CONTENDERS, make_batches, measure, \
     parse_contenders, parse_presets, serve, versions, worker
 
-PEERS = ("hf-torch", "hf-flax", "hf-modernbert")   # every twin is compared with each present
+# every twin is compared with each present
+PEERS = ("hf-torch", "hf-flax", "hf-modernbert", "hf-electra")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
 def report(args, results: list[dict]) -> None:
     by = {r["contender"]: r for r in results}
     modern = args.arch == "modernbert"
-    what = (f"modernbert {args.preset}, MLM only" if modern else args.preset)
+    what = (f"modernbert {args.preset}, MLM only" if modern else
+            f"electra {args.preset} (generator 1/4 wide), replaced-token detection"
+            if args.arch == "electra" else args.preset)
     sparse = (", hf-modernbert sparse_prediction" if modern and args.peer_sparse_prediction
               else "")
     print(f"\n### train_speed: {what}, V={args.vocab_size}, B={args.batch_size}, "

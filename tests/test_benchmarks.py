@@ -79,6 +79,15 @@ def test_each_architecture_keeps_the_other_ones_peers_out_with_a_reason(capsys):
                      "PyTorch only)"]
     assert parse_contenders("torchbert,hf-modernbert") == ["torchbert"]
     assert "pass --arch modernbert" in capsys.readouterr().err
+    # ELECTRA: its peer is hf-electra alone, and hf-electra is no other architecture's
+    assert parse_contenders("torchbert,hf-torch,hf-modernbert,hf-electra",
+                            arch="electra") == ["torchbert", "hf-electra"]
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["skipping hf-torch: hf-torch is bert's peer; ELECTRA's is hf-electra",
+                     "skipping hf-modernbert: hf-modernbert is modernbert's peer; ELECTRA's is "
+                     "hf-electra"]
+    assert parse_contenders("torchbert,hf-electra") == ["torchbert"]
+    assert "hf-electra is ELECTRA's peer; pass --arch electra" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("arch", ["bert", "modernbert"])
@@ -173,6 +182,60 @@ def test_train_speed_modernbert_tiny_run_compares_both_twins_with_transformers(b
     for twin in ("torchbert", "jaxbert"):
         assert "x tokens/s" in rows[twin] and "x RSS" in rows[twin], rows[twin]
     assert "x tokens/s" not in rows["hf-modernbert"]
+
+
+@pytest.mark.slow
+def test_train_speed_electra_tiny_run_compares_the_twins_with_transformers_pair(bench_env):
+    """--arch electra: both twins and transformers' ElectraForMaskedLM + ElectraForPreTraining
+    (sharing their embeddings) train replaced-token detection on the same batches, each twin
+    with its ratio to hf-electra."""
+    env, corpus = bench_env
+    proc = run_cli("-m", "benchmarks.train_speed", "--arch", "electra", *tiny(seq_len=32),
+                   "--steps", "2", "--corpus", corpus, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = {ln.split("|")[1].strip(): ln for ln in proc.stdout.splitlines()
+            if ln.startswith("| ") and "---" not in ln}
+    assert set(rows) == {"contender", "torchbert", "jaxbert", "hf-electra"}, proc.stdout
+    assert "error" not in proc.stdout, proc.stdout
+    assert "### train_speed: electra tiny (generator 1/4 wide)" in proc.stdout, proc.stdout
+    assert rows["contender"].rstrip().endswith("| vs hf-electra |"), rows["contender"]
+    for twin in ("torchbert", "jaxbert"):
+        assert "x tokens/s" in rows[twin] and "x RSS" in rows[twin], rows[twin]
+
+
+def test_hf_electra_pair_shares_the_embeddings_and_trains_on_a_twin_batch():
+    """The peer's two transformers models share one embedding module (the generator's tied
+    decoder is its word embeddings); one step of its loss on a bertcore ELECTRA batch is finite
+    and its held-out sums are consistent (replaced tokens are among the masked slots)."""
+    import numpy as np
+    import torch
+
+    from benchmarks.contenders import (electra_rates, hf_electra_forward, hf_electra_pair,
+                                       hf_electra_parameters)
+    from bertcore.model.config import ElectraConfig
+
+    c = ElectraConfig.from_preset("tiny", vocab_size=50)
+    gen, disc = hf_electra_pair(c)
+    emb = disc.electra.embeddings
+    assert gen.electra.embeddings is emb
+    assert gen.generator_lm_head.weight is emb.word_embeddings.weight
+    assert gen.config.hidden_size == 32 and disc.config.hidden_size == 128   # a quarter
+    n = len(hf_electra_parameters(gen, disc))
+    assert n == len({id(p) for p in [*gen.parameters(), *disc.parameters()]})
+    rng = np.random.default_rng(0)
+    B, L, P = 2, 12, 3
+    ids = rng.integers(5, 50, (B, L)).astype(np.int32)
+    b = {"input_ids": ids, "token_type_ids": np.zeros((B, L), np.int32),
+         "attention_mask": np.ones((B, L), np.int32),
+         "masked_positions": np.array([[1, 2, 3], [4, 5, 0]], np.int32),
+         "masked_ids": np.array([[7, 8, 9], [10, 11, 0]], np.int32),
+         "masked_weights": np.array([[1, 1, 1], [1, 1, 0]], np.float32)}
+    loss, sums = hf_electra_forward(gen, disc, b, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and emb.word_embeddings.weight.grad is not None
+    assert sums["predictions"] == 5 and sums["tokens"] == B * L and sums["replaced"] <= 5
+    rates = electra_rates(sums)
+    assert 0 <= rates["disc_accuracy"] <= 1 and rates["replaced"] == sums["replaced"] / (B * L)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS is enforced on Linux")
