@@ -33,6 +33,18 @@ sittings (`--pretrain-only` first, then the fine-tuning).
 ModernBERT (`--arch modernbert`, MLM only, as published) at the same preset size, masking,
 sequence length, learning-rate recipe and budget: the two architectures compared downstream.
 
+`--contenders jaxbert-electra,torchbert-electra,hf-electra` is ELECTRA (replaced-token
+detection) at the same preset size, masking rate, sequence length, learning-rate recipe and
+budget: the twins with `--arch electra` (ELECTRA's own masking shares, 85/0/15, and
+discriminator weight 50, the CLIs' defaults) and, as the peer, transformers' ElectraForMaskedLM
+(the generator) + ElectraForPreTraining (the discriminator) sharing their embeddings, trained by
+the same plain loop as hf-torch on the same batches (benchmarks.contenders.hf_electra_forward:
+replacements sampled from the generator's softmax, loss = MLM + 50 x BCE). The held-out columns
+of these rows are the generator's MLM loss and accuracy (a model a quarter as wide: not
+comparable with BERT's) and the discriminator's accuracy, precision and recall on replaced
+tokens; what is fine-tuned is the discriminator (RUNDIR/hf/discriminator), and the random-init
+baseline of these rows is an ELECTRA discriminator of the same size (`random-init-electra`).
+
 The recipe search (issue 26's step 5, BENCHMARKS.md): `--contenders jaxbert-nonsp,jaxbert-preln,
 ...` are jaxbert's BERT with some of its existing training options changed (`RECIPE_TRIALS`),
 everything else as the plain `jaxbert` row, so each row answers "what does this option buy at
@@ -69,7 +81,11 @@ from bertcore.infra.files import write_text_atomic
 # default set (the default is the twins against the BERT peer); name them in --contenders.
 TWINS = {"torchbert": ("torchbert.train", []), "jaxbert": ("jaxbert.train", []),
          "torchbert-modernbert": ("torchbert.train", ["--arch", "modernbert"]),
-         "jaxbert-modernbert": ("jaxbert.train", ["--arch", "modernbert"])}
+         "jaxbert-modernbert": ("jaxbert.train", ["--arch", "modernbert"]),
+         # ELECTRA: its masking shares (85/0/15) and discriminator weight (50) are the CLIs'
+         # defaults for --arch electra; the encoder fine-tuned is RUNDIR/hf/discriminator.
+         "torchbert-electra": ("torchbert.train", ["--arch", "electra"]),
+         "jaxbert-electra": ("jaxbert.train", ["--arch", "electra"])}
 # The recipe search: jaxbert (the faster twin: more steps per budget to spend on a recipe) with
 # some of its existing options changed; the flags come after the shared ones and win.
 RECIPE_TRIALS = {
@@ -82,10 +98,21 @@ RECIPE_TRIALS = {
     "jaxbert-preln-nodrop": ["--no-nsp", "--layer-norm-position", "pre", "--no-dropout"],
 }
 TWINS.update({name: ("jaxbert.train", flags) for name, flags in RECIPE_TRIALS.items()})
+# The peers, trained here in a plain PyTorch loop (peer_worker), and their architectures.
+PEERS = {"hf-torch": "bert", "hf-electra": "electra"}
 CONTENDERS = ("torchbert", "jaxbert", "hf-torch")
-ALL_CONTENDERS = CONTENDERS + ("torchbert-modernbert", "jaxbert-modernbert", *RECIPE_TRIALS)
+ALL_CONTENDERS = CONTENDERS + ("torchbert-modernbert", "jaxbert-modernbert", *RECIPE_TRIALS,
+                               "torchbert-electra", "jaxbert-electra", "hf-electra")
 TASKS = ("bbc", "tweets")
+# random-init is BERT's (run when a contender that is not ELECTRA is named), random-init-electra
+# an ELECTRA discriminator's (when an ELECTRA contender is).
 BASELINES = ("random-init", "bow-logreg")
+ELECTRA_BASELINE = "random-init-electra"
+
+
+def is_electra(name: str) -> bool:
+    """Whether contender (or baseline) `name` is an ELECTRA row."""
+    return "electra" in name
 
 
 # ---- settings -----------------------------------------------------------------------------------
@@ -284,6 +311,8 @@ def pretrain_twin(name: str, s: dict, d: dict, budget: float, runs: Path,
     startup = cal["startup_seconds"] if math.isfinite(cal["startup_seconds"]) else 10.0
     rundir = runs / name
     flags = pretrain_flags(s, d["data"], d["eval_data"], steps)
+    # ELECTRA's export is two models: the discriminator is the encoder to fine-tune.
+    encoder = rundir / "hf" / "discriminator" if is_electra(name) else rundir / "hf"
     if summary.get("first_step_seconds") is not None:
         # The schedule's length is part of jax's compiled program: one step with the main
         # run's flags compiles it into the cache (its time is the compile time reported).
@@ -305,7 +334,7 @@ def pretrain_twin(name: str, s: dict, d: dict, budget: float, runs: Path,
            "calibration": {"startup_seconds": startup, "first_step_seconds": first,
                            "step_seconds": step_seconds},
            "compile_seconds": first if summary.get("first_step_seconds") else None,
-           "first_step_seconds": first_main, **main, "encoder": str(rundir / "hf")}
+           "first_step_seconds": first_main, **main, "encoder": str(encoder)}
     out.update(curve_figures(logged, evals, s, offset=first_main))
     if budget >= 60 and out["steps"] >= steps and out["train_seconds"] < 0.9 * budget:
         # The schedule's length comes from the calibration's step time: a calibration slowed
@@ -327,7 +356,8 @@ def curve_figures(logged: list[dict], evals: list[dict], s: dict,
     steps = logged[-1]["step"] if logged else 0
     seconds = logged[-1]["elapsed"] - offset if logged else float("nan")
     curve = [{"step": e["step"], "seconds": at.get(e["step"], float("nan")),
-              "mlm_loss": e["mlm_loss"], "mlm_accuracy": e.get("mlm_accuracy", float("nan"))}
+              "mlm_loss": e["mlm_loss"], "mlm_accuracy": e.get("mlm_accuracy", float("nan")),
+              **{k: e[k] for k in DETECTION if k in e}}
              for e in evals]
     last = curve[-1] if curve else {"mlm_loss": float("nan"), "mlm_accuracy": float("nan")}
     # The held-out loss at the budget itself: the last evaluation within it (a twin's run may
@@ -338,20 +368,29 @@ def curve_figures(logged: list[dict], evals: list[dict], s: dict,
             if seconds and seconds > 0 else float("nan"),
             "heldout_mlm_loss": last["mlm_loss"], "heldout_mlm_accuracy": last["mlm_accuracy"],
             "heldout_mlm_loss_at_budget": within[-1]["mlm_loss"] if within else float("nan"),
+            # ELECTRA's rows: the discriminator's held-out figures at the last evaluation
+            **{f"heldout_{k}": last[k] for k in DETECTION if k in last},
             "curve": curve}
+
+
+# An ELECTRA eval row's discriminator figures (bertcore.train.evaluation.detection_rates).
+DETECTION = ("disc_loss", "disc_accuracy", "disc_precision", "disc_recall", "replaced")
 
 
 # ---- pretraining: the peer, in a plain loop -----------------------------------------------------
 
 def peer_worker(cfg: dict) -> None:
-    """In a subprocess: train transformers.BertForPreTraining for cfg["budget"] seconds of loop
-    time on the twins' batches (or, with budget 0, only write its random initialisation), log
-    metrics.jsonl as the twins do, and export the model as a Hugging Face directory (hf/)."""
+    """In a subprocess: train transformers.BertForPreTraining (cfg["arch"] "electra": the
+    ElectraForMaskedLM + ElectraForPreTraining pair) for cfg["budget"] seconds of loop time on
+    the twins' batches (or, with budget 0, only write its random initialisation), log
+    metrics.jsonl as the twins do, and export the model as a Hugging Face directory (hf/;
+    ELECTRA: hf/discriminator and hf/generator, as the twins' runs)."""
     import torch
     import transformers
 
-    from benchmarks.contenders import hf_inputs
-    from bertcore.model.config import BertConfig, TrainConfig
+    from benchmarks.contenders import (electra_rates, hf_electra_forward, hf_electra_pair,
+                                       hf_electra_parameters, hf_inputs)
+    from bertcore.model.config import BertConfig, ElectraConfig, TrainConfig
     from bertcore.data.batches import BatchIterator
     from bertcore.data.shards import Shards
     from bertcore.data.tokenizer import load_tokenizer
@@ -365,19 +404,49 @@ def peer_worker(cfg: dict) -> None:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     tok = load_tokenizer(cfg["tokenizer"])
-    mcfg = {k: v for k, v in BertConfig.from_preset(cfg["preset"], vocab_size=tok.vocab_size)
-            .to_dict().items() if k != "layer_norm_position"}
     torch.manual_seed(cfg.get("seed", 0))
-    model = transformers.BertForPreTraining(transformers.BertConfig(**mcfg))
+    electra = cfg.get("arch") == "electra"
+    if electra:
+        # As `--arch electra` builds it: the preset, the tokenizer's padding id, the generator
+        # a quarter as wide; the two models share their embeddings (hf_electra_pair).
+        gen, disc = hf_electra_pair(ElectraConfig.from_preset(
+            cfg["preset"], vocab_size=tok.vocab_size, pad_token_id=tok.pad_id))
+        models = {"discriminator": disc, "generator": gen}
+        named = [(n, p) for n, p in torch.nn.ModuleDict(models).named_parameters()]
+        sample_rng = torch.Generator().manual_seed(cfg.get("seed", 0))
+    else:
+        mcfg = {k: v for k, v in BertConfig.from_preset(cfg["preset"], vocab_size=tok.vocab_size)
+                .to_dict().items() if k != "layer_norm_position"}
+        model = transformers.BertForPreTraining(transformers.BertConfig(**mcfg))
+        models = {"": model}
+        named = list(model.named_parameters())
     if cfg["budget"] > 0:
+        # ELECTRA's batches as its train CLI draws them: no NSP, 85/0/15, a seed per slot.
         tcfg = TrainConfig(batch_size=cfg["batch_size"], seq_len=cfg["seq_len"],
                            max_predictions=cfg["max_predictions"], lr=cfg["lr"],
-                           warmup_steps=cfg["warmup"], steps=cfg["steps"], seed=0)
+                           warmup_steps=cfg["warmup"], steps=cfg["steps"], seed=0,
+                           **(dict(objective="electra", nsp=False, mask_replace_prob=0.85,
+                                   random_replace_prob=0.0) if electra else {}))
         batches = BatchIterator(Shards(cfg["data"], tok), tok, tcfg)
         held = eval_batches(Shards(cfg["eval_data"], tok), tok, tcfg, cfg["eval_batches"])
-        decay = [p for n, p in model.named_parameters() if not n.endswith("bias")
-                 and "LayerNorm" not in n]
-        rest = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
+        # named_parameters lists a shared tensor once (ELECTRA's embeddings)
+        decay = [p for n, p in named if not n.endswith("bias") and "LayerNorm" not in n]
+        rest = [p for n, p in named if n.endswith("bias") or "LayerNorm" in n]
+        params = decay + rest
+        if electra:
+            assert len(params) == len(hf_electra_parameters(gen, disc))
+
+            def loss_of(b):
+                return hf_electra_forward(gen, disc, b, sample_rng)[0]
+
+            def evaluate():
+                return _electra_eval(torch, gen, disc, held, electra_rates, hf_electra_forward)
+        else:
+            def loss_of(b):
+                return model(**hf_inputs(b)).loss
+
+            def evaluate():
+                return _peer_eval(torch, model, held)
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
                                  {"params": rest, "weight_decay": 0.0}],
                                 lr=cfg["lr"], betas=(0.9, 0.999), eps=1e-6)
@@ -389,31 +458,48 @@ def peer_worker(cfg: dict) -> None:
             b = next(batches)
             for group in opt.param_groups:
                 group["lr"] = warmup_linear(step, cfg["lr"], cfg["warmup"], cfg["steps"])
-            model.train()
-            out_ = model(**hf_inputs(b))
-            out_.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            for m in models.values():
+                m.train()
+            loss = loss_of(b)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
             if cfg.get("log_every") and step % cfg["eval_every"]:
-                metrics.write(json.dumps({"step": step, "loss": float(out_.loss),
+                metrics.write(json.dumps({"step": step, "loss": float(loss),
                                           "elapsed": time.perf_counter() - t0}) + "\n")
             if step % cfg["eval_every"] == 0:
-                row = {"step": step, "loss": float(out_.loss), "elapsed": time.perf_counter() - t0}
+                row = {"step": step, "loss": float(loss), "elapsed": time.perf_counter() - t0}
                 metrics.write(json.dumps(row) + "\n")
-                metrics.write(json.dumps({"step": step, **_peer_eval(torch, model, held)}) + "\n")
+                metrics.write(json.dumps({"step": step, **evaluate()}) + "\n")
                 metrics.flush()
         if step % cfg["eval_every"]:
             if not cfg.get("log_every"):
-                metrics.write(json.dumps({"step": step, "loss": float(out_.loss),
+                metrics.write(json.dumps({"step": step, "loss": float(loss),
                                           "elapsed": time.perf_counter() - t0}) + "\n")
-            metrics.write(json.dumps({"step": step, **_peer_eval(torch, model, held)}) + "\n")
+            metrics.write(json.dumps({"step": step, **evaluate()}) + "\n")
         metrics.close()
-    model.save_pretrained(out / "hf", safe_serialization=True)
-    for f in Path(cfg["tokenizer"]).iterdir():
-        if f.is_file():
-            shutil.copy(f, out / "hf" / f.name)
+    for role, m in models.items():
+        m.save_pretrained(out / "hf" / role, safe_serialization=True)
+        for f in Path(cfg["tokenizer"]).iterdir():
+            if f.is_file():
+                shutil.copy(f, out / "hf" / role / f.name)
+
+
+def _electra_eval(torch, gen, disc, held: list[dict], rates, forward) -> dict:
+    """The ELECTRA pair's held-out figures on the fixed eval batches, named as the twins' eval
+    rows name them: the generator's MLM loss and accuracy, the discriminator's loss, accuracy,
+    precision and recall, the share of real tokens replaced. The samples come from a generator
+    seeded the same at every evaluation, so evaluations differ only by the models."""
+    gen.eval(), disc.eval()
+    rng = torch.Generator().manual_seed(1234)
+    totals: dict[str, float] = {}
+    with torch.no_grad():
+        for b in held:
+            for k, v in forward(gen, disc, b, rng)[1].items():
+                totals[k] = totals.get(k, 0.0) + v
+    return {"split": "eval", **rates(totals)}
 
 
 def _peer_eval(torch, model, held: list[dict]) -> dict:
@@ -439,17 +525,19 @@ def _peer_eval(torch, model, held: list[dict]) -> dict:
 
 
 def run_peer(s: dict, d: dict, budget: float, out: Path, threads: int | None,
-             steps: int | None = None, seed: int = 0) -> dict[str, Any]:
-    """The peer (or, with budget 0, the random-init encoder) in its own subprocess."""
+             steps: int | None = None, seed: int = 0, arch: str = "bert") -> dict[str, Any]:
+    """The peer of `arch` (PEERS) (or, with budget 0, the random-init encoder) in its own
+    subprocess."""
     if steps is None:       # its schedule's length: the steps its calibration says fit
-        cal = run_peer(s, d, -1, out.parent / f"{out.name}-calibration", threads, steps=0)
+        cal = run_peer(s, d, -1, out.parent / f"{out.name}-calibration", threads, steps=0,
+                       arch=arch)
         steps = max(10, int(budget / cal["step_seconds"]))
     cfg = {"out": str(out), "tokenizer": str(d["tokenizer"]), "data": str(d["data"]),
            "eval_data": str(d["eval_data"]), "preset": s["preset"], "budget": budget,
            "batch_size": s["batch_size"], "seq_len": s["seq_len"], "seed": seed,
            "max_predictions": s["max_predictions"], "lr": s["lr"], "threads": threads,
            "warmup": max(1, min(200, max(steps, 1) // 10)), "steps": max(steps, 1),
-           "eval_every": s["eval_every"], "eval_batches": s["eval_batches"]}
+           "eval_every": s["eval_every"], "eval_batches": s["eval_batches"], "arch": arch}
     if budget < 0:
         # Calibration: a few steps, one per log line, and no evaluation between them (as the
         # twins' calibration runs none), so the step time is the step's alone; one held-out
@@ -464,16 +552,19 @@ def run_peer(s: dict, d: dict, budget: float, out: Path, threads: int | None,
     wall = time.time() - t0
     log = (out.parent / f"{out.name}.log").read_text()
     setup = [json.loads(ln)["setup_seconds"] for ln in log.splitlines() if "setup_seconds" in ln]
+    # ELECTRA's encoder to fine-tune is its discriminator.
+    encoder = out / "hf" / ("discriminator" if arch == "electra" else "")
     if budget == 0:
-        return {"encoder": str(out / "hf")}
+        return {"encoder": str(encoder)}
     logged, evals = read_rows(out)
     if budget < 0:
         el = [r["elapsed"] for r in logged]
         return {"step_seconds": float(np.median(np.diff(el[1:]))) if len(el) > 2 else el[-1]}
-    return {"contender": "hf-torch", "command": f"(in-process loop) {json.dumps(cfg)}",
+    return {"contender": {v: k for k, v in PEERS.items()}[arch],
+            "command": f"(in-process loop) {json.dumps(cfg)}",
             "scheduled_steps": steps, "wall_seconds": wall,
             "startup_seconds": setup[0] if setup else float("nan"),
-            "encoder": str(out / "hf"),
+            "encoder": str(encoder),
             **curve_figures(logged, evals, {**s, "budget": budget})}   # at its own budget
 
 
@@ -588,23 +679,32 @@ def _pm(x: dict | None, scale: float = 100.0) -> str:
 
 
 def table(results: dict) -> str:
+    """The results as a markdown table. With an ELECTRA row, its held-out MLM figures are its
+    generator's (marked "gen."), and three columns more hold its discriminator's held-out
+    accuracy, precision and recall on replaced tokens."""
+    electra = any(is_electra(r["name"]) for r in results["rows"])
     lines = ["| contender | steps | tokens/s | train s | start-up s | compile s | "
-             "held-out MLM loss (at budget) | "
-             "MLM acc % | BBC acc % | tweet acc % | tweet macro-F1 % |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "held-out MLM loss (at budget) | MLM acc % | "
+             + ("disc acc % | disc precision % | disc recall % | " if electra else "")
+             + "BBC acc % | tweet acc % | tweet macro-F1 % |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+             + (" ---: | ---: | ---: |" if electra else "")]
     for row in results["rows"]:
         p, d = row.get("pretrain") or {}, row["downstream"]
 
         def num(key: str, fmt: str) -> str:
             v = p.get(key)
             return format(v, fmt) if isinstance(v, (int, float)) and math.isfinite(v) else "-"
+        gen = "gen. " if is_electra(row["name"]) and p else ""
         lines.append(f"| {row['name']} | {num('steps', 'd')} | {num('tokens_per_second', '.0f')} "
                      f"| {num('train_seconds', '.1f')} | {num('startup_seconds', '.1f')} "
                      f"| {num('compile_seconds', '.1f')} "
-                     f"| {num('heldout_mlm_loss', '.3f')} "
+                     f"| {gen}{num('heldout_mlm_loss', '.3f')} "
                      f"({num('heldout_mlm_loss_at_budget', '.3f')}) "
                      f"| {_pct(p.get('heldout_mlm_accuracy'))} "
-                     f"| {_pm(d.get('bbc', {}).get('accuracy'))} "
+                     + "".join(f"| {_pct(p.get('heldout_' + k))} " for k in (
+                         ("disc_accuracy", "disc_precision", "disc_recall") if electra else ()))
+                     + f"| {_pm(d.get('bbc', {}).get('accuracy'))} "
                      f"| {_pm(d.get('tweets', {}).get('accuracy'))} "
                      f"| {_pm(d.get('tweets', {}).get('macro_f1'))} |")
     return "\n".join(lines) + "\n"
@@ -736,7 +836,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.peer_worker:
         peer_worker(json.loads(Path(args.peer_worker).read_text()))
         return 0
-    names = parse_contenders(args.contenders, ALL_CONTENDERS)
+    # arch=None: each row names its own architecture (its peer's is PEERS')
+    names = parse_contenders(args.contenders, ALL_CONTENDERS, arch=None)
     args.corpus = args.corpus or ("builtin" if args.quick else "real")
     budget = args.budget if args.budget is not None else (8.0 if args.quick else 900.0)
     if budget <= 0:
@@ -775,8 +876,9 @@ def main(argv: list[str] | None = None) -> int:
                 pre[row] = done
                 continue
             say(f"pretraining {row} for {seconds:.0f} s ...")
-            if name == "hf-torch":
-                result = run_peer(s, d, seconds, runs / row.replace(" ", ""), args.threads)
+            if name in PEERS:
+                result = run_peer(s, d, seconds, runs / row.replace(" ", ""), args.threads,
+                                  arch=PEERS[name])
                 result["contender"] = row
             else:
                 result = pretrain_twin(name, s, d, seconds, runs, args.threads)
@@ -788,8 +890,12 @@ def main(argv: list[str] | None = None) -> int:
         rows = [{"name": n, "pretrain": p, "downstream": {}} for n, p in pre.items()]
     else:
         encoders = {n: p["encoder"] for n, p in pre.items()}
-        encoders["random-init"] = run_peer(s, d, 0, runs / "random-init", args.threads,
-                                           steps=0)["encoder"]
+        # Each architecture's own random initialisation, for the architectures named.
+        for base, arch, wanted in (("random-init", "bert", not all(map(is_electra, names))),
+                                   (ELECTRA_BASELINE, "electra", any(map(is_electra, names)))):
+            if wanted:
+                encoders[base] = run_peer(s, d, 0, runs / base, args.threads, steps=0,
+                                          arch=arch)["encoder"]
         for name, enc in encoders.items():
             down = {}
             for task in TASKS:

@@ -210,3 +210,32 @@ def test_quick_modernbert_contender(tmp_path):
     config = json.loads((Path(row["pretrain"]["encoder"]) / "config.json").read_text())
     assert config["model_type"] == "modernbert"
     assert math.isfinite(row["pretrain"]["heldout_mlm_loss"]) and row["pretrain"]["steps"] >= 1
+
+
+@pytest.mark.slow
+def test_quick_electra_contenders(tmp_path):
+    """The ELECTRA rows: the twin with --arch electra and the transformers pair trained by the
+    peer's loop; each export's encoder is its discriminator (hf/discriminator, beside
+    hf/generator), and the held-out figures include the discriminator's."""
+    out = tmp_path / "budget"
+    proc = run_cli("-m", "benchmarks.budget", "--quick", "--out", str(out), "--pretrain-only",
+                   "--contenders", "torchbert-electra,hf-electra", timeout=None)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["name"] for r in rows] == ["torchbert-electra", "hf-electra"]
+    assert "--arch electra" in rows[0]["pretrain"]["command"]
+    for row in rows:
+        p = row["pretrain"]
+        encoder = Path(p["encoder"])
+        assert encoder.name == "discriminator" and (encoder.parent / "generator").is_dir()
+        for role, arch in (("discriminator", "ElectraForPreTraining"),
+                           ("generator", "ElectraForMaskedLM")):
+            config = json.loads((encoder.parent / role / "config.json").read_text())
+            assert config["model_type"] == "electra" and config["architectures"] == [arch]
+        assert math.isfinite(p["heldout_mlm_loss"]) and p["steps"] >= 1
+        for k in ("disc_accuracy", "disc_precision", "disc_recall", "replaced"):
+            assert 0.0 <= p[f"heldout_{k}"] <= 1.0, (row["name"], k)
+        assert "disc_accuracy" in p["curve"][-1]
+    md = (out / "results.md").read_text()
+    assert "disc acc %" in md and "| hf-electra |" in md and "gen. " in md
+
