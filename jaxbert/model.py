@@ -148,8 +148,14 @@ class BertEmbeddings(_Module):
 
     def __call__(self, input_ids, token_type_ids, deterministic: bool = True):
         positions = jnp.arange(input_ids.shape[1])[None, :]                      # (1, L)
+        words = self.word_embeddings(input_ids)                                  # (B, L, E)
+        # torch's padding_idx (HF's too): a [PAD] id's lookup gives its row no gradient. BERT's
+        # [PAD]s sit at padded positions, which reach no loss; ELECTRA's generator may sample
+        # [PAD] into a real position, whose discriminator loss would otherwise train that row.
+        pad = (input_ids == self.config.pad_token_id)[..., None]
+        words = jnp.where(pad, jax.lax.stop_gradient(words), words)
         # HF's (and the torch twin's) summation order, (word + type) + position, so fp32 agrees.
-        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        x = words + self.token_type_embeddings(token_type_ids)
         x = x + self.position_embeddings(positions)                              # (B, L, H)
         return self.dropout(self.LayerNorm(x), deterministic=deterministic)
 

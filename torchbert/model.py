@@ -70,9 +70,9 @@ class BertEmbeddings(nn.Module):
 
     def __init__(self, config: BertConfig):
         super().__init__()
-        # padding_idx as in HF: the [PAD] row starts at zero and gets no gradient from lookups.
-        # (The JAX twin has no padding_idx; it needs none, since a padded position never reaches
-        # the loss, so that row's lookup gradient is zero there too.)
+        # padding_idx as in HF: the [PAD] row starts at zero and gets no gradient from lookups
+        # (the JAX twin stops the gradient of [PAD] lookups: ELECTRA's generator may sample [PAD]
+        # into a real position, which its discriminator's loss reads).
         E = getattr(config, "embedding_size", config.hidden_size)   # ELECTRA's may be narrower
         self.word_embeddings = nn.Embedding(config.vocab_size, E, padding_idx=config.pad_token_id)
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, E)
