@@ -1,6 +1,6 @@
 """Shared set-up of the agreement checks: presets, the Case under test, both twins built from it.
 
-A Case is one configuration (preset and variant: BERT post-LN or pre-LN, or ModernBERT):
+A Case is one configuration (preset and variant: BERT post-LN or pre-LN, ModernBERT, or ELECTRA):
 configs, a synthetic corpus with its tokenizer and shards, the batches of every step and torch's
 one initialisation (HF names). The builders here turn it into a torch model and optimizer, jax
 parameters and train state, and run either twin's own train_step over the Case's batches.
@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from bertcore.model.config import (BertConfig, ModelConfig, ModernBertConfig, TrainConfig,
-                                   special_ids)
+from bertcore.model.config import (BertConfig, ElectraConfig, ModelConfig, ModernBertConfig,
+                                   TrainConfig, special_ids)
 from bertcore.data.batches import BatchIterator, step_seed
 from bertcore.data.prepare import prepare
 from bertcore.data.shards import Shards
@@ -71,15 +71,16 @@ def synthetic_documents(n_docs: int = 400, seed: int = 0) -> list[str]:
     return docs
 
 
-# What a Case can be: BERT with either LayerNorm position, or ModernBERT (pre-norm by design).
-VARIANTS = ("post", "pre", "modernbert")
+# What a Case can be: BERT with either LayerNorm position, ModernBERT (pre-norm by design), or
+# ELECTRA (generator + discriminator, post-LN BERT layers).
+VARIANTS = ("post", "pre", "modernbert", "electra")
 
 
 @dataclass
 class Case:
     """One configuration under test: configs, data, the batches of every step, the init."""
     preset: str
-    layer_norm_position: str  # the variant: "post", "pre" (BERT) or "modernbert"
+    layer_norm_position: str  # the variant: "post", "pre" (BERT), "modernbert" or "electra"
     config: ModelConfig       # as RUNDIR/config.json would hold it (BERT: dropout 0.1)
     train: TrainConfig        # dropout off
     workdir: Path
@@ -96,6 +97,10 @@ class Case:
     @property
     def modern(self) -> bool:
         return isinstance(self.config, ModernBertConfig)
+
+    @property
+    def electra(self) -> bool:
+        return isinstance(self.config, ElectraConfig)
 
     def with_dropout(self) -> tuple[ModelConfig, TrainConfig]:
         train = self.train.replace(dropout=True)
@@ -130,15 +135,26 @@ def make_case(preset: str, layer_norm_position: str, workdir: Path, steps: int =
         config = ModernBertConfig.from_preset(
             preset, vocab_size=tok.vocab_size, max_position_embeddings=128, local_attention=16,
             num_hidden_layers=3, global_attn_every_n_layers=2, **special_ids(tok))
+    elif layer_norm_position == "electra":
+        # Embeddings half as wide as the discriminator (ELECTRA-Small: 128 under 256), so both
+        # models project them (embeddings_project); the generator a quarter as wide (the paper's
+        # default), one head, as deep.
+        hidden = ElectraConfig.from_preset(preset).hidden_size
+        config = ElectraConfig.from_preset(preset, vocab_size=tok.vocab_size,
+                                           max_position_embeddings=128,
+                                           embedding_size=hidden // 2, pad_token_id=tok.pad_id)
     else:
         config = BertConfig.from_preset(preset, vocab_size=tok.vocab_size,
                                         max_position_embeddings=128,
                                         layer_norm_position=layer_norm_position)
     # Warmup 5 then linear decay; weight decay 0.1 so a wrongly decayed LayerNorm scale (1.0)
     # moves by lr * 0.1 = 2e-5 in the first step, far above the 1e-6 AdamW-step bar.
+    objective = {"nsp": layer_norm_position in ("post", "pre")}
+    if layer_norm_position == "electra":   # google-research/electra's masking: 85/0/15
+        objective.update(objective="electra", mask_replace_prob=0.85, random_replace_prob=0.0)
     train = TrainConfig(**PRESETS[preset], steps=steps, lr=1e-3, warmup_steps=5,
                         weight_decay=0.1, grad_clip=1.0, dropout=False, seed=seed,
-                        keep_checkpoints=1, nsp=layer_norm_position != "modernbert")
+                        keep_checkpoints=1, **objective)
     it = BatchIterator(shards, tok, train)
     batches, states = [], [it.state()]
     for _ in range(steps):

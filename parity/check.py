@@ -2,13 +2,16 @@
 
     python -m parity.check [--preset tiny|mini] [--steps 100] [--out DIR]
                            [--layer-norm-position post|pre|both]
+                           [--arch bert|modernbert|electra|all]
 
 fp32 on CPU. One initialisation (torch's, converted to Flax with bertcore/model/hf.py's table), one
 stream of bertcore batches (a small synthetic corpus), and then, for each LayerNorm position:
 
     forward      hidden states, pooled output, sparse + dense MLM logits, NSP logits
                  (torch vs jax, and each vs transformers.BertForPreTraining, post-LN only, or vs
-                 ModernBertForMaskedLM)
+                 ModernBertForMaskedLM); ELECTRA: discriminator and generator logits, each twin
+                 vs transformers' ElectraForPreTraining / ElectraForMaskedLM from its export
+    samples      ELECTRA: the generator's sampled tokens, twins vs bertcore's numpy reference
     loss         twins (and HF's own loss from labels), relative
     gradients    per tensor ||g_t - g_j|| / ||g_t||, worst tensor reported
     AdamW step   one step of each twin's own train_step/make_optimizer (decay mask, clipping,
@@ -22,7 +25,8 @@ Every bar comes from parity/thresholds.py. Writes report.md, report.json and los
 
 This module is the command line and run_check; the parts: cases.py (presets, the Case, both twins
 built from it), model_rows.py (forward, loss, gradients, AdamW step), curve_rows.py (curves,
-resume, dropout statistics), report.py (rows, table, plot, files). XLA matmuls run at "highest"
+resume, dropout statistics), electra_rows.py (ELECTRA's forward, samples, loss and gradients),
+report.py (rows, table, plot, files). XLA matmuls run at "highest"
 precision only inside the row functions (cases.highest_precision says why).
 """
 
@@ -42,11 +46,25 @@ import torch
 from bertcore.infra.errors import cli_entry, notes_to_stderr
 
 from .cases import PRESETS, make_case
+from . import electra_rows
 from .curve_rows import bf16_rows, dropout_rows, training_rows
 from .model_rows import adamw_rows, eval_rows, forward_rows, loss_grad_rows
 from .report import Report, write_report
 
 logger = logging.getLogger(__name__)
+ARCHS = ("bert", "modernbert", "electra", "all")
+
+
+def row_parts(variant: str, curves: dict) -> tuple:
+    """The row functions of one variant, in report order. ELECTRA's first rows are its own
+    (two models, the samples, the pair's loss); from eval on, every variant's are the same."""
+    if variant == "electra":
+        first = (electra_rows.forward_rows, electra_rows.sampling_rows,
+                 electra_rows.loss_grad_rows)
+    else:
+        first = (forward_rows, loss_grad_rows)
+    return first + (eval_rows, adamw_rows, functools.partial(training_rows, curves=curves),
+                    functools.partial(dropout_rows, curves=curves), bf16_rows)
 
 
 def run_check(preset: str = "tiny", steps: int = 100, positions=("post", "pre"),
@@ -67,9 +85,7 @@ def run_check(preset: str = "tiny", steps: int = 100, positions=("post", "pre"),
             for ln in positions:
                 case = make_case(preset, ln, work, steps, seed)
                 curves: dict = {}
-                for part in (forward_rows, loss_grad_rows, eval_rows, adamw_rows,
-                             functools.partial(training_rows, curves=curves),
-                             functools.partial(dropout_rows, curves=curves), bf16_rows):
+                for part in row_parts(ln, curves):
                     t = time.perf_counter()
                     rows = part(case)
                     report.rows += rows
@@ -87,7 +103,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m parity.check",
         description="Agreement report of torchbert, jaxbert and transformers' BertForPreTraining "
-                    "(or ModernBertForMaskedLM) "
+                    "(or ModernBertForMaskedLM, or ElectraForPreTraining + ElectraForMaskedLM) "
                     "(fp32 CPU): forward, loss, gradients, one AdamW step, training curves, "
                     "cross-framework resume, dropout statistics. Exit status 1 if a row fails.",
         epilog="Time on a busy 2-core CPU with --threads 1: tiny about 1.5 minutes, mini about 8 "
@@ -96,9 +112,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=100, help="training steps for the curves [100]")
     p.add_argument("--layer-norm-position", default="both", choices=["post", "pre", "both"],
                    help="which BERT variants to check [both]")
-    p.add_argument("--arch", default="bert", choices=["bert", "modernbert", "all"],
+    p.add_argument("--arch", default="bert", choices=list(ARCHS),
                    help="bert (the --layer-norm-position variants), modernbert (ModernBERT vs "
-                        "the twins and transformers' ModernBertForMaskedLM) or all [bert]")
+                        "the twins and transformers' ModernBertForMaskedLM), electra (the "
+                        "generator + discriminator pair vs transformers' ElectraForMaskedLM and "
+                        "ElectraForPreTraining) or all [bert]")
     p.add_argument("--seed", type=int, default=0, help="init, data and dropout seed [0]")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads [torch's default; 1 is best on a busy machine]")
@@ -116,8 +134,8 @@ def main(argv=None) -> int:
     enable_compilation_cache()   # the twins' XLA programs compile once per machine, not per run
     positions = ("post", "pre") if args.layer_norm_position == "both" else \
         (args.layer_norm_position,)
-    positions = {"bert": positions, "modernbert": ("modernbert",),
-                 "all": positions + ("modernbert",)}[args.arch]
+    positions = {"bert": positions, "modernbert": ("modernbert",), "electra": ("electra",),
+                 "all": positions + ("modernbert", "electra")}[args.arch]
     notes_to_stderr()   # stdout is the report table; progress goes to stderr
     report = run_check(args.preset, args.steps, positions, seed=args.seed, threads=args.threads)
     out = Path(args.out or f"runs/parity-{args.preset}")

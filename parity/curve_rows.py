@@ -124,14 +124,45 @@ def _with_data_check(row: Row, same: bool) -> Row:
 @highest_precision
 @highest_precision
 def bf16_rows(case: Case, steps: int | None = None) -> list[Row]:
-    """Both twins computing in bfloat16 (`--dtype bf16`), same init and batches: N steps."""
+    """Both twins computing in bfloat16 (`--dtype bf16`), same init and batches: N steps.
+
+    ELECTRA's generator samples from its logits, and bf16 logits of the twins differ by about
+    a bf16 unit: now and then (measured: from about step 25 on tiny) one slot's sample differs,
+    which flips a replaced-token label and moves that step's loss by ~1%, after which the
+    trajectories part. So for ELECTRA the curve's bar holds at the first step (same weights)
+    and the N steps are compared as the dropout rows compare theirs, by the paired mean."""
     ln, mcfg, train = case.layer_norm_position, case.model_config, case.train
     n = steps or train.steps
     model, opt = torch_setup(case, train, mcfg)
     lt = torch_steps(case, model, opt, train, 0, n, dtype="bf16")
     state, layout, key = jax_setup(case, train, mcfg, dtype="bf16")
     _, lj = jax_steps(case, state, layout, key, 0, n)
-    return [_curve_row(ln, f"bf16 curve ({n} steps): torch vs jax", lt, lj, "BF16_CURVE_REL")]
+    if not case.electra:
+        return [_curve_row(ln, f"bf16 curve ({n} steps): torch vs jax", lt, lj,
+                           "BF16_CURVE_REL")]
+    first = _curve_row(ln, "bf16 first step (same weights): torch vs jax", lt[:1], lj[:1],
+                       "BF16_CURVE_REL")
+    first.note = "the generator's samples from bf16 logits: identical unless a near-tie"
+    return [first, paired_mean_row(ln, f"bf16 mean loss over {n} steps, torch vs jax (samples "
+                                       f"of bf16 logits may differ)", lt, lj)]
+
+
+def paired_mean_row(ln: str, what: str, lt, lj) -> Row:
+    """Two twins' loss curves over the same batches whose steps may differ at random (dropout's
+    masks, ELECTRA's bf16 samples): the paired differences' mean within DROPOUT_Z standard
+    errors, the lag-1 autocorrelation shrinking the effective sample (parity/thresholds.py)."""
+    lt, lj = np.asarray(lt, np.float64), np.asarray(lj, np.float64)
+    d = lt - lj
+    n = len(d)
+    dc = d - d.mean()
+    r1 = float(np.clip((dc[1:] * dc[:-1]).sum() / max((dc * dc).sum(), 1e-30), 0.0, 0.9))
+    n_eff = n * (1 - r1) / (1 + r1)
+    se = float(d.std(ddof=1) / math.sqrt(n_eff)) if n > 1 else float("inf")
+    tol = T.DROPOUT_Z * se
+    return Row(ln, what, abs(d.mean()), abs(d.mean()) / lt.mean(),
+               f"DROPOUT_Z: |diff| <= {T.DROPOUT_Z:g} SE = {tol:.3g}", abs(d.mean()) <= tol,
+               note=f"means {lt.mean():.4f} vs {lj.mean():.4f}; SE {se:.3g} "
+                    f"(std {d.std(ddof=1):.3g}, lag-1 autocorr {r1:.2f}, n_eff {n_eff:.0f})")
 
 
 def dropout_rows(case: Case, curves: dict, steps: int | None = None) -> list[Row]:
@@ -145,18 +176,8 @@ def dropout_rows(case: Case, curves: dict, steps: int | None = None) -> list[Row
     state, layout, key = jax_setup(case, train, mcfg)
     _, lj = jax_steps(case, state, layout, key, 0, n)
     lj = np.asarray(lj)
-    d = lt - lj
-    n = len(d)
-    dc = d - d.mean()
-    r1 = float(np.clip((dc[1:] * dc[:-1]).sum() / max((dc * dc).sum(), 1e-30), 0.0, 0.9))
-    n_eff = n * (1 - r1) / (1 + r1)
-    se = float(d.std(ddof=1) / math.sqrt(n_eff)) if n > 1 else float("inf")
-    tol = T.DROPOUT_Z * se
-    rows = [Row(ln, f"dropout on: mean loss over {n} steps, torch vs jax", abs(d.mean()),
-                abs(d.mean()) / lt.mean(), f"DROPOUT_Z: |diff| <= {T.DROPOUT_Z:g} SE = {tol:.3g}",
-                abs(d.mean()) <= tol,
-                note=f"means {lt.mean():.4f} vs {lj.mean():.4f}; SE {se:.3g} "
-                     f"(std {d.std(ddof=1):.3g}, lag-1 autocorr {r1:.2f}, n_eff {n_eff:.0f})")]
+    n = len(lj)
+    rows = [paired_mean_row(ln, f"dropout on: mean loss over {n} steps, torch vs jax", lt, lj)]
     off_t, off_j = np.asarray(curves["torch"][:n]), np.asarray(curves["jax"][:n])
     act = min(float(np.max(np.abs(lt - off_t) / off_t)), float(np.max(np.abs(lj - off_j) / off_j)))
     rows.append(Row(ln, "dropout on: active in both twins (vs own dropout-off curve)", act, act,

@@ -98,7 +98,7 @@ def plot(report: Report, png: Path) -> Path:
                     label="torchbert, dropout on")
             ax.plot(steps, c["jax_dropout"], lw=0.8, alpha=0.5, color="tab:blue",
                     label="jaxbert, dropout on")
-        name = "ModernBERT" if ln == "modernbert" else f"{ln}-LN"
+        name = {"modernbert": "ModernBERT", "electra": "ELECTRA"}.get(ln, f"{ln}-LN")
         ax.set_title(f"{report.preset}, {name}: loss (fp32 CPU, same init and batches)")
         ax.set_ylabel("loss")
         ax.legend(fontsize=8)
@@ -132,8 +132,9 @@ def write_report(report: Report, out: Path) -> None:
           f"fp32 CPU; torch {torch.__version__}, jax {jax.__version__}; {report.steps} training "
           f"steps; same torch init (converted with bertcore/model/hf.py's table) and the same "
           f"bertcore batches in both twins; dropout off except the `dropout on` rows. Bars: "
-          f"parity/thresholds.py. HF rows: post-LN BERT (transformers' BERT is post-LN) and "
-          f"ModernBERT (transformers' ModernBertForMaskedLM). "
+          f"parity/thresholds.py. HF rows: post-LN BERT (transformers' BERT is post-LN), "
+          f"ModernBERT (transformers' ModernBertForMaskedLM) and ELECTRA (ElectraForPreTraining "
+          f"and ElectraForMaskedLM loaded from each twin's export). "
           f"{len(report.rows) - len(fails)}/{len(report.rows)} rows pass "
           f"({report.seconds:.0f}s).\n\n{report.table()}\n\n"
           f"Each bar (parity/thresholds.py, docs/parity.md says what it bounds) against the worst "

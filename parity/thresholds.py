@@ -21,6 +21,13 @@ GRAD_REL = 1e-4
 # gradient is below that floor as well (they agree that it is zero).
 GRAD_ZERO_FLOOR = 1e-7
 
+# ELECTRA's generator samples (bertcore.model.sampling: Gumbel-max, the noise hashed from one seed
+# per masked slot): tokens that differ between a twin and the numpy reference on the same logits,
+# between the twins on their own generators' logits, and replaced-token labels that differ. None:
+# the noise is integer arithmetic, and the argmax moves only where the two best perturbed scores
+# are within float rounding (~1e-6) of each other, about one slot in a million.
+SAMPLE_MISMATCHES = 0
+
 # One full AdamW step (weight-decay mask, global-norm clipping, schedule): max |p_a - p_b| over
 # every updated parameter.
 ADAMW_STEP_MAX_ABS = 1e-6
@@ -51,6 +58,10 @@ RESUME_REL = 1e-5
 #   |mean(d)| <= DROPOUT_Z * std(d) / sqrt(n_eff),  n_eff = n (1 - r1) / (1 + r1)
 # where r1 (clipped to [0, 0.9]) is the lag-1 autocorrelation of d, since neighbouring steps of two
 # diverging trajectories are not independent. Z = 4 makes a false alarm about 1 in 16,000 runs.
+# ELECTRA's bf16 curves are compared the same way: the generator samples from bf16 logits that
+# differ between the twins by about a bf16 unit, so a sample (and a replaced-token label) differs
+# now and then, after which the trajectories part as dropout's do (BF16_CURVE_REL holds at the
+# first step).
 DROPOUT_Z = 4.0
 # ... and dropout must really be on in both twins: their dropout-on curve must differ from their
 # own dropout-off curve by more than this (relative, at the worst step), or the row above has no
