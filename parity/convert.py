@@ -1,5 +1,6 @@
 """`python -m parity.convert SRC DST --to torch|jax|hf`: BERT weights or a whole training state
-between torchbert, jaxbert and Hugging Face.
+between torchbert, jaxbert and Hugging Face (BERT, ModernBERT and ELECTRA: its generator +
+discriminator pair, whose Hugging Face form is two directories).
 
 Every reader produces one framework-free `TrainingState` (parity/state.py) and every writer
 consumes it; the names and layouts are bertcore/model/hf.py's one table. Per framework:
@@ -14,10 +15,10 @@ import logging
 import sys
 from pathlib import Path
 
-from bertcore.model.config import arch_of
+from bertcore.model.config import ElectraConfig, arch_of
 from bertcore.infra.errors import UserError, cli_entry
-from bertcore.infra.files import check_apart, check_output, replace_output, writing
-from bertcore.model.hf import HF_OUTPUT
+from bertcore.infra.files import Output, check_apart, check_output, replace_output, writing
+from bertcore.model.hf import ELECTRA_ROLES, HF_OUTPUT
 from bertcore.modeldirs.resolve import ModelDir
 from bertcore.train.rundir import FRAMEWORKS, RUN_OUTPUT, RunDir, copy_tree
 
@@ -25,6 +26,10 @@ from .state import (TrainingState, open_source, pretraining_card_of, read_hf, wr
                     write_hf_classifier)
 
 logger = logging.getLogger(__name__)
+# ELECTRA's Hugging Face export: the two models' directories (each HF_OUTPUT's files), what its
+# --overwrite may replace.
+ELECTRA_HF_OUTPUT = Output("an ELECTRA export (discriminator/ and generator/)",
+                           frozenset(ELECTRA_ROLES))
 
 
 def read_state(src: ModelDir, step: int | None) -> TrainingState:
@@ -82,7 +87,8 @@ def convert(src: str | Path, dst: str | Path, to: str, step: int | None = None,
     root, run = md.path, md.run
     whole_state = run is not None and to in FRAMEWORKS
     check_apart(dst, {"SRC": src, "its run": root}, out_flag="DST")
-    output = RUN_OUTPUT if whole_state else HF_OUTPUT
+    electra = isinstance(md.config, ElectraConfig)
+    output = RUN_OUTPUT if whole_state else ELECTRA_HF_OUTPUT if electra else HF_OUTPUT
     check_output(dst, output, overwrite=overwrite, flag="DST")
     state = read_state(md, step)
     for note in state.notes:
@@ -95,7 +101,7 @@ def convert(src: str | Path, dst: str | Path, to: str, step: int | None = None,
             if whole_state:
                 write_rundir(tmp, to, state, md)
             else:
-                write_hf(tmp, state, md.tokenizer_dir if run else root,
+                write_hf(tmp, state, md.tokenizer_dir or root,
                          card=pretraining_card_of(dst, state, md))
     finally:
         target.unlock()
@@ -105,6 +111,16 @@ def convert(src: str | Path, dst: str | Path, to: str, step: int | None = None,
                     f"continue it with python -m {to}bert.train --out {dst} --resume")
         return dst
     what = f"step {state.step} of {root}" if run else str(root)
+    if electra:
+        tok = ", tokenizer" if (dst / "discriminator/vocab.txt").is_file() else ""
+        logger.info(f"wrote {dst}: Hugging Face ELECTRA models ({what}), {dst}/discriminator "
+                    f"(ElectraForPreTraining) and {dst}/generator (ElectraForMaskedLM), each with "
+                    f"config.json, model.safetensors{tok}, model card README.md")
+        if to in FRAMEWORKS:
+            logger.info(f"note: from a Hugging Face directory only weights exist (no optimizer "
+                        f"state or data position); {to}bert's electra.py loads each model with "
+                        f"from_pretrained")
+        return dst
     kind = "ModernBERT" if arch_of(state.config) == "modernbert" else "BERT"
     logger.info(f"wrote {dst}: Hugging Face {kind} weights ({what}), config.json, model.safetensors"
                 f"{', tokenizer' if (dst / 'vocab.txt').is_file() else ''}, model card README.md")
@@ -147,13 +163,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   one checkpoint of a RUNDIR        RUNDIR/checkpoints/step_00000100 (torch), RUNDIR/checkpoints/100 (jax)
   a Hugging Face BERT directory     config.json + model.safetensors (BertForPreTraining,
                                     BertForMaskedLM or BertModel save; missing heads start fresh)
+  an ELECTRA export                 DIR/discriminator + DIR/generator (what --to hf writes)
   a fine-tuned classifier           a `classify train` RUNDIR (its best/ weights), --to hf only:
                                     transformers' Bert- or ModernBertForSequenceClassification
                                     loads DST
 
 DST is written according to --to:
   --to hf            config.json + model.safetensors + tokenizer files, loadable with
-                     transformers.BertForPreTraining.from_pretrained(DST) and BertTokenizerFast
+                     transformers.BertForPreTraining.from_pretrained(DST) and BertTokenizerFast;
+                     ELECTRA: the same in DST/discriminator (ElectraForPreTraining) and
+                     DST/generator (ElectraForMaskedLM), each with its model card
   --to torch | jax   from a RUNDIR: a complete RUNDIR of that twin with the FULL training state
                      (weights, AdamW moments, step counts, data position, RNG) and the metrics so
                      far, so `python -m {torch,jax}bert.train --out DST --resume` continues the run;

@@ -7,7 +7,8 @@ and size, how the model was trained, what it reached on held-out data, and how t
 transformers and in both twins.
 
     pretraining_card   RUNDIR/hf/ (both twins' train, bertcore.train.run) and
-                       `parity.convert ... --to hf` of a run or a Hugging Face directory
+                       `parity.convert ... --to hf` of a run or a Hugging Face directory; for
+                       ELECTRA, each of hf/discriminator and hf/generator gets its own
     classifier_card    a classify RUNDIR's best/ (bertcore.classify.run) and
                        `parity.convert CLASSIFY_RUNDIR DST --to hf`
     write_model_card   DIR/README.md, atomically
@@ -29,7 +30,8 @@ import numpy as np
 from bertcore.model.config import (BertConfig, ElectraConfig, ModelConfig, ModernBertConfig,
                                    arch_of)
 from bertcore.infra.files import write_text_atomic
-from bertcore.model.hf import classifier_param_table, param_table
+from bertcore.model.hf import (ELECTRA_ROLES, classifier_param_table, electra_param_table,
+                               param_table)
 
 CARD = "README.md"
 LICENSE_NOTE = ("placeholder: set the license of your weights and data (e.g. apache-2.0), or "
@@ -87,10 +89,13 @@ def front_matter(meta: Mapping[str, Any], comments: Mapping[str, str] | None = N
 
 # ---- what the cards say --------------------------------------------------------------------------
 
-def parameter_count(config: ModelConfig, num_labels: int | None = None) -> int:
+def parameter_count(config: ModelConfig, num_labels: int | None = None,
+                    role: str | None = None) -> int:
     """Parameters of BertForPreTraining(config) (the tied MLM decoder once, as transformers'
-    `num_parameters()` counts it), or of BertForSequenceClassification with `num_labels`."""
-    table = (param_table(config) if num_labels is None
+    `num_parameters()` counts it), or of BertForSequenceClassification with `num_labels`, or of
+    one ELECTRA model (`role` "discriminator" or "generator", its own embeddings included)."""
+    table = (param_table(config) if num_labels is None and role is None
+             else electra_param_table(config, role) if num_labels is None
              else classifier_param_table(config, num_labels))
     return sum(int(np.prod(p.hf_shape)) for p in table)
 
@@ -175,11 +180,15 @@ def _model_index(name: str, task: tuple[str, str], dataset: str, split: str,
         "metrics": ms}]}]
 
 
-def _meta(pipeline_tag: str, framework: str | None, datasets: list[str], base_model: str | None,
-          model_index: list[dict] | None, arch: str = "bert") -> dict[str, Any]:
+def _meta(pipeline_tag: str | None, framework: str | None, datasets: list[str],
+          base_model: str | None, model_index: list[dict] | None, arch: str = "bert"
+          ) -> dict[str, Any]:
     tags = [arch, "twinbert"] + ([f"{framework}bert"] if framework else [])
+    # None: a model no transformers pipeline runs (ELECTRA's discriminator)
     meta: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": pipeline_tag,
                             "license": "other", "tags": tags}
+    if pipeline_tag is None:
+        del meta["pipeline_tag"]
     if datasets:
         meta["datasets"] = datasets
     if base_model:
@@ -201,38 +210,61 @@ def pretraining_card(hf_dir: str | Path, config: ModelConfig, *,
                      corpus: str | None = None, data: str | None = None,
                      init_from: str | None = None, learned_line: str | None = None,
                      held_out: Mapping[str, Any] | None = None,
-                     train_seconds: float | None = None, source: str | None = None) -> str:
-    """The card of a BertForPreTraining export at `hf_dir`.
+                     train_seconds: float | None = None, source: str | None = None,
+                     role: str | None = None) -> str:
+    """The card of a BertForPreTraining export at `hf_dir` (ModernBERT: ModernBertForMaskedLM;
+    ELECTRA: one of the pair's two models, `role` "discriminator" or "generator", by default
+    `hf_dir`'s name: hf/discriminator, hf/generator; `config` is the pair's).
 
     `train`: the run's TrainConfig as a dict; `steps`: the optimizer steps the weights have
     seen; `corpus` / `data`: what it was trained on (a corpus name or path, the prepared data
     directory); `init_from`: the weights it started from (base_model); `learned_line`: the run's
-    `learned:` line; `held_out`: its last eval line (step, mlm_loss, mlm_accuracy, perplexity);
-    `source`: what it was converted from, for a card without a run. Unknown parts are left out.
+    `learned:` line; `held_out`: its last eval line (step, mlm_loss, mlm_accuracy, perplexity;
+    ELECTRA's also disc_accuracy, disc_precision, disc_recall); `source`: what it was converted
+    from, for a card without a run. Unknown parts are left out.
     """
     hf_dir = Path(hf_dir)
-    name = name or (hf_dir.parent.name if hf_dir.name == "hf" else hf_dir.name)
-    params = parameter_count(config)
+    electra = isinstance(config, ElectraConfig)
+    base = hf_dir
+    if electra:
+        role = role or (hf_dir.name if hf_dir.name in ELECTRA_ROLES else "discriminator")
+        base = hf_dir.parent if hf_dir.name in ELECTRA_ROLES else hf_dir
+    name = name or (base.parent.name if base.name == "hf" else base.name)
+    params = parameter_count(config, role=role) if electra else parameter_count(config)
     ds = dataset_name(corpus)
+    who = FRAMEWORK_NAMES.get(framework or "", "this project")
     index = None
-    if held_out:
+    if held_out and role == "discriminator":
+        index = _model_index(name, ("token-classification", "Replaced Token Detection"),
+                             ds or "held-out", "eval",
+                             [("accuracy", "held-out detection accuracy",
+                               held_out.get("disc_accuracy")),
+                              ("precision", "held-out precision on replaced tokens",
+                               held_out.get("disc_precision")),
+                              ("recall", "held-out recall on replaced tokens",
+                               held_out.get("disc_recall"))])
+    elif held_out:
         index = _model_index(name, ("fill-mask", "Masked Language Modeling"),
                              ds or "held-out", "eval",
                              [("accuracy", "held-out MLM accuracy", held_out.get("mlm_accuracy")),
                               ("perplexity", "held-out MLM perplexity",
                                held_out.get("perplexity"))])
-    meta = _meta("fill-mask", framework, [ds] if ds else [], init_from, index, arch_of(config))
-    who = FRAMEWORK_NAMES.get(framework or "", "this project")
+    meta = _meta(None if role == "discriminator" else "fill-mask", framework, [ds] if ds else [],
+                 init_from, index, arch_of(config))
     modern = isinstance(config, ModernBertConfig)
-    nsp = not modern and (not train or train.get("nsp", True))
-    what = (f"A {'ModernBERT' if modern else 'BERT'} model pretrained with masked language "
-            f"modelling{' and next-sentence prediction' if nsp else ''} "
-            f"by {who}, one of twinbert's two implementations (PyTorch and JAX/Flax, "
-            f"the same model and training on a shared framework-free pipeline). Its weights "
-            f"are a Hugging Face `{'ModernBertForMaskedLM' if modern else 'BertForPreTraining'}` "
-            f"directory.")
-    out = _head(meta, name, what)
-    out += ["## Architecture", "", *_architecture(config, params), *_pre_ln_note(config), ""]
+    nsp = not modern and not electra and (not train or train.get("nsp", True))
+    if electra:
+        what = _electra_what(config, role, who)
+    else:
+        what = (f"A {'ModernBERT' if modern else 'BERT'} model pretrained with masked language "
+                f"modelling{' and next-sentence prediction' if nsp else ''} "
+                f"by {who}, one of twinbert's two implementations (PyTorch and JAX/Flax, "
+                f"the same model and training on a shared framework-free pipeline). Its weights "
+                f"are a Hugging Face "
+                f"`{'ModernBertForMaskedLM' if modern else 'BertForPreTraining'}` directory.")
+    out = _head(meta, f"{name}: the {role}" if electra else name, what)
+    own = config.generator_config() if role == "generator" else config
+    out += ["## Architecture", "", *_architecture(own, params), *_pre_ln_note(config), ""]
     out += ["## Training", ""]
     if train:
         b, l = int(train["batch_size"]), int(train["seq_len"])
@@ -246,8 +278,9 @@ def pretraining_card(hf_dir: str | Path, config: ModelConfig, *,
         rows += [("batch size", f"{b} sequences"), ("sequence length", l),
                  ("masking", f"{100 * float(train.get('mask_prob', 0.15)):g}% of tokens, at "
                              f"most {train.get('max_predictions')} a sequence"
-                             f"{', whole words' if train.get('whole_word_mask') else ''}"),
-                 ("objectives", "MLM + NSP" if train.get("nsp", True) else "MLM"),
+                             f"{', whole words' if train.get('whole_word_mask') else ''}"
+                             + (_shares(train) if electra else "")),
+                 ("objectives", _objectives(train)),
                  ("learning rate", f"{train.get('lr')} ({train.get('schedule')} schedule, "
                                    f"{train.get('warmup_steps')} warmup steps)"),
                  ("optimizer", f"AdamW (betas {train.get('beta1')}, {train.get('beta2')}, eps "
@@ -274,13 +307,91 @@ def pretraining_card(hf_dir: str | Path, config: ModelConfig, *,
         if learned_line:
             out += ["The run's own summary (`summary.json`, against a model that only knows word "
                     "frequencies):", "", f"> {learned_line}", ""]
-        if held_out:
+        if held_out and role == "discriminator":
+            out += [f"Held-out evaluation at step {held_out.get('step')} (the tokens the "
+                    f"generator's samples replaced): detection accuracy "
+                    f"{held_out.get('disc_accuracy', float('nan')):.4f}, precision "
+                    f"{held_out.get('disc_precision', float('nan')):.4f}, recall "
+                    f"{held_out.get('disc_recall', float('nan')):.4f}.", ""]
+        elif held_out:
             out += [f"Held-out evaluation at step {held_out.get('step')}: MLM loss "
                     f"{held_out.get('mlm_loss', float('nan')):.4f}, perplexity "
                     f"{held_out.get('perplexity', float('nan')):.2f}, MLM accuracy "
                     f"{held_out.get('mlm_accuracy', float('nan')):.4f}.", ""]
-    out += _use_pretrained(str(hf_dir), modern)
+    out += (_use_electra(str(hf_dir), role) if electra else
+            _use_pretrained(str(hf_dir), modern))
     return "\n".join(out).rstrip() + "\n"
+
+
+def _objectives(train: Mapping[str, Any]) -> str:
+    if train.get("objective") == "electra":
+        return (f"replaced-token detection (ELECTRA): generator MLM + "
+                f"{float(train.get('disc_weight', 50.0)):g} x discriminator")
+    return "MLM + NSP" if train.get("nsp", True) else "MLM"
+
+
+def _shares(train: Mapping[str, Any]) -> str:
+    """What the masked slots become (ELECTRA's 85/0/15 differs from BERT's 80/10/10)."""
+    m, r = float(train.get("mask_replace_prob", 0.8)), float(train.get("random_replace_prob", 0.1))
+    return f"; of those {100 * m:g}% [MASK], {100 * r:g}% a random token, the rest kept"
+
+
+def _electra_what(config: ElectraConfig, role: str, who: str) -> str:
+    """What one of an ELECTRA pair's exports is, and where the other one is."""
+    common = (f"pretrained with replaced-token detection by {who}, one of twinbert's two "
+              f"implementations (PyTorch and JAX/Flax, the same model and training on a shared "
+              f"framework-free pipeline)")
+    if role == "discriminator":
+        return (f"The discriminator of an ELECTRA model {common}. For every token it gives one "
+                f"logit, positive where it judges the token replaced by the generator's sample. "
+                f"It is the encoder ELECTRA keeps: fine-tune it for downstream tasks "
+                f"(`ElectraForSequenceClassification`). Its weights are a Hugging Face "
+                f"`ElectraForPreTraining` directory; the generator it was trained against is "
+                f"`ElectraForMaskedLM` in `../generator`.")
+    gen = config.generator_config()
+    return (f"The generator of an ELECTRA model {common}: the small masked language model "
+            f"({gen.hidden_size} wide, {gen.num_hidden_layers} layers, against the "
+            f"discriminator's {config.hidden_size} and {config.num_hidden_layers}) whose samples "
+            f"the discriminator learned to detect; it fills masks. It was trained on the "
+            f"discriminator's embeddings, which this directory holds a copy of. Its weights are "
+            f"a Hugging Face `ElectraForMaskedLM` directory; the discriminator is "
+            f"`ElectraForPreTraining` in `../discriminator`.")
+
+
+def _use_electra(path: str, role: str) -> list[str]:
+    """How to load one of an ELECTRA pair's exports, in transformers and in the twins."""
+    p = json.dumps(path)
+    out = ["## How to use", "",
+           f"`{path}` is this directory; after you push it to the Hub, use the repository's "
+           f"name instead.", "", "With transformers:", "", "```python"]
+    if role == "discriminator":
+        out += ["from transformers import AutoTokenizer, ElectraForPreTraining", "",
+                f"tokenizer = AutoTokenizer.from_pretrained({p})",
+                f"model = ElectraForPreTraining.from_pretrained({p})",
+                f"inputs = tokenizer({json.dumps(FILL_MASK_TEXT.replace('[MASK]', 'list'))}, "
+                f"return_tensors=\"pt\")",
+                "replaced = model(**inputs).logits > 0   # True where a token looks replaced",
+                "# fine-tune: ElectraForSequenceClassification.from_pretrained(PATH, num_labels=2)",
+                "```", "", "With either twin of this project:", "", "```bash",
+                f"python -m torchbert.classify train --init-from {path} --data DATA --out RUNDIR",
+                f"python -m jaxbert.classify   train --init-from {path} --data DATA --out RUNDIR",
+                "```", "",
+                "In Python: `torchbert.electra.ElectraForPreTraining.from_pretrained(PATH)`, "
+                "`jaxbert.electra.discriminator_from_pretrained(PATH)` (returns the model and its "
+                "params).", ""]
+    else:
+        out += ["from transformers import ElectraForMaskedLM, pipeline", "",
+                f"fill = pipeline(\"fill-mask\", model={p})",
+                f"print(fill({json.dumps(FILL_MASK_TEXT)}))",
+                f"model = ElectraForMaskedLM.from_pretrained({p})",
+                "```", "", "With either twin of this project:", "", "```bash",
+                f"python -m torchbert.fill_mask {path} \"{FILL_MASK_TEXT}\"",
+                f"python -m jaxbert.fill_mask   {path} \"{FILL_MASK_TEXT}\"",
+                "```", "",
+                "In Python: `torchbert.electra.ElectraForMaskedLM.from_pretrained(PATH)`, "
+                "`jaxbert.electra.generator_from_pretrained(PATH)` (returns the model and its "
+                "params).", ""]
+    return out
 
 
 def _use_pretrained(path: str, modern: bool = False) -> list[str]:
