@@ -28,8 +28,7 @@ from .state import (TrainingState, open_source, pretraining_card_of, read_hf, wr
 logger = logging.getLogger(__name__)
 # ELECTRA's Hugging Face export: the two models' directories (each HF_OUTPUT's files), what its
 # --overwrite may replace.
-ELECTRA_HF_OUTPUT = Output("an ELECTRA export (discriminator/ and generator/)",
-                           frozenset(ELECTRA_ROLES))
+ELECTRA_HF_OUTPUT = Output("an ELECTRA export", frozenset(ELECTRA_ROLES))
 
 
 def read_state(src: ModelDir, step: int | None) -> TrainingState:

@@ -326,6 +326,10 @@ def test_one_model_missing_is_one_line(run, tmp_path, capsys):
     _fails(capsys, str(bad), str(tmp_path / "out"), "--to", "hf",
            needles=("generator/config.json", "intermediate_size=96"))
     assert not (tmp_path / "out").exists()
+    # --overwrite replaces an export, and only an export
+    assert C.main([str(run), str(export), "--to", "hf", "--overwrite"]) == 0
+    _fails(capsys, str(run), str(bad / "generator"), "--to", "hf", "--overwrite",
+           needles=("not an ELECTRA export's", "config.json"))
     # the pair's config comes back from the two files
     from parity.state import electra_pair_config
     pair = electra_pair_config(export)
