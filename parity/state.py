@@ -26,7 +26,7 @@ import numpy as np
 
 from bertcore.modeldirs.card import pretraining_card, run_corpus, write_model_card
 from bertcore.model.config import (ElectraConfig, ModelConfig, ModernBertConfig, arch_of,
-                                   load_model_config)
+                                   electra_pair_config, load_model_config)
 from bertcore.infra.errors import UserError
 from bertcore.model.hf import (ELECTRA_PREFIXES, ELECTRA_ROLES, check_electra_state,
                                check_hf_state, electra_join, electra_split, fresh_params,
@@ -191,11 +191,6 @@ def _pretraining_card(dst: Path, state: TrainingState, src: ModelDir, name: str)
 # ---- ELECTRA's two Hugging Face models ---------------------------------------------------------
 
 ELECTRA_CLASSES = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM"}
-# The generator's config fields that must be what ElectraConfig.generator_config() derives from
-# the discriminator's, for the two to be this project's pair.
-GENERATOR_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads",
-                    "intermediate_size", "embedding_size", "vocab_size", "max_position_embeddings",
-                    "type_vocab_size", "hidden_act")
 
 
 def is_electra_export(path: Path) -> bool:
@@ -206,7 +201,7 @@ def is_electra_export(path: Path) -> bool:
 
 def open_electra_export(path: Path) -> ModelDir:
     """An ELECTRA export opened as a Hugging Face source: both models present, or one UserError
-    naming the missing one; its config the pair's (`electra_pair_config`)."""
+    naming the missing one; its config the pair's (`export_pair_config`)."""
     for role, other in zip(ELECTRA_ROLES, reversed(ELECTRA_ROLES)):
         if not is_hf_dir(path / role):
             raise UserError(f"{path} holds an ELECTRA {other} but no {role} ({path / role}: "
@@ -214,14 +209,14 @@ def open_electra_export(path: Path) -> ModelDir:
                             f"model.safetensors); converting ELECTRA needs both models, as "
                             f"--to hf and a run's hf/ write them: put the {role} back, or convert "
                             f"the run itself")
-    config = electra_pair_config(path)
+    config = export_pair_config(path)
     tok = next((path / role for role in ELECTRA_ROLES
                 if any((path / role / f).is_file() for f in ("tokenizer.json", "vocab.txt"))),
                None)
     return ModelDir(path, "hf", config, tok, path)
 
 
-def electra_pair_config(path: Path) -> ElectraConfig:
+def export_pair_config(path: Path) -> ElectraConfig:
     """The pair's ElectraConfig (the discriminator's, with the generator's size as fractions of
     it) from the two config.json files of an export; one UserError where the generator is not
     the one that config derives."""
@@ -231,23 +226,7 @@ def electra_pair_config(path: Path) -> ElectraConfig:
         if not isinstance(own[role], ElectraConfig):
             raise UserError(f"{path / role / 'config.json'} is not an ELECTRA config (it is "
                             f"{arch_of(own[role])}'s); an ELECTRA export holds two ELECTRA models")
-    disc, gen = own["discriminator"], own["generator"]
-    if gen.hidden_size > disc.hidden_size or gen.num_hidden_layers > disc.num_hidden_layers:
-        raise UserError(f"{path}/generator is larger than its discriminator ({gen.hidden_size} "
-                        f"wide, {gen.num_hidden_layers} layers against {disc.hidden_size}, "
-                        f"{disc.num_hidden_layers}); this project's ELECTRA generator is at most "
-                        f"as wide and deep as the discriminator")
-    config = disc.replace(generator_hidden_size=gen.hidden_size / disc.hidden_size,
-                          generator_layers=gen.num_hidden_layers / disc.num_hidden_layers)
-    derived = config.generator_config()
-    off = [f"{f}={getattr(gen, f)} (the pair's: {getattr(derived, f)})" for f in GENERATOR_FIELDS
-           if getattr(gen, f) != getattr(derived, f)]
-    if off:
-        raise UserError(f"{path}/generator/config.json does not make the generator of its "
-                        f"discriminator: {', '.join(off)}; this project's pair shares the "
-                        f"embeddings and gives the generator a head per 64 features and "
-                        f"intermediate 4 x hidden")
-    return config
+    return electra_pair_config(own["discriminator"], own["generator"], str(path))
 
 
 def read_electra_export(path: Path) -> TrainingState:

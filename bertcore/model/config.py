@@ -520,6 +520,36 @@ class ElectraConfig(_ModelConfigFile):
         return self.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
 
+# What a generator's own config.json must say for it to be the generator a pair config derives.
+GENERATOR_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads",
+                    "intermediate_size", "embedding_size", "vocab_size",
+                    "max_position_embeddings", "type_vocab_size", "hidden_act")
+
+
+def electra_pair_config(disc: ElectraConfig, gen: ElectraConfig, where: str) -> ElectraConfig:
+    """The pair config (the discriminator's, with the generator's size as fractions of it) of
+    two transformers ELECTRA configs, as an export or a Hugging Face pair holds them; one
+    UserError naming `where` when the generator is larger than the discriminator or is not the
+    one that config derives (google-research/electra's rule: a head per 64 features, a 4x
+    feed-forward, the shared embeddings)."""
+    if gen.hidden_size > disc.hidden_size or gen.num_hidden_layers > disc.num_hidden_layers:
+        raise UserError(f"{where}: the generator is larger than its discriminator "
+                        f"({gen.hidden_size} wide, {gen.num_hidden_layers} layers against "
+                        f"{disc.hidden_size}, {disc.num_hidden_layers}); this project's ELECTRA "
+                        f"generator is at most as wide and deep as the discriminator")
+    config = disc.replace(generator_hidden_size=gen.hidden_size / disc.hidden_size,
+                          generator_layers=gen.num_hidden_layers / disc.num_hidden_layers)
+    derived = config.generator_config()
+    off = [f"{f}={getattr(gen, f)} (the pair's: {getattr(derived, f)})" for f in GENERATOR_FIELDS
+           if getattr(gen, f) != getattr(derived, f)]
+    if off:
+        raise UserError(f"{where}: generator/config.json does not make the generator of its "
+                        f"discriminator: {', '.join(off)}; this project's pair shares the "
+                        f"embeddings and gives the generator a head per 64 features and "
+                        f"intermediate 4 x hidden")
+    return config
+
+
 def special_ids(tok: Any) -> dict[str, int]:
     """ModernBertConfig's special-token fields from a tokenizer (bertcore.data.tokenizer's
     WordPiece: pad_id, cls_id, sep_id): [CLS] begins a sequence and [SEP] ends it."""

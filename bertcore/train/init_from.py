@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 
-from bertcore.model.config import BertConfig, ElectraConfig, load_model_config
+from bertcore.model.config import (BertConfig, ElectraConfig, electra_pair_config,
+                                   load_model_config)
 from bertcore.data.tokenizer import WordPiece, load_tokenizer
 from bertcore.infra.errors import UserError
 from bertcore.model.hf import electra_join
@@ -131,18 +132,10 @@ def _electra_export_source(path: Path, tokenizer: str | None, fallback: str | No
                         f"{config.model_type if hasattr(config, 'model_type') else 'bert'})")
     if gen is not None:
         g = load_model_config(gen / "config.json")
-        config = config.replace(generator_hidden_size=g.hidden_size / config.hidden_size,
-                                generator_layers=g.num_hidden_layers / config.num_hidden_layers)
-        d = config.generator_config()
-        shape = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                 "embedding_size", "vocab_size")
-        if any(getattr(d, k) != getattr(g, k) for k in shape):
-            raise UserError(f"--init-from {path}: the generator's shape ("
-                            f"{', '.join(f'{k}={getattr(g, k)}' for k in shape)}) is not one "
-                            f"this project derives from the discriminator's (a fraction of its "
-                            f"width and depth, a head per 64 features, 4x wide feed-forward, "
-                            f"the same embeddings); pass {disc} alone (the generator then starts "
-                            f"fresh)")
+        if not isinstance(g, ElectraConfig):
+            raise UserError(f"--init-from {gen} is not an ELECTRA model; an ELECTRA export holds "
+                            f"two ELECTRA models")
+        config = electra_pair_config(config, g, f"--init-from {path}")
     else:
         note = "; ".join(filter(None, [note, "the generator starts fresh (no generator/)"]))
     tok_dir = tokenizer or (disc if (disc / "vocab.txt").is_file() or

@@ -331,6 +331,6 @@ def test_one_model_missing_is_one_line(run, tmp_path, capsys):
     _fails(capsys, str(run), str(bad / "generator"), "--to", "hf", "--overwrite",
            needles=("not an ELECTRA export's", "config.json"))
     # the pair's config comes back from the two files
-    from parity.state import electra_pair_config
-    pair = electra_pair_config(export)
+    from parity.state import export_pair_config
+    pair = export_pair_config(export)
     assert isinstance(pair, ElectraConfig) and pair == read_run(run).config
