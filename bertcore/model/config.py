@@ -76,6 +76,29 @@ def _check_model_type(d: dict[str, Any], want: str) -> None:
                         f"architecture")
 
 
+def _validate_bert_fields(config: Any, sizes: tuple[str, ...]) -> None:
+    """The checks BERT's and ELECTRA's configs share (the same HF field names): sizes, heads
+    that divide the width, dropout, initialiser and epsilon ranges, the activation."""
+    for name in sizes:
+        check_size_field(name, getattr(config, name))
+    if config.hidden_size % config.num_attention_heads:
+        raise UserError(
+            f"config hidden_size={config.hidden_size} is not divisible by "
+            f"num_attention_heads={config.num_attention_heads}; pick a head count that "
+            f"divides it")
+    for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        v = getattr(config, name)
+        if not is_number(v) or not 0.0 <= v < 1.0:
+            raise UserError(f"config {name}={v!r} must be a number in [0, 1)")
+    for name in ("initializer_range", "layer_norm_eps"):
+        v = getattr(config, name)
+        if not is_number(v) or not 0.0 < v < math.inf:
+            raise UserError(f"config {name}={v!r} must be a positive number")
+    if config.hidden_act not in HIDDEN_ACTS:
+        raise UserError(f"config hidden_act={config.hidden_act!r} is not supported; use one of "
+                        f"{', '.join(HIDDEN_ACTS)}")
+
+
 class _ModelConfigFile:
     """What both model configs (dataclasses) share: their config.json in and out, and replace."""
 
@@ -117,27 +140,11 @@ class BertConfig(_ModelConfigFile):
         return self.hidden_size // self.num_attention_heads
 
     def validate(self) -> None:
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
-            check_size_field(name, getattr(self, name))
-        if self.hidden_size % self.num_attention_heads:
-            raise UserError(
-                f"config hidden_size={self.hidden_size} is not divisible by "
-                f"num_attention_heads={self.num_attention_heads}; pick a head count that "
-                f"divides it")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            v = getattr(self, name)
-            if not is_number(v) or not 0.0 <= v < 1.0:
-                raise UserError(f"config {name}={v!r} must be a number in [0, 1)")
-        for name in ("initializer_range", "layer_norm_eps"):
-            v = getattr(self, name)
-            if not is_number(v) or not 0.0 < v < math.inf:
-                raise UserError(f"config {name}={v!r} must be a positive number")
+        _validate_bert_fields(self, ("vocab_size", "hidden_size", "num_hidden_layers",
+                                     "num_attention_heads", "intermediate_size",
+                                     "max_position_embeddings", "type_vocab_size"))
         if not isinstance(self.pad_token_id, int) or isinstance(self.pad_token_id, bool):
             raise UserError(f"config pad_token_id={self.pad_token_id!r} must be an integer")
-        if self.hidden_act not in HIDDEN_ACTS:
-            raise UserError(f"config hidden_act={self.hidden_act!r} is not supported; use one of "
-                            f"{', '.join(HIDDEN_ACTS)}")
         if self.layer_norm_position not in LAYER_NORM_POSITIONS:
             raise UserError(f"config layer_norm_position={self.layer_norm_position!r} must be "
                             f"'post' or 'pre'")
@@ -432,26 +439,10 @@ class ElectraConfig(_ModelConfigFile):
         return self.hidden_size // self.num_attention_heads
 
     def validate(self) -> None:
-        for name in ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers",
-                     "num_attention_heads", "intermediate_size", "max_position_embeddings",
-                     "type_vocab_size"):
-            check_size_field(name, getattr(self, name))
-        if self.hidden_size % self.num_attention_heads:
-            raise UserError(
-                f"config hidden_size={self.hidden_size} is not divisible by "
-                f"num_attention_heads={self.num_attention_heads}; pick a head count that "
-                f"divides it")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            v = getattr(self, name)
-            if not is_number(v) or not 0.0 <= v < 1.0:
-                raise UserError(f"config {name}={v!r} must be a number in [0, 1)")
-        for name in ("initializer_range", "layer_norm_eps"):
-            v = getattr(self, name)
-            if not is_number(v) or not 0.0 < v < math.inf:
-                raise UserError(f"config {name}={v!r} must be a positive number")
-        if self.hidden_act not in HIDDEN_ACTS:
-            raise UserError(f"config hidden_act={self.hidden_act!r} is not supported; use one of "
-                            f"{', '.join(HIDDEN_ACTS)}")
+        _validate_bert_fields(self, ("vocab_size", "embedding_size", "hidden_size",
+                                     "num_hidden_layers", "num_attention_heads",
+                                     "intermediate_size", "max_position_embeddings",
+                                     "type_vocab_size"))
         if (not isinstance(self.pad_token_id, int) or isinstance(self.pad_token_id, bool)
                 or not 0 <= self.pad_token_id < self.vocab_size):
             raise UserError(f"config pad_token_id={self.pad_token_id!r} must be a token id below "
