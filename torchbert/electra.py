@@ -33,7 +33,7 @@ from bertcore.model.hf import (ELECTRA_HEAD_PREFIXES, check_electra_state, check
 from bertcore.model.sampling import MASK32, MUL_A, MUL_B, UNIFORM_BITS
 
 from .model import (BertEmbeddings, BertEncoder, _as_numpy, _init_weights, load_hf_directory,
-                    pretraining_loss)
+                    pretraining_loss, tied_logits)
 
 # ELECTRA's embeddings are BERT's at width embedding_size (BertEmbeddings reads that field).
 ElectraEmbeddings = BertEmbeddings
@@ -102,11 +102,7 @@ class ElectraLMHead(nn.Module):
         self.pad_vocab_to = pad_vocab_to
 
     def forward(self, h: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        pad = -table.shape[0] % self.pad_vocab_to
-        if pad:
-            table = F.pad(table, (0, 0, 0, pad))
-        logits = F.linear(h, table)[..., :self.bias.shape[0]]                    # (B, P, V)
-        return logits + self.bias.to(logits.dtype)
+        return tied_logits(h, table, self.bias, self.pad_vocab_to)               # (B, P, V)
 
 
 class ElectraForPreTraining(nn.Module):

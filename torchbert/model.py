@@ -288,6 +288,22 @@ class BertPredictionHeadTransform(nn.Module):
         return self.LayerNorm(F.gelu(self.dense(x)))
 
 
+def tied_logits(h: torch.Tensor, table: torch.Tensor, bias: torch.Tensor,
+                pad_vocab_to: int = 1) -> torch.Tensor:
+    """h @ table^T + bias, the decoder tied to the token embeddings (`table`, V x H). With
+    pad_vocab_to=M > 1 the matmul runs on the table padded with zero rows to a multiple of M
+    (aligned tensor-core tiles) and the padded logits are dropped. The JAX twin's function of
+    the same name takes the embedding module and leaves the bias to add_bias."""
+    V = table.shape[0]
+    pad = -V % pad_vocab_to
+    if pad:
+        table = F.pad(table, (0, 0, 0, pad))                             # (V + pad, H)
+    logits = F.linear(h, table)[..., :V]                                 # (B, P or L, V)
+    # The bias in the logits' dtype (bf16 under autocast, as nn.Linear's output); jaxbert's
+    # twin line is add_bias(logits, self.bias.astype(logits.dtype)).
+    return logits + bias.to(logits.dtype)
+
+
 class BertLMPredictionHead(nn.Module):
     """transform, then logits = h @ word_embeddings^T + bias (tied by BertForPreTraining).
 
@@ -305,14 +321,9 @@ class BertLMPredictionHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.transform(x)
-        pad = -self.bias.shape[0] % self.pad_vocab_to
-        if not pad:
+        if not -self.bias.shape[0] % self.pad_vocab_to:
             return self.decoder(h)                                       # (B, P or L, V)
-        table = F.pad(self.decoder.weight, (0, 0, 0, pad))               # (V + pad, H)
-        logits = F.linear(h, table)[..., :self.bias.shape[0]]            # (B, P or L, V)
-        # The bias in the logits' dtype (bf16 under autocast, as nn.Linear's output); jaxbert's
-        # twin line is add_bias(logits, self.bias.astype(logits.dtype)).
-        return logits + self.bias.to(logits.dtype)
+        return tied_logits(h, self.decoder.weight, self.bias, self.pad_vocab_to)
 
 
 class BertPreTrainingHeads(nn.Module):
