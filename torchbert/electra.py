@@ -163,13 +163,16 @@ class ElectraForMaskedLM(nn.Module):
 
 
 def _hash32(x: torch.Tensor) -> torch.Tensor:
-    """bertcore.model.sampling.hash32 on int64 tensors holding 32-bit values (products of a
-    32-bit value and a multiplier below 2^31 fit in int64). JAX twin: the same on uint32."""
-    x = x ^ (x >> 16)
-    x = (x * MUL_A) & MASK32
-    x = x ^ (x >> 15)
-    x = (x * MUL_B) & MASK32
-    return x ^ (x >> 16)
+    """bertcore.model.sampling.hash32 on int32 tensors holding the uint32 bits: a multiply wraps
+    modulo 2^32 as uint32's does (two's complement), and each right shift is masked to what a
+    logical shift keeps (int32's is arithmetic). int32 rather than int64 (exact without wrapping,
+    masked to 32 bits) because it is 3x faster on a CPU: the hash runs over B x P x V entries.
+    JAX twin: the same on uint32, where both come for free."""
+    x = x ^ ((x >> 16) & 0xFFFF)
+    x = x * MUL_A
+    x = x ^ ((x >> 15) & 0x1FFFF)
+    x = x * MUL_B
+    return x ^ ((x >> 16) & 0xFFFF)
 
 
 def sample_tokens(logits: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
@@ -178,11 +181,15 @@ def sample_tokens(logits: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
     draw the same tokens; no gradient. Returns int64 (B, P)."""
     with torch.no_grad():
         V = logits.shape[-1]
-        h = _hash32(seeds.long() & MASK32)[..., None]                            # (B, P, 1)
+        h = _hash32(seeds.to(torch.int32))[..., None]                            # (B, P, 1)
+        # v * MUL_B mod 2^32, as int32 bits (computed exactly in int64, then wrapped)
         v = (torch.arange(V, device=logits.device, dtype=torch.int64) * MUL_B) & MASK32
+        v = torch.where(v >= 1 << 31, v - (1 << 32), v).to(torch.int32)
         h = _hash32(h ^ v)                                                       # (B, P, V)
-        u = ((h >> (32 - UNIFORM_BITS)).float() + 0.5) * (2.0 ** -UNIFORM_BITS)
-        return torch.argmax(logits.float() - torch.log(-torch.log(u)), dim=-1)
+        bits = (h >> (32 - UNIFORM_BITS)) & ((1 << UNIFORM_BITS) - 1)
+        u = bits.float().add_(0.5).mul_(2.0 ** -UNIFORM_BITS)
+        # in place, one buffer for u, -log(u) and log(-log(u)) = -g: B x P x V floats
+        return torch.argmax(logits.float() - u.log_().neg_().log_(), dim=-1)
 
 
 class ElectraPreTrainingModel(nn.Module):
