@@ -13,7 +13,7 @@ hidden size (`embeddings_project`) where they differ.
 The same classes as the torch twin, in the same order. Where the twins differ: the generator
 inside the pair gets the discriminator's embedding *module* as a call argument (Flax shares a
 module by passing it; torch passes it the same way), and the sample's hash runs on uint32 here
-(torch: int64 masked to 32 bits; the same bits). Shapes as in torchbert/electra.py.
+(torch: int32 holding the same bits, its shifts masked). Shapes as in torchbert/electra.py.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ class ElectraForMaskedLM(_Module):
 
 def _hash32(x):
     """bertcore.model.sampling.hash32 on uint32 (wrapping multiplication is uint32's own).
-    Torch twin: the same on int64 masked to 32 bits."""
+    Torch twin: the same on int32 holding the uint32 bits, its right shifts masked."""
     x = x ^ (x >> 16)
     x = x * jnp.uint32(MUL_A)
     x = x ^ (x >> 15)

@@ -11,7 +11,7 @@ must not hinge on float rounding that differs between frameworks. So:
 - bertcore draws one 31-bit seed per masked slot with the batch (`sample_seeds`, seeded by
   (seed, step) like the masks), and each twin turns (slot seed, vocabulary index) into u with the
   same 32-bit integer hash (`hash32` below: multiply, xor, shift; exact in any framework, on
-  uint32 in JAX and on int64 masked to 32 bits in torch), u = (top 23 bits + 0.5) / 2^23, which
+  uint32 in JAX and on int32 holding the same bits in torch), u = (top 23 bits + 0.5) / 2^23, which
   fp32 holds exactly.
 - Inverse-CDF sampling (one uniform per slot against a cumulative sum of the softmax) would need
   less noise, but a cumulative sum over ~30,000 entries rounds differently in torch and XLA, and
@@ -25,8 +25,9 @@ from __future__ import annotations
 import numpy as np
 
 MASK32 = 0xFFFFFFFF
-# Odd multipliers below 2^31, so a 32-bit value times one fits in a signed 64-bit integer (torch
-# computes in int64 and keeps the low 32 bits; JAX multiplies uint32 modulo 2^32: the same bits).
+# Odd multipliers below 2^31: they fit a signed int32 (torch multiplies int32 holding the uint32
+# bits, wrapping modulo 2^32 as JAX's uint32 does), and a 32-bit value times one fits the int64
+# this numpy reference computes in exactly.
 MUL_A = 0x7FEB352D
 MUL_B = 0x68E31DA5
 UNIFORM_BITS = 23          # u = (h >> 9 + 0.5) / 2^23: exact in fp32, never 0 or 1
