@@ -57,6 +57,7 @@ LOCK_FILE = ".lock"
 CONFIG = "config.json"
 TRAIN_CONFIG = "train_config.json"
 CLASSIFY_CONFIG = "classify_config.json"
+TAG_CONFIG = "tag_config.json"          # a token-tagging run's (bertcore.tag)
 TOKENIZER = "tokenizer"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
@@ -67,7 +68,7 @@ CHECKPOINT_NAME = re.compile(r"step_(?P<torch>\d{8})|(?P<jax>\d+)")
 # What a pretraining, classify or converted run writes in its directory; anything else there is
 # the user's, and no command deletes it.
 OWN_ENTRIES = frozenset({RUN_FILE, LOCK_FILE, CONFIG, TRAIN_CONFIG,
-                         CLASSIFY_CONFIG, TOKENIZER, METRICS, SUMMARY,
+                         CLASSIFY_CONFIG, TAG_CONFIG, TOKENIZER, METRICS, SUMMARY,
                          "loss.png", "hf", "best", CHECKPOINTS, "tb", "wandb"})
 # A run as the output of a command (bertcore.infra.files' one --overwrite check); the temporary
 # entries of an interrupted write (`create`'s `.new-PID` / `.old-PID`, atomic_path's) are no one's.
