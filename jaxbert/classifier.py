@@ -14,6 +14,9 @@ paths are the HF names split at the dots
 / `classifier_flax_to_hf` convert, from the one table both twins use. The heads' dropout is
 model.py's `Dropout` (the shared 16-bit rule, as in the encoder), and `remat=True` recomputes
 each encoder layer in the backward pass, as for the pretraining models.
+
+The losses: `classification_loss` (cross-entropy) and `regression_loss` (transformers'
+problem_type "regression": MSE of the one output); `sequence_loss` picks one for a run.
 """
 
 from __future__ import annotations
@@ -118,3 +121,15 @@ def classification_loss(logits, labels) -> tuple[jax.Array, dict]:
     loss = (jax.nn.logsumexp(logits, axis=-1) - picked).mean()
     accuracy = (logits.argmax(-1) == labels).astype(jnp.float32).mean()
     return loss, {"loss": loss, "accuracy": accuracy}
+
+
+def regression_loss(logits, labels) -> tuple[jax.Array, dict]:
+    """Mean squared error of the one output against float labels, in fp32: transformers'
+    problem_type "regression" (MSELoss on logits.squeeze(), num_labels=1)."""
+    loss = jnp.mean(jnp.square(logits.astype(jnp.float32)[:, 0] - labels.astype(jnp.float32)))
+    return loss, {"loss": loss}
+
+
+def sequence_loss(regression: bool):
+    """The loss a fine-tuning run trains with: `regression_loss` or `classification_loss`."""
+    return regression_loss if regression else classification_loss

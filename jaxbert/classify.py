@@ -1,6 +1,6 @@
 """`python -m jaxbert.classify train|evaluate|predict`: fine-tune BERT, ModernBERT or
-ELECTRA (its discriminator) for sequence classification with JAX/Flax (the twin of
-torchbert/classify.py).
+ELECTRA (its discriminator) for sequence classification or regression, of single texts or
+sentence pairs, with JAX/Flax (the twin of torchbert/classify.py).
 
 Flags, data, batches, metrics, best/ and the RUNDIR are bertcore's (bertcore.classify: cli, data,
 run), and so is the loop (bertcore.train.loop, pretraining's own), shared with torchbert; this
@@ -30,23 +30,24 @@ from bertcore.train.stopping import Stopper, run_train
 
 from .arch import classifier_model
 from .checkpoint import Checkpointer
-from .classifier import classification_loss
+from .classifier import sequence_loss
 from .optim import adamw
 from .pretrained import pretrained_weights
 from .runtime import compute_dtype, configure_process
 from .step import TrainState, create_state, seed_keys
 
 
-def train_step(state: TrainState, batch: dict, dropout_key: jax.Array, *, model, tx
+def train_step(state: TrainState, batch: dict, dropout_key: jax.Array, *, model, tx, loss
                ) -> tuple[TrainState, jax.Array]:
-    """One AdamW update; pure, jitted. Dropout masks come from (key, step), so a resumed run
-    draws the same ones (torch reseeds its generator from (seed, step) instead)."""
+    """One AdamW update of `loss` (classifier.py's sequence_loss); pure, jitted. Dropout masks
+    come from (key, step), so a resumed run draws the same ones (torch reseeds its generator
+    from (seed, step) instead)."""
     key = jax.random.fold_in(dropout_key, state.step)
 
     def loss_fn(params):
         logits = model.apply({"params": params}, batch["input_ids"], batch["token_type_ids"],
                              batch["attention_mask"], deterministic=False, rngs={"dropout": key})
-        return classification_loss(logits, batch["labels"])
+        return loss(logits, batch["labels"])
 
     (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -86,7 +87,8 @@ class ClassifierTwin(Twin):
             self.train_state = jax.eval_shape(lambda p: create_state(p, self.tx),
                                               classifier_hf_to_flax(zeros, mcfg, n))
         self.dropout_key = seed_keys(run.classify_config.seed)[1]
-        self.step_fn = jax.jit(functools.partial(train_step, model=self.model, tx=self.tx),
+        self.step_fn = jax.jit(functools.partial(train_step, model=self.model, tx=self.tx,
+                                                 loss=sequence_loss(run.labels.regression)),
                                donate_argnums=(0,))
         self.apply = logits_fn(self.model)
         self.ckpt = Checkpointer(run.rundir, run.model_config, keep=1)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from bertcore.classify.cli import InitSource, initial_state, resolve_init
-from bertcore.classify.data import (Example, LabelMap, encode, epoch_order, eval_batches, hold_out,
-                                    read_examples, scores, train_batches)
+from bertcore.classify.data import (Columns, Example, LabelMap, encode, epoch_order, eval_batches,
+                                    hold_out, read_examples, scores, train_batches)
 from bertcore.model.config import BertConfig
 from bertcore.infra.errors import UserError
 from bertcore.model.hf import classifier_flax_to_hf, classifier_hf_to_flax, classifier_param_table
@@ -33,7 +33,7 @@ def test_formats_agree(tmp_path):
         f'{r["text"]}\tsecond "half"\t{r["label"]}\n' for r in rows), encoding="utf-8")
     j = read_examples(tmp_path / "a.jsonl")
     c = read_examples(tmp_path / "a.csv")
-    t = read_examples(tmp_path / "a.tsv")
+    t = read_examples(tmp_path / "a.tsv", columns=Columns(text_pair="text_pair"))
     assert [e.label for e in j] == [e.label for e in c] == [e.label for e in t] == \
         [r["label"] for r in rows]
     assert c[0].text == rows[0]["text"] + ', "quoted"'

@@ -14,6 +14,9 @@ Hugging Face classifier loads and saves with no renaming; the name table is bert
 `classifier_param_table`. The heads' dropout is model.py's `Dropout` (the shared 16-bit rule,
 as in the encoder), and `gradient_checkpointing_enable()` recomputes each encoder layer in the
 backward pass, as for the pretraining models.
+
+The losses: `classification_loss` (cross-entropy) and `regression_loss` (transformers'
+problem_type "regression": MSE of the one output); `sequence_loss` picks one for a run.
 """
 
 from __future__ import annotations
@@ -184,3 +187,16 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor
     loss = F.cross_entropy(logits, labels)
     accuracy = (logits.argmax(-1) == labels).float().mean()
     return loss, {"loss": loss.detach(), "accuracy": accuracy.detach()}
+
+
+def regression_loss(logits: torch.Tensor, labels: torch.Tensor
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Mean squared error of the one output against float labels, in fp32: transformers'
+    problem_type "regression" (MSELoss on logits.squeeze(), num_labels=1)."""
+    loss = F.mse_loss(logits.float()[:, 0], labels.float())
+    return loss, {"loss": loss.detach()}
+
+
+def sequence_loss(regression: bool):
+    """The loss a fine-tuning run trains with: `regression_loss` or `classification_loss`."""
+    return regression_loss if regression else classification_loss

@@ -1,6 +1,6 @@
 """`python -m torchbert.classify train|evaluate|predict`: fine-tune BERT, ModernBERT or
-ELECTRA (its discriminator) for sequence classification with PyTorch (the twin of
-jaxbert/classify.py).
+ELECTRA (its discriminator) for sequence classification or regression, of single texts or
+sentence pairs, with PyTorch (the twin of jaxbert/classify.py).
 
 Flags, data, batches, metrics, best/ and the RUNDIR are bertcore's (bertcore.classify: cli, data,
 run), and so is the loop (bertcore.train.loop, pretraining's own), shared with jaxbert; this file
@@ -28,7 +28,7 @@ from bertcore.train.stopping import Stopper, run_train
 
 from .arch import classifier_model
 from .checkpoint import Checkpointer
-from .classifier import classification_loss
+from .classifier import sequence_loss
 from .optim import clip_grad_norm, make_optimizer
 from .pretrained import pretrained_weights
 from .runtime import configure_process, pick_device
@@ -55,6 +55,7 @@ class ClassifierTwin(Twin):
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                          else contextlib.nullcontext())
         self.ckpt = Checkpointer(run.rundir, run.model_config, keep=1)
+        self.loss_fn = sequence_loss(run.labels.regression)   # cross-entropy, or an MSE
 
     def step(self, step: int, batch: dict[str, np.ndarray], lr: float) -> dict[str, Any]:
         # This step's dropout masks come from (seed, step): a resumed run draws the same ones.
@@ -64,7 +65,7 @@ class ClassifierTwin(Twin):
         b = to_device(batch, self.device)
         with self.autocast:
             logits = self.model(b["input_ids"], b["token_type_ids"], b["attention_mask"])
-        loss, _ = classification_loss(logits, b["labels"])
+        loss, _ = self.loss_fn(logits, b["labels"])
         loss.backward()
         clip_grad_norm(self.params, self.run.classify_config.grad_clip)
         for group in self.optimizer.param_groups:

@@ -21,10 +21,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bertcore.classify.data import Classifier, Example, LabelMap, encode, evaluate, read_examples
+from bertcore.classify.data import (Classifier, Columns, Example, LabelMap, encode, evaluate,
+                                    read_examples)
 from bertcore.model.config import ElectraConfig, ModelConfig
 from bertcore.infra.errors import UserError
-from bertcore.infra.flags import check_fields, check_flags
+from bertcore.infra.flags import RANGES, check_fields, check_flags
 from bertcore.model.hf import (ELECTRA_PREFIXES, check_classifier_state, classifier_param_table,
                                electra_split, fresh_classifier_params, head_prefixes,
                                normalize_hf_names)
@@ -54,6 +55,15 @@ class ClassifyConfig:
     dropout: bool = True
     seed: int = 0                   # classifier init, validation hold-out, shuffling, dropout
     val_fraction: float = 0.1
+    # What is learned and from which fields: recorded so evaluate and predict read the same ones.
+    task: str = "classification"    # or "regression": one output, a float label, MSE loss
+    text_column: str = "text"
+    text_pair_column: str | None = None   # the second text of a sentence pair; None: single
+    label_column: str = "label"
+
+    @property
+    def columns(self) -> Columns:
+        return Columns(self.text_column, self.text_pair_column, self.label_column)
 
     def lr_at(self, total_steps: int):
         """lr(step, xp) for update `step` (0-based): bertcore.train.schedule's warmup + linear
@@ -65,9 +75,24 @@ class ClassifyConfig:
     def validate(self) -> None:
         """Each setting's range (bertcore.infra.flags.RANGES, the table the flag stage and
         TrainConfig use): a flag or an edited classify_config.json."""
-        check_fields(self, [f for f in FIELDS if f != "dropout"])
+        check_fields(self, [f for f in FIELDS if f in RANGES])
         if not isinstance(self.dropout, bool):
             raise UserError(f"dropout={self.dropout!r} must be true or false")
+        if self.task not in TASKS:
+            raise UserError(f"task={self.task!r} must be one of {', '.join(TASKS)}")
+        for name in ("text_column", "text_pair_column", "label_column"):
+            value = getattr(self, name)
+            if not (isinstance(value, str) and value) and not (
+                    name == "text_pair_column" and value is None):
+                raise UserError(f"{name.replace('_', '-')}={value!r} must name a column")
+        named = [c for c in (self.text_column, self.text_pair_column, self.label_column) if c]
+        if len(set(named)) < len(named):
+            raise UserError(f"--text-column {self.text_column}, --text-pair-column "
+                            f"{self.text_pair_column} and --label-column {self.label_column} name "
+                            f"the same column twice; give each its own")
+
+
+TASKS = ("classification", "regression")
 
 
 FIELDS = [f.name for f in dataclasses.fields(ClassifyConfig)]
@@ -204,16 +229,21 @@ def parser(framework: str) -> argparse.ArgumentParser:
     prog = f"python -m {framework}bert.classify"
     p = ClassifyParser(
         prog=prog, description="Fine-tune BERT, ModernBERT or ELECTRA for sequence "
-        "classification (a classifier on the pooled [CLS], ModernBERT's cls/mean pooling per its "
-        "config's classifier_pooling, or ELECTRA's head on [CLS] over the discriminator: Hugging "
-        "Face's BertForSequenceClassification, ModernBertForSequenceClassification or "
+        "classification or regression, of single texts or sentence pairs (a classifier on the "
+        "pooled [CLS], ModernBERT's cls/mean pooling per its config's classifier_pooling, or "
+        "ELECTRA's head on [CLS] over the discriminator: Hugging Face's "
+        "BertForSequenceClassification, ModernBertForSequenceClassification or "
         "ElectraForSequenceClassification), evaluate it, predict.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=f"""examples:
   {prog} train --init-from runs/{framework}bert-mini --data ~/.cache/twinbert/aclImdb --out runs/imdb
   {prog} evaluate runs/imdb --data ~/.cache/twinbert/aclImdb      (its test/ split)
   {prog} predict runs/imdb "a wonderful film" "a dull, slow mess"
-data: an aclImdb tree (train|test x pos|neg), or .jsonl ({{"text", "label"}}, optional
-"text_pair") / .csv / .tsv (a header with text, label, optional text_pair columns)""")
+  {prog} train --init-from DIR --data sts-train.tsv --task regression \\
+      --text-column sentence1 --text-pair-column sentence2 --label-column score --out runs/sts
+  {prog} predict runs/sts "a man plays a guitar" "a man plays music"   (a pair: two texts)
+data: an aclImdb tree (train|test x pos|neg), or .jsonl ({{"text": ..., "label": ...}}) / .csv /
+.tsv (a header naming the columns): fields text and label, renamed by --text-column and
+--label-column; --text-pair-column names a second text (sentence pairs, [CLS] A [SEP] B [SEP])""")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="{train,evaluate,predict}",
                            parser_class=argparse.ArgumentParser)   # checked once, by p
     t = sub.add_parser("train", help="fine-tune from a pretraining RUNDIR or a HF BERT or "
@@ -238,6 +268,10 @@ data: an aclImdb tree (train|test x pos|neg), or .jsonl ({{"text", "label"}}, op
         t.add_argument(f"--{name}", type=parse, help=f"{text} [{default}]".lstrip())
     t.add_argument("--no-dropout", dest="dropout", action="store_false", default=None,
                    help="turn dropout off (exact comparisons)")
+    t.add_argument("--task", choices=TASKS, help="classification: a class name per example, "
+                   "cross-entropy; regression: a number per example (STS-B's similarity), one "
+                   "output, mean squared error, Pearson/Spearman [classification]")
+    _column_flags(t, "[text]", "[none: single texts]", "[label]")
     t.add_argument("--out", metavar="RUNDIR",
                    help=f"run directory [runs/{framework}bert-classify]")
     t.add_argument("--resume", action="store_true", help="continue RUNDIR from its checkpoint")
@@ -256,13 +290,33 @@ data: an aclImdb tree (train|test x pos|neg), or .jsonl ({{"text", "label"}}, op
                                      "ModernBertForSequenceClassification directory")
         c.add_argument("--batch-size", type=int, default=64, help="examples per batch [64]")
         c.add_argument("--json", action="store_true", help="print JSON")
+        _column_flags(c, *["[the run's; a Hugging Face directory: text]",
+                           "[the run's; a Hugging Face directory: none]",
+                           "[the run's; a Hugging Face directory: label]"])
     e, r = sub.choices["evaluate"], sub.choices["predict"]
     e.add_argument("--data", required=True, help="an aclImdb tree or a labelled file")
     e.add_argument("--split", default="test", help="split of an aclImdb tree [test]")
-    r.add_argument("text", nargs="*", help="texts to classify")
-    r.add_argument("--file", help="a .jsonl/.csv/.tsv file with a text column, or .txt (a line "
-                                  "each)")
+    r.add_argument("text", nargs="*", help="texts to classify; for a sentence-pair model, two "
+                                          "at a time (first, second, first, second, ...)")
+    r.add_argument("--file", help="a .jsonl/.csv/.tsv file with a text column (and the pair's "
+                                  "second), or .txt (a line each; single texts)")
     return p
+
+
+def _column_flags(p: argparse.ArgumentParser, text: str, pair: str, label: str) -> None:
+    """--text-column, --text-pair-column, --label-column: the fields of a .jsonl/.csv/.tsv file
+    (as pretraining's --text-column names a corpus's)."""
+    p.add_argument("--text-column", metavar="NAME", help=f"the field of the text {text}")
+    p.add_argument("--text-pair-column", metavar="NAME", help="the field of a sentence pair's "
+                   f"second text (transformers' text_pair) {pair}")
+    p.add_argument("--label-column", metavar="NAME", help=f"the field of the label {label}")
+
+
+def data_columns(args: argparse.Namespace, clf: Classifier) -> Columns:
+    """evaluate's and predict's fields: the model's (its run's), each renamed by a flag given."""
+    own = clf.columns
+    return Columns(args.text_column or own.text, args.text_pair_column or own.text_pair,
+                   args.label_column or own.label)
 
 
 # ---- evaluate and predict: the twin gives logits, the rest is here ----------------------------
@@ -271,30 +325,56 @@ Logits = Callable[[dict], np.ndarray]
 
 
 def run_evaluate(args: argparse.Namespace, clf: Classifier, logits: Logits) -> dict[str, Any]:
-    """`evaluate MODEL --data PATH`: accuracy (and F1) on labelled data; prints and returns it."""
-    examples = read_examples(args.data, args.split)
+    """`evaluate MODEL --data PATH`: accuracy (and F1) on labelled data, or a regression's
+    Pearson, Spearman and MSE; prints and returns it."""
+    regression = clf.labels.regression
+    examples = read_examples(args.data, args.split, columns=data_columns(args, clf),
+                             regression=regression)
     clf.labels.check(examples, f"{args.data}", f"the model ({clf.path})")
     data = encode(clf.tokenizer, examples, clf.labels, clf.max_len)
-    res = evaluate(logits, data, args.batch_size, len(clf.labels), progress=not args.json)
+    res = evaluate(logits, data, args.batch_size, len(clf.labels), progress=not args.json,
+                   regression=regression)
+    names = ("pearson", "spearman", "mse") if regression else ("accuracy", "f1")
     out = {"model": str(clf.path), "data": str(args.data), "examples": len(data),
-           "truncated": data.truncated, "loss": res["loss"], "accuracy": res["accuracy"],
-           **({"f1": res["f1"]} if "f1" in res else {})}
-    print(json.dumps(out, indent=2) if args.json else
-          f"{out['examples']} examples ({data.truncated} truncated to {clf.max_len} tokens): "
-          f"accuracy {out['accuracy']:.4f}" + (f", F1 ({clf.labels.labels[1]}) {out['f1']:.4f}"
-                                               if "f1" in out else "")
-          + f", loss {out['loss']:.4f}")
+           "truncated": data.truncated, "loss": res["loss"],
+           **{k: res[k] for k in names if k in res}}
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        if regression:
+            what = (f"Pearson {out['pearson']:.4f}, Spearman {out['spearman']:.4f}, "
+                    f"MSE {out['mse']:.4f}")
+        else:
+            what = f"accuracy {out['accuracy']:.4f}" + (
+                f", F1 ({clf.labels.labels[1]}) {out['f1']:.4f}" if "f1" in out else "")
+        print(f"{out['examples']} examples ({data.truncated} truncated to {clf.max_len} tokens): "
+              f"{what}" + ("" if regression else f", loss {out['loss']:.4f}"))
     return out
 
 
 def run_predict(args: argparse.Namespace, clf: Classifier, logits: Logits) -> list[dict]:
-    """`predict MODEL TEXT... | --file F`: the most likely label of each text and its
-    probability."""
+    """`predict MODEL TEXT... | --file F`: the most likely label of each text (or pair) and its
+    probability; a regression's score."""
+    columns = data_columns(args, clf)
+    pairs = columns.text_pair is not None
     if args.file:
         path = Path(args.file)
-        examples = ([Example(line) for line in path.read_text(encoding="utf-8").splitlines()
-                     if line.strip()] if path.suffix == ".txt" else
-                    read_examples(path, "predict", need_label=False))
+        if path.suffix == ".txt":
+            if pairs:
+                raise UserError(f"{path}: a .txt file holds single texts, and {clf.path} reads "
+                                f"sentence pairs ({columns.text_pair}); pass a .jsonl/.csv/.tsv "
+                                f"file with the fields {columns.text} and {columns.text_pair}")
+            examples = [Example(line) for line in path.read_text(encoding="utf-8").splitlines()
+                        if line.strip()]
+        else:
+            examples = read_examples(path, "predict", need_label=False, columns=columns,
+                                     regression=clf.labels.regression)
+    elif pairs:
+        if len(args.text) % 2:
+            raise UserError(f"predict: {len(args.text)} texts for a sentence-pair model "
+                            f"({clf.path}); give the texts two at a time, each first text "
+                            f"followed by its second")
+        examples = [Example(a, b) for a, b in zip(args.text[::2], args.text[1::2])]
     else:
         examples = [Example(t) for t in args.text]
     if not examples:
@@ -304,13 +384,22 @@ def run_predict(args: argparse.Namespace, clf: Classifier, logits: Logits) -> li
         raise UserError(f"{args.file or 'predict'}: text {empty[0]} of {len(examples)} is empty; "
                         f"give each text to classify some words")
     data = encode(clf.tokenizer, examples, None, clf.max_len)
-    res = evaluate(logits, data, args.batch_size, len(clf.labels))
-    rows = [{"text": e.text, "label": clf.labels.labels[int(p)],
-             "probabilities": dict(zip(clf.labels.labels, map(float, probs)))}
-            for e, p, probs in zip(examples, res["predictions"], res["probabilities"])]
+    res = evaluate(logits, data, args.batch_size, len(clf.labels),
+                   regression=clf.labels.regression)
+    both = [{"text": e.text, **({"text_pair": e.text_pair} if pairs else {})} for e in examples]
+    if clf.labels.regression:
+        rows = [{**t, "score": float(v)} for t, v in zip(both, res["predictions"])]
+    else:
+        rows = [{**t, "label": clf.labels.labels[int(p)],
+                 "probabilities": dict(zip(clf.labels.labels, map(float, probs)))}
+                for t, p, probs in zip(both, res["predictions"], res["probabilities"])]
     if args.json:
         print(json.dumps(rows, indent=2))
-    else:
-        for r in rows:
-            print(f"{r['label']:<12} {r['probabilities'][r['label']]:7.2%}  {r['text'][:80]}")
+        return rows
+    for r in rows:
+        # A pair's two texts side by side, as transformers' tokenizer joins them.
+        text = r["text"] + (f" [SEP] {r['text_pair']}" if pairs else "")
+        head = (f"{r['score']:<12.4f}" if clf.labels.regression else
+                f"{r['label']:<12} {r['probabilities'][r['label']]:7.2%}")
+        print(f"{head}  {text[:120]}")
     return rows

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -74,7 +75,8 @@ class ClassifyRun(Task):
             self.base_model = (info.get("init_from") or {}).get("path")
             raw = _json(self.rundir / CONFIG)
             self.model_config = model_config_from_dict(raw)
-            self.labels = LabelMap([raw["id2label"][str(i)] for i in range(len(raw["id2label"]))])
+            self.labels = (LabelMap.regression_head() if saved.task == "regression" else
+                           LabelMap([raw["id2label"][str(i)] for i in range(len(raw["id2label"]))]))
             self.tokenizer = load_tokenizer(self.files.tokenizer_dir)
         else:
             if not args.init_from or not args.data:
@@ -123,14 +125,21 @@ class ClassifyRun(Task):
         return info
 
     def _data(self, data: str, validation: str | None) -> tuple[Encoded, Encoded]:
-        train = read_examples(data, "train")
+        ccfg = self.classify_config
+        regression = ccfg.task == "regression"
+        train = read_examples(data, "train", columns=ccfg.columns, regression=regression)
         if validation:
-            val = read_examples(validation, "validation")
+            val = read_examples(validation, "validation", columns=ccfg.columns,
+                                regression=regression)
         else:   # aclImdb and single files have no validation split: hold one out, seeded
-            ccfg = self.classify_config
             train, val = hold_out(train, ccfg.val_fraction, ccfg.seed)
         if self.resume:
             self.labels.check(train + val, f"{data}", "the run's config.json")
+        elif regression:
+            self.labels = LabelMap.regression_head()
+            if len({e.label for e in train}) < 2:
+                raise UserError(f"{data}: every label is {train[0].label}; a regression needs "
+                                f"labels that vary (its correlations are undefined otherwise)")
         else:
             self.labels = LabelMap.from_examples(train)
             if len(self.labels) < 2:
@@ -138,7 +147,7 @@ class ClassifyRun(Task):
                                 f"classifier needs examples of at least two labels")
             self.labels.check(val, f"the validation data ({validation or 'held out'})",
                               f"the training data ({data})")
-        out, max_len = [], self.classify_config.max_len
+        out, max_len = [], ccfg.max_len
         for name, examples in (("train", train), ("validation", val)):
             enc = encode(self.tokenizer, examples, self.labels, max_len)
             self.notes.append(f"{name}: {len(enc)} examples, {enc.truncated} truncated to "
@@ -224,18 +233,26 @@ class ClassifyRun(Task):
         self.loss_sum, self.loss_n = self.loss_sum + loss, self.loss_n + 1
         self.advance_bar(step, loss=f"{loss:.3f}")
 
+    @property
+    def best_metric(self) -> str:
+        """What picks best/: validation accuracy; a regression's Pearson correlation (STS-B's
+        headline metric, as GLUE reports it)."""
+        return "val_pearson" if self.labels.regression else "val_accuracy"
+
     def evaluate(self, step: int, twin: Any) -> None:
         """The epoch's line (train loss, validation scores) in metrics.jsonl; best/ when the
-        validation accuracy is the best yet."""
+        validation accuracy (a regression: Pearson) is the best yet."""
         ccfg = self.classify_config
-        val = evaluate(twin.logits, self.val, ccfg.batch_size, len(self.labels))
+        val = evaluate(twin.logits, self.val, ccfg.batch_size, len(self.labels),
+                       regression=self.labels.regression)
         row = {"epoch": step // self.steps_per_epoch, "step": step,
                "train_loss": self.loss_sum / max(self.loss_n, 1),
-               **{f"val_{k}": val[k] for k in ("loss", "accuracy", "f1") if k in val},
+               **{f"val_{k}": val[k] for k in ("loss", "accuracy", "f1", "pearson", "spearman",
+                                               "mse") if k in val},
                "learning_rate": self.lr(step), "elapsed": self.elapsed}
         self.append(step, row)
         logger.info(" ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "elapsed"))
-        if self.best is None or row["val_accuracy"] > self.best["val_accuracy"]:
+        if self.best is None or _better(row[self.best_metric], self.best[self.best_metric]):
             self.best = row
             write_classifier_dir(self.rundir / "best", self.model_config, self.labels,
                                  twin.weights(), self.files.tokenizer_dir, info=row,
@@ -267,7 +284,8 @@ class ClassifyRun(Task):
             if step < self.steps:
                 return {"stopped_at": step}
             summary = {"framework": self.framework, "rundir": str(self.rundir), "steps": step,
-                       "epochs": self.classify_config.epochs, "labels": self.labels.labels,
+                       "epochs": self.classify_config.epochs, "task": self.labels.task,
+                       "labels": self.labels.labels,
                        "best": self.best, "final": read_metrics(self.metrics_path)[-1],
                        "train_examples": len(self.train),
                        "validation_examples": len(self.val),
@@ -280,9 +298,10 @@ class ClassifyRun(Task):
     def done_line(self, step: int, seconds: float, twin: Any) -> str:
         if step < self.steps:
             return f"stopped after step {step}; continue with train --out {self.rundir} --resume"
-        return (f"done: {step} steps; best epoch {self.best['epoch']} val accuracy "
-                f"{self.best['val_accuracy']:.4f}; weights in {self.rundir}/best (evaluate: "
-                f"evaluate {self.rundir} --data DATA)")
+        metric = self.best_metric
+        return (f"done: {step} steps; best epoch {self.best['epoch']} "
+                f"{metric.replace('_', ' ')} {self.best[metric]:.4f}; weights in "
+                f"{self.rundir}/best (evaluate: evaluate {self.rundir} --data DATA)")
 
     def card(self, best: dict[str, Any]) -> str:
         """The model card of best/ (bertcore.modeldirs.card) when it holds the epoch `best`."""
@@ -300,6 +319,12 @@ class ClassifyRun(Task):
                                      self.classify_config.seed)
         self.notes += notes
         return state
+
+
+def _better(new: float, old: float) -> bool:
+    """`new` beats `old`; NaN (a constant prediction's correlation) beats nothing and is beaten
+    by any number, so a run whose first epoch predicted a constant still keeps a later best."""
+    return not math.isnan(new) and (math.isnan(old) or new > old)
 
 
 def _json(path: Path) -> dict:
