@@ -387,6 +387,8 @@ def test_pair_classification(twin, tmp_path, capsys):
     settings = json.loads((out / "classify_config.json").read_text())
     assert (settings["task"], settings["text_column"], settings["text_pair_column"],
             settings["label_column"]) == ("classification", "sentence1", "sentence2", "label")
+    assert "sequence classifier (2 labels: `different`, `same`) of sentence pairs" in \
+        (out / "best" / "README.md").read_text()
     test = sentence_pairs(16, 1)
     res = json.loads(cli("evaluate", str(out), "--data",
                          str(write_jsonl(tmp_path / "test.jsonl", test)), "--json").stdout)
@@ -451,6 +453,9 @@ def test_regression(twin, tmp_path, capsys):
     # the export: transformers' regressor, its outputs and loss the twin's
     cfg = json.loads((out / "best" / "config.json").read_text())
     assert cfg["problem_type"] == "regression" and len(cfg["id2label"]) == 1
+    card = (out / "best" / "README.md").read_text()
+    assert "sequence regressor" in card and "sentence pairs: `sentence1`, `sentence2`" in card
+    assert f"Pearson {best['val_pearson']:.4f}" in card and "accuracy" not in card
     clf = open_classifier(out)
     assert clf.labels.regression
     ex = [Example(r["sentence1"], r["sentence2"], r["score"]) for r in test]

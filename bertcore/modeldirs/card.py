@@ -442,9 +442,15 @@ def classifier_card(hf_dir: str | Path, config: ModelConfig, labels: list[str], 
     params = parameter_count(config, len(labels))
     ds = dataset_name(data)
     index = None
+    # One output is a regression (transformers' rule for num_labels=1; a classifier has two or
+    # more labels): a score per text, MSE, Pearson and Spearman instead of accuracy.
+    regression = len(labels) == 1
     if best:
         index = _model_index(name, ("text-classification", "Text Classification"),
                              dataset_name(validation) or ds or "held-out", "validation",
+                             [("pearsonr", "validation Pearson", best.get("val_pearson")),
+                              ("spearmanr", "validation Spearman", best.get("val_spearman")),
+                              ("mse", "validation MSE", best.get("val_mse"))] if regression else
                              [("accuracy", "validation accuracy", best.get("val_accuracy")),
                               ("f1", f"validation F1 ({labels[-1]})", best.get("val_f1"))])
     meta = _meta("text-classification", framework, [ds] if ds else [], base_model, index,
@@ -460,9 +466,12 @@ def classifier_card(hf_dir: str | Path, config: ModelConfig, labels: list[str], 
     else:
         head = "a linear layer on the pooled [CLS] vector"
     name_of = {"modernbert": "ModernBERT", "electra": "ELECTRA"}.get(arch_of(config), "BERT")
-    what = (f"{'An' if name_of == 'ELECTRA' else 'A'} {name_of} sequence classifier "
-            f"({len(labels)} labels: "
-            f"{', '.join(f'`{x}`' for x in labels)}) fine-tuned by {who}, one of twinbert's two "
+    pairs = settings.get("text_pair_column") if settings else None
+    kind = ("sequence regressor (one output, a score: problem_type regression)" if regression
+            else f"sequence classifier ({len(labels)} labels: "
+                 f"{', '.join(f'`{x}`' for x in labels)})")
+    what = (f"{'An' if name_of == 'ELECTRA' else 'A'} {name_of} {kind}"
+            f"{' of sentence pairs' if pairs else ''} fine-tuned by {who}, one of twinbert's two "
             f"implementations (PyTorch and JAX/Flax). Its weights are a Hugging Face "
             f"`{_classifier_class(config)}` directory: {head}.")
     out = _head(meta, name, what)
@@ -489,9 +498,14 @@ def classifier_card(hf_dir: str | Path, config: ModelConfig, labels: list[str], 
                  ("optimizer", f"AdamW (weight decay {settings.get('weight_decay')}, gradient "
                                f"clipping {settings.get('grad_clip')})"),
                  ("seed", settings.get("seed"))]
+        if pairs:
+            rows.append(("texts", f"sentence pairs: `{settings.get('text_column')}`, `{pairs}` "
+                                  f"([CLS] A [SEP] B [SEP])"))
     if best:
         rows.append(("these weights", f"epoch {best.get('epoch')}, step {best.get('step')} "
-                                      f"(the best validation accuracy so far)"))
+                                      f"(the best validation "
+                                      f"{'Pearson correlation' if regression else 'accuracy'} "
+                                      f"so far)"))
         if best.get("elapsed") is not None:
             rows.append(("training time", f"{best['elapsed']:.1f} s to that epoch (of the last "
                                           f"training command)"))
@@ -502,15 +516,18 @@ def classifier_card(hf_dir: str | Path, config: ModelConfig, labels: list[str], 
     if not rows and not source:
         out += ["How these weights were trained is not recorded.", ""]
     if best:
+        scores = (f"Pearson {best.get('val_pearson', float('nan')):.4f}, Spearman "
+                  f"{best.get('val_spearman', float('nan')):.4f}" if regression else
+                  f"accuracy {best.get('val_accuracy', float('nan')):.4f}")
         out += ["## Results", "",
-                f"Validation at epoch {best.get('epoch')}: accuracy "
-                f"{best.get('val_accuracy', float('nan')):.4f}"
+                f"Validation at epoch {best.get('epoch')}: {scores}"
                 + (f", F1 ({labels[-1]}) {best['val_f1']:.4f}" if best.get("val_f1") is not None
                    else "")
                 + (f", loss {best['val_loss']:.4f}" if best.get("val_loss") is not None else "")
                 + (f"; train loss {best['train_loss']:.4f}" if best.get("train_loss") is not None
                    else "") + ".", "",
-                "Test accuracy: run `evaluate` (below) on your test data.", ""]
+                f"Test {'scores' if regression else 'accuracy'}: run `evaluate` (below) on "
+                f"your test data.", ""]
     out += _use_classifier(str(hf_dir), labels, config)
     return "\n".join(out).rstrip() + "\n"
 
@@ -539,7 +556,8 @@ def _use_classifier(path: str, labels: list[str], config: ModelConfig) -> list[s
         "```bash",
         f"python -m torchbert.classify predict {path} \"a wonderful film\"",
         f"python -m jaxbert.classify   predict {path} \"a wonderful film\"",
-        f"python -m torchbert.classify evaluate {path} --data DATA   # accuracy on labelled data",
+        f"python -m torchbert.classify evaluate {path} --data DATA   # "
+        f"{'Pearson, Spearman, MSE' if len(labels) == 1 else 'accuracy'} on labelled data",
         "```", ""]
 
 
