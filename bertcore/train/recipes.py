@@ -10,8 +10,7 @@ on a 2-core CPU (`python -m benchmarks.budget`, BENCHMARKS.md "Which recipe for 
 BERT without next-sentence prediction fine-tuned best on sentiment and within the seeds' spread
 of the best on topics (pre-LN, a higher learning rate and no dropout did not help), even though
 its held-out MLM loss stays on the plateau where ModernBERT's leaves it; "budget-modernbert" is
-that ModernBERT run, "budget-electra" the ELECTRA run of issue 35 (measured, not a winner at this
-budget: BENCHMARKS.md "ELECTRA at the budget"). The rest is the benchmark's
+that ModernBERT run. The rest is the benchmark's
 shape: `mini`, 128-token sequences, batch 32, 20 predictions (15%), LR 1e-3, linear decay after
 200 warmup steps. The number of steps is yours to size to the budget (jaxbert on 2 CPU cores:
 ~2,200 BERT steps in 15 minutes).
@@ -49,14 +48,6 @@ RECIPES: dict[str, Recipe] = {
         summary="the same budget's best held-out MLM loss: ModernBERT mini",
         flags={"arch": "modernbert", **_SHAPE},
         command_line=f"--arch modernbert {_SHAPE_FLAGS}"),
-    # Measured at the budget (BENCHMARKS.md, "ELECTRA at the budget"): in 15 minutes of a loaded
-    # 2-core CPU its discriminator did not leave the base rate, and it fine-tuned below BERT's
-    # random initialisation; the name holds the shape that was measured, for longer budgets.
-    "budget-electra": Recipe(
-        summary="ELECTRA mini at the benchmark's shape (generator 1/4 wide, 85/0/15 masking, "
-                "weight 50); at 15 CPU minutes it did not beat 'budget': give it more steps",
-        flags={"arch": "electra", **_SHAPE},
-        command_line=f"--arch electra {_SHAPE_FLAGS}"),
 }
 
 
